@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine: `make run` (the product) and `make test` (the tests).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+# Python >= 3.12: the pinned 3.13 from pyenv when present, else whatever python3.1x is on PATH.
+PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python python3.13 python3.12 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: run test venv migrate demo clean bench bench-quick
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py recon_demo
+	DJANGO_SUPERUSER_PASSWORD=admin $(PY) manage.py createsuperuser --noinput --username admin --email admin@example.com 2>/dev/null || true
+	@echo "Demo superuser: admin / admin  ->  http://127.0.0.1:$(PORT)/admin/"
+
+# The web console and a qcluster together, in the foreground; Ctrl-C stops both.
+run: demo
+	@trap 'kill 0' INT TERM EXIT; \
+	$(PY) manage.py qcluster & \
+	$(PY) manage.py runserver 0.0.0.0:$(PORT) & \
+	wait
+
+# Tests on a real PostgreSQL: the one in DATABASE_URL, or a throwaway server started for the run.
+test: venv
+	@if [ -n "$$DATABASE_URL" ]; then $(PY) -m pytest $(PYTEST_ARGS); \
+	else $(PY) -m tests.pgserver -- $(PY) -m pytest $(PYTEST_ARGS); fi
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,3 @@
+"""API routes of jobs (mounted under /api/ by config.urls)."""
+
+urlpatterns = []

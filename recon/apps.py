@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ReconConfig(AppConfig):
+    name = "recon"
+    verbose_name = "Reconciliation"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,3 @@
+"""API routes of recon (mounted under /api/ by config.urls)."""
+
+urlpatterns = []

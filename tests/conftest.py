@@ -1,0 +1,103 @@
+"""Shared fixtures. Tests run on PostgreSQL only (`make test` starts a throwaway server)."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        pytest.exit("Tests need PostgreSQL: run `make test` (it starts one) or set DATABASE_URL.", returncode=2)
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user("staff", password="pw", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def plain_user(django_user_model):
+    return django_user_model.objects.create_user("plain", password="pw")
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def staff_api(staff_user):
+    return client_for(staff_user)
+
+
+@pytest.fixture
+def plain_api(plain_user):
+    return client_for(plain_user)
+
+
+@pytest.fixture
+def anon_api():
+    return APIClient()
+
+
+def database_url() -> str:
+    """URL of the database the test session is using (the test database), for child processes."""
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+class Processes:
+    """Starts real child processes (qcluster, workers) on the test database; kills leftovers at teardown."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def env(self, **extra) -> dict:
+        return dict(os.environ, DATABASE_URL=database_url(), PYTHONUNBUFFERED="1",
+                    **{k: str(v) for k, v in extra.items()})
+
+    def start(self, args: list[str], **env) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env(**env),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def kill_all(self):
+        import signal
+
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def processes():
+    procs = Processes()
+    yield procs
+    procs.kill_all()
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")

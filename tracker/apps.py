@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class TrackerConfig(AppConfig):
+    name = "tracker"
+    verbose_name = "Task ledger"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from django_q.signals import post_spawn
+
+        from tracker import audit  # noqa: F401  (connects the FSM audit receiver)
+        from tracker.tasks import on_worker_spawn
+
+        post_spawn.connect(on_worker_spawn, dispatch_uid="tracker-consumers")

@@ -1,0 +1,166 @@
+"""The durable task ledger: tasks, their audit trail, and consumer heartbeats."""
+
+import uuid
+
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django_fsm import FSMField, FSMModelMixin, transition
+
+
+class TaskStatus(models.TextChoices):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    RETRY = "RETRY"
+    CANCELLED = "CANCELLED"
+
+
+S = TaskStatus
+DUE_STATUSES = (S.PENDING, S.RETRY)
+FINISHED_STATUSES = (S.COMPLETED, S.FAILED, S.CANCELLED)
+
+
+class ProcessTracker(FSMModelMixin, models.Model):
+    """One unit of work. Status moves only through the transitions below (or set-based updates that
+    filter on the source state and write the same audit rows)."""
+
+    task_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task_type = models.CharField(max_length=64)
+    queue = models.CharField(max_length=64, default="default")
+    priority = models.SmallIntegerField(default=100, help_text="Lower runs first.")
+    tenant = models.CharField(max_length=64, blank=True, default="", db_index=True,
+                              help_text="Opaque owner id (merchant) used for access control.")
+    payload = models.JSONField(default=dict, blank=True)
+    status = FSMField(max_length=16, choices=TaskStatus.choices, default=S.PENDING, protected=True)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=10)
+    run_after = models.DateTimeField(default=timezone.now)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    locked_by = models.CharField(max_length=128, blank=True, default="")
+    dedupe_key = models.CharField(max_length=200, null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    error_details = models.TextField(blank=True, default="", help_text="Traceback of the last error.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    processing_started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "process_tracker"
+        verbose_name = "task"
+        indexes = [
+            # The claim query: due PENDING/RETRY rows in (priority, run_after) order.
+            models.Index(fields=["priority", "run_after"], name="tracker_due_idx",
+                         condition=Q(status__in=["PENDING", "RETRY"])),
+            # Rescue: expired leases.
+            models.Index(fields=["lease_expires_at"], name="tracker_lease_idx", condition=Q(status="PROCESSING")),
+            # Admin/API filters and pruning.
+            models.Index(fields=["status", "created_at"], name="tracker_status_created_idx"),
+            models.Index(fields=["task_type", "status"], name="tracker_type_status_idx"),
+            models.Index(fields=["queue", "status"], name="tracker_queue_status_idx"),
+            models.Index(fields=["completed_at"], name="tracker_completed_idx",
+                         condition=Q(status__in=["COMPLETED", "FAILED", "CANCELLED"])),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["dedupe_key"], name="tracker_dedupe_unfinished",
+                                    condition=Q(dedupe_key__isnull=False)
+                                    & ~Q(status__in=["COMPLETED", "FAILED", "CANCELLED"])),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="tracker_max_attempts_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.task_type} {self.task_id} [{self.status}]"
+
+    # Predicates used by the admin and the API.
+    def can_retry(self) -> bool:
+        return self.status in (S.FAILED, S.CANCELLED)
+
+    def can_cancel(self) -> bool:
+        return self.status in DUE_STATUSES
+
+    # Transitions. `by` (a user) and `reason` are recorded by tracker.audit on post_transition.
+    @transition(field=status, source=[S.FAILED, S.CANCELLED], target=S.PENDING,
+                custom={"label": "Retry", "admin": True})
+    def operator_retry(self, by=None, reason="operator retry"):
+        """A fresh set of attempts; the audit trail keeps the old ones."""
+        self.attempts = 0
+        self.run_after = timezone.now()
+        self.lease_expires_at = None
+        self.locked_by = ""
+        self.completed_at = None
+
+    @transition(field=status, source=[S.PENDING, S.RETRY], target=S.CANCELLED,
+                custom={"label": "Cancel", "admin": True})
+    def cancel(self, by=None, reason="cancelled"):
+        self.completed_at = timezone.now()
+
+    # Worker-side transitions are applied set-based in tracker.services (claim, complete, retry, fail,
+    # rescue); they are declared here so the state machine is complete and documented in one place.
+    @transition(field=status, source=[S.PENDING, S.RETRY], target=S.PROCESSING, custom={"admin": False})
+    def start(self, by=None, reason="claimed"):
+        pass
+
+    @transition(field=status, source=S.PROCESSING, target=S.COMPLETED, custom={"admin": False})
+    def complete(self, by=None, reason="completed"):
+        pass
+
+    @transition(field=status, source=S.PROCESSING, target=S.RETRY, custom={"admin": False})
+    def schedule_retry(self, by=None, reason=""):
+        pass
+
+    @transition(field=status, source=S.PROCESSING, target=S.FAILED, custom={"admin": False})
+    def fail(self, by=None, reason=""):
+        pass
+
+
+class Transition(models.Model):
+    """Audit row of one state change of any audited object (tasks, staging entries, transactions, jobs).
+
+    64-bit id and a text object id, so UUID keys and millions of rows fit (DESIGN.md)."""
+
+    id = models.BigAutoField(primary_key=True)
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT)
+    object_id = models.CharField(max_length=64)
+    from_status = models.CharField(max_length=32)
+    to_status = models.CharField(max_length=32)
+    at = models.DateTimeField(default=timezone.now)
+    by_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="+")
+    by_worker = models.CharField(max_length=128, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "audit_transition"
+        indexes = [models.Index(fields=["content_type", "object_id", "id"], name="audit_object_idx")]
+        ordering = ["id"]
+
+    @property
+    def by(self) -> str:
+        if self.by_user_id:
+            return self.by_user.get_username() if self.by_user else f"user:{self.by_user_id}"
+        return self.by_worker or "system"
+
+    def __str__(self):
+        return f"{self.from_status} -> {self.to_status} by {self.by}"
+
+
+class WorkerHeartbeat(models.Model):
+    """One consumer slot of the cluster. A consumer loop owns a slot while it beats; a slot whose beat is
+    stale is free, and the maintenance schedule starts a consumer for it."""
+
+    slot = models.PositiveSmallIntegerField(primary_key=True)
+    worker_id = models.CharField(max_length=128, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    beat_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When a consumer was last asked to start.")
+    processed = models.BigIntegerField(default=0, help_text="Tasks finished by the current owner.")
+
+    class Meta:
+        db_table = "tracker_worker_heartbeat"
+
+    def __str__(self):
+        return f"slot {self.slot}: {self.worker_id or '-'}"

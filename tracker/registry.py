@@ -1,0 +1,98 @@
+"""Task-type registry: one handler class per task type.
+
+A handler's life for a claimed task: `decide(task)` picks the handler that runs it (a type may route to
+variants), `validate(task)` rejects bad payloads with a PermanentError, `run(task, ctx)` does the work.
+`run_batch(tasks, ctx)`, when a handler defines it, processes many tasks set-based in one transaction.
+Database writes of `run`/`run_batch` commit together with the task's completion."""
+
+import random
+from dataclasses import dataclass
+from importlib import import_module
+
+from django.conf import settings
+
+from tracker.errors import UnknownTaskType
+
+
+@dataclass
+class RunContext:
+    """What a handler gets besides the task: who runs it, and a way to renew its lease."""
+
+    worker_id: str
+    heartbeat: "callable"  # renews the leases this worker holds
+
+
+class TaskHandler:
+    task_type: str = ""
+    queue: str = "default"
+    priority: int = 100
+    max_attempts: int | None = None  # None: settings.TRACKER["MAX_ATTEMPTS"]
+    backoff_base: float | None = None  # seconds; None: settings
+    backoff_cap: float | None = None
+    lease_seconds: int | None = None
+    run_batch = None  # set to a method `run_batch(self, tasks, ctx)` for set-based processing
+
+    def decide(self, task) -> "TaskHandler":
+        return self
+
+    def validate(self, task) -> None:
+        pass
+
+    def run(self, task, ctx: RunContext) -> None:
+        raise NotImplementedError
+
+    # Settings with per-type overrides.
+    def get_max_attempts(self) -> int:
+        return self.max_attempts or settings.TRACKER["MAX_ATTEMPTS"]
+
+    def get_lease_seconds(self) -> int:
+        return self.lease_seconds or settings.TRACKER["LEASE_SECONDS"]
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before retry number `attempts`: exponential, capped, with up to 25% jitter on top
+        (still capped)."""
+        base = self.backoff_base or settings.TRACKER["BACKOFF_BASE_SECONDS"]
+        cap = self.backoff_cap or settings.TRACKER["BACKOFF_CAP_SECONDS"]
+        delay = min(cap, base * 2 ** max(0, attempts - 1))
+        return min(cap, delay + random.uniform(0, delay * 0.25))
+
+
+_registry: dict[str, TaskHandler] = {}
+_loaded = False
+
+
+def register(cls: type[TaskHandler]) -> type[TaskHandler]:
+    """Class decorator: registers a handler for `cls.task_type`."""
+    assert cls.task_type, f"{cls.__name__} has no task_type"
+    _registry[cls.task_type] = cls()
+    return cls
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from django.apps import apps
+
+    for app in apps.get_app_configs():
+        try:
+            import_module(f"{app.name}.handlers")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{app.name}.handlers":
+                raise
+    for module in settings.TRACKER["TASK_MODULES"]:
+        import_module(module)
+
+
+def get(task_type: str) -> TaskHandler:
+    _load()
+    try:
+        return _registry[task_type]
+    except KeyError:
+        raise UnknownTaskType(f"No handler registered for task type {task_type!r}.") from None
+
+
+def all_types() -> list[str]:
+    _load()
+    return sorted(_registry)

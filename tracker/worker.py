@@ -1,0 +1,269 @@
+"""The consumer: claims batches, runs handlers, records outcomes; and the long-lived consumer loop that the
+django-q2 cluster hosts (one per consumer slot)."""
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tracker import registry, services, wakeup
+from tracker.errors import LeaseLost
+from tracker.models import TaskStatus, WorkerHeartbeat
+from tracker.registry import RunContext
+
+log = logging.getLogger(__name__)
+
+
+def make_worker_id(suffix: str = "") -> str:
+    return f"{socket.gethostname()}:{os.getpid()}{':' + suffix if suffix else ''}"
+
+
+@dataclass
+class Totals:
+    processed: int = 0  # tasks claimed
+    succeeded: int = 0  # of them COMPLETED
+    failed: int = 0  # of them moved to RETRY or FAILED
+
+    def add(self, other: "Totals") -> None:
+        self.processed += other.processed
+        self.succeeded += other.succeeded
+        self.failed += other.failed
+
+
+class Heartbeat(threading.Thread):
+    """Renews the worker's leases (and its consumer slot's beat) every third of a lease, from its own
+    database connection, until stopped."""
+
+    def __init__(self, worker_id: str, slot: int | None = None):
+        super().__init__(daemon=True, name=f"heartbeat-{worker_id}")
+        self.worker_id, self.slot = worker_id, slot
+        self.interval = max(0.5, settings.TRACKER["LEASE_SECONDS"] / 3)
+        self._stop = threading.Event()
+        self.slot_lost = False
+
+    def beat(self) -> None:
+        services.task_renew_leases(worker_id=self.worker_id)
+        if self.slot is not None and not slot_beat(self.slot, self.worker_id):
+            self.slot_lost = True
+
+    def run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    self.beat()
+                except Exception:  # a failed beat must not kill the thread; the next one may succeed
+                    log.exception("heartbeat failed")
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(timeout=5)
+
+
+class Worker:
+    """Claims and runs due tasks in batches. Not thread-safe; one per thread or process."""
+
+    def __init__(self, worker_id: str | None = None, *, batch_size: int | None = None, queues=None):
+        self.worker_id = worker_id or make_worker_id()
+        self.batch_size = batch_size or settings.TRACKER["BATCH_SIZE"]
+        self.queues = queues
+        self.ctx = RunContext(worker_id=self.worker_id,
+                              heartbeat=lambda: services.task_renew_leases(worker_id=self.worker_id))
+
+    def run_once(self) -> Totals:
+        """Claims one batch and runs it. Handlers with `run_batch` get their tasks in one transaction; if
+        that raises, each task is retried on its own so one bad task does not sink the batch."""
+        totals = Totals()
+        tasks = services.task_claim(worker_id=self.worker_id, limit=self.batch_size, queues=self.queues)
+        totals.processed = len(tasks)
+        groups: dict[registry.TaskHandler, list] = defaultdict(list)
+        for task in tasks:
+            try:
+                groups[registry.get(task.task_type).decide(task)].append(task)
+            except Exception as exc:
+                self._record(totals, task, exc)
+        for handler, group in groups.items():
+            if handler.run_batch is not None and len(group) > 1:
+                try:
+                    with transaction.atomic():
+                        handler.run_batch(group, self.ctx)
+                        services.task_complete_many(task_ids=[t.task_id for t in group], worker_id=self.worker_id)
+                    totals.succeeded += len(group)
+                    continue
+                except Exception as exc:
+                    log.warning("batch of %d %s tasks failed (%s); running them one by one",
+                                len(group), group[0].task_type, exc)
+            for task in group:
+                self._run_one(handler, task, totals)
+        return totals
+
+    def _run_one(self, handler: registry.TaskHandler, task, totals: Totals) -> None:
+        try:
+            with transaction.atomic():
+                handler.validate(task)
+                handler.run(task, self.ctx)
+                services.task_complete_many(task_ids=[task.task_id], worker_id=self.worker_id)
+            totals.succeeded += 1
+        except LeaseLost:
+            log.warning("lost the lease of task %s; its writes were rolled back", task.task_id)
+        except Exception as exc:
+            self._record(totals, task, exc)
+
+    def _record(self, totals: Totals, task, exc: BaseException) -> None:
+        status = services.task_record_failure(task=task, worker_id=self.worker_id, exc=exc)
+        if status:
+            totals.failed += 1
+            log.info("task %s %s -> %s: %s", task.task_id, task.task_type, status, exc)
+
+    def drain(self, *, budget_seconds: float, on_batch=None) -> Totals:
+        """Runs batches until nothing is due or the budget is spent, renewing leases meanwhile."""
+        totals = Totals()
+        deadline = time.monotonic() + budget_seconds
+        heartbeat = Heartbeat(self.worker_id)
+        heartbeat.start()
+        try:
+            while time.monotonic() < deadline:
+                batch = self.run_once()
+                totals.add(batch)
+                if on_batch:
+                    on_batch(batch, totals)
+                if not batch.processed:
+                    break
+        finally:
+            heartbeat.stop()
+        return totals
+
+
+# --- consumer slots and the loop the cluster runs ------------------------------------------------------
+
+def _stale_before() -> dt.datetime:
+    return timezone.now() - dt.timedelta(seconds=max(10.0, settings.TRACKER["LEASE_SECONDS"]))
+
+
+def _owner_is_dead(worker_id: str) -> bool:
+    """True when the owner ran on this host and its process is gone (a killed cluster restarted here)."""
+    parts = worker_id.split(":")
+    if len(parts) < 2 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def slot_acquire(slot: int, worker_id: str) -> bool:
+    """Takes a slot whose owner stopped beating (or is a dead process on this host)."""
+    now = timezone.now()
+    with transaction.atomic():
+        row = WorkerHeartbeat.objects.select_for_update().filter(slot=slot).first()
+        if row is None or not (row.beat_at is None or row.beat_at < _stale_before() or _owner_is_dead(row.worker_id)):
+            return False
+        WorkerHeartbeat.objects.filter(slot=slot).update(worker_id=worker_id, started_at=now, beat_at=now,
+                                                         enqueued_at=None, processed=0)
+    return True
+
+
+def slot_beat(slot: int, worker_id: str, processed: int = 0) -> bool:
+    """Records that the slot's owner is alive; False if someone else owns it now."""
+    return bool(WorkerHeartbeat.objects.filter(slot=slot, worker_id=worker_id).update(
+        beat_at=timezone.now(), processed=F("processed") + processed))
+
+
+def slot_release(slot: int, worker_id: str, *, successor_enqueued: bool) -> None:
+    WorkerHeartbeat.objects.filter(slot=slot, worker_id=worker_id).update(
+        beat_at=None, enqueued_at=timezone.now() if successor_enqueued else None)
+
+
+def consumers_ensure() -> list[int]:
+    """Asks the cluster to start a consumer for every free slot not already asked for recently.
+    Returns the slots asked for. Safe to call from many processes at once."""
+    from django_q.tasks import async_task
+
+    wanted = settings.TRACKER["CONSUMERS"]
+    WorkerHeartbeat.objects.bulk_create([WorkerHeartbeat(slot=i) for i in range(wanted)], ignore_conflicts=True)
+    now = timezone.now()
+    retry = dt.timedelta(seconds=settings.Q_CLUSTER["retry"])
+    with transaction.atomic():
+        rows = list(WorkerHeartbeat.objects.select_for_update(skip_locked=True).filter(slot__lt=wanted))
+        slots = [r.slot for r in rows
+                 if (r.beat_at is None or r.beat_at < _stale_before() or _owner_is_dead(r.worker_id))
+                 and (r.enqueued_at is None or r.enqueued_at < now - retry or _owner_is_dead(r.worker_id))]
+        WorkerHeartbeat.objects.filter(slot__in=slots).update(enqueued_at=now)
+    for slot in slots:
+        async_task("tracker.tasks.consume", slot, task_name=f"tracker-consumer-{slot}-{now.timestamp():.0f}",
+                   group="tracker-consumers")
+    return slots
+
+
+def consume(slot: int) -> dict:
+    """The consumer loop for one slot, run as a django-q2 task for one slice (shorter than the cluster's
+    timeout): drains due work, waits for NOTIFY (or polls on SQLite), rescues expired leases now and then,
+    then hands the slot to a successor task."""
+    from django_q.tasks import async_task
+
+    cfg = settings.TRACKER
+    worker_id = make_worker_id(f"slot{slot}")
+    close_old_connections()
+    if not slot_acquire(slot, worker_id):
+        return {"slot": slot, "skipped": "slot is owned by a live consumer"}
+    totals = Totals()
+    deadline = time.monotonic() + cfg["CONSUMER_SLICE_SECONDS"]
+    next_rescue = 0.0
+    worker = Worker(worker_id)
+    heartbeat = Heartbeat(worker_id, slot)
+    heartbeat.start()
+    listener = wakeup.Listener(wakeup.TASKS_CHANNEL)
+    successor = False
+    try:
+        log.info("consumer %s started", worker_id)
+        while time.monotonic() < deadline and not heartbeat.slot_lost:
+            if time.monotonic() >= next_rescue:
+                services.task_rescue()
+                next_rescue = time.monotonic() + cfg["RESCUE_EVERY_SECONDS"]
+            batch = worker.run_once()
+            totals.add(batch)
+            if batch.processed:
+                slot_beat(slot, worker_id, batch.processed)
+                continue
+            listener.wait(min(cfg["POLL_SECONDS"], max(0.0, deadline - time.monotonic())))
+        successor = not heartbeat.slot_lost
+    finally:
+        heartbeat.stop()
+        listener.close()
+        if successor:
+            slot_release(slot, worker_id, successor_enqueued=True)
+            async_task("tracker.tasks.consume", slot, task_name=f"tracker-consumer-{slot}-{time.time():.0f}",
+                       group="tracker-consumers")
+        else:
+            slot_release(slot, worker_id, successor_enqueued=False)
+    return {"slot": slot, "processed": totals.processed, "succeeded": totals.succeeded, "failed": totals.failed}
+
+
+def cluster_status() -> dict:
+    """Worker liveness and queue lag, for /api/health/ and the admin."""
+    now = timezone.now()
+    stale = _stale_before()
+    slots = list(WorkerHeartbeat.objects.order_by("slot"))
+    oldest_due = (services.ProcessTracker.objects.filter(status__in=(TaskStatus.PENDING, TaskStatus.RETRY),
+                                                        run_after__lte=now).order_by("run_after")
+                  .values_list("run_after", flat=True).first())
+    return {
+        "consumers_alive": sum(1 for s in slots if s.beat_at and s.beat_at >= stale),
+        "consumers_wanted": settings.TRACKER["CONSUMERS"],
+        "queue_lag_seconds": round((now - oldest_due).total_seconds(), 3) if oldest_due else 0.0,
+        "heartbeats": [{"slot": s.slot, "worker_id": s.worker_id, "beat_at": s.beat_at,
+                        "alive": bool(s.beat_at and s.beat_at >= stale), "processed": s.processed} for s in slots],
+    }
