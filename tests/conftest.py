@@ -12,6 +12,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("TRACKER_TASK_MODULES", "tests.tracker.handlers")
 
 
 def pytest_configure(config):
