@@ -8,9 +8,23 @@ def visible_tenants(user) -> set[str] | None:
         return set()
     if user.is_staff:
         return None
-    return set()  # filled in by recon's merchant memberships
+    from recon.models import MerchantMembership
+
+    return set(MerchantMembership.objects.filter(user=user).values_list("merchant_id", flat=True))
 
 
 def can_operate(user, tenant: str) -> bool:
     """Staff, or a user with the operator role for this merchant."""
-    return bool(user and user.is_authenticated and user.is_staff)
+    if user is None or not user.is_authenticated:
+        return False
+    if user.is_staff:
+        return True
+    from recon.models import MerchantMembership, Role
+
+    return MerchantMembership.objects.filter(user=user, merchant_id=str(tenant), role=Role.OPERATOR).exists()
+
+
+def can_see(user, tenant: str) -> bool:
+    """Staff, or a user linked to this merchant with any role."""
+    tenants = visible_tenants(user)
+    return tenants is None or str(tenant) in tenants

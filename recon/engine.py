@@ -1,0 +1,286 @@
+"""The matching engine: processes one PENDING staging entry (TRANSACTION or CONFIRMATION mode), fulfils
+expectations, and re-queues confirmations that were waiting for an expectation.
+
+Everything here is called inside a `transaction.atomic()` opened by the caller (the tracker worker or a
+service). Locks are taken in a fixed order: the staging entry first, then transactions ordered by id."""
+
+import datetime as dt
+from collections import defaultdict
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Subquery
+from django.utils import timezone
+
+from recon import errors
+from recon.models import (ClosedPeriod, Entry, EntryStatus, ProcessingMode, ReconRule, StagingEntry,
+                          StagingStatus, Transaction, TransactionStatus, opposite)
+from tracker import audit
+from tracker.services import TaskSpec, task_create_many
+
+TASK_TYPE = "PROCESS_STAGING_ENTRY"
+OUTCOME_KEYS = ("match_type", "error", "error_type")
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+def period_is_closed(*, merchant_id: str, when: dt.datetime | dt.date) -> bool:
+    """True when `when` (its UTC date) lies in a closed (not reopened) period of the merchant."""
+    day = when.astimezone(dt.UTC).date() if isinstance(when, dt.datetime) else when
+    return ClosedPeriod.objects.filter(merchant_id=merchant_id, reopened_at__isnull=True,
+                                       start_date__lte=day, end_date__gte=day).exists()
+
+
+def _check_balanced(entries: list[Entry]) -> None:
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for e in entries:
+        totals[e.currency] += e.amount if e.entry_type == "DEBIT" else -e.amount
+    if any(v != 0 for v in totals.values()) or any(e.amount <= 0 for e in entries):
+        raise errors.UnbalancedTransactionError(
+            "The resulting transaction would not balance: " + ", ".join(f"{c} {v}" for c, v in totals.items()))
+
+
+def allowed_difference(rule: ReconRule | None, expected_amount: Decimal) -> Decimal:
+    """The largest amount difference a rule accepts: the larger of its absolute and percent tolerance."""
+    if rule is None:
+        return Decimal(0)
+    pct = (expected_amount * rule.amount_tolerance_pct / Decimal(100)).quantize(Decimal("0.0001"))
+    return max(rule.amount_tolerance, pct)
+
+
+def _entry_metadata(staging: StagingEntry) -> dict:
+    clean = {k: v for k, v in staging.metadata.items() if k not in OUTCOME_KEYS}
+    return {**clean, "source_staging_entry_id": str(staging.staging_entry_id)}
+
+
+def _client_metadata(staging: StagingEntry) -> dict:
+    return {k: v for k, v in staging.metadata.items() if k not in OUTCOME_KEYS}
+
+
+# --- processing --------------------------------------------------------------------------------------
+
+def staging_entry_process(*, staging_entry_id, task_id=None, by: str = "system") -> StagingEntry | None:
+    """Processes one staging entry. Called inside `transaction.atomic()` (the worker's). Locks the entry;
+    skips it (returns it unchanged) when it is no longer PENDING or belongs to another task. Outcome errors
+    are recorded on the entry (NEEDS_MANUAL_REVIEW); other exceptions propagate (the tracker retries)."""
+    staging = (StagingEntry.objects.select_for_update(of=("self",)).select_related("account")
+               .filter(pk=staging_entry_id).first())
+    if staging is None:
+        return None
+    if staging.status != StagingStatus.PENDING:
+        return staging
+    if task_id is not None and staging.task_id is not None and str(staging.task_id) != str(task_id):
+        return staging
+    mismatched = None
+    try:
+        with transaction.atomic():
+            if staging.processing_mode == ProcessingMode.TRANSACTION:
+                _process_transaction(staging, by)
+            else:
+                _process_confirmation(staging, by)
+    except errors.MismatchError as exc:
+        mismatched = exc.details.pop("_transaction", None)
+        _record_outcome_error(staging, exc, by)
+    except errors.OutcomeError as exc:
+        _record_outcome_error(staging, exc, by)
+    if mismatched is not None:
+        txn = Transaction.objects.select_for_update().get(pk=mismatched)
+        if txn.status == TransactionStatus.EXPECTED:
+            txn.mark_mismatch(by=by, reason=f"staging entry {staging.pk}: {staging.metadata.get('error')}")
+            txn.save()
+            staging.mismatch_transaction = txn
+            staging.save(update_fields=["mismatch_transaction", "updated_at"])
+    return staging
+
+
+def _record_outcome_error(staging: StagingEntry, exc: errors.OutcomeError, by) -> None:
+    staging.metadata = {**_client_metadata(staging), "error": exc.message, "error_type": exc.error_type}
+    staging.send_to_review(by=by, reason=f"{exc.error_type}: {exc.message}")
+    staging.save()
+
+
+def _common_checks(staging: StagingEntry) -> None:
+    account = staging.account
+    if staging.currency != account.currency:
+        raise errors.CurrencyMismatchError(
+            f"Entry currency {staging.currency} differs from the account's currency {account.currency}.")
+    if period_is_closed(merchant_id=account.merchant_id, when=staging.effective_date):
+        raise errors.PeriodClosedError(
+            f"The effective date {staging.effective_date.date()} lies in a closed period.")
+
+
+def _process_transaction(staging: StagingEntry, by) -> Transaction:
+    """TRANSACTION mode: version 1 (EXPECTED) with a POSTED leg here and an EXPECTED leg on account_two."""
+    _common_checks(staging)
+    account = staging.account
+    rule = ReconRule.objects.select_related("account_two").filter(account_one=account).first()
+    if rule is None:
+        raise errors.NoReconRuleFoundError(f"No recon rule has account {account.pk} as account_one.")
+    key_value = staging.metadata.get(rule.match_key)
+    has_key = key_value not in (None, "")
+    if not has_key:
+        key_value = str(staging.staging_entry_id)
+    logical = f"{account.pk}:{key_value}"
+    if Transaction.objects.filter(logical_transaction_id=logical).exclude(
+            status=TransactionStatus.ARCHIVED).exists() or Transaction.objects.filter(
+            logical_transaction_id=logical, version=1).exists():
+        raise errors.DuplicateTransactionError(
+            f"A transaction for {rule.match_key}={key_value} already exists on this account.")
+    txn = Transaction(logical_transaction_id=logical, version=1, status=TransactionStatus.EXPECTED,
+                      amount=staging.amount, currency=staging.currency, merchant_id=account.merchant_id, rule=rule,
+                      source_staging_entry=staging, metadata={**_client_metadata(staging), rule.match_key: key_value})
+    try:
+        with transaction.atomic():
+            txn.save(force_insert=True)
+    except IntegrityError:
+        raise errors.DuplicateTransactionError(
+            f"A transaction for {rule.match_key}={key_value} already exists on this account.") from None
+    meta = _entry_metadata(staging)
+    legs = [
+        Entry(transaction=txn, account=account, entry_type=staging.entry_type, amount=staging.amount,
+              currency=staging.currency, status=EntryStatus.POSTED, effective_date=staging.effective_date,
+              metadata=meta),
+        Entry(transaction=txn, account=rule.account_two, entry_type=opposite(staging.entry_type),
+              amount=staging.amount, currency=staging.currency, status=EntryStatus.EXPECTED,
+              effective_date=staging.effective_date, metadata={**meta, rule.match_key: key_value}),
+    ]
+    _check_balanced(legs)
+    Entry.objects.bulk_create(legs)
+    staging.metadata = {**_client_metadata(staging), "match_type": "NewTransactionGenerated"}
+    staging.mark_processed(by=by, reason="new transaction generated")
+    staging.save()
+    if has_key:
+        requeue_waiting(account_id=rule.account_two_id, match_key=rule.match_key, value=key_value, by=by)
+    return txn
+
+
+def _candidates(staging: StagingEntry, rules: list[ReconRule]):
+    q = Q()
+    for rule in rules:
+        value = staging.metadata.get(rule.match_key)
+        if value in (None, ""):
+            continue
+        q |= Q(transaction__rule=rule, metadata__contains={rule.match_key: value})
+    if not q:
+        return None
+    return Entry.objects.filter(q, account=staging.account, status=EntryStatus.EXPECTED,
+                                transaction__status=TransactionStatus.EXPECTED)
+
+
+def _process_confirmation(staging: StagingEntry, by) -> Transaction:
+    """CONFIRMATION mode: count the candidates first, then fulfil the one that agrees."""
+    _common_checks(staging)
+    rules = list(ReconRule.objects.filter(account_two=staging.account).order_by("pk"))
+    if not rules:
+        raise errors.NoReconRuleFoundError(f"No recon rule has account {staging.account_id} as account_two.")
+    candidates = _candidates(staging, rules)
+    if candidates is None:
+        raise errors.NoMatchFoundError("The entry has no value for the match key of any rule.")
+    # Lock the candidate transactions in id order, then read the candidates again (fresh snapshot), so two
+    # consumers never fulfil one expectation twice.
+    list(Transaction.objects.filter(pk__in=Subquery(candidates.values("transaction_id")))
+         .order_by("pk").select_for_update().values_list("pk", flat=True))
+    found = list(candidates.select_related("transaction", "transaction__rule")[:2])
+    if not found:
+        raise errors.NoMatchFoundError("No expected entry matches this confirmation.")
+    if len(found) > 1:
+        raise errors.AmbiguousMatchError("More than one expected entry matches this confirmation.")
+    expected = found[0]
+    rule = expected.transaction.rule
+    reasons = []
+    if expected.entry_type != staging.entry_type:
+        reasons.append(f"side differs: expected {expected.entry_type}, got {staging.entry_type}")
+    if expected.currency != staging.currency:
+        reasons.append(f"currency differs: expected {expected.currency}, got {staging.currency}")
+    difference = staging.amount - expected.amount
+    if abs(difference) > allowed_difference(rule, expected.amount):
+        reasons.append(f"amount differs: expected {expected.amount}, got {staging.amount}")
+    if rule and rule.date_window_days is not None:
+        days = abs((staging.effective_date - expected.effective_date).total_seconds()) / 86400
+        if days > rule.date_window_days:
+            reasons.append(f"date outside the {rule.date_window_days}-day window: expected "
+                           f"{expected.effective_date.date()}, got {staging.effective_date.date()}")
+    if reasons:
+        raise errors.MismatchError("; ".join(reasons), details={"_transaction": expected.transaction_id})
+    txn = fulfil(staging=staging, expected=expected, by=by)
+    staging.metadata = {**_client_metadata(staging), "match_type": "Fulfilled"}
+    staging.mark_processed(by=by, reason=f"fulfilled {txn.logical_transaction_id}")
+    staging.save()
+    return txn
+
+
+def fulfil(*, staging: StagingEntry, expected: Entry, by, reason: str = "fulfilled") -> Transaction:
+    """Archives the expected entry's transaction and all its entries and creates version+1 POSTED: the
+    fulfilling entry, the carried-over posted entries, and a difference entry when a tolerance applied.
+    Assumes the old transaction row is locked by the caller and the match was checked."""
+    old = Transaction.objects.select_for_update().get(pk=expected.transaction_id)
+    rule = old.rule
+    old_entries = list(Entry.objects.filter(transaction=old).exclude(status=EntryStatus.ARCHIVED).order_by("pk"))
+    difference = staging.amount - expected.amount
+    meta = _entry_metadata(staging)
+    now = timezone.now()
+    new = Transaction(logical_transaction_id=old.logical_transaction_id, version=old.version + 1,
+                      status=TransactionStatus.POSTED, amount=old.amount, currency=old.currency,
+                      merchant_id=old.merchant_id, rule=rule, source_staging_entry=staging,
+                      metadata=dict(old.metadata), created_at=now)
+    legs = [Entry(transaction=new, account_id=e.account_id, entry_type=e.entry_type, amount=e.amount,
+                  currency=e.currency, status=EntryStatus.POSTED, effective_date=e.effective_date,
+                  metadata=e.metadata, created_at=now)
+            for e in old_entries if e.status == EntryStatus.POSTED]
+    legs.append(Entry(transaction=new, account_id=staging.account_id, entry_type=staging.entry_type,
+                      amount=staging.amount, currency=staging.currency, status=EntryStatus.POSTED,
+                      effective_date=staging.effective_date, metadata=meta, created_at=now))
+    if difference:
+        if rule is None or rule.difference_account_id is None:
+            raise errors.UnbalancedTransactionError("The amounts differ and the rule has no difference account.")
+        new.metadata["amount_difference"] = str(difference)
+        side = opposite(staging.entry_type) if difference > 0 else staging.entry_type
+        legs.append(Entry(transaction=new, account_id=rule.difference_account_id, entry_type=side,
+                          amount=abs(difference), currency=staging.currency, status=EntryStatus.POSTED,
+                          effective_date=staging.effective_date, metadata={**meta, "difference": True},
+                          created_at=now))
+    _check_balanced(legs)
+    old.archive(by=by, reason=f"superseded by version {new.version} ({reason})")
+    old.save()
+    archived = [e.pk for e in old_entries]
+    changes = list(Entry.objects.filter(pk__in=archived).values_list("pk", "status"))
+    Entry.objects.filter(pk__in=archived).update(status=EntryStatus.ARCHIVED)
+    audit.record_many(Entry, [(pk, src, EntryStatus.ARCHIVED) for pk, src in changes], by=by,
+                      reason=f"superseded by version {new.version}")
+    new.save(force_insert=True)
+    Entry.objects.bulk_create(legs)
+    return new
+
+
+# --- queueing ----------------------------------------------------------------------------------------
+
+def staging_entries_requeue(*, ids: list, by, reason: str, from_status: str = StagingStatus.NEEDS_MANUAL_REVIEW
+                            ) -> int:
+    """Moves the given staging entries (locked by the caller, in `from_status`) to PENDING with a fresh task
+    each, clearing their previous outcome. Set-based; called inside `transaction.atomic()`."""
+    rows = list(StagingEntry.objects.filter(pk__in=ids, status=from_status).select_related("account")
+                .order_by("pk"))
+    if not rows:
+        return 0
+    tasks = task_create_many([TaskSpec(TASK_TYPE, {"staging_entry_id": str(r.pk)}, r.account.merchant_id)
+                              for r in rows])
+    for row, task in zip(rows, tasks):
+        row.task_id = task.task_id
+        row.metadata = _client_metadata(row)
+    StagingEntry.objects.bulk_update(rows, ["task_id", "metadata"])
+    StagingEntry.objects.filter(pk__in=[r.pk for r in rows], status=from_status).update(
+        status=StagingStatus.PENDING, updated_at=timezone.now())
+    audit.record_many(StagingEntry, [(r.pk, from_status, StagingStatus.PENDING) for r in rows], by=by, reason=reason)
+    return len(rows)
+
+
+def requeue_waiting(*, account_id, match_key: str, value, by) -> int:
+    """An expectation for `match_key=value` appeared on `account_id`: confirmations in review with
+    NoMatchFoundError for that value go back to PENDING with a new task, in the caller's transaction."""
+    ids = list(StagingEntry.objects.filter(
+        account_id=account_id, status=StagingStatus.NEEDS_MANUAL_REVIEW, processing_mode=ProcessingMode.CONFIRMATION,
+        metadata__error_type="NoMatchFoundError", metadata__contains={match_key: value},
+    ).order_by("pk").select_for_update().values_list("pk", flat=True))
+    if not ids:
+        return 0
+    return staging_entries_requeue(ids=ids, by=by, reason=f"expectation appeared for {match_key}={value}")

@@ -1,0 +1,44 @@
+"""Tracker task type PROCESS_STAGING_ENTRY: `decide` routes each task to the transaction-creation handler
+(TRANSACTION mode) or the expected-entry-matching handler (CONFIRMATION mode)."""
+
+from recon import engine
+from recon.models import ProcessingMode, StagingEntry
+from tracker.errors import PermanentError
+from tracker.registry import TaskHandler, register
+
+
+class _StagingEntryHandler(TaskHandler):
+    task_type = engine.TASK_TYPE
+
+    def validate(self, task) -> None:
+        if not task.payload.get("staging_entry_id"):
+            raise PermanentError("payload has no staging_entry_id")
+
+    def run(self, task, ctx) -> None:
+        """Runs inside the worker's transaction; outcome errors end on the entry, others retry the task."""
+        entry = engine.staging_entry_process(staging_entry_id=task.payload["staging_entry_id"],
+                                             task_id=task.task_id, by=ctx.worker_id)
+        if entry is None:
+            raise PermanentError(f"staging entry {task.payload['staging_entry_id']} does not exist")
+
+
+class TransactionCreationHandler(_StagingEntryHandler):
+    """TRANSACTION mode: creates version 1 of a transaction with its expectation."""
+
+
+class ExpectationMatchingHandler(_StagingEntryHandler):
+    """CONFIRMATION mode: matches the entry against expected entries and fulfils one."""
+
+
+_transaction_handler = TransactionCreationHandler()
+_matching_handler = ExpectationMatchingHandler()
+
+
+@register
+class ProcessStagingEntry(_StagingEntryHandler):
+    """Registered type; `decide` picks the variant from the entry's processing mode."""
+
+    def decide(self, task) -> TaskHandler:
+        mode = (StagingEntry.objects.filter(pk=task.payload.get("staging_entry_id"))
+                .values_list("processing_mode", flat=True).first())
+        return _matching_handler if mode == ProcessingMode.CONFIRMATION else _transaction_handler

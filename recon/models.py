@@ -1,0 +1,299 @@
+"""Reconciliation data: merchants and their users, accounts, recon rules, staging entries and the ledger
+(transactions in versions, entries), plus closed periods. State changes go through the FSM transitions below
+(audited by tracker.audit) or set-based updates in recon.services/engine that write the same audit rows."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django_fsm import FSMField, FSMModelMixin, transition
+
+MONEY = {"max_digits": 20, "decimal_places": 4}
+
+
+class AccountType(models.TextChoices):
+    DEBIT_NORMAL = "DEBIT_NORMAL"
+    CREDIT_NORMAL = "CREDIT_NORMAL"
+
+
+class Side(models.TextChoices):
+    DEBIT = "DEBIT"
+    CREDIT = "CREDIT"
+
+
+def opposite(side: str) -> str:
+    return Side.CREDIT if side == Side.DEBIT else Side.DEBIT
+
+
+class ProcessingMode(models.TextChoices):
+    TRANSACTION = "TRANSACTION"
+    CONFIRMATION = "CONFIRMATION"
+
+
+class StagingStatus(models.TextChoices):
+    PENDING = "PENDING"
+    PROCESSED = "PROCESSED"
+    NEEDS_MANUAL_REVIEW = "NEEDS_MANUAL_REVIEW"
+    ARCHIVED = "ARCHIVED"
+
+
+class TransactionStatus(models.TextChoices):
+    EXPECTED = "EXPECTED"
+    POSTED = "POSTED"
+    MISMATCH = "MISMATCH"
+    ARCHIVED = "ARCHIVED"
+
+
+class EntryStatus(models.TextChoices):
+    EXPECTED = "EXPECTED"
+    POSTED = "POSTED"
+    ARCHIVED = "ARCHIVED"
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+
+
+class Merchant(models.Model):
+    merchant_id = models.CharField(max_length=64, primary_key=True)
+    merchant_name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["merchant_id"]
+
+    def __str__(self):
+        return f"{self.merchant_name} ({self.merchant_id})"
+
+
+class MerchantMembership(models.Model):
+    """Links a user to a merchant with a role (viewer: read-only; operator: may change data)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="merchant_memberships")
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "merchant"], name="recon_membership_unique")]
+
+    def __str__(self):
+        return f"{self.user} @ {self.merchant_id} ({self.role})"
+
+
+class Account(models.Model):
+    account_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="accounts")
+    account_name = models.CharField(max_length=200)
+    account_type = models.CharField(max_length=16, choices=AccountType.choices)
+    currency = models.CharField(max_length=3)
+    initial_balance = models.DecimalField(default=0, **MONEY)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "account_id"]
+
+    def __str__(self):
+        return f"{self.account_name} ({self.currency})"
+
+
+class ReconRule(models.Model):
+    """account_one -> account_two, with matching options. One rule per account_one."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="recon_rules")
+    account_one = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="rule_as_one")
+    account_two = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="rules_as_two")
+    match_key = models.CharField(max_length=100, default="order_id")
+    amount_tolerance = models.DecimalField(default=0, **MONEY)
+    amount_tolerance_pct = models.DecimalField(max_digits=9, decimal_places=4, default=0)
+    date_window_days = models.PositiveIntegerField(null=True, blank=True)
+    difference_account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.PROTECT,
+                                           related_name="rules_as_difference")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["account_one", "account_two"], name="recon_rule_pair_unique"),
+            models.CheckConstraint(condition=~Q(account_one=models.F("account_two")), name="recon_rule_distinct"),
+            models.CheckConstraint(condition=Q(amount_tolerance__gte=0) & Q(amount_tolerance_pct__gte=0),
+                                   name="recon_rule_tolerance_nonneg"),
+        ]
+
+    def __str__(self):
+        return f"{self.account_one_id} -> {self.account_two_id}"
+
+    @property
+    def has_tolerance(self) -> bool:
+        return bool(self.amount_tolerance or self.amount_tolerance_pct)
+
+
+class StagingEntry(FSMModelMixin, models.Model):
+    staging_entry_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="staging_entries")
+    entry_type = models.CharField(max_length=6, choices=Side.choices)
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3)
+    effective_date = models.DateTimeField()
+    processing_mode = models.CharField(max_length=16, choices=ProcessingMode.choices)
+    status = FSMField(max_length=24, choices=StagingStatus.choices, default=StagingStatus.PENDING, protected=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True, default="")
+    task_id = models.UUIDField(null=True, blank=True, db_index=True)
+    mismatch_transaction = models.ForeignKey("Transaction", null=True, blank=True, on_delete=models.SET_NULL,
+                                             related_name="+", help_text="The transaction this entry put in MISMATCH.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    discarded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "staging entries"
+        ordering = ["-created_at", "staging_entry_id"]
+        indexes = [models.Index(fields=["account", "status"], name="recon_staging_account_status")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="recon_staging_amount_positive"),
+            models.UniqueConstraint(fields=["account", "idempotency_key"], name="recon_staging_idempotency",
+                                    condition=Q(idempotency_key__isnull=False)),
+        ]
+
+    def __str__(self):
+        return f"{self.processing_mode} {self.entry_type} {self.amount} {self.currency} [{self.status}]"
+
+    @property
+    def merchant_id(self) -> str:
+        return self.account.merchant_id
+
+    # Transitions: `by` (a user or worker id) and `reason` are recorded by tracker.audit.
+    @transition(field=status, source=StagingStatus.PENDING, target=StagingStatus.PROCESSED, custom={"admin": False})
+    def mark_processed(self, by=None, reason="processed"):
+        self.discarded_at = timezone.now()
+
+    @transition(field=status, source=StagingStatus.PENDING, target=StagingStatus.NEEDS_MANUAL_REVIEW,
+                custom={"admin": False})
+    def send_to_review(self, by=None, reason="needs manual review"):
+        pass
+
+    @transition(field=status, source=StagingStatus.NEEDS_MANUAL_REVIEW, target=StagingStatus.PROCESSED,
+                custom={"admin": False})
+    def resolve_match(self, by=None, reason="matched by operator"):
+        self.discarded_at = timezone.now()
+
+    @transition(field=status, source=[StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING],
+                target=StagingStatus.ARCHIVED, custom={"admin": False})
+    def ignore(self, by=None, reason="ignored"):
+        self.discarded_at = timezone.now()
+
+    @transition(field=status, source=StagingStatus.NEEDS_MANUAL_REVIEW, target=StagingStatus.PENDING,
+                custom={"admin": False})
+    def requeue(self, by=None, reason="reprocess"):
+        pass
+
+
+class Transaction(FSMModelMixin, models.Model):
+    transaction_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    logical_transaction_id = models.CharField(max_length=255)
+    version = models.PositiveIntegerField(default=1)
+    status = FSMField(max_length=16, choices=TransactionStatus.choices, default=TransactionStatus.EXPECTED,
+                      protected=True)
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3)
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="transactions")
+    rule = models.ForeignKey(ReconRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    source_staging_entry = models.ForeignKey(StagingEntry, null=True, blank=True, on_delete=models.PROTECT,
+                                             related_name="created_transactions",
+                                             help_text="The staging entry whose processing created this version.")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "transaction_id"]
+        indexes = [models.Index(fields=["merchant", "status"], name="recon_txn_merchant_status")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="recon_txn_amount_positive"),
+            models.UniqueConstraint(fields=["logical_transaction_id", "version"], name="recon_txn_version_unique"),
+            models.UniqueConstraint(fields=["logical_transaction_id"], name="recon_txn_one_open_version",
+                                    condition=~Q(status="ARCHIVED")),
+            models.UniqueConstraint(fields=["source_staging_entry"], name="recon_txn_one_version_per_staging",
+                                    condition=Q(source_staging_entry__isnull=False)),
+        ]
+
+    def __str__(self):
+        return f"{self.logical_transaction_id} v{self.version} [{self.status}]"
+
+    @transition(field=status, source=[TransactionStatus.EXPECTED, TransactionStatus.MISMATCH,
+                                      TransactionStatus.POSTED], target=TransactionStatus.ARCHIVED,
+                custom={"admin": False})
+    def archive(self, by=None, reason="superseded"):
+        pass
+
+    @transition(field=status, source=TransactionStatus.EXPECTED, target=TransactionStatus.MISMATCH,
+                custom={"admin": False})
+    def mark_mismatch(self, by=None, reason="mismatch"):
+        pass
+
+    @transition(field=status, source=TransactionStatus.MISMATCH, target=TransactionStatus.EXPECTED,
+                custom={"admin": False})
+    def reopen(self, by=None, reason="reopened"):
+        pass
+
+
+class Entry(FSMModelMixin, models.Model):
+    entry_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    entry_type = models.CharField(max_length=6, choices=Side.choices)
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3)
+    status = FSMField(max_length=16, choices=EntryStatus.choices, protected=True)
+    effective_date = models.DateTimeField()
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "entries"
+        ordering = ["-effective_date", "entry_id"]
+        indexes = [
+            models.Index(fields=["account", "status"], name="recon_entry_account_status"),
+            models.Index(fields=["account", "-effective_date"], name="recon_entry_account_date"),
+        ]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="recon_entry_amount_positive")]
+
+    def __str__(self):
+        return f"{self.entry_type} {self.amount} {self.currency} [{self.status}]"
+
+    @transition(field=status, source=[EntryStatus.EXPECTED, EntryStatus.POSTED], target=EntryStatus.ARCHIVED,
+                custom={"admin": False})
+    def archive(self, by=None, reason="superseded"):
+        pass
+
+
+class ClosedPeriod(models.Model):
+    """A date range of a merchant's books that is closed: nothing new is posted into it while it is
+    closed (`reopened_at` is null)."""
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="closed_periods")
+    start_date = models.DateField()
+    end_date = models.DateField()
+    closed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="+")
+    closed_at = models.DateTimeField(default=timezone.now)
+    reopened_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    reopened_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-start_date"]
+        constraints = [models.CheckConstraint(condition=Q(end_date__gte=models.F("start_date")),
+                                              name="recon_period_range")]
+
+    def __str__(self):
+        state = "reopened" if self.reopened_at else "closed"
+        return f"{self.merchant_id} {self.start_date}..{self.end_date} ({state})"
