@@ -1,0 +1,68 @@
+"""Tracker task types of jobs (thin): JOB_RUN runs one slice of a job; JOB_WAKE is a job's durable timer.
+
+Imported by the tracker registry (every app's `handlers` module), which also registers the built-in job
+types (jobs.builtin)."""
+
+import time
+
+from django.db import transaction
+
+from jobs import builtin  # noqa: F401  (registers the built-in job types)
+from jobs import conf, runtime, services
+from jobs.errors import JobRunSuperseded
+from tracker.errors import LeaseLost
+from tracker.registry import TaskHandler, register
+
+
+def _after_commit(job_id):
+    """Once the tracker has committed this task as COMPLETED, the job gets its next run if it needs one (the
+    dedupe key allows one unfinished run task per job, so it cannot be created before)."""
+    transaction.on_commit(lambda: services.job_ensure_run(job_id=job_id), robust=True)
+
+
+@register
+class JobRun(TaskHandler):
+    """payload {"job_id"}: one slice of the job (see jobs.runtime)."""
+
+    task_type = runtime.JOB_RUN
+    queue = "default"
+    max_attempts = 5  # crashes in a row (lease expiry) before the sweeper fails the job
+    backoff_base = 0.5
+    backoff_cap = 10
+
+    def run(self, task, ctx):
+        self._run(task, ctx, deadline=time.monotonic() + conf.get("SLICE_SECONDS"))
+
+    def _run(self, task, ctx, deadline):
+        job_id = task.payload["job_id"]
+        try:
+            runtime.run_slice_isolated(job_id, task=task, run_ctx=ctx, deadline=deadline)
+        except JobRunSuperseded as exc:
+            raise LeaseLost(str(exc)) from exc
+        _after_commit(job_id)
+
+    def run_batch(self, tasks, ctx):
+        """Several runs claimed in one batch share one slice budget, so the batch stays within django-q2's
+        timeout; runs left when the budget is spent end at once and are re-enqueued after the commit."""
+        deadline = time.monotonic() + conf.get("SLICE_SECONDS")
+        for task in tasks:
+            if time.monotonic() < deadline - 1:
+                try:
+                    self._run(task, ctx, deadline)
+                    continue
+                except LeaseLost:
+                    pass
+            _after_commit(task.payload["job_id"])
+
+
+@register
+class JobWake(TaskHandler):
+    """payload {"job_id", "wait_seq"}: a WAITING job's timer (run_after = its wake_at)."""
+
+    task_type = runtime.JOB_WAKE
+    max_attempts = 10
+    backoff_base = 1
+    backoff_cap = 30
+
+    def run(self, task, ctx):
+        services.job_wake(job_id=task.payload["job_id"], wait_seq=task.payload.get("wait_seq"))

@@ -1,0 +1,183 @@
+"""Jobs: long-running, user-visible work with progress, a durable checkpoint, pause/resume/cancel, signals and
+durable timers. A job runs as a sequence of slices; each slice is one tracker task of type JOB_RUN."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django_fsm import FSMField, FSMModelMixin, transition
+
+
+class JobState(models.TextChoices):
+    CREATED = "CREATED"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+S = JobState
+TERMINAL_STATES = (S.COMPLETED, S.FAILED, S.CANCELLED)
+ACTIVE_STATES = (S.CREATED, S.RUNNING, S.WAITING, S.PAUSED)
+
+
+class Job(FSMModelMixin, models.Model):
+    """One job. `state` moves only through the transitions below; each writes an audit row
+    (tracker.audit, from the transition's `by=` and `reason=`)."""
+
+    job_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job_type = models.CharField(max_length=100, db_index=True)
+    schema_version = models.PositiveSmallIntegerField(default=1, help_text="Version of the type's params/checkpoint.")
+    params = models.JSONField(default=dict, blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="jobs")
+    merchant_id = models.CharField(max_length=64, blank=True, default="", db_index=True,
+                                   help_text="Tenant (merchant id) the job belongs to; empty for personal jobs.")
+    state = FSMField(max_length=16, choices=JobState.choices, default=S.CREATED, protected=True)
+    progress = models.PositiveSmallIntegerField(default=0, help_text="0-100")
+    step = models.CharField(max_length=200, blank=True, default="")
+    checkpoint = models.JSONField(default=dict, blank=True, help_text="Last durable checkpoint of the handler.")
+    checkpoint_seq = models.PositiveIntegerField(default=0, help_text="Number of checkpoints written.")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    error_details = models.TextField(blank=True, default="", help_text="Traceback of the failure.")
+    attempts = models.PositiveIntegerField(default=0, help_text="Starts, retries and crash recoveries.")
+    slices = models.PositiveIntegerField(default=0, help_text="Slices (JOB_RUN tasks) run so far.")
+    run_task_id = models.UUIDField(null=True, blank=True, help_text="The latest JOB_RUN tracker task.")
+    wait_signal = models.CharField(max_length=100, blank=True, default="",
+                                   help_text="Signal the job waits for (WAITING).")
+    wake_at = models.DateTimeField(null=True, blank=True, help_text="When a WAITING job's timer fires.")
+    wait_seq = models.PositiveIntegerField(default=0, help_text="Generation of the current wait (timer token).")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "jobs_job"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["state", "created_at"], name="jobs_state_created_idx"),
+            models.Index(fields=["merchant_id", "created_at"], name="jobs_merchant_created_idx"),
+            models.Index(fields=["wake_at"], name="jobs_wake_idx", condition=Q(state="WAITING")),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(progress__lte=100), name="jobs_progress_le_100"),
+        ]
+
+    def __str__(self):
+        return f"{self.job_type} {self.job_id} [{self.state}]"
+
+    # Predicates (admin buttons, API).
+    @property
+    def is_finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def can_cancel(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def can_pause(self) -> bool:
+        return self.state == S.RUNNING
+
+    def can_resume(self) -> bool:
+        return self.state == S.PAUSED
+
+    def can_retry(self) -> bool:
+        return self.state == S.FAILED
+
+    def can_signal(self) -> bool:
+        return self.state not in TERMINAL_STATES
+
+    # Transitions (DESIGN.md, "State machines"). `by` is a user or a worker id; `reason` says why.
+    @transition(field=state, source=S.CREATED, target=S.RUNNING)
+    def start(self, by=None, reason="started"):
+        self.started_at = self.started_at or timezone.now()
+
+    @transition(field=state, source=S.RUNNING, target=S.COMPLETED)
+    def complete(self, by=None, reason="completed"):
+        self.finished_at = timezone.now()
+        self.progress = 100
+
+    @transition(field=state, source=S.RUNNING, target=S.FAILED)
+    def fail(self, by=None, reason="failed"):
+        self.finished_at = timezone.now()
+
+    @transition(field=state, source=S.RUNNING, target=S.WAITING)
+    def wait(self, by=None, reason="waiting"):
+        pass
+
+    @transition(field=state, source=S.WAITING, target=S.RUNNING)
+    def wake(self, by=None, reason="woken"):
+        pass
+
+    @transition(field=state, source=S.RUNNING, target=S.PAUSED)
+    def pause(self, by=None, reason="paused"):
+        pass
+
+    @transition(field=state, source=S.PAUSED, target=S.RUNNING)
+    def resume(self, by=None, reason="resumed"):
+        pass
+
+    @transition(field=state, source=S.FAILED, target=S.CREATED)
+    def retry(self, by=None, reason="retried"):
+        self.finished_at = None
+        self.error = ""
+        self.error_details = ""
+        self.result = None
+
+    @transition(field=state, source=[S.CREATED, S.RUNNING, S.WAITING, S.PAUSED], target=S.CANCELLED)
+    def cancel(self, by=None, reason="cancelled"):
+        self.finished_at = timezone.now()
+
+
+class JobSignal(models.Model):
+    """A named message to a job (e.g. approve/reject). Stored, so one sent before the job waits for it is
+    delivered when it does. `consumed_seq` is the job's checkpoint_seq when the handler received it: a
+    consumption counts once a later checkpoint is written (otherwise the next slice receives it again)."""
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="signals")
+    name = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict, blank=True)
+    sent_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+    consumed_seq = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "jobs_signal"
+        indexes = [models.Index(fields=["job", "name", "id"], name="jobs_signal_pending_idx",
+                                condition=Q(consumed_at__isnull=True))]
+
+    def __str__(self):
+        return f"{self.name} -> {self.job_id}"
+
+
+class JobEventKind(models.TextChoices):
+    STATE = "state"
+    PROGRESS = "progress"
+    LOG = "log"
+
+
+class JobEvent(models.Model):
+    """One change of a job, for the live stream and the admin's log: state, progress or a log line."""
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=JobEventKind.choices)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "jobs_event"
+        indexes = [models.Index(fields=["job", "id"], name="jobs_event_job_idx")]
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.kind} {self.data}"

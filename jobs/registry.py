@@ -1,0 +1,91 @@
+"""Job types: `@job_type(name, params=Serializer)` on a re-entrant handler function.
+
+    @job_type("recon.close_period", params=ClosePeriodParams, schema_version=1)
+    def close_period(ctx: JobContext, params: dict) -> dict | None:
+        ...
+
+The handler is called once per slice and resumes from `ctx.checkpoint_data` (`{}` at first); its return value
+becomes the job's `result` (see jobs.runtime). Modules that define job types are imported on first use:
+every app's `handlers` and `jobs` modules, and the comma-separated modules in env JOBS_MODULES."""
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+
+from jobs.errors import InvalidJobParams, UnknownJobType
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    handler: Callable
+    params: type | None = None  # a DRF Serializer class
+    schema_version: int = 1
+    description: str = ""
+
+    def validate(self, params) -> dict:
+        """Validated params (JSON-ready) or InvalidJobParams (400) with the serializer's errors as details."""
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise InvalidJobParams("params must be a JSON object.", details={"params": ["Must be an object."]})
+        if self.params is None:
+            return params
+        serializer = self.params(data=params)
+        if not serializer.is_valid():
+            details = {"params": serializer.errors}
+            first = next(iter(serializer.errors.items()), ("params", ["invalid"]))
+            msg = first[1][0] if isinstance(first[1], list) and first[1] else first[1]
+            raise InvalidJobParams(f"params.{first[0]}: {msg}", details=details)
+        # JSON-ready values (dates, decimals as strings, defaults filled in) so they can be stored.
+        return dict(serializer.data)
+
+
+_registry: dict[str, JobType] = {}
+_loaded = False
+
+
+def job_type(name: str, *, params: type | None = None, schema_version: int = 1):
+    """Registers `handler(ctx, params) -> dict | None` as job type `name`."""
+
+    def decorate(handler: Callable) -> Callable:
+        _registry[name] = JobType(name=name, handler=handler, params=params, schema_version=schema_version,
+                                  description=(handler.__doc__ or "").strip().split("\n")[0])
+        return handler
+
+    return decorate
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from django.apps import apps
+
+    for app in apps.get_app_configs():
+        for module in (f"{app.name}.handlers", f"{app.name}.jobs"):
+            if module == "jobs.jobs":
+                continue
+            try:
+                import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:
+                    raise
+    for module in [m for m in os.environ.get("JOBS_MODULES", "").split(",") if m]:
+        import_module(module)
+
+
+def get(name: str) -> JobType:
+    _load()
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownJobType(f"Unknown job type {name!r}.", details={"job_type": [f"Unknown job type {name!r}."]}) \
+            from None
+
+
+def all_types() -> list[str]:
+    _load()
+    return sorted(_registry)

@@ -1,0 +1,236 @@
+"""Job services: create, cancel, pause, resume, retry, signal; the timer wake-up; making sure every runnable
+job has its run task; the sweeper. Each runs in one transaction with the job row locked, writes the
+transition's audit row (tracker.audit, from `by=`/`reason=`) and a state event (jobs.events)."""
+
+import datetime as dt
+import logging
+import uuid
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from jobs import events, registry
+from jobs.errors import JobNotFound, JobStateConflict
+from jobs.models import TERMINAL_STATES, Job, JobEventKind, JobSignal, JobState
+from jobs.runtime import JOB_RUN, JOB_WAKE, run_dedupe_key, to_json
+from tracker import services as tracker_services
+from tracker.errors import TaskStateConflict
+from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus
+
+S = JobState
+log = logging.getLogger(__name__)
+
+
+def _uuid(job_id) -> uuid.UUID:
+    try:
+        return job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    except (ValueError, TypeError, AttributeError):
+        raise JobNotFound() from None
+
+
+def job_get(*, job_id) -> Job:
+    """The job; JobNotFound (404) for unknown ids of any shape."""
+    try:
+        return Job.objects.get(pk=_uuid(job_id))
+    except Job.DoesNotExist:
+        raise JobNotFound() from None
+
+
+def _locked(job_id) -> Job:
+    """The job row, locked for update (call inside transaction.atomic())."""
+    try:
+        return Job.objects.select_for_update().get(pk=_uuid(job_id))
+    except Job.DoesNotExist:
+        raise JobNotFound() from None
+
+
+def _conflict(job: Job, action: str, allowed: str) -> JobStateConflict:
+    return JobStateConflict(f"Job is {job.state}; only {allowed} jobs can be {action}.",
+                            details={"state": job.state})
+
+
+def _enqueue_run(job: Job) -> ProcessTracker | None:
+    """Creates the job's JOB_RUN task unless one is unfinished (at most one per job: dedupe key
+    `job:<id>`). Called inside a transaction with the job row locked; commits with it."""
+    key = run_dedupe_key(job.pk)
+    if ProcessTracker.objects.filter(dedupe_key=key).exclude(status__in=FINISHED_STATUSES).exists():
+        return None
+    try:
+        task = tracker_services.task_create(task_type=JOB_RUN, payload={"job_id": str(job.pk)},
+                                            tenant=job.merchant_id, dedupe_key=key)
+    except IntegrityError:  # a concurrent enqueue won; its task runs the job
+        return None
+    job.run_task_id = task.task_id
+    Job.objects.filter(pk=job.pk).update(run_task_id=task.task_id)
+    return task
+
+
+def _cancel_due_tasks(job: Job, by, reason: str) -> None:
+    """Cancels the job's run/timer tasks that have not started (a running slice stops on its own)."""
+    ids = ProcessTracker.objects.filter(task_type__in=[JOB_RUN, JOB_WAKE], status__in=DUE_STATUSES,
+                                        payload__job_id=str(job.pk)).values_list("task_id", flat=True)
+    for task_id in list(ids):
+        try:
+            tracker_services.task_cancel(task_id=task_id, by=by, reason=reason)
+        except TaskStateConflict:
+            pass  # it started meanwhile; it will find the job not runnable
+
+
+def job_create(*, job_type: str, params: dict | None = None, owner=None, merchant_id: str = "") -> Job:
+    """Validates `params` with the type's serializer (InvalidJobParams/UnknownJobType -> 400) and, in the
+    caller's transaction, creates the job (CREATED) and its first JOB_RUN task."""
+    jt = registry.get(job_type)
+    clean = jt.validate(params)
+    with transaction.atomic():
+        job = Job.objects.create(job_type=job_type, params=to_json(clean), owner=owner if owner and owner.pk else None,
+                                 merchant_id=str(merchant_id or ""), schema_version=jt.schema_version)
+        events.emit_state(job)
+        _enqueue_run(job)
+    return job
+
+
+def job_cancel(*, job_id, by=None, reason: str = "cancelled") -> Job:
+    """CREATED, RUNNING, WAITING or PAUSED -> CANCELLED; otherwise 409. A running slice stops at its next
+    `should_stop()`."""
+    with transaction.atomic():
+        job = _locked(job_id)
+        if not job.can_cancel():
+            raise _conflict(job, "cancelled", "CREATED, RUNNING, WAITING or PAUSED")
+        job.cancel(by=by, reason=reason)
+        job.wait_signal, job.wake_at = "", None
+        job.save()
+        events.emit_state(job)
+        _cancel_due_tasks(job, by, f"job cancelled: {reason}")
+    return job
+
+
+def job_pause(*, job_id, by=None, reason: str = "paused") -> Job:
+    """RUNNING -> PAUSED; otherwise 409. The running slice stops at its next `should_stop()`."""
+    with transaction.atomic():
+        job = _locked(job_id)
+        if not job.can_pause():
+            raise _conflict(job, "paused", "RUNNING")
+        job.pause(by=by, reason=reason)
+        job.save()
+        events.emit_state(job)
+        _cancel_due_tasks(job, by, f"job paused: {reason}")
+    return job
+
+
+def job_resume(*, job_id, by=None, reason: str = "resumed") -> Job:
+    """PAUSED -> RUNNING and a new slice from the last checkpoint; otherwise 409."""
+    with transaction.atomic():
+        job = _locked(job_id)
+        if not job.can_resume():
+            raise _conflict(job, "resumed", "PAUSED")
+        job.resume(by=by, reason=reason)
+        job.save()
+        events.emit_state(job)
+        _enqueue_run(job)
+    return job
+
+
+def job_retry(*, job_id, by=None, reason: str = "retried", from_start: bool = False) -> Job:
+    """FAILED -> CREATED and a new run; otherwise 409. The run resumes from the last checkpoint, or from the
+    start (checkpoint and progress cleared) with `from_start=True`."""
+    with transaction.atomic():
+        job = _locked(job_id)
+        if not job.can_retry():
+            raise _conflict(job, "retried", "FAILED")
+        job.retry(by=by, reason=reason)
+        if from_start:
+            job.checkpoint, job.progress, job.step = {}, 0, ""
+            job.checkpoint_seq += 1  # signals consumed before are not delivered again
+        job.save()
+        events.emit_state(job)
+        _enqueue_run(job)
+    return job
+
+
+def job_signal(*, job_id, name: str, payload=None, by=None) -> JobSignal:
+    """Stores signal `name` for the job; wakes it (WAITING -> RUNNING) when it waits for that signal. A
+    finished job -> 409. A signal sent before the job waits for it is delivered when it does."""
+    with transaction.atomic():
+        job = _locked(job_id)
+        if not job.can_signal():
+            raise _conflict(job, "signalled", "unfinished")
+        signal = JobSignal.objects.create(job=job, name=name, payload=to_json(payload if payload is not None else {}),
+                                          sent_by=by if getattr(by, "pk", None) else None)
+        events.emit(job.pk, JobEventKind.LOG, {"message": f"signal {name!r} sent"
+                                               + (f" by {by.get_username()}" if getattr(by, "pk", None) else ""),
+                                               "signal": name})
+        if job.state == S.WAITING and name in job.wait_signal.split(","):
+            job.wake(by=by, reason=f"signal {name!r}")
+            job.wait_signal, job.wake_at = "", None
+            job.save()
+            events.emit_state(job)
+            _enqueue_run(job)
+    return signal
+
+
+def job_wake(*, job_id, wait_seq: int | None = None, by="timer") -> bool:
+    """The durable timer (JOB_WAKE task): WAITING -> RUNNING when the job still waits on the wait that set
+    this timer (`wait_seq`) and its time has come. The handler sees a timed-out `wait_for_signal` as None.
+    Returns whether it woke the job."""
+    with transaction.atomic():
+        try:
+            job = _locked(job_id)
+        except JobNotFound:
+            return False
+        if job.state != S.WAITING or (wait_seq is not None and job.wait_seq != wait_seq):
+            return False
+        if job.wake_at is None or job.wake_at > timezone.now():
+            return False
+        job.wake(by=by, reason="timer" if not job.wait_signal else f"timeout waiting for {job.wait_signal!r}")
+        job.save()
+        events.emit_state(job)
+        _enqueue_run(job)
+    return True
+
+
+def job_ensure_run(*, job_id) -> ProcessTracker | None:
+    """Makes sure a CREATED or RUNNING job has an unfinished JOB_RUN task (after a slice ends, and from the
+    sweeper). Idempotent."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=_uuid(job_id)).first()
+        if job is None or job.state not in (S.CREATED, S.RUNNING):
+            return None
+        return _enqueue_run(job)
+
+
+def job_sweep(*, stale_seconds: float = 30) -> dict:
+    """Repairs what a crash between two commits can leave behind (run every minute by django-q2):
+    CREATED/RUNNING jobs without an unfinished run task get one, or FAIL when their last run task FAILED
+    (its attempts ran out); WAITING jobs whose timer is overdue are woken."""
+    now = timezone.now()
+    stale = now - dt.timedelta(seconds=stale_seconds)
+    repaired = failed = woken = 0
+    unfinished = ProcessTracker.objects.filter(task_type=JOB_RUN).exclude(status__in=FINISHED_STATUSES)
+    busy = {str(p) for p in unfinished.values_list("payload__job_id", flat=True)}
+    for job in Job.objects.filter(state__in=[S.CREATED, S.RUNNING], updated_at__lt=stale).only("pk", "run_task_id"):
+        if str(job.pk) in busy:
+            continue
+        last = ProcessTracker.objects.filter(pk=job.run_task_id).first() if job.run_task_id else None
+        if last is not None and last.status == TaskStatus.FAILED:
+            with transaction.atomic():
+                job = Job.objects.select_for_update().get(pk=job.pk)
+                if job.state == S.RUNNING:
+                    job.error = f"Run task failed: {last.last_error}"[:2000]
+                    job.error_details = last.error_details
+                    job.fail(by="sweeper", reason=job.error)
+                    job.save()
+                    events.emit_state(job)
+                    failed += 1
+                    continue
+        if job_ensure_run(job_id=job.pk):
+            repaired += 1
+    for job_id, seq in Job.objects.filter(state=S.WAITING, wake_at__lt=now - dt.timedelta(seconds=5)).values_list(
+            "pk", "wait_seq"):
+        woken += job_wake(job_id=job_id, wait_seq=seq, by="sweeper")
+    if repaired or failed or woken:
+        log.warning("job sweep: %d runs re-enqueued, %d jobs failed, %d timers fired late", repaired, failed, woken)
+    return {"repaired": repaired, "failed": failed, "woken": woken}
+
+
+def job_is_finished(job: Job) -> bool:
+    return job.state in TERMINAL_STATES
