@@ -62,18 +62,26 @@ def database_url() -> str:
 class Processes:
     """Starts real child processes (qcluster, workers) on the test database; kills leftovers at teardown."""
 
-    def __init__(self):
+    def __init__(self, log_dir: Path):
         self.procs: list[subprocess.Popen] = []
+        self.log_dir = log_dir
 
     def env(self, **extra) -> dict:
         return dict(os.environ, DATABASE_URL=database_url(), PYTHONUNBUFFERED="1",
                     **{k: str(v) for k, v in extra.items()})
 
     def start(self, args: list[str], **env) -> subprocess.Popen:
+        """Starts `python *args` in its own process group; output goes to a log file (see `output`)."""
+        log = open(self.log_dir / f"proc{len(self.procs)}.log", "wb")
         proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env(**env),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.log_path = log.name
         self.procs.append(proc)
         return proc
+
+    def output(self) -> str:
+        return "\n".join(f"--- {' '.join(p.args[1:])} (pid {p.pid})\n" + Path(p.log_path).read_text()[-4000:]
+                         for p in self.procs)
 
     def kill_all(self):
         import signal
@@ -88,10 +96,19 @@ class Processes:
 
 
 @pytest.fixture
-def processes():
-    procs = Processes()
+def processes(tmp_path, request):
+    procs = Processes(tmp_path)
     yield procs
     procs.kill_all()
+    if os.environ.get("SHOW_PROCESS_OUTPUT") or (getattr(request.node, "rep_call", None) and request.node.rep_call.failed):
+        print(procs.output())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):

@@ -24,6 +24,11 @@ DUE_STATUSES = (S.PENDING, S.RETRY)
 FINISHED_STATUSES = (S.COMPLETED, S.FAILED, S.CANCELLED)
 
 
+def _may_change(instance, user) -> bool:
+    """Admin FSM buttons: users with the change permission on tasks."""
+    return user.has_perm("tracker.change_processtracker")
+
+
 class ProcessTracker(FSMModelMixin, models.Model):
     """One unit of work. Status moves only through the transitions below (or set-based updates that
     filter on the source state and write the same audit rows)."""
@@ -83,17 +88,20 @@ class ProcessTracker(FSMModelMixin, models.Model):
         return self.status in DUE_STATUSES
 
     # Transitions. `by` (a user) and `reason` are recorded by tracker.audit on post_transition.
-    @transition(field=status, source=[S.FAILED, S.CANCELLED], target=S.PENDING,
+    @transition(field=status, source=[S.FAILED, S.CANCELLED], target=S.PENDING, permission=_may_change,
                 custom={"label": "Retry", "admin": True})
     def operator_retry(self, by=None, reason="operator retry"):
-        """A fresh set of attempts; the audit trail keeps the old ones."""
+        """A fresh set of attempts; the audit trail keeps the old ones. Consumers wake at commit."""
+        from tracker import wakeup
+
+        wakeup.notify()
         self.attempts = 0
         self.run_after = timezone.now()
         self.lease_expires_at = None
         self.locked_by = ""
         self.completed_at = None
 
-    @transition(field=status, source=[S.PENDING, S.RETRY], target=S.CANCELLED,
+    @transition(field=status, source=[S.PENDING, S.RETRY], target=S.CANCELLED, permission=_may_change,
                 custom={"label": "Cancel", "admin": True})
     def cancel(self, by=None, reason="cancelled"):
         self.completed_at = timezone.now()

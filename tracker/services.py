@@ -199,7 +199,6 @@ def task_retry(*, task_id, by=None, reason: str = "retried by operator") -> Proc
             raise TaskStateConflict(f"Task is {task.status}; only FAILED or CANCELLED tasks can be retried.")
         task.operator_retry(by=by, reason=reason)
         task.save()
-        wakeup.notify()
     return task
 
 

@@ -1,3 +1,13 @@
-"""API routes of tracker."""
+"""API routes of the tracker (mounted under /api/)."""
 
-urlpatterns = []
+from django.urls import re_path
+from rest_framework.routers import DefaultRouter
+
+from tracker.api import HealthView, TaskViewSet
+
+router = DefaultRouter()
+router.trailing_slash = "/?"
+router.include_root_view = False
+router.register("tasks", TaskViewSet, basename="task")
+
+urlpatterns = [re_path(r"^health/?$", HealthView.as_view(), name="health"), *router.urls]

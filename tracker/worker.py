@@ -146,22 +146,32 @@ class Worker:
 
 # --- consumer slots and the loop the cluster runs ------------------------------------------------------
 
-def _stale_before() -> dt.datetime:
+def stale_before() -> dt.datetime:
     return timezone.now() - dt.timedelta(seconds=max(10.0, settings.TRACKER["LEASE_SECONDS"]))
 
 
 def _owner_is_dead(worker_id: str) -> bool:
-    """True when the owner ran on this host and its process is gone (a killed cluster restarted here)."""
+    """True when the owner ran on this host and its process is gone or a zombie (a killed cluster
+    restarted here; a container's init may never reap the killed workers)."""
     parts = worker_id.split(":")
     if len(parts) < 2 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False
-    try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
+    pid = int(parts[1])
+    if not os.path.isdir("/proc"):  # not Linux: signal 0 tells whether the process exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
         return False
-    return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def slot_acquire(slot: int, worker_id: str) -> bool:
@@ -169,7 +179,7 @@ def slot_acquire(slot: int, worker_id: str) -> bool:
     now = timezone.now()
     with transaction.atomic():
         row = WorkerHeartbeat.objects.select_for_update().filter(slot=slot).first()
-        if row is None or not (row.beat_at is None or row.beat_at < _stale_before() or _owner_is_dead(row.worker_id)):
+        if row is None or not (row.beat_at is None or row.beat_at < stale_before() or _owner_is_dead(row.worker_id)):
             return False
         WorkerHeartbeat.objects.filter(slot=slot).update(worker_id=worker_id, started_at=now, beat_at=now,
                                                          enqueued_at=None, processed=0)
@@ -199,7 +209,7 @@ def consumers_ensure() -> list[int]:
     with transaction.atomic():
         rows = list(WorkerHeartbeat.objects.select_for_update(skip_locked=True).filter(slot__lt=wanted))
         slots = [r.slot for r in rows
-                 if (r.beat_at is None or r.beat_at < _stale_before() or _owner_is_dead(r.worker_id))
+                 if (r.beat_at is None or r.beat_at < stale_before() or _owner_is_dead(r.worker_id))
                  and (r.enqueued_at is None or r.enqueued_at < now - retry or _owner_is_dead(r.worker_id))]
         WorkerHeartbeat.objects.filter(slot__in=slots).update(enqueued_at=now)
     for slot in slots:
@@ -232,6 +242,7 @@ def consume(slot: int) -> dict:
         while time.monotonic() < deadline and not heartbeat.slot_lost:
             if time.monotonic() >= next_rescue:
                 services.task_rescue()
+                consumers_ensure()  # restart consumers of sibling slots that died
                 next_rescue = time.monotonic() + cfg["RESCUE_EVERY_SECONDS"]
             batch = worker.run_once()
             totals.add(batch)
@@ -255,7 +266,7 @@ def consume(slot: int) -> dict:
 def cluster_status() -> dict:
     """Worker liveness and queue lag, for /api/health/ and the admin."""
     now = timezone.now()
-    stale = _stale_before()
+    stale = stale_before()
     slots = list(WorkerHeartbeat.objects.order_by("slot"))
     oldest_due = (services.ProcessTracker.objects.filter(status__in=(TaskStatus.PENDING, TaskStatus.RETRY),
                                                         run_after__lte=now).order_by("run_after")

@@ -76,3 +76,20 @@ class KillOnce(TaskHandler):
             time.sleep(float(task.payload.get("delay", 0.2)))
             os.kill(os.getpid(), signal.SIGKILL)
         record_effect(task)
+
+
+@register
+class Batched(TaskHandler):
+    """Set-based: the whole batch in one go; a payload with "bad" makes the batch raise (then each task
+    runs alone and only the bad one fails)."""
+
+    task_type = "test.batched"
+
+    def run_batch(self, tasks, ctx):
+        for task in tasks:
+            self.run(task, ctx)
+
+    def run(self, task, ctx):
+        if task.payload.get("bad"):
+            raise PermanentError("bad entry")
+        record_effect(task)

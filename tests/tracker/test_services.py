@@ -1,0 +1,221 @@
+"""Tracker services: transitions, backoff, retries, rescue, lease loss, prune, stats."""
+
+import datetime as dt
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from django_fsm import TransitionNotAllowed
+
+from tests.tracker.handlers import effects, record_effect
+from tracker import audit, registry, services
+from tracker.errors import LeaseLost, TaskNotFound, TaskStateConflict
+from tracker.models import ProcessTracker, Transition
+from tracker.worker import Worker
+
+pytestmark = pytest.mark.django_db
+
+
+def make(task_type="test.noop", **payload):
+    return services.task_create(task_type=task_type, payload=payload)
+
+
+def test_create_uses_the_handler_defaults():
+    task = make("test.kill")
+    assert (task.status, task.attempts, task.max_attempts, task.queue) == ("PENDING", 0, 3, "default")
+    assert make().max_attempts == 10
+
+
+def test_unknown_task_type_is_refused_at_creation():
+    with pytest.raises(registry.UnknownTaskType):
+        make("no.such.type")
+    assert ProcessTracker.objects.count() == 0
+
+
+def test_claim_marks_processing_with_lease_and_audit():
+    task = make()
+    claimed = services.task_claim(worker_id="w1", limit=10)
+    assert [t.task_id for t in claimed] == [task.task_id]
+    task.refresh_from_db()
+    assert task.status == "PROCESSING" and task.attempts == 1 and task.locked_by == "w1"
+    assert task.lease_expires_at > timezone.now()
+    assert [(t.from_status, t.to_status, t.by) for t in audit.history(task)] == [("PENDING", "PROCESSING", "w1")]
+    assert services.task_claim(worker_id="w2", limit=10) == []
+
+
+def test_claim_respects_run_after_priority_and_limit():
+    later = services.task_create(task_type="test.noop", payload={}, run_after=timezone.now() + dt.timedelta(hours=1))
+    tasks = [make(i=i) for i in range(5)]
+    claimed = services.task_claim(worker_id="w", limit=3)
+    assert len(claimed) == 3 and later.task_id not in {t.task_id for t in claimed}
+    assert {t.task_id for t in claimed} <= {t.task_id for t in tasks}
+
+
+def test_illegal_transitions_are_refused():
+    task = make()
+    Worker("w").drain(budget_seconds=5)
+    with pytest.raises(TaskStateConflict):
+        services.task_cancel(task_id=task.task_id)
+    with pytest.raises(TaskStateConflict):
+        services.task_retry(task_id=task.task_id)
+    task.refresh_from_db()
+    with pytest.raises(TransitionNotAllowed):
+        task.cancel()
+    assert ProcessTracker.objects.get().status == "COMPLETED"
+
+
+def test_protected_status_cannot_be_assigned():
+    task = make()
+    with pytest.raises(AttributeError):
+        task.status = "COMPLETED"
+
+
+def test_cancel_then_operator_retry_gives_fresh_attempts(staff_user):
+    task = make("test.flaky", succeed_on=2)
+    Worker("w").run_once()  # attempt 1 fails -> RETRY
+    task.refresh_from_db()
+    assert task.status == "RETRY" and task.attempts == 1
+    services.task_cancel(task_id=task.task_id, by=staff_user, reason="not now")
+    task.refresh_from_db()
+    assert task.status == "CANCELLED"
+    assert task.can_retry() and not task.can_cancel()
+    services.task_retry(task_id=task.task_id, by=staff_user)
+    task.refresh_from_db()
+    assert (task.status, task.attempts) == ("PENDING", 0)
+    history = [(t.from_status, t.to_status, t.by) for t in audit.history(task)]
+    assert ("RETRY", "CANCELLED", "staff") in history and ("CANCELLED", "PENDING", "staff") in history
+
+
+def test_unknown_ids_of_any_shape_are_not_found():
+    for bad in ["nope", "00000000-0000-0000-0000-000000000000", 42]:
+        with pytest.raises(TaskNotFound):
+            services.task_cancel(task_id=bad)
+
+
+def test_backoff_is_exponential_capped_with_bounded_jitter():
+    handler = registry.TaskHandler()
+    handler.backoff_base, handler.backoff_cap = 1.0, 60.0
+    for attempts in range(1, 12):
+        expected = min(60.0, 2.0 ** (attempts - 1))
+        for _ in range(20):
+            delay = handler.backoff(attempts)
+            assert expected <= delay <= min(60.0, expected * 1.25)
+
+
+def test_retryable_failures_back_off_then_succeed_exactly_once():
+    task = make("test.flaky", succeed_on=3)
+    for _ in range(50):
+        Worker("w").drain(budget_seconds=2)
+        task.refresh_from_db()
+        if task.status == "COMPLETED":
+            break
+        assert task.status == "RETRY" and task.run_after > task.updated_at - dt.timedelta(seconds=1)
+        ProcessTracker.objects.filter(pk=task.pk).update(run_after=timezone.now())
+    assert task.status == "COMPLETED" and task.attempts == 3
+    assert effects(task.task_id) == 1  # the failed attempts' writes rolled back
+    assert "attempt 2 failed" not in task.last_error
+
+
+def test_failures_stop_at_max_attempts_with_traceback():
+    task = make("test.flaky")
+    for _ in range(task.max_attempts):
+        ProcessTracker.objects.filter(pk=task.pk).update(run_after=timezone.now())
+        Worker("w").run_once()
+    task.refresh_from_db()
+    assert task.status == "FAILED" and task.attempts == task.max_attempts == 10
+    assert "RetryableError: attempt 10 failed" in task.last_error and "Traceback" in task.error_details
+    assert Worker("w").run_once().processed == 0
+
+
+def test_rescue_moves_expired_leases_to_retry_or_failed():
+    alive, dead, spent = make(), make(), make("test.kill")
+    services.task_claim(worker_id="w", limit=10)
+    ProcessTracker.objects.filter(pk__in=[dead.pk, spent.pk]).update(
+        lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    ProcessTracker.objects.filter(pk=spent.pk).update(attempts=3)
+    assert services.task_rescue() == {"retried": 1, "failed": 1}
+    statuses = dict(ProcessTracker.objects.values_list("task_id", "status"))
+    assert statuses == {alive.task_id: "PROCESSING", dead.task_id: "RETRY", spent.task_id: "FAILED"}
+    assert ProcessTracker.objects.get(pk=dead.pk).attempts == 1  # the attempt counts
+    assert Transition.objects.filter(by_worker="rescuer").count() == 2
+
+
+def test_worker_that_lost_its_lease_cannot_complete():
+    task = make()
+    services.task_claim(worker_id="slow", limit=1)
+    ProcessTracker.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    services.task_rescue()
+    ProcessTracker.objects.filter(pk=task.pk).update(run_after=timezone.now())
+    assert Worker("fast").drain(budget_seconds=5).succeeded == 1
+    with pytest.raises(LeaseLost):
+        with transaction.atomic():
+            record_effect(task)
+            services.task_complete_many(task_ids=[task.task_id], worker_id="slow")
+    task.refresh_from_db()
+    assert task.status == "COMPLETED" and task.locked_by == "fast" and effects(task.task_id) == 1
+
+
+def test_renewing_leases_extends_only_own_tasks():
+    make(), make()
+    services.task_claim(worker_id="a", limit=1)
+    services.task_claim(worker_id="b", limit=1)
+    ProcessTracker.objects.update(lease_expires_at=timezone.now())
+    assert services.task_renew_leases(worker_id="a") == 1
+    assert ProcessTracker.objects.get(locked_by="a").lease_expires_at > ProcessTracker.objects.get(
+        locked_by="b").lease_expires_at
+
+
+def test_dedupe_key_is_unique_while_unfinished():
+    from django.db import IntegrityError
+
+    services.task_create(task_type="test.noop", payload={}, dedupe_key="k")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        services.task_create(task_type="test.noop", payload={}, dedupe_key="k")
+    Worker("w").drain(budget_seconds=5)
+    services.task_create(task_type="test.noop", payload={}, dedupe_key="k")  # the first one finished
+    assert ProcessTracker.objects.filter(dedupe_key="k").count() == 2
+
+
+def test_prune_deletes_old_finished_tasks_and_their_audit_rows():
+    old, recent, pending = make(), make(), make()
+    services.task_claim(worker_id="w", limit=2)
+    services.task_complete_many(task_ids=[old.pk, recent.pk], worker_id="w")
+    ProcessTracker.objects.filter(pk=old.pk).update(completed_at=timezone.now() - dt.timedelta(days=40))
+    assert services.task_prune(older_than_days=30) == 1
+    assert set(ProcessTracker.objects.values_list("pk", flat=True)) == {recent.pk, pending.pk}
+    assert not Transition.objects.filter(object_id=str(old.pk)).exists()
+    assert Transition.objects.filter(object_id=str(recent.pk)).exists()
+
+
+def test_stats_count_per_status_and_type():
+    make(), make(), make("test.permanent")
+    Worker("w").drain(budget_seconds=5)
+    make()
+    stats = services.task_stats()
+    assert stats["by_status"]["COMPLETED"] == 2 and stats["by_status"]["FAILED"] == 1
+    assert stats["by_status"]["PENDING"] == 1
+    assert stats["by_type"]["test.permanent"] == {"FAILED": 1}
+    assert stats["throughput"]["last_minute"] == 2 and stats["oldest_due_age_seconds"] >= 0
+
+
+def test_one_bad_task_does_not_sink_a_batch():
+    good = [make() for _ in range(3)]
+    bad = make("test.permanent")
+    totals = Worker("w").run_once()
+    assert (totals.processed, totals.succeeded, totals.failed) == (4, 3, 1)
+    assert all(effects(t.task_id) == 1 for t in good) and effects(bad.task_id) == 0
+
+
+def test_batch_handler_falls_back_to_one_by_one_when_the_batch_fails():
+    good = [make("test.batched", i=i) for i in range(4)]
+    bad = make("test.batched", bad=True)
+    totals = Worker("w").run_once()
+    assert (totals.processed, totals.succeeded, totals.failed) == (5, 4, 1)
+    assert all(effects(t.task_id) == 1 for t in good) and effects(bad.task_id) == 0
+    assert ProcessTracker.objects.get(pk=bad.pk).status == "FAILED"
+
+
+def test_batch_handler_completes_a_clean_batch_together():
+    tasks = [make("test.batched", i=i) for i in range(6)]
+    assert Worker("w").run_once().succeeded == 6
+    assert all(effects(t.task_id) == 1 for t in tasks)
