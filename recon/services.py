@@ -400,3 +400,18 @@ def period_reopen(*, period: ClosedPeriod, by=None) -> ClosedPeriod:
         period.reopened_by = by if getattr(by, "pk", None) else None
         period.save(update_fields=["reopened_at", "reopened_by"])
     return period
+
+
+# --- engine ------------------------------------------------------------------------------------------
+
+def engine_trigger(*, timeout_ms: int, worker_id: str | None = None) -> dict:
+    """Drains due tasks in-process for up to `timeout_ms`; returns {"processed", "succeeded", "failed",
+    "duration_ms"} with the worker's true counts."""
+    import time
+
+    from tracker.worker import Worker, make_worker_id
+
+    started = time.monotonic()
+    totals = Worker(worker_id or make_worker_id("trigger")).drain(budget_seconds=timeout_ms / 1000)
+    return {"processed": totals.processed, "succeeded": totals.succeeded, "failed": totals.failed,
+            "duration_ms": int((time.monotonic() - started) * 1000)}

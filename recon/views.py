@@ -1,0 +1,317 @@
+"""Recon HTTP API (shared/API.md). Thin: look up objects the caller can see (404 otherwise, before any role
+check), check the role, call a service, render."""
+
+import uuid
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+
+from config.api import Pagination
+from recon import access, balances, reports, services
+from recon.balances import with_balance_sums
+from recon.models import (Account, Entry, EntryStatus, Merchant, ReconRule, StagingEntry, StagingStatus,
+                          Transaction, TransactionStatus)
+from recon.serializers import (AccountCreateSerializer, AccountRenameSerializer, AccountSerializer,
+                               BalanceSerializer, EntrySerializer, MerchantSerializer, ReconRuleCreateSerializer,
+                               ReconRuleSerializer, ResolveSerializer, StagingEntryCreateSerializer,
+                               StagingEntrySerializer, TransactionSerializer, TriggerResultSerializer,
+                               TriggerSerializer, money_str)
+
+
+# --- lookups and checks -------------------------------------------------------------------------------
+
+def _visible(request, merchant_id: str) -> bool:
+    return access.can_see(request.user, merchant_id)
+
+
+def get_merchant(request, merchant_id) -> Merchant:
+    merchant = Merchant.objects.filter(pk=str(merchant_id)).first()
+    if merchant is None or not _visible(request, merchant.pk):
+        raise exceptions.NotFound("Merchant not found.")
+    return merchant
+
+
+def _uuid(value, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise exceptions.NotFound(f"{what} not found.") from None
+
+
+def get_account(request, account_id, queryset=None) -> Account:
+    qs = Account.objects.all() if queryset is None else queryset
+    account = qs.filter(pk=_uuid(account_id, "Account")).first()
+    if account is None or not _visible(request, account.merchant_id):
+        raise exceptions.NotFound("Account not found.")
+    return account
+
+
+def require_operator(request, merchant_id: str) -> None:
+    if not access.can_operate(request.user, merchant_id):
+        raise exceptions.PermissionDenied("Only operators of this merchant may do this.")
+
+
+def scope(request, queryset, field: str):
+    tenants = access.visible_tenants(request.user)
+    return queryset if tenants is None else queryset.filter(**{f"{field}__in": tenants})
+
+
+def paginated(view, request, queryset, serializer_class):
+    paginator = Pagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+def status_filter(request, choices) -> str | None:
+    value = request.query_params.get("status")
+    if value in (None, ""):
+        return None
+    if value not in choices:
+        raise exceptions.ValidationError({"status": [f"One of {', '.join(choices)}."]})
+    return value
+
+
+# --- merchants ----------------------------------------------------------------------------------------
+
+class MerchantListView(GenericAPIView):
+    serializer_class = MerchantSerializer
+
+    def get(self, request):
+        return paginated(self, request, scope(request, Merchant.objects.order_by("merchant_id"), "pk"),
+                         MerchantSerializer)
+
+    def post(self, request):
+        if not request.user.is_staff:
+            raise exceptions.PermissionDenied("Only staff create merchants.")
+        data = MerchantSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        merchant = services.merchant_create(merchant_name=data.validated_data["merchant_name"],
+                                            merchant_id=data.validated_data.get("merchant_id"))
+        return Response(MerchantSerializer(merchant).data, status=status.HTTP_201_CREATED)
+
+
+class MerchantDetailView(GenericAPIView):
+    serializer_class = MerchantSerializer
+
+    def get(self, request, merchant_id):
+        return Response(MerchantSerializer(get_merchant(request, merchant_id)).data)
+
+
+# --- accounts -----------------------------------------------------------------------------------------
+
+class AccountListView(GenericAPIView):
+    serializer_class = AccountSerializer
+
+    def get(self, request, merchant_id):
+        merchant = get_merchant(request, merchant_id)
+        qs = with_balance_sums(Account.objects.filter(merchant=merchant)).order_by("created_at", "account_id")
+        return paginated(self, request, qs, AccountSerializer)
+
+    @extend_schema(request=AccountCreateSerializer, responses={201: AccountSerializer})
+    def post(self, request, merchant_id):
+        merchant = get_merchant(request, merchant_id)
+        require_operator(request, merchant.pk)
+        data = AccountCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        account = services.account_create(merchant=merchant, **data.validated_data)
+        return Response(AccountSerializer(account).data, status=status.HTTP_201_CREATED)
+
+
+class AccountDetailView(GenericAPIView):
+    serializer_class = AccountSerializer
+
+    def _get(self, request, merchant_id, account_id) -> Account:
+        merchant = get_merchant(request, merchant_id)
+        return get_account(request, account_id, Account.objects.filter(merchant=merchant))
+
+    def get(self, request, merchant_id, account_id):
+        return Response(AccountSerializer(self._get(request, merchant_id, account_id)).data)
+
+    @extend_schema(request=AccountRenameSerializer, responses={200: AccountSerializer})
+    def put(self, request, merchant_id, account_id):
+        account = self._get(request, merchant_id, account_id)
+        require_operator(request, account.merchant_id)
+        data = AccountRenameSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        account = services.account_rename(account=account, account_name=data.validated_data["account_name"])
+        return Response(AccountSerializer(account).data)
+
+    @extend_schema(request=AccountRenameSerializer, responses={200: AccountSerializer})
+    def patch(self, request, merchant_id, account_id):
+        return self.put(request, merchant_id, account_id)
+
+    def delete(self, request, merchant_id, account_id):
+        account = self._get(request, merchant_id, account_id)
+        require_operator(request, account.merchant_id)
+        services.account_delete(account=account)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AccountBalancesView(GenericAPIView):
+    serializer_class = BalanceSerializer
+
+    def get(self, request, account_id):
+        account = get_account(request, account_id)
+        figures = {k: money_str(v) for k, v in balances.balances_of(account).items()}
+        return Response({"account_id": str(account.pk), "currency": account.currency, **figures})
+
+
+# --- recon rules --------------------------------------------------------------------------------------
+
+class ReconRuleListView(GenericAPIView):
+    serializer_class = ReconRuleSerializer
+
+    def get(self, request, merchant_id):
+        merchant = get_merchant(request, merchant_id)
+        return paginated(self, request, ReconRule.objects.filter(merchant=merchant).order_by("created_at", "id"),
+                         ReconRuleSerializer)
+
+    @extend_schema(request=ReconRuleCreateSerializer, responses={201: ReconRuleSerializer})
+    def post(self, request, merchant_id):
+        merchant = get_merchant(request, merchant_id)
+        require_operator(request, merchant.pk)
+        data = ReconRuleCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        rule = services.recon_rule_create(merchant=merchant, **data.validated_data)
+        return Response(ReconRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+
+
+class ReconRuleDetailView(GenericAPIView):
+    serializer_class = ReconRuleSerializer
+
+    def _get(self, request, merchant_id, rule_id) -> ReconRule:
+        merchant = get_merchant(request, merchant_id)
+        rule = ReconRule.objects.filter(merchant=merchant, pk=_uuid(rule_id, "Recon rule")).first()
+        if rule is None:
+            raise exceptions.NotFound("Recon rule not found.")
+        return rule
+
+    def get(self, request, merchant_id, rule_id):
+        return Response(ReconRuleSerializer(self._get(request, merchant_id, rule_id)).data)
+
+    def delete(self, request, merchant_id, rule_id):
+        rule = self._get(request, merchant_id, rule_id)
+        require_operator(request, rule.merchant_id)
+        services.recon_rule_delete(rule=rule)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- staging entries ----------------------------------------------------------------------------------
+
+class StagingEntryListView(GenericAPIView):
+    serializer_class = StagingEntrySerializer
+
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=StagingStatus.values)])
+    def get(self, request, account_id):
+        account = get_account(request, account_id)
+        qs = StagingEntry.objects.filter(account=account).order_by("-created_at", "staging_entry_id")
+        if (value := status_filter(request, StagingStatus.values)) is not None:
+            qs = qs.filter(status=value)
+        return paginated(self, request, qs, StagingEntrySerializer)
+
+    @extend_schema(request=StagingEntryCreateSerializer, responses={201: StagingEntrySerializer,
+                                                                    200: StagingEntrySerializer})
+    def post(self, request, account_id):
+        account = get_account(request, account_id)
+        require_operator(request, account.merchant_id)
+        data = StagingEntryCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        entry, created = services.staging_entry_create(account=account, **data.validated_data)
+        return Response(StagingEntrySerializer(entry).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+def get_staging_entry(request, staging_entry_id) -> StagingEntry:
+    entry = (StagingEntry.objects.select_related("account")
+             .filter(pk=_uuid(staging_entry_id, "Staging entry")).first())
+    if entry is None or not _visible(request, entry.account.merchant_id):
+        raise exceptions.NotFound("Staging entry not found.")
+    return entry
+
+
+class StagingEntryDetailView(GenericAPIView):
+    serializer_class = StagingEntrySerializer
+
+    def get(self, request, staging_entry_id):
+        return Response(StagingEntrySerializer(get_staging_entry(request, staging_entry_id)).data)
+
+
+class StagingEntryResolveView(GenericAPIView):
+    serializer_class = ResolveSerializer
+
+    @extend_schema(request=ResolveSerializer, responses={200: StagingEntrySerializer})
+    def post(self, request, staging_entry_id):
+        entry = get_staging_entry(request, staging_entry_id)
+        require_operator(request, entry.account.merchant_id)
+        data = ResolveSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        entry = services.staging_entry_resolve(staging_entry_id=entry.pk, by=request.user, **data.validated_data)
+        return Response(StagingEntrySerializer(entry).data)
+
+
+# --- ledger -------------------------------------------------------------------------------------------
+
+class TransactionListView(GenericAPIView):
+    serializer_class = TransactionSerializer
+
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=TransactionStatus.values),
+                               OpenApiParameter("logical_transaction_id", str),
+                               OpenApiParameter("version", int)])
+    def get(self, request, merchant_id):
+        merchant = get_merchant(request, merchant_id)
+        qs = Transaction.objects.filter(merchant=merchant).prefetch_related("entries").order_by(
+            "-created_at", "transaction_id")
+        if (value := status_filter(request, TransactionStatus.values)) is not None:
+            qs = qs.filter(status=value)
+        if logical := request.query_params.get("logical_transaction_id"):
+            qs = qs.filter(logical_transaction_id=logical)
+        if (version := request.query_params.get("version")) not in (None, ""):
+            if not version.isdigit():
+                raise exceptions.ValidationError({"version": ["A positive integer is required."]})
+            qs = qs.filter(version=int(version))
+        return paginated(self, request, qs, TransactionSerializer)
+
+
+class AccountEntryListView(GenericAPIView):
+    serializer_class = EntrySerializer
+
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=EntryStatus.values)])
+    def get(self, request, account_id):
+        account = get_account(request, account_id)
+        qs = Entry.objects.filter(account=account).order_by("-effective_date", "-created_at", "entry_id")
+        if (value := status_filter(request, EntryStatus.values)) is not None:
+            qs = qs.filter(status=value)
+        return paginated(self, request, qs, EntrySerializer)
+
+
+# --- recon engine -------------------------------------------------------------------------------------
+
+class TriggerView(GenericAPIView):
+    serializer_class = TriggerSerializer
+
+    @extend_schema(request=TriggerSerializer, responses={200: TriggerResultSerializer})
+    def post(self, request):
+        if not request.user.is_staff:
+            raise exceptions.PermissionDenied("Only staff trigger the recon engine.")
+        data = TriggerSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(services.engine_trigger(timeout_ms=data.validated_data["timeout_ms"]))
+
+
+class SummaryView(GenericAPIView):
+    serializer_class = None
+
+    @extend_schema(parameters=[OpenApiParameter("merchant_id", str)], responses={200: dict})
+    def get(self, request):
+        merchant_id = request.query_params.get("merchant_id") or None
+        if merchant_id is not None:
+            get_merchant(request, merchant_id)
+        tenants = access.visible_tenants(request.user)
+        data = reports.summary(merchant_id, merchant_ids=tenants)
+        for figures in data["amounts_by_currency"].values():
+            figures["total"] = money_str(figures["total"])
+            for by in figures["by_status"].values():
+                by["total"] = money_str(by["total"])
+        return Response(data)
