@@ -160,7 +160,7 @@ def _candidates(staging: StagingEntry, rules: list[ReconRule]):
         value = staging.metadata.get(rule.match_key)
         if value in (None, ""):
             continue
-        q |= Q(transaction__rule=rule, metadata__contains={rule.match_key: value})
+        q |= Q(transaction__rule=rule, **{f"metadata__{rule.match_key}": value})
     if not q:
         return None
     return Entry.objects.filter(q, account=staging.account, status=EntryStatus.EXPECTED,
@@ -279,7 +279,7 @@ def requeue_waiting(*, account_id, match_key: str, value, by) -> int:
     NoMatchFoundError for that value go back to PENDING with a new task, in the caller's transaction."""
     ids = list(StagingEntry.objects.filter(
         account_id=account_id, status=StagingStatus.NEEDS_MANUAL_REVIEW, processing_mode=ProcessingMode.CONFIRMATION,
-        metadata__error_type="NoMatchFoundError", metadata__contains={match_key: value},
+        metadata__error_type="NoMatchFoundError", **{f"metadata__{match_key}": value},
     ).order_by("pk").select_for_update().values_list("pk", flat=True))
     if not ids:
         return 0

@@ -4,6 +4,7 @@ producer), resolving the review queue, and closed periods. Views, admin, command
 import datetime as dt
 import hashlib
 import json
+import re
 import uuid
 from decimal import Decimal, InvalidOperation
 
@@ -156,8 +157,9 @@ def recon_rule_create(*, merchant: Merchant, account_one_id, account_two_id, mat
     if diff is not None and diff.currency != one.currency:
         problems["difference_account_id"] = ["The difference account must share the rule's currency."]
     match_key = match_key if match_key is not None else "order_id"
-    if not isinstance(match_key, str) or not match_key.strip() or len(match_key) > 100:
-        problems["match_key"] = ["A metadata field name is required."]
+    if not isinstance(match_key, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*(_[A-Za-z0-9-]+)*", match_key) \
+            or len(match_key) > 100:
+        problems["match_key"] = ["A metadata field name (letters, digits, single underscores or dashes)."]
     tolerance = pct = None
     try:
         tolerance = parse_amount(amount_tolerance if amount_tolerance is not None else "0",

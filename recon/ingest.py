@@ -1,0 +1,188 @@
+"""CSV import of staging entries (shared/API.md, "CSV import"): a streaming, resumable parser and validator.
+
+Memory stays bounded for any file size: rows are read lazily from an iterable of text lines and written in
+chunks; each chunk (its staging entries and their tracker tasks) commits in one database transaction together
+with the caller's checkpoint (`on_chunk`)."""
+
+import csv
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from decimal import Decimal, InvalidOperation
+
+from django.db import transaction
+from django.utils.dateparse import parse_date, parse_datetime
+
+from recon import services
+from recon.currencies import is_currency
+from recon.errors import ReconError
+from recon.models import Account, AccountType, ProcessingMode
+
+COLUMNS = ("order_id", "amount", "currency", "transaction_date", "type")
+TYPES = {"payment", "refund", "debit", "credit"}
+
+
+class InvalidCsvError(ReconError):
+    """The file is not a valid staging-entry CSV."""
+
+    code = "invalid_csv"
+    status = 400
+
+
+def content_sha256(chunks: Iterable[bytes]) -> str:
+    """sha256 hex digest of a file's content, read in chunks (for duplicate-upload detection)."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def side_for(type_value: str, account_type: str) -> str:
+    """Payment is DEBIT on a DEBIT_NORMAL account and CREDIT on a CREDIT_NORMAL one, Refund the opposite;
+    Debit and Credit are taken literally."""
+    kind = type_value.strip().lower()
+    if kind in ("debit", "credit"):
+        return kind.upper()
+    normal = "DEBIT" if account_type == AccountType.DEBIT_NORMAL else "CREDIT"
+    other = "CREDIT" if normal == "DEBIT" else "DEBIT"
+    return normal if kind == "payment" else other
+
+
+def parse_when(text: str) -> dt.datetime | None:
+    """A date (midnight UTC) or a date-time with timezone; None when neither."""
+    try:
+        day = parse_date(text)
+        if day is not None:
+            return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+        when = parse_datetime(text)
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
+
+
+def validate_row(row: dict, *, account: Account, processing_mode: str, source_file: str) -> tuple[dict | None, list]:
+    """Returns (staging entry fields, []) for a good row or (None, problems)."""
+    problems = []
+    for column in COLUMNS:
+        if not (row.get(column) or "").strip():
+            problems.append(f"{column} is empty")
+    amount = when = None
+    raw_amount = (row.get("amount") or "").strip()
+    if raw_amount:
+        try:
+            amount = Decimal(raw_amount)
+            if not amount.is_finite():
+                raise InvalidOperation
+            if amount <= 0:
+                problems.append("amount must be positive")
+            elif amount != amount.quantize(Decimal("0.0001")):
+                problems.append("amount has more than 4 decimal places")
+            elif amount > services.MAX_AMOUNT:
+                problems.append("amount is too large")
+        except (InvalidOperation, ValueError):
+            problems.append(f"amount {raw_amount!r} is not a number")
+    currency = (row.get("currency") or "").strip()
+    if currency and not is_currency(currency):
+        problems.append(f"currency {currency!r} is not an ISO 4217 code")
+    raw_date = (row.get("transaction_date") or "").strip()
+    if raw_date and (when := parse_when(raw_date)) is None:
+        problems.append(f"transaction_date {raw_date!r} is not a date (YYYY-MM-DD) or a date-time with timezone")
+    kind = (row.get("type") or "").strip()
+    if kind and kind.lower() not in TYPES:
+        problems.append(f"type {kind!r} is not one of Payment, Refund, Debit, Credit")
+    if problems:
+        return None, problems
+    return {"entry_type": side_for(kind, account.account_type), "amount": amount.quantize(Decimal("0.0001")),
+            "currency": currency, "effective_date": when, "processing_mode": processing_mode,
+            "metadata": {"order_id": row["order_id"].strip(), "source_file": source_file}}, []
+
+
+def _rows(lines: Iterable[str]) -> tuple[list[str], Iterator[list[str]]]:
+    reader = csv.reader(iter(lines))
+    header = next(reader, None)
+    if header is None:
+        raise InvalidCsvError("The file is empty: a header row is required "
+                              f"({', '.join(COLUMNS)}).")
+    header = [h.strip().lstrip("\ufeff").strip().lower() for h in header]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise InvalidCsvError(f"The header must name the columns {', '.join(COLUMNS)}; missing: "
+                              f"{', '.join(missing)}.", details={"header": header, "missing": missing})
+    if len(set(header)) != len(header):
+        raise InvalidCsvError("The header names a column twice.", details={"header": header})
+    return header, _guarded(reader)
+
+
+def _guarded(reader) -> Iterator[list[str]]:
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise InvalidCsvError(f"Malformed CSV near line {reader.line_num}: {exc}") from None
+
+
+def empty_report() -> dict:
+    return {"successful_ingestions": 0, "failed_ingestions": 0, "errors": []}
+
+
+def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, source_file: str,
+               start_row: int = 0, chunk_rows: int = 5000,
+               on_chunk: Callable[[int, dict], bool | None] | None = None,
+               report: dict | None = None, max_errors: int = 10000) -> dict:
+    """Streams `lines` (text lines of a CSV file, header first) into staging entries and their tracker tasks.
+
+    Rows 1..`start_row` (data rows, the header is not a row) are skipped, so a caller resumes from its
+    checkpoint by passing the `rows_done` it last saw and the `report` it saved. Every `chunk_rows` data rows,
+    the chunk's valid rows are inserted in ONE database transaction, and `on_chunk(rows_done, report)` is
+    called inside it (checkpoint there); returning False stops the import after that chunk. Returns the
+    report {"successful_ingestions", "failed_ingestions", "errors": [{"row_number", "error_details",
+    "row_data"}]} (at most `max_errors` errors are kept; `failed_ingestions` counts all)."""
+    if processing_mode not in ProcessingMode.values:
+        raise InvalidCsvError(f"processing_mode must be one of {', '.join(ProcessingMode.values)}.")
+    report = report if report is not None else empty_report()
+    header, reader = _rows(lines)
+    row_number = 0
+    pending: list[dict] = []
+    chunk_errors: list[dict] = []
+    chunk_failed = 0
+    seen_in_chunk = 0
+
+    def flush() -> bool:
+        nonlocal pending, chunk_errors, chunk_failed, seen_in_chunk
+        with transaction.atomic():
+            if pending:
+                services.staging_entries_create_many(account=account, rows=pending)
+            report["successful_ingestions"] += len(pending)
+            report["failed_ingestions"] += chunk_failed
+            room = max(0, max_errors - len(report["errors"]))
+            report["errors"].extend(chunk_errors[:room])
+            keep_going = on_chunk(row_number, report) if on_chunk else None
+        pending, chunk_errors, chunk_failed, seen_in_chunk = [], [], 0, 0
+        return keep_going is not False
+
+    for cells in reader:
+        if not cells or all(not c.strip() for c in cells):
+            continue  # blank lines are not rows
+        row_number += 1
+        if row_number <= start_row:
+            continue
+        seen_in_chunk += 1
+        row = dict(zip(header, cells))
+        row_data = {c: row.get(c, "") for c in COLUMNS}
+        problems = []
+        if len(cells) != len(header):
+            problems.append(f"expected {len(header)} columns, got {len(cells)}")
+        fields, row_problems = validate_row(row, account=account, processing_mode=processing_mode,
+                                            source_file=source_file)
+        problems += row_problems
+        if problems:
+            chunk_failed += 1
+            if len(chunk_errors) < max_errors:
+                chunk_errors.append({"row_number": row_number, "error_details": "; ".join(problems),
+                                     "row_data": row_data})
+        else:
+            pending.append(fields)
+        if seen_in_chunk >= chunk_rows and not flush():
+            return report
+    if seen_in_chunk or on_chunk is not None:
+        flush()
+    return report
