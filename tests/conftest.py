@@ -20,6 +20,13 @@ def pytest_configure(config):
         pytest.exit("Tests need PostgreSQL: run `make test` (it starts one) or set DATABASE_URL.", returncode=2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_task_types():
+    """Registers the tracker's test task types in this process (child processes get them through
+    TRACKER_TASK_MODULES)."""
+    import tests.tracker.handlers  # noqa: F401
+
+
 @pytest.fixture
 def staff_user(django_user_model):
     return django_user_model.objects.create_user("staff", password="pw", is_staff=True, is_superuser=True)
@@ -119,3 +126,8 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message:
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
