@@ -101,6 +101,7 @@ def test_retry_of_a_failed_job_via_api(staff_api):
     assert reload(job).state == "COMPLETED"
 
 
+@pytest.mark.django_db
 @pytest.mark.parametrize("job_id", ["nope", "00000000-0000-0000-0000-000000000000", "123", "%20"])
 @pytest.mark.parametrize("method, suffix", [("get", ""), ("post", "cancel/"), ("post", "pause/"), ("post", "resume/"),
                                             ("post", "retry/"), ("post", "signal/"), ("get", "events/")])

@@ -1,0 +1,89 @@
+"""The live event stream: SSE over a streaming response, read chunk by chunk as a browser would."""
+
+import asyncio
+import json
+import threading
+
+import pytest
+
+from jobs import events, services
+from tests.jobs.conftest import drain
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def parse(chunk: bytes) -> tuple[str, dict | None]:
+    text = chunk.decode()
+    if text.startswith(":"):
+        return "comment", None
+    fields = dict(line.split(": ", 1) for line in text.strip().splitlines())
+    return fields["event"], json.loads(fields["data"])
+
+
+def test_stream_replays_the_state_then_follows_events_until_the_end(staff_api):
+    job = services.job_create(job_type="jobs.countdown", params={"steps": 2, "step_seconds": 0})
+    resp = staff_api.get(f"/api/jobs/{job.pk}/events/", HTTP_ACCEPT="text/event-stream")
+    assert resp.status_code == 200
+    assert resp["Content-Type"].startswith("text/event-stream")
+    assert resp["Cache-Control"] == "no-cache" and resp["X-Accel-Buffering"] == "no"
+    chunks = iter(resp.streaming_content)
+    kind, data = parse(next(chunks))
+    assert kind == "state" and data["state"] == "CREATED" and data["progress"] == 0
+
+    drain()  # the job runs to the end in this process; its events are now committed
+    received = [parse(c) for c in chunks]  # ends by itself after the terminal state
+    kinds = [k for k, _ in received]
+    assert kinds[0] == "state" and received[0][1]["state"] == "RUNNING"
+    assert "progress" in kinds and "log" in kinds
+    assert received[-1] == ("state", received[-1][1]) and received[-1][1]["state"] == "COMPLETED"
+    assert [d["progress"] for k, d in received if k == "progress"] == [50, 100]
+    assert [d["message"] for k, d in received if k == "log"][-2:] == ["step 1 of 2", "step 2 of 2"]
+
+
+def test_stream_of_a_finished_job_sends_one_state_event_and_closes(staff_api):
+    job = services.job_create(job_type="jobs.countdown", params={"steps": 1})
+    services.job_cancel(job_id=job.pk, by=None)
+    resp = staff_api.get(f"/api/jobs/{job.pk}/events")
+    chunks = [parse(c) for c in resp.streaming_content]
+    assert len(chunks) == 1 and chunks[0][0] == "state" and chunks[0][1]["state"] == "CANCELLED"
+
+
+def test_stream_sends_keep_alives_when_idle_and_wakes_on_notify(staff_api, settings):
+    settings.JOBS = {"KEEPALIVE_SECONDS": 0.3}
+    job = services.job_create(job_type="jobs.approval_demo", params={})
+    drain()
+    resp = staff_api.get(f"/api/jobs/{job.pk}/events/")
+    chunks = iter(resp.streaming_content)
+    kind, data = parse(next(chunks))
+    assert kind == "state" and data["state"] == "WAITING" and data["waiting_for"] == ["approve", "reject"]
+    assert parse(next(chunks)) == ("comment", None)
+
+    # A change committed by another connection while the stream waits on LISTEN.
+    def send():
+        from django.db import connections
+
+        services.job_signal(job_id=job.pk, name="approve", by=None)
+        connections.close_all()
+
+    timer = threading.Timer(0.1, send)
+    timer.start()
+    got = []
+    while len(got) < 2:
+        kind, data = parse(next(chunks))
+        if kind != "comment":
+            got.append((kind, data))
+    timer.join()
+    resp.close()  # the client goes away: the generator closes its LISTEN connection
+    assert got[0][0] == "log" and "approve" in got[0][1]["message"]
+    assert got[1][0] == "state" and got[1][1]["state"] == "RUNNING"
+
+
+def test_async_stream_for_asgi_yields_the_same_events():
+    job = services.job_create(job_type="jobs.countdown", params={"steps": 1})
+    services.job_cancel(job_id=job.pk, by=None)
+
+    async def collect():
+        return [chunk async for chunk in events.astream(job.pk)]
+
+    chunks = asyncio.run(collect())
+    assert [parse(c)[1]["state"] for c in chunks] == ["CANCELLED"]
