@@ -185,13 +185,24 @@ class StagingEntry(FSMModelMixin, models.Model):
     def resolve_match(self, by=None, reason="matched by operator"):
         self.discarded_at = timezone.now()
 
+    def in_review_queue(self) -> bool:
+        """In review, or PENDING while its task FAILED or was CANCELLED (shown in the review queue)."""
+        if self.status == StagingStatus.NEEDS_MANUAL_REVIEW:
+            return True
+        if self.status != StagingStatus.PENDING or self.task_id is None:
+            return False
+        from tracker.models import ProcessTracker
+
+        return ProcessTracker.objects.filter(pk=self.task_id, status__in=("FAILED", "CANCELLED")).exists()
+
     @transition(field=status, source=[StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING],
-                target=StagingStatus.ARCHIVED, custom={"admin": False})
+                target=StagingStatus.ARCHIVED, conditions=[in_review_queue],
+                custom={"admin": True, "label": "Ignore"})
     def ignore(self, by=None, reason="ignored"):
         self.discarded_at = timezone.now()
 
     @transition(field=status, source=StagingStatus.NEEDS_MANUAL_REVIEW, target=StagingStatus.PENDING,
-                custom={"admin": False})
+                custom={"admin": True, "label": "Reprocess"})
     def requeue(self, by=None, reason="reprocess"):
         pass
 

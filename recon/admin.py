@@ -1,0 +1,289 @@
+"""Admin console for recon: configuration, the read-only ledger, the review queue (FSM buttons and actions
+that call services) and the summary page."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import OuterRef, Q, Subquery
+from django.shortcuts import redirect, render
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django_fsm.admin import FSMAdminMixin
+
+from config.errors import AppError
+from recon import access, reports, services
+from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, ReconRule,
+                          StagingEntry, StagingStatus, Transaction, TransactionStatus)
+from tracker.models import ProcessTracker
+
+
+def _scoped(request, queryset, field: str):
+    tenants = access.visible_tenants(request.user)
+    return queryset if tenants is None else queryset.filter(**{f"{field}__in": tenants})
+
+
+class MembershipInline(admin.TabularInline):
+    model = MerchantMembership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Merchant)
+class MerchantAdmin(admin.ModelAdmin):
+    list_display = ["merchant_id", "merchant_name", "created_at"]
+    search_fields = ["merchant_id", "merchant_name"]
+    inlines = [MembershipInline]
+
+
+@admin.register(MerchantMembership)
+class MerchantMembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "merchant", "role", "created_at"]
+    list_filter = ["role"]
+    list_select_related = ["user", "merchant"]
+    search_fields = ["user__username", "merchant__merchant_id"]
+    autocomplete_fields = ["user", "merchant"]
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ["account_name", "merchant", "account_type", "currency", "initial_balance", "created_at"]
+    list_filter = ["account_type", "currency"]
+    list_select_related = ["merchant"]
+    search_fields = ["account_name", "account_id", "merchant__merchant_id"]
+    readonly_fields = ["account_id", "balances"]
+
+    @admin.display(description="balances")
+    def balances(self, obj):
+        from recon.balances import balances_of
+
+        return ", ".join(f"{k}: {v}" for k, v in balances_of(obj).items()) if obj.pk else "-"
+
+
+@admin.register(ReconRule)
+class ReconRuleAdmin(admin.ModelAdmin):
+    list_display = ["id", "merchant", "account_one", "account_two", "match_key", "amount_tolerance",
+                    "amount_tolerance_pct", "date_window_days", "difference_account"]
+    list_select_related = ["merchant", "account_one", "account_two", "difference_account"]
+    autocomplete_fields = ["account_one", "account_two", "difference_account"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Ledger tables: money changes only through services."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class EntryInline(admin.TabularInline):
+    model = Entry
+    extra = 0
+    can_delete = False
+    fields = ["entry_id", "account", "entry_type", "amount", "currency", "status", "effective_date"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Transaction)
+class TransactionAdmin(ReadOnlyAdmin):
+    list_display = ["logical_transaction_id", "version", "status", "amount", "currency", "merchant", "created_at"]
+    list_filter = ["status"]
+    list_select_related = ["merchant"]
+    search_fields = ["logical_transaction_id", "transaction_id"]
+    show_full_result_count = False
+    date_hierarchy = "created_at"
+    inlines = [EntryInline]
+
+
+@admin.register(Entry)
+class EntryAdmin(ReadOnlyAdmin):
+    list_display = ["entry_id", "account", "entry_type", "amount", "currency", "status", "effective_date",
+                    "transaction"]
+    list_filter = ["status", "entry_type"]
+    list_select_related = ["account", "transaction"]
+    search_fields = ["entry_id", "transaction__logical_transaction_id"]
+    show_full_result_count = False
+
+
+class ReviewQueueFilter(admin.SimpleListFilter):
+    title = "review queue"
+    parameter_name = "queue"
+
+    def lookups(self, request, model_admin):
+        return [("review", "Needs review (incl. failed/cancelled tasks)"), ("stuck", "PENDING, task failed/cancelled")]
+
+    def queryset(self, request, queryset):
+        stuck = Q(status=StagingStatus.PENDING, task_status__in=("FAILED", "CANCELLED"))
+        if self.value() == "review":
+            return queryset.filter(Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) | stuck)
+        if self.value() == "stuck":
+            return queryset.filter(stuck)
+        return queryset
+
+
+class IgnoreForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), help_text="Why is this entry ignored?")
+
+
+class MatchForm(forms.Form):
+    entry_id = forms.ChoiceField(label="Expected entry", widget=forms.RadioSelect)
+    reason = forms.CharField(required=False)
+
+
+@admin.register(StagingEntry)
+class StagingEntryAdmin(FSMAdminMixin, admin.ModelAdmin):
+    fsm_fields = ["status"]
+    fsm_forms = {"ignore": IgnoreForm}
+    list_display = ["staging_entry_id", "account", "processing_mode", "entry_type", "amount", "currency",
+                    "effective_date", "status", "task_status", "reason", "created_at"]
+    list_filter = [ReviewQueueFilter, "status", "processing_mode"]
+    list_select_related = ["account"]
+    search_fields = ["staging_entry_id", "idempotency_key"]
+    show_full_result_count = False
+    date_hierarchy = "created_at"
+    readonly_fields = ["staging_entry_id", "account", "entry_type", "amount", "currency", "effective_date",
+                       "processing_mode", "metadata", "idempotency_key", "task_id", "mismatch_transaction",
+                       "created_at", "updated_at", "discarded_at"]
+    exclude = ["request_hash"]
+    actions = ["reprocess_selected", "ignore_selected", "match_selected"]
+
+    def has_add_permission(self, request):
+        return False  # created through the API, imports and commands (with their task)
+
+    def get_queryset(self, request):
+        task_status = ProcessTracker.objects.filter(pk=OuterRef("task_id")).values("status")[:1]
+        qs = super().get_queryset(request).annotate(task_status=Subquery(task_status))
+        return _scoped(request, qs, "account__merchant_id")
+
+    @admin.display(description="task")
+    def task_status(self, obj):
+        return getattr(obj, "task_status", None) or "-"
+
+    @admin.display(description="reason")
+    def reason(self, obj):
+        meta = obj.metadata or {}
+        return f"{meta['error_type']}: {meta.get('error', '')}" if meta.get("error_type") else \
+            meta.get("match_type", "")
+
+    # FSM buttons: record the operator, and route through the services so tasks and mismatches follow.
+    def _execute_fsm_transition(self, *, transition_func, request, kwargs=None):
+        transition_func(by=request.user, **(kwargs or {}))
+
+    def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
+        action = {"requeue": "reprocess", "ignore": "ignore"}.get(transition_name)
+        if action is None:
+            return super()._apply_fsm_transition(obj=obj, transition_name=transition_name, request=request,
+                                                 kwargs=kwargs)
+        try:
+            services.staging_entry_resolve(staging_entry_id=obj.pk, action=action, by=request.user,
+                                           reason=(kwargs or {}).get("reason", ""))
+        except (AppError, ValidationError) as exc:
+            self.message_user(request, f"{action} failed: {getattr(exc, 'message', exc)}", messages.ERROR)
+            return False
+        self.message_user(request, f"Staging entry {action} done.", messages.SUCCESS)
+        return True
+
+    # Actions: filter to legal states, call the service per entry, report done and skipped.
+    def _resolve_many(self, request, queryset, action: str, reason: str = "") -> None:
+        total = queryset.count()
+        candidates = queryset.filter(Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) | Q(
+            status=StagingStatus.PENDING, task_status__in=("FAILED", "CANCELLED")))
+        done, failures = 0, []
+        for pk, merchant_id in candidates.values_list("pk", "account__merchant_id"):
+            if not access.can_operate(request.user, merchant_id):
+                failures.append(f"{pk}: not an operator")
+                continue
+            try:
+                services.staging_entry_resolve(staging_entry_id=pk, action=action, by=request.user, reason=reason)
+                done += 1
+            except (AppError, ValidationError) as exc:
+                failures.append(f"{pk}: {getattr(exc, 'message', exc)}")
+        self.message_user(request, f"{action}: {done} done, {total - done} skipped"
+                          + (f" ({'; '.join(failures[:5])})" if failures else ""),
+                          messages.SUCCESS if done else messages.WARNING)
+
+    @admin.action(description="Reprocess selected (review queue only)")
+    def reprocess_selected(self, request, queryset):
+        self._resolve_many(request, queryset, "reprocess")
+
+    @admin.action(description="Ignore selected (archive; review queue only)")
+    def ignore_selected(self, request, queryset):
+        self._resolve_many(request, queryset, "ignore", reason=f"ignored in the admin by {request.user}")
+
+    @admin.action(description="Match selected entry to an expected entry…")
+    def match_selected(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one staging entry to match.", messages.WARNING)
+            return None
+        return redirect(reverse("admin:recon_stagingentry_match", args=[queryset.get().pk]))
+
+    def get_urls(self):
+        return [
+            path("summary/", self.admin_site.admin_view(self.summary_view), name="recon_summary"),
+            path("<uuid:object_id>/match/", self.admin_site.admin_view(self.match_view),
+                 name="recon_stagingentry_match"),
+            *super().get_urls(),
+        ]
+
+    def match_view(self, request, object_id):
+        entry = self.get_queryset(request).filter(pk=object_id).select_related("account").first()
+        if entry is None or entry.status != StagingStatus.NEEDS_MANUAL_REVIEW:
+            self.message_user(request, "Only entries in review can be matched.", messages.ERROR)
+            return redirect("admin:recon_stagingentry_changelist")
+        candidates = list(Entry.objects.filter(
+            account=entry.account, status=EntryStatus.EXPECTED,
+            transaction__status__in=(TransactionStatus.EXPECTED, TransactionStatus.MISMATCH),
+        ).select_related("transaction").order_by("-effective_date")[:200])
+        form = MatchForm(request.POST or None)
+        form.fields["entry_id"].choices = [
+            (str(c.pk), f"{c.transaction.logical_transaction_id} v{c.transaction.version} "
+                        f"{c.entry_type} {c.amount} {c.currency} {c.effective_date:%Y-%m-%d} "
+                        f"[{c.transaction.status}] {c.metadata.get('order_id', '')}") for c in candidates]
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.staging_entry_resolve(staging_entry_id=entry.pk, action="match", by=request.user,
+                                               entry_id=form.cleaned_data["entry_id"],
+                                               reason=form.cleaned_data["reason"])
+                self.message_user(request, "Matched.", messages.SUCCESS)
+                return redirect("admin:recon_stagingentry_change", entry.pk)
+            except (AppError, ValidationError) as exc:
+                self.message_user(request, f"Match failed: {getattr(exc, 'message', exc)}", messages.ERROR)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": entry,
+                   "form": form, "title": "Match to an expected entry"}
+        return render(request, "admin/recon/stagingentry/match.html", context)
+
+    def summary_view(self, request):
+        tenants = access.visible_tenants(request.user)
+        data = reports.summary(request.GET.get("merchant_id") or None, merchant_ids=tenants)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "summary": data,
+                   "title": "Reconciliation summary"}
+        return TemplateResponse(request, "admin/recon/summary.html", context)
+
+
+@admin.register(ClosedPeriod)
+class ClosedPeriodAdmin(admin.ModelAdmin):
+    list_display = ["merchant", "start_date", "end_date", "closed_by", "closed_at", "reopened_at"]
+    list_select_related = ["merchant", "closed_by"]
+    readonly_fields = ["closed_by", "closed_at", "reopened_by", "reopened_at"]
+    actions = ["reopen_selected"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.closed_by = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Reopen selected periods")
+    def reopen_selected(self, request, queryset):
+        total = queryset.count()
+        done = 0
+        for period in queryset.filter(reopened_at__isnull=True):
+            services.period_reopen(period=period, by=request.user)
+            done += 1
+        self.message_user(request, f"reopened {done}, skipped {total - done} (already reopened)")
