@@ -78,6 +78,7 @@ def status_filter(request, choices) -> str | None:
 class MerchantListView(GenericAPIView):
     serializer_class = MerchantSerializer
 
+    @extend_schema(operation_id="merchants_list", responses={200: MerchantSerializer(many=True)})
     def get(self, request):
         return paginated(self, request, scope(request, Merchant.objects.order_by("merchant_id"), "pk"),
                          MerchantSerializer)
@@ -104,6 +105,7 @@ class MerchantDetailView(GenericAPIView):
 class AccountListView(GenericAPIView):
     serializer_class = AccountSerializer
 
+    @extend_schema(operation_id="merchants_accounts_list", responses={200: AccountSerializer(many=True)})
     def get(self, request, merchant_id):
         merchant = get_merchant(request, merchant_id)
         qs = with_balance_sums(Account.objects.filter(merchant=merchant)).order_by("created_at", "account_id")
@@ -163,6 +165,7 @@ class AccountBalancesView(GenericAPIView):
 class ReconRuleListView(GenericAPIView):
     serializer_class = ReconRuleSerializer
 
+    @extend_schema(operation_id="merchants_recon_rules_list", responses={200: ReconRuleSerializer(many=True)})
     def get(self, request, merchant_id):
         merchant = get_merchant(request, merchant_id)
         return paginated(self, request, ReconRule.objects.filter(merchant=merchant).order_by("created_at", "id"),
