@@ -2,7 +2,7 @@
 
 A handler's life for a claimed task: `decide(task)` picks the handler that runs it (a type may route to
 variants), `validate(task)` rejects bad payloads with a PermanentError, `run(task, ctx)` does the work.
-`run_batch(tasks, ctx)`, when a handler defines it, processes many tasks set-based in one transaction.
+`run_batch(tasks, ctx)` processes many tasks in one transaction for batched handlers (`is_batched()`).
 Database writes of `run`/`run_batch` commit together with the task's completion."""
 
 import random
@@ -30,7 +30,9 @@ class TaskHandler:
     backoff_base: float | None = None  # seconds; None: settings
     backoff_cap: float | None = None
     lease_seconds: int | None = None
-    run_batch = None  # set to a method `run_batch(self, tasks, ctx)` for set-based processing
+    # Batched handlers get a claimed batch in one transaction (`run_batch`), completed with one UPDATE.
+    # None: batched when the class overrides `run_batch`. Long-running handlers (job slices) stay False.
+    batched: bool | None = None
 
     def decide(self, task) -> "TaskHandler":
         return self
@@ -40,6 +42,18 @@ class TaskHandler:
 
     def run(self, task, ctx: RunContext) -> None:
         raise NotImplementedError
+
+    def run_batch(self, tasks: list, ctx: RunContext) -> None:
+        """All of `tasks` in the caller's transaction; raising rolls the whole batch back and the worker
+        then runs each task on its own. Override for set-based processing."""
+        for task in tasks:
+            self.validate(task)
+            self.run(task, ctx)
+
+    def is_batched(self) -> bool:
+        if self.batched is not None:
+            return self.batched
+        return type(self).run_batch is not TaskHandler.run_batch
 
     # Settings with per-type overrides.
     def get_max_attempts(self) -> int:

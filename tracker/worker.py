@@ -81,8 +81,8 @@ class Worker:
                               heartbeat=lambda: services.task_renew_leases(worker_id=self.worker_id))
 
     def run_once(self) -> Totals:
-        """Claims one batch and runs it. Handlers with `run_batch` get their tasks in one transaction; if
-        that raises, each task is retried on its own so one bad task does not sink the batch."""
+        """Claims one batch and runs it. Batched handlers get their tasks in one transaction; if that
+        raises, each task runs on its own so one bad task does not sink the batch."""
         totals = Totals()
         tasks = services.task_claim(worker_id=self.worker_id, limit=self.batch_size, queues=self.queues)
         totals.processed = len(tasks)
@@ -93,7 +93,7 @@ class Worker:
             except Exception as exc:
                 self._record(totals, task, exc)
         for handler, group in groups.items():
-            if handler.run_batch is not None and len(group) > 1:
+            if handler.is_batched() and len(group) > 1:
                 try:
                     with transaction.atomic():
                         handler.run_batch(group, self.ctx)

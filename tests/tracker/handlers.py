@@ -24,6 +24,7 @@ def effects(task_id) -> int:
 @register
 class Noop(TaskHandler):
     task_type = "test.noop"
+    batched = True
 
     def run(self, task, ctx):
         record_effect(task)
