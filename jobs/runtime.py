@@ -107,7 +107,7 @@ class JobContext:
 
     def log(self, message: str, **data) -> None:
         """Appends a line to the job's event log (shown live in the admin and the event stream)."""
-        log.info("job %s: %s", self.job_id, message)
+        log.debug("job %s: %s", self.job_id, message)
         events.emit(self.job_id, JobEventKind.LOG, {"message": str(message), **data})
 
     # --- durability ----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Jobs API shapes (shared/API.md, "Jobs")."""
 
+from django.core.serializers.json import DjangoJSONEncoder
 from rest_framework import serializers
 
 from jobs.models import Job
@@ -15,7 +16,7 @@ class JobSerializer(serializers.ModelSerializer):
 
 class JobCreateSerializer(serializers.Serializer):
     job_type = serializers.CharField(max_length=100)
-    params = serializers.JSONField(required=False, default=dict)
+    params = serializers.JSONField(required=False, default=dict, encoder=DjangoJSONEncoder)
     merchant_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
                                         help_text="Merchant the job belongs to (you must operate it); empty for "
                                                   "a personal job.")
@@ -31,7 +32,7 @@ class JobCreateSerializer(serializers.Serializer):
 class JobSignalSerializer(serializers.Serializer):
     name = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,100}$", max_length=100,
                                   error_messages={"invalid": "Letters, digits, and _ . : - only."})
-    payload = serializers.JSONField(required=False, default=dict)
+    payload = serializers.JSONField(required=False, default=dict, encoder=DjangoJSONEncoder)
 
 
 class JobRetrySerializer(serializers.Serializer):

@@ -85,6 +85,20 @@ def test_actions_answer_200_or_409_and_record_the_user(staff_api, staff_user):
     assert (last.from_status, last.to_status, last.by_user_id) == ("CREATED", "CANCELLED", staff_user.pk)
 
 
+def test_decimal_numbers_in_params_and_payloads_are_accepted(staff_api):
+    """Request numbers are parsed as Decimal (config.api.DecimalJSONParser)."""
+    resp = staff_api.post("/api/jobs/", {"job_type": "jobs.countdown", "params": {"steps": 1, "step_seconds": 0.01}},
+                          format="json")
+    assert resp.status_code == 201, resp.json()
+    assert resp.json()["params"]["step_seconds"] == 0.01
+    job = services.job_create(job_type="jobs.approval_demo", params={})
+    resp = staff_api.post(f"/api/jobs/{job.pk}/signal/", {"name": "approve", "payload": {"amount": 10.25}},
+                          format="json")
+    assert resp.status_code == 200, resp.json()
+    drain()
+    assert reload(job).result["payload"] == {"amount": "10.25"}  # decimals are stored as strings
+
+
 def test_signal_needs_a_name(staff_api):
     job = services.job_create(job_type="jobs.approval_demo", params={})
     resp = staff_api.post(f"/api/jobs/{job.pk}/signal/", {"payload": {}}, format="json")
