@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.contenttypes.models import ContentType
+from django.db import connection
 from django.dispatch import receiver
 from django.utils import timezone
 from django_fsm.signals import post_transition
@@ -22,15 +23,27 @@ def _actor(by) -> dict:
 
 def record_many(model, changes: Iterable[tuple[object, str, str]], *, by=None, reason: str = "") -> int:
     """Bulk-inserts audit rows for (object_id, from_status, to_status) triples. Called inside the
-    transaction that made the changes."""
+    transaction that made the changes. On PostgreSQL: one INSERT ... SELECT FROM unnest(arrays)."""
     ct = ContentType.objects.get_for_model(model)
     now = timezone.now()
     actor = _actor(by)
-    rows = [Transition(content_type=ct, object_id=str(oid), from_status=src, to_status=dst, at=now,
-                       reason=reason[:2000], **actor)
-            for oid, src, dst in changes]
-    Transition.objects.bulk_create(rows, batch_size=1000)
-    return len(rows)
+    changes = [(str(oid), src, dst) for oid, src, dst in changes]
+    if not changes:
+        return 0
+    if connection.vendor == "postgresql":
+        ids, sources, targets = (list(col) for col in zip(*changes))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {Transition._meta.db_table} (content_type_id, object_id, from_status, to_status, at,"
+                " by_user_id, by_worker, reason) SELECT %s, o, f, t, %s, %s, %s, %s"
+                " FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(o, f, t)",
+                [ct.id, now, actor["by_user"].pk if actor["by_user"] else None, actor["by_worker"], reason[:2000],
+                 ids, sources, targets])
+        return len(changes)
+    Transition.objects.bulk_create([Transition(content_type=ct, object_id=oid, from_status=src, to_status=dst, at=now,
+                                               reason=reason[:2000], **actor) for oid, src, dst in changes],
+                                   batch_size=500)
+    return len(changes)
 
 
 def history(obj) -> list[Transition]:

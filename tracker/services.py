@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, Count, F, Min, Value, When
 from django.utils import timezone
 
@@ -58,34 +58,75 @@ def task_create_many(specs: Sequence[TaskSpec]) -> list[ProcessTracker]:
 
 # --- claiming and running (worker side) ---------------------------------------------------------------
 
-def _lease_until(now: dt.datetime) -> Case | Value:
-    """Lease expiry per task type (types may override the default lease length)."""
+def _lease_seconds_by_type() -> tuple[int, dict[str, int]]:
+    """The default lease length and the task types that override it."""
     default = settings.TRACKER["LEASE_SECONDS"]
-    whens = [When(task_type=t, then=Value(now + dt.timedelta(seconds=h.get_lease_seconds())))
-             for t in registry.all_types() if (h := registry.get(t)).get_lease_seconds() != default]
-    fallback = Value(now + dt.timedelta(seconds=default))
-    return Case(*whens, default=fallback) if whens else fallback
+    overrides = {t: h.get_lease_seconds() for t in registry.all_types()
+                 if (h := registry.get(t)).get_lease_seconds() != default}
+    return default, overrides
+
+
+def _lease_until(now: dt.datetime) -> Case | Value:
+    """Lease expiry per task type, as an ORM expression."""
+    default, overrides = _lease_seconds_by_type()
+    at = lambda seconds: Value(now + dt.timedelta(seconds=seconds))  # noqa: E731
+    return Case(*[When(task_type=t, then=at(s)) for t, s in overrides.items()], default=at(default))
 
 
 def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = None) -> list[ProcessTracker]:
     """Claims up to `limit` due tasks (FOR UPDATE SKIP LOCKED): PROCESSING, attempts + 1, leased to
     `worker_id`. Commits before returning, so the claim survives the handler's rollback."""
     now = timezone.now()
+    queues = list(queues or [])
     with transaction.atomic():
-        due = ProcessTracker.objects.filter(status__in=DUE_STATUSES, run_after__lte=now)
-        if queues:
-            due = due.filter(queue__in=list(queues))
-        rows = list(due.order_by("priority", "run_after", "task_id")
-                    .select_for_update(skip_locked=True).values_list("task_id", "status")[:limit])
-        if not rows:
-            return []
-        ids = [r[0] for r in rows]
-        ProcessTracker.objects.filter(task_id__in=ids).update(
-            status=S.PROCESSING, attempts=F("attempts") + 1, locked_by=worker_id, lease_expires_at=_lease_until(now),
-            processing_started_at=now, updated_at=now)
-        audit.record_many(ProcessTracker, [(tid, src, S.PROCESSING) for tid, src in rows], by=worker_id,
-                          reason="claimed")
-        return list(ProcessTracker.objects.filter(task_id__in=ids).order_by("priority", "run_after", "task_id"))
+        if connection.vendor == "postgresql":
+            rows = _claim_postgres(worker_id, limit, queues, now)
+        else:
+            rows = _claim_orm(worker_id, limit, queues, now)
+        if rows:
+            audit.record_many(ProcessTracker, [(t.task_id, src, S.PROCESSING) for t, src in rows], by=worker_id,
+                              reason="claimed")
+    return [t for t, _ in rows]
+
+
+def _claim_postgres(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
+    """One statement: pick due rows in claim order, skip locked ones, mark them PROCESSING, return them."""
+    table = ProcessTracker._meta.db_table
+    default, overrides = _lease_seconds_by_type()
+    lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
+    lease_params = [v for t, s in overrides.items() for v in (t, now + dt.timedelta(seconds=s))]
+    lease_params.append(now + dt.timedelta(seconds=default))
+    queue_sql = "AND queue = ANY(%s)" if queues else ""
+    sql = f"""
+        WITH due AS (
+            SELECT task_id, status FROM {table}
+            WHERE status IN ('PENDING', 'RETRY') AND run_after <= %s {queue_sql}
+            ORDER BY priority, run_after, task_id LIMIT %s FOR UPDATE SKIP LOCKED)
+        UPDATE {table} AS t SET status = 'PROCESSING', attempts = t.attempts + 1, locked_by = %s,
+            lease_expires_at = {lease_sql}, processing_started_at = %s, updated_at = %s
+        FROM due WHERE t.task_id = due.task_id
+        RETURNING t.*, due.status AS from_status"""
+    params = [now, *([queues] if queues else []), limit, worker_id, *lease_params, now, now]
+    tasks = list(ProcessTracker.objects.raw(sql, params))
+    tasks.sort(key=lambda t: (t.priority, t.run_after, t.task_id))
+    return [(t, t.from_status) for t in tasks]
+
+
+def _claim_orm(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
+    due = ProcessTracker.objects.filter(status__in=DUE_STATUSES, run_after__lte=now)
+    if queues:
+        due = due.filter(queue__in=queues)
+    rows = list(due.order_by("priority", "run_after", "task_id")
+                .select_for_update(skip_locked=True).values_list("task_id", "status")[:limit])
+    if not rows:
+        return []
+    ids = [r[0] for r in rows]
+    ProcessTracker.objects.filter(task_id__in=ids).update(
+        status=S.PROCESSING, attempts=F("attempts") + 1, locked_by=worker_id, lease_expires_at=_lease_until(now),
+        processing_started_at=now, updated_at=now)
+    source = dict(rows)
+    tasks = ProcessTracker.objects.filter(task_id__in=ids).order_by("priority", "run_after", "task_id")
+    return [(t, source[t.task_id]) for t in tasks]
 
 
 def task_renew_leases(*, worker_id: str) -> int:
