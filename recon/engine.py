@@ -284,3 +284,110 @@ def requeue_waiting(*, account_id, match_key: str, value, by) -> int:
     if not ids:
         return 0
     return staging_entries_requeue(ids=ids, by=by, reason=f"expectation appeared for {match_key}={value}")
+
+
+# --- set-based TRANSACTION mode ----------------------------------------------------------------------
+
+def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list, by: str) -> dict:
+    """Set-based TRANSACTION mode for a batch of tasks, with the same outcomes as processing them one by one
+    in the given order (the claim order): a constant number of queries per batch. Called inside
+    `transaction.atomic()` (the worker's); locks the staging entries in id order. Returns counts."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from tracker.models import Transition
+
+    task_of = {str(s): str(t) for s, t in zip(staging_entry_ids, task_ids)}
+    locked = {str(e.pk): e for e in StagingEntry.objects.select_for_update(of=("self",)).select_related("account")
+              .filter(pk__in=list(task_of), status=StagingStatus.PENDING,
+                      processing_mode=ProcessingMode.TRANSACTION).order_by("pk")}
+    entries = [locked[s] for s in map(str, staging_entry_ids) if s in locked
+               and (locked[s].task_id is None or str(locked[s].task_id) == task_of[s])]
+    if not entries:
+        return {"processed": 0, "review": 0}
+    account_ids = {e.account_id for e in entries}
+    merchants = {e.account.merchant_id for e in entries}
+    rules = {r.account_one_id: r for r in ReconRule.objects.filter(account_one_id__in=account_ids)}
+    periods = list(ClosedPeriod.objects.filter(merchant_id__in=merchants, reopened_at__isnull=True)
+                   .values_list("merchant_id", "start_date", "end_date"))
+
+    def closed(merchant_id, when) -> bool:
+        day = when.astimezone(dt.UTC).date()
+        return any(m == merchant_id and start <= day <= end for m, start, end in periods)
+
+    plan = []  # (entry, rule, key_value, has_key, logical)
+    for e in entries:
+        rule = rules.get(e.account_id)
+        key_value = e.metadata.get(rule.match_key) if rule else None
+        has_key = key_value not in (None, "")
+        plan.append((e, rule, key_value if has_key else str(e.pk), has_key))
+    logicals = {f"{e.account_id}:{kv}" for e, rule, kv, _ in plan if rule}
+    taken = set(Transaction.objects.filter(logical_transaction_id__in=logicals)
+                .values_list("logical_transaction_id", flat=True).distinct())
+
+    now = timezone.now()
+    txns, legs, waiting, outcomes = [], [], [], []  # outcomes: (entry, new_status, metadata, reason)
+    for e, rule, key_value, has_key in plan:
+        client = _client_metadata(e)
+        try:
+            if e.currency != e.account.currency:
+                raise errors.CurrencyMismatchError(
+                    f"Entry currency {e.currency} differs from the account's currency {e.account.currency}.")
+            if closed(e.account.merchant_id, e.effective_date):
+                raise errors.PeriodClosedError(
+                    f"The effective date {e.effective_date.date()} lies in a closed period.")
+            if rule is None:
+                raise errors.NoReconRuleFoundError(f"No recon rule has account {e.account_id} as account_one.")
+            logical = f"{e.account_id}:{key_value}"
+            if logical in taken:
+                raise errors.DuplicateTransactionError(
+                    f"A transaction for {rule.match_key}={key_value} already exists on this account.")
+        except errors.OutcomeError as exc:
+            outcomes.append((e, StagingStatus.NEEDS_MANUAL_REVIEW,
+                             {**client, "error": exc.message, "error_type": exc.error_type},
+                             f"{exc.error_type}: {exc.message}"))
+            continue
+        taken.add(logical)
+        txn = Transaction(logical_transaction_id=logical, version=1, status=TransactionStatus.EXPECTED,
+                          amount=e.amount, currency=e.currency, merchant_id=e.account.merchant_id, rule=rule,
+                          source_staging_entry=e, metadata={**client, rule.match_key: key_value}, created_at=now)
+        meta = _entry_metadata(e)
+        pair = [Entry(transaction=txn, account_id=e.account_id, entry_type=e.entry_type, amount=e.amount,
+                      currency=e.currency, status=EntryStatus.POSTED, effective_date=e.effective_date,
+                      metadata=meta, created_at=now),
+                Entry(transaction=txn, account_id=rule.account_two_id, entry_type=opposite(e.entry_type),
+                      amount=e.amount, currency=e.currency, status=EntryStatus.EXPECTED,
+                      effective_date=e.effective_date, metadata={**meta, rule.match_key: key_value},
+                      created_at=now)]
+        _check_balanced(pair)
+        txns.append(txn)
+        legs += pair
+        if has_key:
+            waiting.append((rule.account_two_id, rule.match_key, key_value))
+        outcomes.append((e, StagingStatus.PROCESSED, {**client, "match_type": "NewTransactionGenerated"},
+                         "new transaction generated"))
+
+    Transaction.objects.bulk_create(txns)
+    Entry.objects.bulk_create(legs)
+    for e, status, metadata, _ in outcomes:
+        e.metadata = metadata
+        e.discarded_at = now if status == StagingStatus.PROCESSED else None
+    StagingEntry.objects.bulk_update([o[0] for o in outcomes], ["metadata", "discarded_at"])
+    for status in (StagingStatus.PROCESSED, StagingStatus.NEEDS_MANUAL_REVIEW):
+        ids = [o[0].pk for o in outcomes if o[1] == status]
+        if ids:
+            StagingEntry.objects.filter(pk__in=ids, status=StagingStatus.PENDING).update(status=status, updated_at=now)
+    ct = ContentType.objects.get_for_model(StagingEntry)
+    Transition.objects.bulk_create([Transition(content_type=ct, object_id=str(e.pk), from_status=StagingStatus.PENDING,
+                                               to_status=status, at=now, by_worker=str(by), reason=reason[:2000])
+                                    for e, status, _, reason in outcomes])
+    if waiting:
+        q = Q()
+        for account_id, match_key, value in waiting:
+            q |= Q(account_id=account_id, **{f"metadata__{match_key}": value})
+        ids = list(StagingEntry.objects.filter(q, status=StagingStatus.NEEDS_MANUAL_REVIEW,
+                                               processing_mode=ProcessingMode.CONFIRMATION,
+                                               metadata__error_type="NoMatchFoundError")
+                   .order_by("pk").select_for_update().values_list("pk", flat=True))
+        if ids:
+            staging_entries_requeue(ids=ids, by=by, reason="expectation appeared")
+    return {"processed": len(txns), "review": len(outcomes) - len(txns)}
