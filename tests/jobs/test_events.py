@@ -87,3 +87,48 @@ def test_async_stream_for_asgi_yields_the_same_events():
 
     chunks = asyncio.run(collect())
     assert [parse(c)[1]["state"] for c in chunks] == ["CANCELLED"]
+
+
+def test_stream_under_asgi_streams_without_buffering(staff_user, monkeypatch):
+    """Through Django's ASGI handler: the first event arrives while the job is still waiting."""
+    from django.db import connection
+
+    # Django runs the view in asgiref's thread: let it close its connection when the request finishes.
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+    from asgiref.testing import ApplicationCommunicator
+    from rest_framework.authtoken.models import Token
+
+    from config.asgi import application
+
+    token, _ = Token.objects.get_or_create(user=staff_user)
+    job = services.job_create(job_type="jobs.approval_demo", params={})
+    drain()
+
+    async def first_chunks():
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+                 "path": f"/api/jobs/{job.pk}/events/", "raw_path": f"/api/jobs/{job.pk}/events/".encode(),
+                 "query_string": b"", "root_path": "", "server": ("testserver", 80), "client": ("127.0.0.1", 1),
+                 "headers": [(b"host", b"testserver"), (b"accept", b"text/event-stream"),
+                             (b"authorization", f"Token {token.key}".encode())]}
+        comm = ApplicationCommunicator(application, scope)
+        await comm.send_input({"type": "http.request", "body": b"", "more_body": False})
+        start = await comm.receive_output(timeout=10)
+        body = await comm.receive_output(timeout=10)
+        await comm.send_input({"type": "http.disconnect"})
+        try:
+            await comm.wait(timeout=5)
+        except Exception:
+            pass
+        return start, body
+
+    start, body = asyncio.run(first_chunks())
+    assert start["status"] == 200
+    assert (b"content-type", b"text/event-stream") in [(k.lower(), v) for k, v in start["headers"]]
+    kind, data = parse(body["body"])
+    assert kind == "state" and data["state"] == "WAITING"
+    assert body.get("more_body") is True
+    # The client went away: the stream's thread stops and closes its connections.
+    from tests.conftest import wait_until
+
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("sse-")], 10,
+               message="the stream thread to stop")
