@@ -19,7 +19,6 @@ from recon.currencies import is_currency
 from recon.models import (Account, AccountType, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership,
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
-from tracker import audit
 from tracker.models import ProcessTracker, TaskStatus
 from tracker.services import TaskSpec, task_create_many
 
@@ -102,9 +101,11 @@ def account_create(*, merchant: Merchant, account_name: str, account_type: str, 
         problems["currency"] = ["An ISO 4217 currency code is required."]
     if problems:
         raise ValidationError(problems)
-    balance = parse_amount(initial_balance if initial_balance is not None else "0", field="initial_balance",
-                           allow_zero=True) if not str(initial_balance).strip().startswith("-") else \
-        -parse_amount(str(initial_balance).strip()[1:], field="initial_balance", allow_zero=True)
+    text = str(initial_balance if initial_balance is not None else "0").strip()
+    negative = text.startswith("-") and not isinstance(initial_balance, (bool, float))
+    balance = parse_amount(text[1:] if negative else initial_balance if initial_balance is not None else "0",
+                           field="initial_balance", allow_zero=True)
+    balance = -balance if negative else balance
     return Account.objects.create(merchant=merchant, account_name=account_name.strip(), account_type=account_type,
                                   currency=currency, initial_balance=balance)
 

@@ -115,3 +115,11 @@ def test_recon_rule_validation(operator_api, merchant):
     assert post(account_one_id=str(one.pk), account_two_id=str(other.pk)).status_code == 404
     assert post(account_one_id=str(one.pk), account_two_id=str(two.pk)).status_code == 201
     assert post(account_one_id=str(one.pk), account_two_id=str(two.pk)).status_code == 400
+
+
+def test_negative_initial_balance_and_four_decimals(operator_api, merchant):
+    r = operator_api.post("/api/merchants/acme/accounts/", {"account_name": "overdraft", "account_type": "CREDIT_NORMAL",
+                                                            "currency": "EUR", "initial_balance": "-50.1234"},
+                          format="json")
+    assert r.status_code == 201 and r.json()["initial_balance"] == "-50.1234"
+    assert r.json()["balances"]["available_balance"] == "-50.1234"

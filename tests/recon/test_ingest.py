@@ -6,7 +6,6 @@ from django.core.management import CommandError, call_command
 
 from recon.ingest import InvalidCsvError, content_sha256, ingest_csv
 from recon.models import StagingEntry
-from tests.recon.factories import AccountFactory
 from tracker.models import ProcessTracker
 
 pytestmark = pytest.mark.django_db
