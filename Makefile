@@ -40,3 +40,14 @@ test: venv
 
 clean:
 	rm -rf $(VENV) var
+
+# Benchmarks (issue 5): a durable throwaway PostgreSQL, the real qcluster, figures and ratios in one table.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m tests.pgserver --durable -- $(PY) -m bench.run --scale 1
+
+bench-quick: $(VENV)/.bench-installed
+	$(PY) -m tests.pgserver --durable -- $(PY) -m bench.run --scale 0.1

@@ -160,7 +160,7 @@ Q_CLUSTER = {
     "max_attempts": 3,
     "poll": 0.2,
     "catch_up": False,
-    "save_limit": 500,
+    "save_limit": env_int("Q_SAVE_LIMIT", 500),
     "ack_failures": True,
     "label": "Cluster",
 }

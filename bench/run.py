@@ -1,0 +1,296 @@
+"""The benchmark suite (`make bench`, `make bench-quick`).
+
+Runs against the PostgreSQL in DATABASE_URL (the Makefile starts a durable throwaway one), with the real
+`qcluster`, and prints one table of figures and ratios against peers measured in the same run; the JSON goes
+to var/bench/. `--scale` multiplies every size (1.0 = the sizes of issue 5; 0.1 = bench-quick)."""
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+RESULTS: dict[str, dict] = {}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def record(key: str, value: float, unit: str, **extra) -> None:
+    RESULTS[key] = {"value": round(value, 3), "unit": unit, **extra}
+    log(f"{key}: {value:,.1f} {unit} {extra if extra else ''}")
+
+
+def url_for(dbname: str) -> str:
+    return re.sub(r"/[^/]*$", f"/{dbname}", os.environ["DATABASE_URL"])
+
+
+def pg_bin(name: str) -> str:
+    bindir = os.environ.get("PGBINDIR", "")
+    return str(Path(bindir) / name) if bindir else name
+
+
+def psql(sql: str, dbname: str = "postgres") -> str:
+    return subprocess.run([pg_bin("psql"), url_for(dbname), "-qAtc", sql], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def recreate_database(dbname: str) -> str:
+    psql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    psql(f'CREATE DATABASE "{dbname}"')
+    return url_for(dbname)
+
+
+# --- processes --------------------------------------------------------------------------------------------
+
+class Cluster:
+    """A real `manage.py qcluster` (own process group), stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, **env):
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING", **{k: str(v) for k, v in env.items()})
+        self.log = open(ROOT / "var" / "bench" / "qcluster.log", "ab")
+        self.proc = subprocess.Popen([PY, "manage.py", "qcluster"], cwd=ROOT, env=self.env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+            if self.proc.poll() is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=wait)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def consumers_alive(n: int) -> bool:
+    from tracker.worker import cluster_status
+
+    return cluster_status()["consumers_alive"] >= n
+
+
+# --- steps --------------------------------------------------------------------------------------------------
+
+def bench_pgbench(scale: float) -> None:
+    """pgbench's TPC-B-like transaction on the same server: the yardstick for end-to-end figures."""
+    url = recreate_database("pgbench")
+    subprocess.run([pg_bin("pgbench"), "-i", "-q", "-s", "10", url], check=True, capture_output=True)
+    seconds = max(5, int(30 * scale))
+    out = subprocess.run([pg_bin("pgbench"), "-c", "8", "-j", "2", "-T", str(seconds), "-M", "prepared", url],
+                         check=True, capture_output=True, text=True).stdout
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+    record("pgbench_tpcb_tps", tps, "tps", clients=8, seconds=seconds)
+
+
+def bench_tracker_noop(scale: float, workers: int) -> None:
+    """No-op tasks claimed and completed per second by the tracker in a real cluster."""
+    from tracker import services
+    from tracker.models import ProcessTracker
+
+    n = max(2000, int(100_000 * scale))
+    ProcessTracker.objects.filter(task_type="bench.noop").delete()
+    with Cluster(Q_WORKERS=workers):
+        wait_for(lambda: consumers_alive(workers), 60, "tracker consumers")
+        start = time.perf_counter()
+        for offset in range(0, n, 10_000):
+            services.task_create_many([services.TaskSpec("bench.noop", {"i": i})
+                                       for i in range(offset, min(n, offset + 10_000))])
+        done = ProcessTracker.objects.filter(task_type="bench.noop", status="COMPLETED")
+        wait_for(lambda: done.count() >= n, 600, "no-op tasks", interval=0.2)
+        elapsed = time.perf_counter() - start
+    record("tracker_noop_tasks_per_s", n / elapsed, "tasks/s", tasks=n, workers=workers)
+
+
+def bench_djangoq_noop(scale: float, workers: int) -> None:
+    """django-q2 alone: one async_task per item, same cluster size, tracker consumers off."""
+    from django_q.models import OrmQ, Success, Task
+    from django_q.tasks import async_task
+
+    n = max(300, int(3_000 * scale))
+    Task.objects.all().delete()
+    OrmQ.objects.all().delete()
+    with Cluster(Q_WORKERS=workers, TRACKER_CONSUMERS=0, Q_SAVE_LIMIT=0):
+        time.sleep(3)  # let the cluster start
+        start = time.perf_counter()
+        for i in range(n):
+            async_task("bench.handlers.noop", i, group="bench")
+        wait_for(lambda: Success.objects.filter(group="bench").count() >= n, 900, "django-q2 tasks", interval=0.2)
+        elapsed = time.perf_counter() - start
+    record("djangoq_noop_tasks_per_s", n / elapsed, "tasks/s", tasks=n, workers=workers)
+
+
+def bench_procrastinate_noop(scale: float, workers: int) -> None:
+    """Procrastinate with a no-op task: as many worker processes as the cluster has."""
+    try:
+        import procrastinate  # noqa: F401
+    except ImportError:
+        log("procrastinate is not installed (pip install -e '.[bench]'); skipped")
+        return
+    url = recreate_database("procrastinate")
+    env = dict(os.environ, PROCRASTINATE_URL=url)
+    subprocess.run([PY, "-m", "procrastinate", "--app", "bench.procrastinate_app.app", "schema", "--apply"],
+                   cwd=ROOT, env=env, check=True, capture_output=True)
+    n = max(2000, int(50_000 * scale))
+    procs = [subprocess.Popen([PY, "-m", "bench.procrastinate_app", "worker", "1"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             for _ in range(workers)]
+    try:
+        time.sleep(2)
+        code = ("import sys; from bench.procrastinate_app import app, noop\n"
+                "with app.open():\n"
+                f"    [noop.batch_defer(*[{{'i': i}} for i in range(o, min({n}, o + 5000))]) "
+                f"for o in range(0, {n}, 5000)]\n")
+        start = time.perf_counter()
+        subprocess.run([PY, "-c", code], cwd=ROOT, env=env, check=True)
+        count = lambda: int(psql("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'",  # noqa: E731
+                                 "procrastinate"))
+        wait_for(lambda: count() >= n, 900, "procrastinate jobs", interval=0.2)
+        elapsed = time.perf_counter() - start
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+    record("procrastinate_noop_tasks_per_s", n / elapsed, "tasks/s", tasks=n, workers=workers)
+
+
+def bench_admin_task_list(scale: float) -> None:
+    """Admin task list with many tasks: median response time of a few pages and filters."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+
+    from tracker.models import ProcessTracker
+
+    n = max(10_000, int(1_000_000 * scale))
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO {ProcessTracker._meta.db_table} (task_id, task_type, queue, priority, tenant, payload, status,
+                attempts, max_attempts, run_after, locked_by, last_error, error_details, created_at, updated_at)
+            SELECT gen_random_uuid(), 'bench.noop', 'default', 100, 'm' || (i %% 50), jsonb_build_object('i', i),
+                (ARRAY['COMPLETED','COMPLETED','COMPLETED','FAILED','CANCELLED','COMPLETED'])[1 + i %% 6], 1, 10,
+                now(), '', CASE WHEN i %% 6 = 3 THEN 'ValueError: boom' ELSE '' END, '',
+                now() - (i || ' seconds')::interval, now()
+            FROM generate_series(1, %s) i""", [n])
+        cursor.execute(f"ANALYZE {ProcessTracker._meta.db_table}")
+    user, _ = get_user_model().objects.get_or_create(username="bench-admin", defaults={"is_staff": True,
+                                                                                     "is_superuser": True})
+    client = Client()
+    client.force_login(user)
+    timings = {}
+    for label, query in [("all", ""), ("failed", "?status__exact=FAILED"), ("type+status",
+                                                                            "?task_type=bench.noop&status__exact=FAILED")]:
+        url = "/admin/tracker/processtracker/" + query
+        assert client.get(url).status_code == 200
+        samples = []
+        for _ in range(5):
+            t = time.perf_counter()
+            client.get(url)
+            samples.append((time.perf_counter() - t) * 1000)
+        timings[label] = round(statistics.median(samples), 1)
+    record("admin_task_list_ms", max(timings.values()), "ms", rows=n, pages=timings)
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+def ratio(a: str, b: str) -> float | None:
+    if a in RESULTS and b in RESULTS and RESULTS[b]["value"]:
+        return round(RESULTS[a]["value"] / RESULTS[b]["value"], 2)
+    return None
+
+
+def report(scale: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ratios = {
+        "tracker no-op / django-q2 alone": ratio("tracker_noop_tasks_per_s", "djangoq_noop_tasks_per_s"),
+        "tracker no-op / procrastinate": ratio("tracker_noop_tasks_per_s", "procrastinate_noop_tasks_per_s"),
+        "recon TRANSACTION / pgbench tps": ratio("recon_transaction_entries_per_s", "pgbench_tpcb_tps"),
+        "recon CONFIRMATION / pgbench tps": ratio("recon_confirmation_entries_per_s", "pgbench_tpcb_tps"),
+    }
+    table = Table(title=f"Benchmarks (scale {scale})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+    table.add_column("detail")
+    for key, r in RESULTS.items():
+        detail = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("value", "unit"))
+        table.add_row(key, f"{r['value']:,.1f}", r["unit"], detail)
+    for name, value in ratios.items():
+        if value is not None:
+            table.add_row(name, f"{value:,.2f}", "x", "")
+    Console().print(table)
+    out = ROOT / "var" / "bench"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    payload = {"scale": scale, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                          "python": platform.python_version()},
+               "results": RESULTS, "ratios": ratios, "at": stamp}
+    (out / f"bench-{stamp}.json").write_text(json.dumps(payload, indent=2))
+    (out / "latest.json").write_text(json.dumps(payload, indent=2))
+    log(f"wrote var/bench/bench-{stamp}.json")
+
+
+STEPS = ["pgbench", "tracker", "djangoq", "procrastinate", "admin"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--workers", type=int, default=2, help="cluster size (django-q2 workers)")
+    parser.add_argument("--only", nargs="*", choices=STEPS, help="run only these steps")
+    args = parser.parse_args()
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        sys.exit("bench needs PostgreSQL in DATABASE_URL (use `make bench`)")
+    (ROOT / "var" / "bench").mkdir(parents=True, exist_ok=True)
+    os.environ["TRACKER_TASK_MODULES"] = "bench.handlers"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost")
+    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
+    import django
+
+    django.setup()
+    steps = args.only or STEPS
+    runners = {
+        "pgbench": lambda: bench_pgbench(args.scale),
+        "tracker": lambda: bench_tracker_noop(args.scale, args.workers),
+        "djangoq": lambda: bench_djangoq_noop(args.scale, args.workers),
+        "procrastinate": lambda: bench_procrastinate_noop(args.scale, args.workers),
+        "admin": lambda: bench_admin_task_list(args.scale),
+    }
+    for step in steps:
+        log(f"step {step}")
+        runners[step]()
+    report(args.scale)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
