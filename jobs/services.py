@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from jobs import events, registry
 from jobs.errors import JobNotFound, JobStateConflict
-from jobs.models import TERMINAL_STATES, Job, JobEventKind, JobSignal, JobState
+from jobs.models import TERMINAL_STATES, Job, JobEvent, JobEventKind, JobSignal, JobState
 from jobs.runtime import JOB_RUN, JOB_WAKE, run_dedupe_key, to_json
 from tracker import services as tracker_services
 from tracker.errors import TaskStateConflict
@@ -229,8 +229,16 @@ def job_sweep(*, stale_seconds: float = 30) -> dict:
         woken += job_wake(job_id=job_id, wait_seq=seq, by="sweeper")
     if repaired or failed or woken:
         log.warning("job sweep: %d runs re-enqueued, %d jobs failed, %d timers fired late", repaired, failed, woken)
-    return {"repaired": repaired, "failed": failed, "woken": woken}
+    return {"repaired": repaired, "failed": failed, "woken": woken, "events_pruned": job_prune_events()}
 
 
-def job_is_finished(job: Job) -> bool:
-    return job.state in TERMINAL_STATES
+def job_prune_events(*, older_than_days: int | None = None, batch: int = 5000) -> int:
+    """Deletes the events (not the jobs) of jobs that finished more than the retention ago (settings
+    TRACKER["RETENTION_DAYS"] by default). Returns the number of events deleted."""
+    from django.conf import settings
+
+    days = settings.TRACKER["RETENTION_DAYS"] if older_than_days is None else older_than_days
+    cutoff = timezone.now() - dt.timedelta(days=days)
+    jobs = Job.objects.filter(state__in=TERMINAL_STATES, finished_at__lt=cutoff)
+    ids = list(JobEvent.objects.filter(job__in=jobs).values_list("id", flat=True)[:batch])
+    return JobEvent.objects.filter(id__in=ids).delete()[0] if ids else 0
