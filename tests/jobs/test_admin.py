@@ -70,3 +70,11 @@ def test_event_admin_is_read_only(admin_web):
     resp = admin_web.get("/admin/jobs/jobevent/")
     assert resp.status_code == 200 and str(job.pk)[:8] in resp.content.decode()
     assert admin_web.get("/admin/jobs/jobevent/add/").status_code == 403
+
+
+def test_search_by_id_or_merchant_accepts_any_text(admin_web):
+    job = services.job_create(job_type="jobs.countdown", params={"steps": 1}, merchant_id="m-42")
+    for q in ("not-a-uuid", str(job.pk), "m-42"):
+        resp = admin_web.get("/admin/jobs/job/", {"q": q})
+        assert resp.status_code == 200
+        assert (str(job.pk) in resp.content.decode()) == (q != "not-a-uuid")
