@@ -92,3 +92,25 @@ def test_schema_and_docs_are_served(staff_api):
     assert staff_api.get("/api/schema/").status_code == 200
     docs = staff_api.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger-ui" in docs.content and b"cdn" not in docs.content.lower()
+
+
+def test_merchant_users_see_their_tasks_and_only_operators_change_them(django_user_model, tasks):
+    from tests.conftest import client_for
+    from tests.recon.factories import MembershipFactory, MerchantFactory
+
+    m1, m2 = MerchantFactory(merchant_id="m1"), MerchantFactory(merchant_id="m2")
+    viewer = django_user_model.objects.create_user("viewer")
+    operator = django_user_model.objects.create_user("operator")
+    MembershipFactory(user=viewer, merchant=m2, role="viewer")
+    MembershipFactory(user=operator, merchant=m2, role="operator")
+    MembershipFactory(user=operator, merchant=m1, role="viewer")
+    failed, pending = tasks["failed"], tasks["pending"]  # tenants m2 and m1
+    viewer_api, operator_api = client_for(viewer), client_for(operator)
+    assert [t["task_id"] for t in viewer_api.get("/api/tasks/").json()["results"]] == [str(failed.task_id)]
+    assert viewer_api.get(f"/api/tasks/{pending.task_id}/").status_code == 404
+    denied = viewer_api.post(f"/api/tasks/{failed.task_id}/retry/")
+    assert denied.status_code == 403 and denied.json()["code"] == "permission_denied"
+    assert operator_api.post(f"/api/tasks/{pending.task_id}/cancel/").status_code == 403  # viewer of m1
+    assert ProcessTracker.objects.get(pk=pending.pk).status == "PENDING"
+    assert operator_api.post(f"/api/tasks/{failed.task_id}/retry/").status_code == 200
+    assert operator_api.get("/api/tasks/stats/").json()["by_status"]["PENDING"] == 2
