@@ -1,9 +1,25 @@
 """Fixtures of the jobs tests."""
 
+import os
+import threading
+
 import pytest
 
 from jobs.models import Job
 from tracker.worker import Worker
+
+# The event streams' shared LISTEN connection closes as soon as no stream is open (so test databases can be
+# dropped).
+os.environ.setdefault("JOBS_HUB_LINGER_SECONDS", "0")
+
+
+@pytest.fixture(autouse=True)
+def _listener_hub_stopped():
+    yield
+    from tests.conftest import wait_until
+
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name == "jobs-listener-hub"], 10,
+               message="the listener hub to stop")
 
 
 def drain(seconds: float = 10) -> None:

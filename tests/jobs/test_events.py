@@ -78,6 +78,28 @@ def test_stream_sends_keep_alives_when_idle_and_wakes_on_notify(staff_api, setti
     assert got[1][0] == "state" and got[1][1]["state"] == "RUNNING"
 
 
+def test_streams_of_a_process_share_one_listen_connection(staff_api):
+    from django.db import connection
+
+    jobs = [services.job_create(job_type="jobs.approval_demo", params={}) for _ in range(3)]
+    drain()
+    responses = [staff_api.get(f"/api/jobs/{job.pk}/events/") for job in jobs]
+    streams = [iter(r.streaming_content) for r in responses]
+    assert [parse(next(s))[1]["state"] for s in streams] == ["WAITING"] * 3
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"job_events\"'")
+        assert cursor.fetchone()[0] == 1
+    for job in jobs:
+        services.job_signal(job_id=job.pk, name="reject", by=None)
+    for stream in streams:
+        kinds = []
+        while "state" not in kinds:
+            kinds.append(parse(next(stream))[0])
+        assert kinds == ["log", "state"]
+    for r in responses:
+        r.close()
+
+
 def test_async_stream_for_asgi_yields_the_same_events():
     job = services.job_create(job_type="jobs.countdown", params={"steps": 1})
     services.job_cancel(job_id=job.pk, by=None)
@@ -132,3 +154,27 @@ def test_stream_under_asgi_streams_without_buffering(staff_user, monkeypatch):
 
     wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("sse-")], 10,
                message="the stream thread to stop")
+
+
+def test_stream_is_woken_by_notify_not_by_its_keepalive_timer(staff_api, settings):
+    import time
+
+    settings.JOBS = {"KEEPALIVE_SECONDS": 20}
+    job = services.job_create(job_type="jobs.approval_demo", params={})
+    drain()
+    resp = staff_api.get(f"/api/jobs/{job.pk}/events/")
+    chunks = iter(resp.streaming_content)
+    assert parse(next(chunks))[0] == "state"
+
+    def send():
+        from django.db import connections
+
+        services.job_signal(job_id=job.pk, name="approve", by=None)
+        connections.close_all()
+
+    threading.Timer(0.5, send).start()
+    started = time.monotonic()
+    kind, data = parse(next(chunks))  # blocks in the stream until the NOTIFY arrives
+    assert kind == "log" and "approve" in data["message"]
+    assert time.monotonic() - started < 5
+    resp.close()
