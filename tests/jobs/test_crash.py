@@ -13,7 +13,8 @@ from tracker.models import ProcessTracker, Transition
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-FAST_RESCUE = {"TRACKER_LEASE_SECONDS": 3, "TRACKER_RESCUE_EVERY_SECONDS": 1, "TRACKER_POLL_SECONDS": 0.2}
+FAST_RESCUE = {"TRACKER_LEASE_SECONDS": 3, "TRACKER_RESCUE_EVERY_SECONDS": 1, "TRACKER_POLL_SECONDS": 0.2,
+               "JOBS_SLICE_SECONDS": 1}  # several slices per job
 
 
 def step_logs(job):
@@ -39,7 +40,7 @@ def test_job_resumes_from_its_checkpoint_after_the_worker_is_killed(processes):
     assert step_logs(job) == list(range(1, 21))
     resumed = [e.data for e in JobEvent.objects.filter(job=job, kind="log") if "resumed" in e.data["message"]]
     assert len(resumed) == 1 and resumed[0]["checkpoint"]["done"] == killed_at.checkpoint["done"]
-    assert job.attempts == 2
+    assert job.attempts == 2 and job.slices >= 4
     # The tracker rescued the killed run (lease expiry) and the retry of the same task resumed the job.
     rescued = Transition.objects.filter(object_id=str(run.pk), from_status="PROCESSING", to_status="RETRY")
     assert rescued.filter(by_worker="rescuer").exists()
@@ -59,3 +60,20 @@ def test_waiting_job_holds_no_worker_and_its_timer_fires_under_a_cluster(process
     assert staff_api.post(f"/api/jobs/{other.pk}/signal/", {"name": "reject"}, format="json").status_code == 200
     wait_until(lambda: reload(other).state == "COMPLETED", 60, message="signal wake-up")
     assert reload(other).result["decision"] == "reject"
+
+
+def test_pause_and_resume_through_the_api_under_a_cluster(processes, staff_api):
+    job = services.job_create(job_type="jobs.countdown", params={"steps": 30, "step_seconds": 0.1})
+    processes.start(["manage.py", "qcluster"], **FAST_RESCUE)
+    wait_until(lambda: reload(job).checkpoint.get("done", 0) >= 3, 60, message="three steps done")
+    assert staff_api.post(f"/api/jobs/{job.pk}/pause/").json()["state"] == "PAUSED"
+    wait_until(lambda: not ProcessTracker.objects.filter(task_type="JOB_RUN").exclude(
+        status__in=["COMPLETED", "CANCELLED", "FAILED"]).exists(), 30, message="the slice to stop")
+    paused_at = reload(job).checkpoint["done"]
+    import time
+
+    time.sleep(1.5)
+    assert reload(job).checkpoint["done"] == paused_at and reload(job).state == "PAUSED"
+    assert staff_api.post(f"/api/jobs/{job.pk}/resume/").json()["state"] == "RUNNING"
+    wait_until(lambda: reload(job).state == "COMPLETED", 60, message="completion after resume")
+    assert step_logs(job) == list(range(1, 31))
