@@ -259,6 +259,11 @@ def _finish(job_id, task, worker_id: str, outcome: str, *, result=None, exc: Bas
                 job.result = to_json(result)
             except (TypeError, ValueError) as err:
                 outcome, exc = "fail", err
+        if outcome == "suspend" and suspend.signal and JobSignal.objects.filter(
+                job_id=job.pk, name__in=suspend.signal.split(","), consumed_at__isnull=True).exists():
+            # The signal arrived after the handler looked (job_signal saw RUNNING and did not wake it): run
+            # again at once instead of waiting for it.
+            outcome = "continue"
         if outcome == "complete":
             job.complete(by=worker_id, reason="completed")
         elif outcome == "fail":

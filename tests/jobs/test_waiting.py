@@ -3,8 +3,11 @@
 import time
 
 import pytest
+from django.db import transaction
 
 from jobs import services
+from jobs.registry import job_type
+from jobs.runtime import Suspend
 from tests.jobs.conftest import drain, reload
 from tracker.audit import history
 from tracker.models import ProcessTracker
@@ -89,3 +92,41 @@ def test_signal_beats_the_timer_and_the_stale_timer_is_harmless():
     drain()  # the old timer fires and does nothing
     job = reload(job)
     assert job.state == "COMPLETED" and job.result["decision"] == "approve"
+
+
+def _send_from_another_connection(job_id, name):
+    import threading
+
+    from django.db import connections
+
+    def send():
+        try:
+            services.job_signal(job_id=job_id, name=name, by=None)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    thread.join()
+
+
+@job_type("tests.signal_race")
+def signal_race(ctx, params):
+    """Looks for `go`, finds none, and the signal arrives before the job is moved to WAITING."""
+    try:
+        ctx.wait_for_signal("go")
+    except Suspend:
+        if not ctx.checkpoint_data.get("raced"):
+            with transaction.atomic():
+                ctx.checkpoint({"raced": True})
+            _send_from_another_connection(ctx.job_id, "go")
+        raise
+    return {"got": "go"}
+
+
+def test_signal_arriving_while_the_job_suspends_is_not_lost():
+    job = services.job_create(job_type="tests.signal_race", params={})
+    drain()
+    job = reload(job)
+    assert job.state == "COMPLETED" and job.result == {"got": "go"}
+    assert "WAITING" not in [t.to_status for t in history(job)]
