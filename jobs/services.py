@@ -164,6 +164,7 @@ def job_signal(*, job_id, name: str, payload=None, by=None) -> JobSignal:
             job.wait_signal, job.wake_at = "", None
             job.save()
             events.emit_state(job)
+            _cancel_due_tasks(job, by, f"job woken by signal {name!r}")  # its timer, if any
             _enqueue_run(job)
     return signal
 
