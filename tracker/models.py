@@ -165,6 +165,8 @@ class WorkerHeartbeat(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     beat_at = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When a consumer was last asked to start.")
+    request_token = models.CharField(max_length=32, blank=True, default="",
+                                     help_text="Token of the current start request; older requests exit at once.")
     processed = models.BigIntegerField(default=0, help_text="Tasks finished by the current owner.")
 
     class Meta:

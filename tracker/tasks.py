@@ -9,8 +9,8 @@ from tracker import services, worker
 log = logging.getLogger(__name__)
 
 
-def consume(slot: int) -> dict:
-    return worker.consume(slot)
+def consume(slot: int, token: str = "") -> dict:
+    return worker.consume(slot, token)
 
 
 def maintain() -> dict:

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -174,15 +175,32 @@ def _owner_is_dead(worker_id: str) -> bool:
         return False
 
 
-def slot_acquire(slot: int, worker_id: str) -> bool:
-    """Takes a slot whose owner stopped beating (or is a dead process on this host)."""
+def _slot_free(row: WorkerHeartbeat) -> bool:
+    return row.beat_at is None or row.beat_at < stale_before() or _owner_is_dead(row.worker_id)
+
+
+def _request_consumer(slot: int) -> None:
+    """Asks the cluster for a consumer of `slot` with a fresh token: earlier requests for the slot become
+    obsolete and exit at once when they run (so duplicates never run, and a stopping cluster is not held up
+    by them). Called inside a transaction with the slot row locked; enqueues after commit."""
+    from django_q.tasks import async_task
+
+    token = uuid.uuid4().hex
+    WorkerHeartbeat.objects.filter(slot=slot).update(enqueued_at=timezone.now(), request_token=token)
+    transaction.on_commit(lambda: async_task("tracker.tasks.consume", slot, token, group="tracker-consumers",
+                                             task_name=f"tracker-consumer-{slot}-{token[:8]}"))
+
+
+def slot_acquire(slot: int, worker_id: str, token: str) -> bool:
+    """Takes the slot for the request holding its current token, if its owner stopped beating (or is a
+    dead process on this host)."""
     now = timezone.now()
     with transaction.atomic():
         row = WorkerHeartbeat.objects.select_for_update().filter(slot=slot).first()
-        if row is None or not (row.beat_at is None or row.beat_at < stale_before() or _owner_is_dead(row.worker_id)):
+        if row is None or row.request_token != token or not _slot_free(row):
             return False
         WorkerHeartbeat.objects.filter(slot=slot).update(worker_id=worker_id, started_at=now, beat_at=now,
-                                                         enqueued_at=None, processed=0)
+                                                         enqueued_at=None, request_token="", processed=0)
     return True
 
 
@@ -192,43 +210,38 @@ def slot_beat(slot: int, worker_id: str, processed: int = 0) -> bool:
         beat_at=timezone.now(), processed=F("processed") + processed))
 
 
-def slot_release(slot: int, worker_id: str, *, successor_enqueued: bool) -> None:
-    WorkerHeartbeat.objects.filter(slot=slot, worker_id=worker_id).update(
-        beat_at=None, enqueued_at=timezone.now() if successor_enqueued else None)
+def slot_release(slot: int, worker_id: str, *, successor: bool) -> None:
+    """Frees the slot at the end of a slice, asking for a successor consumer when `successor`."""
+    with transaction.atomic():
+        if WorkerHeartbeat.objects.select_for_update().filter(slot=slot, worker_id=worker_id).update(beat_at=None):
+            if successor:
+                _request_consumer(slot)
 
 
 def consumers_ensure() -> list[int]:
-    """Asks the cluster to start a consumer for every free slot not already asked for recently.
+    """Asks for a consumer for every free slot not already asked for recently (or whose requester died).
     Returns the slots asked for. Safe to call from many processes at once."""
-    from django_q.tasks import async_task
-
     wanted = settings.TRACKER["CONSUMERS"]
     WorkerHeartbeat.objects.bulk_create([WorkerHeartbeat(slot=i) for i in range(wanted)], ignore_conflicts=True)
-    now = timezone.now()
-    retry = dt.timedelta(seconds=settings.Q_CLUSTER["retry"])
+    recent = timezone.now() - dt.timedelta(seconds=settings.Q_CLUSTER["retry"])
     with transaction.atomic():
         rows = list(WorkerHeartbeat.objects.select_for_update(skip_locked=True).filter(slot__lt=wanted))
-        slots = [r.slot for r in rows
-                 if (r.beat_at is None or r.beat_at < stale_before() or _owner_is_dead(r.worker_id))
-                 and (r.enqueued_at is None or r.enqueued_at < now - retry or _owner_is_dead(r.worker_id))]
-        WorkerHeartbeat.objects.filter(slot__in=slots).update(enqueued_at=now)
-    for slot in slots:
-        async_task("tracker.tasks.consume", slot, task_name=f"tracker-consumer-{slot}-{now.timestamp():.0f}",
-                   group="tracker-consumers")
+        slots = [r.slot for r in rows if _slot_free(r) and (
+            r.enqueued_at is None or r.enqueued_at < recent or _owner_is_dead(r.worker_id))]
+        for slot in slots:
+            _request_consumer(slot)
     return slots
 
 
-def consume(slot: int) -> dict:
+def consume(slot: int, token: str) -> dict:
     """The consumer loop for one slot, run as a django-q2 task for one slice (shorter than the cluster's
-    timeout): drains due work, waits for NOTIFY (or polls on SQLite), rescues expired leases now and then,
-    then hands the slot to a successor task."""
-    from django_q.tasks import async_task
-
+    timeout): drains due work, waits for NOTIFY (or polls on SQLite), rescues expired leases and restarts
+    dead sibling consumers now and then, then hands the slot to a successor task."""
     cfg = settings.TRACKER
     worker_id = make_worker_id(f"slot{slot}")
     close_old_connections()
-    if not slot_acquire(slot, worker_id):
-        return {"slot": slot, "skipped": "slot is owned by a live consumer"}
+    if not slot_acquire(slot, worker_id, token):
+        return {"slot": slot, "skipped": "obsolete request, or the slot is owned by a live consumer"}
     totals = Totals()
     deadline = time.monotonic() + cfg["CONSUMER_SLICE_SECONDS"]
     next_rescue = 0.0
@@ -238,7 +251,7 @@ def consume(slot: int) -> dict:
     listener = wakeup.Listener(wakeup.TASKS_CHANNEL)
     successor = False
     try:
-        log.info("consumer %s started", worker_id)
+        log.debug("consumer %s started", worker_id)
         while time.monotonic() < deadline and not heartbeat.slot_lost:
             if time.monotonic() >= next_rescue:
                 services.task_rescue()
@@ -254,12 +267,7 @@ def consume(slot: int) -> dict:
     finally:
         heartbeat.stop()
         listener.close()
-        if successor:
-            slot_release(slot, worker_id, successor_enqueued=True)
-            async_task("tracker.tasks.consume", slot, task_name=f"tracker-consumer-{slot}-{time.time():.0f}",
-                       group="tracker-consumers")
-        else:
-            slot_release(slot, worker_id, successor_enqueued=False)
+        slot_release(slot, worker_id, successor=successor)
     return {"slot": slot, "processed": totals.processed, "succeeded": totals.succeeded, "failed": totals.failed}
 
 
