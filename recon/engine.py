@@ -254,6 +254,11 @@ def fulfil(*, staging: StagingEntry, expected: Entry, by, reason: str = "fulfill
 
 # --- queueing ----------------------------------------------------------------------------------------
 
+def task_spec(entry: StagingEntry, merchant_id: str) -> TaskSpec:
+    """The PROCESS_STAGING_ENTRY task of an entry. The payload carries the mode, so `decide` needs no query."""
+    return TaskSpec(TASK_TYPE, {"staging_entry_id": str(entry.pk), "mode": entry.processing_mode}, merchant_id)
+
+
 def staging_entries_requeue(*, ids: list, by, reason: str, from_status: str = StagingStatus.NEEDS_MANUAL_REVIEW
                             ) -> int:
     """Moves the given staging entries (locked by the caller, in `from_status`) to PENDING with a fresh task
@@ -262,8 +267,7 @@ def staging_entries_requeue(*, ids: list, by, reason: str, from_status: str = St
                 .order_by("pk"))
     if not rows:
         return 0
-    tasks = task_create_many([TaskSpec(TASK_TYPE, {"staging_entry_id": str(r.pk)}, r.account.merchant_id)
-                              for r in rows])
+    tasks = task_create_many([task_spec(r, r.account.merchant_id) for r in rows])
     for row, task in zip(rows, tasks):
         row.task_id = task.task_id
         row.metadata = _client_metadata(row)

@@ -9,6 +9,9 @@ from tracker.registry import TaskHandler, register
 
 class _StagingEntryHandler(TaskHandler):
     task_type = engine.TASK_TYPE
+    # Lower runs first: job slices and timers (priority 100) go before the backlog of staging entries, so a
+    # CSV import (the producer) is not queued behind the processing of the rows it has just written.
+    priority = 150
 
     def validate(self, task) -> None:
         if not task.payload.get("staging_entry_id"):
@@ -50,6 +53,6 @@ class ProcessStagingEntry(_StagingEntryHandler):
     """Registered type; `decide` picks the variant from the entry's processing mode."""
 
     def decide(self, task) -> TaskHandler:
-        mode = (StagingEntry.objects.filter(pk=task.payload.get("staging_entry_id"))
-                .values_list("processing_mode", flat=True).first())
+        mode = task.payload.get("mode") or (StagingEntry.objects.filter(pk=task.payload.get("staging_entry_id"))
+                                            .values_list("processing_mode", flat=True).first())
         return _matching_handler if mode == ProcessingMode.CONFIRMATION else _transaction_handler

@@ -20,7 +20,7 @@ from recon.models import (Account, AccountType, ClosedPeriod, Entry, EntryStatus
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
 from tracker.models import ProcessTracker, TaskStatus
-from tracker.services import TaskSpec, task_create_many
+from tracker.services import task_create_many
 
 MAX_AMOUNT = Decimal("9999999999999999.9999")
 
@@ -258,8 +258,7 @@ def staging_entry_create(*, account: Account, entry_type: str, amount, currency:
             entry = StagingEntry(account=account, entry_type=entry_type, amount=amount, currency=currency,
                                  effective_date=effective_date, processing_mode=processing_mode, metadata=metadata,
                                  idempotency_key=key, request_hash=digest)
-            task = task_create_many([TaskSpec(engine.TASK_TYPE, {"staging_entry_id": str(entry.pk)},
-                                              account.merchant_id)])[0]
+            task = task_create_many([engine.task_spec(entry, account.merchant_id)])[0]
             entry.task_id = task.task_id
             entry.save(force_insert=True)
     except IntegrityError:
@@ -278,8 +277,7 @@ def staging_entries_create_many(*, account: Account, rows: list[dict]) -> list[S
                                 currency=r["currency"], effective_date=r["effective_date"],
                                 processing_mode=r["processing_mode"], metadata=r.get("metadata") or {})
                    for r in rows]
-        tasks = task_create_many([TaskSpec(engine.TASK_TYPE, {"staging_entry_id": str(e.pk)}, account.merchant_id)
-                                  for e in entries])
+        tasks = task_create_many([engine.task_spec(e, account.merchant_id) for e in entries])
         for entry, task in zip(entries, tasks):
             entry.task_id = task.task_id
         StagingEntry.objects.bulk_create(entries, batch_size=1000)

@@ -27,7 +27,7 @@ def test_create_staging_entry_with_task(operator_api, ledger):
     assert data["effective_date"] == "2026-11-01T00:00:00Z" and data["metadata"] == {"order_id": "o1"}
     task = ProcessTracker.objects.get(pk=data["task_id"])
     assert task.task_type == "PROCESS_STAGING_ENTRY" and task.tenant == "acme"
-    assert task.payload == {"staging_entry_id": data["staging_entry_id"]}
+    assert task.payload == {"staging_entry_id": data["staging_entry_id"], "mode": "TRANSACTION"}
 
 
 def test_idempotency_over_api(operator_api, ledger):
