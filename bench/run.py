@@ -150,9 +150,9 @@ def bench_djangoq_noop(scale: float, workers: int) -> None:
 
 def bench_procrastinate_noop(scale: float, workers: int) -> None:
     """Procrastinate with a no-op task: as many worker processes as the cluster has."""
-    try:
-        import procrastinate  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("procrastinate") is None:
         log("procrastinate is not installed (pip install -e '.[bench]'); skipped")
         return
     url = recreate_database("procrastinate")
@@ -218,6 +218,160 @@ def bench_admin_task_list(scale: float) -> None:
     record("admin_task_list_ms", max(timings.values()), "ms", rows=n, pages=timings)
 
 
+def _ledger(name: str):
+    """A fresh merchant with a receivable (DEBIT_NORMAL) and a bank (CREDIT_NORMAL) account and a rule."""
+    from recon.models import Account, Merchant, ReconRule
+
+    merchant = Merchant.objects.create(merchant_id=f"bench-{name}-{int(time.time())}", merchant_name=name)
+    payments = Account.objects.create(merchant=merchant, account_name="Payments", account_type="DEBIT_NORMAL",
+                                      currency="USD")
+    bank = Account.objects.create(merchant=merchant, account_name="Bank", account_type="CREDIT_NORMAL",
+                                  currency="USD")
+    ReconRule.objects.create(merchant=merchant, account_one=payments, account_two=bank)
+    return merchant, payments, bank
+
+
+def _csv(path: Path, n: int, prefix: str) -> Path:
+    with path.open("w") as f:
+        f.write("order_id,amount,currency,transaction_date,type\n")
+        for i in range(n):
+            f.write(f"{prefix}{i},{10 + i % 997}.{i % 100:02d},USD,2026-11-{1 + i % 28:02d},Payment\n")
+    return path
+
+
+def _staff_client():
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-admin", defaults={
+        "is_staff": True, "is_superuser": True})
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _upload(client, account, path: Path, mode: str) -> str:
+    with path.open("rb") as f:
+        response = client.post(f"/api/accounts/{account.pk}/staging-entries/files/?force=true",
+                               {"file": f, "processing_mode": mode})
+    assert response.status_code == 202, response.content[:500]
+    return response.json()["job_id"]
+
+
+def _cluster_rss_kb(cluster: "Cluster") -> int:
+    """Peak resident set (VmHWM) of the largest process of the cluster's process group."""
+    peak = 0
+    for pid in subprocess.run(["ps", "-o", "pid=", "-g", str(cluster.proc.pid)], capture_output=True,
+                              text=True).stdout.split():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            peak = max(peak, int(re.search(r"VmHWM:\s+(\d+)", status).group(1)))
+        except (OSError, AttributeError):
+            pass
+    return peak
+
+
+def bench_recon(scale: float, workers: int) -> None:
+    """Recon end to end: TRANSACTION rows uploaded as CSV until every entry is PROCESSED, then the
+    CONFIRMATION rows that match them."""
+    from recon.models import StagingEntry
+
+    n = max(1000, int(100_000 * scale))
+    _, payments, bank = _ledger("e2e")
+    out = ROOT / "var" / "bench"
+    client = _staff_client()
+    with Cluster(Q_WORKERS=workers):
+        wait_for(lambda: consumers_alive(workers), 60, "tracker consumers")
+        for mode, account in (("TRANSACTION", payments), ("CONFIRMATION", bank)):
+            path = _csv(out / f"recon-{mode.lower()}.csv", n, "ord-")
+            start = time.perf_counter()
+            _upload(client, account, path, mode)
+            done = StagingEntry.objects.filter(account=account, status="PROCESSED")
+            wait_for(lambda: done.count() >= n, 1800, f"{mode} entries processed", interval=0.5)
+            elapsed = time.perf_counter() - start
+            review = StagingEntry.objects.filter(account=account).exclude(status="PROCESSED").count()
+            record(f"recon_{mode.lower()}_entries_per_s", n / elapsed, "entries/s", entries=n, not_processed=review)
+
+
+def bench_latency(scale: float, workers: int) -> None:
+    """Staging entries posted one by one over the API at a low rate: time until each is PROCESSED."""
+    from recon.models import StagingEntry
+
+    n = max(50, int(500 * scale))
+    _, payments, _ = _ledger("latency")
+    client = _staff_client()
+    samples = []
+    with Cluster(Q_WORKERS=workers):
+        wait_for(lambda: consumers_alive(workers), 60, "tracker consumers")
+        for i in range(n):
+            start = time.perf_counter()
+            response = client.post(f"/api/accounts/{payments.pk}/staging-entries/", {
+                "entry_type": "DEBIT", "amount": "12.34", "currency": "USD", "effective_date": "2026-11-01",
+                "processing_mode": "TRANSACTION", "metadata": {"order_id": f"lat-{i}"}}, content_type="application/json")
+            assert response.status_code == 201, response.content
+            entry = StagingEntry.objects.filter(pk=response.json()["staging_entry_id"])
+            wait_for(lambda: entry.filter(status="PROCESSED").exists(), 30, "processing", interval=0.002)
+            samples.append((time.perf_counter() - start) * 1000)
+            time.sleep(0.05)  # a low rate: the cluster is idle when the next entry arrives
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    record("latency_p50_ms", statistics.median(samples), "ms", entries=n)
+    record("latency_p99_ms", p99, "ms", entries=n)
+
+
+def bench_import(scale: float, workers: int) -> None:
+    """CSV import of a large file: rows per second from upload to the job's end (staging entries and their
+    tasks written), and peak RSS of the cluster's processes (the importing worker among them). The other
+    consumer processes the imported entries meanwhile, as in production."""
+    from jobs.models import Job
+
+    n = max(10_000, int(1_000_000 * scale))
+    _, payments, _ = _ledger("import")
+    path = _csv(ROOT / "var" / "bench" / "import.csv", n, "imp-")
+    client = _staff_client()
+    with Cluster(Q_WORKERS=workers) as cluster:
+        wait_for(lambda: consumers_alive(workers), 60, "tracker consumers")
+        start = time.perf_counter()
+        job_id = _upload(client, payments, path, "TRANSACTION")
+        job = Job.objects.filter(pk=job_id)
+        wait_for(lambda: job.filter(state__in=["COMPLETED", "FAILED", "CANCELLED"]).exists(), 1800, "import job",
+                 interval=0.5)
+        elapsed = time.perf_counter() - start
+        rss = _cluster_rss_kb(cluster)
+        state = job.values_list("state", flat=True).get()
+    record("csv_import_rows_per_s", n / elapsed, "rows/s", rows=n, job=state)
+    record("csv_import_peak_rss_mb", rss / 1024, "MB", rows=n)
+
+
+def bench_balance(scale: float) -> None:
+    """GET /api/accounts/{id}/balances/ for an account with many entries (median of 7)."""
+    from django.db import connection
+
+    from recon.models import Entry, Transaction
+
+    n = max(10_000, int(1_000_000 * scale))
+    merchant, payments, bank = _ledger("balance")
+    txn = Transaction.objects.create(logical_transaction_id=f"{payments.pk}:bulk", version=1, status="POSTED",
+                                     amount=1, currency="USD", merchant=merchant)
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO {Entry._meta.db_table} (entry_id, transaction_id, account_id, entry_type, amount, currency,
+                status, effective_date, metadata, created_at)
+            SELECT gen_random_uuid(), %s, %s, (ARRAY['DEBIT','CREDIT'])[1 + i %% 2], 1 + (i %% 1000) / 100.0, 'USD',
+                (ARRAY['POSTED','POSTED','EXPECTED','ARCHIVED'])[1 + i %% 4], now(), '{{}}', now()
+            FROM generate_series(1, %s) i""", [txn.pk, payments.pk, n])
+        cursor.execute(f"ANALYZE {Entry._meta.db_table}")
+    client = _staff_client()
+    url = f"/api/accounts/{payments.pk}/balances/"
+    assert client.get(url).status_code == 200
+    samples = []
+    for _ in range(7):
+        t = time.perf_counter()
+        client.get(url)
+        samples.append((time.perf_counter() - t) * 1000)
+    record("account_balance_ms", statistics.median(samples), "ms", entries=n)
+
+
 # --- report -------------------------------------------------------------------------------------------------
 
 def ratio(a: str, b: str) -> float | None:
@@ -258,7 +412,7 @@ def report(scale: float) -> None:
     log(f"wrote var/bench/bench-{stamp}.json")
 
 
-STEPS = ["pgbench", "tracker", "djangoq", "procrastinate", "admin"]
+STEPS = ["pgbench", "recon", "latency", "import", "tracker", "djangoq", "procrastinate", "admin", "balance"]
 
 
 def main() -> int:
@@ -284,6 +438,10 @@ def main() -> int:
         "djangoq": lambda: bench_djangoq_noop(args.scale, args.workers),
         "procrastinate": lambda: bench_procrastinate_noop(args.scale, args.workers),
         "admin": lambda: bench_admin_task_list(args.scale),
+        "recon": lambda: bench_recon(args.scale, args.workers),
+        "latency": lambda: bench_latency(args.scale, args.workers),
+        "import": lambda: bench_import(args.scale, args.workers),
+        "balance": lambda: bench_balance(args.scale),
     }
     for step in steps:
         log(f"step {step}")
