@@ -308,3 +308,37 @@ class ClosedPeriod(models.Model):
     def __str__(self):
         state = "reopened" if self.reopened_at else "closed"
         return f"{self.merchant_id} {self.start_date}..{self.end_date} ({state})"
+
+
+class Upload(models.Model):
+    """An uploaded CSV file, stored in the database (in `UploadChunk`s of about 1 MB) so every worker on every
+    machine can read it. `sha256` detects the same content uploaded twice to the same account."""
+
+    upload_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="uploads")
+    name = models.CharField(max_length=255)
+    size = models.BigIntegerField(default=0, help_text="Bytes.")
+    sha256 = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    line_count = models.BigIntegerField(default=0, help_text="Newlines in the file (progress estimate).")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["account", "sha256"], name="recon_upload_account_sha")]
+
+    def __str__(self):
+        return f"{self.name} ({self.size} bytes)"
+
+
+class UploadChunk(models.Model):
+    """One piece of an upload's bytes, in order of `seq`."""
+
+    id = models.BigAutoField(primary_key=True)
+    upload = models.ForeignKey(Upload, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["upload", "seq"], name="recon_upload_chunk_seq")]

@@ -60,3 +60,37 @@ def summary(merchant_id: str | None = None, *, merchant_ids: set[str] | None = N
         "open_expected_ageing": ageing,
         "generated_at": now,
     }
+
+
+def period_summary(*, merchant_id: str, start_date: dt.date, end_date: dt.date) -> dict:
+    """Figures of one merchant's period (UTC dates of `effective_date`, both ends included), for closing it:
+    staging entries by status, the review queue, ledger entries by status and amounts per currency
+    (JSON-ready: amounts as strings)."""
+    from recon.serializers import money_str
+
+    start = dt.datetime.combine(start_date, dt.time.min, tzinfo=dt.UTC)
+    end = dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    staging = StagingEntry.objects.filter(account__merchant_id=merchant_id, effective_date__gte=start,
+                                          effective_date__lt=end)
+    entries = Entry.objects.filter(account__merchant_id=merchant_id, effective_date__gte=start,
+                                   effective_date__lt=end)
+    by_staging = {s: 0 for s in StagingStatus.values}
+    by_staging.update(dict(staging.order_by().values_list("status").annotate(n=Count("pk"))))
+    by_entry = {s: 0 for s in EntryStatus.values}
+    by_entry.update(dict(entries.order_by().values_list("status").annotate(n=Count("pk"))))
+    amounts: dict[str, dict] = {}
+    for currency, status, total, n in (entries.exclude(status=EntryStatus.ARCHIVED).order_by()
+                                       .values_list("currency", "status").annotate(total=Sum("amount"), n=Count("pk"))):
+        amounts.setdefault(currency, {})[status] = {"total": money_str(total), "count": n}
+    stuck = staging.filter(status=StagingStatus.PENDING, task_id__in=ProcessTracker.objects.filter(
+        status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED)).values("task_id")).count()
+    return {
+        "merchant_id": merchant_id,
+        "start_date": start_date.isoformat(),
+        "end_date": end_date.isoformat(),
+        "staging_entries": {"by_status": by_staging, "total": sum(by_staging.values())},
+        "open_review": by_staging[StagingStatus.NEEDS_MANUAL_REVIEW] + stuck,
+        "entries": {"by_status": by_entry, "total": sum(by_entry.values())},
+        "amounts_by_currency": amounts,
+        "generated_at": timezone.now().isoformat(),
+    }

@@ -212,3 +212,26 @@ class TriggerResultSerializer(serializers.Serializer):
     succeeded = serializers.IntegerField()
     failed = serializers.IntegerField()
     duration_ms = serializers.IntegerField()
+
+
+class CsvUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="CSV with the header order_id, amount, currency, transaction_date, type; "
+                                           "the name must end in .csv.")
+    processing_mode = serializers.ChoiceField(choices=["TRANSACTION", "CONFIRMATION"])
+
+    def validate_file(self, value):
+        if not (value.name or "").lower().endswith(".csv"):
+            raise serializers.ValidationError("The file name must end in .csv.")
+        return value
+
+
+class CsvUploadAcceptedSerializer(serializers.Serializer):
+    job_id = serializers.UUIDField()
+    status_url = serializers.CharField(help_text="The job: GET it for state, progress and (when COMPLETED) the "
+                                                 "import report as `result`.")
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    code = serializers.CharField()
+    details = serializers.DictField()

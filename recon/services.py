@@ -10,7 +10,8 @@ from decimal import Decimal, InvalidOperation
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
@@ -280,8 +281,31 @@ def staging_entries_create_many(*, account: Account, rows: list[dict]) -> list[S
         tasks = task_create_many([engine.task_spec(e, account.merchant_id) for e in entries])
         for entry, task in zip(entries, tasks):
             entry.task_id = task.task_id
-        StagingEntry.objects.bulk_create(entries, batch_size=1000)
+        if connection.vendor == "postgresql" and entries:
+            _staging_entries_insert_pg(entries)
+        else:
+            StagingEntry.objects.bulk_create(entries, batch_size=1000)
     return entries
+
+
+def _staging_entries_insert_pg(entries: list[StagingEntry]) -> None:
+    """One INSERT ... SELECT FROM unnest(arrays) for new staging entries (several times faster than
+    bulk_create for the large chunks of a CSV import)."""
+    now = timezone.now()
+    columns = list(zip(*[(e.pk, e.account_id, e.entry_type, e.amount, e.currency, e.effective_date,
+                          e.processing_mode, json.dumps(e.metadata, cls=DjangoJSONEncoder), e.task_id)
+                         for e in entries]))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {StagingEntry._meta.db_table} (staging_entry_id, account_id, entry_type, amount, currency,"
+            " effective_date, processing_mode, status, metadata, request_hash, task_id, created_at, updated_at)"
+            " SELECT i, a, t, am, c, d, m, %s, md::jsonb, '', tk, %s, %s"
+            " FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::numeric[], %s::text[], %s::timestamptz[],"
+            " %s::text[], %s::text[], %s::uuid[]) AS u(i, a, t, am, c, d, m, md, tk)",
+            [StagingStatus.PENDING, now, now, *[list(col) for col in columns]])
+    for entry in entries:
+        entry.created_at = entry.updated_at = now
+        entry._state.adding = False
 
 
 def _task_status(entry: StagingEntry) -> str | None:

@@ -3,18 +3,22 @@ check), check the role, call a service, render."""
 
 import uuid
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.files.uploadhandler import FileUploadHandler
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from config.api import Pagination
-from recon import access, balances, reports, services
+from recon import access, balances, reports, services, uploads
 from recon.balances import with_balance_sums
 from recon.models import (Account, Entry, EntryStatus, Merchant, ReconRule, StagingEntry, StagingStatus,
                           Transaction, TransactionStatus)
 from recon.serializers import (AccountCreateSerializer, AccountRenameSerializer, AccountSerializer,
-                               BalanceSerializer, EntrySerializer, MerchantSerializer, ReconRuleCreateSerializer,
+                               BalanceSerializer, CsvUploadAcceptedSerializer, CsvUploadSerializer,
+                               EntrySerializer, ErrorSerializer, MerchantSerializer, ReconRuleCreateSerializer,
                                ReconRuleSerializer, ResolveSerializer, StagingEntryCreateSerializer,
                                StagingEntrySerializer, TransactionSerializer, TriggerResultSerializer,
                                TriggerSerializer, money_str)
@@ -224,6 +228,84 @@ class StagingEntryListView(GenericAPIView):
         entry, created = services.staging_entry_create(account=account, **data.validated_data)
         return Response(StagingEntrySerializer(entry).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class UploadSizeLimitHandler(FileUploadHandler):
+    """Counts the bytes of the uploaded files while Django streams them and stops at the upload limit (413),
+    whatever the request's Content-Length said (chunked requests have none)."""
+
+    def __init__(self, request=None):
+        super().__init__(request)
+        self.total, self.limit = 0, uploads.max_bytes()
+
+    def receive_data_chunk(self, raw_data, start):
+        self.total += len(raw_data)
+        if self.total > self.limit:
+            raise uploads.too_large()
+        return raw_data
+
+    def file_complete(self, file_size):
+        return None
+
+
+MULTIPART_SLACK = 64 * 1024  # boundaries and the other form fields, on top of the file's bytes
+
+
+def _truthy(value) -> bool:
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class StagingEntryFileView(GenericAPIView):
+    serializer_class = CsvUploadSerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    def initialize_request(self, request, *args, **kwargs):
+        request.upload_handlers.insert(0, UploadSizeLimitHandler(request))
+        return super().initialize_request(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="accounts_staging_entries_files_create",
+        request={"multipart/form-data": CsvUploadSerializer},
+        parameters=[OpenApiParameter("force", bool, description="Import even if the same file content was "
+                                                                "uploaded to this account before.")],
+        responses={
+            202: CsvUploadAcceptedSerializer,
+            400: OpenApiResponse(ErrorSerializer, description="No file, a name not ending in .csv, a missing or "
+                                                              "invalid processing_mode, or a bad header row "
+                                                              "(code `invalid_csv`; checked at upload). Problems "
+                                                              "in data rows end in the job's report; malformed "
+                                                              "CSV further down fails the job."),
+            403: OpenApiResponse(ErrorSerializer, description="Not an operator of the account's merchant."),
+            404: OpenApiResponse(ErrorSerializer, description="Unknown account, or another merchant's."),
+            409: OpenApiResponse(ErrorSerializer, description="Same content already uploaded to this account "
+                                                              "(code `duplicate_upload`); use ?force=true."),
+            413: OpenApiResponse(ErrorSerializer, description="Above UPLOAD_MAX_BYTES (code "
+                                                              "`payload_too_large`)."),
+        })
+    def post(self, request, account_id):
+        """Uploads a CSV file of staging entries; the import runs as a `recon.import_csv` job whose `result`
+        is the report. The file is stored in the database, so any worker can run the job."""
+        account = get_account(request, account_id)
+        require_operator(request, account.merchant_id)
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > uploads.max_bytes() + MULTIPART_SLACK:
+            raise uploads.too_large(length)
+        try:
+            data = CsvUploadSerializer(data=request.data)
+        except RequestDataTooBig:
+            raise uploads.too_large() from None
+        except SuspiciousOperation as exc:
+            raise exceptions.ValidationError({"file": [str(exc) or "Malformed upload."]}) from None
+        data.is_valid(raise_exception=True)
+        file = data.validated_data["file"]
+        job = uploads.csv_import_start(account=account, file=file, name=file.name,
+                                       processing_mode=data.validated_data["processing_mode"],
+                                       force=_truthy(request.query_params.get("force")), by=request.user)
+        return Response({"job_id": str(job.pk), "status_url": f"/api/jobs/{job.pk}/"},
+                        status=status.HTTP_202_ACCEPTED)
 
 
 def get_staging_entry(request, staging_entry_id) -> StagingEntry:

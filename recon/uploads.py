@@ -1,0 +1,180 @@
+"""CSV uploads stored in the database (shared/API.md, "CSV import"; DESIGN.md, "Running it"): every worker on
+every machine reads the file from PostgreSQL, never from the web server's disk.
+
+The bytes are kept in `UploadChunk` rows of `CHUNK_BYTES` each, so memory stays bounded when storing (the
+uploaded file is read piece by piece) and when reading (`open_lines` fetches one chunk at a time).
+`csv_import_start` is the service the API, the admin and `recon_import --job` call: it stores the upload,
+checks the header, refuses the same content twice on an account (unless forced) and creates the
+`recon.import_csv` job, all in one database transaction."""
+
+import codecs
+import csv
+import hashlib
+import io
+from collections.abc import Iterable, Iterator
+
+from django.conf import settings
+from django.db import transaction
+
+from recon import errors
+from recon.ingest import COLUMNS, InvalidCsvError, _rows
+from recon.models import Account, ProcessingMode, Upload, UploadChunk
+
+CHUNK_BYTES = 1024 * 1024
+HEADER_PROBE_BYTES = 64 * 1024
+IMPORT_JOB = "recon.import_csv"
+
+
+class UploadTooLargeError(errors.ReconError):
+    """The file is larger than the upload limit."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class DuplicateUploadError(errors.ReconConflict):
+    """The same file content was already uploaded to this account; add ?force=true to import it again."""
+
+    code = "duplicate_upload"
+
+
+def max_bytes() -> int:
+    return int(getattr(settings, "UPLOAD_MAX_BYTES", 200 * 1024 * 1024))
+
+
+def too_large(size: int | None = None) -> UploadTooLargeError:
+    limit = max_bytes()
+    return UploadTooLargeError(f"The file is larger than the upload limit of {limit} bytes.",
+                               details={"max_bytes": limit, **({"size": size} if size is not None else {})})
+
+
+def _pieces(source: Iterable[bytes]) -> Iterator[bytes]:
+    """Re-cuts a stream of byte strings into pieces of exactly CHUNK_BYTES (the last may be shorter)."""
+    buffer = bytearray()
+    for data in source:
+        buffer += data
+        while len(buffer) >= CHUNK_BYTES:
+            yield bytes(buffer[:CHUNK_BYTES])
+            del buffer[:CHUNK_BYTES]
+    if buffer:
+        yield bytes(buffer)
+
+
+def upload_store(*, account: Account, name: str, source: Iterable[bytes], created_by=None) -> Upload:
+    """Stores the bytes of `source` as a new Upload of `account` (chunked rows), computing size, sha256 and
+    the line count as it goes. Raises UploadTooLargeError (413) past settings.UPLOAD_MAX_BYTES. Runs in the
+    caller's transaction (or its own), so a refused upload leaves nothing behind."""
+    limit = max_bytes()
+    digest = hashlib.sha256()
+    size = lines = 0
+    with transaction.atomic():
+        upload = Upload.objects.create(account=account, name=name[:255],
+                                       created_by=created_by if getattr(created_by, "pk", None) else None)
+        for seq, piece in enumerate(_pieces(source)):
+            size += len(piece)
+            if size > limit:
+                raise too_large(size)
+            digest.update(piece)
+            lines += piece.count(b"\n")
+            UploadChunk.objects.create(upload=upload, seq=seq, data=piece)
+        upload.size, upload.sha256, upload.line_count = size, digest.hexdigest(), lines
+        upload.save(update_fields=["size", "sha256", "line_count"])
+    return upload
+
+
+class _ChunkStream(io.RawIOBase):
+    """A read-only byte stream over an upload's chunks, fetching one chunk row at a time."""
+
+    def __init__(self, upload_id):
+        self.upload_id, self.seq, self.buffer = upload_id, 0, b""
+
+    def readable(self):
+        return True
+
+    def readinto(self, target) -> int:
+        if not self.buffer:
+            data = (UploadChunk.objects.filter(upload_id=self.upload_id, seq=self.seq)
+                    .values_list("data", flat=True).first())
+            if data is None:
+                return 0
+            self.buffer, self.seq = bytes(data), self.seq + 1
+        n = min(len(target), len(self.buffer))
+        target[:n] = self.buffer[:n]
+        self.buffer = self.buffer[n:]
+        return n
+
+
+def open_lines(upload: Upload) -> Iterator[str]:
+    """The upload's text lines (utf-8-sig, line endings kept, as `open(newline="")` gives them), read lazily
+    across chunks. Invalid UTF-8 raises InvalidCsvError."""
+    text = io.TextIOWrapper(io.BufferedReader(_ChunkStream(upload.pk), CHUNK_BYTES), encoding="utf-8-sig",
+                            newline="")
+    try:
+        yield from text
+    except UnicodeDecodeError as exc:
+        raise InvalidCsvError(f"The file is not valid UTF-8 text ({exc.reason} at byte {exc.start} of a "
+                              "block).") from None
+
+
+def header_check(first_bytes: bytes) -> None:
+    """Raises InvalidCsvError (400) unless the file starts with a valid header row (checked at upload time,
+    so a file with a bad header never becomes a job)."""
+    text = codecs.getincrementaldecoder("utf-8-sig")(errors="replace").decode(first_bytes, final=False)
+    if not text.strip():
+        raise InvalidCsvError(f"The file is empty: a header row is required ({', '.join(COLUMNS)}).")
+    first_line = io.StringIO(text, newline="").readline()
+    try:
+        _rows([first_line])
+    except csv.Error as exc:
+        raise InvalidCsvError(f"Malformed CSV header: {exc}") from None
+
+
+def _file_chunks(file) -> Iterator[bytes]:
+    if hasattr(file, "seek"):
+        file.seek(0)
+    if hasattr(file, "chunks"):
+        yield from file.chunks(CHUNK_BYTES)
+        return
+    while data := file.read(CHUNK_BYTES):
+        yield data
+
+
+def _first_bytes(file) -> bytes:
+    if hasattr(file, "seek"):
+        file.seek(0)
+    data = file.read(HEADER_PROBE_BYTES)
+    if hasattr(file, "seek"):
+        file.seek(0)
+    return data
+
+
+def csv_import_start(*, account: Account, file, name: str, processing_mode: str, force: bool = False, by=None,
+                     chunk_rows: int | None = None):
+    """Stores `file` (a Django UploadedFile or any binary file object) and creates the `recon.import_csv` job
+    of the account's merchant, in one transaction. 400 (InvalidCsvError) for a name not ending in .csv, a bad
+    mode or a bad header; 413 above the size limit; 409 when the same content was uploaded to this account
+    before, unless `force`. Returns the job."""
+    from jobs import services as job_services
+
+    if not name or not name.lower().endswith(".csv"):
+        raise InvalidCsvError("The file name must end in .csv.", details={"file": ["The file name must end in .csv."]})
+    if processing_mode not in ProcessingMode.values:
+        raise InvalidCsvError(f"processing_mode must be one of {', '.join(ProcessingMode.values)}.",
+                              details={"processing_mode": [f"One of {', '.join(ProcessingMode.values)}."]})
+    size = getattr(file, "size", None)
+    if size is not None and size > max_bytes():
+        raise too_large(size)
+    header_check(_first_bytes(file))
+    with transaction.atomic():
+        upload = upload_store(account=account, name=name, source=_file_chunks(file), created_by=by)
+        # One upload decision at a time per account, so two identical uploads cannot both pass the check.
+        Account.objects.select_for_update().filter(pk=account.pk).first()
+        earlier = Upload.objects.filter(account=account, sha256=upload.sha256).exclude(pk=upload.pk).first()
+        if earlier is not None and not force:
+            raise DuplicateUploadError(details={"upload_id": str(earlier.pk), "name": earlier.name,
+                                                "uploaded_at": earlier.created_at.isoformat()})
+        params = {"account_id": str(account.pk), "upload_id": str(upload.pk), "processing_mode": processing_mode}
+        if chunk_rows:
+            params["chunk_rows"] = chunk_rows
+        return job_services.job_create(job_type=IMPORT_JOB, params=params, owner=by,
+                                       merchant_id=account.merchant_id)
