@@ -1,0 +1,113 @@
+"""`recon.close_period` job: summary, approve/reject signals, and the closed period enforced on the engine,
+the CSV import and resolve."""
+
+import datetime as dt
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from jobs import services as job_services
+from recon import uploads
+from recon.models import ClosedPeriod, StagingEntry
+from tests.jobs.conftest import drain, reload
+from tests.recon.factories import stage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+OCT = {"merchant_id": "acme", "start_date": "2026-10-01", "end_date": "2026-10-31"}
+IN_OCT = dt.datetime(2026, 10, 15, 12, tzinfo=dt.UTC)
+
+
+def start(api, params=OCT):
+    response = api.post("/api/jobs/", {"job_type": "recon.close_period", "params": params,
+                                       "merchant_id": params["merchant_id"]}, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()["job_id"]
+
+
+def test_approve_closes_the_period_and_it_is_enforced_everywhere(ledger, operator, operator_api):
+    stage(ledger.payments, order_id="before", when=IN_OCT)
+    stage(ledger.payments, order_id="november")  # outside the period
+    drain()
+    job_id = start(operator_api)
+    drain()
+    job = operator_api.get(f"/api/jobs/{job_id}/").json()
+    assert job["state"] == "WAITING" and job["step"] == "waiting for approve or reject"
+    summary = job["checkpoint"]["summary"]
+    assert summary["staging_entries"]["total"] == 1 and summary["staging_entries"]["by_status"]["PROCESSED"] == 1
+    assert summary["entries"]["by_status"] == {"EXPECTED": 1, "POSTED": 1, "ARCHIVED": 0}
+    assert summary["amounts_by_currency"]["USD"]["POSTED"] == {"total": "100.00", "count": 1}
+    assert not ClosedPeriod.objects.exists()
+
+    assert operator_api.post(f"/api/jobs/{job_id}/signal/", {"name": "approve"}, format="json").status_code == 200
+    drain()
+    job = operator_api.get(f"/api/jobs/{job_id}/").json()
+    assert job["state"] == "COMPLETED"
+    assert job["result"]["status"] == "closed" and job["result"]["approved_by"] == "operator"
+    period = ClosedPeriod.objects.get()
+    assert (period.merchant_id, period.start_date, period.end_date) == ("acme", dt.date(2026, 10, 1),
+                                                                        dt.date(2026, 10, 31))
+    assert period.closed_by == operator and period.reopened_at is None
+    assert job["result"]["period_id"] == period.pk
+
+    # Engine: an entry dated in the period goes to review.
+    late = stage(ledger.payments, order_id="late", when=IN_OCT)
+    # CSV import: its rows go through the engine the same way.
+    content = (b"order_id,amount,currency,transaction_date,type\n"
+               b"csv-oct,5.00,USD,2026-10-20,Payment\ncsv-nov,5.00,USD,2026-11-20,Payment\n")
+    uploads.csv_import_start(account=ledger.payments, file=SimpleUploadedFile("oct.csv", content), name="oct.csv",
+                             processing_mode="TRANSACTION")
+    drain()
+    by_order = {e.metadata["order_id"]: e for e in StagingEntry.objects.all()}
+    for key in ("late", "csv-oct"):
+        assert by_order[key].status == "NEEDS_MANUAL_REVIEW"
+        assert by_order[key].metadata["error_type"] == "PeriodClosedError"
+    assert by_order["csv-nov"].status == "PROCESSED"
+    # Resolve into the closed period: 409 period_closed.
+    refused = operator_api.post(f"/api/staging-entries/{late.pk}/resolve/", {"action": "reprocess"}, format="json")
+    assert refused.status_code == 409 and refused.json()["code"] == "period_closed"
+
+
+def test_reject_leaves_the_period_open(ledger, operator_api):
+    job_id = start(operator_api)
+    drain()
+    assert operator_api.post(f"/api/jobs/{job_id}/signal/", {"name": "reject", "payload": {"why": "not yet"}},
+                             format="json").status_code == 200
+    drain()
+    job = operator_api.get(f"/api/jobs/{job_id}/").json()
+    assert job["state"] == "COMPLETED"
+    assert job["result"]["status"] == "rejected" and job["result"]["payload"] == {"why": "not yet"}
+    assert not ClosedPeriod.objects.exists()
+    entry = stage(ledger.payments, order_id="oct", when=IN_OCT)
+    drain()
+    assert StagingEntry.objects.get(pk=entry.pk).status == "PROCESSED"
+
+
+def test_signal_sent_before_the_job_waits_is_delivered(ledger, staff_user, staff_api):
+    job_id = start(staff_api)
+    assert staff_api.post(f"/api/jobs/{job_id}/signal/", {"name": "approve"}, format="json").status_code == 200
+    drain()
+    job = staff_api.get(f"/api/jobs/{job_id}/").json()
+    assert job["state"] == "COMPLETED" and job["result"]["status"] == "closed"
+    assert ClosedPeriod.objects.get().closed_by == staff_user
+
+
+def test_viewers_cannot_approve_and_bad_params_are_400(ledger, operator_api, viewer_api):
+    job_id = start(operator_api)
+    drain()
+    assert viewer_api.post(f"/api/jobs/{job_id}/signal/", {"name": "approve"}, format="json").status_code == 403
+    bad = operator_api.post("/api/jobs/", {"job_type": "recon.close_period", "merchant_id": "acme",
+                                           "params": {**OCT, "end_date": "2026-09-01"}}, format="json")
+    assert bad.status_code == 400
+    unknown = operator_api.post("/api/jobs/", {"job_type": "recon.close_period", "merchant_id": "acme",
+                                               "params": {**OCT, "merchant_id": "nope"}}, format="json")
+    assert unknown.status_code == 400
+
+
+def test_a_job_of_another_merchant_cannot_close_the_period(ledger):
+    job = job_services.job_create(job_type="recon.close_period", params=OCT, merchant_id="")
+    job_services.job_signal(job_id=job.pk, name="approve")
+    drain()
+    job = reload(job)
+    assert job.state == "FAILED" and "merchant" in job.error
+    assert not ClosedPeriod.objects.exists()
