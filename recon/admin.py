@@ -11,7 +11,7 @@ from django.urls import path, reverse
 from django_fsm.admin import FSMAdminMixin
 
 from config.errors import AppError
-from recon import access, reports, services
+from recon import access, reports, services, uploads
 from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, ReconRule,
                           StagingEntry, StagingStatus, Transaction, TransactionStatus)
 from tracker.models import ProcessTracker
@@ -44,8 +44,16 @@ class MerchantMembershipAdmin(admin.ModelAdmin):
     autocomplete_fields = ["user", "merchant"]
 
 
+class CsvImportForm(forms.Form):
+    file = forms.FileField(help_text="A .csv file: order_id, amount, currency, transaction_date, type.")
+    processing_mode = forms.ChoiceField(choices=[("TRANSACTION", "TRANSACTION"), ("CONFIRMATION", "CONFIRMATION")])
+    force = forms.BooleanField(required=False, help_text="Import even if this file was uploaded to the account "
+                                                          "before.")
+
+
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
+    change_form_template = "admin/recon/account/change_form.html"
     list_display = ["account_name", "merchant", "account_type", "currency", "initial_balance", "created_at"]
     list_filter = ["account_type", "currency"]
     list_select_related = ["merchant"]
@@ -57,6 +65,35 @@ class AccountAdmin(admin.ModelAdmin):
         from recon.balances import balances_of
 
         return ", ".join(f"{k}: {v}" for k, v in balances_of(obj).items()) if obj.pk else "-"
+
+    def get_urls(self):
+        return [path("<uuid:object_id>/import-csv/", self.admin_site.admin_view(self.import_csv_view),
+                     name="recon_account_import_csv"), *super().get_urls()]
+
+    def import_csv_view(self, request, object_id):
+        """Uploads a CSV file and starts the same `recon.import_csv` job as the API, then shows the job."""
+        account = _scoped(request, Account.objects.all(), "merchant_id").filter(pk=object_id).first()
+        if account is None:
+            self.message_user(request, "Account not found.", messages.ERROR)
+            return redirect("admin:recon_account_changelist")
+        if not access.can_operate(request.user, account.merchant_id):
+            self.message_user(request, "Only operators of this merchant may import files.", messages.ERROR)
+            return redirect("admin:recon_account_change", account.pk)
+        form = CsvImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            file = form.cleaned_data["file"]
+            try:
+                job = uploads.csv_import_start(account=account, file=file, name=file.name,
+                                               processing_mode=form.cleaned_data["processing_mode"],
+                                               force=form.cleaned_data["force"], by=request.user)
+            except AppError as exc:
+                form.add_error("file" if exc.status != 409 else "force", exc.message)
+            else:
+                self.message_user(request, f"Import of {file.name} started.", messages.SUCCESS)
+                return redirect("admin:jobs_job_change", job.pk)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": account,
+                   "form": form, "title": "Import CSV"}
+        return render(request, "admin/recon/account/import_csv.html", context)
 
 
 @admin.register(ReconRule)

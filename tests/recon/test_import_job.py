@@ -237,3 +237,28 @@ def test_import_of_100k_rows_survives_a_killed_cluster_without_duplicates(ledger
     assert distinct == ROWS
     resumed = [e.data for e in JobEvent.objects.filter(job=job, kind="log") if "resum" in e.data["message"]]
     assert resumed and job.attempts >= 2
+
+
+# --- admin --------------------------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_admin_upload_form_starts_the_job_and_shows_it(ledger, staff_user, viewer):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(staff_user)
+    change = client.get(f"/admin/recon/account/{ledger.payments.pk}/change/")
+    assert change.status_code == 200 and b"import-csv/" in change.content
+    url = f"/admin/recon/account/{ledger.payments.pk}/import-csv/"
+    assert client.get(url).status_code == 200
+    response = client.post(url, {"file": SimpleUploadedFile("a.csv", csv_bytes(3)), "processing_mode": "TRANSACTION"})
+    job = Job.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/admin/jobs/job/{job.pk}/change/"
+    assert job.job_type == "recon.import_csv" and job.merchant_id == "acme" and job.owner == staff_user
+    again = client.post(url, {"file": SimpleUploadedFile("a.csv", csv_bytes(3)), "processing_mode": "TRANSACTION"})
+    assert again.status_code == 200 and b"already uploaded" in again.content and Job.objects.count() == 1
+    bad = client.post(url, {"file": SimpleUploadedFile("b.csv", b"nope\n1\n"), "processing_mode": "TRANSACTION"})
+    assert bad.status_code == 200 and b"header" in bad.content
+    forced = client.post(url, {"file": SimpleUploadedFile("a.csv", csv_bytes(3)), "processing_mode": "TRANSACTION",
+                               "force": "on"})
+    assert forced.status_code == 302 and Job.objects.count() == 2
