@@ -111,3 +111,27 @@ def test_a_job_of_another_merchant_cannot_close_the_period(ledger):
     job = reload(job)
     assert job.state == "FAILED" and "merchant" in job.error
     assert not ClosedPeriod.objects.exists()
+
+
+def test_recon_demo_leaves_a_close_period_job_waiting_and_stays_idempotent():
+    import io
+
+    from django.core.management import call_command
+
+    from jobs.models import Job
+
+    out = io.StringIO()
+    call_command("recon_demo", stdout=out)
+    job = Job.objects.get(job_type="recon.close_period")
+    assert job.merchant_id == "demo" and job.owner.username == "demo_operator"
+    from django.utils import timezone
+
+    today = timezone.now().date()
+    end = today.replace(day=1) - dt.timedelta(days=1)
+    assert job.params["start_date"] == end.replace(day=1).isoformat() and job.params["end_date"] == end.isoformat()
+    drain()
+    assert reload(job).state == "WAITING"
+    count = StagingEntry.objects.count()
+    call_command("recon_demo", stdout=out)
+    assert Job.objects.filter(job_type="recon.close_period").count() == 1 and StagingEntry.objects.count() == count
+    assert f"close-period job {job.pk} [WAITING]" in out.getvalue()

@@ -262,3 +262,43 @@ def test_admin_upload_form_starts_the_job_and_shows_it(ledger, staff_user, viewe
     forced = client.post(url, {"file": SimpleUploadedFile("a.csv", csv_bytes(3)), "processing_mode": "TRANSACTION",
                                "force": "on"})
     assert forced.status_code == 302 and Job.objects.count() == 2
+
+
+# --- command ------------------------------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_recon_import_as_a_job_follows_it_to_the_report(ledger, tmp_path):
+    import io
+    import threading
+
+    from django.core.management import CommandError, call_command
+    from django.db import connection
+
+    path = tmp_path / "cmd.csv"
+    path.write_bytes(csv_bytes(4) + b"bad,0,USD,2026-11-01,Payment\n")
+    stop = threading.Event()
+
+    def cluster():
+        while not stop.is_set():
+            drain(1)
+            time.sleep(0.1)
+        connection.close()
+
+    thread = threading.Thread(target=cluster)
+    thread.start()
+    out = io.StringIO()
+    try:
+        call_command("recon_import", str(path), "--account", str(ledger.payments.pk), "--mode", "TRANSACTION",
+                     "--job", stdout=out)
+    finally:
+        stop.set()
+        thread.join()
+    text = out.getvalue()
+    assert "4 staging entries created" in text and "1 rows failed" in text and "amount must be positive" in text
+    assert Job.objects.get().state == "COMPLETED"
+    with pytest.raises(CommandError, match="already uploaded"):
+        call_command("recon_import", str(path), "--account", str(ledger.payments.pk), "--mode", "TRANSACTION",
+                     "--job", "--no-wait", stdout=out)
+    call_command("recon_import", str(path), "--account", str(ledger.payments.pk), "--mode", "TRANSACTION",
+                 "--job", "--no-wait", "--force", stdout=out)
+    assert Job.objects.count() == 2

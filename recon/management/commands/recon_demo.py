@@ -1,15 +1,17 @@
 """Creates a demo merchant (accounts, rules, an operator user), feeds sample payment and bank data through
-the engine in-process and prints what got matched, posted and sent to review. Idempotent: running it again
-creates nothing new. Needs no running cluster."""
+the engine in-process and prints what got matched, posted and sent to review. Finally, unless one is already
+under way, it creates a `recon.close_period` job for last month that the cluster runs until it waits for an
+operator's approve/reject. Idempotent: running it again creates nothing new. Needs no running cluster."""
 
 import datetime as dt
 from decimal import Decimal
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from recon import services
-from recon.models import Account, Merchant, ReconRule, StagingEntry
+from recon.models import Account, ClosedPeriod, Merchant, ReconRule, StagingEntry
 from recon.serializers import money_str
 
 MERCHANT = "demo"
@@ -50,6 +52,32 @@ class Command(BaseCommand):
         created += self._feed(accounts, LEFT_PENDING)
         self.stdout.write(f"{created} new staging entries (0 means the demo data existed already).")
         self._report()
+        self._close_period_job()
+
+    def _close_period_job(self) -> None:
+        """A `recon.close_period` job for last month, left for the cluster (it runs to WAITING), unless one is
+        under way already or the period is closed."""
+        from django.contrib.auth import get_user_model
+
+        from jobs import services as job_services
+        from jobs.models import ACTIVE_STATES, Job
+
+        end = timezone.now().date().replace(day=1) - dt.timedelta(days=1)
+        start = end.replace(day=1)
+        job = Job.objects.filter(job_type="recon.close_period", merchant_id=MERCHANT, state__in=ACTIVE_STATES).first()
+        if job is None and ClosedPeriod.objects.filter(merchant_id=MERCHANT, start_date=start, end_date=end,
+                                                       reopened_at__isnull=True).exists():
+            self.stdout.write(f"period {start}..{end} of '{MERCHANT}' is closed already")
+            return
+        if job is None:
+            owner = get_user_model().objects.filter(username="demo_operator").first()
+            job = job_services.job_create(job_type="recon.close_period", owner=owner, merchant_id=MERCHANT,
+                                          params={"merchant_id": MERCHANT, "start_date": start.isoformat(),
+                                                  "end_date": end.isoformat(), "reason": "demo month-end close"})
+            self.stdout.write(f"close-period job {job.pk} created for {start}..{end}")
+        self.stdout.write(f"close-period job {job.pk} [{job.state}]: the cluster runs it until it waits; approve "
+                          f"or reject it in the admin (/admin/jobs/job/{job.pk}/change/) or with "
+                          f"POST /api/jobs/{job.pk}/signal/ {{\"name\": \"approve\"}}")
 
     def _setup(self) -> dict:
         with transaction.atomic():

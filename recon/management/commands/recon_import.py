@@ -1,7 +1,9 @@
 """Imports a CSV file of staging entries in-process, streaming it (any size), with a progress bar and the
-per-row error report."""
+per-row error report. With `--job` the file is stored in the database and imported by a `recon.import_csv`
+job run by the cluster (like an API upload); the command follows the job's progress and prints its report."""
 
 import os
+import time
 import uuid
 
 from django.core.management.base import BaseCommand, CommandError
@@ -22,8 +24,14 @@ class Command(BaseCommand):
         parser.add_argument("--mode", required=True, choices=["TRANSACTION", "CONFIRMATION"])
         parser.add_argument("--chunk-rows", type=int, default=5000)
         parser.add_argument("--max-errors-shown", type=int, default=50)
+        parser.add_argument("--job", action="store_true",
+                            help="Run as a recon.import_csv job (needs a running qcluster) and follow it.")
+        parser.add_argument("--force", action="store_true", help="With --job: import even if this file content "
+                                                                  "was uploaded to the account before.")
+        parser.add_argument("--no-wait", action="store_true", help="With --job: print the job id and exit.")
 
-    def handle(self, *args, csv_path, account, mode, chunk_rows, max_errors_shown, **opts):
+    def handle(self, *args, csv_path, account, mode, chunk_rows, max_errors_shown, job=False, force=False,
+               no_wait=False, **opts):
         try:
             acct = Account.objects.get(pk=uuid.UUID(account))
         except (Account.DoesNotExist, ValueError):
@@ -31,6 +39,43 @@ class Command(BaseCommand):
         if not os.path.isfile(csv_path):
             raise CommandError(f"No such file: {csv_path}")
         console = Console(file=self.stdout._out if hasattr(self.stdout, "_out") else None)
+        if job:
+            report = self._run_as_job(console, acct, csv_path, mode, chunk_rows, force, no_wait)
+            if report is None:
+                return
+        else:
+            report = self._run_here(console, acct, csv_path, mode, chunk_rows)
+        self._print_report(console, report, max_errors_shown)
+
+    def _run_as_job(self, console, acct, csv_path, mode, chunk_rows, force, no_wait) -> dict | None:
+        from config.errors import AppError
+        from jobs.models import Job, JobState
+        from recon.uploads import csv_import_start
+
+        try:
+            with open(csv_path, "rb") as handle:
+                job = csv_import_start(account=acct, file=handle, name=os.path.basename(csv_path),
+                                       processing_mode=mode, force=force, chunk_rows=chunk_rows)
+        except AppError as exc:
+            raise CommandError(exc.message) from None
+        console.print(f"job {job.pk} created (recon.import_csv); follow it at /admin/jobs/job/{job.pk}/change/")
+        if no_wait:
+            return None
+        terminal = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+        with Progress(TextColumn("[bold]{task.fields[state]}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                      TextColumn("{task.fields[step]}"), console=console) as progress:
+            bar = progress.add_task("job", total=100, state="CREATED", step="")
+            while True:
+                job = Job.objects.get(pk=job.pk)
+                progress.update(bar, completed=job.progress, state=job.state, step=job.step)
+                if job.state in terminal:
+                    break
+                time.sleep(0.5)
+        if job.state != JobState.COMPLETED:
+            raise CommandError(f"job {job.pk} ended {job.state}: {job.error}")
+        return job.result
+
+    def _run_here(self, console, acct, csv_path, mode, chunk_rows) -> dict:
         size = os.path.getsize(csv_path) or 1
         with open(csv_path, encoding="utf-8-sig", newline="") as handle, Progress(
                 TextColumn("[bold]importing"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
@@ -53,6 +98,9 @@ class Command(BaseCommand):
             except InvalidCsvError as exc:
                 raise CommandError(exc.message) from None
             progress.update(bar, completed=size)
+        return report
+
+    def _print_report(self, console, report, max_errors_shown) -> None:
         console.print(f"[green]{report['successful_ingestions']} staging entries created[/], "
                       f"[red]{report['failed_ingestions']} rows failed[/]")
         if report["errors"]:
