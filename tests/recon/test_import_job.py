@@ -302,3 +302,21 @@ def test_recon_import_as_a_job_follows_it_to_the_report(ledger, tmp_path):
     call_command("recon_import", str(path), "--account", str(ledger.payments.pk), "--mode", "TRANSACTION",
                  "--job", "--no-wait", "--force", stdout=out)
     assert Job.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_oversized_form_fields_are_413_not_500(ledger, operator_api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    response = upload(operator_api, ledger.payments.pk, csv_bytes(1), mode="T" * 1000)
+    assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+    json_body = operator_api.post(f"/api/accounts/{ledger.payments.pk}/staging-entries/files/",
+                                  {"processing_mode": "TRANSACTION"}, format="json")
+    assert json_body.status_code == 415
+
+
+@pytest.mark.django_db
+def test_the_import_job_is_scoped_to_the_merchant(ledger, operator_api, other_merchant_operator_api, viewer_api):
+    status_url = upload(operator_api, ledger.payments.pk, csv_bytes(1)).json()["status_url"]
+    assert other_merchant_operator_api.get(status_url).status_code == 404
+    assert viewer_api.get(status_url).status_code == 200
+    assert viewer_api.post(status_url + "cancel/").status_code == 403
