@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from recon import balances
-from recon.models import Account, Entry, Merchant, ReconRule, StagingEntry, Transaction
+from recon.models import Account, ClosedPeriod, Entry, Merchant, ReconRule, StagingEntry, Transaction
 
 
 def money_str(value) -> str | None:
@@ -235,3 +235,15 @@ class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
     code = serializers.CharField()
     details = serializers.DictField()
+
+
+class ClosedPeriodSerializer(serializers.ModelSerializer):
+    merchant_id = serializers.CharField(read_only=True)
+    closed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    reopened_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = ClosedPeriod
+        fields = ["id", "merchant_id", "start_date", "end_date", "reason", "closed_by", "closed_at", "reopened_by",
+                  "reopened_at"]
+        read_only_fields = fields

@@ -14,10 +14,10 @@ from rest_framework.response import Response
 from config.api import Pagination
 from recon import access, balances, reports, services, uploads
 from recon.balances import with_balance_sums
-from recon.models import (Account, Entry, EntryStatus, Merchant, ReconRule, StagingEntry, StagingStatus,
+from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, ReconRule, StagingEntry, StagingStatus,
                           Transaction, TransactionStatus)
 from recon.serializers import (AccountCreateSerializer, AccountRenameSerializer, AccountSerializer,
-                               BalanceSerializer, CsvUploadAcceptedSerializer, CsvUploadSerializer,
+                               BalanceSerializer, ClosedPeriodSerializer, CsvUploadAcceptedSerializer, CsvUploadSerializer,
                                EntrySerializer, ErrorSerializer, MerchantSerializer, ReconRuleCreateSerializer,
                                ReconRuleSerializer, ResolveSerializer, StagingEntryCreateSerializer,
                                StagingEntrySerializer, TransactionSerializer, TriggerResultSerializer,
@@ -369,6 +369,39 @@ class AccountEntryListView(GenericAPIView):
         if (value := status_filter(request, EntryStatus.values)) is not None:
             qs = qs.filter(status=value)
         return paginated(self, request, qs, EntrySerializer)
+
+
+# --- closed periods -----------------------------------------------------------------------------------
+
+class ClosedPeriodListView(GenericAPIView):
+    serializer_class = ClosedPeriodSerializer
+
+    @extend_schema(operation_id="merchants_periods_list", responses={200: ClosedPeriodSerializer(many=True)})
+    def get(self, request, merchant_id):
+        """The merchant's closed periods (reopened ones too, with `reopened_at`), newest first. Periods are
+        closed by a `recon.close_period` job (POST /api/jobs/) once an operator approves it."""
+        merchant = get_merchant(request, merchant_id)
+        qs = ClosedPeriod.objects.filter(merchant=merchant).select_related("closed_by", "reopened_by").order_by(
+            "-start_date", "-id")
+        return paginated(self, request, qs, ClosedPeriodSerializer)
+
+
+class ClosedPeriodReopenView(GenericAPIView):
+    serializer_class = ClosedPeriodSerializer
+
+    @extend_schema(request=None, responses={200: ClosedPeriodSerializer})
+    def post(self, request, merchant_id, period_id):
+        """Reopens a closed period (staff only); 409 when it is already reopened."""
+        merchant = get_merchant(request, merchant_id)
+        period = None
+        if str(period_id).isdigit():
+            period = ClosedPeriod.objects.filter(merchant=merchant, pk=int(period_id)).first()
+        if period is None:
+            raise exceptions.NotFound("Closed period not found.")
+        if not request.user.is_staff:
+            raise exceptions.PermissionDenied("Only staff reopen periods.")
+        period = services.period_reopen(period=period, by=request.user)
+        return Response(ClosedPeriodSerializer(period).data)
 
 
 # --- recon engine -------------------------------------------------------------------------------------

@@ -135,3 +135,26 @@ def test_recon_demo_leaves_a_close_period_job_waiting_and_stays_idempotent():
     call_command("recon_demo", stdout=out)
     assert Job.objects.filter(job_type="recon.close_period").count() == 1 and StagingEntry.objects.count() == count
     assert f"close-period job {job.pk} [WAITING]" in out.getvalue()
+
+
+def test_periods_are_listed_and_staff_reopen_them(ledger, operator_api, staff_api, other_merchant_operator_api):
+    job_id = start(operator_api)
+    operator_api.post(f"/api/jobs/{job_id}/signal/", {"name": "approve"}, format="json")
+    drain()
+    listed = operator_api.get("/api/merchants/acme/periods").json()
+    assert listed["count"] == 1
+    period = listed["results"][0]
+    assert period["start_date"] == "2026-10-01" and period["closed_by"] == "operator"
+    assert period["reopened_at"] is None
+    assert other_merchant_operator_api.get("/api/merchants/acme/periods/").status_code == 404
+    url = f"/api/merchants/acme/periods/{period['id']}/reopen/"
+    assert operator_api.post(url).status_code == 403
+    assert staff_api.post("/api/merchants/acme/periods/999999/reopen/").status_code == 404
+    assert staff_api.post("/api/merchants/acme/periods/x/reopen").status_code == 404
+    reopened = staff_api.post(url)
+    assert reopened.status_code == 200 and reopened.json()["reopened_by"] == "staff"
+    again = staff_api.post(url)
+    assert again.status_code == 409 and again.json()["code"] == "illegal_transition"
+    entry = stage(ledger.payments, order_id="oct", when=IN_OCT)
+    drain()
+    assert StagingEntry.objects.get(pk=entry.pk).status == "PROCESSED"
