@@ -222,6 +222,7 @@ def test_import_of_100k_rows_survives_a_killed_cluster_without_duplicates(ledger
     wait_until(lambda: reload(job).checkpoint.get("rows_done", 0) >= 10_000, 60, message="10,000 rows imported")
     os.killpg(cluster.pid, signal.SIGKILL)
     cluster.wait(timeout=10)
+    time.sleep(0.5)  # let PostgreSQL finish with the killed backends
     killed = reload(job)
     done_before = killed.checkpoint["rows_done"]
     assert killed.state == "RUNNING" and 0 < done_before < ROWS
