@@ -27,6 +27,7 @@ class JobRun(TaskHandler):
     task_type = runtime.JOB_RUN
     queue = "default"
     max_attempts = 5  # crashes in a row (lease expiry) before the sweeper fails the job
+    long_running = True
     backoff_base = 0.5
     backoff_cap = 10
 

@@ -33,6 +33,8 @@ class TaskHandler:
     # Batched handlers get a claimed batch in one transaction (`run_batch`), completed with one UPDATE.
     # None: batched when the class overrides `run_batch`. Long-running handlers (job slices) stay False.
     batched: bool | None = None
+    # Long handlers (job slices) run after the short work claimed with them, so they do not hold it back.
+    long_running: bool = False
 
     def decide(self, task) -> "TaskHandler":
         return self

@@ -93,9 +93,7 @@ class Worker:
                 groups[registry.get(task.task_type).decide(task)].append(task)
             except Exception as exc:
                 self._record(totals, task, exc)
-        # Batched (short, set-based) work first, so a long handler (a job slice) in the same claim does not
-        # hold the rest of the batch back.
-        for handler, group in sorted(groups.items(), key=lambda item: not item[0].is_batched()):
+        for handler, group in sorted(groups.items(), key=lambda item: item[0].long_running):
             if handler.is_batched() and len(group) > 1:
                 try:
                     with transaction.atomic():
