@@ -13,7 +13,7 @@ from django_fsm.admin import FSMAdminMixin
 from config.errors import AppError
 from recon import access, reports, services, uploads
 from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, ReconRule,
-                          StagingEntry, StagingStatus, Transaction, TransactionStatus)
+                          StagingEntry, StagingStatus, Transaction, TransactionStatus, Upload)
 from tracker.models import ProcessTracker
 
 
@@ -324,3 +324,17 @@ class ClosedPeriodAdmin(admin.ModelAdmin):
             services.period_reopen(period=period, by=request.user)
             done += 1
         self.message_user(request, f"reopened {done}, skipped {total - done} (already reopened)")
+
+
+@admin.register(Upload)
+class UploadAdmin(ReadOnlyAdmin):
+    """Uploaded CSV files (their bytes stay in the database; start imports from the account's page)."""
+
+    list_display = ["name", "account", "size", "line_count", "sha256", "created_by", "created_at"]
+    list_select_related = ["account", "created_by"]
+    search_fields = ["=upload_id", "name", "=sha256"]
+    show_full_result_count = False
+    date_hierarchy = "created_at"
+
+    def get_queryset(self, request):
+        return _scoped(request, super().get_queryset(request), "account__merchant_id")

@@ -263,6 +263,8 @@ def test_admin_upload_form_starts_the_job_and_shows_it(ledger, staff_user, viewe
     forced = client.post(url, {"file": SimpleUploadedFile("a.csv", csv_bytes(3)), "processing_mode": "TRANSACTION",
                                "force": "on"})
     assert forced.status_code == 302 and Job.objects.count() == 2
+    assert client.get("/admin/recon/upload/").status_code == 200
+    assert client.get(f"/admin/recon/upload/{Upload.objects.first().pk}/change/").status_code == 200
 
 
 # --- command ------------------------------------------------------------------------------------------
