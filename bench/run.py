@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+OUT = ROOT / "var" / "bench"
 RESULTS: dict[str, dict] = {}
 
 
@@ -57,7 +58,7 @@ class Cluster:
 
     def __init__(self, **env):
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING", **{k: str(v) for k, v in env.items()})
-        self.log = open(ROOT / "var" / "bench" / "qcluster.log", "ab")
+        self.log = open(OUT / "qcluster.log", "ab")
         self.proc = subprocess.Popen([PY, "manage.py", "qcluster"], cwd=ROOT, env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -103,8 +104,9 @@ def consumers_alive(n: int) -> bool:
 def bench_pgbench(scale: float) -> None:
     """pgbench's TPC-B-like transaction on the same server: the yardstick for end-to-end figures."""
     url = recreate_database("pgbench")
-    subprocess.run([pg_bin("pgbench"), "-i", "-q", "-s", "10", url], check=True, capture_output=True)
-    seconds = max(5, int(30 * scale))
+    subprocess.run([pg_bin("pgbench"), "-i", "-q", "-s", "10" if scale >= 0.1 else "1", url], check=True,
+                   capture_output=True)
+    seconds = max(2, int(30 * scale))
     out = subprocess.run([pg_bin("pgbench"), "-c", "8", "-j", "2", "-T", str(seconds), "-M", "prepared", url],
                          check=True, capture_output=True, text=True).stdout
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
@@ -116,7 +118,7 @@ def bench_tracker_noop(scale: float, workers: int) -> None:
     from tracker import services
     from tracker.models import ProcessTracker
 
-    n = max(2000, int(100_000 * scale))
+    n = max(200, int(100_000 * scale))
     ProcessTracker.objects.filter(task_type="bench.noop").delete()
     with Cluster(Q_WORKERS=workers):
         wait_for(lambda: consumers_alive(workers), 60, "tracker consumers")
@@ -135,11 +137,11 @@ def bench_djangoq_noop(scale: float, workers: int) -> None:
     from django_q.models import OrmQ, Success, Task
     from django_q.tasks import async_task
 
-    n = max(300, int(3_000 * scale))
+    n = max(30, int(3_000 * scale))
     Task.objects.all().delete()
     OrmQ.objects.all().delete()
     with Cluster(Q_WORKERS=workers, TRACKER_CONSUMERS=0, Q_SAVE_LIMIT=0):
-        time.sleep(3)  # let the cluster start
+        time.sleep(3 if scale >= 0.1 else 1)  # let the cluster start
         start = time.perf_counter()
         for i in range(n):
             async_task("bench.handlers.noop", i, group="bench")
@@ -159,7 +161,7 @@ def bench_procrastinate_noop(scale: float, workers: int) -> None:
     env = dict(os.environ, PROCRASTINATE_URL=url)
     subprocess.run([PY, "-m", "procrastinate", "--app", "bench.procrastinate_app.app", "schema", "--apply"],
                    cwd=ROOT, env=env, check=True, capture_output=True)
-    n = max(2000, int(50_000 * scale))
+    n = max(200, int(50_000 * scale))
     procs = [subprocess.Popen([PY, "-m", "bench.procrastinate_app", "worker", "1"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
              for _ in range(workers)]
@@ -189,7 +191,7 @@ def bench_admin_task_list(scale: float) -> None:
 
     from tracker.models import ProcessTracker
 
-    n = max(10_000, int(1_000_000 * scale))
+    n = max(1000, int(1_000_000 * scale))
     with connection.cursor() as cursor:
         cursor.execute(f"""
             INSERT INTO {ProcessTracker._meta.db_table} (task_id, task_type, queue, priority, tenant, payload, status,
@@ -276,14 +278,13 @@ def bench_recon(scale: float, workers: int) -> None:
     CONFIRMATION rows that match them."""
     from recon.models import StagingEntry
 
-    n = max(1000, int(100_000 * scale))
+    n = max(200, int(100_000 * scale))
     _, payments, bank = _ledger("e2e")
-    out = ROOT / "var" / "bench"
     client = _staff_client()
     with Cluster(Q_WORKERS=workers):
         wait_for(lambda: consumers_alive(workers), 60, "tracker consumers")
         for mode, account in (("TRANSACTION", payments), ("CONFIRMATION", bank)):
-            path = _csv(out / f"recon-{mode.lower()}.csv", n, "ord-")
+            path = _csv(OUT / f"recon-{mode.lower()}.csv", n, "ord-")
             start = time.perf_counter()
             _upload(client, account, path, mode)
             done = StagingEntry.objects.filter(account=account, status="PROCESSED")
@@ -297,7 +298,7 @@ def bench_latency(scale: float, workers: int) -> None:
     """Staging entries posted one by one over the API at a low rate: time until each is PROCESSED."""
     from recon.models import StagingEntry
 
-    n = max(50, int(500 * scale))
+    n = max(20, int(500 * scale))
     _, payments, _ = _ledger("latency")
     client = _staff_client()
     samples = []
@@ -325,9 +326,9 @@ def bench_import(scale: float, workers: int) -> None:
     consumer processes the imported entries meanwhile, as in production."""
     from jobs.models import Job
 
-    n = max(10_000, int(1_000_000 * scale))
+    n = max(1000, int(1_000_000 * scale))
     _, payments, _ = _ledger("import")
-    path = _csv(ROOT / "var" / "bench" / "import.csv", n, "imp-")
+    path = _csv(OUT / "import.csv", n, "imp-")
     client = _staff_client()
     with Cluster(Q_WORKERS=workers) as cluster:
         wait_for(lambda: consumers_alive(workers), 60, "tracker consumers")
@@ -349,7 +350,7 @@ def bench_balance(scale: float) -> None:
 
     from recon.models import Entry, Transaction
 
-    n = max(10_000, int(1_000_000 * scale))
+    n = max(1000, int(1_000_000 * scale))
     merchant, payments, bank = _ledger("balance")
     txn = Transaction.objects.create(logical_transaction_id=f"{payments.pk}:bulk", version=1, status="POSTED",
                                      amount=1, currency="USD", merchant=merchant)
@@ -402,13 +403,12 @@ def report(scale: float) -> None:
         if value is not None:
             table.add_row(name, f"{value:,.2f}", "x", "")
     Console().print(table)
-    out = ROOT / "var" / "bench"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     payload = {"scale": scale, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                           "python": platform.python_version()},
                "results": RESULTS, "ratios": ratios, "at": stamp}
-    (out / f"bench-{stamp}.json").write_text(json.dumps(payload, indent=2))
-    (out / "latest.json").write_text(json.dumps(payload, indent=2))
+    (OUT / f"bench-{stamp}.json").write_text(json.dumps(payload, indent=2))
+    (OUT / "latest.json").write_text(json.dumps(payload, indent=2))
     log(f"wrote var/bench/bench-{stamp}.json")
 
 
@@ -420,10 +420,12 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2, help="cluster size (django-q2 workers)")
     parser.add_argument("--only", nargs="*", choices=STEPS, help="run only these steps")
+    parser.add_argument("--database", default="recon_bench", help="database to (re)create on the server")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("bench needs PostgreSQL in DATABASE_URL (use `make bench`)")
-    (ROOT / "var" / "bench").mkdir(parents=True, exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    os.environ["DATABASE_URL"] = recreate_database(args.database)
     os.environ["TRACKER_TASK_MODULES"] = "bench.handlers"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost")

@@ -1,6 +1,7 @@
 """Summary figures for the API, the admin page and `recon_summary`."""
 
 import datetime as dt
+from decimal import Decimal
 
 from django.db.models import Count, Sum
 from django.utils import timezone
@@ -8,6 +9,7 @@ from django.utils import timezone
 from recon.models import (Entry, EntryStatus, StagingEntry, StagingStatus, Transaction, TransactionStatus)
 from tracker.models import ProcessTracker, TaskStatus
 
+CENT4 = Decimal("0.0001")
 AGE_BUCKETS = (("0-1d", 0, 1), ("1-7d", 1, 7), ("7-30d", 7, 30), (">30d", 30, None))
 
 
@@ -33,7 +35,8 @@ def summary(merchant_id: str | None = None, *, merchant_ids: set[str] | None = N
     amounts: dict[str, dict] = {}
     for currency, status, total, n in (staging.order_by().values_list("currency", "status")
                                        .annotate(total=Sum("amount"), n=Count("pk"))):
-        cur = amounts.setdefault(currency, {"total": 0, "count": 0, "by_status": {}})
+        total = Decimal(total).quantize(CENT4)  # SQLite sums decimals as floats
+        cur = amounts.setdefault(currency, {"total": Decimal("0"), "count": 0, "by_status": {}})
         cur["total"] += total
         cur["count"] += n
         cur["by_status"][status] = {"total": total, "count": n}

@@ -4,6 +4,7 @@ django-q2 cluster hosts (one per consumer slot)."""
 import datetime as dt
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -243,7 +244,8 @@ def consume(slot: int, token: str) -> dict:
     if not slot_acquire(slot, worker_id, token):
         return {"slot": slot, "skipped": "obsolete request, or the slot is owned by a live consumer"}
     totals = Totals()
-    deadline = time.monotonic() + cfg["CONSUMER_SLICE_SECONDS"]
+    # Slices of different lengths keep the slots from handing over at the same moment.
+    deadline = time.monotonic() + cfg["CONSUMER_SLICE_SECONDS"] * random.uniform(0.8, 1.2)
     next_rescue = 0.0
     worker = Worker(worker_id)
     heartbeat = Heartbeat(worker_id, slot)

@@ -24,7 +24,12 @@ def step_logs(job):
 def test_job_resumes_from_its_checkpoint_after_the_worker_is_killed(processes):
     job = services.job_create(job_type="jobs.countdown", params={"steps": 20, "step_seconds": 0.25})
     cluster = processes.start(["manage.py", "qcluster"], **FAST_RESCUE)
-    wait_until(lambda: reload(job).checkpoint.get("done", 0) >= 4, 60, message="four steps done")
+    def mid_slice():
+        current = reload(job)
+        return current.checkpoint.get("done", 0) >= 4 and ProcessTracker.objects.filter(
+            pk=current.run_task_id, status="PROCESSING").exists()
+
+    wait_until(mid_slice, 60, interval=0.02, message="four steps done, inside a slice")
     os.killpg(cluster.pid, signal.SIGKILL)  # the whole cluster, mid-step
     cluster.wait(timeout=10)
     killed_at = reload(job)

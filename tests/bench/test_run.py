@@ -1,0 +1,28 @@
+"""The benchmark suite runs end to end at a tiny size, so it cannot rot."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bench_suite_runs_at_a_tiny_size():
+    env = dict(os.environ)
+    env.pop("TRACKER_TASK_MODULES", None)
+    done = subprocess.run([sys.executable, "-m", "bench.run", "--scale", "0.002", "--database", "bench_smoke"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((ROOT / "var" / "bench" / "latest.json").read_text())
+    results = report["results"]
+    for key in ["pgbench_tpcb_tps", "recon_transaction_entries_per_s", "recon_confirmation_entries_per_s",
+                "latency_p50_ms", "csv_import_rows_per_s", "tracker_noop_tasks_per_s", "djangoq_noop_tasks_per_s",
+                "admin_task_list_ms", "account_balance_ms"]:
+        assert results[key]["value"] > 0, key
+    assert results["recon_transaction_entries_per_s"]["not_processed"] == 0
+    assert report["ratios"]["tracker no-op / django-q2 alone"] > 0
