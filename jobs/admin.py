@@ -15,6 +15,7 @@ from config.errors import AppError
 from jobs import registry, services
 from jobs.models import ACTIVE_STATES, Job, JobEvent, JobSignal, JobState
 from tracker import audit
+from tracker.admin_base import ReadOnlyAdmin
 
 S = JobState
 STATE_COLOURS = {"CREATED": "#777", "RUNNING": "#2a7ae2", "WAITING": "#b8860b", "PAUSED": "#8a6d3b",
@@ -228,7 +229,7 @@ def _is_uuid(value) -> bool:
 
 
 @admin.register(JobEvent)
-class JobEventAdmin(admin.ModelAdmin):
+class JobEventAdmin(ReadOnlyAdmin):
     """Read-only: the event log of every job."""
 
     list_display = ["id", "job", "kind", "data", "created_at"]
@@ -237,12 +238,3 @@ class JobEventAdmin(admin.ModelAdmin):
     search_fields = ["=job__job_id"]
     show_full_result_count = False
     ordering = ["-id"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

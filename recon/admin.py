@@ -8,12 +8,12 @@ from django.db.models import OuterRef, Q, Subquery
 from django.shortcuts import redirect, render
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django_fsm.admin import FSMAdminMixin
 
 from config.errors import AppError
 from recon import access, reports, services, uploads
 from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, ReconRule,
                           StagingEntry, StagingStatus, Transaction, TransactionStatus, Upload)
+from tracker.admin_base import AuditedFSMAdminMixin, ReadOnlyAdmin
 from tracker.models import ProcessTracker
 
 
@@ -104,19 +104,6 @@ class ReconRuleAdmin(admin.ModelAdmin):
     autocomplete_fields = ["account_one", "account_two", "difference_account"]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Ledger tables: money changes only through services."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 class EntryInline(admin.TabularInline):
     model = Entry
     extra = 0
@@ -175,7 +162,7 @@ class MatchForm(forms.Form):
 
 
 @admin.register(StagingEntry)
-class StagingEntryAdmin(FSMAdminMixin, admin.ModelAdmin):
+class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     fsm_fields = ["status"]
     fsm_forms = {"ignore": IgnoreForm}
     list_display = ["staging_entry_id", "account", "processing_mode", "entry_type", "amount", "currency",
@@ -209,10 +196,7 @@ class StagingEntryAdmin(FSMAdminMixin, admin.ModelAdmin):
         return f"{meta['error_type']}: {meta.get('error', '')}" if meta.get("error_type") else \
             meta.get("match_type", "")
 
-    # FSM buttons: record the operator, and route through the services so tasks and mismatches follow.
-    def _execute_fsm_transition(self, *, transition_func, request, kwargs=None):
-        transition_func(by=request.user, **(kwargs or {}))
-
+    # FSM buttons route through the services so tasks and mismatches follow.
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
         action = {"requeue": "reprocess", "ignore": "ignore"}.get(transition_name)
         if action is None:

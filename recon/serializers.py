@@ -4,12 +4,12 @@ parse the few input types that need it (decimals, dates)."""
 import datetime as dt
 from decimal import Decimal, InvalidOperation
 
-from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from recon import balances
+from recon.ingest import parse_when
 from recon.models import Account, ClosedPeriod, Entry, Merchant, ReconRule, StagingEntry, Transaction
 
 
@@ -52,15 +52,8 @@ class EffectiveDateField(serializers.Field):
     def to_internal_value(self, data):
         if not isinstance(data, str):
             raise serializers.ValidationError("A date or a date-time with timezone is required.")
-        text = data.strip()
-        try:
-            day = parse_date(text)
-            if day is not None:
-                return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-            when = parse_datetime(text)
-        except ValueError:
-            when = None
-        if when is None or when.tzinfo is None:
+        when = parse_when(data.strip())
+        if when is None:
             raise serializers.ValidationError("A date (YYYY-MM-DD) or a date-time with timezone is required.")
         return when
 

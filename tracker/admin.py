@@ -11,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from tracker import audit, registry, services
-from tracker.fsm_admin import AuditedFSMAdminMixin
+from tracker.admin_base import AuditedFSMAdminMixin
 from tracker.models import ProcessTracker, WorkerHeartbeat
 from tracker.pagination import CappedCountPaginator
 

@@ -18,7 +18,7 @@ class Command(BaseCommand):
     help = "Start a job: jobs_start jobs.countdown --param steps=5 --param step_seconds=0.5"
 
     def add_arguments(self, parser):
-        parser.add_argument("job_type", help=f"One of the registered types (see --list-types).", nargs="?")
+        parser.add_argument("job_type", help="One of the registered types (see --list-types).", nargs="?")
         parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                             help="A parameter; VALUE is read as JSON when it parses (5, true, [1]), else a string.")
         parser.add_argument("--params", help="All parameters as a JSON object (merged under --param).")
