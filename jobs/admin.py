@@ -16,6 +16,7 @@ from jobs import registry, services
 from jobs.models import ACTIVE_STATES, Job, JobEvent, JobSignal, JobState
 from tracker import audit
 from tracker.admin_base import ReadOnlyAdmin
+from tracker.pagination import CappedCountPaginator
 
 S = JobState
 STATE_COLOURS = {"CREATED": "#777", "RUNNING": "#2a7ae2", "WAITING": "#b8860b", "PAUSED": "#8a6d3b",
@@ -70,8 +71,8 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["=job_id", "=merchant_id"]
     search_help_text = "A job id or a merchant id."
     ordering = ["-created_at"]
-    date_hierarchy = "created_at"
     show_full_result_count = False
+    paginator = CappedCountPaginator
     list_per_page = 50
     actions = ["pause_selected", "resume_selected", "cancel_selected", "retry_selected"]
     change_form_template = "admin/jobs/job/change_form.html"
@@ -237,4 +238,5 @@ class JobEventAdmin(ReadOnlyAdmin):
     list_select_related = ["job"]
     search_fields = ["=job__job_id"]
     show_full_result_count = False
+    paginator = CappedCountPaginator
     ordering = ["-id"]

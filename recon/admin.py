@@ -14,6 +14,7 @@ from recon import access, reports, services, uploads
 from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, ReconRule,
                           StagingEntry, StagingStatus, Transaction, TransactionStatus, Upload)
 from tracker.admin_base import AuditedFSMAdminMixin, ReadOnlyAdmin
+from tracker.pagination import CappedCountPaginator
 from tracker.models import ProcessTracker
 
 
@@ -118,11 +119,11 @@ class EntryInline(admin.TabularInline):
 @admin.register(Transaction)
 class TransactionAdmin(ReadOnlyAdmin):
     list_display = ["logical_transaction_id", "version", "status", "amount", "currency", "merchant", "created_at"]
-    list_filter = ["status"]
+    list_filter = ["status", ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["merchant"]
     search_fields = ["logical_transaction_id", "transaction_id"]
     show_full_result_count = False
-    date_hierarchy = "created_at"
+    paginator = CappedCountPaginator
     inlines = [EntryInline]
 
 
@@ -132,6 +133,7 @@ class EntryAdmin(ReadOnlyAdmin):
                     "transaction"]
     list_filter = ["status", "entry_type"]
     list_select_related = ["account", "transaction"]
+    paginator = CappedCountPaginator
     search_fields = ["entry_id", "transaction__logical_transaction_id"]
     show_full_result_count = False
 
@@ -167,11 +169,11 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     fsm_forms = {"ignore": IgnoreForm}
     list_display = ["staging_entry_id", "account", "processing_mode", "entry_type", "amount", "currency",
                     "effective_date", "status", "task_status", "reason", "created_at"]
-    list_filter = [ReviewQueueFilter, "status", "processing_mode"]
+    list_filter = [ReviewQueueFilter, "status", "processing_mode", ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["account"]
     search_fields = ["staging_entry_id", "idempotency_key"]
     show_full_result_count = False
-    date_hierarchy = "created_at"
+    paginator = CappedCountPaginator
     readonly_fields = ["staging_entry_id", "account", "entry_type", "amount", "currency", "effective_date",
                        "processing_mode", "metadata", "idempotency_key", "task_id", "mismatch_transaction",
                        "created_at", "updated_at", "discarded_at"]
@@ -318,7 +320,7 @@ class UploadAdmin(ReadOnlyAdmin):
     list_select_related = ["account", "created_by"]
     search_fields = ["=upload_id", "name", "=sha256"]
     show_full_result_count = False
-    date_hierarchy = "created_at"
+    paginator = CappedCountPaginator
 
     def get_queryset(self, request):
         return _scoped(request, super().get_queryset(request), "account__merchant_id")
