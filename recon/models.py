@@ -342,3 +342,26 @@ class UploadChunk(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["upload", "seq"], name="recon_upload_chunk_seq")]
+
+
+TOTAL = {"max_digits": 24, "decimal_places": 4, "default": 0}
+
+
+class AccountBalance(models.Model):
+    """Running totals of an account's entries (shared/API.md, "Accounts"), maintained on PostgreSQL by
+    statement-level triggers on the entry table (migration 0003): every INSERT/UPDATE/DELETE statement adds its
+    net delta per account with one upsert. Posted counts POSTED entries, pending counts POSTED+EXPECTED,
+    ARCHIVED never counts. A missing row means zero. Written only by the triggers; read by recon.balances."""
+
+    account = models.OneToOneField(Account, primary_key=True, on_delete=models.CASCADE, related_name="balance_totals")
+    posted_debits = models.DecimalField(**TOTAL)
+    posted_credits = models.DecimalField(**TOTAL)
+    pending_debits = models.DecimalField(**TOTAL)
+    pending_credits = models.DecimalField(**TOTAL)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "recon_account_balance"
+
+    def __str__(self):
+        return f"balance totals of {self.account_id}"
