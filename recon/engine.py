@@ -395,3 +395,212 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
         if ids:
             staging_entries_requeue(ids=ids, by=by, reason="expectation appeared")
     return {"processed": len(txns), "review": len(outcomes) - len(txns)}
+
+
+# --- set-based CONFIRMATION mode ---------------------------------------------------------------------
+
+class BatchFallback(Exception):
+    """The batch holds a rare case the set-based path does not handle; the worker rolls the batch back and
+    runs its tasks one by one (same outcomes, more queries)."""
+
+
+def _key_form(value):
+    """A hashable form of a match-key value that is equal exactly when the jsonb values are equal (numbers by
+    value, booleans apart from numbers), or None for objects and arrays (left to the per-entry path)."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", Decimal(str(value)))
+    if isinstance(value, str):
+        return ("s", value)
+    return None
+
+
+def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: list, by: str) -> dict:
+    """Set-based CONFIRMATION mode for a batch of tasks, with the same outcomes as `staging_entry_process` one
+    by one in the given (claim) order, in a constant number of queries per batch. Called inside
+    `transaction.atomic()` (the worker's). Locks the staging entries in id order, then every candidate
+    transaction of the batch in id order (the lock order of the per-entry path), reads the candidates again
+    and replays the batch in claim order in memory: a fulfilment or a mismatch takes the transaction out of
+    the EXPECTED candidates of the entries after it. Raises `BatchFallback` (the worker then runs the tasks one
+    by one) for the rare cases it leaves to the per-entry path: a staging entry twice in the batch, an entry
+    that is not in CONFIRMATION mode, a match-key value that is an object or an array. Returns counts."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from tracker.models import Transition
+
+    ids = [str(s) for s in staging_entry_ids]
+    if len(set(ids)) != len(ids):
+        raise BatchFallback("a staging entry appears twice in the batch")
+    task_of = dict(zip(ids, map(str, task_ids)))
+    locked = {str(e.pk): e for e in StagingEntry.objects.select_for_update(of=("self",)).select_related("account")
+              .filter(pk__in=ids, status=StagingStatus.PENDING).order_by("pk")}
+    entries = [locked[s] for s in ids if s in locked
+               and (locked[s].task_id is None or str(locked[s].task_id) == task_of[s])]
+    if not entries:
+        return {"processed": 0, "review": 0}
+    if any(e.processing_mode != ProcessingMode.CONFIRMATION for e in entries):
+        raise BatchFallback("an entry of the batch is not in CONFIRMATION mode")
+    rules_of: dict = defaultdict(list)
+    for rule in ReconRule.objects.filter(account_two_id__in={e.account_id for e in entries}).order_by("pk"):
+        rules_of[rule.account_two_id].append(rule)
+    rules = {r.pk: r for rs in rules_of.values() for r in rs}
+    periods = list(ClosedPeriod.objects.filter(merchant_id__in={e.account.merchant_id for e in entries},
+                                               reopened_at__isnull=True)
+                   .values_list("merchant_id", "start_date", "end_date"))
+
+    def closed(merchant_id, when) -> bool:
+        day = when.astimezone(dt.UTC).date()
+        return any(m == merchant_id and start <= day <= end for m, start, end in periods)
+
+    # Per entry, in the per-entry path's order: the currency check, the closed period, the rules, the keys.
+    plan = []  # (entry, error or None, [(rule_id, key form)])
+    wanted: dict = defaultdict(list)  # rule id -> key values of the batch
+    for e in entries:
+        error, keys = None, []
+        if e.currency != e.account.currency:
+            error = errors.CurrencyMismatchError(
+                f"Entry currency {e.currency} differs from the account's currency {e.account.currency}.")
+        elif closed(e.account.merchant_id, e.effective_date):
+            error = errors.PeriodClosedError(f"The effective date {e.effective_date.date()} lies in a closed period.")
+        elif not rules_of.get(e.account_id):
+            error = errors.NoReconRuleFoundError(f"No recon rule has account {e.account_id} as account_two.")
+        else:
+            for rule in rules_of[e.account_id]:
+                value = e.metadata.get(rule.match_key)
+                if value in (None, ""):
+                    continue
+                form = _key_form(value)
+                if form is None:
+                    raise BatchFallback(f"match key {rule.match_key} holds an object or an array")
+                keys.append((rule.pk, form))
+                wanted[rule.pk].append(value)
+            if not keys:
+                error = errors.NoMatchFoundError("The entry has no value for the match key of any rule.")
+        plan.append((e, error, keys))
+
+    # Lock every candidate transaction of the batch in id order, then read their live entries again (a fresh
+    # snapshot: a transaction another consumer fulfilled meanwhile is no longer EXPECTED).
+    by_key: dict = defaultdict(list)  # (rule id, key form) -> candidate EXPECTED entries, by id
+    live: dict = defaultdict(list)  # transaction id -> its entries that are not ARCHIVED, by id
+    if wanted:
+        q = Q()
+        for rule_id, values in wanted.items():
+            rule = rules[rule_id]
+            q |= Q(transaction__rule_id=rule_id, account_id=rule.account_two_id,
+                   **{f"metadata__{rule.match_key}__in": values})
+        candidates = Entry.objects.filter(q, status=EntryStatus.EXPECTED, transaction__status=TransactionStatus.EXPECTED)
+        txn_ids = list(Transaction.objects.filter(pk__in=Subquery(candidates.values("transaction_id")))
+                       .order_by("pk").select_for_update().values_list("pk", flat=True))
+        for row in (Entry.objects.filter(transaction_id__in=txn_ids).exclude(status=EntryStatus.ARCHIVED)
+                    .select_related("transaction").order_by("pk")):
+            live[row.transaction_id].append(row)
+            txn, rule = row.transaction, rules.get(row.transaction.rule_id)
+            if (rule is None or row.status != EntryStatus.EXPECTED or txn.status != TransactionStatus.EXPECTED
+                    or row.account_id != rule.account_two_id):
+                continue
+            form = _key_form(row.metadata.get(rule.match_key))
+            if form is not None:
+                by_key[(rule.pk, form)].append(row)
+
+    now = timezone.now()
+    gone = set()  # transactions fulfilled or put in MISMATCH by an earlier entry of the batch
+    new_txns, legs, archived_txns, archived_entries, mismatched = [], [], [], [], []
+    outcomes = []  # (entry, new status, metadata, reason)
+    for e, error, keys in plan:
+        client = _client_metadata(e)
+        try:
+            if error is not None:
+                raise error
+            found = [c for k in keys for c in by_key.get(k, ()) if c.transaction_id not in gone]
+            if not found:
+                raise errors.NoMatchFoundError("No expected entry matches this confirmation.")
+            if len(found) > 1:
+                raise errors.AmbiguousMatchError("More than one expected entry matches this confirmation.")
+            expected = found[0]
+            old, rule = expected.transaction, rules[expected.transaction.rule_id]
+            reasons = []
+            if expected.entry_type != e.entry_type:
+                reasons.append(f"side differs: expected {expected.entry_type}, got {e.entry_type}")
+            if expected.currency != e.currency:
+                reasons.append(f"currency differs: expected {expected.currency}, got {e.currency}")
+            difference = e.amount - expected.amount
+            if abs(difference) > allowed_difference(rule, expected.amount):
+                reasons.append(f"amount differs: expected {expected.amount}, got {e.amount}")
+            if rule.date_window_days is not None:
+                days = abs((e.effective_date - expected.effective_date).total_seconds()) / 86400
+                if days > rule.date_window_days:
+                    reasons.append(f"date outside the {rule.date_window_days}-day window: expected "
+                                   f"{expected.effective_date.date()}, got {e.effective_date.date()}")
+            if reasons:
+                raise errors.MismatchError("; ".join(reasons), details={"_transaction": old.pk})
+            # fulfil(): version+1 POSTED with the carried-over posted entries, this entry and a difference leg
+            meta = _entry_metadata(e)
+            new = Transaction(logical_transaction_id=old.logical_transaction_id, version=old.version + 1,
+                              status=TransactionStatus.POSTED, amount=old.amount, currency=old.currency,
+                              merchant_id=old.merchant_id, rule=rule, source_staging_entry=e,
+                              metadata=dict(old.metadata), created_at=now)
+            new_legs = [Entry(transaction=new, account_id=x.account_id, entry_type=x.entry_type, amount=x.amount,
+                              currency=x.currency, status=EntryStatus.POSTED, effective_date=x.effective_date,
+                              metadata=x.metadata, created_at=now)
+                        for x in live[old.pk] if x.status == EntryStatus.POSTED]
+            new_legs.append(Entry(transaction=new, account_id=e.account_id, entry_type=e.entry_type, amount=e.amount,
+                                  currency=e.currency, status=EntryStatus.POSTED, effective_date=e.effective_date,
+                                  metadata=meta, created_at=now))
+            if difference:
+                if rule.difference_account_id is None:
+                    raise errors.UnbalancedTransactionError(
+                        "The amounts differ and the rule has no difference account.")
+                new.metadata["amount_difference"] = str(difference)
+                side = opposite(e.entry_type) if difference > 0 else e.entry_type
+                new_legs.append(Entry(transaction=new, account_id=rule.difference_account_id, entry_type=side,
+                                      amount=abs(difference), currency=e.currency, status=EntryStatus.POSTED,
+                                      effective_date=e.effective_date, metadata={**meta, "difference": True},
+                                      created_at=now))
+            _check_balanced(new_legs)
+        except errors.OutcomeError as exc:
+            mismatch = exc.details.pop("_transaction", None) if isinstance(exc, errors.MismatchError) else None
+            outcomes.append((e, StagingStatus.NEEDS_MANUAL_REVIEW,
+                             {**client, "error": exc.message, "error_type": exc.error_type},
+                             f"{exc.error_type}: {exc.message}"))
+            if mismatch is not None:
+                gone.add(mismatch)
+                e.mismatch_transaction_id = mismatch
+                mismatched.append((mismatch, f"staging entry {e.pk}: {exc.message}"))
+            continue
+        gone.add(old.pk)
+        new_txns.append(new)
+        legs += new_legs
+        archived_txns.append((old.pk, old.status, f"superseded by version {new.version} (fulfilled)"))
+        archived_entries += [(x.pk, x.status, f"superseded by version {new.version}") for x in live[old.pk]]
+        outcomes.append((e, StagingStatus.PROCESSED, {**client, "match_type": "Fulfilled"},
+                         f"fulfilled {old.logical_transaction_id}"))
+
+    # Writes: old versions out of the way first (one open version per logical transaction), then the new ones.
+    for pks, target in (([t[0] for t in archived_txns], TransactionStatus.ARCHIVED),
+                        ([m[0] for m in mismatched], TransactionStatus.MISMATCH)):
+        if pks and Transaction.objects.filter(pk__in=pks, status=TransactionStatus.EXPECTED).update(
+                status=target) != len(pks):
+            raise BatchFallback("a candidate transaction changed under its lock")
+    if archived_entries:
+        Entry.objects.filter(pk__in=[a[0] for a in archived_entries]).update(status=EntryStatus.ARCHIVED)
+    Transaction.objects.bulk_create(new_txns)
+    Entry.objects.bulk_create(legs)
+    for e, status, metadata, _ in outcomes:
+        e.metadata = metadata
+        e.discarded_at = now if status == StagingStatus.PROCESSED else None
+    StagingEntry.objects.bulk_update([o[0] for o in outcomes], ["metadata", "discarded_at", "mismatch_transaction"])
+    for status in (StagingStatus.PROCESSED, StagingStatus.NEEDS_MANUAL_REVIEW):
+        pks = [o[0].pk for o in outcomes if o[1] == status]
+        if pks:
+            StagingEntry.objects.filter(pk__in=pks, status=StagingStatus.PENDING).update(status=status, updated_at=now)
+    # The audit rows of every change, in one INSERT (their reasons differ per row, so not audit.record_many).
+    ct_staging, ct_txn, ct_entry = (ContentType.objects.get_for_model(m) for m in (StagingEntry, Transaction, Entry))
+    rows = [(ct_txn, pk, src, TransactionStatus.ARCHIVED, reason) for pk, src, reason in archived_txns]
+    rows += [(ct_entry, pk, src, EntryStatus.ARCHIVED, reason) for pk, src, reason in archived_entries]
+    rows += [(ct_txn, pk, TransactionStatus.EXPECTED, TransactionStatus.MISMATCH, reason) for pk, reason in mismatched]
+    rows += [(ct_staging, e.pk, StagingStatus.PENDING, status, reason) for e, status, _, reason in outcomes]
+    Transition.objects.bulk_create([Transition(content_type=ct, object_id=str(pk), from_status=src, to_status=dst,
+                                               at=now, by_worker=str(by), reason=reason[:2000])
+                                    for ct, pk, src, dst, reason in rows])
+    return {"processed": len(new_txns), "review": len(outcomes) - len(new_txns)}

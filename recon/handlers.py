@@ -43,6 +43,18 @@ class TransactionCreationHandler(_StagingEntryHandler):
 class ExpectationMatchingHandler(_StagingEntryHandler):
     """CONFIRMATION mode: matches the entry against expected entries and fulfils one."""
 
+    def run_batch(self, tasks, ctx) -> None:
+        """Set-based: a constant number of queries per batch, same outcomes as `run` in claim order. Raises
+        (so the worker falls back to `run` per task) when a payload is bad, an entry is missing, or the batch
+        holds a case left to the per-entry path (`engine.BatchFallback`)."""
+        for task in tasks:
+            self.validate(task)
+        ids = [task.payload["staging_entry_id"] for task in tasks]
+        if StagingEntry.objects.filter(pk__in=ids).count() != len(set(ids)):
+            raise PermanentError("a staging entry of the batch does not exist")
+        engine.confirmation_entries_process_batch(staging_entry_ids=ids, task_ids=[t.task_id for t in tasks],
+                                                  by=ctx.worker_id)
+
 
 _transaction_handler = TransactionCreationHandler()
 _matching_handler = ExpectationMatchingHandler()
