@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
 from django.contrib.auth import get_user_model
@@ -21,7 +22,7 @@ from recon.models import (Account, AccountType, ClosedPeriod, Entry, EntryStatus
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
 from tracker.models import ProcessTracker, TaskStatus
-from tracker.services import task_create_many
+from tracker.services import task_create_many, task_insert_select_pg
 
 MAX_AMOUNT = Decimal("9999999999999999.9999")
 
@@ -269,43 +270,102 @@ def staging_entry_create(*, account: Account, entry_type: str, amount, currency:
     return entry, True
 
 
+def _copy_enabled() -> bool:
+    """The bulk producers write with COPY on PostgreSQL; SQLite keeps bulk_create."""
+    return connection.vendor == "postgresql"
+
+
 def staging_entries_create_many(*, account: Account, rows: list[dict]) -> list[StagingEntry]:
     """Bulk producer for validated rows (keys entry_type, amount (Decimal), currency, effective_date,
-    processing_mode, metadata): entries and their tasks in one INSERT each, in the caller's transaction
-    (or its own)."""
+    processing_mode, metadata): entries and their tasks, in the caller's transaction (or its own). On PostgreSQL
+    they are written with COPY (`_staging_entries_copy_pg`), elsewhere with bulk_create."""
     with transaction.atomic():
         entries = [StagingEntry(account=account, entry_type=r["entry_type"], amount=r["amount"],
                                 currency=r["currency"], effective_date=r["effective_date"],
                                 processing_mode=r["processing_mode"], metadata=r.get("metadata") or {})
                    for r in rows]
+        if _copy_enabled() and entries:
+            now = timezone.now()
+            for entry in entries:
+                entry.task_id = uuid.uuid4()
+            _staging_entries_copy_pg(
+                account, ((e.pk, e.task_id, e.entry_type, e.amount, e.currency, e.effective_date,
+                           e.processing_mode, e.metadata) for e in entries), now=now, with_ids=True)
+            for entry in entries:
+                entry.created_at = entry.updated_at = now
+                entry._state.adding = False
+            return entries
         tasks = task_create_many([engine.task_spec(e, account.merchant_id) for e in entries])
         for entry, task in zip(entries, tasks):
             entry.task_id = task.task_id
-        if connection.vendor == "postgresql" and entries:
-            _staging_entries_insert_pg(entries)
-        else:
-            StagingEntry.objects.bulk_create(entries, batch_size=1000)
+        StagingEntry.objects.bulk_create(entries, batch_size=1000)
     return entries
 
 
-def _staging_entries_insert_pg(entries: list[StagingEntry]) -> None:
-    """One INSERT ... SELECT FROM unnest(arrays) for new staging entries (several times faster than
-    bulk_create for the large chunks of a CSV import)."""
-    now = timezone.now()
-    columns = list(zip(*[(e.pk, e.account_id, e.entry_type, e.amount, e.currency, e.effective_date,
-                          e.processing_mode, json.dumps(e.metadata, cls=DjangoJSONEncoder), e.task_id)
-                         for e in entries]))
+def staging_entries_create_rows(*, account: Account, rows: list[tuple]) -> int:
+    """Bulk producer for the CSV import: validated rows as plain tuples `(entry_type, amount, currency,
+    effective_date, processing_mode, metadata)` (amount a Decimal or its text with at most 4 decimal places,
+    effective_date an aware datetime or its ISO text, metadata a dict or its JSON text), so no model instance
+    is built on PostgreSQL (COPY). Returns the number of entries written (each with its task)."""
+    if not rows:
+        return 0
+    if _copy_enabled():
+        with transaction.atomic():
+            return _staging_entries_copy_pg(account, rows, now=timezone.now(), with_ids=False)
+    decoded = [{"entry_type": t, "amount": Decimal(a).quantize(Decimal("0.0001")), "currency": c,
+                "effective_date": d if isinstance(d, dt.datetime) else dt.datetime.fromisoformat(d),
+                "processing_mode": m, "metadata": json.loads(md) if isinstance(md, str) else md}
+               for t, a, c, d, m, md in rows]
+    return len(staging_entries_create_many(account=account, rows=decoded))
+
+
+# Every column of both tables is written explicitly (INSERT ... SELECT from the COPY's temporary table);
+# tests/recon/test_ingest_copy.py checks that these lists cover the models' concrete fields.
+STAGING_COPY_COLUMNS = ("staging_entry_id", "account_id", "entry_type", "amount", "currency", "effective_date",
+                        "processing_mode", "status", "metadata", "idempotency_key", "request_hash", "task_id",
+                        "mismatch_transaction_id", "created_at", "updated_at", "discarded_at")
+_COPY_TABLE = "recon_staging_copy"
+_JSON = DjangoJSONEncoder()
+
+
+def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt.datetime, with_ids: bool) -> int:
+    """COPY the rows into a temporary table (ON COMMIT DROP, dropped again at the end so a transaction can
+    call this once per chunk), then INSERT ... SELECT ... ON CONFLICT DO NOTHING into the staging entries
+    and their PROCESS_STAGING_ENTRY tasks (`tracker.services.task_insert_select_pg`), in the caller's
+    transaction. Ids come from the rows (`with_ids`: rows start with staging_entry_id, task_id) or from
+    gen_random_uuid(). Returns the number of staging entries inserted."""
+    table = StagingEntry._meta.db_table
+    data_columns = ("entry_type", "amount", "currency", "effective_date", "processing_mode", "metadata")
+    copy_columns = (("staging_entry_id", "task_id") if with_ids else ()) + data_columns
+    dumps = _JSON.encode
     with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{_COPY_TABLE}")
         cursor.execute(
-            f"INSERT INTO {StagingEntry._meta.db_table} (staging_entry_id, account_id, entry_type, amount, currency,"
-            " effective_date, processing_mode, status, metadata, request_hash, task_id, created_at, updated_at)"
-            " SELECT i, a, t, am, c, d, m, %s, md::jsonb, '', tk, %s, %s"
-            " FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::numeric[], %s::text[], %s::timestamptz[],"
-            " %s::text[], %s::text[], %s::uuid[]) AS u(i, a, t, am, c, d, m, md, tk)",
-            [StagingStatus.PENDING, now, now, *[list(col) for col in columns]])
-    for entry in entries:
-        entry.created_at = entry.updated_at = now
-        entry._state.adding = False
+            f"CREATE TEMPORARY TABLE {_COPY_TABLE} (staging_entry_id uuid NOT NULL DEFAULT gen_random_uuid(),"
+            " task_id uuid NOT NULL DEFAULT gen_random_uuid(), entry_type text NOT NULL, amount numeric NOT NULL,"
+            " currency text NOT NULL, effective_date timestamptz NOT NULL, processing_mode text NOT NULL,"
+            " metadata jsonb NOT NULL) ON COMMIT DROP")
+        raw = cursor.cursor  # the psycopg 3 cursor under Django's wrapper
+        with raw.copy(f"COPY {_COPY_TABLE} ({', '.join(copy_columns)}) FROM STDIN") as copy:
+            write = copy.write_row
+            for row in rows:
+                md = row[-1]
+                write((*row[:-1], md if isinstance(md, str) else dumps(md)))
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(STAGING_COPY_COLUMNS)})"
+            f" SELECT staging_entry_id, %s, entry_type, amount, currency, effective_date, processing_mode, %s,"
+            f" metadata, NULL, '', task_id, NULL, %s, %s, NULL FROM {_COPY_TABLE}"
+            " ON CONFLICT DO NOTHING",
+            [account.pk, StagingStatus.PENDING, now, now])
+        inserted = cursor.rowcount
+        task_insert_select_pg(
+            task_type=engine.TASK_TYPE, tenant=account.merchant_id, now=now,
+            select_sql=(f"SELECT c.task_id, jsonb_build_object('staging_entry_id', c.staging_entry_id::text,"
+                        f" 'mode', c.processing_mode) FROM {_COPY_TABLE} c"
+                        f" JOIN {table} s ON s.staging_entry_id = c.staging_entry_id AND s.task_id = c.task_id"),
+            params=[])
+        cursor.execute(f"DROP TABLE {_COPY_TABLE}")
+    return inserted
 
 
 def _task_status(entry: StagingEntry) -> str | None:

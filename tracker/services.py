@@ -56,6 +56,34 @@ def task_create_many(specs: Sequence[TaskSpec]) -> list[ProcessTracker]:
     return tasks
 
 
+# Every column of the task table, written explicitly by the set-based insert below (COPY and INSERT ... SELECT
+# apply no Django defaults); tests/tracker/test_services.py checks it covers the model's concrete fields.
+TASK_INSERT_COLUMNS = ("task_id", "task_type", "queue", "priority", "tenant", "payload", "status", "attempts",
+                       "max_attempts", "run_after", "lease_expires_at", "locked_by", "dedupe_key", "last_error",
+                       "error_details", "created_at", "updated_at", "processing_started_at", "completed_at")
+
+
+def task_insert_select_pg(*, task_type: str, tenant: str, select_sql: str, params: Sequence = (),
+                          now: dt.datetime | None = None) -> int:
+    """Set-based `task_create_many` for PostgreSQL: inserts one PENDING task of `task_type` for each row of
+    `select_sql` (columns: task_id uuid, payload jsonb; typically read from a COPY's temporary table), with
+    queue, priority and max_attempts from the registry, as `task_create` would. ON CONFLICT DO NOTHING (a
+    task id already there is skipped). Runs in the caller's transaction and wakes the consumers at its
+    commit. Returns the number of tasks inserted."""
+    handler = registry.get(task_type)
+    now = now or timezone.now()
+    sql = (f"INSERT INTO {ProcessTracker._meta.db_table} ({', '.join(TASK_INSERT_COLUMNS)})"
+           f" SELECT src.task_id, %s, %s, %s, %s, src.payload, %s, 0, %s, %s, NULL, '', NULL, '', '', %s, %s,"
+           f" NULL, NULL FROM ({select_sql}) AS src(task_id, payload) ON CONFLICT DO NOTHING")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [task_type, handler.queue, handler.priority, str(tenant or ""), S.PENDING,
+                             handler.get_max_attempts(), now, now, now, *params])
+        inserted = cursor.rowcount
+    if inserted:
+        wakeup.notify()
+    return inserted
+
+
 # --- claiming and running (worker side) ---------------------------------------------------------------
 
 def _lease_seconds_by_type() -> tuple[int, dict[str, int]]:
