@@ -297,3 +297,30 @@ def test_statements_lock_balance_rows_in_account_order():
         low.pk: (Decimal("2"), Decimal("0"), Decimal("2"), Decimal("0")),
         high.pk: (Decimal("2"), Decimal("0"), Decimal("2"), Decimal("0"))}
     assert balances.balance_drift() == {}
+
+
+# --- migration backfill ----------------------------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_backfills_existing_entries_and_accounts():
+    """Entries written before 0003 (no triggers) are summed into totals; every existing account gets a row."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    merchant = MerchantFactory()
+    busy, idle = AccountFactory(merchant=merchant), AccountFactory(merchant=merchant)
+    txn = Transaction.objects.create(logical_transaction_id="pre", version=1, status="POSTED", amount=1,
+                                     currency="USD", merchant=merchant)
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes("recon")
+    executor.migrate([("recon", "0002_upload")])
+    try:
+        insert_entries(txn, busy, 500)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(latest)
+    assert set(AccountBalance.objects.values_list("pk", flat=True)) >= {busy.pk, idle.pk}
+    assert maintained([idle.pk])[idle.pk] == ZERO4
+    assert_exact([busy.pk, idle.pk])
+    insert_entries(txn, busy, 10)  # and the triggers are back
+    assert_exact([busy.pk, idle.pk])
