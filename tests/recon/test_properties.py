@@ -1,15 +1,19 @@
 """Hypothesis: any sequence of TRANSACTION and CONFIRMATION entries leaves every transaction balanced, every
-staging entry in exactly one terminal state, and at most one transaction version created per staging entry."""
+staging entry in exactly one terminal state, and at most one transaction version created per staging entry, on
+both CONFIRMATION paths (one by one, and the set-based batch); and both paths give the same outcomes."""
 
 import datetime as dt
+import itertools
+import uuid
 from collections import defaultdict
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
 from django.db import transaction
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from recon import services
+from recon import handlers, services
 from recon.models import Entry, StagingEntry, Transaction
 from tests.recon.factories import AccountFactory, MerchantFactory, ReconRuleFactory
 from tracker.models import ProcessTracker
@@ -25,51 +29,97 @@ step = st.one_of(
 )
 
 
+@contextmanager
+def ordered_ids():
+    """Staging entry and task ids in creation order, so both runs claim (and re-queue) in the same order:
+    tasks created together (re-queues) share run_after and are claimed by id."""
+    counter = itertools.count(1)
+    fields = [StagingEntry._meta.pk, ProcessTracker._meta.pk]
+    saved = [(f, f.default) for f in fields]
+    for f in fields:
+        f.default = lambda: uuid.UUID(int=(1 << 120) + next(counter))
+        f.__dict__.pop("_get_default", None)  # a cached_property of the default
+    try:
+        yield
+    finally:
+        for f, default in saved:
+            f.default = default
+            f.__dict__.pop("_get_default", None)
+
+
+@contextmanager
+def confirmation_path(batched: bool):
+    """batched=False: the worker runs CONFIRMATION tasks one by one (`run`), not `run_batch`."""
+    before = handlers._matching_handler.batched
+    handlers._matching_handler.batched = None if batched else False
+    try:
+        yield
+    finally:
+        handlers._matching_handler.batched = before
+
+
+def run_and_check(steps, tolerance, window) -> list:
+    """Runs the steps for a new merchant, checks the ledger invariants, returns each staging entry's outcome
+    (creation order): status, outcome type, versions it created, the version it put in MISMATCH."""
+    merchant = MerchantFactory()
+    accounts = {"payments": AccountFactory(merchant=merchant), "orphan": AccountFactory(merchant=merchant),
+                "bank": AccountFactory(merchant=merchant, account_type="CREDIT_NORMAL")}
+    diff = AccountFactory(merchant=merchant)
+    ReconRuleFactory(merchant=merchant, account_one=accounts["payments"], account_two=accounts["bank"],
+                     amount_tolerance=Decimal(tolerance), difference_account=diff, date_window_days=window)
+    worker = Worker("prop")
+    staged = []
+    for s in steps:
+        if s[0] == "drain":
+            worker.drain(budget_seconds=30)
+            continue
+        _, mode, account, side, amount, order_id, currency, day = s
+        staged.append(services.staging_entry_create(
+            account=accounts[account], entry_type=side, amount=amount, currency=currency,
+            effective_date=dt.datetime(2026, 11, 1 + day, tzinfo=dt.UTC), processing_mode=mode,
+            metadata={"order_id": order_id} if order_id else {})[0])
+    worker.drain(budget_seconds=30)
+
+    outcomes = []
+    for entry in staged:
+        entry.refresh_from_db()
+        assert entry.status in ("PROCESSED", "NEEDS_MANUAL_REVIEW", "ARCHIVED"), entry
+        assert ProcessTracker.objects.get(pk=entry.task_id).status == "COMPLETED"
+        created = list(Transaction.objects.filter(source_staging_entry=entry).values_list("version", "status"))
+        assert len(created) <= 1
+        assert ("match_type" in entry.metadata) == (entry.status == "PROCESSED")
+        assert ("error_type" in entry.metadata) == (entry.status == "NEEDS_MANUAL_REVIEW")
+        mismatch = entry.mismatch_transaction
+        outcomes.append((entry.status, entry.metadata.get("match_type") or entry.metadata.get("error_type"),
+                         created, (mismatch.version, mismatch.status) if mismatch else None))
+    open_versions = defaultdict(int)
+    for txn in Transaction.objects.filter(merchant=merchant).prefetch_related("entries"):
+        totals = defaultdict(Decimal)
+        for e in txn.entries.all():
+            totals[e.currency] += e.amount if e.entry_type == "DEBIT" else -e.amount
+            if txn.status == "ARCHIVED":
+                assert e.status == "ARCHIVED"
+            if txn.status == "POSTED":
+                assert e.status == "POSTED"
+        assert all(v == 0 for v in totals.values()), (txn, dict(totals))
+        assert txn.entries.count() >= 2
+        if txn.status != "ARCHIVED":
+            open_versions[txn.logical_transaction_id] += 1
+    assert all(n == 1 for n in open_versions.values())
+    assert not Entry.objects.filter(account__merchant=merchant, amount__lte=0).exists()
+    return outcomes
+
+
 @pytest.mark.django_db
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(steps=st.lists(step, min_size=1, max_size=14), tolerance=st.sampled_from(["0", "1.00"]),
        window=st.sampled_from([None, 2]))
-def test_any_sequence_keeps_ledger_invariants(steps, tolerance, window):
-    with transaction.atomic():
-        merchant = MerchantFactory()
-        accounts = {"payments": AccountFactory(merchant=merchant), "orphan": AccountFactory(merchant=merchant),
-                    "bank": AccountFactory(merchant=merchant, account_type="CREDIT_NORMAL")}
-        diff = AccountFactory(merchant=merchant)
-        ReconRuleFactory(merchant=merchant, account_one=accounts["payments"], account_two=accounts["bank"],
-                         amount_tolerance=Decimal(tolerance), difference_account=diff, date_window_days=window)
-        worker = Worker("prop")
-        for s in steps:
-            if s[0] == "drain":
-                worker.drain(budget_seconds=30)
-                continue
-            _, mode, account, side, amount, order_id, currency, day = s
-            services.staging_entry_create(
-                account=accounts[account], entry_type=side, amount=amount, currency=currency,
-                effective_date=dt.datetime(2026, 11, 1 + day, tzinfo=dt.UTC), processing_mode=mode,
-                metadata={"order_id": order_id} if order_id else {})
-        worker.drain(budget_seconds=30)
-
-        staged = list(StagingEntry.objects.filter(account__merchant=merchant))
-        for entry in staged:
-            assert entry.status in ("PROCESSED", "NEEDS_MANUAL_REVIEW", "ARCHIVED"), entry
-            assert ProcessTracker.objects.get(pk=entry.task_id).status == "COMPLETED"
-            assert Transaction.objects.filter(source_staging_entry=entry).count() <= 1
-            assert ("match_type" in entry.metadata) == (entry.status == "PROCESSED")
-            assert ("error_type" in entry.metadata) == (entry.status == "NEEDS_MANUAL_REVIEW")
-        open_versions = defaultdict(int)
-        for txn in Transaction.objects.filter(merchant=merchant).prefetch_related("entries"):
-            totals = defaultdict(Decimal)
-            for e in txn.entries.all():
-                totals[e.currency] += e.amount if e.entry_type == "DEBIT" else -e.amount
-                if txn.status == "ARCHIVED":
-                    assert e.status == "ARCHIVED"
-                if txn.status == "POSTED":
-                    assert e.status == "POSTED"
-            assert all(v == 0 for v in totals.values()), (txn, dict(totals))
-            assert txn.entries.count() >= 2
-            if txn.status != "ARCHIVED":
-                open_versions[txn.logical_transaction_id] += 1
-        assert all(n == 1 for n in open_versions.values())
-        assert not Entry.objects.filter(account__merchant=merchant, amount__lte=0).exists()
-        transaction.set_rollback(True)
+def test_any_sequence_keeps_ledger_invariants_on_both_paths(steps, tolerance, window):
+    results = {}
+    with ordered_ids():
+        for batched in (False, True):
+            with transaction.atomic(), confirmation_path(batched):
+                results[batched] = run_and_check(steps, tolerance, window)
+                transaction.set_rollback(True)
+    assert results[True] == results[False]

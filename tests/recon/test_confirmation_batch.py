@@ -1,0 +1,157 @@
+"""The set-based CONFIRMATION handler: the same outcomes as one by one in claim order, a constant number of
+queries per batch."""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from recon import handlers
+from recon.models import ClosedPeriod, Entry, StagingEntry, Transaction
+from tests.recon.factories import DAY, AccountFactory, MerchantFactory, ReconRuleFactory, stage
+from tracker import services as tracker_services
+from tracker.models import Transition
+from tracker.registry import RunContext
+from tracker.worker import Worker
+
+pytestmark = pytest.mark.django_db
+
+
+def claim_and_batch(n_expected):
+    """Claims every due task and runs them through the set-based CONFIRMATION path (no fallback)."""
+    tasks = tracker_services.task_claim(worker_id="batcher", limit=1000)
+    assert len(tasks) == n_expected
+    ctx = RunContext(worker_id="batcher", heartbeat=lambda: None)
+    with CaptureQueriesContext(connection) as queries:
+        handlers.ExpectationMatchingHandler().run_batch(tasks, ctx)
+    tracker_services.task_complete_many(task_ids=[t.task_id for t in tasks], worker_id="batcher")
+    return len(queries)
+
+
+def scenario(batched, monkeypatch):
+    """Every CONFIRMATION outcome in one batch; returns [(outcome, staging status)] in creation order and the
+    (logical id -> [(version, status)]) of the merchant's transactions."""
+    merchant = MerchantFactory()
+    payments = AccountFactory(merchant=merchant)
+    other = AccountFactory(merchant=merchant)
+    bank = AccountFactory(merchant=merchant, account_type="CREDIT_NORMAL")
+    lonely = AccountFactory(merchant=merchant)
+    diff = AccountFactory(merchant=merchant)
+    ReconRuleFactory(merchant=merchant, account_one=payments, account_two=bank, amount_tolerance=Decimal("1.00"),
+                     difference_account=diff, date_window_days=2)
+    ReconRuleFactory(merchant=merchant, account_one=other, account_two=bank)
+    ClosedPeriod.objects.create(merchant=merchant, start_date=dt.date(2026, 10, 1), end_date=dt.date(2026, 10, 31))
+    for order in ("o1", "o2", "o3", "o4", "o5", "o6", "o7", "o8"):
+        stage(payments, order_id=order)
+    stage(other, order_id="o7")  # a second expectation for o7 on bank: ambiguous
+    stage(other, order_id=8, metadata={"order_id": 8})  # a numeric key value
+    Worker("setup").drain(budget_seconds=30)
+    specs = [dict(order_id="o1"), dict(order_id="o1"),  # fulfils, then finds nothing left
+             dict(order_id="o2", amount="100.50"),  # within tolerance: difference leg
+             dict(order_id="o3", amount="50.00"), dict(order_id="o3"),  # mismatch, then nothing EXPECTED
+             dict(order_id="o4", currency="EUR"), dict(order_id="o5", side="DEBIT"),
+             dict(order_id="o6", when=DAY + dt.timedelta(days=5)), dict(order_id="o7"), dict(order_id="o9"),
+             dict(order_id=None), dict(order_id="o8", when=DAY - dt.timedelta(days=10)),
+             dict(order_id=8, metadata={"order_id": 8}), dict(order_id="o8", amount="103.00"),
+             dict(order_id="o8", amount="100.20"), dict(account=lonely)]
+    entries = [stage(spec.pop("account", bank), mode="CONFIRMATION", side=spec.pop("side", "CREDIT"), **spec)
+               for spec in specs]
+    if batched:
+        claim_and_batch(len(specs))
+    else:
+        monkeypatch.setattr(handlers._matching_handler, "batched", False)
+        Worker("one").drain(budget_seconds=30)
+        monkeypatch.undo()
+    outcomes = []
+    for e in entries:
+        e.refresh_from_db()
+        outcomes.append((e.metadata.get("match_type") or e.metadata["error_type"], e.status,
+                         e.mismatch_transaction_id is not None))
+    txns = {}
+    for t in Transaction.objects.filter(merchant=merchant).order_by("version"):
+        key = t.logical_transaction_id.split(":", 1)[1]
+        txns.setdefault(key, []).append((t.version, t.status, t.metadata.get("amount_difference"),
+                                         sorted((e.account_id == diff.pk, e.entry_type, e.amount, e.status)
+                                                for e in t.entries.all())))
+    return outcomes, txns, entries
+
+
+EXPECTED = [("Fulfilled", "PROCESSED", False), ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
+            ("Fulfilled", "PROCESSED", False),
+            ("MismatchError", "NEEDS_MANUAL_REVIEW", True), ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
+            ("CurrencyMismatchError", "NEEDS_MANUAL_REVIEW", False), ("MismatchError", "NEEDS_MANUAL_REVIEW", True),
+            ("MismatchError", "NEEDS_MANUAL_REVIEW", True), ("AmbiguousMatchError", "NEEDS_MANUAL_REVIEW", False),
+            ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False), ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
+            ("PeriodClosedError", "NEEDS_MANUAL_REVIEW", False), ("Fulfilled", "PROCESSED", False),
+            ("MismatchError", "NEEDS_MANUAL_REVIEW", True), ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
+            ("NoReconRuleFoundError", "NEEDS_MANUAL_REVIEW", False)]
+
+
+def test_batch_outcomes_match_one_by_one(monkeypatch):
+    one_outcomes, one_txns, _ = scenario(False, monkeypatch)
+    outcomes, txns, entries = scenario(True, monkeypatch)
+    assert one_outcomes == EXPECTED
+    assert outcomes == EXPECTED
+    assert txns == one_txns
+    assert txns["o2"][1][2] == "0.5000"  # amount_difference; a third leg on the difference account
+    assert sum(leg[0] for leg in txns["o2"][1][3]) == 1
+    assert [s for _, s, _, _ in txns["o3"]] == ["MISMATCH"]
+    mismatch = Transaction.objects.get(pk=entries[3].mismatch_transaction_id)
+    assert entries[3].metadata["error"] == "amount differs: expected 100.0000, got 50.0000"
+    assert entries[6].metadata["error"] == "side differs: expected CREDIT, got DEBIT"
+    assert entries[7].metadata["error"].startswith("date outside the 2-day window")
+    # the audit trail has the same rows as the per-entry path
+    history = sorted(Transition.objects.filter(object_id=str(mismatch.pk)).values_list("from_status", "to_status"))
+    assert history == [("EXPECTED", "MISMATCH")]
+    fulfilled = Transaction.objects.get(source_staging_entry=entries[0])
+    old = Transaction.objects.get(logical_transaction_id=fulfilled.logical_transaction_id, version=1)
+    assert Transition.objects.filter(object_id=str(old.pk), to_status="ARCHIVED").count() == 1
+    for e in Entry.objects.filter(transaction=old):
+        assert list(Transition.objects.filter(object_id=str(e.pk)).values_list("to_status", flat=True)) == ["ARCHIVED"]
+    assert Transition.objects.filter(object_id=str(entries[0].pk), to_status="PROCESSED",
+                                     reason__startswith="fulfilled ").count() == 1
+
+
+def test_batch_uses_constant_queries(ledger):
+    def run(prefix, n):
+        for i in range(n):
+            stage(ledger.payments, order_id=f"{prefix}{i}")
+        Worker("setup").drain(budget_seconds=60)
+        for i in range(n):
+            stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id=f"{prefix}{i}",
+                  amount="100.00" if i else "90.00")  # one mismatch, the rest exact matches
+        stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id=f"{prefix}-none")  # no match
+        return claim_and_batch(n + 1)
+
+    small = run("s", 5)
+    large = run("l", 60)
+    assert small == large
+    assert small <= 16
+    assert StagingEntry.objects.filter(account=ledger.bank, status="PROCESSED").count() == 4 + 59
+    assert Transaction.objects.filter(status="MISMATCH").count() == 2
+
+
+def test_worker_batches_confirmations_without_falling_back(ledger, caplog):
+    for i in range(20):
+        stage(ledger.payments, order_id=f"w{i}")
+    Worker("setup").drain(budget_seconds=60)
+    for i in range(20):
+        stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id=f"w{i}")
+    with caplog.at_level("WARNING", logger="tracker.worker"):
+        totals = Worker("w").drain(budget_seconds=60)
+    assert totals.succeeded == 20
+    assert "one by one" not in caplog.text
+    assert StagingEntry.objects.filter(account=ledger.bank, status="PROCESSED").count() == 20
+
+
+def test_object_key_values_fall_back_to_one_by_one(ledger):
+    stage(ledger.payments, order_id="x", metadata={"order_id": {"id": 1}})
+    Worker("setup").drain(budget_seconds=30)
+    stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", metadata={"order_id": {"id": 1}})
+    stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id="y")
+    assert Worker("w").drain(budget_seconds=30).succeeded == 2
+    outcomes = sorted(e.metadata.get("match_type") or e.metadata["error_type"]
+                      for e in StagingEntry.objects.filter(account=ledger.bank))
+    assert outcomes == ["Fulfilled", "NoMatchFoundError"]
