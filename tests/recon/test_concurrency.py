@@ -1,4 +1,5 @@
-"""Two consumers processing confirmations of the same order id never fulfil one expectation twice."""
+"""Two consumers processing confirmations of the same order id never fulfil one expectation twice, one task at
+a time (the per-entry path) or in batches (the set-based CONFIRMATION path)."""
 
 import threading
 
@@ -11,7 +12,8 @@ from tracker.worker import Worker
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_consumers_never_fulfil_one_expectation_twice():
+@pytest.mark.parametrize("batch_size", [1, 3])  # 3: the pairs of one order id straddle two batches
+def test_two_consumers_never_fulfil_one_expectation_twice(batch_size):
     merchant = MerchantFactory()
     payments = AccountFactory(merchant=merchant)
     bank = AccountFactory(merchant=merchant, account_type="CREDIT_NORMAL")
@@ -30,7 +32,7 @@ def test_two_consumers_never_fulfil_one_expectation_twice():
     def consume(name):
         try:
             barrier.wait(timeout=10)
-            Worker(name, batch_size=1).drain(budget_seconds=60)
+            Worker(name, batch_size=batch_size).drain(budget_seconds=60)
         except Exception as exc:  # surfaced below
             errors.append(exc)
         finally:
