@@ -5,10 +5,12 @@ Everything here is called inside a `transaction.atomic()` opened by the caller (
 service). Locks are taken in a fixed order: the staging entry first, then transactions ordered by id."""
 
 import datetime as dt
+import json
 from collections import defaultdict
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Subquery
 from django.utils import timezone
 
@@ -427,8 +429,6 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
     that is not in CONFIRMATION mode, a match-key value that is an object or an array. Returns counts."""
     from django.contrib.contenttypes.models import ContentType
 
-    from tracker.models import Transition
-
     ids = [str(s) for s in staging_entry_ids]
     if len(set(ids)) != len(ids):
         raise BatchFallback("a staging entry appears twice in the batch")
@@ -589,18 +589,62 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
     for e, status, metadata, _ in outcomes:
         e.metadata = metadata
         e.discarded_at = now if status == StagingStatus.PROCESSED else None
-    StagingEntry.objects.bulk_update([o[0] for o in outcomes], ["metadata", "discarded_at", "mismatch_transaction"])
-    for status in (StagingStatus.PROCESSED, StagingStatus.NEEDS_MANUAL_REVIEW):
-        pks = [o[0].pk for o in outcomes if o[1] == status]
-        if pks:
-            StagingEntry.objects.filter(pk__in=pks, status=StagingStatus.PENDING).update(status=status, updated_at=now)
+    _staging_outcomes_write(outcomes, now)
     # The audit rows of every change, in one INSERT (their reasons differ per row, so not audit.record_many).
     ct_staging, ct_txn, ct_entry = (ContentType.objects.get_for_model(m) for m in (StagingEntry, Transaction, Entry))
-    rows = [(ct_txn, pk, src, TransactionStatus.ARCHIVED, reason) for pk, src, reason in archived_txns]
-    rows += [(ct_entry, pk, src, EntryStatus.ARCHIVED, reason) for pk, src, reason in archived_entries]
-    rows += [(ct_txn, pk, TransactionStatus.EXPECTED, TransactionStatus.MISMATCH, reason) for pk, reason in mismatched]
-    rows += [(ct_staging, e.pk, StagingStatus.PENDING, status, reason) for e, status, _, reason in outcomes]
-    Transition.objects.bulk_create([Transition(content_type=ct, object_id=str(pk), from_status=src, to_status=dst,
-                                               at=now, by_worker=str(by), reason=reason[:2000])
-                                    for ct, pk, src, dst, reason in rows])
+    rows = [(ct_txn.pk, pk, src, TransactionStatus.ARCHIVED, reason) for pk, src, reason in archived_txns]
+    rows += [(ct_entry.pk, pk, src, EntryStatus.ARCHIVED, reason) for pk, src, reason in archived_entries]
+    rows += [(ct_txn.pk, pk, TransactionStatus.EXPECTED, TransactionStatus.MISMATCH, reason)
+             for pk, reason in mismatched]
+    rows += [(ct_staging.pk, e.pk, StagingStatus.PENDING, status, reason) for e, status, _, reason in outcomes]
+    _transitions_insert(rows, now, by)
     return {"processed": len(new_txns), "review": len(outcomes) - len(new_txns)}
+
+
+def _staging_outcomes_write(outcomes: list, now) -> None:
+    """Writes the outcome (status, metadata, discarded_at, mismatch_transaction) of PENDING staging entries:
+    on PostgreSQL one UPDATE ... FROM unnest(arrays) filtered on the source state; elsewhere bulk_update and
+    one UPDATE per target status."""
+    if not outcomes:
+        return
+    if connection.vendor != "postgresql":
+        StagingEntry.objects.bulk_update([o[0] for o in outcomes], ["metadata", "discarded_at", "mismatch_transaction"])
+        for status in (StagingStatus.PROCESSED, StagingStatus.NEEDS_MANUAL_REVIEW):
+            pks = [o[0].pk for o in outcomes if o[1] == status]
+            if pks:
+                StagingEntry.objects.filter(pk__in=pks, status=StagingStatus.PENDING).update(status=status,
+                                                                                             updated_at=now)
+        return
+    table = StagingEntry._meta.db_table
+    columns = [list(col) for col in zip(*[(e.pk, status, json.dumps(e.metadata, cls=DjangoJSONEncoder), e.discarded_at,
+                                           e.mismatch_transaction_id) for e, status, _, _ in outcomes])]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS s SET status = u.status, metadata = u.metadata::jsonb, discarded_at = u.discarded_at,"
+            " mismatch_transaction_id = u.mismatch, updated_at = %s"
+            " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::timestamptz[], %s::uuid[])"
+            " AS u(id, status, metadata, discarded_at, mismatch)"
+            " WHERE s.staging_entry_id = u.id AND s.status = %s", [now, *columns, StagingStatus.PENDING])
+        if cursor.rowcount != len(outcomes):
+            raise BatchFallback("a staging entry of the batch changed under its lock")
+
+
+def _transitions_insert(rows: list, now, by) -> None:
+    """Audit rows (content type id, object id, from, to, reason) with their own reasons, in one INSERT."""
+    from tracker.models import Transition
+
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        Transition.objects.bulk_create([Transition(content_type_id=ct, object_id=str(pk), from_status=src,
+                                                   to_status=dst, at=now, by_worker=str(by), reason=reason[:2000])
+                                        for ct, pk, src, dst, reason in rows])
+        return
+    cts, ids, sources, targets, reasons = (list(col) for col in zip(*[
+        (ct, str(pk), src, dst, reason[:2000]) for ct, pk, src, dst, reason in rows]))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Transition._meta.db_table} (content_type_id, object_id, from_status, to_status, at,"
+            " by_user_id, by_worker, reason) SELECT c, o, f, t, %s, NULL, %s, r"
+            " FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::text[]) AS u(c, o, f, t, r)",
+            [now, str(by), cts, ids, sources, targets, reasons])
