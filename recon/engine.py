@@ -489,7 +489,8 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
             rule = rules[rule_id]
             q |= Q(transaction__rule_id=rule_id, account_id=rule.account_two_id,
                    **{f"metadata__{rule.match_key}__in": values})
-        candidates = Entry.objects.filter(q, status=EntryStatus.EXPECTED, transaction__status=TransactionStatus.EXPECTED)
+        candidates = Entry.objects.filter(q, status=EntryStatus.EXPECTED,
+                                          transaction__status=TransactionStatus.EXPECTED)
         txn_ids = list(Transaction.objects.filter(pk__in=Subquery(candidates.values("transaction_id")))
                        .order_by("pk").select_for_update().values_list("pk", flat=True))
         for row in (Entry.objects.filter(transaction_id__in=txn_ids).exclude(status=EntryStatus.ARCHIVED)
