@@ -26,11 +26,12 @@ demo: migrate
 	DJANGO_SUPERUSER_PASSWORD=admin $(PY) manage.py createsuperuser --noinput --username admin --email admin@example.com 2>/dev/null || true
 	@echo "Demo superuser: admin / admin  ->  http://127.0.0.1:$(PORT)/admin/"
 
-# The web console and a qcluster together, in the foreground; Ctrl-C stops both.
+# The web console and a qcluster together, in the foreground; Ctrl-C stops both (the cluster finishes its
+# current slice first, ~15 s). Only the two main processes are signalled: django-q2 stops its own children.
 run: demo
-	@trap 'kill 0' INT TERM EXIT; \
-	$(PY) manage.py qcluster & \
-	$(PY) manage.py runserver 0.0.0.0:$(PORT) & \
+	@$(PY) manage.py qcluster & QC=$$!; \
+	$(PY) manage.py runserver 0.0.0.0:$(PORT) & WEB=$$!; \
+	trap 'kill -TERM $$WEB $$QC 2>/dev/null; wait $$QC' INT TERM; \
 	wait
 
 # Tests on a real PostgreSQL: the one in DATABASE_URL, or a throwaway server started for the run.
