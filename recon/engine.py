@@ -50,6 +50,24 @@ def allowed_difference(rule: ReconRule | None, expected_amount: Decimal) -> Deci
     return max(rule.amount_tolerance, pct)
 
 
+def mismatch_reasons(staging: StagingEntry, expected: Entry, rule: ReconRule | None) -> list[str]:
+    """What differs between a confirmation and its one candidate expectation (side, currency, amount beyond
+    the rule's tolerance, date window); empty when they agree."""
+    reasons = []
+    if expected.entry_type != staging.entry_type:
+        reasons.append(f"side differs: expected {expected.entry_type}, got {staging.entry_type}")
+    if expected.currency != staging.currency:
+        reasons.append(f"currency differs: expected {expected.currency}, got {staging.currency}")
+    if abs(staging.amount - expected.amount) > allowed_difference(rule, expected.amount):
+        reasons.append(f"amount differs: expected {expected.amount}, got {staging.amount}")
+    if rule and rule.date_window_days is not None:
+        days = abs((staging.effective_date - expected.effective_date).total_seconds()) / 86400
+        if days > rule.date_window_days:
+            reasons.append(f"date outside the {rule.date_window_days}-day window: expected "
+                           f"{expected.effective_date.date()}, got {staging.effective_date.date()}")
+    return reasons
+
+
 def _entry_metadata(staging: StagingEntry) -> dict:
     clean = {k: v for k, v in staging.metadata.items() if k not in OUTCOME_KEYS}
     return {**clean, "source_staging_entry_id": str(staging.staging_entry_id)}
@@ -188,20 +206,7 @@ def _process_confirmation(staging: StagingEntry, by) -> Transaction:
     if len(found) > 1:
         raise errors.AmbiguousMatchError("More than one expected entry matches this confirmation.")
     expected = found[0]
-    rule = expected.transaction.rule
-    reasons = []
-    if expected.entry_type != staging.entry_type:
-        reasons.append(f"side differs: expected {expected.entry_type}, got {staging.entry_type}")
-    if expected.currency != staging.currency:
-        reasons.append(f"currency differs: expected {expected.currency}, got {staging.currency}")
-    difference = staging.amount - expected.amount
-    if abs(difference) > allowed_difference(rule, expected.amount):
-        reasons.append(f"amount differs: expected {expected.amount}, got {staging.amount}")
-    if rule and rule.date_window_days is not None:
-        days = abs((staging.effective_date - expected.effective_date).total_seconds()) / 86400
-        if days > rule.date_window_days:
-            reasons.append(f"date outside the {rule.date_window_days}-day window: expected "
-                           f"{expected.effective_date.date()}, got {staging.effective_date.date()}")
+    reasons = mismatch_reasons(staging, expected, expected.transaction.rule)
     if reasons:
         raise errors.MismatchError("; ".join(reasons), details={"_transaction": expected.transaction_id})
     txn = fulfil(staging=staging, expected=expected, by=by)
@@ -520,22 +525,11 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
                 raise errors.AmbiguousMatchError("More than one expected entry matches this confirmation.")
             expected = found[0]
             old, rule = expected.transaction, rules[expected.transaction.rule_id]
-            reasons = []
-            if expected.entry_type != e.entry_type:
-                reasons.append(f"side differs: expected {expected.entry_type}, got {e.entry_type}")
-            if expected.currency != e.currency:
-                reasons.append(f"currency differs: expected {expected.currency}, got {e.currency}")
-            difference = e.amount - expected.amount
-            if abs(difference) > allowed_difference(rule, expected.amount):
-                reasons.append(f"amount differs: expected {expected.amount}, got {e.amount}")
-            if rule.date_window_days is not None:
-                days = abs((e.effective_date - expected.effective_date).total_seconds()) / 86400
-                if days > rule.date_window_days:
-                    reasons.append(f"date outside the {rule.date_window_days}-day window: expected "
-                                   f"{expected.effective_date.date()}, got {e.effective_date.date()}")
+            reasons = mismatch_reasons(e, expected, rule)
             if reasons:
                 raise errors.MismatchError("; ".join(reasons), details={"_transaction": old.pk})
             # fulfil(): version+1 POSTED with the carried-over posted entries, this entry and a difference leg
+            difference = e.amount - expected.amount
             meta = _entry_metadata(e)
             new = Transaction(logical_transaction_id=old.logical_transaction_id, version=old.version + 1,
                               status=TransactionStatus.POSTED, amount=old.amount, currency=old.currency,
