@@ -58,8 +58,8 @@ class ProcessTracker(FSMModelMixin, models.Model):
         db_table = "process_tracker"
         verbose_name = "task"
         indexes = [
-            # The claim query: due PENDING/RETRY rows in (priority, run_after) order.
-            models.Index(fields=["priority", "run_after"], name="tracker_due_idx",
+            # The claim query: due PENDING/RETRY rows in its exact order (tasks created together share run_after).
+            models.Index(fields=["priority", "run_after", "task_id"], name="tracker_due_idx",
                          condition=Q(status__in=["PENDING", "RETRY"])),
             # Rescue: expired leases.
             models.Index(fields=["lease_expires_at"], name="tracker_lease_idx", condition=Q(status="PROCESSING")),
