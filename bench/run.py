@@ -114,44 +114,49 @@ def bench_pgbench(scale: float) -> None:
 
 
 def bench_tracker_noop(scale: float, workers: int) -> None:
-    """No-op tasks claimed and completed per second by the tracker in a real cluster."""
+    """No-op tasks claimed and completed per second by the tracker in a real cluster. The tasks exist before
+    the cluster starts; the rate is tasks / (last completion - first claim), from the rows' own timestamps."""
+    from django.db.models import Max, Min
+
     from tracker import services
     from tracker.models import ProcessTracker
 
     n = max(200, int(100_000 * scale))
     ProcessTracker.objects.filter(task_type="bench.noop").delete()
+    for offset in range(0, n, 10_000):
+        services.task_create_many([services.TaskSpec("bench.noop", {"i": i})
+                                   for i in range(offset, min(n, offset + 10_000))])
+    done = ProcessTracker.objects.filter(task_type="bench.noop", status="COMPLETED")
     with Cluster(Q_WORKERS=workers):
-        wait_for(lambda: consumers_alive(workers), 60, "tracker consumers")
-        start = time.perf_counter()
-        for offset in range(0, n, 10_000):
-            services.task_create_many([services.TaskSpec("bench.noop", {"i": i})
-                                       for i in range(offset, min(n, offset + 10_000))])
-        done = ProcessTracker.objects.filter(task_type="bench.noop", status="COMPLETED")
-        wait_for(lambda: done.count() >= n, 600, "no-op tasks", interval=0.2)
-        elapsed = time.perf_counter() - start
+        wait_for(lambda: done.count() >= n, 900, "no-op tasks", interval=0.2)
+    span = done.aggregate(first=Min("processing_started_at"), last=Max("completed_at"))
+    elapsed = (span["last"] - span["first"]).total_seconds()
     record("tracker_noop_tasks_per_s", n / elapsed, "tasks/s", tasks=n, workers=workers)
 
 
 def bench_djangoq_noop(scale: float, workers: int) -> None:
-    """django-q2 alone: one async_task per item, same cluster size, tracker consumers off."""
+    """django-q2 alone: one async_task per item, same cluster size, tracker consumers off; queued before the
+    cluster starts, rate from the tasks' own start and stop times."""
+    from django.db.models import Max, Min
     from django_q.models import OrmQ, Success, Task
     from django_q.tasks import async_task
 
     n = max(30, int(3_000 * scale))
     Task.objects.all().delete()
     OrmQ.objects.all().delete()
+    for i in range(n):
+        async_task("bench.handlers.noop", i, group="bench")
+    done = Success.objects.filter(group="bench")
     with Cluster(Q_WORKERS=workers, TRACKER_CONSUMERS=0, Q_SAVE_LIMIT=0):
-        time.sleep(3 if scale >= 0.1 else 1)  # let the cluster start
-        start = time.perf_counter()
-        for i in range(n):
-            async_task("bench.handlers.noop", i, group="bench")
-        wait_for(lambda: Success.objects.filter(group="bench").count() >= n, 900, "django-q2 tasks", interval=0.2)
-        elapsed = time.perf_counter() - start
+        wait_for(lambda: done.count() >= n, 900, "django-q2 tasks", interval=0.2)
+    span = done.aggregate(first=Min("started"), last=Max("stopped"))
+    elapsed = (span["last"] - span["first"]).total_seconds()
     record("djangoq_noop_tasks_per_s", n / elapsed, "tasks/s", tasks=n, workers=workers)
 
 
 def bench_procrastinate_noop(scale: float, workers: int) -> None:
-    """Procrastinate with a no-op task: as many worker processes as the cluster has."""
+    """Procrastinate with a no-op task, as many worker processes as the cluster has; jobs deferred before the
+    workers start, rate from the first `started` to the last `succeeded` event."""
     import importlib.util
 
     if importlib.util.find_spec("procrastinate") is None:
@@ -162,24 +167,22 @@ def bench_procrastinate_noop(scale: float, workers: int) -> None:
     subprocess.run([PY, "-m", "procrastinate", "--app", "bench.procrastinate_app.app", "schema", "--apply"],
                    cwd=ROOT, env=env, check=True, capture_output=True)
     n = max(200, int(50_000 * scale))
+    code = ("from bench.procrastinate_app import app, noop\n"
+            "with app.open():\n"
+            f"    [noop.batch_defer(*[{{'i': i}} for i in range(o, min({n}, o + 5000))]) for o in range(0, {n}, 5000)]\n")
+    subprocess.run([PY, "-c", code], cwd=ROOT, env=env, check=True)
     procs = [subprocess.Popen([PY, "-m", "bench.procrastinate_app", "worker", "1"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
              for _ in range(workers)]
     try:
-        time.sleep(2)
-        code = ("import sys; from bench.procrastinate_app import app, noop\n"
-                "with app.open():\n"
-                f"    [noop.batch_defer(*[{{'i': i}} for i in range(o, min({n}, o + 5000))]) "
-                f"for o in range(0, {n}, 5000)]\n")
-        start = time.perf_counter()
-        subprocess.run([PY, "-c", code], cwd=ROOT, env=env, check=True)
         count = lambda: int(psql("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'",  # noqa: E731
                                  "procrastinate"))
-        wait_for(lambda: count() >= n, 900, "procrastinate jobs", interval=0.2)
-        elapsed = time.perf_counter() - start
+        wait_for(lambda: count() >= n, 1800, "procrastinate jobs", interval=0.2)
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGKILL)
+    elapsed = float(psql("SELECT extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded')"
+                         " - min(at) FILTER (WHERE type = 'started')) FROM procrastinate_events", "procrastinate"))
     record("procrastinate_noop_tasks_per_s", n / elapsed, "tasks/s", tasks=n, workers=workers)
 
 
