@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import import_module
 
 from jobs.errors import InvalidJobParams, UnknownJobType
+from tracker.registry import import_app_modules
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,7 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    from django.apps import apps
-
-    for app in apps.get_app_configs():
-        for module in (f"{app.name}.handlers", f"{app.name}.jobs"):
-            if module == "jobs.jobs":
-                continue
-            try:
-                import_module(module)
-            except ModuleNotFoundError as exc:
-                if exc.name != module:
-                    raise
+    import_app_modules("handlers", "jobs", skip=("jobs.jobs",))
     for module in [m for m in os.environ.get("JOBS_MODULES", "").split(",") if m]:
         import_module(module)
 

@@ -216,16 +216,13 @@ def _process_confirmation(staging: StagingEntry, by) -> Transaction:
     return txn
 
 
-def fulfil(*, staging: StagingEntry, expected: Entry, by, reason: str = "fulfilled") -> Transaction:
-    """Archives the expected entry's transaction and all its entries and creates version+1 POSTED: the
-    fulfilling entry, the carried-over posted entries, and a difference entry when a tolerance applied.
-    Assumes the old transaction row is locked by the caller and the match was checked."""
-    old = Transaction.objects.select_for_update().get(pk=expected.transaction_id)
-    rule = old.rule
-    old_entries = list(Entry.objects.filter(transaction=old).exclude(status=EntryStatus.ARCHIVED).order_by("pk"))
+def fulfilled_version(*, staging: StagingEntry, expected: Entry, old: Transaction, rule: ReconRule | None,
+                      old_entries: list[Entry], now) -> tuple[Transaction, list[Entry]]:
+    """Version+1 (POSTED, unsaved) of `old` and its legs: the carried-over posted entries, the fulfilling
+    entry, and a difference leg on the rule's difference account when a tolerance applied. Raises
+    UnbalancedTransactionError when the legs cannot balance."""
     difference = staging.amount - expected.amount
     meta = _entry_metadata(staging)
-    now = timezone.now()
     new = Transaction(logical_transaction_id=old.logical_transaction_id, version=old.version + 1,
                       status=TransactionStatus.POSTED, amount=old.amount, currency=old.currency,
                       merchant_id=old.merchant_id, rule=rule, source_staging_entry=staging,
@@ -247,6 +244,19 @@ def fulfil(*, staging: StagingEntry, expected: Entry, by, reason: str = "fulfill
                           effective_date=staging.effective_date, metadata={**meta, "difference": True},
                           created_at=now))
     _check_balanced(legs)
+    return new, legs
+
+
+def fulfil(*, staging: StagingEntry, expected: Entry, by, reason: str = "fulfilled") -> Transaction:
+    """Archives the expected entry's transaction and all its entries and creates version+1 POSTED: the
+    fulfilling entry, the carried-over posted entries, and a difference entry when a tolerance applied.
+    Assumes the old transaction row is locked by the caller and the match was checked."""
+    old = Transaction.objects.select_for_update().get(pk=expected.transaction_id)
+    rule = old.rule
+    old_entries = list(Entry.objects.filter(transaction=old).exclude(status=EntryStatus.ARCHIVED).order_by("pk"))
+    now = timezone.now()
+    new, legs = fulfilled_version(staging=staging, expected=expected, old=old, rule=rule,
+                                  old_entries=old_entries, now=now)
     old.archive(by=by, reason=f"superseded by version {new.version} ({reason})")
     old.save()
     archived = [e.pk for e in old_entries]
@@ -528,31 +538,8 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
             reasons = mismatch_reasons(e, expected, rule)
             if reasons:
                 raise errors.MismatchError("; ".join(reasons), details={"_transaction": old.pk})
-            # fulfil(): version+1 POSTED with the carried-over posted entries, this entry and a difference leg
-            difference = e.amount - expected.amount
-            meta = _entry_metadata(e)
-            new = Transaction(logical_transaction_id=old.logical_transaction_id, version=old.version + 1,
-                              status=TransactionStatus.POSTED, amount=old.amount, currency=old.currency,
-                              merchant_id=old.merchant_id, rule=rule, source_staging_entry=e,
-                              metadata=dict(old.metadata), created_at=now)
-            new_legs = [Entry(transaction=new, account_id=x.account_id, entry_type=x.entry_type, amount=x.amount,
-                              currency=x.currency, status=EntryStatus.POSTED, effective_date=x.effective_date,
-                              metadata=x.metadata, created_at=now)
-                        for x in live[old.pk] if x.status == EntryStatus.POSTED]
-            new_legs.append(Entry(transaction=new, account_id=e.account_id, entry_type=e.entry_type, amount=e.amount,
-                                  currency=e.currency, status=EntryStatus.POSTED, effective_date=e.effective_date,
-                                  metadata=meta, created_at=now))
-            if difference:
-                if rule.difference_account_id is None:
-                    raise errors.UnbalancedTransactionError(
-                        "The amounts differ and the rule has no difference account.")
-                new.metadata["amount_difference"] = str(difference)
-                side = opposite(e.entry_type) if difference > 0 else e.entry_type
-                new_legs.append(Entry(transaction=new, account_id=rule.difference_account_id, entry_type=side,
-                                      amount=abs(difference), currency=e.currency, status=EntryStatus.POSTED,
-                                      effective_date=e.effective_date, metadata={**meta, "difference": True},
-                                      created_at=now))
-            _check_balanced(new_legs)
+            new, new_legs = fulfilled_version(staging=e, expected=expected, old=old, rule=rule,
+                                              old_entries=live[old.pk], now=now)
         except errors.OutcomeError as exc:
             mismatch = exc.details.pop("_transaction", None) if isinstance(exc, errors.MismatchError) else None
             outcomes.append((e, StagingStatus.NEEDS_MANUAL_REVIEW,

@@ -17,6 +17,16 @@ class _StagingEntryHandler(TaskHandler):
         if not task.payload.get("staging_entry_id"):
             raise PermanentError("payload has no staging_entry_id")
 
+    def _batch_ids(self, tasks) -> list:
+        """The batch's staging entry ids; raises (so the worker runs the tasks one by one) when a payload is
+        bad or an entry is missing."""
+        for task in tasks:
+            self.validate(task)
+        ids = [task.payload["staging_entry_id"] for task in tasks]
+        if StagingEntry.objects.filter(pk__in=ids).count() != len(set(ids)):
+            raise PermanentError("a staging entry of the batch does not exist")
+        return ids
+
     def run(self, task, ctx) -> None:
         """Runs inside the worker's transaction; outcome errors end on the entry, others retry the task."""
         entry = engine.staging_entry_process(staging_entry_id=task.payload["staging_entry_id"],
@@ -31,11 +41,7 @@ class TransactionCreationHandler(_StagingEntryHandler):
     def run_batch(self, tasks, ctx) -> None:
         """Set-based: a constant number of queries per batch, same outcomes as `run` in claim order. Raises
         (so the worker falls back to `run` per task) when a payload is bad or an entry is missing."""
-        for task in tasks:
-            self.validate(task)
-        ids = [task.payload["staging_entry_id"] for task in tasks]
-        if StagingEntry.objects.filter(pk__in=ids).count() != len(set(ids)):
-            raise PermanentError("a staging entry of the batch does not exist")
+        ids = self._batch_ids(tasks)
         engine.transaction_entries_process_batch(staging_entry_ids=ids, task_ids=[t.task_id for t in tasks],
                                                  by=ctx.worker_id)
 
@@ -47,11 +53,7 @@ class ExpectationMatchingHandler(_StagingEntryHandler):
         """Set-based: a constant number of queries per batch, same outcomes as `run` in claim order. Raises
         (so the worker falls back to `run` per task) when a payload is bad, an entry is missing, or the batch
         holds a case left to the per-entry path (`engine.BatchFallback`)."""
-        for task in tasks:
-            self.validate(task)
-        ids = [task.payload["staging_entry_id"] for task in tasks]
-        if StagingEntry.objects.filter(pk__in=ids).count() != len(set(ids)):
-            raise PermanentError("a staging entry of the batch does not exist")
+        ids = self._batch_ids(tasks)
         engine.confirmation_entries_process_batch(staging_entry_ids=ids, task_ids=[t.task_id for t in tasks],
                                                   by=ctx.worker_id)
 

@@ -84,19 +84,27 @@ def register(cls: type[TaskHandler]) -> type[TaskHandler]:
     return cls
 
 
+def import_app_modules(*names: str, skip: tuple[str, ...] = ()) -> None:
+    """Imports `<app>.<name>` of every installed app that has such a module (registration by import)."""
+    from django.apps import apps
+
+    for app in apps.get_app_configs():
+        for module in (f"{app.name}.{name}" for name in names):
+            if module in skip:
+                continue
+            try:
+                import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:
+                    raise
+
+
 def _load() -> None:
     global _loaded
     if _loaded:
         return
     _loaded = True
-    from django.apps import apps
-
-    for app in apps.get_app_configs():
-        try:
-            import_module(f"{app.name}.handlers")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{app.name}.handlers":
-                raise
+    import_app_modules("handlers")
     for module in settings.TRACKER["TASK_MODULES"]:
         import_module(module)
 
