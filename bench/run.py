@@ -431,6 +431,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     os.environ["DATABASE_URL"] = recreate_database(args.database)
     os.environ["TRACKER_TASK_MODULES"] = "bench.handlers"
+    os.environ["DJANGO_DEBUG"] = "0"  # as in production: no query log in every process
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost")
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True)

@@ -18,6 +18,7 @@ from recon import errors
 from recon.models import (ClosedPeriod, Entry, EntryStatus, ProcessingMode, ReconRule, StagingEntry,
                           StagingStatus, Transaction, TransactionStatus, opposite)
 from tracker import audit
+from tracker.bulk import insert_models
 from tracker.services import TaskSpec, task_create_many
 
 TASK_TYPE = "PROCESS_STAGING_ENTRY"
@@ -174,17 +175,34 @@ def _process_transaction(staging: StagingEntry, by) -> Transaction:
     return txn
 
 
+def _expected_with_key(rule: ReconRule, values: list) -> Q:
+    """Entries (on the rule's account_two, of a transaction of the rule) whose match-key value is one of
+    `values` (jsonb equality). For string values the search starts from the transactions' indexed logical ids:
+    version 1 of a rule's transaction is `"{account_one}:{value}"`, built from the same value as its expected
+    leg's key (`_process_transaction`), so the condition is the same and it needs no scan of the account's
+    expected entries. Other JSON values (numbers compare by value) keep the plain metadata condition."""
+    strings = [v for v in values if isinstance(v, str)]
+    others = [v for v in values if not isinstance(v, str)]
+    base = Q(transaction__rule_id=rule.pk, account_id=rule.account_two_id)
+    q = Q()
+    if strings:
+        q |= base & Q(transaction__logical_transaction_id__in=[f"{rule.account_one_id}:{v}" for v in strings],
+                      **{f"metadata__{rule.match_key}__in": strings})
+    if others:
+        q |= base & Q(**{f"metadata__{rule.match_key}__in": others})
+    return q
+
+
 def _candidates(staging: StagingEntry, rules: list[ReconRule]):
     q = Q()
     for rule in rules:
         value = staging.metadata.get(rule.match_key)
         if value in (None, ""):
             continue
-        q |= Q(transaction__rule=rule, **{f"metadata__{rule.match_key}": value})
+        q |= _expected_with_key(rule, [value])
     if not q:
         return None
-    return Entry.objects.filter(q, account=staging.account, status=EntryStatus.EXPECTED,
-                                transaction__status=TransactionStatus.EXPECTED)
+    return Entry.objects.filter(q, status=EntryStatus.EXPECTED, transaction__status=TransactionStatus.EXPECTED)
 
 
 def _process_confirmation(staging: StagingEntry, by) -> Transaction:
@@ -315,8 +333,6 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
     `transaction.atomic()` (the worker's); locks the staging entries in id order. Returns counts."""
     from django.contrib.contenttypes.models import ContentType
 
-    from tracker.models import Transition
-
     task_of = {str(s): str(t) for s, t in zip(staging_entry_ids, task_ids)}
     locked = {str(e.pk): e for e in StagingEntry.objects.select_for_update(of=("self",)).select_related("account")
               .filter(pk__in=list(task_of), status=StagingStatus.PENDING,
@@ -387,28 +403,17 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
         outcomes.append((e, StagingStatus.PROCESSED, {**client, "match_type": "NewTransactionGenerated"},
                          "new transaction generated"))
 
-    Transaction.objects.bulk_create(txns)
-    Entry.objects.bulk_create(legs)
+    insert_models(txns)
+    insert_models(legs)
     for e, status, metadata, _ in outcomes:
         e.metadata = metadata
         e.discarded_at = now if status == StagingStatus.PROCESSED else None
-    StagingEntry.objects.bulk_update([o[0] for o in outcomes], ["metadata", "discarded_at"])
-    for status in (StagingStatus.PROCESSED, StagingStatus.NEEDS_MANUAL_REVIEW):
-        ids = [o[0].pk for o in outcomes if o[1] == status]
-        if ids:
-            StagingEntry.objects.filter(pk__in=ids, status=StagingStatus.PENDING).update(status=status, updated_at=now)
+    _staging_outcomes_write(outcomes, now)
     ct = ContentType.objects.get_for_model(StagingEntry)
-    Transition.objects.bulk_create([Transition(content_type=ct, object_id=str(e.pk), from_status=StagingStatus.PENDING,
-                                               to_status=status, at=now, by_worker=str(by), reason=reason[:2000])
-                                    for e, status, _, reason in outcomes])
+    audit.record_rows([(ct.pk, e.pk, StagingStatus.PENDING, status, reason) for e, status, _, reason in outcomes],
+                      by=by, at=now)
     if waiting:
-        q = Q()
-        for account_id, match_key, value in waiting:
-            q |= Q(account_id=account_id, **{f"metadata__{match_key}": value})
-        ids = list(StagingEntry.objects.filter(q, status=StagingStatus.NEEDS_MANUAL_REVIEW,
-                                               processing_mode=ProcessingMode.CONFIRMATION,
-                                               metadata__error_type="NoMatchFoundError")
-                   .order_by("pk").select_for_update().values_list("pk", flat=True))
+        ids = _waiting_confirmations(waiting)
         if ids:
             staging_entries_requeue(ids=ids, by=by, reason="expectation appeared")
     return {"processed": len(txns), "review": len(outcomes) - len(txns)}
@@ -501,9 +506,7 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
     if wanted:
         q = Q()
         for rule_id, values in wanted.items():
-            rule = rules[rule_id]
-            q |= Q(transaction__rule_id=rule_id, account_id=rule.account_two_id,
-                   **{f"metadata__{rule.match_key}__in": values})
+            q |= _expected_with_key(rules[rule_id], values)
         candidates = Entry.objects.filter(q, status=EntryStatus.EXPECTED,
                                           transaction__status=TransactionStatus.EXPECTED)
         txn_ids = list(Transaction.objects.filter(pk__in=Subquery(candidates.values("transaction_id")))
@@ -566,20 +569,20 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
             raise BatchFallback("a candidate transaction changed under its lock")
     if archived_entries:
         Entry.objects.filter(pk__in=[a[0] for a in archived_entries]).update(status=EntryStatus.ARCHIVED)
-    Transaction.objects.bulk_create(new_txns)
-    Entry.objects.bulk_create(legs)
+    insert_models(new_txns)
+    insert_models(legs)
     for e, status, metadata, _ in outcomes:
         e.metadata = metadata
         e.discarded_at = now if status == StagingStatus.PROCESSED else None
     _staging_outcomes_write(outcomes, now)
-    # The audit rows of every change, in one INSERT (their reasons differ per row, so not audit.record_many).
+    # The audit rows of every change, each with its own reason, in one COPY.
     ct_staging, ct_txn, ct_entry = (ContentType.objects.get_for_model(m) for m in (StagingEntry, Transaction, Entry))
     rows = [(ct_txn.pk, pk, src, TransactionStatus.ARCHIVED, reason) for pk, src, reason in archived_txns]
     rows += [(ct_entry.pk, pk, src, EntryStatus.ARCHIVED, reason) for pk, src, reason in archived_entries]
     rows += [(ct_txn.pk, pk, TransactionStatus.EXPECTED, TransactionStatus.MISMATCH, reason)
              for pk, reason in mismatched]
     rows += [(ct_staging.pk, e.pk, StagingStatus.PENDING, status, reason) for e, status, _, reason in outcomes]
-    _transitions_insert(rows, now, by)
+    audit.record_rows(rows, by=by, at=now)
     return {"processed": len(new_txns), "review": len(outcomes) - len(new_txns)}
 
 
@@ -611,22 +614,26 @@ def _staging_outcomes_write(outcomes: list, now) -> None:
             raise BatchFallback("a staging entry of the batch changed under its lock")
 
 
-def _transitions_insert(rows: list, now, by) -> None:
-    """Audit rows (content type id, object id, from, to, reason) with their own reasons, in one INSERT."""
-    from tracker.models import Transition
-
-    if not rows:
-        return
+def _waiting_confirmations(waiting: list) -> list:
+    """Ids (locked, in id order) of the confirmations in review with NoMatchFoundError whose match-key value
+    is one of `waiting` [(account id, match key, value)]: one query (jsonb equality, as `metadata__key=value`)."""
     if connection.vendor != "postgresql":
-        Transition.objects.bulk_create([Transition(content_type_id=ct, object_id=str(pk), from_status=src,
-                                                   to_status=dst, at=now, by_worker=str(by), reason=reason[:2000])
-                                        for ct, pk, src, dst, reason in rows])
-        return
-    cts, ids, sources, targets, reasons = (list(col) for col in zip(*[
-        (ct, str(pk), src, dst, reason[:2000]) for ct, pk, src, dst, reason in rows]))
+        q = Q()
+        for account_id, match_key, value in waiting:
+            q |= Q(account_id=account_id, **{f"metadata__{match_key}": value})
+        return list(StagingEntry.objects.filter(q, status=StagingStatus.NEEDS_MANUAL_REVIEW,
+                                                processing_mode=ProcessingMode.CONFIRMATION,
+                                                metadata__error_type="NoMatchFoundError")
+                    .order_by("pk").select_for_update().values_list("pk", flat=True))
+    accounts, keys, values = (list(col) for col in zip(*[(a, k, json.dumps(v, cls=DjangoJSONEncoder))
+                                                          for a, k, v in waiting]))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {Transition._meta.db_table} (content_type_id, object_id, from_status, to_status, at,"
-            " by_user_id, by_worker, reason) SELECT c, o, f, t, %s, NULL, %s, r"
-            " FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::text[]) AS u(c, o, f, t, r)",
-            [now, str(by), cts, ids, sources, targets, reasons])
+            f"SELECT s.staging_entry_id FROM {StagingEntry._meta.db_table} AS s"
+            " WHERE s.account_id = ANY(%s::uuid[]) AND s.status = %s AND s.processing_mode = %s"
+            " AND s.metadata ->> 'error_type' = 'NoMatchFoundError' AND EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::text[], %s::jsonb[]) AS w(account_id, k, v)"
+            " WHERE s.account_id = w.account_id AND s.metadata -> w.k = w.v)"
+            " ORDER BY s.staging_entry_id FOR UPDATE",
+            [sorted(set(accounts)), StagingStatus.NEEDS_MANUAL_REVIEW, ProcessingMode.CONFIRMATION, accounts, keys,
+             values])
+        return [row[0] for row in cursor.fetchall()]

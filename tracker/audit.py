@@ -12,6 +12,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django_fsm.signals import post_transition
 
+from tracker.bulk import copy_rows
 from tracker.models import Transition
 
 
@@ -22,28 +23,30 @@ def _actor(by) -> dict:
 
 
 def record_many(model, changes: Iterable[tuple[object, str, str]], *, by=None, reason: str = "") -> int:
-    """Bulk-inserts audit rows for (object_id, from_status, to_status) triples. Called inside the
-    transaction that made the changes. On PostgreSQL: one INSERT ... SELECT FROM unnest(arrays)."""
-    ct = ContentType.objects.get_for_model(model)
-    now = timezone.now()
+    """Audit rows for (object_id, from_status, to_status) triples of one model, all with the same reason.
+    Called inside the transaction that made the changes."""
+    ct_id = ContentType.objects.get_for_model(model).id
+    return record_rows([(ct_id, oid, src, dst, reason) for oid, src, dst in changes], by=by)
+
+
+def record_rows(rows: Iterable[tuple[int, object, str, str, str]], *, by=None, at=None) -> int:
+    """Audit rows (content type id, object id, from_status, to_status, reason), each with its own model and
+    reason, in one COPY on PostgreSQL. Called inside the transaction that made the changes."""
+    at = at or timezone.now()
     actor = _actor(by)
-    changes = [(str(oid), src, dst) for oid, src, dst in changes]
-    if not changes:
+    user_id = actor["by_user"].pk if actor["by_user"] else None
+    values = [(ct_id, str(oid), src, dst, at, user_id, actor["by_worker"], reason[:2000])
+              for ct_id, oid, src, dst, reason in rows]
+    if not values:
         return 0
     if connection.vendor == "postgresql":
-        ids, sources, targets = (list(col) for col in zip(*changes))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {Transition._meta.db_table} (content_type_id, object_id, from_status, to_status, at,"
-                " by_user_id, by_worker, reason) SELECT %s, o, f, t, %s, %s, %s, %s"
-                " FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(o, f, t)",
-                [ct.id, now, actor["by_user"].pk if actor["by_user"] else None, actor["by_worker"], reason[:2000],
-                 ids, sources, targets])
-        return len(changes)
-    Transition.objects.bulk_create([Transition(content_type=ct, object_id=oid, from_status=src, to_status=dst, at=now,
-                                               reason=reason[:2000], **actor) for oid, src, dst in changes],
-                                   batch_size=500)
-    return len(changes)
+        copy_rows(Transition._meta.db_table, ("content_type_id", "object_id", "from_status", "to_status", "at",
+                                              "by_user_id", "by_worker", "reason"), values)
+    else:
+        Transition.objects.bulk_create([Transition(content_type_id=v[0], object_id=v[1], from_status=v[2],
+                                                   to_status=v[3], at=at, by_user_id=user_id, by_worker=v[6],
+                                                   reason=v[7]) for v in values], batch_size=500)
+    return len(values)
 
 
 def history(obj) -> list[Transition]:
