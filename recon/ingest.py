@@ -186,6 +186,7 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
     def flush() -> bool:
         nonlocal pending, chunk_errors, chunk_failed, seen_in_chunk
         with transaction.atomic():
+            services.commit_asynchronously()
             if pending:
                 services.staging_entries_create_rows(account=account, rows=pending)
             report["successful_ingestions"] += len(pending)
