@@ -1,13 +1,13 @@
 """Jobs: long-running, user-visible work with progress, a durable checkpoint, pause/resume/cancel, signals and
 durable timers. A job runs as a sequence of slices; each slice is one tracker task of type JOB_RUN."""
 
-import uuid
-
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
+
+from tracker.ids import uuid7
 
 
 class JobState(models.TextChoices):
@@ -29,7 +29,7 @@ class Job(FSMModelMixin, models.Model):
     """One job. `state` moves only through the transitions below; each writes an audit row
     (tracker.audit, from the transition's `by=` and `reason=`)."""
 
-    job_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     job_type = models.CharField(max_length=100, db_index=True)
     schema_version = models.PositiveSmallIntegerField(default=1, help_text="Version of the type's params/checkpoint.")
     params = models.JSONField(default=dict, blank=True)

@@ -2,13 +2,13 @@
 (transactions in versions, entries), plus closed periods. State changes go through the FSM transitions below
 (audited by tracker.audit) or set-based updates in recon.services/engine that write the same audit rows."""
 
-import uuid
-
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
+
+from tracker.ids import uuid7
 
 MONEY = {"max_digits": 20, "decimal_places": 4}
 
@@ -86,7 +86,7 @@ class MerchantMembership(models.Model):
 
 
 class Account(models.Model):
-    account_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="accounts")
     account_name = models.CharField(max_length=200)
     account_type = models.CharField(max_length=16, choices=AccountType.choices)
@@ -105,7 +105,7 @@ class Account(models.Model):
 class ReconRule(models.Model):
     """account_one -> account_two, with matching options. One rule per account_one."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="recon_rules")
     account_one = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="rule_as_one")
     account_two = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="rules_as_two")
@@ -135,8 +135,9 @@ class ReconRule(models.Model):
 
 
 class StagingEntry(FSMModelMixin, models.Model):
-    staging_entry_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="staging_entries")
+    staging_entry_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="staging_entries",
+                                db_index=False)  # the prefix of recon_staging_account_status
     entry_type = models.CharField(max_length=6, choices=Side.choices)
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
@@ -146,9 +147,10 @@ class StagingEntry(FSMModelMixin, models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     request_hash = models.CharField(max_length=64, blank=True, default="")
-    task_id = models.UUIDField(null=True, blank=True, db_index=True)
+    task_id = models.UUIDField(null=True, blank=True)  # recon_staging_pending_task (partial)
     mismatch_transaction = models.ForeignKey("Transaction", null=True, blank=True, on_delete=models.SET_NULL,
-                                             related_name="+", help_text="The transaction this entry put in MISMATCH.")
+                                             related_name="+", db_index=False,  # recon_staging_mismatch_txn
+                                             help_text="The transaction this entry put in MISMATCH.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     discarded_at = models.DateTimeField(null=True, blank=True)
@@ -156,7 +158,16 @@ class StagingEntry(FSMModelMixin, models.Model):
     class Meta:
         verbose_name_plural = "staging entries"
         ordering = ["-created_at", "staging_entry_id"]
-        indexes = [models.Index(fields=["account", "status"], name="recon_staging_account_status")]
+        # Status changes are non-HOT updates: every non-partial index costs an insertion per transition.
+        indexes = [
+            models.Index(fields=["account", "status"], name="recon_staging_account_status"),
+            # The only lookups by task_id: PENDING entries whose task FAILED or was CANCELLED (reports, admin);
+            # everything else goes from the entry to its task.
+            models.Index(fields=["task_id"], name="recon_staging_pending_task", condition=Q(status="PENDING")),
+            # Few entries have one; serves SET_NULL when a transaction is deleted.
+            models.Index(fields=["mismatch_transaction"], name="recon_staging_mismatch_txn",
+                         condition=Q(mismatch_transaction__isnull=False)),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="recon_staging_amount_positive"),
             models.UniqueConstraint(fields=["account", "idempotency_key"], name="recon_staging_idempotency",
@@ -208,17 +219,19 @@ class StagingEntry(FSMModelMixin, models.Model):
 
 
 class Transaction(FSMModelMixin, models.Model):
-    transaction_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    transaction_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     logical_transaction_id = models.CharField(max_length=255)
     version = models.PositiveIntegerField(default=1)
     status = FSMField(max_length=16, choices=TransactionStatus.choices, default=TransactionStatus.EXPECTED,
                       protected=True)
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
-    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="transactions")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="transactions",
+                                 db_index=False)  # the prefix of recon_txn_merchant_status
     rule = models.ForeignKey(ReconRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     source_staging_entry = models.ForeignKey(StagingEntry, null=True, blank=True, on_delete=models.PROTECT,
                                              related_name="created_transactions",
+                                             db_index=False,  # recon_txn_one_version_per_staging (unique)
                                              help_text="The staging entry whose processing created this version.")
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -256,9 +269,10 @@ class Transaction(FSMModelMixin, models.Model):
 
 
 class Entry(FSMModelMixin, models.Model):
-    entry_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    entry_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries",
+                                db_index=False)  # the prefix of recon_entry_account_status/_date
     entry_type = models.CharField(max_length=6, choices=Side.choices)
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
@@ -314,7 +328,7 @@ class Upload(models.Model):
     """An uploaded CSV file, stored in the database (in `UploadChunk`s of about 1 MB) so every worker on every
     machine can read it. `sha256` detects the same content uploaded twice to the same account."""
 
-    upload_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    upload_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="uploads")
     name = models.CharField(max_length=255)
     size = models.BigIntegerField(default=0, help_text="Bytes.")

@@ -21,6 +21,7 @@ from recon.currencies import is_currency
 from recon.models import (Account, AccountType, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership,
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
+from tracker.ids import uuid7
 from tracker.models import ProcessTracker, TaskStatus
 from tracker.services import task_create_many, task_insert_select_pg
 
@@ -287,7 +288,7 @@ def staging_entries_create_many(*, account: Account, rows: list[dict]) -> list[S
         if _copy_enabled() and entries:
             now = timezone.now()
             for entry in entries:
-                entry.task_id = uuid.uuid4()
+                entry.task_id = uuid7()
             _staging_entries_copy_pg(
                 account, ((e.pk, e.task_id, e.entry_type, e.amount, e.currency, e.effective_date,
                            e.processing_mode, e.metadata) for e in entries), now=now, with_ids=True)

@@ -1,13 +1,13 @@
 """The durable task ledger: tasks, their audit trail, and consumer heartbeats."""
 
-import uuid
-
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
+
+from tracker.ids import uuid7
 
 
 class TaskStatus(models.TextChoices):
@@ -33,11 +33,11 @@ class ProcessTracker(FSMModelMixin, models.Model):
     """One unit of work. Status moves only through the transitions below (or set-based updates that
     filter on the source state and write the same audit rows)."""
 
-    task_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     task_type = models.CharField(max_length=64)
     queue = models.CharField(max_length=64, default="default")
     priority = models.SmallIntegerField(default=100, help_text="Lower runs first.")
-    tenant = models.CharField(max_length=64, blank=True, default="", db_index=True,
+    tenant = models.CharField(max_length=64, blank=True, default="",
                               help_text="Opaque owner id (merchant) used for access control.")
     payload = models.JSONField(default=dict, blank=True)
     status = FSMField(max_length=16, choices=TaskStatus.choices, default=S.PENDING, protected=True)
@@ -63,12 +63,17 @@ class ProcessTracker(FSMModelMixin, models.Model):
                          condition=Q(status__in=["PENDING", "RETRY"])),
             # Rescue: expired leases.
             models.Index(fields=["lease_expires_at"], name="tracker_lease_idx", condition=Q(status="PROCESSING")),
-            # Admin/API filters and pruning.
-            models.Index(fields=["status", "created_at"], name="tracker_status_created_idx"),
-            models.Index(fields=["task_type", "status"], name="tracker_type_status_idx"),
-            models.Index(fields=["queue", "status"], name="tracker_queue_status_idx"),
+            # Pruning and throughput stats.
             models.Index(fields=["completed_at"], name="tracker_completed_idx",
                          condition=Q(status__in=["COMPLETED", "FAILED", "CANCELLED"])),
+            # Admin/API. Every status change is a non-HOT update (it changes indexed columns), so each
+            # non-partial index costs an insertion per transition: the lists use created_at (admin ordering,
+            # date filter), a merchant's tasks tenant + created_at, and the status filters partial indexes:
+            # FAILED/CANCELLED/RETRY this one, PENDING/RETRY the due index, PROCESSING the lease index; COMPLETED
+            # (the bulk) is found by scanning created_at. task_type and queue have no index of their own.
+            models.Index(fields=["tenant", "created_at"], name="tracker_tenant_created_idx"),
+            models.Index(fields=["status", "created_at"], name="tracker_attention_idx",
+                         condition=Q(status__in=["FAILED", "CANCELLED", "RETRY"])),
         ]
         constraints = [
             models.UniqueConstraint(fields=["dedupe_key"], name="tracker_dedupe_unfinished",
@@ -131,19 +136,25 @@ class Transition(models.Model):
     64-bit id and a text object id, so UUID keys and millions of rows fit (DESIGN.md)."""
 
     id = models.BigAutoField(primary_key=True)
-    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT)
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT,
+                                     db_index=False)  # the prefix of audit_object_idx
     object_id = models.CharField(max_length=64)
     from_status = models.CharField(max_length=32)
     to_status = models.CharField(max_length=32)
     at = models.DateTimeField(default=timezone.now)
     by_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="+")
+                                related_name="+", db_index=False)  # audit_by_user_idx (partial)
     by_worker = models.CharField(max_length=128, blank=True, default="")
     reason = models.TextField(blank=True, default="")
 
     class Meta:
         db_table = "audit_transition"
-        indexes = [models.Index(fields=["content_type", "object_id", "id"], name="audit_object_idx")]
+        indexes = [
+            models.Index(fields=["content_type", "object_id", "id"], name="audit_object_idx"),
+            # Almost every row is written by a worker (by_user NULL); the partial index still serves the
+            # SET_NULL update (`by_user_id IN (...)`) when a user is deleted.
+            models.Index(fields=["by_user"], name="audit_by_user_idx", condition=Q(by_user__isnull=False)),
+        ]
         ordering = ["id"]
 
     @property
