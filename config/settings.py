@@ -169,7 +169,9 @@ Q_CLUSTER = {
 TRACKER = {
     "CONSUMERS": env_int("TRACKER_CONSUMERS", Q_WORKERS),
     "CONSUMER_SLICE_SECONDS": env_int("TRACKER_CONSUMER_SLICE_SECONDS", 15),
-    "BATCH_SIZE": env_int("TRACKER_BATCH_SIZE", 200),
+    "BATCH_SIZE": env_int("TRACKER_BATCH_SIZE", 200),  # first claim; then it adapts (tracker.worker)
+    "BATCH_MAX": env_int("TRACKER_BATCH_MAX", 1000),
+    "BATCH_TARGET_SECONDS": float(os.environ.get("TRACKER_BATCH_TARGET_SECONDS", 1.0)),
     "LEASE_SECONDS": env_int("TRACKER_LEASE_SECONDS", 30),
     "MAX_ATTEMPTS": env_int("TRACKER_MAX_ATTEMPTS", 10),
     "BACKOFF_BASE_SECONDS": float(os.environ.get("TRACKER_BACKOFF_BASE_SECONDS", 1.0)),

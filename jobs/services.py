@@ -206,7 +206,9 @@ def job_sweep(*, stale_seconds: float = 30) -> dict:
     now = timezone.now()
     stale = now - dt.timedelta(seconds=stale_seconds)
     repaired = failed = woken = 0
-    unfinished = ProcessTracker.objects.filter(task_type=JOB_RUN).exclude(status__in=FINISHED_STATUSES)
+    # Every JOB_RUN task carries a dedupe key, so the partial unique index on unfinished keys finds them.
+    unfinished = ProcessTracker.objects.filter(task_type=JOB_RUN, dedupe_key__isnull=False).exclude(
+        status__in=FINISHED_STATUSES)
     busy = {str(p) for p in unfinished.values_list("payload__job_id", flat=True)}
     for job in Job.objects.filter(state__in=[S.CREATED, S.RUNNING], updated_at__lt=stale).only("pk", "run_task_id"):
         if str(job.pk) in busy:

@@ -136,8 +136,9 @@ class Transition(models.Model):
     64-bit id and a text object id, so UUID keys and millions of rows fit (DESIGN.md)."""
 
     id = models.BigAutoField(primary_key=True)
-    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT,
-                                     db_index=False)  # the prefix of audit_object_idx
+    # No index (the prefix of audit_object_idx) and no database constraint: content types are created once
+    # and never deleted, and a constraint would cost a check per audit row at every commit.
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     object_id = models.CharField(max_length=64)
     from_status = models.CharField(max_length=32)
     to_status = models.CharField(max_length=32)

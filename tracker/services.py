@@ -121,9 +121,11 @@ def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = Non
 
 
 def _claim_postgres(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
-    """One statement: pick due rows in claim order, skip locked ones, mark them PROCESSING, return them.
-    The update finds its rows through the primary key (`= ANY(ARRAY(...))`): a join with the CTE lets the
-    planner hash the whole table when its statistics lag behind a fast-changing queue."""
+    """One statement: pick due rows in claim order, skip locked ones, mark them PROCESSING, return them
+    with their previous status. The update joins the picked (id, status) pairs as an unnest of two arrays
+    read from the same materialized CTE (so in the same order): the planner then loops over the primary key,
+    where a join with the CTE itself let it hash the whole table when its statistics lagged behind a
+    fast-changing queue."""
     table = ProcessTracker._meta.db_table
     default, overrides = _lease_seconds_by_type()
     lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
@@ -137,8 +139,9 @@ def _claim_postgres(worker_id, limit, queues, now) -> list[tuple[ProcessTracker,
             ORDER BY priority, run_after, task_id LIMIT %s FOR UPDATE SKIP LOCKED)
         UPDATE {table} AS t SET status = 'PROCESSING', attempts = t.attempts + 1, locked_by = %s,
             lease_expires_at = {lease_sql}, processing_started_at = %s, updated_at = %s
-        WHERE t.task_id = ANY(ARRAY(SELECT task_id FROM due))
-        RETURNING t.*, (SELECT d.status FROM due AS d WHERE d.task_id = t.task_id) AS from_status"""
+        FROM unnest(ARRAY(SELECT task_id FROM due), ARRAY(SELECT status FROM due)) AS d(task_id, status)
+        WHERE t.task_id = d.task_id
+        RETURNING t.*, d.status AS from_status"""
     params = [now, *([queues] if queues else []), limit, worker_id, *lease_params, now, now]
     tasks = list(ProcessTracker.objects.raw(sql, params))
     tasks.sort(key=lambda t: (t.priority, t.run_after, t.task_id))

@@ -78,6 +78,7 @@ class Worker:
     def __init__(self, worker_id: str | None = None, *, batch_size: int | None = None, queues=None):
         self.worker_id = worker_id or make_worker_id()
         self.batch_size = batch_size or settings.TRACKER["BATCH_SIZE"]
+        self.batch_max = max(self.batch_size, settings.TRACKER["BATCH_MAX"]) if batch_size is None else batch_size
         self.queues = queues
         self.ctx = RunContext(worker_id=self.worker_id,
                               heartbeat=lambda: services.task_renew_leases(worker_id=self.worker_id))
@@ -86,8 +87,10 @@ class Worker:
         """Claims one batch and runs it. Batched handlers get their tasks in one transaction; if that
         raises, each task runs on its own so one bad task does not sink the batch."""
         totals = Totals()
+        started = time.monotonic()
         tasks = services.task_claim(worker_id=self.worker_id, limit=self.batch_size, queues=self.queues)
         totals.processed = len(tasks)
+        fell_back = False
         groups: dict[registry.TaskHandler, list] = defaultdict(list)
         for task in tasks:
             try:
@@ -103,11 +106,23 @@ class Worker:
                     totals.succeeded += len(group)
                     continue
                 except Exception as exc:
+                    fell_back = True
                     log.warning("batch of %d %s tasks failed (%s); running them one by one",
                                 len(group), group[0].task_type, exc)
             for task in group:
                 self._run_one(handler, task, totals)
+        self._adapt(len(tasks), time.monotonic() - started, fell_back)
         return totals
+
+    def _adapt(self, claimed: int, seconds: float, fell_back: bool) -> None:
+        """The claim size adapts: it doubles (up to BATCH_MAX) while full batches finish within
+        BATCH_TARGET_SECONDS, and halves (down to 1) when a batch is slower than twice that or had to fall
+        back to running its tasks one by one (fewer tasks then share the fate of a bad one)."""
+        target = settings.TRACKER["BATCH_TARGET_SECONDS"]
+        if fell_back or seconds > 2 * target:
+            self.batch_size = max(1, self.batch_size // 2)
+        elif claimed >= self.batch_size and seconds < target:
+            self.batch_size = min(self.batch_max, self.batch_size * 2)
 
     def _run_one(self, handler: registry.TaskHandler, task, totals: Totals) -> None:
         try:
