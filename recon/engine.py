@@ -19,6 +19,7 @@ from recon.models import (ClosedPeriod, Entry, EntryStatus, ProcessingMode, Reco
                           StagingStatus, Transaction, TransactionStatus, opposite)
 from tracker import audit
 from tracker.bulk import insert_models
+from tracker.errors import PermanentError
 from tracker.services import TaskSpec, task_create_many
 
 TASK_TYPE = "PROCESS_STAGING_ENTRY"
@@ -327,18 +328,27 @@ def requeue_waiting(*, account_id, match_key: str, value, by) -> int:
 
 # --- set-based TRANSACTION mode ----------------------------------------------------------------------
 
+def _locked_batch(staging_entry_ids: list, task_ids: list) -> list[StagingEntry]:
+    """Locks the batch's staging entries in id order (with their accounts) and returns, in batch order, those
+    still PENDING and owned by their task. Raises PermanentError when one does not exist (the worker then runs
+    the tasks one by one, and the per-entry path fails that entry's task)."""
+    ids = [str(s) for s in staging_entry_ids]
+    rows = {str(e.pk): e for e in StagingEntry.objects.select_for_update(of=("self",)).select_related("account")
+            .filter(pk__in=ids).order_by("pk")}
+    if len(rows) != len(set(ids)):
+        raise PermanentError("a staging entry of the batch does not exist")
+    return [rows[s] for s, t in zip(ids, map(str, task_ids)) if rows[s].status == StagingStatus.PENDING
+            and (rows[s].task_id is None or str(rows[s].task_id) == t)]
+
+
 def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list, by: str) -> dict:
     """Set-based TRANSACTION mode for a batch of tasks, with the same outcomes as processing them one by one
     in the given order (the claim order): a constant number of queries per batch. Called inside
     `transaction.atomic()` (the worker's); locks the staging entries in id order. Returns counts."""
     from django.contrib.contenttypes.models import ContentType
 
-    task_of = {str(s): str(t) for s, t in zip(staging_entry_ids, task_ids)}
-    locked = {str(e.pk): e for e in StagingEntry.objects.select_for_update(of=("self",)).select_related("account")
-              .filter(pk__in=list(task_of), status=StagingStatus.PENDING,
-                      processing_mode=ProcessingMode.TRANSACTION).order_by("pk")}
-    entries = [locked[s] for s in map(str, staging_entry_ids) if s in locked
-               and (locked[s].task_id is None or str(locked[s].task_id) == task_of[s])]
+    entries = [e for e in _locked_batch(staging_entry_ids, task_ids)
+               if e.processing_mode == ProcessingMode.TRANSACTION]
     if not entries:
         return {"processed": 0, "review": 0}
     account_ids = {e.account_id for e in entries}
@@ -452,11 +462,7 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
     ids = [str(s) for s in staging_entry_ids]
     if len(set(ids)) != len(ids):
         raise BatchFallback("a staging entry appears twice in the batch")
-    task_of = dict(zip(ids, map(str, task_ids)))
-    locked = {str(e.pk): e for e in StagingEntry.objects.select_for_update(of=("self",)).select_related("account")
-              .filter(pk__in=ids, status=StagingStatus.PENDING).order_by("pk")}
-    entries = [locked[s] for s in ids if s in locked
-               and (locked[s].task_id is None or str(locked[s].task_id) == task_of[s])]
+    entries = _locked_batch(ids, task_ids)
     if not entries:
         return {"processed": 0, "review": 0}
     if any(e.processing_mode != ProcessingMode.CONFIRMATION for e in entries):
@@ -509,12 +515,13 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
             q |= _expected_with_key(rules[rule_id], values)
         candidates = Entry.objects.filter(q, status=EntryStatus.EXPECTED,
                                           transaction__status=TransactionStatus.EXPECTED)
-        txn_ids = list(Transaction.objects.filter(pk__in=Subquery(candidates.values("transaction_id")))
-                       .order_by("pk").select_for_update().values_list("pk", flat=True))
-        for row in (Entry.objects.filter(transaction_id__in=txn_ids).exclude(status=EntryStatus.ARCHIVED)
-                    .select_related("transaction").order_by("pk")):
+        txns = {t.pk: t for t in Transaction.objects.filter(pk__in=Subquery(candidates.values("transaction_id")))
+                .order_by("pk").select_for_update()}
+        for row in (Entry.objects.filter(transaction_id__in=list(txns)).exclude(status=EntryStatus.ARCHIVED)
+                    .order_by("pk")):
+            row.transaction = txn = txns[row.transaction_id]
             live[row.transaction_id].append(row)
-            txn, rule = row.transaction, rules.get(row.transaction.rule_id)
+            rule = rules.get(txn.rule_id)
             if (rule is None or row.status != EntryStatus.EXPECTED or txn.status != TransactionStatus.EXPECTED
                     or row.account_id != rule.account_two_id):
                 continue
