@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+RUNS ?= 1
 # Python >= 3.12: the pinned 3.13 from pyenv when present, else whatever python3.1x is on PATH.
 PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
@@ -48,7 +49,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	touch $@
 
 bench: $(VENV)/.bench-installed
-	$(PY) -m tests.pgserver --durable -- $(PY) -m bench.run --scale 1
+	$(PY) -m tests.pgserver --durable -- $(PY) -m bench.run --scale 1 --runs $(RUNS)
 
 bench-quick: $(VENV)/.bench-installed
-	$(PY) -m tests.pgserver --durable -- $(PY) -m bench.run --scale 0.1
+	$(PY) -m tests.pgserver --durable -- $(PY) -m bench.run --scale 0.1 --runs $(RUNS)

@@ -383,38 +383,54 @@ def bench_balance(scale: float) -> None:
 
 # --- report -------------------------------------------------------------------------------------------------
 
-def ratio(a: str, b: str) -> float | None:
-    if a in RESULTS and b in RESULTS and RESULTS[b]["value"]:
-        return round(RESULTS[a]["value"] / RESULTS[b]["value"], 2)
-    return None
+RATIOS = {
+    "tracker no-op / django-q2 alone": ("tracker_noop_tasks_per_s", "djangoq_noop_tasks_per_s"),
+    "tracker no-op / procrastinate": ("tracker_noop_tasks_per_s", "procrastinate_noop_tasks_per_s"),
+    "recon TRANSACTION / pgbench tps": ("recon_transaction_entries_per_s", "pgbench_tpcb_tps"),
+    "recon CONFIRMATION / pgbench tps": ("recon_confirmation_entries_per_s", "pgbench_tpcb_tps"),
+}
 
 
-def report(scale: float) -> None:
+def run_ratios(results: dict) -> dict:
+    """The ratios of one run (figures measured in the same run, on the same server)."""
+    return {name: round(results[a]["value"] / results[b]["value"], 2)
+            for name, (a, b) in RATIOS.items() if a in results and b in results and results[b]["value"]}
+
+
+def medians(runs: list[dict]) -> tuple[dict, dict]:
+    """Per figure and per ratio: the median over the runs (the details of the last run, every run's value)."""
+    results = {}
+    for key in runs[-1]:
+        values = [r[key]["value"] for r in runs if key in r]
+        results[key] = {**runs[-1][key], "value": round(statistics.median(values), 3),
+                        **({"runs": values} if len(runs) > 1 else {})}
+    per_run = [run_ratios(r) for r in runs]
+    ratios = {name: round(statistics.median([r[name] for r in per_run if name in r]), 2)
+              for name in RATIOS if any(name in r for r in per_run)}
+    return results, ratios
+
+
+def report(scale: float, runs: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    ratios = {
-        "tracker no-op / django-q2 alone": ratio("tracker_noop_tasks_per_s", "djangoq_noop_tasks_per_s"),
-        "tracker no-op / procrastinate": ratio("tracker_noop_tasks_per_s", "procrastinate_noop_tasks_per_s"),
-        "recon TRANSACTION / pgbench tps": ratio("recon_transaction_entries_per_s", "pgbench_tpcb_tps"),
-        "recon CONFIRMATION / pgbench tps": ratio("recon_confirmation_entries_per_s", "pgbench_tpcb_tps"),
-    }
-    table = Table(title=f"Benchmarks (scale {scale})")
+    results, ratios = medians(runs)
+    title = f"Benchmarks (scale {scale}" + (f", medians of {len(runs)} runs)" if len(runs) > 1 else ")")
+    table = Table(title=title)
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("unit")
     table.add_column("detail")
-    for key, r in RESULTS.items():
+    for key, r in results.items():
         detail = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("value", "unit"))
         table.add_row(key, f"{r['value']:,.1f}", r["unit"], detail)
     for name, value in ratios.items():
-        if value is not None:
-            table.add_row(name, f"{value:,.2f}", "x", "")
+        table.add_row(name, f"{value:,.2f}", "x", "")
     Console().print(table)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    payload = {"scale": scale, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                          "python": platform.python_version()},
-               "results": RESULTS, "ratios": ratios, "at": stamp}
+    payload = {"scale": scale, "runs": len(runs), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                                             "python": platform.python_version()},
+               "results": results, "ratios": ratios, "at": stamp}
     (OUT / f"bench-{stamp}.json").write_text(json.dumps(payload, indent=2))
     (OUT / "latest.json").write_text(json.dumps(payload, indent=2))
     log(f"wrote var/bench/bench-{stamp}.json")
@@ -431,6 +447,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="cluster size (django-q2 workers)")
     parser.add_argument("--only", nargs="*", choices=STEPS, help="run only these steps")
     parser.add_argument("--database", default="recon_bench", help="database to (re)create on the server")
+    parser.add_argument("--runs", type=int, default=1, help="repeat the suite; the table shows medians")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("bench needs PostgreSQL in DATABASE_URL (use `make bench`)")
@@ -445,6 +462,24 @@ def main() -> int:
 
     django.setup()
     steps = [s for s in STEPS if s in (args.only or STEPS)]
+    runs = []
+    for run in range(args.runs):
+        if run:  # each run on a fresh database
+            from django.db import connections
+
+            connections.close_all()
+            recreate_database(args.database)
+            subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
+        log(f"run {run + 1} of {args.runs}")
+        RESULTS.clear()
+        run_steps(steps, args)
+        runs.append(dict(RESULTS))
+    report(args.scale, runs)
+    return 0
+
+
+def run_steps(steps: list[str], args) -> None:
+    """Runs the steps in STEPS order; the CLUSTER_STEPS share one cluster."""
     cluster = None
     runners = {
         "pgbench": lambda: bench_pgbench(args.scale),
@@ -470,9 +505,6 @@ def main() -> int:
     finally:
         if cluster is not None:
             cluster.stop()
-    report(args.scale)
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
