@@ -72,7 +72,8 @@ class ProcessTracker(FSMModelMixin, models.Model):
             # FAILED/CANCELLED/RETRY this one, PENDING/RETRY the due index, PROCESSING the lease index; COMPLETED
             # (the bulk) is found by scanning created_at. task_type and queue have no index of their own.
             models.Index(fields=["tenant", "created_at"], name="tracker_tenant_created_idx"),
-            models.Index(fields=["status", "created_at"], name="tracker_attention_idx",
+            # In the lists' exact order (created_at, task_id), so the planner never prefers walking created_at.
+            models.Index(fields=["status", "created_at", "task_id"], name="tracker_attention_idx",
                          condition=Q(status__in=["FAILED", "CANCELLED", "RETRY"])),
         ]
         constraints = [

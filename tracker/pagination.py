@@ -23,4 +23,6 @@ class CappedCountPaginator(Paginator):
                 row = cursor.fetchone()
             if row and row[0] > CAP:
                 return int(row[0])
-        return qs.order_by()[: CAP + 1].count()
+        # In the list's order: the count then walks the same index as the page (a count without an order may
+        # pick a sequential scan that reads far into the table before it finds rows of a rare status).
+        return qs[: CAP + 1].count()
