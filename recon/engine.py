@@ -415,9 +415,6 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
 
     insert_models(txns)
     insert_models(legs)
-    for e, status, metadata, _ in outcomes:
-        e.metadata = metadata
-        e.discarded_at = now if status == StagingStatus.PROCESSED else None
     _staging_outcomes_write(outcomes, now)
     ct = ContentType.objects.get_for_model(StagingEntry)
     audit.record_rows([(ct.pk, e.pk, StagingStatus.PENDING, status, reason) for e, status, _, reason in outcomes],
@@ -578,9 +575,6 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
         Entry.objects.filter(pk__in=[a[0] for a in archived_entries]).update(status=EntryStatus.ARCHIVED)
     insert_models(new_txns)
     insert_models(legs)
-    for e, status, metadata, _ in outcomes:
-        e.metadata = metadata
-        e.discarded_at = now if status == StagingStatus.PROCESSED else None
     _staging_outcomes_write(outcomes, now)
     # The audit rows of every change, each with its own reason, in one COPY.
     ct_staging, ct_txn, ct_entry = (ContentType.objects.get_for_model(m) for m in (StagingEntry, Transaction, Entry))
@@ -594,9 +588,12 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
 
 
 def _staging_outcomes_write(outcomes: list, now) -> None:
-    """Writes the outcome (status, metadata, discarded_at, mismatch_transaction) of PENDING staging entries:
-    on PostgreSQL one UPDATE ... FROM unnest(arrays) filtered on the source state; elsewhere bulk_update and
-    one UPDATE per target status."""
+    """Writes the outcomes [(entry, new status, metadata, reason)] of PENDING staging entries (status, metadata,
+    discarded_at when PROCESSED, mismatch_transaction): on PostgreSQL one UPDATE ... FROM unnest(arrays)
+    filtered on the source state; elsewhere bulk_update and one UPDATE per target status."""
+    for e, status, metadata, _ in outcomes:
+        e.metadata = metadata
+        e.discarded_at = now if status == StagingStatus.PROCESSED else None
     if not outcomes:
         return
     if connection.vendor != "postgresql":
