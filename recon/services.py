@@ -21,6 +21,7 @@ from recon.currencies import is_currency
 from recon.models import (Account, AccountType, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership,
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
+from tracker.bulk import copy_rows
 from tracker.ids import uuid7
 from tracker.models import ProcessTracker, TaskStatus
 from tracker.services import task_create_many, task_insert_select_pg
@@ -361,12 +362,8 @@ def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt
             f" task_id uuid NOT NULL DEFAULT {_UUID7_SQL}, entry_type text NOT NULL, amount numeric NOT NULL,"
             " currency text NOT NULL, effective_date timestamptz NOT NULL, processing_mode text NOT NULL,"
             " metadata jsonb NOT NULL) ON COMMIT DROP")
-        raw = cursor.cursor  # the psycopg 3 cursor under Django's wrapper
-        with raw.copy(f"COPY {_COPY_TABLE} ({', '.join(copy_columns)}) FROM STDIN") as copy:
-            write = copy.write_row
-            for row in rows:
-                md = row[-1]
-                write((*row[:-1], md if isinstance(md, str) else dumps(md)))
+        copy_rows(_COPY_TABLE, copy_columns,
+                  ((*row[:-1], md if isinstance(md := row[-1], str) else dumps(md)) for row in rows))
         # One statement: the entries, then a task for each entry actually inserted (RETURNING feeds the tasks).
         inserted = task_insert_select_pg(
             task_type=engine.TASK_TYPE, tenant=account.merchant_id, now=now,
