@@ -22,7 +22,7 @@ from recon.models import (Account, AccountType, ClosedPeriod, Entry, EntryStatus
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
 from tracker.bulk import copy_rows
-from tracker.ids import uuid7
+from tracker.ids import uuid7, uuid7_texts
 from tracker.models import ProcessTracker, TaskStatus
 from tracker.services import task_create_many, task_insert_select_pg
 
@@ -302,7 +302,7 @@ def staging_entries_create_many(*, account: Account, rows: list[dict]) -> list[S
                 entry.task_id = uuid7()
             _staging_entries_copy_pg(
                 account, ((e.pk, e.task_id, e.entry_type, e.amount, e.currency, e.effective_date,
-                           e.processing_mode, e.metadata) for e in entries), now=now, with_ids=True)
+                           e.processing_mode, e.metadata) for e in entries), now=now)
             for entry in entries:
                 entry.created_at = entry.updated_at = now
                 entry._state.adding = False
@@ -318,12 +318,15 @@ def staging_entries_create_rows(*, account: Account, rows: list[tuple]) -> int:
     """Bulk producer for the CSV import: validated rows as plain tuples `(entry_type, amount, currency,
     effective_date, processing_mode, metadata)` (amount a Decimal or its text with at most 4 decimal places,
     effective_date an aware datetime or its ISO text, metadata a dict or its JSON text), so no model instance
-    is built on PostgreSQL (COPY). Returns the number of entries written (each with its task)."""
+    is built on PostgreSQL (COPY; the ids are one `uuid7_texts` run). Returns the number of entries written
+    (each with its task)."""
     if not rows:
         return 0
     if _copy_enabled():
+        ids = uuid7_texts(2 * len(rows))
         with transaction.atomic():
-            return _staging_entries_copy_pg(account, rows, now=timezone.now(), with_ids=False)
+            return _staging_entries_copy_pg(account, map(lambda sid, tid, row: (sid, tid, *row), ids[::2], ids[1::2],
+                                                         rows), now=timezone.now())
     decoded = [{"entry_type": t, "amount": Decimal(a).quantize(Decimal("0.0001")), "currency": c,
                 "effective_date": d if isinstance(d, dt.datetime) else dt.datetime.fromisoformat(d),
                 "processing_mode": m, "metadata": json.loads(md) if isinstance(md, str) else md}
@@ -337,43 +340,46 @@ STAGING_COPY_COLUMNS = ("staging_entry_id", "account_id", "entry_type", "amount"
                         "processing_mode", "status", "metadata", "idempotency_key", "request_hash", "task_id",
                         "mismatch_transaction_id", "created_at", "updated_at", "discarded_at")
 _COPY_TABLE = "recon_staging_copy"
-# Time-ordered (UUIDv7 layout: 48-bit Unix milliseconds, version 7, random rest) ids for the COPY path: a chunk's
-# new keys land at the right edge of the primary-key and task_id btrees instead of on thousands of random
-# leaf pages (random v4 keys made those index inserts, and their WAL full-page images, the import's main cost).
-_UUID7_SQL = ("(lpad(to_hex(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') || '7'"
-              " || substr(replace(gen_random_uuid()::text, '-', ''), 14))::uuid")
 _JSON = DjangoJSONEncoder()
 
 
-def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt.datetime, with_ids: bool) -> int:
-    """COPY the rows into a temporary table (ON COMMIT DROP, dropped again at the end so a transaction can
-    call this once per chunk), then INSERT ... SELECT ... ON CONFLICT DO NOTHING into the staging entries
-    and their PROCESS_STAGING_ENTRY tasks (`tracker.services.task_insert_select_pg`), in the caller's
-    transaction. Ids come from the rows (`with_ids`: rows start with staging_entry_id, task_id) or are
-    time-ordered UUIDs made by the database (`_UUID7_SQL`). Returns the number of staging entries inserted."""
+def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt.datetime) -> int:
+    """COPY the rows `(staging_entry_id, task_id, entry_type, amount, currency, effective_date, processing_mode,
+    metadata)` (ids as UUIDs or their text, new and time-ordered for index locality; metadata a dict or its
+    JSON text) with each task's payload into a temporary table (ON COMMIT DROP, dropped again at the end so a
+    transaction can call this once per chunk), then INSERT ... SELECT ... ON CONFLICT DO NOTHING into the
+    staging entries and, for each entry actually inserted, its PROCESS_STAGING_ENTRY task
+    (`tracker.services.task_insert_select_pg`), in the caller's transaction. Ids, payloads and metadata are
+    made in Python: generating UUIDs or JSON per row in SQL cost more than the inserts themselves. Returns the
+    number of staging entries inserted."""
     table = StagingEntry._meta.db_table
-    data_columns = ("entry_type", "amount", "currency", "effective_date", "processing_mode", "metadata")
-    copy_columns = (("staging_entry_id", "task_id") if with_ids else ()) + data_columns
     dumps = _JSON.encode
+
+    def copy_row(row: tuple) -> tuple:
+        sid, tid, entry_type, amount, currency, when, mode, metadata = row
+        return (sid, tid, entry_type, amount, currency, when, mode,
+                metadata if isinstance(metadata, str) else dumps(metadata),
+                f'{{"staging_entry_id": "{sid}", "mode": "{mode}"}}')
+
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{_COPY_TABLE}")
         cursor.execute(
-            f"CREATE TEMPORARY TABLE {_COPY_TABLE} (staging_entry_id uuid NOT NULL DEFAULT {_UUID7_SQL},"
-            f" task_id uuid NOT NULL DEFAULT {_UUID7_SQL}, entry_type text NOT NULL, amount numeric NOT NULL,"
-            " currency text NOT NULL, effective_date timestamptz NOT NULL, processing_mode text NOT NULL,"
-            " metadata jsonb NOT NULL) ON COMMIT DROP")
-        copy_rows(_COPY_TABLE, copy_columns,
-                  ((*row[:-1], md if isinstance(md := row[-1], str) else dumps(md)) for row in rows))
-        # One statement: the entries, then a task for each entry actually inserted (RETURNING feeds the tasks).
+            f"CREATE TEMPORARY TABLE {_COPY_TABLE} (staging_entry_id uuid NOT NULL, task_id uuid NOT NULL,"
+            " entry_type text NOT NULL, amount numeric NOT NULL, currency text NOT NULL,"
+            " effective_date timestamptz NOT NULL, processing_mode text NOT NULL, metadata jsonb NOT NULL,"
+            " payload jsonb NOT NULL) ON COMMIT DROP")
+        copy_rows(_COPY_TABLE, ("staging_entry_id", "task_id", "entry_type", "amount", "currency", "effective_date",
+                                "processing_mode", "metadata", "payload"), map(copy_row, rows))
+        # One statement: the entries, then a task for each entry actually inserted (RETURNING feeds the tasks,
+        # whose ids are as new as the entries': they need no conflict check).
         inserted = task_insert_select_pg(
-            task_type=engine.TASK_TYPE, tenant=account.merchant_id, now=now,
+            task_type=engine.TASK_TYPE, tenant=account.merchant_id, now=now, skip_existing=False,
             with_sql=(f"ins AS (INSERT INTO {table} ({', '.join(STAGING_COPY_COLUMNS)})"
                       f" SELECT staging_entry_id, %s, entry_type, amount, currency, effective_date, processing_mode,"
                       f" %s, metadata, NULL, '', task_id, NULL, %s, %s, NULL FROM {_COPY_TABLE}"
-                      " ON CONFLICT DO NOTHING RETURNING staging_entry_id, task_id, processing_mode)"),
+                      " ON CONFLICT DO NOTHING RETURNING staging_entry_id)"),
             with_params=[account.pk, StagingStatus.PENDING, now, now],
-            select_sql=("SELECT task_id, jsonb_build_object('staging_entry_id', staging_entry_id::text,"
-                        " 'mode', processing_mode) FROM ins"))
+            select_sql=f"SELECT c.task_id, c.payload FROM ins JOIN {_COPY_TABLE} c USING (staging_entry_id)")
         cursor.execute(f"DROP TABLE {_COPY_TABLE}")
     return inserted
 

@@ -115,8 +115,8 @@ def test_the_same_rows_copied_twice_insert_once(ledger):
     rows = [(uuid.uuid4(), uuid.uuid4(), "DEBIT", Decimal("1.5"), "USD", timezone.now(), "TRANSACTION",
              {"order_id": f"o{i}"}) for i in range(5)]
     with transaction.atomic():
-        first = services._staging_entries_copy_pg(ledger.payments, rows, now=timezone.now(), with_ids=True)
-        again = services._staging_entries_copy_pg(ledger.payments, rows, now=timezone.now(), with_ids=True)
+        first = services._staging_entries_copy_pg(ledger.payments, rows, now=timezone.now())
+        again = services._staging_entries_copy_pg(ledger.payments, rows, now=timezone.now())
     assert (first, again) == (5, 0)
     assert StagingEntry.objects.count() == ProcessTracker.objects.count() == 5
     assert set(StagingEntry.objects.values_list("task_id", flat=True)) == {r[1] for r in rows}

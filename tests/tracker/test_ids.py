@@ -23,6 +23,17 @@ def test_helper_returns_a_plain_version_7_uuid():
     b = ids.uuid7()
     assert type(a) is uuid.UUID and (a.version, a.variant) == (7, uuid.RFC_4122)
     assert a < b
+    assert hash(a) == hash(uuid.UUID(str(a))) and a == uuid.UUID(str(a))
+    assert len({ids.uuid7() for _ in range(10000)}) == 10000
+
+
+def test_a_run_of_texts_is_ordered_unique_version_7_and_apart_from_other_runs():
+    run, other = ids.uuid7_texts(5000), ids.uuid7_texts(5000)
+    assert run == sorted(run) and len(set(run) | set(other)) == 10000
+    assert all(uuid.UUID(t).version == 7 and str(uuid.UUID(t)) == t for t in run[:3] + run[-3:])
+    assert ids.uuid7_texts(0) == []
+    with pytest.raises(ValueError):
+        ids.uuid7_texts(ids.RUN_MAX)
 
 
 def _round(payments, order_id: str) -> dict:
