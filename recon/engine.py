@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from collections import defaultdict
 from decimal import Decimal
+from operator import attrgetter
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
@@ -159,10 +160,10 @@ def _process_transaction(staging: StagingEntry, by) -> Transaction:
             f"A transaction for {rule.match_key}={key_value} already exists on this account.") from None
     meta = _entry_metadata(staging)
     legs = [
-        Entry(transaction=txn, account=account, entry_type=staging.entry_type, amount=staging.amount,
+        Entry(transaction_id=txn.pk, account=account, entry_type=staging.entry_type, amount=staging.amount,
               currency=staging.currency, status=EntryStatus.POSTED, effective_date=staging.effective_date,
               metadata=meta),
-        Entry(transaction=txn, account=rule.account_two, entry_type=opposite(staging.entry_type),
+        Entry(transaction_id=txn.pk, account=rule.account_two, entry_type=opposite(staging.entry_type),
               amount=staging.amount, currency=staging.currency, status=EntryStatus.EXPECTED,
               effective_date=staging.effective_date, metadata={**meta, rule.match_key: key_value}),
     ]
@@ -187,11 +188,15 @@ def _expected_with_key(rule: ReconRule, values: list) -> Q:
     base = Q(transaction__rule_id=rule.pk, account_id=rule.account_two_id)
     q = Q()
     if strings:
-        q |= base & Q(transaction__logical_transaction_id__in=[f"{rule.account_one_id}:{v}" for v in strings],
+        q |= base & Q(transaction__logical_transaction_id__any=_logical_ids(rule, strings),
                       **{f"metadata__{rule.match_key}__in": strings})
     if others:
         q |= base & Q(**{f"metadata__{rule.match_key}__in": others})
     return q
+
+
+def _logical_ids(rule: ReconRule, strings: list) -> list[str]:
+    return [f"{rule.account_one_id}:{v}" for v in strings]
 
 
 def _candidates(staging: StagingEntry, rules: list[ReconRule]):
@@ -244,13 +249,14 @@ def fulfilled_version(*, staging: StagingEntry, expected: Entry, old: Transactio
     meta = _entry_metadata(staging)
     new = Transaction(logical_transaction_id=old.logical_transaction_id, version=old.version + 1,
                       status=TransactionStatus.POSTED, amount=old.amount, currency=old.currency,
-                      merchant_id=old.merchant_id, rule=rule, source_staging_entry=staging,
+                      merchant_id=old.merchant_id, rule_id=rule.pk if rule else None,
+                      source_staging_entry_id=staging.pk,
                       metadata=dict(old.metadata), created_at=now)
-    legs = [Entry(transaction=new, account_id=e.account_id, entry_type=e.entry_type, amount=e.amount,
+    legs = [Entry(transaction_id=new.pk, account_id=e.account_id, entry_type=e.entry_type, amount=e.amount,
                   currency=e.currency, status=EntryStatus.POSTED, effective_date=e.effective_date,
                   metadata=e.metadata, created_at=now)
             for e in old_entries if e.status == EntryStatus.POSTED]
-    legs.append(Entry(transaction=new, account_id=staging.account_id, entry_type=staging.entry_type,
+    legs.append(Entry(transaction_id=new.pk, account_id=staging.account_id, entry_type=staging.entry_type,
                       amount=staging.amount, currency=staging.currency, status=EntryStatus.POSTED,
                       effective_date=staging.effective_date, metadata=meta, created_at=now))
     if difference:
@@ -258,7 +264,7 @@ def fulfilled_version(*, staging: StagingEntry, expected: Entry, old: Transactio
             raise errors.UnbalancedTransactionError("The amounts differ and the rule has no difference account.")
         new.metadata["amount_difference"] = str(difference)
         side = opposite(staging.entry_type) if difference > 0 else staging.entry_type
-        legs.append(Entry(transaction=new, account_id=rule.difference_account_id, entry_type=side,
+        legs.append(Entry(transaction_id=new.pk, account_id=rule.difference_account_id, entry_type=side,
                           amount=abs(difference), currency=staging.currency, status=EntryStatus.POSTED,
                           effective_date=staging.effective_date, metadata={**meta, "difference": True},
                           created_at=now))
@@ -279,8 +285,8 @@ def fulfil(*, staging: StagingEntry, expected: Entry, by, reason: str = "fulfill
     old.archive(by=by, reason=f"superseded by version {new.version} ({reason})")
     old.save()
     archived = [e.pk for e in old_entries]
-    changes = list(Entry.objects.filter(pk__in=archived).values_list("pk", "status"))
-    Entry.objects.filter(pk__in=archived).update(status=EntryStatus.ARCHIVED)
+    changes = list(Entry.objects.filter(pk__any=archived).values_list("pk", "status"))
+    Entry.objects.filter(pk__any=archived).update(status=EntryStatus.ARCHIVED)
     audit.record_many(Entry, [(pk, src, EntryStatus.ARCHIVED) for pk, src in changes], by=by,
                       reason=f"superseded by version {new.version}")
     new.save(force_insert=True)
@@ -334,7 +340,7 @@ def _locked_batch(staging_entry_ids: list, task_ids: list) -> list[StagingEntry]
     the tasks one by one, and the per-entry path fails that entry's task)."""
     ids = [str(s) for s in staging_entry_ids]
     rows = {str(e.pk): e for e in StagingEntry.objects.select_for_update(of=("self",)).select_related("account")
-            .filter(pk__in=ids).order_by("pk")}
+            .filter(pk__any=ids).order_by("pk")}
     if len(rows) != len(set(ids)):
         raise PermanentError("a staging entry of the batch does not exist")
     return [rows[s] for s, t in zip(ids, map(str, task_ids)) if rows[s].status == StagingStatus.PENDING
@@ -368,7 +374,7 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
         has_key = key_value not in (None, "")
         plan.append((e, rule, key_value if has_key else str(e.pk), has_key))
     logicals = {f"{e.account_id}:{kv}" for e, rule, kv, _ in plan if rule}
-    taken = set(Transaction.objects.filter(logical_transaction_id__in=logicals)
+    taken = set(Transaction.objects.filter(logical_transaction_id__any=logicals)
                 .values_list("logical_transaction_id", flat=True).distinct())
 
     now = timezone.now()
@@ -395,13 +401,13 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
             continue
         taken.add(logical)
         txn = Transaction(logical_transaction_id=logical, version=1, status=TransactionStatus.EXPECTED,
-                          amount=e.amount, currency=e.currency, merchant_id=e.account.merchant_id, rule=rule,
-                          source_staging_entry=e, metadata={**client, rule.match_key: key_value}, created_at=now)
+                          amount=e.amount, currency=e.currency, merchant_id=e.account.merchant_id, rule_id=rule.pk,
+                          source_staging_entry_id=e.pk, metadata={**client, rule.match_key: key_value}, created_at=now)
         meta = _entry_metadata(e)
-        pair = [Entry(transaction=txn, account_id=e.account_id, entry_type=e.entry_type, amount=e.amount,
+        pair = [Entry(transaction_id=txn.pk, account_id=e.account_id, entry_type=e.entry_type, amount=e.amount,
                       currency=e.currency, status=EntryStatus.POSTED, effective_date=e.effective_date,
                       metadata=meta, created_at=now),
-                Entry(transaction=txn, account_id=rule.account_two_id, entry_type=opposite(e.entry_type),
+                Entry(transaction_id=txn.pk, account_id=rule.account_two_id, entry_type=opposite(e.entry_type),
                       amount=e.amount, currency=e.currency, status=EntryStatus.EXPECTED,
                       effective_date=e.effective_date, metadata={**meta, rule.match_key: key_value},
                       created_at=now)]
@@ -414,7 +420,6 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
                          "new transaction generated"))
 
     insert_models(txns)
-    insert_models(legs)
     _staging_outcomes_write(outcomes, now)
     ct = ContentType.objects.get_for_model(StagingEntry)
     audit.record_rows([(ct.pk, e.pk, StagingStatus.PENDING, status, reason) for e, status, _, reason in outcomes],
@@ -423,6 +428,7 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
         ids = _waiting_confirmations(waiting)
         if ids:
             staging_entries_requeue(ids=ids, by=by, reason="expectation appeared")
+    insert_models(legs)  # last: it locks the accounts' running-balance rows until commit
     return {"processed": len(txns), "review": len(outcomes) - len(txns)}
 
 
@@ -507,15 +513,23 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
     by_key: dict = defaultdict(list)  # (rule id, key form) -> candidate EXPECTED entries, by id
     live: dict = defaultdict(list)  # transaction id -> its entries that are not ARCHIVED, by id
     if wanted:
+        # The transactions themselves for string keys (their logical ids, indexed); through the expected entries
+        # for other values. A superset of the candidates is fine: the replay below checks every entry.
         q = Q()
         for rule_id, values in wanted.items():
-            q |= _expected_with_key(rules[rule_id], values)
-        candidates = Entry.objects.filter(q, status=EntryStatus.EXPECTED,
-                                          transaction__status=TransactionStatus.EXPECTED)
-        txns = {t.pk: t for t in Transaction.objects.filter(pk__in=Subquery(candidates.values("transaction_id")))
+            rule = rules[rule_id]
+            strings = [v for v in values if isinstance(v, str)]
+            if strings:
+                q |= Q(rule_id=rule.pk, logical_transaction_id__any=_logical_ids(rule, strings))
+            if len(strings) < len(values):
+                q |= Q(pk__in=Subquery(Entry.objects.filter(
+                    _expected_with_key(rule, [v for v in values if not isinstance(v, str)]),
+                    status=EntryStatus.EXPECTED).values("transaction_id")))
+        txns = {t.pk: t for t in Transaction.objects.filter(q, status=TransactionStatus.EXPECTED)
                 .order_by("pk").select_for_update()}
-        for row in (Entry.objects.filter(transaction_id__in=list(txns)).exclude(status=EntryStatus.ARCHIVED)
-                    .order_by("pk")):
+        # Not ordered by the database (that tempts the planner into a primary-key walk): by id, in memory.
+        for row in sorted(Entry.objects.filter(transaction_id__any=list(txns)).exclude(status=EntryStatus.ARCHIVED),
+                          key=attrgetter("pk")):
             row.transaction = txn = txns[row.transaction_id]
             live[row.transaction_id].append(row)
             rule = rules.get(txn.rule_id)
@@ -568,13 +582,10 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
     # Writes: old versions out of the way first (one open version per logical transaction), then the new ones.
     for pks, target in (([t[0] for t in archived_txns], TransactionStatus.ARCHIVED),
                         ([m[0] for m in mismatched], TransactionStatus.MISMATCH)):
-        if pks and Transaction.objects.filter(pk__in=pks, status=TransactionStatus.EXPECTED).update(
+        if pks and Transaction.objects.filter(pk__any=pks, status=TransactionStatus.EXPECTED).update(
                 status=target) != len(pks):
             raise BatchFallback("a candidate transaction changed under its lock")
-    if archived_entries:
-        Entry.objects.filter(pk__in=[a[0] for a in archived_entries]).update(status=EntryStatus.ARCHIVED)
     insert_models(new_txns)
-    insert_models(legs)
     _staging_outcomes_write(outcomes, now)
     # The audit rows of every change, each with its own reason, in one COPY.
     ct_staging, ct_txn, ct_entry = (ContentType.objects.get_for_model(m) for m in (StagingEntry, Transaction, Entry))
@@ -584,6 +595,11 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
              for pk, reason in mismatched]
     rows += [(ct_staging.pk, e.pk, StagingStatus.PENDING, status, reason) for e, status, _, reason in outcomes]
     audit.record_rows(rows, by=by, at=now)
+    # Entry writes last: they update the accounts' running balances (`recon_account_balance`), whose rows stay
+    # locked until commit, so another consumer on the same accounts waits only for the tail of this batch.
+    if archived_entries:
+        Entry.objects.filter(pk__any=[a[0] for a in archived_entries]).update(status=EntryStatus.ARCHIVED)
+    insert_models(legs)
     return {"processed": len(new_txns), "review": len(outcomes) - len(new_txns)}
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, Min, Value, When
+from django.db.models import Case, Count, F, Min, Subquery, Value, When
 from django.utils import timezone
 
 from tracker import audit, registry, wakeup
@@ -169,17 +169,22 @@ def _claim_orm(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]
 
 
 def task_renew_leases(*, worker_id: str) -> int:
-    """Extends the leases of every task `worker_id` is processing (its heartbeat)."""
+    """Extends the leases of every task `worker_id` is processing (its heartbeat). Skips rows locked right now
+    (SKIP LOCKED): the worker's own batch completes its tasks at the start of its transaction, and the
+    heartbeat must not wait for that batch to commit."""
     now = timezone.now()
-    return ProcessTracker.objects.filter(status=S.PROCESSING, locked_by=worker_id).update(
-        lease_expires_at=_lease_until(now), updated_at=now)
+    held = ProcessTracker.objects.filter(status=S.PROCESSING, locked_by=worker_id).select_for_update(
+        skip_locked=True).values("task_id")
+    with transaction.atomic():
+        return ProcessTracker.objects.filter(task_id__in=Subquery(held)).update(lease_expires_at=_lease_until(now),
+                                                                              updated_at=now)
 
 
 def task_complete_many(*, task_ids: Sequence, worker_id: str) -> None:
     """Marks tasks COMPLETED. Called inside the handler's transaction; raises LeaseLost (rolling the
     handler's writes back) when any of them is no longer held by `worker_id`."""
     now = timezone.now()
-    done = ProcessTracker.objects.filter(task_id__in=task_ids, status=S.PROCESSING, locked_by=worker_id).update(
+    done = ProcessTracker.objects.filter(task_id__any=task_ids, status=S.PROCESSING, locked_by=worker_id).update(
         status=S.COMPLETED, completed_at=now, lease_expires_at=None, updated_at=now, last_error="")
     if done != len(task_ids):
         raise LeaseLost(f"{len(task_ids) - done} of {len(task_ids)} tasks are no longer held by {worker_id}.")

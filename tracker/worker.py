@@ -100,9 +100,11 @@ class Worker:
         for handler, group in sorted(groups.items(), key=lambda item: item[0].long_running):
             if handler.is_batched() and len(group) > 1:
                 try:
+                    # One transaction: the tasks' completion first (it fails fast on a lost lease), then the
+                    # work, whose last writes may lock shared rows (running balances) until the commit.
                     with transaction.atomic():
-                        handler.run_batch(group, self.ctx)
                         services.task_complete_many(task_ids=[t.task_id for t in group], worker_id=self.worker_id)
+                        handler.run_batch(group, self.ctx)
                     totals.succeeded += len(group)
                     continue
                 except Exception as exc:

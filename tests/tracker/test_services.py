@@ -165,6 +165,45 @@ def test_renewing_leases_extends_only_own_tasks():
         locked_by="b").lease_expires_at
 
 
+@pytest.mark.django_db(transaction=True)
+def test_renewing_leases_skips_rows_a_running_batch_holds():
+    """The heartbeat renews from its own connection while the worker's batch transaction holds some of its
+    tasks' rows (completed at the batch's start): it skips those instead of waiting for the commit."""
+    import threading
+
+    from django.db import connection
+
+    make(), make()
+    held, free = services.task_claim(worker_id="a", limit=2)
+    ProcessTracker.objects.update(lease_expires_at=timezone.now())
+    locked, release, result = threading.Event(), threading.Event(), {}
+
+    def batch():
+        with transaction.atomic():
+            ProcessTracker.objects.select_for_update().get(pk=held.pk)
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    def heartbeat():
+        result["renewed"] = services.task_renew_leases(worker_id="a")
+        connection.close()
+
+    holder = threading.Thread(target=batch)
+    holder.start()
+    assert locked.wait(10)
+    beat = threading.Thread(target=heartbeat)
+    beat.start()
+    beat.join(5)
+    waited = beat.is_alive()
+    release.set()
+    holder.join(10)
+    beat.join(10)
+    assert not waited and result["renewed"] == 1
+    assert ProcessTracker.objects.get(pk=free.pk).lease_expires_at > ProcessTracker.objects.get(
+        pk=held.pk).lease_expires_at
+
+
 def test_dedupe_key_is_unique_while_unfinished():
     from django.db import IntegrityError
 

@@ -1,0 +1,42 @@
+"""`field__any=[...]`: membership in a list, sent to PostgreSQL as ONE array parameter (`col = ANY(%s)`)
+instead of `IN (%s, %s, ...)` with a placeholder per value. Batches filter on up to a thousand ids at a time:
+psycopg then adapts one list instead of parsing a thousand placeholders, and the statement text stays the same
+for every batch size. Other databases get the plain IN list."""
+
+from django.core.exceptions import EmptyResultSet
+from django.db.models import Field, ForeignObject, Lookup
+
+# Array element types for the cast; other fields let psycopg type the list from its Python values.
+_ARRAY_TYPES = {"UUIDField": "uuid", "CharField": "text", "TextField": "text", "BigIntegerField": "bigint",
+                "IntegerField": "integer", "BigAutoField": "bigint", "AutoField": "integer"}
+
+
+class Any(Lookup):
+    lookup_name = "any"
+    prepare_rhs = False
+
+    def get_prep_lookup(self):
+        field = self.lhs.output_field
+        return [field.get_prep_value(v) for v in self.rhs]
+
+    def _values(self, connection) -> list:
+        values = [self.lhs.output_field.get_db_prep_value(v, connection, prepared=True) for v in self.rhs]
+        if not values:
+            raise EmptyResultSet
+        return values
+
+    def as_sql(self, compiler, connection):
+        lhs, params = self.process_lhs(compiler, connection)
+        values = self._values(connection)
+        return f"{lhs} IN ({', '.join(['%s'] * len(values))})", (*params, *values)
+
+    def as_postgresql(self, compiler, connection):
+        lhs, params = self.process_lhs(compiler, connection)
+        values = self._values(connection)
+        field = self.lhs.output_field
+        element = _ARRAY_TYPES.get(getattr(field, "target_field", field).get_internal_type())
+        return f"{lhs} = ANY(%s{f'::{element}[]' if element else ''})", (*params, values)
+
+
+Field.register_lookup(Any)
+ForeignObject.register_lookup(Any)  # foreign keys keep their own lookups: `transaction_id__any=[...]`
