@@ -5,12 +5,10 @@ Everything here is called inside a `transaction.atomic()` opened by the caller (
 service). Locks are taken in a fixed order: the staging entry first, then transactions ordered by id."""
 
 import datetime as dt
-import json
 from collections import defaultdict
 from decimal import Decimal
 from operator import attrgetter
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Subquery
 from django.utils import timezone
@@ -19,7 +17,7 @@ from recon import errors
 from recon.models import (ClosedPeriod, Entry, EntryStatus, ProcessingMode, ReconRule, StagingEntry,
                           StagingStatus, Transaction, TransactionStatus, opposite)
 from tracker import audit
-from tracker.bulk import insert_models
+from tracker.bulk import insert_models, to_json
 from tracker.errors import PermanentError
 from tracker.services import TaskSpec, task_create_many
 
@@ -621,7 +619,7 @@ def _staging_outcomes_write(outcomes: list, now) -> None:
                                                                                              updated_at=now)
         return
     table = StagingEntry._meta.db_table
-    columns = [list(col) for col in zip(*[(e.pk, status, json.dumps(e.metadata, cls=DjangoJSONEncoder), e.discarded_at,
+    columns = [list(col) for col in zip(*[(e.pk, status, to_json(e.metadata), e.discarded_at,
                                            e.mismatch_transaction_id) for e, status, _, _ in outcomes])]
     with connection.cursor() as cursor:
         cursor.execute(
@@ -645,13 +643,14 @@ def _waiting_confirmations(waiting: list) -> list:
                                                 processing_mode=ProcessingMode.CONFIRMATION,
                                                 metadata__error_type="NoMatchFoundError")
                     .order_by("pk").select_for_update().values_list("pk", flat=True))
-    accounts, keys, values = (list(col) for col in zip(*[(a, k, json.dumps(v, cls=DjangoJSONEncoder))
+    accounts, keys, values = (list(col) for col in zip(*[(a, k, to_json(v))
                                                           for a, k, v in waiting]))
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT s.staging_entry_id FROM {StagingEntry._meta.db_table} AS s"
             " WHERE s.account_id = ANY(%s::uuid[]) AND s.status = %s AND s.processing_mode = %s"
-            " AND s.metadata ->> 'error_type' = 'NoMatchFoundError' AND EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::text[], %s::jsonb[]) AS w(account_id, k, v)"
+            " AND s.metadata ->> 'error_type' = 'NoMatchFoundError'"
+            " AND EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::text[], %s::jsonb[]) AS w(account_id, k, v)"
             " WHERE s.account_id = w.account_id AND s.metadata -> w.k = w.v)"
             " ORDER BY s.staging_entry_id FOR UPDATE",
             [sorted(set(accounts)), StagingStatus.NEEDS_MANUAL_REVIEW, ProcessingMode.CONFIRMATION, accounts, keys,

@@ -11,7 +11,6 @@ from decimal import Decimal, InvalidOperation
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
@@ -21,7 +20,7 @@ from recon.currencies import is_currency
 from recon.models import (Account, AccountType, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership,
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
-from tracker.bulk import copy_rows
+from tracker.bulk import copy_rows, to_json
 from tracker.ids import uuid7, uuid7_texts
 from tracker.models import ProcessTracker, TaskStatus
 from tracker.services import task_create_many, task_insert_select_pg
@@ -324,9 +323,9 @@ def staging_entries_create_rows(*, account: Account, rows: list[tuple]) -> int:
         return 0
     if _copy_enabled():
         ids = uuid7_texts(2 * len(rows))
+        rows_with_ids = ((sid, tid, *row) for sid, tid, row in zip(ids[::2], ids[1::2], rows))
         with transaction.atomic():
-            return _staging_entries_copy_pg(account, map(lambda sid, tid, row: (sid, tid, *row), ids[::2], ids[1::2],
-                                                         rows), now=timezone.now())
+            return _staging_entries_copy_pg(account, rows_with_ids, now=timezone.now())
     decoded = [{"entry_type": t, "amount": Decimal(a).quantize(Decimal("0.0001")), "currency": c,
                 "effective_date": d if isinstance(d, dt.datetime) else dt.datetime.fromisoformat(d),
                 "processing_mode": m, "metadata": json.loads(md) if isinstance(md, str) else md}
@@ -340,7 +339,6 @@ STAGING_COPY_COLUMNS = ("staging_entry_id", "account_id", "entry_type", "amount"
                         "processing_mode", "status", "metadata", "idempotency_key", "request_hash", "task_id",
                         "mismatch_transaction_id", "created_at", "updated_at", "discarded_at")
 _COPY_TABLE = "recon_staging_copy"
-_JSON = DjangoJSONEncoder()
 
 
 def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt.datetime) -> int:
@@ -353,12 +351,10 @@ def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt
     made in Python: generating UUIDs or JSON per row in SQL cost more than the inserts themselves. Returns the
     number of staging entries inserted."""
     table = StagingEntry._meta.db_table
-    dumps = _JSON.encode
-
     def copy_row(row: tuple) -> tuple:
         sid, tid, entry_type, amount, currency, when, mode, metadata = row
         return (sid, tid, entry_type, amount, currency, when, mode,
-                metadata if isinstance(metadata, str) else dumps(metadata),
+                metadata if isinstance(metadata, str) else to_json(metadata),
                 f'{{"staging_entry_id": "{sid}", "mode": "{mode}"}}')
 
     with connection.cursor() as cursor:

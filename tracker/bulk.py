@@ -1,7 +1,6 @@
 """Bulk inserts for the set-based paths. On PostgreSQL they COPY (psycopg 3 formats COPY rows in C, where
 `bulk_create` binds each value of each row in Python); elsewhere they use `bulk_create`."""
 
-import json
 import time
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
@@ -10,6 +9,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.db.models import JSONField
 from django.utils import timezone
+
+# JSON text as Django's JSONField writes it, with one encoder for every bulk row (json.dumps(cls=...) would
+# build a new encoder per value).
+to_json = DjangoJSONEncoder().encode
 
 
 def copy_rows(table: str, columns: Sequence[str], rows: Iterable[tuple]) -> None:
@@ -40,14 +43,15 @@ def insert_models(objs: Sequence) -> None:
         return
     fields = model._meta.concrete_fields
     now = timezone.now()
-    json_fields = [(i, f.encoder or DjangoJSONEncoder) for i, f in enumerate(fields) if isinstance(f, JSONField)]
+    json_fields = [(i, f.encoder().encode if f.encoder else to_json) for i, f in enumerate(fields)
+                   if isinstance(f, JSONField)]
     stamped = [i for i, f in enumerate(fields) if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
     values = attrgetter(*[f.attname for f in fields])
 
     def row(obj) -> list:
         out = list(values(obj))
-        for i, encoder in json_fields:
-            out[i] = json.dumps(out[i], cls=encoder)
+        for i, encode in json_fields:
+            out[i] = encode(out[i])
         for i in stamped:
             out[i] = now
         return out
