@@ -8,17 +8,19 @@ import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
 from operator import attrgetter
+from typing import NamedTuple
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Subquery
 from django.utils import timezone
 
 from recon import errors
-from recon.models import (ClosedPeriod, Entry, EntryStatus, ProcessingMode, ReconRule, StagingEntry,
+from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, ProcessingMode, ReconRule, StagingEntry,
                           StagingStatus, Transaction, TransactionStatus, opposite)
 from tracker import audit
-from tracker.bulk import insert_models, to_json
+from tracker.bulk import array_columns, array_literal, insert_models, load_models, to_json
 from tracker.errors import PermanentError
+from tracker.ids import uuid7_texts
 from tracker.services import TaskSpec, task_create_many
 
 TASK_TYPE = "PROCESS_STAGING_ENTRY"
@@ -34,11 +36,13 @@ def period_is_closed(*, merchant_id: str, when: dt.datetime | dt.date) -> bool:
                                        start_date__lte=day, end_date__gte=day).exists()
 
 
-def _check_balanced(entries: list[Entry]) -> None:
+def _check_balanced(legs: list[tuple[str, Decimal, str]]) -> None:
+    """Raises UnbalancedTransactionError unless the (side, amount, currency) legs are positive and balance
+    per currency."""
     totals: dict[str, Decimal] = defaultdict(Decimal)
-    for e in entries:
-        totals[e.currency] += e.amount if e.entry_type == "DEBIT" else -e.amount
-    if any(v != 0 for v in totals.values()) or any(e.amount <= 0 for e in entries):
+    for side, amount, currency in legs:
+        totals[currency] += amount if side == "DEBIT" else -amount
+    if any(v != 0 for v in totals.values()) or any(leg[1] <= 0 for leg in legs):
         raise errors.UnbalancedTransactionError(
             "The resulting transaction would not balance: " + ", ".join(f"{c} {v}" for c, v in totals.items()))
 
@@ -165,7 +169,7 @@ def _process_transaction(staging: StagingEntry, by) -> Transaction:
               amount=staging.amount, currency=staging.currency, status=EntryStatus.EXPECTED,
               effective_date=staging.effective_date, metadata={**meta, rule.match_key: key_value}),
     ]
-    _check_balanced(legs)
+    _check_balanced([(e.entry_type, e.amount, e.currency) for e in legs])
     Entry.objects.bulk_create(legs)
     staging.metadata = {**_client_metadata(staging), "match_type": "NewTransactionGenerated"}
     staging.mark_processed(by=by, reason="new transaction generated")
@@ -209,7 +213,7 @@ def _candidates(staging: StagingEntry, rules: list[ReconRule]):
     return Entry.objects.filter(q, status=EntryStatus.EXPECTED, transaction__status=TransactionStatus.EXPECTED)
 
 
-def _process_confirmation(staging: StagingEntry, by) -> Transaction:
+def _process_confirmation(staging: StagingEntry, by) -> None:
     """CONFIRMATION mode: count the candidates first, then fulfil the one that agrees."""
     _common_checks(staging)
     rules = list(ReconRule.objects.filter(account_two=staging.account).order_by("pk"))
@@ -231,65 +235,144 @@ def _process_confirmation(staging: StagingEntry, by) -> Transaction:
     reasons = mismatch_reasons(staging, expected, expected.transaction.rule)
     if reasons:
         raise errors.MismatchError("; ".join(reasons), details={"_transaction": expected.transaction_id})
-    txn = fulfil(staging=staging, expected=expected, by=by)
+    done = fulfil(staging=staging, expected=expected, by=by)
     staging.metadata = {**_client_metadata(staging), "match_type": "Fulfilled"}
-    staging.mark_processed(by=by, reason=f"fulfilled {txn.logical_transaction_id}")
+    staging.mark_processed(by=by, reason=f"fulfilled {done.old.logical_transaction_id}")
     staging.save()
-    return txn
 
 
-def fulfilled_version(*, staging: StagingEntry, expected: Entry, old: Transaction, rule: ReconRule | None,
-                      old_entries: list[Entry], now) -> tuple[Transaction, list[Entry]]:
-    """Version+1 (POSTED, unsaved) of `old` and its legs: the carried-over posted entries, the fulfilling
-    entry, and a difference leg on the rule's difference account when a tolerance applied. Raises
-    UnbalancedTransactionError when the legs cannot balance."""
+class Fulfilment(NamedTuple):
+    """Version+1 (POSTED) of `old`, decided and checked but not written: the old version's POSTED entries
+    carried over (`carried`: [(old entry, new id)]), the staging entry's own leg (`leg_id`, metadata
+    `leg_metadata`) and, when a tolerance applied, a difference leg (`difference_leg`: (id, account id, side,
+    amount)) on the rule's difference account."""
+    staging: StagingEntry
+    old: Transaction
+    new_id: str
+    carried: list
+    leg_id: str
+    leg_metadata: dict
+    difference: Decimal
+    difference_leg: tuple | None
+
+
+def plan_fulfilment(*, staging: StagingEntry, expected: Entry, old: Transaction, rule: ReconRule | None,
+                    old_entries: list[Entry]) -> Fulfilment:
+    """What fulfilling `expected` (a leg of `old`, whose live entries are `old_entries`) with `staging`
+    writes. Raises UnbalancedTransactionError when the legs cannot balance."""
     difference = staging.amount - expected.amount
-    meta = _entry_metadata(staging)
-    new = Transaction(logical_transaction_id=old.logical_transaction_id, version=old.version + 1,
-                      status=TransactionStatus.POSTED, amount=old.amount, currency=old.currency,
-                      merchant_id=old.merchant_id, rule_id=rule.pk if rule else None,
-                      source_staging_entry_id=staging.pk,
-                      metadata=dict(old.metadata), created_at=now)
-    legs = [Entry(transaction_id=new.pk, account_id=e.account_id, entry_type=e.entry_type, amount=e.amount,
-                  currency=e.currency, status=EntryStatus.POSTED, effective_date=e.effective_date,
-                  metadata=e.metadata, created_at=now)
-            for e in old_entries if e.status == EntryStatus.POSTED]
-    legs.append(Entry(transaction_id=new.pk, account_id=staging.account_id, entry_type=staging.entry_type,
-                      amount=staging.amount, currency=staging.currency, status=EntryStatus.POSTED,
-                      effective_date=staging.effective_date, metadata=meta, created_at=now))
+    carried = [e for e in old_entries if e.status == EntryStatus.POSTED]
+    new_id, leg_id, *ids = uuid7_texts(len(carried) + 3)
+    legs = [(e.entry_type, e.amount, e.currency) for e in carried]
+    legs.append((staging.entry_type, staging.amount, staging.currency))
+    difference_leg = None
     if difference:
         if rule is None or rule.difference_account_id is None:
             raise errors.UnbalancedTransactionError("The amounts differ and the rule has no difference account.")
-        new.metadata["amount_difference"] = str(difference)
         side = opposite(staging.entry_type) if difference > 0 else staging.entry_type
-        legs.append(Entry(transaction_id=new.pk, account_id=rule.difference_account_id, entry_type=side,
-                          amount=abs(difference), currency=staging.currency, status=EntryStatus.POSTED,
-                          effective_date=staging.effective_date, metadata={**meta, "difference": True},
-                          created_at=now))
+        difference_leg = (ids.pop(), rule.difference_account_id, side, abs(difference))
+        legs.append((side, abs(difference), staging.currency))
     _check_balanced(legs)
-    return new, legs
+    return Fulfilment(staging, old, new_id, list(zip(carried, ids)), leg_id, _entry_metadata(staging), difference,
+                      difference_leg)
 
 
-def fulfil(*, staging: StagingEntry, expected: Entry, by, reason: str = "fulfilled") -> Transaction:
+def new_versions_insert(fulfilments: list[Fulfilment], now) -> None:
+    """Inserts the new transaction versions of `fulfilments` (their old versions archived first by the caller,
+    as one version per logical transaction may be open). On PostgreSQL one INSERT ... SELECT that copies the
+    old rows' columns in the database; elsewhere model instances."""
+    if not fulfilments:
+        return
+    if connection.vendor != "postgresql":
+        Transaction.objects.bulk_create([Transaction(
+            transaction_id=f.new_id, logical_transaction_id=f.old.logical_transaction_id, version=f.old.version + 1,
+            status=TransactionStatus.POSTED, amount=f.old.amount, currency=f.old.currency,
+            merchant_id=f.old.merchant_id, rule_id=f.old.rule_id, source_staging_entry_id=f.staging.pk,
+            metadata={**f.old.metadata, **({"amount_difference": str(f.difference)} if f.difference else {})},
+            created_at=now) for f in fulfilments])
+        return
+    columns = array_columns([(f.new_id, f.old.pk, f.staging.pk, f.difference or None) for f in fulfilments], 4)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Transaction._meta.db_table} (transaction_id, logical_transaction_id, version, status,"
+            " amount, currency, merchant_id, rule_id, source_staging_entry_id, metadata, created_at)"
+            " SELECT u.id, t.logical_transaction_id, t.version + 1, %s, t.amount, t.currency, t.merchant_id,"
+            " t.rule_id, u.staging, CASE WHEN u.difference IS NULL THEN t.metadata"
+            " ELSE t.metadata || jsonb_build_object('amount_difference', u.difference) END, %s"
+            " FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[]) AS u(id, old, staging, difference)"
+            " JOIN {txn} AS t ON t.transaction_id = u.old".replace("{txn}", Transaction._meta.db_table),
+            [TransactionStatus.POSTED, now, *columns])
+
+
+def new_legs_insert(fulfilments: list[Fulfilment], now) -> None:
+    """Inserts the legs of the new versions of `fulfilments` (after `new_versions_insert`): the carried-over
+    entries copied from their old rows, the staging entries' legs from the staging rows. On PostgreSQL one
+    INSERT ... SELECT; elsewhere model instances."""
+    if not fulfilments:
+        return
+    if connection.vendor != "postgresql":
+        legs = []
+        for f in fulfilments:
+            s = f.staging
+            legs += [Entry(entry_id=new_id, transaction_id=f.new_id, account_id=e.account_id, entry_type=e.entry_type,
+                           amount=e.amount, currency=e.currency, status=EntryStatus.POSTED,
+                           effective_date=e.effective_date, metadata=e.metadata, created_at=now)
+                     for e, new_id in f.carried]
+            legs.append(Entry(entry_id=f.leg_id, transaction_id=f.new_id, account_id=s.account_id,
+                              entry_type=s.entry_type, amount=s.amount, currency=s.currency, status=EntryStatus.POSTED,
+                              effective_date=s.effective_date, metadata=f.leg_metadata, created_at=now))
+            if f.difference_leg:
+                leg_id, account_id, side, amount = f.difference_leg
+                legs.append(Entry(entry_id=leg_id, transaction_id=f.new_id, account_id=account_id, entry_type=side,
+                                  amount=amount, currency=s.currency, status=EntryStatus.POSTED,
+                                  effective_date=s.effective_date, metadata={**f.leg_metadata, "difference": True},
+                                  created_at=now))
+        Entry.objects.bulk_create(legs)
+        return
+    carried = [(new_id, f.new_id, e.pk) for f in fulfilments for e, new_id in f.carried]
+    own = []  # (id, transaction, staging entry, account, side, amount, metadata); None: the staging entry's
+    for f in fulfilments:
+        meta = to_json(f.leg_metadata)
+        own.append((f.leg_id, f.new_id, f.staging.pk, None, None, None, meta))
+        if f.difference_leg:
+            leg_id, account_id, side, amount = f.difference_leg
+            own.append((leg_id, f.new_id, f.staging.pk, account_id, side, amount,
+                        to_json({**f.leg_metadata, "difference": True})))
+    columns = array_columns(carried, 3) + array_columns(own, 7)
+    entry, staging = Entry._meta.db_table, StagingEntry._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {entry} (entry_id, transaction_id, account_id, entry_type, amount, currency, status,"
+            " effective_date, metadata, created_at)"
+            " SELECT u.id, u.txn, e.account_id, e.entry_type, e.amount, e.currency, %(status)s, e.effective_date,"
+            " e.metadata, %(now)s"
+            " FROM unnest(%(c0)s::uuid[], %(c1)s::uuid[], %(c2)s::uuid[]) AS u(id, txn, old)"
+            f" JOIN {entry} AS e ON e.entry_id = u.old"
+            " UNION ALL"
+            " SELECT u.id, u.txn, coalesce(u.account, s.account_id), coalesce(u.side, s.entry_type),"
+            " coalesce(u.amount, s.amount), s.currency, %(status)s, s.effective_date, u.metadata::jsonb, %(now)s"
+            " FROM unnest(%(c3)s::uuid[], %(c4)s::uuid[], %(c5)s::uuid[], %(c6)s::uuid[], %(c7)s::text[],"
+            " %(c8)s::numeric[], %(c9)s::text[]) AS u(id, txn, staging, account, side, amount, metadata)"
+            f" JOIN {staging} AS s ON s.staging_entry_id = u.staging",
+            {"status": EntryStatus.POSTED, "now": now, **{f"c{i}": c for i, c in enumerate(columns)}})
+
+
+def fulfil(*, staging: StagingEntry, expected: Entry, by, reason: str = "fulfilled") -> Fulfilment:
     """Archives the expected entry's transaction and all its entries and creates version+1 POSTED: the
     fulfilling entry, the carried-over posted entries, and a difference entry when a tolerance applied.
     Assumes the old transaction row is locked by the caller and the match was checked."""
-    old = Transaction.objects.select_for_update().get(pk=expected.transaction_id)
-    rule = old.rule
+    old = Transaction.objects.select_for_update(of=("self",)).select_related("rule").get(pk=expected.transaction_id)
     old_entries = list(Entry.objects.filter(transaction=old).exclude(status=EntryStatus.ARCHIVED).order_by("pk"))
-    now = timezone.now()
-    new, legs = fulfilled_version(staging=staging, expected=expected, old=old, rule=rule,
-                                  old_entries=old_entries, now=now)
-    old.archive(by=by, reason=f"superseded by version {new.version} ({reason})")
+    f = plan_fulfilment(staging=staging, expected=expected, old=old, rule=old.rule, old_entries=old_entries)
+    old.archive(by=by, reason=f"superseded by version {old.version + 1} ({reason})")
     old.save()
-    archived = [e.pk for e in old_entries]
-    changes = list(Entry.objects.filter(pk__any=archived).values_list("pk", "status"))
-    Entry.objects.filter(pk__any=archived).update(status=EntryStatus.ARCHIVED)
-    audit.record_many(Entry, [(pk, src, EntryStatus.ARCHIVED) for pk, src in changes], by=by,
-                      reason=f"superseded by version {new.version}")
-    new.save(force_insert=True)
-    Entry.objects.bulk_create(legs)
-    return new
+    Entry.objects.filter(pk__any=[e.pk for e in old_entries]).update(status=EntryStatus.ARCHIVED)
+    audit.record_many(Entry, [(e.pk, e.status, EntryStatus.ARCHIVED) for e in old_entries], by=by,
+                      reason=f"superseded by version {old.version + 1}")
+    now = timezone.now()
+    new_versions_insert([f], now)
+    new_legs_insert([f], now)
+    return f
 
 
 # --- queueing ----------------------------------------------------------------------------------------
@@ -337,10 +420,13 @@ def _locked_batch(staging_entry_ids: list, task_ids: list) -> list[StagingEntry]
     still PENDING and owned by their task. Raises PermanentError when one does not exist (the worker then runs
     the tasks one by one, and the per-entry path fails that entry's task)."""
     ids = [str(s) for s in staging_entry_ids]
-    rows = {str(e.pk): e for e in StagingEntry.objects.select_for_update(of=("self",)).select_related("account")
-            .filter(pk__any=ids).order_by("pk")}
+    rows = {str(e.pk): e for e in load_models(StagingEntry.objects.select_for_update().filter(pk__any=ids)
+                                              .order_by("pk"))}
     if len(rows) != len(set(ids)):
         raise PermanentError("a staging entry of the batch does not exist")
+    accounts, field = Account.objects.in_bulk({e.account_id for e in rows.values()}), StagingEntry.account.field
+    for e in rows.values():
+        field.set_cached_value(e, accounts[e.account_id])
     return [rows[s] for s, t in zip(ids, map(str, task_ids)) if rows[s].status == StagingStatus.PENDING
             and (rows[s].task_id is None or str(rows[s].task_id) == t)]
 
@@ -409,7 +495,7 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
                       amount=e.amount, currency=e.currency, status=EntryStatus.EXPECTED,
                       effective_date=e.effective_date, metadata={**meta, rule.match_key: key_value},
                       created_at=now)]
-        _check_balanced(pair)
+        _check_balanced([(x.entry_type, x.amount, x.currency) for x in pair])
         txns.append(txn)
         legs += pair
         if has_key:
@@ -523,11 +609,11 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
                 q |= Q(pk__in=Subquery(Entry.objects.filter(
                     _expected_with_key(rule, [v for v in values if not isinstance(v, str)]),
                     status=EntryStatus.EXPECTED).values("transaction_id")))
-        txns = {t.pk: t for t in Transaction.objects.filter(q, status=TransactionStatus.EXPECTED)
-                .order_by("pk").select_for_update()}
+        txns = {t.pk: t for t in load_models(Transaction.objects.filter(q, status=TransactionStatus.EXPECTED)
+                                             .order_by("pk").select_for_update())}
         # Not ordered by the database (that tempts the planner into a primary-key walk): by id, in memory.
-        for row in sorted(Entry.objects.filter(transaction_id__any=list(txns)).exclude(status=EntryStatus.ARCHIVED),
-                          key=attrgetter("pk")):
+        for row in sorted(load_models(Entry.objects.filter(transaction_id__any=list(txns))
+                                      .exclude(status=EntryStatus.ARCHIVED)), key=attrgetter("pk")):
             row.transaction = txn = txns[row.transaction_id]
             live[row.transaction_id].append(row)
             rule = rules.get(txn.rule_id)
@@ -540,7 +626,7 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
 
     now = timezone.now()
     gone = set()  # transactions fulfilled or put in MISMATCH by an earlier entry of the batch
-    new_txns, legs, archived_txns, archived_entries, mismatched = [], [], [], [], []
+    fulfilments, archived_txns, archived_entries, mismatched = [], [], [], []
     outcomes = []  # (entry, new status, metadata, reason)
     for e, error, keys in plan:
         client = _client_metadata(e)
@@ -557,8 +643,7 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
             reasons = mismatch_reasons(e, expected, rule)
             if reasons:
                 raise errors.MismatchError("; ".join(reasons), details={"_transaction": old.pk})
-            new, new_legs = fulfilled_version(staging=e, expected=expected, old=old, rule=rule,
-                                              old_entries=live[old.pk], now=now)
+            done = plan_fulfilment(staging=e, expected=expected, old=old, rule=rule, old_entries=live[old.pk])
         except errors.OutcomeError as exc:
             mismatch = exc.details.pop("_transaction", None) if isinstance(exc, errors.MismatchError) else None
             outcomes.append((e, StagingStatus.NEEDS_MANUAL_REVIEW,
@@ -570,10 +655,9 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
                 mismatched.append((mismatch, f"staging entry {e.pk}: {exc.message}"))
             continue
         gone.add(old.pk)
-        new_txns.append(new)
-        legs += new_legs
-        archived_txns.append((old.pk, old.status, f"superseded by version {new.version} (fulfilled)"))
-        archived_entries += [(x.pk, x.status, f"superseded by version {new.version}") for x in live[old.pk]]
+        fulfilments.append(done)
+        archived_txns.append((old.pk, old.status, f"superseded by version {old.version + 1} (fulfilled)"))
+        archived_entries += [(x.pk, x.status, f"superseded by version {old.version + 1}") for x in live[old.pk]]
         outcomes.append((e, StagingStatus.PROCESSED, {**client, "match_type": "Fulfilled"},
                          f"fulfilled {old.logical_transaction_id}"))
 
@@ -583,7 +667,7 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
         if pks and Transaction.objects.filter(pk__any=pks, status=TransactionStatus.EXPECTED).update(
                 status=target) != len(pks):
             raise BatchFallback("a candidate transaction changed under its lock")
-    insert_models(new_txns)
+    new_versions_insert(fulfilments, now)
     _staging_outcomes_write(outcomes, now)
     # The audit rows of every change, each with its own reason, in one COPY.
     ct_staging, ct_txn, ct_entry = (ContentType.objects.get_for_model(m) for m in (StagingEntry, Transaction, Entry))
@@ -597,8 +681,8 @@ def confirmation_entries_process_batch(*, staging_entry_ids: list, task_ids: lis
     # locked until commit, so another consumer on the same accounts waits only for the tail of this batch.
     if archived_entries:
         Entry.objects.filter(pk__any=[a[0] for a in archived_entries]).update(status=EntryStatus.ARCHIVED)
-    insert_models(legs)
-    return {"processed": len(new_txns), "review": len(outcomes) - len(new_txns)}
+    new_legs_insert(fulfilments, now)
+    return {"processed": len(fulfilments), "review": len(outcomes) - len(fulfilments)}
 
 
 def _staging_outcomes_write(outcomes: list, now) -> None:
@@ -619,8 +703,8 @@ def _staging_outcomes_write(outcomes: list, now) -> None:
                                                                                              updated_at=now)
         return
     table = StagingEntry._meta.db_table
-    columns = [list(col) for col in zip(*[(e.pk, status, to_json(e.metadata), e.discarded_at,
-                                           e.mismatch_transaction_id) for e, status, _, _ in outcomes])]
+    columns = array_columns([(e.pk, status, to_json(e.metadata), e.discarded_at, e.mismatch_transaction_id)
+                             for e, status, _, _ in outcomes], 5)
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} AS s SET status = u.status, metadata = u.metadata::jsonb, discarded_at = u.discarded_at,"
@@ -643,8 +727,7 @@ def _waiting_confirmations(waiting: list) -> list:
                                                 processing_mode=ProcessingMode.CONFIRMATION,
                                                 metadata__error_type="NoMatchFoundError")
                     .order_by("pk").select_for_update().values_list("pk", flat=True))
-    accounts, keys, values = (list(col) for col in zip(*[(a, k, to_json(v))
-                                                          for a, k, v in waiting]))
+    accounts, keys, values = array_columns([(a, k, to_json(v)) for a, k, v in waiting], 3)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT s.staging_entry_id FROM {StagingEntry._meta.db_table} AS s"
@@ -653,6 +736,6 @@ def _waiting_confirmations(waiting: list) -> list:
             " AND EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::text[], %s::jsonb[]) AS w(account_id, k, v)"
             " WHERE s.account_id = w.account_id AND s.metadata -> w.k = w.v)"
             " ORDER BY s.staging_entry_id FOR UPDATE",
-            [sorted(set(accounts)), StagingStatus.NEEDS_MANUAL_REVIEW, ProcessingMode.CONFIRMATION, accounts, keys,
-             values])
+            [array_literal(sorted({a for a, _, _ in waiting})), StagingStatus.NEEDS_MANUAL_REVIEW,
+             ProcessingMode.CONFIRMATION, accounts, keys, values])
         return [row[0] for row in cursor.fetchall()]

@@ -4,15 +4,56 @@
 import time
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
+from uuid import UUID
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.db.models import JSONField
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 # JSON text as Django's JSONField writes it, with one encoder for every bulk row (json.dumps(cls=...) would
 # build a new encoder per value).
 to_json = DjangoJSONEncoder().encode
+
+
+def _element(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, UUID):
+        return format(value.int, "032x")  # PostgreSQL reads 32 hex digits as a uuid
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def array_literal(values: Iterable) -> str:
+    """The PostgreSQL array literal of `values` (`{"a","b",NULL}`), to pass as ONE text parameter cast to an
+    array type (`%s::uuid[]`): psycopg adapts a list element by element in Python (about 5 µs a UUID here),
+    this is about 0.5 µs. Elements are UUIDs, or anything whose str() the array type reads (text, int,
+    Decimal); None is NULL."""
+    return "{" + ",".join(map(_element, values)) + "}"
+
+
+def array_columns(rows: Sequence[tuple], width: int) -> list[str]:
+    """The columns of `rows` (tuples of `width` values) as array literals, for `unnest(%s::uuid[], ...)`."""
+    return [array_literal(column) for column in zip(*rows)] if rows else ["{}"] * width
+
+
+def load_models(queryset) -> list:
+    """The rows of `queryset` as instances of its model, built without `Model.__init__` (no init signals or
+    field descriptors, a third of the cost of Django's loading) for the batch paths' reads. Every concrete
+    field is loaded; the queryset's filters, ordering and `select_for_update` apply; `select_related` and
+    deferred fields do not."""
+    model = queryset.model
+    names = [f.attname for f in model._meta.concrete_fields]
+    new, db = model.__new__, queryset.db
+    objs = []
+    for values in queryset.values_list(*names):
+        obj = new(model)
+        obj.__dict__.update(zip(names, values))
+        obj._state = state = ModelState()
+        state.adding, state.db = False, db
+        objs.append(obj)
+    return objs
 
 
 def copy_rows(table: str, columns: Sequence[str], rows: Iterable[tuple]) -> None:

@@ -1,10 +1,12 @@
 """`field__any=[...]`: membership in a list, sent to PostgreSQL as ONE array parameter (`col = ANY(%s)`)
 instead of `IN (%s, %s, ...)` with a placeholder per value. Batches filter on up to a thousand ids at a time:
-psycopg then adapts one list instead of parsing a thousand placeholders, and the statement text stays the same
-for every batch size. Other databases get the plain IN list."""
+the list goes as one array literal (`tracker.bulk.array_literal`) instead of a thousand placeholders, and the
+statement text stays the same for every batch size. Other databases get the plain IN list."""
 
 from django.core.exceptions import EmptyResultSet
 from django.db.models import Field, ForeignObject, Lookup
+
+from tracker.bulk import array_literal
 
 # Array element types for the cast; other fields let psycopg type the list from its Python values.
 _ARRAY_TYPES = {"UUIDField": "uuid", "CharField": "text", "TextField": "text", "BigIntegerField": "bigint",
@@ -35,7 +37,9 @@ class Any(Lookup):
         values = self._values(connection)
         field = self.lhs.output_field
         element = _ARRAY_TYPES.get(getattr(field, "target_field", field).get_internal_type())
-        return f"{lhs} = ANY(%s{f'::{element}[]' if element else ''})", (*params, values)
+        if element is None:
+            return f"{lhs} = ANY(%s)", (*params, values)
+        return f"{lhs} = ANY(%s::{element}[])", (*params, array_literal(values))
 
 
 Field.register_lookup(Any)

@@ -3,6 +3,7 @@ queries per batch."""
 
 import datetime as dt
 from decimal import Decimal
+from uuid import UUID
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
@@ -72,12 +73,21 @@ def scenario(batched, monkeypatch):
         e.refresh_from_db()
         outcomes.append((e.metadata.get("match_type") or e.metadata["error_type"], e.status,
                          e.mismatch_transaction_id is not None))
+    # Staging entry ids differ between the two runs: they are compared by their place in `entries`.
+    place = {e.pk: i for i, e in enumerate(entries)}
+
+    def where(meta: dict) -> dict:
+        source = meta.get("source_staging_entry_id")
+        return {**meta, "source_staging_entry_id": place.get(UUID(source), "setup")} if source else meta
+
     txns = {}
     for t in Transaction.objects.filter(merchant=merchant).order_by("version"):
         key = t.logical_transaction_id.split(":", 1)[1]
-        txns.setdefault(key, []).append((t.version, t.status, t.metadata.get("amount_difference"),
-                                         sorted((e.account_id == diff.pk, e.entry_type, e.amount, e.status)
-                                                for e in t.entries.all())))
+        legs = sorted((e.account_id == diff.pk, e.entry_type, e.amount, e.status, e.currency, e.effective_date,
+                       sorted(where(e.metadata).items(), key=str)) for e in t.entries.all())
+        txns.setdefault(key, []).append((t.version, t.status, t.metadata.get("amount_difference"), legs,
+                                         t.metadata, t.currency, t.amount,
+                                         place.get(t.source_staging_entry_id, "setup"), t.rule.account_one_id == payments.pk))
     return outcomes, txns, entries
 
 
@@ -100,7 +110,25 @@ def test_batch_outcomes_match_one_by_one(monkeypatch):
     assert txns == one_txns
     assert txns["o2"][1][2] == "0.5000"  # amount_difference; a third leg on the difference account
     assert sum(leg[0] for leg in txns["o2"][1][3]) == 1
-    assert [s for _, s, _, _ in txns["o3"]] == ["MISMATCH"]
+    # version 2 of o2: the payments leg carried over from version 1, the bank's leg from the staging entry (its
+    # client metadata and its id), the difference leg with the same metadata marked as a difference
+    v2 = Transaction.objects.get(source_staging_entry=entries[2])
+    v1 = Transaction.objects.get(logical_transaction_id=v2.logical_transaction_id, version=1)
+    carried = Entry.objects.get(transaction=v1, status="ARCHIVED", entry_type="DEBIT")
+    legs = {e.account_id: e for e in v2.entries.all()}
+    assert len(legs) == 3
+    mine = legs[carried.account_id]
+    assert (mine.amount, mine.entry_type, mine.metadata, mine.effective_date) == (
+        carried.amount, "DEBIT", carried.metadata, carried.effective_date)
+    own = legs[entries[2].account_id]
+    assert own.metadata == {"order_id": "o2", "source_staging_entry_id": str(entries[2].pk)}
+    assert (own.amount, own.entry_type, own.effective_date) == (Decimal("100.50"), "CREDIT",
+                                                                 entries[2].effective_date)
+    difference = next(e for e in legs.values() if e not in (mine, own))
+    assert (difference.amount, difference.entry_type) == (Decimal("0.50"), "DEBIT")
+    assert difference.metadata == {**own.metadata, "difference": True}
+    assert v2.metadata == {**v1.metadata, "amount_difference": "0.5000"}
+    assert [version[1] for version in txns["o3"]] == ["MISMATCH"]
     mismatch = Transaction.objects.get(pk=entries[3].mismatch_transaction_id)
     assert entries[3].metadata["error"] == "amount differs: expected 100.0000, got 50.0000"
     assert entries[6].metadata["error"] == "side differs: expected CREDIT, got DEBIT"
@@ -131,7 +159,7 @@ def test_batch_uses_constant_queries(ledger):
     small = run("s", 5)
     large = run("l", 60)
     assert small == large
-    assert small == 12  # COPY statements included (tracker.bulk logs them)
+    assert small == 13  # COPY statements included (tracker.bulk logs them)
     assert StagingEntry.objects.filter(account=ledger.bank, status="PROCESSED").count() == 4 + 59
     assert Transaction.objects.filter(status="MISMATCH").count() == 2
 
