@@ -18,7 +18,7 @@ from recon import errors
 from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, ProcessingMode, ReconRule, StagingEntry,
                           StagingStatus, Transaction, TransactionStatus, opposite)
 from tracker import audit
-from tracker.bulk import array_columns, array_literal, insert_models, load_models, to_json
+from tracker.bulk import array_columns, array_literal, insert_rows, load_models, to_json
 from tracker.errors import PermanentError
 from tracker.ids import uuid7_texts
 from tracker.services import TaskSpec, task_create_many
@@ -484,18 +484,20 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
                              f"{exc.error_type}: {exc.message}"))
             continue
         taken.add(logical)
-        txn = Transaction(logical_transaction_id=logical, version=1, status=TransactionStatus.EXPECTED,
-                          amount=e.amount, currency=e.currency, merchant_id=e.account.merchant_id, rule_id=rule.pk,
-                          source_staging_entry_id=e.pk, metadata={**client, rule.match_key: key_value}, created_at=now)
+        txn_id, posted_id, expected_id = uuid7_texts(3)
         meta = _entry_metadata(e)
-        pair = [Entry(transaction_id=txn.pk, account_id=e.account_id, entry_type=e.entry_type, amount=e.amount,
-                      currency=e.currency, status=EntryStatus.POSTED, effective_date=e.effective_date,
-                      metadata=meta, created_at=now),
-                Entry(transaction_id=txn.pk, account_id=rule.account_two_id, entry_type=opposite(e.entry_type),
-                      amount=e.amount, currency=e.currency, status=EntryStatus.EXPECTED,
-                      effective_date=e.effective_date, metadata={**meta, rule.match_key: key_value},
-                      created_at=now)]
-        _check_balanced([(x.entry_type, x.amount, x.currency) for x in pair])
+        txn = {"transaction_id": txn_id, "logical_transaction_id": logical, "version": 1,
+               "status": TransactionStatus.EXPECTED, "amount": e.amount, "currency": e.currency,
+               "merchant_id": e.account.merchant_id, "rule_id": rule.pk, "source_staging_entry_id": e.pk,
+               "metadata": {**client, rule.match_key: key_value}, "created_at": now}
+        leg = {"transaction_id": txn_id, "amount": e.amount, "currency": e.currency,
+               "effective_date": e.effective_date, "created_at": now}
+        pair = [{**leg, "entry_id": posted_id, "account_id": e.account_id, "entry_type": e.entry_type,
+                 "status": EntryStatus.POSTED, "metadata": meta},
+                {**leg, "entry_id": expected_id, "account_id": rule.account_two_id,
+                 "entry_type": opposite(e.entry_type), "status": EntryStatus.EXPECTED,
+                 "metadata": {**meta, rule.match_key: key_value}}]
+        _check_balanced([(x["entry_type"], x["amount"], x["currency"]) for x in pair])
         txns.append(txn)
         legs += pair
         if has_key:
@@ -503,7 +505,7 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
         outcomes.append((e, StagingStatus.PROCESSED, {**client, "match_type": "NewTransactionGenerated"},
                          "new transaction generated"))
 
-    insert_models(txns)
+    insert_rows(Transaction, txns)
     _staging_outcomes_write(outcomes, now)
     ct = ContentType.objects.get_for_model(StagingEntry)
     audit.record_rows([(ct.pk, e.pk, StagingStatus.PENDING, status, reason) for e, status, _, reason in outcomes],
@@ -512,7 +514,7 @@ def transaction_entries_process_batch(*, staging_entry_ids: list, task_ids: list
         ids = _waiting_confirmations(waiting)
         if ids:
             staging_entries_requeue(ids=ids, by=by, reason="expectation appeared")
-    insert_models(legs)  # last: it locks the accounts' running-balance rows until commit
+    insert_rows(Entry, legs)  # last: it locks the accounts' running-balance rows until commit
     return {"processed": len(txns), "review": len(outcomes) - len(txns)}
 
 

@@ -3,7 +3,7 @@
 
 import time
 from collections.abc import Iterable, Sequence
-from operator import attrgetter
+from operator import itemgetter
 from uuid import UUID
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -70,26 +70,25 @@ def copy_rows(table: str, columns: Sequence[str], rows: Iterable[tuple]) -> None
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - start:.3f}"})
 
 
-def insert_models(objs: Sequence) -> None:
-    """Inserts new instances of one model, every concrete column as the instance holds it (defaults were
-    applied when the instances were built; primary keys are set client-side, e.g. UUIDs). Like
-    `bulk_create` without RETURNING: no signals, nothing read back. Assumes psycopg adapts each attribute
-    as Django would (true for str, int, Decimal, UUID, datetime); JSON fields are encoded with their encoder
-    and `auto_now`/`auto_now_add` fields get the current time."""
-    if not objs:
+def insert_rows(model, rows: Sequence[dict]) -> None:
+    """Inserts new rows of one model, each a dict with a value for every concrete field (by attname; primary
+    keys set client-side, e.g. UUIDs), without building model instances on PostgreSQL: one COPY (psycopg
+    adapts str, int, Decimal, UUID, datetime as Django would; JSON fields are encoded with their encoder,
+    `auto_now`/`auto_now_add` fields get the current time). Elsewhere `bulk_create`. Like `bulk_create`
+    without RETURNING: no signals, nothing read back."""
+    if not rows:
         return
-    model = type(objs[0])
     if connection.vendor != "postgresql":
-        model.objects.bulk_create(objs)
+        model.objects.bulk_create([model(**row) for row in rows])
         return
     fields = model._meta.concrete_fields
     now = timezone.now()
     json_fields = [(i, f.encoder().encode if f.encoder else to_json) for i, f in enumerate(fields)
                    if isinstance(f, JSONField)]
     stamped = [i for i, f in enumerate(fields) if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
-    values = attrgetter(*[f.attname for f in fields])
+    values = itemgetter(*[f.attname for f in fields])
 
-    def row(obj) -> list:
+    def row(obj: dict) -> list:
         out = list(values(obj))
         for i, encode in json_fields:
             out[i] = encode(out[i])
@@ -97,4 +96,4 @@ def insert_models(objs: Sequence) -> None:
             out[i] = now
         return out
 
-    copy_rows(model._meta.db_table, [f.column for f in fields], map(row, objs))
+    copy_rows(model._meta.db_table, [f.column for f in fields], map(row, rows))
