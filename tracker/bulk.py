@@ -43,11 +43,36 @@ def load_models(queryset) -> list:
     field descriptors, a third of the cost of Django's loading) for the batch paths' reads. Every concrete
     field is loaded; the queryset's filters, ordering and `select_for_update` apply; `select_related` and
     deferred fields do not."""
-    model = queryset.model
-    names = [f.attname for f in model._meta.concrete_fields]
-    new, db = model.__new__, queryset.db
+    names = [f.attname for f in queryset.model._meta.concrete_fields]
+    return _instances(queryset.model, names, queryset.values_list(*names), queryset.db)
+
+
+def models_from_rows(model, rows: Iterable[Sequence]) -> list:
+    """Instances of `model` (built as by `load_models`) from raw cursor rows that start with every concrete
+    column in field order (`RETURNING {select_columns(model)}`); Django's field converters are applied (JSON
+    text decoded). Columns after those are ignored."""
+    fields = model._meta.concrete_fields
+    converters = [(i, f.get_db_converters(connection)) for i, f in enumerate(fields) if f.get_db_converters(connection)]
+
+    def convert(row: Sequence) -> list:
+        values = list(row[:len(fields)])
+        for i, funcs in converters:
+            for func in funcs:
+                values[i] = func(values[i], None, connection)
+        return values
+
+    return _instances(model, [f.attname for f in fields], map(convert, rows), connection.alias)
+
+
+def select_columns(model, alias: str) -> str:
+    """`alias.col, ...` for every concrete column of `model` in field order (for `models_from_rows`)."""
+    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
+
+
+def _instances(model, names: list[str], rows: Iterable[Sequence], db: str) -> list:
+    new = model.__new__
     objs = []
-    for values in queryset.values_list(*names):
+    for values in rows:
         obj = new(model)
         obj.__dict__.update(zip(names, values))
         obj._state = state = ModelState()

@@ -17,6 +17,7 @@ from django.db.models import Case, Count, F, Min, Subquery, Value, When
 from django.utils import timezone
 
 from tracker import audit, registry, wakeup
+from tracker.bulk import models_from_rows, select_columns
 from tracker.errors import LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
 from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus, Transition
 
@@ -144,11 +145,14 @@ def _claim_postgres(worker_id, limit, queues, now) -> list[tuple[ProcessTracker,
             lease_expires_at = {lease_sql}, processing_started_at = %s, updated_at = %s
         FROM unnest(ARRAY(SELECT task_id FROM due), ARRAY(SELECT status FROM due)) AS d(task_id, status)
         WHERE t.task_id = d.task_id
-        RETURNING t.*, d.status AS from_status"""
+        RETURNING {select_columns(ProcessTracker, "t")}, d.status"""
     params = [now, *([queues] if queues else []), limit, worker_id, *lease_params, now, now]
-    tasks = list(ProcessTracker.objects.raw(sql, params))
-    tasks.sort(key=lambda t: (t.priority, t.run_after, t.task_id))
-    return [(t, t.from_status) for t in tasks]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    claimed = sorted(zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
+                     key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id))
+    return claimed
 
 
 def _claim_orm(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
