@@ -12,7 +12,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django_fsm.signals import post_transition
 
-from tracker.bulk import copy_rows
+from tracker.bulk import copy_rows, copy_text
 from tracker.models import Transition
 
 
@@ -35,18 +35,21 @@ def record_rows(rows: Iterable[tuple[int, object, str, str, str]], *, by=None, a
     at = at or timezone.now()
     actor = _actor(by)
     user_id = actor["by_user"].pk if actor["by_user"] else None
-    values = [(ct_id, str(oid), src, dst, at, user_id, actor["by_worker"], reason[:2000])
-              for ct_id, oid, src, dst, reason in rows]
-    if not values:
+    rows = list(rows)
+    if not rows:
         return 0
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql":  # the COPY text built here: statuses are plain words
+        common = f"\t{at.isoformat()}\t{'\\N' if user_id is None else user_id}\t{copy_text(actor['by_worker'])}\t"
         copy_rows(Transition._meta.db_table, ("content_type_id", "object_id", "from_status", "to_status", "at",
-                                              "by_user_id", "by_worker", "reason"), values)
+                                              "by_user_id", "by_worker", "reason"),
+                  "".join([f"{ct_id}\t{copy_text(str(oid))}\t{src}\t{dst}{common}{copy_text(reason[:2000])}\n"
+                           for ct_id, oid, src, dst, reason in rows]))
     else:
-        Transition.objects.bulk_create([Transition(content_type_id=v[0], object_id=v[1], from_status=v[2],
-                                                   to_status=v[3], at=at, by_user_id=user_id, by_worker=v[6],
-                                                   reason=v[7]) for v in values], batch_size=500)
-    return len(values)
+        Transition.objects.bulk_create([Transition(content_type_id=ct_id, object_id=str(oid), from_status=src,
+                                                   to_status=dst, at=at, by_user_id=user_id,
+                                                   by_worker=actor["by_worker"], reason=reason[:2000])
+                                        for ct_id, oid, src, dst, reason in rows], batch_size=500)
+    return len(rows)
 
 
 def history(obj) -> list[Transition]:

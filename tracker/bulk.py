@@ -81,18 +81,27 @@ def _instances(model, names: list[str], rows: Iterable[Sequence], db: str) -> li
     return objs
 
 
-def copy_rows(table: str, columns: Sequence[str], rows: Iterable[tuple]) -> None:
-    """COPY `rows` (tuples in `columns` order; dicts for JSON columns as JSON text) into `table`, in the
-    caller's transaction. PostgreSQL only. Omitted columns get their database defaults (e.g. a bigserial);
-    constraints and triggers apply as for INSERT."""
+def copy_rows(table: str, columns: Sequence[str], rows: Iterable[tuple] | str) -> None:
+    """COPY `rows` into `table`, in the caller's transaction: tuples in `columns` order (dicts for JSON
+    columns as JSON text), or the COPY text itself (lines of tab-separated values escaped with `copy_text`,
+    `\\N` for NULL; about half the cost of psycopg's row formatting for short rows). PostgreSQL only. Omitted
+    columns get their database defaults (e.g. a bigserial); constraints and triggers apply as for INSERT."""
     sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
     start = time.monotonic()
     with connection.cursor() as cursor:
         with cursor.cursor.copy(sql) as copy:
-            for row in rows:
-                copy.write_row(row)
+            if isinstance(rows, str):
+                copy.write(rows)
+            else:
+                for row in rows:
+                    copy.write_row(row)
     if connection.queries_logged:  # as Django's debug cursor logs every other statement
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - start:.3f}"})
+
+
+def copy_text(value: str) -> str:
+    """`value` escaped for a field of COPY's text format."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def insert_rows(model, rows: Sequence[dict]) -> None:

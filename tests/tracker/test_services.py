@@ -287,3 +287,24 @@ def test_task_insert_select_pg_writes_tasks_like_task_create():
         assert task.run_after == task.created_at
     claimed = services.task_claim(worker_id="w1", limit=10)
     assert {t.task_id for t in claimed} == {reference.task_id, *ids}
+
+
+def test_audit_rows_keep_any_text():
+    """The audit COPY text escapes what COPY's text format would read otherwise (tabs, newlines, backslashes,
+    a literal \\N), and keeps the time to the microsecond."""
+    from django.contrib.auth.models import User
+    from django.contrib.contenttypes.models import ContentType
+
+    ct = ContentType.objects.get_for_model(ProcessTracker)
+    reason = 'tab\there\nnew line\\back slash\r "quoted" \\N not null'
+    at = timezone.now()
+    with transaction.atomic():
+        audit.record_rows([(ct.pk, "id\twith tab", "PENDING", "PROCESSING", reason),
+                           (ct.pk, "plain", "PROCESSING", "COMPLETED", "")], by="host:1\\slot\t0", at=at)
+        user = User.objects.create(username="auditor")
+        audit.record_rows([(ct.pk, "by user", "FAILED", "PENDING", "retry")], by=user, at=at)
+    first = Transition.objects.get(object_id="id\twith tab")
+    assert (first.reason, first.by_worker, first.by_user_id, first.at) == (reason, "host:1\\slot\t0", None, at)
+    assert Transition.objects.get(object_id="plain").reason == ""
+    by_user = Transition.objects.get(object_id="by user")
+    assert (by_user.by_user_id, by_user.by_worker, by_user.to_status) == (user.pk, "", "PENDING")
