@@ -262,7 +262,7 @@ def plan_fulfilment(*, staging: StagingEntry, expected: Entry, old: Transaction,
     writes. Raises UnbalancedTransactionError when the legs cannot balance."""
     difference = staging.amount - expected.amount
     carried = [e for e in old_entries if e.status == EntryStatus.POSTED]
-    new_id, leg_id, *ids = uuid7_texts(len(carried) + 3)
+    new_id, leg_id, *ids = uuid7_texts(len(carried) + 3)  # the last one for a difference leg
     legs = [(e.entry_type, e.amount, e.currency) for e in carried]
     legs.append((staging.entry_type, staging.amount, staging.currency))
     difference_leg = None
@@ -300,7 +300,7 @@ def new_versions_insert(fulfilments: list[Fulfilment], now) -> None:
             " t.rule_id, u.staging, CASE WHEN u.difference IS NULL THEN t.metadata"
             " ELSE t.metadata || jsonb_build_object('amount_difference', u.difference) END, %s"
             " FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[]) AS u(id, old, staging, difference)"
-            " JOIN {txn} AS t ON t.transaction_id = u.old".replace("{txn}", Transaction._meta.db_table),
+            f" JOIN {Transaction._meta.db_table} AS t ON t.transaction_id = u.old",
             [TransactionStatus.POSTED, now, *columns])
 
 

@@ -470,7 +470,8 @@ def _resolve_match(entry: StagingEntry, *, entry_id, by, reason: str) -> Staging
     done = engine.fulfil(staging=entry, expected=target, by=by, reason="forced match")
     entry.metadata = {**engine._client_metadata(entry), "match_type": "Fulfilled", "resolved_by_operator": True}
     entry.mismatch_transaction = None
-    entry.resolve_match(by=by, reason=reason or f"matched to entry {target.pk} ({done.old.logical_transaction_id})")
+    entry.resolve_match(by=by,
+                        reason=reason or f"matched to entry {target.pk} ({done.old.logical_transaction_id})")
     entry.save()
     return entry
 

@@ -150,9 +150,8 @@ def _claim_postgres(worker_id, limit, queues, now) -> list[tuple[ProcessTracker,
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    claimed = sorted(zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
-                     key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id))
-    return claimed
+    return sorted(zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
+                  key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id))
 
 
 def _claim_orm(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:

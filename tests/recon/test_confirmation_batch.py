@@ -87,7 +87,8 @@ def scenario(batched, monkeypatch):
                        sorted(where(e.metadata).items(), key=str)) for e in t.entries.all())
         txns.setdefault(key, []).append((t.version, t.status, t.metadata.get("amount_difference"), legs,
                                          t.metadata, t.currency, t.amount,
-                                         place.get(t.source_staging_entry_id, "setup"), t.rule.account_one_id == payments.pk))
+                                         place.get(t.source_staging_entry_id, "setup"),
+                                         t.rule.account_one_id == payments.pk))
     return outcomes, txns, entries
 
 
