@@ -20,7 +20,7 @@ from recon.currencies import is_currency
 from recon.models import (Account, AccountType, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership,
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
-from tracker.bulk import copy_rows, to_json
+from tracker.bulk import copy_rows, copy_text, to_json
 from tracker.ids import uuid7, uuid7_texts
 from tracker.models import ProcessTracker, TaskStatus
 from tracker.services import task_create_many, task_insert_select_pg
@@ -351,11 +351,13 @@ def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt
     made in Python: generating UUIDs or JSON per row in SQL cost more than the inserts themselves. Returns the
     number of staging entries inserted."""
     table = StagingEntry._meta.db_table
-    def copy_row(row: tuple) -> tuple:
+
+    def copy_line(row: tuple) -> str:  # COPY text: ids, amounts, times and the choices need no escaping
         sid, tid, entry_type, amount, currency, when, mode, metadata = row
-        return (sid, tid, entry_type, amount, currency, when, mode,
-                metadata if isinstance(metadata, str) else to_json(metadata),
-                f'{{"staging_entry_id": "{sid}", "mode": "{mode}"}}')
+        metadata = copy_text(metadata if isinstance(metadata, str) else to_json(metadata))
+        when = when if isinstance(when, str) else when.isoformat()
+        return (f"{sid}\t{tid}\t{entry_type}\t{amount}\t{copy_text(currency)}\t{when}\t{mode}\t{metadata}"
+                f'\t{{"staging_entry_id": "{sid}", "mode": "{mode}"}}\n')
 
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{_COPY_TABLE}")
@@ -365,7 +367,7 @@ def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt
             " effective_date timestamptz NOT NULL, processing_mode text NOT NULL, metadata jsonb NOT NULL,"
             " payload jsonb NOT NULL) ON COMMIT DROP")
         copy_rows(_COPY_TABLE, ("staging_entry_id", "task_id", "entry_type", "amount", "currency", "effective_date",
-                                "processing_mode", "metadata", "payload"), map(copy_row, rows))
+                                "processing_mode", "metadata", "payload"), "".join(map(copy_line, rows)))
         # One statement: the entries, then a task for each entry actually inserted (RETURNING feeds the tasks,
         # whose ids are as new as the entries': they need no conflict check).
         inserted = task_insert_select_pg(

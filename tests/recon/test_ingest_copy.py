@@ -136,6 +136,26 @@ def test_staging_entries_create_many_still_returns_saved_entries(ledger):
     assert entry.amount == Decimal("2.5") and entry.effective_date == when and entry.metadata == {"order_id": "x"}
 
 
+
+@needs_pg
+def test_copy_text_keeps_any_metadata_text(ledger):
+    """The COPY text escapes backslashes, tabs and newlines of the metadata (CSV order ids, API metadata)."""
+    from django.utils import timezone
+
+    odd = 'back\\slash "quoted"\ttab \\N é'
+    line = '"' + odd.replace('"', '""') + '",1.00,USD,2026-11-01,Payment\n'
+    report = ingest_csv(account=ledger.payments, lines=[HEADER, line], processing_mode="TRANSACTION",
+                        source_file='we\\ird\t"name".csv')
+    assert report["successful_ingestions"] == 1
+    assert StagingEntry.objects.get(account=ledger.payments).metadata == {"order_id": odd,
+                                                                        "source_file": 'we\\ird\t"name".csv'}
+    metadata = {"order_id": "x", "note": "line\nbreak\r\\ and \\t", "n": 1}
+    services.staging_entries_create_many(account=ledger.bank, rows=[
+        {"entry_type": "DEBIT", "amount": Decimal("2.5000"), "currency": "USD", "effective_date": timezone.now(),
+         "processing_mode": "TRANSACTION", "metadata": metadata}])
+    assert StagingEntry.objects.get(account=ledger.bank).metadata == metadata
+
+
 CELLS = ["", " ", "x", "0", "00", "0.0", "1", " 1 ", "01", "1.", ".5", "1.5", "1.50000", "1.00001", "-1", "+1",
          "1e2", "1E-2", "1_0", "NaN", "inf", "\u0661", "9999999999999999.9999", "10000000000000000",
          "USD", "usd", "XX", "EUR ", "2026-11-01", "2026-02-30", "2026-11-01T10:00:00Z", "2026-11-01T10:00:00",
