@@ -1,5 +1,5 @@
-"""Bulk inserts for the set-based paths. On PostgreSQL they COPY (psycopg 3 formats COPY rows in C, where
-`bulk_create` binds each value of each row in Python); elsewhere they use `bulk_create`."""
+"""Bulk reads and writes for the set-based paths: inserts that COPY on PostgreSQL (`bulk_create` elsewhere),
+array literals for id lists, and model instances loaded without `Model.__init__`."""
 
 import time
 from collections.abc import Iterable, Sequence
@@ -52,7 +52,7 @@ def models_from_rows(model, rows: Iterable[Sequence]) -> list:
     column in field order (`RETURNING {select_columns(model)}`); Django's field converters are applied (JSON
     text decoded). Columns after those are ignored."""
     fields = model._meta.concrete_fields
-    converters = [(i, f.get_db_converters(connection)) for i, f in enumerate(fields) if f.get_db_converters(connection)]
+    converters = [(i, funcs) for i, f in enumerate(fields) if (funcs := f.get_db_converters(connection))]
 
     def convert(row: Sequence) -> list:
         values = list(row[:len(fields)])
