@@ -352,6 +352,28 @@ def bench_import(scale: float, cluster: "Cluster") -> None:
     record("csv_import_peak_rss_mb", rss / 1024, "MB", rows=n)
 
 
+def bench_import_alone(scale: float) -> None:
+    """Where the import's time goes: the same number of rows imported with no cluster running, by one writer
+    process (`bench.import_writer`), then split over two writers at once (the machine's ceiling with every core
+    writing). Each figure carries the CPU per row of the writers and of their PostgreSQL backends."""
+    n = max(1000, int(1_000_000 * scale))
+    _, payments, _ = _ledger("import-alone")
+    for writers in (1, 2):
+        paths = [_csv(OUT / f"import-alone-{i}.csv", n // writers, f"alone{writers}-{i}-") for i in range(writers)]
+        start_at = time.time() + 3  # after every writer's start-up
+        procs = [subprocess.Popen([PY, "-m", "bench.import_writer", str(p), str(payments.pk), str(start_at)],
+                                  cwd=ROOT, stdout=subprocess.PIPE, text=True) for p in paths]
+        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        assert all(p.returncode == 0 for p in procs), "an import writer failed"
+        rows = sum(o["rows"] for o in outs)
+        per_row = lambda key: (None if any(o[key] is None for o in outs)  # noqa: E731
+                               else round(sum(o[key] for o in outs) / rows * 1e6, 1))
+        record(f"csv_import_alone_{writers}_writer{'s' if writers > 1 else ''}_rows_per_s",
+               rows / max(o["seconds"] for o in outs), "rows/s", rows=rows,
+               python_cpu_us_per_row=per_row("python_cpu_seconds"),
+               postgres_cpu_us_per_row=per_row("postgres_cpu_seconds"))
+
+
 def bench_balance(scale: float) -> None:
     """GET /api/accounts/{id}/balances/ for an account with many entries (median of 7)."""
     from django.db import connection
@@ -436,7 +458,7 @@ def report(scale: float, runs: list[dict]) -> None:
     log(f"wrote var/bench/bench-{stamp}.json")
 
 
-STEPS = ["pgbench", "recon", "latency", "tracker", "import", "djangoq", "procrastinate", "admin", "balance"]
+STEPS = ["pgbench", "recon", "latency", "tracker", "import", "import_alone", "djangoq", "procrastinate", "admin", "balance"]
 # Steps that run in one shared tracker cluster (started once, in this order; import leaves a backlog, so last).
 CLUSTER_STEPS = ("recon", "latency", "tracker", "import")
 
@@ -490,6 +512,7 @@ def run_steps(steps: list[str], args) -> None:
         "recon": lambda: bench_recon(args.scale),
         "latency": lambda: bench_latency(args.scale),
         "import": lambda: bench_import(args.scale, cluster),
+        "import_alone": lambda: bench_import_alone(args.scale),
         "balance": lambda: bench_balance(args.scale),
     }
     try:
