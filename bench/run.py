@@ -363,8 +363,9 @@ def bench_import_alone(scale: float) -> None:
         start_at = time.time() + 3  # after every writer's start-up
         procs = [subprocess.Popen([PY, "-m", "bench.import_writer", str(p), str(payments.pk), str(start_at)],
                                   cwd=ROOT, stdout=subprocess.PIPE, text=True) for p in paths]
-        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        outs = [p.communicate()[0] for p in procs]
         assert all(p.returncode == 0 for p in procs), "an import writer failed"
+        outs = [json.loads(out.strip().splitlines()[-1]) for out in outs]
         rows = sum(o["rows"] for o in outs)
         per_row = lambda key: (None if any(o[key] is None for o in outs)  # noqa: E731
                                else round(sum(o[key] for o in outs) / rows * 1e6, 1))
@@ -458,7 +459,8 @@ def report(scale: float, runs: list[dict]) -> None:
     log(f"wrote var/bench/bench-{stamp}.json")
 
 
-STEPS = ["pgbench", "recon", "latency", "tracker", "import", "import_alone", "djangoq", "procrastinate", "admin", "balance"]
+STEPS = ["pgbench", "recon", "latency", "tracker", "import", "import_alone", "djangoq", "procrastinate", "admin",
+         "balance"]
 # Steps that run in one shared tracker cluster (started once, in this order; import leaves a backlog, so last).
 CLUSTER_STEPS = ("recon", "latency", "tracker", "import")
 
