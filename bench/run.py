@@ -367,8 +367,10 @@ def bench_import_alone(scale: float) -> None:
         assert all(p.returncode == 0 for p in procs), "an import writer failed"
         outs = [json.loads(out.strip().splitlines()[-1]) for out in outs]
         rows = sum(o["rows"] for o in outs)
-        per_row = lambda key: (None if any(o[key] is None for o in outs)  # noqa: E731
-                               else round(sum(o[key] for o in outs) / rows * 1e6, 1))
+
+        def per_row(key: str) -> float | None:  # µs per row, over all writers
+            return None if any(o[key] is None for o in outs) else round(sum(o[key] for o in outs) / rows * 1e6, 1)
+
         record(f"csv_import_alone_{writers}_writer{'s' if writers > 1 else ''}_rows_per_s",
                rows / max(o["seconds"] for o in outs), "rows/s", rows=rows,
                python_cpu_us_per_row=per_row("python_cpu_seconds"),

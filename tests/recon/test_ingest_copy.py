@@ -136,7 +136,6 @@ def test_staging_entries_create_many_still_returns_saved_entries(ledger):
     assert entry.amount == Decimal("2.5") and entry.effective_date == when and entry.metadata == {"order_id": "x"}
 
 
-
 @needs_pg
 def test_copy_text_keeps_any_metadata_text(ledger):
     """The COPY text escapes backslashes, tabs and newlines of the metadata (CSV order ids, API metadata)."""
