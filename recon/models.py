@@ -2,6 +2,8 @@
 (transactions in versions, entries), plus closed periods. State changes go through the FSM transitions below
 (audited by tracker.audit) or set-based updates in recon.services/engine that write the same audit rows."""
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -11,6 +13,8 @@ from django_fsm import FSMField, FSMModelMixin, transition
 from tracker.ids import uuid7
 
 MONEY = {"max_digits": 20, "decimal_places": 4}
+# The smallest amount a money column holds (10 ** -decimal_places): amounts are quantized to it.
+MONEY_QUANTUM = Decimal(1).scaleb(-MONEY["decimal_places"])
 
 
 class AccountType(models.TextChoices):
@@ -128,10 +132,6 @@ class ReconRule(models.Model):
 
     def __str__(self):
         return f"{self.account_one_id} -> {self.account_two_id}"
-
-    @property
-    def has_tolerance(self) -> bool:
-        return bool(self.amount_tolerance or self.amount_tolerance_pct)
 
 
 class StagingEntry(FSMModelMixin, models.Model):

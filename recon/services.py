@@ -439,7 +439,7 @@ def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=No
             raise errors.PeriodClosedConflict()
         if action == "reprocess":
             _reopen_mismatch(entry, by, f"staging entry {entry.pk} reprocessed")
-            engine.staging_entries_requeue(ids=[entry.pk], by=by, reason=reason or "reprocess",
+            engine.staging_entries_requeue(reasons={entry.pk: reason or "reprocess"}, by=by,
                                            from_status=entry.status)
             entry.refresh_from_db()
             return entry
@@ -447,35 +447,11 @@ def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=No
 
 
 def _resolve_match(entry: StagingEntry, *, entry_id, by, reason: str) -> StagingEntry:
+    """The operator's forced match, through the engine as a batch of one."""
     if entry_id in (None, ""):
         raise ValidationError({"entry_id": ["This field is required."]})
     target_pk = _uuid_or_404(entry_id, "Entry")
-    target = Entry.objects.filter(pk=target_pk, account=entry.account).first()
-    if target is None:
-        raise errors.NotFoundError("Entry not found on this account.")
-    txn = Transaction.objects.select_for_update(of=("self",)).select_related("rule").get(pk=target.transaction_id)
-    target.refresh_from_db()
-    if target.status != EntryStatus.EXPECTED or txn.status not in (TransactionStatus.EXPECTED,
-                                                                   TransactionStatus.MISMATCH):
-        raise errors.IllegalStateError("The entry is not an open expectation.")
-    problems = []
-    if target.entry_type != entry.entry_type:
-        problems.append(f"side differs: expected {target.entry_type}, got {entry.entry_type}")
-    if target.currency != entry.currency:
-        problems.append(f"currency differs: expected {target.currency}, got {entry.currency}")
-    if abs(entry.amount - target.amount) > engine.allowed_difference(txn.rule, target.amount):
-        problems.append(f"amount differs beyond the rule's tolerance: expected {target.amount}, got {entry.amount}")
-    if problems:
-        raise errors.UnprocessableError("; ".join(problems))
-    if entry.mismatch_transaction_id and entry.mismatch_transaction_id != txn.pk:
-        _reopen_mismatch(entry, by, f"staging entry {entry.pk} matched elsewhere")
-    done = engine.fulfil(staging=entry, expected=target, by=by, reason="forced match")
-    entry.metadata = {**engine._client_metadata(entry), "match_type": "Fulfilled", "resolved_by_operator": True}
-    entry.mismatch_transaction = None
-    entry.resolve_match(by=by,
-                        reason=reason or f"matched to entry {target.pk} ({done.old.logical_transaction_id})")
-    entry.save()
-    return entry
+    return engine.staging_entry_force_match(entry=entry, target_entry_id=target_pk, by=by, reason=reason)
 
 
 # --- closed periods -----------------------------------------------------------------------------------
