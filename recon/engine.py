@@ -21,8 +21,17 @@ from recon.models import ProcessingMode, StagingEntry
 
 MODE_ORDER = (ProcessingMode.TRANSACTION, ProcessingMode.CONFIRMATION)
 
-__all__ = ["TASK_TYPE", "WorkItem", "allowed_difference", "client_metadata", "period_is_closed",
-           "staging_entries_process", "staging_entries_requeue", "staging_entry_force_match", "task_spec"]
+__all__ = [
+    "TASK_TYPE",
+    "WorkItem",
+    "allowed_difference",
+    "client_metadata",
+    "period_is_closed",
+    "staging_entries_process",
+    "staging_entries_requeue",
+    "staging_entry_force_match",
+    "task_spec",
+]
 
 
 def staging_entries_process(*, items: Sequence[WorkItem], by: str) -> dict:
@@ -56,8 +65,11 @@ def _pass(batch: Batch, *, by: str, guard: bool) -> Plan:
             plan_write(plan, by=by, now=now)
     except DataError as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        plan = Plan(outcomes=[review(e, errors.InvalidValueError(f"The database rejected a value: {message}"))
-                              for e in batch.entries])
+        plan = Plan(
+            outcomes=[
+                review(e, errors.InvalidValueError(f"The database rejected a value: {message}")) for e in batch.entries
+            ]
+        )
         plan_write(plan, by=by, now=now)
     return plan
 

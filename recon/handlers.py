@@ -28,4 +28,5 @@ class StagingEntryHandler(TaskHandler):
         for task in tasks:
             self.validate(task)
         engine.staging_entries_process(
-            items=[engine.WorkItem(t.payload["staging_entry_id"], t.task_id) for t in tasks], by=ctx.worker_id)
+            items=[engine.WorkItem(t.payload["staging_entry_id"], t.task_id) for t in tasks], by=ctx.worker_id
+        )

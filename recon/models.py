@@ -197,14 +197,10 @@ class StagingEntry(FSMModelMixin, models.Model):
         self.discarded_at = timezone.now()
 
     def in_review_queue(self) -> bool:
-        """In review, or PENDING while its task FAILED or was CANCELLED (shown in the review queue)."""
-        if self.status == StagingStatus.NEEDS_MANUAL_REVIEW:
-            return True
-        if self.status != StagingStatus.PENDING or self.task_id is None:
-            return False
-        from tracker.models import ProcessTracker
+        """In review, or PENDING while its task FAILED or was CANCELLED (`recon.selectors`)."""
+        from recon.selectors import staging_entry_in_review_queue
 
-        return ProcessTracker.objects.filter(pk=self.task_id, status__in=("FAILED", "CANCELLED")).exists()
+        return staging_entry_in_review_queue(self)
 
     @transition(field=status, source=[StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING],
                 target=StagingStatus.ARCHIVED, conditions=[in_review_queue],

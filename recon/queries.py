@@ -6,8 +6,11 @@ Table names come from the models."""
 
 from recon.models import Entry, StagingEntry, Transaction
 
-_TABLES = {"staging": StagingEntry._meta.db_table, "transaction": Transaction._meta.db_table,
-           "entry": Entry._meta.db_table}
+_TABLES = {
+    "staging": StagingEntry._meta.db_table,
+    "transaction": Transaction._meta.db_table,
+    "entry": Entry._meta.db_table,
+}
 
 # -- transactions_move --
 # Moves transactions to a new state, each only from the state it was decided from (`from_status`); the caller

@@ -17,12 +17,13 @@ from django.utils.crypto import get_random_string
 
 from recon import engine, errors
 from recon.currencies import is_currency
-from recon.models import (Account, AccountType, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership,
+from recon.models import (Account, AccountType, ClosedPeriod, Entry, Merchant, MerchantMembership,
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
+from recon.selectors import task_is_stuck
 from tracker.bulk import copy_rows, copy_text, to_json
 from tracker.ids import uuid7, uuid7_texts
-from tracker.models import ProcessTracker, TaskStatus
+from tracker.models import ProcessTracker
 from tracker.services import task_create_many, task_insert_select_pg
 
 MAX_AMOUNT = Decimal("9999999999999999.9999")
@@ -392,7 +393,7 @@ def staging_entry_resolvable(entry: StagingEntry) -> set[str]:
     """The resolve actions legal for the entry now."""
     if entry.status == StagingStatus.NEEDS_MANUAL_REVIEW:
         return {"match", "ignore", "reprocess"}
-    if entry.status == StagingStatus.PENDING and _task_status(entry) in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+    if entry.status == StagingStatus.PENDING and task_is_stuck(_task_status(entry)):
         return {"ignore", "reprocess"}
     return set()
 

@@ -13,8 +13,19 @@ from decimal import Decimal
 from typing import Any
 
 from recon import errors
-from recon.models import (MONEY_QUANTUM, Entry, EntryStatus, ProcessingMode, ReconRule, Side, StagingEntry,
-                          StagingStatus, Transaction, TransactionStatus, opposite)
+from recon.models import (
+    MONEY_QUANTUM,
+    Entry,
+    EntryStatus,
+    ProcessingMode,
+    ReconRule,
+    Side,
+    StagingEntry,
+    StagingStatus,
+    Transaction,
+    TransactionStatus,
+    opposite,
+)
 from tracker.ids import uuid7_texts
 
 # Metadata keys the engine writes on a staging entry; everything else in its metadata is the client's.
@@ -113,6 +124,7 @@ class Plan:
 
 # --- rules shared by every mode ------------------------------------------------------------------------
 
+
 def client_metadata(entry: StagingEntry) -> dict:
     """The entry's metadata without the engine's outcome keys."""
     return {k: v for k, v in entry.metadata.items() if k not in OUTCOME_KEYS}
@@ -137,7 +149,8 @@ def entry_problem(entry: StagingEntry, periods: Iterable[Period]) -> errors.Outc
     account = entry.account
     if entry.currency != account.currency:
         return errors.CurrencyMismatchError(
-            f"Entry currency {entry.currency} differs from the account's currency {account.currency}.")
+            f"Entry currency {entry.currency} differs from the account's currency {account.currency}."
+        )
     if in_closed_period(periods, account.merchant_id, entry.effective_date):
         return errors.PeriodClosedError(f"The effective date {entry.effective_date.date()} lies in a closed period.")
     return None
@@ -148,9 +161,13 @@ def no_rule(entry: StagingEntry, role: str) -> errors.NoReconRuleFoundError:
 
 
 def review(entry: StagingEntry, exc: errors.OutcomeError, *, mismatch: Any = None) -> Outcome:
-    return Outcome(entry, StagingStatus.NEEDS_MANUAL_REVIEW,
-                   {**client_metadata(entry), "error": exc.message, "error_type": exc.error_type},
-                   f"{exc.error_type}: {exc.message}", mismatch_transaction_id=mismatch)
+    return Outcome(
+        entry,
+        StagingStatus.NEEDS_MANUAL_REVIEW,
+        {**client_metadata(entry), "error": exc.message, "error_type": exc.error_type},
+        f"{exc.error_type}: {exc.message}",
+        mismatch_transaction_id=mismatch,
+    )
 
 
 def has_value(value: object) -> bool:
@@ -167,7 +184,8 @@ def check_balanced(legs: Iterable[tuple[str, Decimal, str]]) -> None:
         positive = positive and amount > 0
     if not positive or any(v != 0 for v in totals.values()):
         raise errors.UnbalancedTransactionError(
-            "The resulting transaction would not balance: " + ", ".join(f"{c} {v}" for c, v in totals.items()))
+            "The resulting transaction would not balance: " + ", ".join(f"{c} {v}" for c, v in totals.items())
+        )
 
 
 def allowed_difference(rule: ReconRule | None, expected_amount: Decimal) -> Decimal:
@@ -178,8 +196,9 @@ def allowed_difference(rule: ReconRule | None, expected_amount: Decimal) -> Deci
     return max(rule.amount_tolerance, pct)
 
 
-def agreement_problems(staging: StagingEntry, expected: Entry, rule: ReconRule | None, *,
-                       amount_words: str = "amount differs") -> list[str]:
+def agreement_problems(
+    staging: StagingEntry, expected: Entry, rule: ReconRule | None, *, amount_words: str = "amount differs"
+) -> list[str]:
     """What differs between a confirmation and an expected leg in side, currency, or amount beyond the rule's
     tolerance (the checks an operator's forced match must pass too)."""
     reasons = []
@@ -198,8 +217,10 @@ def mismatch_reasons(staging: StagingEntry, expected: Entry, rule: ReconRule | N
     if rule and rule.date_window_days is not None:
         days = abs((staging.effective_date - expected.effective_date).total_seconds()) / SECONDS_PER_DAY
         if days > rule.date_window_days:
-            reasons.append(f"date outside the {rule.date_window_days}-day window: expected "
-                           f"{expected.effective_date.date()}, got {staging.effective_date.date()}")
+            reasons.append(
+                f"date outside the {rule.date_window_days}-day window: expected "
+                f"{expected.effective_date.date()}, got {staging.effective_date.date()}"
+            )
     return reasons
 
 
@@ -227,6 +248,7 @@ def logical_id(account_one_id: Any, value: object) -> str:
 
 # --- TRANSACTION mode -----------------------------------------------------------------------------------
 
+
 def decide_transactions(batch: Batch, *, new_ids: IdSource = uuid7_texts, now: dt.datetime) -> Plan:
     """Version 1 (EXPECTED) per entry: a POSTED leg on its account and an EXPECTED leg on the rule's account_two,
     or the reason it goes to review."""
@@ -241,14 +263,20 @@ def decide_transactions(batch: Batch, *, new_ids: IdSource = uuid7_texts, now: d
             continue
         taken.add(created.transaction["logical_transaction_id"])
         plan.created.append(created)
-        plan.outcomes.append(Outcome(entry, StagingStatus.PROCESSED,
-                                     {**client_metadata(entry), "match_type": MATCH_CREATED},
-                                     "new transaction generated"))
+        plan.outcomes.append(
+            Outcome(
+                entry,
+                StagingStatus.PROCESSED,
+                {**client_metadata(entry), "match_type": MATCH_CREATED},
+                "new transaction generated",
+            )
+        )
     return plan
 
 
-def _version_one(entry: StagingEntry, rule: ReconRule | None, batch: Batch, taken: set[str], new_ids: IdSource,
-                 now: dt.datetime) -> Created:
+def _version_one(
+    entry: StagingEntry, rule: ReconRule | None, batch: Batch, taken: set[str], new_ids: IdSource, now: dt.datetime
+) -> Created:
     problem = entry_problem(entry, batch.periods)
     if problem is not None:
         raise problem
@@ -262,28 +290,58 @@ def _version_one(entry: StagingEntry, rule: ReconRule | None, batch: Batch, take
     if len(logical) > LOGICAL_ID_MAX_LENGTH:
         raise errors.InvalidValueError(
             f"The {rule.match_key} value is too long: a logical transaction id has at most {LOGICAL_ID_MAX_LENGTH}"
-            " characters.")
+            " characters."
+        )
     if logical in taken:
         raise errors.DuplicateTransactionError(
-            f"A transaction for {rule.match_key}={value} already exists on this account.")
+            f"A transaction for {rule.match_key}={value} already exists on this account."
+        )
     txn_id, posted_id, expected_id = new_ids(3)
     meta = leg_metadata(entry)
-    txn = {"transaction_id": txn_id, "logical_transaction_id": logical, "version": 1,
-           "status": TransactionStatus.EXPECTED, "amount": entry.amount, "currency": entry.currency,
-           "merchant_id": entry.account.merchant_id, "rule_id": rule.pk, "source_staging_entry_id": entry.pk,
-           "metadata": {**client_metadata(entry), rule.match_key: value}, "created_at": now}
-    leg = {"transaction_id": txn_id, "amount": entry.amount, "currency": entry.currency,
-           "effective_date": entry.effective_date, "created_at": now}
-    legs = [{**leg, "entry_id": posted_id, "account_id": entry.account_id, "entry_type": entry.entry_type,
-             "status": EntryStatus.POSTED, "metadata": meta},
-            {**leg, "entry_id": expected_id, "account_id": rule.account_two_id,
-             "entry_type": opposite(entry.entry_type), "status": EntryStatus.EXPECTED,
-             "metadata": {**meta, rule.match_key: value}}]
+    txn = {
+        "transaction_id": txn_id,
+        "logical_transaction_id": logical,
+        "version": 1,
+        "status": TransactionStatus.EXPECTED,
+        "amount": entry.amount,
+        "currency": entry.currency,
+        "merchant_id": entry.account.merchant_id,
+        "rule_id": rule.pk,
+        "source_staging_entry_id": entry.pk,
+        "metadata": {**client_metadata(entry), rule.match_key: value},
+        "created_at": now,
+    }
+    leg = {
+        "transaction_id": txn_id,
+        "amount": entry.amount,
+        "currency": entry.currency,
+        "effective_date": entry.effective_date,
+        "created_at": now,
+    }
+    legs = [
+        {
+            **leg,
+            "entry_id": posted_id,
+            "account_id": entry.account_id,
+            "entry_type": entry.entry_type,
+            "status": EntryStatus.POSTED,
+            "metadata": meta,
+        },
+        {
+            **leg,
+            "entry_id": expected_id,
+            "account_id": rule.account_two_id,
+            "entry_type": opposite(entry.entry_type),
+            "status": EntryStatus.EXPECTED,
+            "metadata": {**meta, rule.match_key: value},
+        },
+    ]
     check_balanced((x["entry_type"], x["amount"], x["currency"]) for x in legs)
     return Created(txn, legs, (rule.account_two_id, rule.match_key, value) if keyed else None)
 
 
 # --- CONFIRMATION mode ----------------------------------------------------------------------------------
+
 
 def decide_confirmations(batch: Batch, *, new_ids: IdSource = uuid7_texts) -> Plan:
     """Per entry: fulfil the one candidate that agrees, or put a disagreeing one in MISMATCH, or the reason it
@@ -305,16 +363,22 @@ def decide_confirmations(batch: Batch, *, new_ids: IdSource = uuid7_texts) -> Pl
                 plan.mismatched.append((old.pk, f"staging entry {entry.pk}: {exc.message}"))
                 plan.outcomes.append(review(entry, exc, mismatch=old.pk))
                 continue
-            done = plan_fulfilment(staging=entry, expected=expected, rule=rule, old_legs=batch.live.get(old.pk, []),
-                                   new_ids=new_ids)
+            done = plan_fulfilment(
+                staging=entry, expected=expected, rule=rule, old_legs=batch.live.get(old.pk, []), new_ids=new_ids
+            )
         except errors.OutcomeError as exc:
             plan.outcomes.append(review(entry, exc))
             continue
         gone.add(old.pk)
         plan.fulfilments.append(done)
-        plan.outcomes.append(Outcome(entry, StagingStatus.PROCESSED,
-                                     {**client_metadata(entry), "match_type": MATCH_FULFILLED},
-                                     f"fulfilled {old.logical_transaction_id}"))
+        plan.outcomes.append(
+            Outcome(
+                entry,
+                StagingStatus.PROCESSED,
+                {**client_metadata(entry), "match_type": MATCH_FULFILLED},
+                f"fulfilled {old.logical_transaction_id}",
+            )
+        )
     return plan
 
 
@@ -324,8 +388,11 @@ def _the_candidate(entry: StagingEntry, rules: list[ReconRule], batch: Batch, go
         raise problem
     if not rules:
         raise no_rule(entry, "account_two")
-    keys = [(rule.pk, key_form(entry.metadata.get(rule.match_key))) for rule in rules
-            if has_value(entry.metadata.get(rule.match_key))]
+    keys = [
+        (rule.pk, key_form(entry.metadata.get(rule.match_key)))
+        for rule in rules
+        if has_value(entry.metadata.get(rule.match_key))
+    ]
     if not keys:
         raise errors.NoMatchFoundError("The entry has no value for the match key of any rule.")
     found = [c for k in keys for c in batch.candidates.get(k, ()) if c.transaction_id not in gone]
@@ -336,8 +403,15 @@ def _the_candidate(entry: StagingEntry, rules: list[ReconRule], batch: Batch, go
     return found[0]
 
 
-def plan_fulfilment(*, staging: StagingEntry, expected: Entry, rule: ReconRule | None, old_legs: list[Entry],
-                    new_ids: IdSource = uuid7_texts, why: str = "fulfilled") -> Fulfilment:
+def plan_fulfilment(
+    *,
+    staging: StagingEntry,
+    expected: Entry,
+    rule: ReconRule | None,
+    old_legs: list[Entry],
+    new_ids: IdSource = uuid7_texts,
+    why: str = "fulfilled",
+) -> Fulfilment:
     """What fulfilling `expected` (a leg of `expected.transaction`, whose live legs are `old_legs`) with `staging`
     writes. Raises UnbalancedTransactionError when the legs cannot balance."""
     difference = staging.amount - expected.amount
@@ -353,11 +427,22 @@ def plan_fulfilment(*, staging: StagingEntry, expected: Entry, rule: ReconRule |
         difference_leg = (ids.pop(), rule.difference_account_id, side, abs(difference))
         legs.append((side, abs(difference), staging.currency))
     check_balanced(legs)
-    return Fulfilment(staging, expected.transaction, list(old_legs), new_id, list(zip(carried, ids)), leg_id,
-                      leg_metadata(staging), difference, difference_leg, why)
+    return Fulfilment(
+        staging,
+        expected.transaction,
+        list(old_legs),
+        new_id,
+        list(zip(carried, ids)),
+        leg_id,
+        leg_metadata(staging),
+        difference,
+        difference_leg,
+        why,
+    )
 
 
 # --- an operator's forced match -------------------------------------------------------------------------
+
 
 def decide_forced(batch: Batch, *, new_ids: IdSource = uuid7_texts) -> Plan:
     """An operator's match of an entry in review with the expected leg they chose (`batch.targets`): no date
@@ -369,24 +454,37 @@ def decide_forced(batch: Batch, *, new_ids: IdSource = uuid7_texts) -> Plan:
         txn = target.transaction
         if in_closed_period(batch.periods, entry.account.merchant_id, entry.effective_date):
             raise errors.PeriodClosedConflict()
-        if target.status != EntryStatus.EXPECTED or txn.status not in (TransactionStatus.EXPECTED,
-                                                                       TransactionStatus.MISMATCH):
+        if target.status != EntryStatus.EXPECTED or txn.status not in (
+            TransactionStatus.EXPECTED,
+            TransactionStatus.MISMATCH,
+        ):
             raise errors.IllegalStateError("The entry is not an open expectation.")
         rule = batch.rules.get(txn.rule_id)
         problems = agreement_problems(entry, target, rule, amount_words="amount differs beyond the rule's tolerance")
         if problems:
             raise errors.UnprocessableError("; ".join(problems))
-        plan.fulfilments.append(plan_fulfilment(staging=entry, expected=target, rule=rule,
-                                                old_legs=batch.live.get(txn.pk, []), new_ids=new_ids,
-                                                why="forced match"))
+        plan.fulfilments.append(
+            plan_fulfilment(
+                staging=entry,
+                expected=target,
+                rule=rule,
+                old_legs=batch.live.get(txn.pk, []),
+                new_ids=new_ids,
+                why="forced match",
+            )
+        )
         mismatch = batch.transactions.get(entry.mismatch_transaction_id)
         if mismatch is not None and mismatch.pk != txn.pk and mismatch.status == TransactionStatus.MISMATCH:
             plan.reopened.append((mismatch.pk, f"staging entry {entry.pk} matched elsewhere"))
-        plan.outcomes.append(Outcome(
-            entry, StagingStatus.PROCESSED,
-            {**client_metadata(entry), "match_type": MATCH_FULFILLED, "resolved_by_operator": True},
-            batch.reason or f"matched to entry {target.pk} ({txn.logical_transaction_id})",
-            from_status=StagingStatus.NEEDS_MANUAL_REVIEW))
+        plan.outcomes.append(
+            Outcome(
+                entry,
+                StagingStatus.PROCESSED,
+                {**client_metadata(entry), "match_type": MATCH_FULFILLED, "resolved_by_operator": True},
+                batch.reason or f"matched to entry {target.pk} ({txn.logical_transaction_id})",
+                from_status=StagingStatus.NEEDS_MANUAL_REVIEW,
+            )
+        )
     return plan
 
 
@@ -397,5 +495,3 @@ def decide(batch: Batch, *, now: dt.datetime, new_ids: IdSource = uuid7_texts) -
     if batch.mode == ProcessingMode.CONFIRMATION:
         return decide_confirmations(batch, new_ids=new_ids)
     return decide_forced(batch, new_ids=new_ids)
-
-

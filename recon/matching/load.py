@@ -13,8 +13,18 @@ from django.db.models import Q, Subquery
 
 from recon import errors
 from recon.matching.decide import Batch, Period, has_value, key_form, logical_id, utc_day
-from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, ProcessingMode, ReconRule, StagingEntry,
-                          StagingStatus, Transaction, TransactionStatus)
+from recon.models import (
+    Account,
+    ClosedPeriod,
+    Entry,
+    EntryStatus,
+    ProcessingMode,
+    ReconRule,
+    StagingEntry,
+    StagingStatus,
+    Transaction,
+    TransactionStatus,
+)
 from tracker.bulk import load_models
 from tracker.errors import PermanentError
 
@@ -39,8 +49,9 @@ def entries_lock(items: Sequence[WorkItem]) -> list[tuple[WorkItem, StagingEntry
     each, the decidable ones: PENDING and owned by the item's task, or NEEDS_MANUAL_REVIEW for a forced match.
     Raises MissingEntryError when one does not exist."""
     ids = [str(item.staging_entry_id) for item in items]
-    rows = {str(e.pk): e for e in load_models(StagingEntry.objects.select_for_update().filter(pk__any=ids)
-                                              .order_by("pk"))}
+    rows = {
+        str(e.pk): e for e in load_models(StagingEntry.objects.select_for_update().filter(pk__any=ids).order_by("pk"))
+    }
     if len(rows) != len(set(ids)):
         missing = sorted(set(ids) - set(rows))
         raise MissingEntryError(f"staging entry {', '.join(missing)} does not exist")
@@ -66,29 +77,37 @@ def _decidable(item: WorkItem, entry: StagingEntry) -> bool:
 
 def closed_periods(merchant_ids: Iterable[str]) -> list[Period]:
     """The merchants' closed (not reopened) periods."""
-    return list(ClosedPeriod.objects.filter(merchant_id__in=set(merchant_ids), reopened_at__isnull=True)
-                .values_list("merchant_id", "start_date", "end_date"))
+    return list(
+        ClosedPeriod.objects.filter(merchant_id__in=set(merchant_ids), reopened_at__isnull=True).values_list(
+            "merchant_id", "start_date", "end_date"
+        )
+    )
 
 
 def period_is_closed(*, merchant_id: str, when: dt.datetime | dt.date) -> bool:
     """True when `when` (its UTC date) lies in a closed (not reopened) period of the merchant."""
     day = utc_day(when) if isinstance(when, dt.datetime) else when
-    return ClosedPeriod.objects.filter(merchant_id=merchant_id, reopened_at__isnull=True,
-                                       start_date__lte=day, end_date__gte=day).exists()
+    return ClosedPeriod.objects.filter(
+        merchant_id=merchant_id, reopened_at__isnull=True, start_date__lte=day, end_date__gte=day
+    ).exists()
 
 
 def batch_load(*, mode: str, pairs: list[tuple[WorkItem, StagingEntry]], reason: str = "") -> Batch:
     """The `Batch` of one mode (TRANSACTION, CONFIRMATION or FORCED) for entries locked by `entries_lock`."""
     entries = [entry for _, entry in pairs]
-    batch = Batch(mode=mode, entries=entries, periods=closed_periods(e.account.merchant_id for e in entries),
-                  reason=reason)
+    batch = Batch(
+        mode=mode, entries=entries, periods=closed_periods(e.account.merchant_id for e in entries), reason=reason
+    )
     accounts = {e.account_id for e in entries}
     if mode == ProcessingMode.TRANSACTION:
         batch.rules = {r.pk: r for r in ReconRule.objects.filter(account_one_id__in=accounts)}
         rule_of = {r.account_one_id: r for r in batch.rules.values()}
         logicals = [logical_id(e.account_id, _transaction_key(e, rule_of.get(e.account_id))) for e in entries]
-        batch.taken = set(Transaction.objects.filter(logical_transaction_id__any=logicals)
-                          .values_list("logical_transaction_id", flat=True).distinct())
+        batch.taken = set(
+            Transaction.objects.filter(logical_transaction_id__any=logicals)
+            .values_list("logical_transaction_id", flat=True)
+            .distinct()
+        )
     elif mode == ProcessingMode.CONFIRMATION:
         batch.rules = {r.pk: r for r in ReconRule.objects.filter(account_two_id__in=accounts).order_by("pk")}
         _load_candidates(batch)
@@ -111,8 +130,10 @@ def expected_with_key(rule: ReconRule, values: list) -> Q:
     base = Q(transaction__rule_id=rule.pk, account_id=rule.account_two_id)
     q = Q()
     if strings:
-        q |= base & Q(transaction__logical_transaction_id__any=[logical_id(rule.account_one_id, v) for v in strings],
-                      **{f"metadata__{rule.match_key}__in": strings})
+        q |= base & Q(
+            transaction__logical_transaction_id__any=[logical_id(rule.account_one_id, v) for v in strings],
+            **{f"metadata__{rule.match_key}__in": strings},
+        )
     if others:
         q |= base & Q(**{f"metadata__{rule.match_key}__in": others})
     return q
@@ -134,9 +155,14 @@ def _candidate_transactions(batch: Batch) -> Q | None:
         if strings:
             q |= Q(rule_id=rule.pk, logical_transaction_id__any=[logical_id(rule.account_one_id, v) for v in strings])
         if len(strings) < len(values):
-            q |= Q(pk__in=Subquery(Entry.objects.filter(
-                expected_with_key(rule, [v for v in values if not isinstance(v, str)]),
-                status=EntryStatus.EXPECTED).values("transaction_id")))
+            q |= Q(
+                pk__in=Subquery(
+                    Entry.objects.filter(
+                        expected_with_key(rule, [v for v in values if not isinstance(v, str)]),
+                        status=EntryStatus.EXPECTED,
+                    ).values("transaction_id")
+                )
+            )
     return q or None
 
 
@@ -146,15 +172,21 @@ def _load_candidates(batch: Batch) -> None:
     q = _candidate_transactions(batch)
     if q is None:
         return
-    txns = {t.pk: t for t in load_models(Transaction.objects.filter(q, status=TransactionStatus.EXPECTED)
-                                         .order_by("pk").select_for_update())}
+    txns = {
+        t.pk: t
+        for t in load_models(
+            Transaction.objects.filter(q, status=TransactionStatus.EXPECTED).order_by("pk").select_for_update()
+        )
+    }
     batch.transactions = txns
     if not txns:
         return
     candidates: dict = defaultdict(list)
     # Not ordered by the database (that tempts the planner into a primary-key walk): by id, in memory.
-    for leg in sorted(load_models(Entry.objects.filter(transaction_id__any=list(txns))
-                                  .exclude(status=EntryStatus.ARCHIVED)), key=attrgetter("pk")):
+    for leg in sorted(
+        load_models(Entry.objects.filter(transaction_id__any=list(txns)).exclude(status=EntryStatus.ARCHIVED)),
+        key=attrgetter("pk"),
+    ):
         leg.transaction = txn = txns[leg.transaction_id]
         batch.live.setdefault(leg.transaction_id, []).append(leg)
         rule = batch.rules.get(txn.rule_id)

@@ -16,8 +16,7 @@ from django.utils import timezone
 
 from recon import queries
 from recon.matching.decide import Fulfilment, Outcome, Plan, client_metadata, key_form
-from recon.models import (Entry, EntryStatus, ProcessingMode, StagingEntry, StagingStatus, Transaction,
-                          TransactionStatus)
+from recon.models import Entry, EntryStatus, ProcessingMode, StagingEntry, StagingStatus, Transaction, TransactionStatus
 from tracker import audit
 from tracker.bulk import array_columns, array_literal, insert_rows, to_json
 from tracker.services import TaskSpec, task_create_many
@@ -33,6 +32,7 @@ class StaleBatchError(Exception):
 
 # --- audit rows, one builder per kind of change ----------------------------------------------------------
 
+
 def audit_outcome(outcome: Outcome) -> AuditRow:
     return (StagingEntry, outcome.entry.pk, outcome.from_status, outcome.to_status, outcome.reason)
 
@@ -40,10 +40,12 @@ def audit_outcome(outcome: Outcome) -> AuditRow:
 def audit_superseded(f: Fulfilment) -> list[AuditRow]:
     """The old version and its live legs, archived by the fulfilment."""
     version = f.old.version + 1
-    rows: list[AuditRow] = [(Transaction, f.old.pk, f.old.status, TransactionStatus.ARCHIVED,
-                             f"superseded by version {version} ({f.why})")]
-    rows += [(Entry, leg.pk, leg.status, EntryStatus.ARCHIVED, f"superseded by version {version}")
-             for leg in f.old_legs]
+    rows: list[AuditRow] = [
+        (Transaction, f.old.pk, f.old.status, TransactionStatus.ARCHIVED, f"superseded by version {version} ({f.why})")
+    ]
+    rows += [
+        (Entry, leg.pk, leg.status, EntryStatus.ARCHIVED, f"superseded by version {version}") for leg in f.old_legs
+    ]
     return rows
 
 
@@ -71,6 +73,7 @@ def audit_write(rows: Iterable[AuditRow], *, by, at: dt.datetime) -> None:
 
 
 # --- the writer --------------------------------------------------------------------------------------------
+
 
 def plan_write(plan: Plan, *, by, now: dt.datetime) -> None:
     """Writes everything `plan` decided, in the order the module docstring gives."""
@@ -106,8 +109,9 @@ def _transactions_move(plan: Plan) -> None:
     if not moves:
         return
     ids, from_status, to_status = array_columns(moves, 3)
-    if _execute(queries.TRANSACTIONS_MOVE, {"ids": ids, "from_status": from_status,
-                                            "to_status": to_status}) != len(moves):
+    if _execute(queries.TRANSACTIONS_MOVE, {"ids": ids, "from_status": from_status, "to_status": to_status}) != len(
+        moves
+    ):
         raise StaleBatchError("a transaction of the batch changed under its lock")
 
 
@@ -116,9 +120,19 @@ def _versions_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> Non
     if not fulfilments:
         return
     ids, old, staging, difference = array_columns(
-        [(f.new_id, f.old.pk, f.staging.pk, f.difference or None) for f in fulfilments], 4)
-    _execute(queries.VERSIONS_INSERT, {"status": TransactionStatus.POSTED, "now": now, "ids": ids, "old": old,
-                                       "staging": staging, "difference": difference})
+        [(f.new_id, f.old.pk, f.staging.pk, f.difference or None) for f in fulfilments], 4
+    )
+    _execute(
+        queries.VERSIONS_INSERT,
+        {
+            "status": TransactionStatus.POSTED,
+            "now": now,
+            "ids": ids,
+            "old": old,
+            "staging": staging,
+            "difference": difference,
+        },
+    )
 
 
 def _legs_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
@@ -131,14 +145,36 @@ def _legs_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
         own.append((f.leg_id, f.new_id, f.staging.pk, None, None, None, to_json(f.leg_metadata)))
         if f.difference_leg:
             leg_id, account_id, side, amount = f.difference_leg
-            own.append((leg_id, f.new_id, f.staging.pk, account_id, side, amount,
-                        to_json({**f.leg_metadata, "difference": True})))
+            own.append(
+                (
+                    leg_id,
+                    f.new_id,
+                    f.staging.pk,
+                    account_id,
+                    side,
+                    amount,
+                    to_json({**f.leg_metadata, "difference": True}),
+                )
+            )
     c_ids, c_txns, c_old = array_columns(carried, 3)
     o_ids, o_txns, o_staging, o_accounts, o_sides, o_amounts, o_metadata = array_columns(own, 7)
-    _execute(queries.LEGS_INSERT, {
-        "status": EntryStatus.POSTED, "now": now, "carried_ids": c_ids, "carried_txns": c_txns,
-        "carried_old": c_old, "own_ids": o_ids, "own_txns": o_txns, "own_staging": o_staging,
-        "own_accounts": o_accounts, "own_sides": o_sides, "own_amounts": o_amounts, "own_metadata": o_metadata})
+    _execute(
+        queries.LEGS_INSERT,
+        {
+            "status": EntryStatus.POSTED,
+            "now": now,
+            "carried_ids": c_ids,
+            "carried_txns": c_txns,
+            "carried_old": c_old,
+            "own_ids": o_ids,
+            "own_txns": o_txns,
+            "own_staging": o_staging,
+            "own_accounts": o_accounts,
+            "own_sides": o_sides,
+            "own_amounts": o_amounts,
+            "own_metadata": o_metadata,
+        },
+    )
 
 
 def _staging_outcomes_write(outcomes: Sequence[Outcome], now: dt.datetime) -> None:
@@ -155,13 +191,23 @@ def _staging_outcomes_write(outcomes: Sequence[Outcome], now: dt.datetime) -> No
         e.updated_at = now
         rows.append((e.pk, o.from_status, o.to_status, to_json(o.metadata), e.discarded_at, e.mismatch_transaction_id))
     ids, from_status, to_status, metadata, discarded_at, mismatch = array_columns(rows, 6)
-    if _execute(queries.STAGING_OUTCOMES_UPDATE, {
-            "now": now, "ids": ids, "from_status": from_status, "to_status": to_status, "metadata": metadata,
-            "discarded_at": discarded_at, "mismatch": mismatch}) != len(outcomes):
+    if _execute(
+        queries.STAGING_OUTCOMES_UPDATE,
+        {
+            "now": now,
+            "ids": ids,
+            "from_status": from_status,
+            "to_status": to_status,
+            "metadata": metadata,
+            "discarded_at": discarded_at,
+            "mismatch": mismatch,
+        },
+    ) != len(outcomes):
         raise StaleBatchError("a staging entry of the batch changed under its lock")
 
 
 # --- re-queues ---------------------------------------------------------------------------------------------
+
 
 def task_spec(entry: StagingEntry, merchant_id: str) -> TaskSpec:
     """The PROCESS_STAGING_ENTRY task of an entry."""
@@ -173,10 +219,18 @@ def _waiting_requeue(waiting: list[tuple], *, by) -> int:
     for one of them go back to PENDING with a new task, each audited with the value it waited for."""
     accounts, keys, values = array_columns([(a, k, to_json(v)) for a, k, v in waiting], 3)
     with connection.cursor() as cursor:
-        cursor.execute(queries.WAITING_CONFIRMATIONS_LOCK, {
-            "accounts": array_literal(sorted({a for a, _, _ in waiting})),
-            "status": StagingStatus.NEEDS_MANUAL_REVIEW, "mode": ProcessingMode.CONFIRMATION,
-            "error_type": "NoMatchFoundError", "w_accounts": accounts, "w_keys": keys, "w_values": values})
+        cursor.execute(
+            queries.WAITING_CONFIRMATIONS_LOCK,
+            {
+                "accounts": array_literal(sorted({a for a, _, _ in waiting})),
+                "status": StagingStatus.NEEDS_MANUAL_REVIEW,
+                "mode": ProcessingMode.CONFIRMATION,
+                "error_type": "NoMatchFoundError",
+                "w_accounts": accounts,
+                "w_keys": keys,
+                "w_values": values,
+            },
+        )
         found = cursor.fetchall()
     if not found:
         return 0
@@ -184,8 +238,14 @@ def _waiting_requeue(waiting: list[tuple], *, by) -> int:
     reasons = {}
     for staging_id, account_id, metadata in found:
         metadata = metadata if isinstance(metadata, dict) else {}
-        key, value = next(((k, v) for (a, k, form), (_, v) in by_value.items()
-                           if a == str(account_id) and k in metadata and key_form(metadata[k]) == form), ("", ""))
+        key, value = next(
+            (
+                (k, v)
+                for (a, k, form), (_, v) in by_value.items()
+                if a == str(account_id) and k in metadata and key_form(metadata[k]) == form
+            ),
+            ("", ""),
+        )
         reasons[staging_id] = f"expectation appeared for {key}={value}"
     return staging_entries_requeue(reasons=reasons, by=by)
 
@@ -194,8 +254,9 @@ def staging_entries_requeue(*, reasons: dict, by, from_status: str = StagingStat
     """Moves the staging entries `reasons` names (id -> audit reason; locked by the caller, in `from_status`) to
     PENDING with a fresh task each, clearing their previous outcome. Set-based; called inside
     `transaction.atomic()`. Both the system's re-queue and an operator's reprocess come here."""
-    rows = list(StagingEntry.objects.filter(pk__in=list(reasons), status=from_status).select_related("account")
-                .order_by("pk"))
+    rows = list(
+        StagingEntry.objects.filter(pk__in=list(reasons), status=from_status).select_related("account").order_by("pk")
+    )
     if not rows:
         return 0
     tasks = task_create_many([task_spec(r, r.account.merchant_id) for r in rows])
@@ -204,6 +265,7 @@ def staging_entries_requeue(*, reasons: dict, by, from_status: str = StagingStat
         row.metadata = client_metadata(row)
     StagingEntry.objects.bulk_update(rows, ["task_id", "metadata"])
     StagingEntry.objects.filter(pk__in=[r.pk for r in rows], status=from_status).update(
-        status=StagingStatus.PENDING, updated_at=timezone.now())
+        status=StagingStatus.PENDING, updated_at=timezone.now()
+    )
     audit_write([audit_requeued(r.pk, from_status, reasons[r.pk]) for r in rows], by=by, at=timezone.now())
     return len(rows)

@@ -9,11 +9,20 @@ from collections import defaultdict
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from recon import errors
-from recon.matching.decide import (Batch, Plan, allowed_difference, check_balanced, decide, entry_problem, key_form,
-                                   mismatch_reasons)
+from recon.matching.decide import (
+    Batch,
+    Plan,
+    allowed_difference,
+    check_balanced,
+    decide,
+    entry_problem,
+    key_form,
+    mismatch_reasons,
+)
 from recon.models import Account, Entry, ReconRule, StagingEntry, Transaction
 
 DAY = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -21,35 +30,79 @@ MERCHANT = "m1"
 
 
 def account(currency="USD") -> Account:
-    return Account(account_id=uuid.uuid4(), merchant_id=MERCHANT, account_name="a", account_type="DEBIT_NORMAL",
-                   currency=currency)
+    return Account(
+        account_id=uuid.uuid4(), merchant_id=MERCHANT, account_name="a", account_type="DEBIT_NORMAL", currency=currency
+    )
 
 
 PAYMENTS, BANK, DIFF, ORPHAN = account(), account(), account(), account()
 
 
 def rule(*, tolerance="0", pct="0", window=None, difference=True) -> ReconRule:
-    return ReconRule(id=uuid.uuid4(), merchant_id=MERCHANT, account_one=PAYMENTS, account_two=BANK,
-                     match_key="order_id", amount_tolerance=Decimal(tolerance), amount_tolerance_pct=Decimal(pct),
-                     date_window_days=window, difference_account_id=DIFF.pk if difference else None)
+    return ReconRule(
+        id=uuid.uuid4(),
+        merchant_id=MERCHANT,
+        account_one=PAYMENTS,
+        account_two=BANK,
+        match_key="order_id",
+        amount_tolerance=Decimal(tolerance),
+        amount_tolerance_pct=Decimal(pct),
+        date_window_days=window,
+        difference_account_id=DIFF.pk if difference else None,
+    )
 
 
 def staging(acct, mode, *, side="CREDIT", amount="10.00", currency="USD", order_id="o1", day=0) -> StagingEntry:
-    return StagingEntry(staging_entry_id=uuid.uuid4(), account=acct, entry_type=side, amount=Decimal(amount),
-                        currency=currency, effective_date=DAY + dt.timedelta(days=day), processing_mode=mode,
-                        metadata={"order_id": order_id} if order_id is not None else {})
+    return StagingEntry(
+        staging_entry_id=uuid.uuid4(),
+        account=acct,
+        entry_type=side,
+        amount=Decimal(amount),
+        currency=currency,
+        effective_date=DAY + dt.timedelta(days=day),
+        processing_mode=mode,
+        metadata={"order_id": order_id} if order_id is not None else {},
+    )
 
 
 def expectation(r: ReconRule, order_id, *, amount="10.00", day=0) -> tuple[Transaction, list[Entry]]:
     """Version 1 of a transaction of `r`: a POSTED DEBIT on account_one and an EXPECTED CREDIT on account_two."""
-    txn = Transaction(transaction_id=uuid.uuid4(), logical_transaction_id=f"{PAYMENTS.pk}:{order_id}", version=1,
-                      status="EXPECTED", amount=Decimal(amount), currency="USD", merchant_id=MERCHANT, rule_id=r.pk,
-                      metadata={"order_id": order_id})
+    txn = Transaction(
+        transaction_id=uuid.uuid4(),
+        logical_transaction_id=f"{PAYMENTS.pk}:{order_id}",
+        version=1,
+        status="EXPECTED",
+        amount=Decimal(amount),
+        currency="USD",
+        merchant_id=MERCHANT,
+        rule_id=r.pk,
+        metadata={"order_id": order_id},
+    )
     when = DAY + dt.timedelta(days=day)
-    legs = [Entry(entry_id=uuid.uuid4(), transaction=txn, account=PAYMENTS, entry_type="DEBIT", amount=txn.amount,
-                  currency="USD", status="POSTED", effective_date=when, metadata={}),
-            Entry(entry_id=uuid.uuid4(), transaction=txn, account=BANK, entry_type="CREDIT", amount=txn.amount,
-                  currency="USD", status="EXPECTED", effective_date=when, metadata={"order_id": order_id})]
+    legs = [
+        Entry(
+            entry_id=uuid.uuid4(),
+            transaction=txn,
+            account=PAYMENTS,
+            entry_type="DEBIT",
+            amount=txn.amount,
+            currency="USD",
+            status="POSTED",
+            effective_date=when,
+            metadata={},
+        ),
+        Entry(
+            entry_id=uuid.uuid4(),
+            transaction=txn,
+            account=BANK,
+            entry_type="CREDIT",
+            amount=txn.amount,
+            currency="USD",
+            status="EXPECTED",
+            effective_date=when,
+            metadata={"order_id": order_id},
+        ),
+    ]
     return txn, legs
 
 
@@ -58,8 +111,14 @@ def confirmation_batch(r: ReconRule, entries, expectations, periods=()) -> Batch
     for txn, legs in expectations:
         live[txn.pk] = legs
         candidates[(r.pk, key_form(legs[1].metadata["order_id"]))].append(legs[1])
-    return Batch(mode="CONFIRMATION", entries=list(entries), rules={r.pk: r}, periods=list(periods),
-                 candidates=dict(candidates), live=live)
+    return Batch(
+        mode="CONFIRMATION",
+        entries=list(entries),
+        rules={r.pk: r},
+        periods=list(periods),
+        candidates=dict(candidates),
+        live=live,
+    )
 
 
 def ids():
@@ -80,9 +139,12 @@ def legs_balance(plan: Plan) -> None:
 
 def summary(plan: Plan) -> list:
     """The plan without generated ids: outcomes, then what each fulfilment and mismatch touched."""
-    return [[(o.entry.pk, o.to_status, o.metadata, o.reason, o.mismatch_transaction_id) for o in plan.outcomes],
-            [(f.old.pk, f.difference, f.difference_leg and f.difference_leg[1:]) for f in plan.fulfilments],
-            plan.mismatched, [c.transaction["logical_transaction_id"] for c in plan.created]]
+    return [
+        [(o.entry.pk, o.to_status, o.metadata, o.reason, o.mismatch_transaction_id) for o in plan.outcomes],
+        [(f.old.pk, f.difference, f.difference_leg and f.difference_leg[1:]) for f in plan.fulfilments],
+        plan.mismatched,
+        [c.transaction["logical_transaction_id"] for c in plan.created],
+    ]
 
 
 def one_by_one(batch: Batch) -> Plan:
@@ -91,8 +153,15 @@ def one_by_one(batch: Batch) -> Plan:
     total, gone, taken = Plan(), set(), set(batch.taken)
     for entry in batch.entries:
         candidates = {k: [c for c in v if c.transaction_id not in gone] for k, v in batch.candidates.items()}
-        single = Batch(mode=batch.mode, entries=[entry], rules=batch.rules, periods=batch.periods, taken=set(taken),
-                       candidates=candidates, live=batch.live)
+        single = Batch(
+            mode=batch.mode,
+            entries=[entry],
+            rules=batch.rules,
+            periods=batch.periods,
+            taken=set(taken),
+            candidates=candidates,
+            live=batch.live,
+        )
         plan = decide(single, now=DAY, new_ids=ids())
         gone |= {f.old.pk for f in plan.fulfilments} | {pk for pk, _ in plan.mismatched}
         taken |= {c.transaction["logical_transaction_id"] for c in plan.created}
@@ -103,16 +172,26 @@ def one_by_one(batch: Batch) -> Plan:
 
 amounts = st.sampled_from(["10.00", "10.50", "9.25", "25.00", "11.00"])
 orders = st.sampled_from(["o1", "o2", "o3", None])
-confirmations = st.builds(lambda side, amount, currency, order_id, day: staging(
-    BANK, "CONFIRMATION", side=side, amount=amount, currency=currency, order_id=order_id, day=day),
-    st.sampled_from(["CREDIT", "CREDIT", "DEBIT"]), amounts, st.sampled_from(["USD", "USD", "EUR"]), orders,
-    st.integers(0, 4))
+confirmations = st.builds(
+    lambda side, amount, currency, order_id, day: staging(
+        BANK, "CONFIRMATION", side=side, amount=amount, currency=currency, order_id=order_id, day=day
+    ),
+    st.sampled_from(["CREDIT", "CREDIT", "DEBIT"]),
+    amounts,
+    st.sampled_from(["USD", "USD", "EUR"]),
+    orders,
+    st.integers(0, 4),
+)
 
 
-@given(entries=st.lists(confirmations, max_size=12),
-       expected=st.lists(st.tuples(st.sampled_from(["o1", "o2", "o3"]), amounts, st.integers(0, 2)), max_size=5),
-       tolerance=st.sampled_from(["0", "1.00"]), pct=st.sampled_from(["0", "5"]), window=st.sampled_from([None, 1]),
-       closed=st.booleans())
+@given(
+    entries=st.lists(confirmations, max_size=12),
+    expected=st.lists(st.tuples(st.sampled_from(["o1", "o2", "o3"]), amounts, st.integers(0, 2)), max_size=5),
+    tolerance=st.sampled_from(["0", "1.00"]),
+    pct=st.sampled_from(["0", "5"]),
+    window=st.sampled_from([None, 1]),
+    closed=st.booleans(),
+)
 def test_confirmations_batch_of_n_decides_as_n_batches_of_one(entries, expected, tolerance, pct, window, closed):
     r = rule(tolerance=tolerance, pct=pct, window=window)
     periods = [(MERCHANT, dt.date(2026, 11, 4), dt.date(2026, 11, 30))] if closed else []
@@ -128,17 +207,29 @@ def test_confirmations_batch_of_n_decides_as_n_batches_of_one(entries, expected,
         assert ("error_type" in o.metadata) == (o.to_status == "NEEDS_MANUAL_REVIEW")
 
 
-transactions = st.builds(lambda acct, side, amount, currency, order_id, day: staging(
-    acct, "TRANSACTION", side=side, amount=amount, currency=currency, order_id=order_id, day=day),
-    st.sampled_from([PAYMENTS, PAYMENTS, ORPHAN]), st.sampled_from(["DEBIT", "CREDIT"]), amounts,
-    st.sampled_from(["USD", "USD", "EUR"]), orders, st.integers(0, 4))
+transactions = st.builds(
+    lambda acct, side, amount, currency, order_id, day: staging(
+        acct, "TRANSACTION", side=side, amount=amount, currency=currency, order_id=order_id, day=day
+    ),
+    st.sampled_from([PAYMENTS, PAYMENTS, ORPHAN]),
+    st.sampled_from(["DEBIT", "CREDIT"]),
+    amounts,
+    st.sampled_from(["USD", "USD", "EUR"]),
+    orders,
+    st.integers(0, 4),
+)
 
 
 @given(entries=st.lists(transactions, max_size=12), taken=st.sets(st.sampled_from(["o1", "o2"])))
 def test_transactions_batch_of_n_decides_as_n_batches_of_one(entries, taken):
     r = rule()
-    batch = Batch(mode="TRANSACTION", entries=entries, rules={r.pk: r}, taken={f"{PAYMENTS.pk}:{o}" for o in taken},
-                  periods=[(MERCHANT, dt.date(2026, 11, 4), dt.date(2026, 11, 30))])
+    batch = Batch(
+        mode="TRANSACTION",
+        entries=entries,
+        rules={r.pk: r},
+        taken={f"{PAYMENTS.pk}:{o}" for o in taken},
+        periods=[(MERCHANT, dt.date(2026, 11, 4), dt.date(2026, 11, 30))],
+    )
     plan = decide(batch, now=DAY, new_ids=ids())
     assert [o.entry for o in plan.outcomes] == entries
     assert summary(plan) == summary(one_by_one(batch))
@@ -152,15 +243,25 @@ def test_transactions_batch_of_n_decides_as_n_batches_of_one(entries, taken):
 
 def test_checks_run_in_order_currency_then_closed_period():
     periods = [(MERCHANT, dt.date(2026, 11, 1), dt.date(2026, 11, 1))]
-    assert isinstance(entry_problem(staging(BANK, "CONFIRMATION", currency="EUR"), periods),
-                      errors.CurrencyMismatchError)
+    assert isinstance(
+        entry_problem(staging(BANK, "CONFIRMATION", currency="EUR"), periods), errors.CurrencyMismatchError
+    )
     assert isinstance(entry_problem(staging(BANK, "CONFIRMATION"), periods), errors.PeriodClosedError)
     assert entry_problem(staging(BANK, "CONFIRMATION", day=1), periods) is None
 
 
-@pytest.mark.parametrize("a, b, equal", [
-    (1, 1.0, True), (1, "1", False), (True, 1, False), ({"a": 1, "b": [1, 2]}, {"b": [1, 2.0], "a": 1}, True),
-    ([1, 2], [2, 1], False), ("x", "x", True), (None, None, True)])
+@pytest.mark.parametrize(
+    "a, b, equal",
+    [
+        (1, 1.0, True),
+        (1, "1", False),
+        (True, 1, False),
+        ({"a": 1, "b": [1, 2]}, {"b": [1, 2.0], "a": 1}, True),
+        ([1, 2], [2, 1], False),
+        ("x", "x", True),
+        (None, None, True),
+    ],
+)
 def test_key_form_is_jsonb_equality(a, b, equal):
     assert (key_form(a) == key_form(b)) is equal
 
