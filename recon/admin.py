@@ -200,7 +200,7 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 
     # FSM buttons route through the services so tasks and mismatches follow.
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
-        action = {"requeue": "reprocess", "ignore": "ignore"}.get(transition_name)
+        action = {"reprocess": "reprocess", "ignore": "ignore"}.get(transition_name)
         if action is None:
             return super()._apply_fsm_transition(obj=obj, transition_name=transition_name, request=request,
                                                  kwargs=kwargs)

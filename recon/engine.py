@@ -16,7 +16,7 @@ from django.utils import timezone
 from recon import errors
 from recon.matching.decide import Batch, Plan, allowed_difference, client_metadata, decide, review
 from recon.matching.load import FORCED, WorkItem, batch_load, entries_lock, period_is_closed
-from recon.matching.write import TASK_TYPE, plan_write, staging_entries_requeue, task_spec
+from recon.matching.write import TASK_TYPE, plan_write, staging_entries_reprocess, task_spec
 from recon.models import ProcessingMode, StagingEntry
 
 MODE_ORDER = (ProcessingMode.TRANSACTION, ProcessingMode.CONFIRMATION)
@@ -28,7 +28,7 @@ __all__ = [
     "client_metadata",
     "period_is_closed",
     "staging_entries_process",
-    "staging_entries_requeue",
+    "staging_entries_reprocess",
     "staging_entry_force_match",
     "task_spec",
 ]

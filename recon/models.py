@@ -210,7 +210,7 @@ class StagingEntry(FSMModelMixin, models.Model):
 
     @transition(field=status, source=StagingStatus.NEEDS_MANUAL_REVIEW, target=StagingStatus.PENDING,
                 custom={"admin": True, "label": "Reprocess"})
-    def requeue(self, by=None, reason="reprocess"):
+    def reprocess(self, by=None, reason="reprocess"):
         pass
 
 

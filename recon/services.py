@@ -440,7 +440,7 @@ def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=No
             raise errors.PeriodClosedConflict()
         if action == "reprocess":
             _reopen_mismatch(entry, by, f"staging entry {entry.pk} reprocessed")
-            engine.staging_entries_requeue(reasons={entry.pk: reason or "reprocess"}, by=by,
+            engine.staging_entries_reprocess(reasons={entry.pk: reason or "reprocess"}, by=by,
                                            from_status=entry.status)
             entry.refresh_from_db()
             return entry

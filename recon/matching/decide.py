@@ -34,7 +34,7 @@ MATCH_CREATED = "NewTransactionGenerated"
 MATCH_FULFILLED = "Fulfilled"
 SECONDS_PER_DAY = 86400
 # `logical_transaction_id` is "{account_one}:{match-key value}" in a column of this many characters.
-LOGICAL_ID_MAX_LENGTH = Transaction._meta.get_field("logical_transaction_id").max_length
+LOGICAL_ID_MAX_LENGTH: int = Transaction._meta.get_field("logical_transaction_id").max_length or 0
 
 IdSource = Callable[[int], list[str]]
 Period = tuple[str, dt.date, dt.date]  # (merchant id, first day, last day) of a closed period
@@ -296,6 +296,16 @@ def _version_one(
         raise errors.DuplicateTransactionError(
             f"A transaction for {rule.match_key}={value} already exists on this account."
         )
+    created = _version_one_rows(entry, rule, logical, value, new_ids, now)
+    check_balanced((x["entry_type"], x["amount"], x["currency"]) for x in created.legs)
+    return Created(created.transaction, created.legs, (rule.account_two_id, rule.match_key, value) if keyed else None)
+
+
+def _version_one_rows(
+    entry: StagingEntry, rule: ReconRule, logical: str, value: object, new_ids: IdSource, now: dt.datetime
+) -> Created:
+    """The rows of version 1: the transaction, a POSTED leg on the entry's account, an EXPECTED leg on account_two
+    carrying the match-key value."""
     txn_id, posted_id, expected_id = new_ids(3)
     meta = leg_metadata(entry)
     txn = {
@@ -318,26 +328,23 @@ def _version_one(
         "effective_date": entry.effective_date,
         "created_at": now,
     }
-    legs = [
-        {
-            **leg,
-            "entry_id": posted_id,
-            "account_id": entry.account_id,
-            "entry_type": entry.entry_type,
-            "status": EntryStatus.POSTED,
-            "metadata": meta,
-        },
-        {
-            **leg,
-            "entry_id": expected_id,
-            "account_id": rule.account_two_id,
-            "entry_type": opposite(entry.entry_type),
-            "status": EntryStatus.EXPECTED,
-            "metadata": {**meta, rule.match_key: value},
-        },
-    ]
-    check_balanced((x["entry_type"], x["amount"], x["currency"]) for x in legs)
-    return Created(txn, legs, (rule.account_two_id, rule.match_key, value) if keyed else None)
+    posted = {
+        **leg,
+        "entry_id": posted_id,
+        "account_id": entry.account_id,
+        "entry_type": entry.entry_type,
+        "status": EntryStatus.POSTED,
+        "metadata": meta,
+    }
+    expected = {
+        **leg,
+        "entry_id": expected_id,
+        "account_id": rule.account_two_id,
+        "entry_type": opposite(entry.entry_type),
+        "status": EntryStatus.EXPECTED,
+        "metadata": {**meta, rule.match_key: value},
+    }
+    return Created(txn, [posted, expected], None)
 
 
 # --- CONFIRMATION mode ----------------------------------------------------------------------------------
@@ -348,8 +355,8 @@ def decide_confirmations(batch: Batch, *, new_ids: IdSource = uuid7_texts) -> Pl
     goes to review (no candidate, several)."""
     plan = Plan()
     rules_of: dict[Any, list[ReconRule]] = defaultdict(list)
-    for rule in sorted(batch.rules.values(), key=lambda r: r.pk):
-        rules_of[rule.account_two_id].append(rule)
+    for each in sorted(batch.rules.values(), key=lambda r: r.pk):
+        rules_of[each.account_two_id].append(each)
     gone: set = set()  # transactions fulfilled or put in MISMATCH by an earlier entry of the batch
     for entry in batch.entries:
         try:

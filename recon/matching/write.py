@@ -57,7 +57,7 @@ def audit_reopened(transaction_id: Any, reason: str) -> AuditRow:
     return (Transaction, transaction_id, TransactionStatus.MISMATCH, TransactionStatus.EXPECTED, reason)
 
 
-def audit_requeued(staging_entry_id: Any, from_status: str, reason: str) -> AuditRow:
+def audit_reprocessed(staging_entry_id: Any, from_status: str, reason: str) -> AuditRow:
     return (StagingEntry, staging_entry_id, from_status, StagingStatus.PENDING, reason)
 
 
@@ -88,7 +88,7 @@ def plan_write(plan: Plan, *, by, now: dt.datetime) -> None:
     audit_write(rows, by=by, at=now)
     waiting = [c.waiting for c in plan.created if c.waiting is not None]
     if waiting:
-        _waiting_requeue(waiting, by=by)
+        _waiting_reprocess(waiting, by=by)
     archived = [leg.pk for f in plan.fulfilments for leg in f.old_legs]
     if archived:
         Entry.objects.filter(pk__any=archived).update(status=EntryStatus.ARCHIVED)
@@ -214,7 +214,7 @@ def task_spec(entry: StagingEntry, merchant_id: str) -> TaskSpec:
     return TaskSpec(TASK_TYPE, {"staging_entry_id": str(entry.pk), "mode": entry.processing_mode}, merchant_id)
 
 
-def _waiting_requeue(waiting: list[tuple], *, by) -> int:
+def _waiting_reprocess(waiting: list[tuple], *, by) -> int:
     """Expectations for (account, match key, value) appeared: the confirmations in review with NoMatchFoundError
     for one of them go back to PENDING with a new task, each audited with the value it waited for."""
     accounts, keys, values = array_columns([(a, k, to_json(v)) for a, k, v in waiting], 3)
@@ -247,10 +247,10 @@ def _waiting_requeue(waiting: list[tuple], *, by) -> int:
             ("", ""),
         )
         reasons[staging_id] = f"expectation appeared for {key}={value}"
-    return staging_entries_requeue(reasons=reasons, by=by)
+    return staging_entries_reprocess(reasons=reasons, by=by)
 
 
-def staging_entries_requeue(*, reasons: dict, by, from_status: str = StagingStatus.NEEDS_MANUAL_REVIEW) -> int:
+def staging_entries_reprocess(*, reasons: dict, by, from_status: str = StagingStatus.NEEDS_MANUAL_REVIEW) -> int:
     """Moves the staging entries `reasons` names (id -> audit reason; locked by the caller, in `from_status`) to
     PENDING with a fresh task each, clearing their previous outcome. Set-based; called inside
     `transaction.atomic()`. Both the system's re-queue and an operator's reprocess come here."""
@@ -267,5 +267,5 @@ def staging_entries_requeue(*, reasons: dict, by, from_status: str = StagingStat
     StagingEntry.objects.filter(pk__in=[r.pk for r in rows], status=from_status).update(
         status=StagingStatus.PENDING, updated_at=timezone.now()
     )
-    audit_write([audit_requeued(r.pk, from_status, reasons[r.pk]) for r in rows], by=by, at=timezone.now())
+    audit_write([audit_reprocessed(r.pk, from_status, reasons[r.pk]) for r in rows], by=by, at=timezone.now())
     return len(rows)

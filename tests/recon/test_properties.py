@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import transaction
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from recon import engine, services
@@ -184,9 +184,6 @@ def ledger_of(merchant, accounts: dict, staged: list) -> dict:
 
 
 @pytest.mark.django_db
-@settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-)
 @given(
     steps=st.lists(step, min_size=1, max_size=14),
     tolerance=st.sampled_from(["0", "1.00"]),
