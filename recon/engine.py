@@ -74,14 +74,25 @@ def _pass(batch: Batch, *, by: str, guard: bool) -> Plan:
     return plan
 
 
-def staging_entry_force_match(*, entry: StagingEntry, target_entry_id: Any, by, reason: str = "") -> StagingEntry:
+def staging_entry_force_match(
+    *,
+    entry: StagingEntry,
+    target_entry_id: Any,
+    by,
+    reason: str = "",
+    write_off: bool = False,
+    difference_account_id: Any = None,
+) -> StagingEntry:
     """An operator's forced match of `entry` (in review, locked by the caller) with the expected leg
-    `target_entry_id` on its account, as a batch of one. Raises NotFoundError, PeriodClosedConflict,
+    `target_entry_id` on its account, as a batch of one. With `write_off` the amounts need not agree within the
+    tolerance: the whole difference is booked on the rule's difference account, else on `difference_account_id`
+    (checked by the caller: same merchant and currency). Raises NotFoundError, PeriodClosedConflict,
     IllegalStateError or UnprocessableError (nothing written) when the match is not possible."""
     pairs = entries_lock([WorkItem(entry.pk, target_entry_id=target_entry_id)])
     if not pairs:
         raise errors.IllegalStateError(f"Cannot match a staging entry that is {entry.status}.")
     batch = batch_load(mode=FORCED, pairs=pairs, reason=reason)
+    batch.write_off, batch.difference_account_id = write_off, difference_account_id
     now = timezone.now()
     plan_write(decide(batch, now=now), by=by, now=now)
     return pairs[0][1]

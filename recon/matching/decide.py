@@ -61,6 +61,8 @@ class Batch:
     targets: dict[Any, Entry] = field(default_factory=dict)
     transactions: dict[Any, Transaction] = field(default_factory=dict)
     reason: str = ""  # the operator's reason (FORCED)
+    write_off: bool = False  # FORCED: book the whole difference, whatever the tolerance
+    difference_account_id: Any = None  # FORCED with write_off: where, when the rule has no difference account
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,12 @@ def allowed_difference(rule: ReconRule | None, expected_amount: Decimal) -> Deci
 
 
 def agreement_problems(
-    staging: StagingEntry, expected: Entry, rule: ReconRule | None, *, amount_words: str = "amount differs"
+    staging: StagingEntry,
+    expected: Entry,
+    rule: ReconRule | None,
+    *,
+    amount_words: str = "amount differs",
+    check_amount: bool = True,
 ) -> list[str]:
     """What differs between a confirmation and an expected leg in side, currency, or amount beyond the rule's
     tolerance (the checks an operator's forced match must pass too)."""
@@ -206,7 +213,7 @@ def agreement_problems(
         reasons.append(f"side differs: expected {expected.entry_type}, got {staging.entry_type}")
     if expected.currency != staging.currency:
         reasons.append(f"currency differs: expected {expected.currency}, got {staging.currency}")
-    if abs(staging.amount - expected.amount) > allowed_difference(rule, expected.amount):
+    if check_amount and abs(staging.amount - expected.amount) > allowed_difference(rule, expected.amount):
         reasons.append(f"{amount_words}: expected {expected.amount}, got {staging.amount}")
     return reasons
 
@@ -418,9 +425,11 @@ def plan_fulfilment(
     old_legs: list[Entry],
     new_ids: IdSource = uuid7_texts,
     why: str = "fulfilled",
+    difference_account_id: Any = None,
 ) -> Fulfilment:
     """What fulfilling `expected` (a leg of `expected.transaction`, whose live legs are `old_legs`) with `staging`
-    writes. Raises UnbalancedTransactionError when the legs cannot balance."""
+    writes; a difference goes to the rule's difference account, else to `difference_account_id`. Raises
+    UnbalancedTransactionError when the legs cannot balance."""
     difference = staging.amount - expected.amount
     carried = [e for e in old_legs if e.status == EntryStatus.POSTED]
     new_id, leg_id, *ids = new_ids(len(carried) + 3)  # the last one for a difference leg
@@ -428,10 +437,11 @@ def plan_fulfilment(
     legs.append((staging.entry_type, staging.amount, staging.currency))
     difference_leg = None
     if difference:
-        if rule is None or rule.difference_account_id is None:
+        account_id = (rule.difference_account_id if rule else None) or difference_account_id
+        if account_id is None:
             raise errors.UnbalancedTransactionError("The amounts differ and the rule has no difference account.")
         side = opposite(staging.entry_type) if difference > 0 else staging.entry_type
-        difference_leg = (ids.pop(), rule.difference_account_id, side, abs(difference))
+        difference_leg = (ids.pop(), account_id, side, abs(difference))
         legs.append((side, abs(difference), staging.currency))
     check_balanced(legs)
     return Fulfilment(
@@ -453,8 +463,9 @@ def plan_fulfilment(
 
 def decide_forced(batch: Batch, *, new_ids: IdSource = uuid7_texts) -> Plan:
     """An operator's match of an entry in review with the expected leg they chose (`batch.targets`): no date
-    window, but the same side, currency and tolerance. Raises (nothing is written) PeriodClosedConflict,
-    IllegalStateError when the leg is no longer an open expectation, UnprocessableError when they disagree."""
+    window, but the same side, currency and tolerance (with `batch.write_off`, any amount: the whole difference is
+    booked). Raises (nothing is written) PeriodClosedConflict, IllegalStateError when the leg is no longer an open
+    expectation, UnprocessableError when they disagree."""
     plan = Plan()
     for entry in batch.entries:
         target = batch.targets[entry.pk]
@@ -467,7 +478,13 @@ def decide_forced(batch: Batch, *, new_ids: IdSource = uuid7_texts) -> Plan:
         ):
             raise errors.IllegalStateError("The entry is not an open expectation.")
         rule = batch.rules.get(txn.rule_id)
-        problems = agreement_problems(entry, target, rule, amount_words="amount differs beyond the rule's tolerance")
+        problems = agreement_problems(
+            entry,
+            target,
+            rule,
+            amount_words="amount differs beyond the rule's tolerance",
+            check_amount=not batch.write_off,
+        )
         if problems:
             raise errors.UnprocessableError("; ".join(problems))
         plan.fulfilments.append(
@@ -477,7 +494,8 @@ def decide_forced(batch: Batch, *, new_ids: IdSource = uuid7_texts) -> Plan:
                 rule=rule,
                 old_legs=batch.live.get(txn.pk, []),
                 new_ids=new_ids,
-                why="forced match",
+                why="forced match with write-off" if batch.write_off else "forced match",
+                difference_account_id=batch.difference_account_id,
             )
         )
         mismatch = batch.transactions.get(entry.mismatch_transaction_id)

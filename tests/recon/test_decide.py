@@ -291,3 +291,40 @@ def test_too_long_key_value_goes_to_review():
     r = rule()
     plan = decide(Batch(mode="TRANSACTION", entries=[entry], rules={r.pk: r}), now=DAY, new_ids=ids())
     assert plan.outcomes[0].metadata["error_type"] == "InvalidValueError" and not plan.created
+
+
+def forced_batch(r: ReconRule, entry: StagingEntry, **kw) -> Batch:
+    txn, legs = expectation(r, "o1")
+    return Batch(
+        mode="FORCED",
+        entries=[entry],
+        rules={r.pk: r},
+        targets={entry.pk: legs[1]},
+        live={txn.pk: legs},
+        transactions={txn.pk: txn},
+        **kw,
+    )
+
+
+def test_forced_match_outside_tolerance_needs_a_write_off():
+    r = rule(tolerance="1.00", difference=False)
+    entry = staging(BANK, "CONFIRMATION", amount="13.00", day=9)  # outside the tolerance; no date window applies
+    with pytest.raises(errors.UnprocessableError, match="beyond the rule's tolerance"):
+        decide(forced_batch(r, entry), now=DAY, new_ids=ids())
+    other = account()
+    plan = decide(forced_batch(r, entry, write_off=True, difference_account_id=other.pk), now=DAY, new_ids=ids())
+    (f,) = plan.fulfilments
+    assert f.difference_leg[1:] == (other.pk, "DEBIT", Decimal("3.00")) and f.why == "forced match with write-off"
+    assert plan.outcomes[0].from_status == "NEEDS_MANUAL_REVIEW" and plan.outcomes[0].to_status == "PROCESSED"
+    legs_balance(plan)
+
+
+def test_forced_match_refuses_a_closed_period_and_a_settled_leg():
+    r = rule()
+    entry = staging(BANK, "CONFIRMATION")
+    with pytest.raises(errors.PeriodClosedConflict):
+        decide(forced_batch(r, entry, periods=[(MERCHANT, DAY.date(), DAY.date())]), now=DAY, new_ids=ids())
+    batch = forced_batch(r, entry)
+    next(iter(batch.transactions.values())).__dict__["status"] = "POSTED"
+    with pytest.raises(errors.IllegalStateError):
+        decide(batch, now=DAY, new_ids=ids())
