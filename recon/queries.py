@@ -5,6 +5,7 @@ Columns are always listed by name. Parameters are named (`%(name)s`); arrays go 
 Table names come from the models."""
 
 from recon.models import Entry, StagingEntry, Transaction
+from tracker.bulk import insert_select_sql
 
 _TABLES = {
     "staging": StagingEntry._meta.db_table,
@@ -82,3 +83,70 @@ WHERE s.account_id = ANY(%(accounts)s::uuid[]) AND s.status = %(status)s AND s.p
 ORDER BY s.staging_entry_id
 FOR UPDATE
 """.format(**_TABLES)
+
+# -- The CSV import's COPY path (`recon.services.staging_entries_create_rows`) --
+# Rows are COPYed into a temporary table (ON COMMIT DROP, dropped again after each chunk so one transaction can
+# write several chunks), then inserted from it; the tracker inserts each row's task from the same table
+# (`tracker.services.task_insert_from_table` reads its task_id and payload columns).
+STAGING_COPY_TABLE = "recon_staging_copy"
+STAGING_COPY_COLUMNS = (
+    "staging_entry_id",
+    "task_id",
+    "entry_type",
+    "amount",
+    "currency",
+    "effective_date",
+    "processing_mode",
+    "metadata",
+    "payload",
+)
+
+# -- staging_copy_create --
+STAGING_COPY_CREATE = f"""
+DROP TABLE IF EXISTS pg_temp.{STAGING_COPY_TABLE};
+CREATE TEMPORARY TABLE {STAGING_COPY_TABLE} (
+    staging_entry_id uuid NOT NULL, task_id uuid NOT NULL, entry_type text NOT NULL, amount numeric NOT NULL,
+    currency text NOT NULL, effective_date timestamptz NOT NULL, processing_mode text NOT NULL, metadata jsonb NOT NULL,
+    payload jsonb NOT NULL
+) ON COMMIT DROP
+"""
+
+# -- staging_copy_drop --
+STAGING_COPY_DROP = f"DROP TABLE {STAGING_COPY_TABLE}"
+
+# Every column of a staging entry inserted from the COPY table, with its value (INSERT ... SELECT applies no Django
+# defaults); tests/recon/test_ingest_copy.py checks it covers the model's concrete fields.
+STAGING_FROM_COPY_VALUES = {
+    "staging_entry_id": "c.staging_entry_id",
+    "account_id": "%(account_id)s",
+    "entry_type": "c.entry_type",
+    "amount": "c.amount",
+    "currency": "c.currency",
+    "effective_date": "c.effective_date",
+    "processing_mode": "c.processing_mode",
+    "status": "%(status)s",
+    "metadata": "c.metadata",
+    "idempotency_key": "NULL",
+    "request_hash": "''",
+    "task_id": "c.task_id",
+    "mismatch_transaction_id": "NULL",
+    "created_at": "%(now)s",
+    "updated_at": "%(now)s",
+    "discarded_at": "NULL",
+}
+
+# -- staging_entries_from_copy --
+# The entries of the COPY table; a row whose id is already there is skipped.
+STAGING_ENTRIES_FROM_COPY = (
+    insert_select_sql(_TABLES["staging"], STAGING_FROM_COPY_VALUES, f"{STAGING_COPY_TABLE} AS c")
+    + " ON CONFLICT DO NOTHING"
+)
+
+# -- staging_copy_skipped_delete --
+# After a skipped row (the count fell short): drop the COPY rows whose entry exists with another task, so no task
+# is created for them (the caller then inserts the tasks with a conflict check: a row written again keeps its task).
+STAGING_COPY_SKIPPED_DELETE = f"""
+DELETE FROM {STAGING_COPY_TABLE} AS c
+WHERE NOT EXISTS (SELECT 1 FROM {_TABLES["staging"]} AS s
+                  WHERE s.staging_entry_id = c.staging_entry_id AND s.task_id = c.task_id)
+"""
