@@ -6,10 +6,10 @@ from decimal import Decimal
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from recon.models import (Entry, EntryStatus, StagingEntry, StagingStatus, Transaction, TransactionStatus)
+from recon.models import (MONEY_QUANTUM, Entry, EntryStatus, StagingEntry, StagingStatus, Transaction,
+                          TransactionStatus)
 from recon.selectors import staging_entries_stuck
 
-CENT4 = Decimal("0.0001")
 AGE_BUCKETS = (("0-1d", 0, 1), ("1-7d", 1, 7), ("7-30d", 7, 30), (">30d", 30, None))
 
 
@@ -35,7 +35,7 @@ def summary(merchant_id: str | None = None, *, merchant_ids: set[str] | None = N
     amounts: dict[str, dict] = {}
     for currency, status, total, n in (staging.order_by().values_list("currency", "status")
                                        .annotate(total=Sum("amount"), n=Count("pk"))):
-        total = Decimal(total).quantize(CENT4)  # SQLite sums decimals as floats
+        total = Decimal(total).quantize(MONEY_QUANTUM)  # SQLite sums decimals as floats
         cur = amounts.setdefault(currency, {"total": Decimal("0"), "count": 0, "by_status": {}})
         cur["total"] += total
         cur["count"] += n

@@ -17,7 +17,7 @@ from django.utils.crypto import get_random_string
 
 from recon import engine, errors, queries
 from recon.currencies import is_currency
-from recon.models import (Account, AccountType, ClosedPeriod, Entry, Merchant, MerchantMembership,
+from recon.models import (MONEY_QUANTUM, Account, AccountType, ClosedPeriod, Entry, Merchant, MerchantMembership,
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
 from recon.selectors import task_is_stuck
@@ -48,11 +48,11 @@ def parse_amount(value, *, field: str = "amount", allow_zero: bool = False) -> D
         raise ValidationError({field: ["A valid decimal number is required."]})
     if amount < 0 or (amount == 0 and not allow_zero):
         raise ValidationError({field: ["Must be positive." if not allow_zero else "Must not be negative."]})
-    if amount.as_tuple().exponent < -4 and amount != amount.quantize(Decimal("0.0001")):
+    if amount.as_tuple().exponent < -4 and amount != amount.quantize(MONEY_QUANTUM):
         raise ValidationError({field: ["At most 4 decimal places."]})
     if amount > MAX_AMOUNT:
         raise ValidationError({field: ["Too large."]})
-    return amount.quantize(Decimal("0.0001"))
+    return amount.quantize(MONEY_QUANTUM)
 
 
 # --- merchants and users ------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def staging_entries_create_rows(*, account: Account, rows: list[tuple]) -> int:
         rows_with_ids = ((sid, tid, *row) for sid, tid, row in zip(ids[::2], ids[1::2], rows))
         with transaction.atomic():
             return _staging_entries_copy_pg(account, rows_with_ids, now=timezone.now())
-    decoded = [{"entry_type": t, "amount": Decimal(a).quantize(Decimal("0.0001")), "currency": c,
+    decoded = [{"entry_type": t, "amount": Decimal(a).quantize(MONEY_QUANTUM), "currency": c,
                 "effective_date": d if isinstance(d, dt.datetime) else dt.datetime.fromisoformat(d),
                 "processing_mode": m, "metadata": json.loads(md) if isinstance(md, str) else md}
                for t, a, c, d, m, md in rows]
