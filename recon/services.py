@@ -21,7 +21,7 @@ from recon.models import (MONEY_QUANTUM, Account, AccountType, ClosedPeriod, Ent
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
 from recon.selectors import task_is_stuck
-from tracker.bulk import copy_rows, copy_text, to_json
+from tracker.bulk import copy_rows, copy_text, json_text
 from tracker.ids import uuid7, uuid7_texts
 from tracker.models import ProcessTracker
 from tracker.services import task_create_many, task_insert_from_table
@@ -345,7 +345,7 @@ def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt
 
     def copy_line(row: tuple) -> str:  # COPY text: ids, amounts, times and the choices need no escaping
         sid, tid, entry_type, amount, currency, when, mode, metadata = row
-        metadata = copy_text(metadata if isinstance(metadata, str) else to_json(metadata))
+        metadata = copy_text(metadata if isinstance(metadata, str) else json_text(metadata))
         when = when if isinstance(when, str) else when.isoformat()
         return (f"{sid}\t{tid}\t{entry_type}\t{amount}\t{copy_text(currency)}\t{when}\t{mode}\t{metadata}"
                 f'\t{{"staging_entry_id": "{sid}", "mode": "{mode}"}}\n')

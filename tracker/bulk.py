@@ -14,7 +14,7 @@ from django.utils import timezone
 
 # JSON text as Django's JSONField writes it, with one encoder for every bulk row (json.dumps(cls=...) would
 # build a new encoder per value).
-to_json = DjangoJSONEncoder().encode
+json_text = DjangoJSONEncoder().encode
 
 
 def _element(value) -> str:
@@ -123,7 +123,7 @@ def insert_rows(model, rows: Sequence[dict]) -> None:
         return
     fields = model._meta.concrete_fields
     now = timezone.now()
-    json_fields = [(i, f.encoder().encode if f.encoder else to_json) for i, f in enumerate(fields)
+    json_fields = [(i, f.encoder().encode if f.encoder else json_text) for i, f in enumerate(fields)
                    if isinstance(f, JSONField)]
     stamped = [i for i, f in enumerate(fields) if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
     values = itemgetter(*[f.attname for f in fields])

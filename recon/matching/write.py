@@ -18,7 +18,7 @@ from recon import queries
 from recon.matching.decide import Fulfilment, Outcome, Plan, client_metadata, key_form
 from recon.models import Entry, EntryStatus, ProcessingMode, StagingEntry, StagingStatus, Transaction, TransactionStatus
 from tracker import audit
-from tracker.bulk import array_columns, array_literal, insert_rows, to_json
+from tracker.bulk import array_columns, array_literal, insert_rows, json_text
 from tracker.services import TaskSpec, task_create_many
 
 TASK_TYPE = "PROCESS_STAGING_ENTRY"
@@ -142,7 +142,7 @@ def _legs_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
     carried = [(new_id, f.new_id, leg.pk) for f in fulfilments for leg, new_id in f.carried]
     own = []  # (id, transaction, staging entry, account, side, amount, metadata); None: the staging entry's
     for f in fulfilments:
-        own.append((f.leg_id, f.new_id, f.staging.pk, None, None, None, to_json(f.leg_metadata)))
+        own.append((f.leg_id, f.new_id, f.staging.pk, None, None, None, json_text(f.leg_metadata)))
         if f.difference_leg:
             leg_id, account_id, side, amount = f.difference_leg
             own.append(
@@ -153,7 +153,7 @@ def _legs_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
                     account_id,
                     side,
                     amount,
-                    to_json({**f.leg_metadata, "difference": True}),
+                    json_text({**f.leg_metadata, "difference": True}),
                 )
             )
     c_ids, c_txns, c_old = array_columns(carried, 3)
@@ -189,7 +189,7 @@ def _staging_outcomes_write(outcomes: Sequence[Outcome], now: dt.datetime) -> No
         e.metadata, e.mismatch_transaction_id = o.metadata, o.mismatch_transaction_id
         e.discarded_at = now if o.to_status == StagingStatus.PROCESSED else None
         e.updated_at = now
-        rows.append((e.pk, o.from_status, o.to_status, to_json(o.metadata), e.discarded_at, e.mismatch_transaction_id))
+        rows.append((e.pk, o.from_status, o.to_status, json_text(o.metadata), e.discarded_at, e.mismatch_transaction_id))
     ids, from_status, to_status, metadata, discarded_at, mismatch = array_columns(rows, 6)
     if _execute(
         queries.STAGING_OUTCOMES_UPDATE,
@@ -217,7 +217,7 @@ def task_spec(entry: StagingEntry, merchant_id: str) -> TaskSpec:
 def _waiting_reprocess(waiting: list[tuple], *, by) -> int:
     """Expectations for (account, match key, value) appeared: the confirmations in review with NoMatchFoundError
     for one of them go back to PENDING with a new task, each audited with the value it waited for."""
-    accounts, keys, values = array_columns([(a, k, to_json(v)) for a, k, v in waiting], 3)
+    accounts, keys, values = array_columns([(a, k, json_text(v)) for a, k, v in waiting], 3)
     with connection.cursor() as cursor:
         cursor.execute(
             queries.WAITING_CONFIRMATIONS_LOCK,
