@@ -25,6 +25,29 @@ TASK_TYPE = "PROCESS_STAGING_ENTRY"
 AuditRow = tuple[type, Any, str, str, str]  # (model, object id, from status, to status, reason)
 
 
+def declared_moves(model: Any) -> set[tuple[str, str]]:
+    """The (source, target) pairs of the model's FSM transitions on `status` (django-fsm-2): the one definition of
+    the state machine, which every set-based move of the writer must follow."""
+    field = model._meta.get_field("status")
+    return {(t.source, t.target) for t in field.get_all_transitions(model)}
+
+
+class IllegalMoveError(Exception):
+    """The writer was asked for a state change its model's FSM does not declare (a bug in decide)."""
+
+
+def check_moves(model: Any, moves: Iterable[tuple[str, str]]) -> None:
+    allowed = _DECLARED.get(model)
+    if allowed is None:
+        allowed = _DECLARED[model] = declared_moves(model)
+    bad = set(moves) - allowed
+    if bad:
+        raise IllegalMoveError(f"{model.__name__}: {sorted(bad)} not declared by its state machine")
+
+
+_DECLARED: dict[type, set[tuple[str, str]]] = {}
+
+
 class StaleBatchError(Exception):
     """A row the batch had locked was not in the state it was decided from (a bug: the batch is rolled back and
     its tasks retried)."""
@@ -76,7 +99,10 @@ def audit_write(rows: Iterable[AuditRow], *, by, at: dt.datetime) -> None:
 
 
 def plan_write(plan: Plan, *, by, now: dt.datetime) -> None:
-    """Writes everything `plan` decided, in the order the module docstring gives."""
+    """Writes everything `plan` decided, in the order the module docstring gives; every state change is first
+    checked against the models' FSM declarations (`check_moves`)."""
+    check_moves(StagingEntry, {(o.from_status, o.to_status) for o in plan.outcomes})
+    check_moves(Entry, {(leg.status, EntryStatus.ARCHIVED) for f in plan.fulfilments for leg in f.old_legs})
     _transactions_move(plan)
     insert_rows(Transaction, [c.transaction for c in plan.created])
     _versions_insert(plan.fulfilments, now)
@@ -108,6 +134,7 @@ def _transactions_move(plan: Plan) -> None:
     moves += [(pk, TransactionStatus.MISMATCH, TransactionStatus.EXPECTED) for pk, _ in plan.reopened]
     if not moves:
         return
+    check_moves(Transaction, {(src, dst) for _, src, dst in moves})
     ids, from_status, to_status = array_columns(moves, 3)
     if _execute(queries.TRANSACTIONS_MOVE, {"ids": ids, "from_status": from_status, "to_status": to_status}) != len(
         moves
@@ -189,7 +216,9 @@ def _staging_outcomes_write(outcomes: Sequence[Outcome], now: dt.datetime) -> No
         e.metadata, e.mismatch_transaction_id = o.metadata, o.mismatch_transaction_id
         e.discarded_at = now if o.to_status == StagingStatus.PROCESSED else None
         e.updated_at = now
-        rows.append((e.pk, o.from_status, o.to_status, json_text(o.metadata), e.discarded_at, e.mismatch_transaction_id))
+        rows.append(
+            (e.pk, o.from_status, o.to_status, json_text(o.metadata), e.discarded_at, e.mismatch_transaction_id)
+        )
     ids, from_status, to_status, metadata, discarded_at, mismatch = array_columns(rows, 6)
     if _execute(
         queries.STAGING_OUTCOMES_UPDATE,
@@ -254,6 +283,7 @@ def staging_entries_reprocess(*, reasons: dict, by, from_status: str = StagingSt
     """Moves the staging entries `reasons` names (id -> audit reason; locked by the caller, in `from_status`) to
     PENDING with a fresh task each, clearing their previous outcome. Set-based; called inside
     `transaction.atomic()`. Both the system's re-queue and an operator's reprocess come here."""
+    check_moves(StagingEntry, {(from_status, StagingStatus.PENDING)})
     rows = list(
         StagingEntry.objects.filter(pk__in=list(reasons), status=from_status).select_related("account").order_by("pk")
     )

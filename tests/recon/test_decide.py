@@ -328,3 +328,15 @@ def test_forced_match_refuses_a_closed_period_and_a_settled_leg():
     next(iter(batch.transactions.values())).__dict__["status"] = "POSTED"
     with pytest.raises(errors.IllegalStateError):
         decide(batch, now=DAY, new_ids=ids())
+
+
+def test_the_writer_follows_the_declared_state_machines():
+    from recon.matching.write import IllegalMoveError, check_moves, declared_moves
+
+    assert ("PENDING", "PROCESSED") in declared_moves(StagingEntry)
+    check_moves(StagingEntry, {("PENDING", "NEEDS_MANUAL_REVIEW"), ("NEEDS_MANUAL_REVIEW", "PROCESSED")})
+    check_moves(Transaction, {("EXPECTED", "ARCHIVED"), ("MISMATCH", "ARCHIVED"), ("EXPECTED", "MISMATCH")})
+    with pytest.raises(IllegalMoveError):
+        check_moves(StagingEntry, {("PROCESSED", "PENDING")})
+    with pytest.raises(IllegalMoveError):
+        check_moves(Transaction, {("POSTED", "EXPECTED")})
