@@ -10,6 +10,7 @@ Everything here runs inside a `transaction.atomic()` opened by the caller (the t
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from django.db import DataError, transaction
 from django.utils import timezone
 
@@ -63,7 +64,7 @@ def _pass(batch: Batch, *, by: str, guard: bool) -> Plan:
     try:
         with transaction.atomic():
             plan_write(plan, by=by, now=now)
-    except DataError as exc:
+    except (DataError, psycopg.DataError) as exc:  # COPY raises psycopg's own, unwrapped
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         plan = Plan(
             outcomes=[
