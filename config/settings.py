@@ -73,22 +73,15 @@ TEMPLATES = [
     },
 ]
 
-# Database: DATABASE_URL (PostgreSQL in production and tests); unset means a SQLite file under var/.
-if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60, conn_health_checks=True)}
-else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "db.sqlite3",
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
-            },
-        }
-    }
-IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+# Database: PostgreSQL only, from DATABASE_URL (docs/decisions/0001-postgresql-only.md). `make run` and `make test`
+# start a server of their own and set it.
+if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "DATABASE_URL must name a PostgreSQL database (postgres://user@host:port/name). `make run` starts one "
+        "under var/pg and `make test` a throwaway one; while `make run` runs, var/pg/database_url holds its URL.")
+DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60, conn_health_checks=True)}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
