@@ -163,7 +163,7 @@ class Server:
         self._run(f"{self.bindir}/pg_ctl", "-D", self.data, "-l", os.path.join(self.root, "server.log"), "-w",
                   "-o", " ".join(opts), "start", start_new_session=True)
         for _ in range(100):
-            if subprocess.run([f"{self.bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(self.port)],
+            if subprocess.run([f"{self.bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
                               stdout=subprocess.DEVNULL).returncode == 0:
                 break
             time.sleep(0.1)
