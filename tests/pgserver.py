@@ -111,8 +111,8 @@ class Server:
         if os.geteuid() == 0:
             owner = os.stat(self.data).st_uid if existing is not None else 0
             self.user = pwd.getpwuid(owner).pw_name if owner != 0 else ensure_server_user()
-            self._check_reachable()
             shutil.chown(self.root, self.user)
+            self._check_reachable()
 
     @property
     def url(self) -> str:
