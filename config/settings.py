@@ -24,7 +24,7 @@ ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "loca
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.ConsoleAdminConfig",  # django.contrib.admin with the merchant-scoped site (config/console.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -191,6 +191,8 @@ LOGGING = {
 }
 
 LOGIN_URL = "/admin/login/"
+# Merchant users (not staff) get their console permissions from their memberships' roles (config/console.py).
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend", "config.console.MerchantRoleBackend"]
 
 # Access policy (merchant scoping) used by tracker and jobs without importing recon.
 TENANT_ACCESS = "recon.access"
