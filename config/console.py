@@ -84,16 +84,25 @@ class TenantScoped:
     admin's own). Non-staff users get only their merchants' rows, objects and choices; objects of other merchants
     answer 404; changes need the operator role on the object's merchant."""
 
+    # Declared by the admin (no defaults here: this class comes first in the MRO and would hide them).
     tenant_field: str
-    tenant_owner_field: str | None = None
-    tenant_permissions: tuple[str, ...] = ALL_PERMISSIONS
+    tenant_owner_field: str | None
+    tenant_permissions: tuple[str, ...]
+
+    @property
+    def _owner_field(self) -> str | None:
+        return getattr(self, "tenant_owner_field", None)
+
+    @property
+    def _permissions(self) -> tuple[str, ...]:
+        return tuple(getattr(self, "tenant_permissions", ALL_PERMISSIONS))
 
     # --- rows ----------------------------------------------------------------------------------------------
     def tenant_q(self, user, operable: bool = False) -> Q:
         visible, operated = tenants_of(user)
         q = Q(**{f"{self.tenant_field}__in": operated if operable else visible})
-        if self.tenant_owner_field:
-            q |= Q(**{self.tenant_field: "", self.tenant_owner_field: user.pk})
+        if self._owner_field:
+            q |= Q(**{self.tenant_field: "", self._owner_field: user.pk})
         return q
 
     def scope(self, queryset, request, operable: bool = False):
@@ -105,20 +114,24 @@ class TenantScoped:
         tenant = _get(obj, self.tenant_field)
         if tenant in (operated if operable else visible):
             return True
-        if not self.tenant_owner_field or tenant:
+        if not self._owner_field or tenant:
             return False
-        owner = _get(obj, self.tenant_owner_field)
+        owner = _get(obj, self._owner_field)
         return owner is not None and getattr(owner, "pk", owner) == request.user.pk
 
     def get_queryset(self, request):
         return self.scope(super().get_queryset(request), request)
 
-    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
-        raise Http404(f"No {opts.verbose_name} with ID {object_id!r}.")
+    def get_object(self, request, object_id, from_field=None):
+        """An object that does not exist, or that the user may not see, is a 404 (before any 403)."""
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404(f"No {self.opts.verbose_name} with ID {object_id!r}.")
+        return obj
 
     # --- permissions ---------------------------------------------------------------------------------------
     def _member_may(self, request, perm: str, obj) -> bool:
-        if perm not in self.tenant_permissions:
+        if perm not in self._permissions:
             return False
         return obj is None or self.tenant_allows(request, obj, operable=perm != "view")
 
@@ -296,7 +309,7 @@ class ConsoleSite(admin.AdminSite):
             if isinstance(model_admin, TenantScoped):
                 label = f"{model._meta.app_label}.%s_{model._meta.model_name}"
                 view.add(label % "view")
-                operate.update(label % p for p in model_admin.tenant_permissions if p != "view")
+                operate.update(label % p for p in model_admin._permissions if p != "view")
         return view, operate
 
 
