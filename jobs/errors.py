@@ -50,3 +50,10 @@ class JobRunSuperseded(JobError):
 
     code = "job_run_superseded"
     retryable = False
+
+
+class TooManyStreams(JobError):
+    """Too many open event streams."""
+
+    code = "too_many_streams"
+    status = 429

@@ -87,7 +87,8 @@ def test_streams_of_a_process_share_one_listen_connection(staff_api):
     streams = [iter(r.streaming_content) for r in responses]
     assert [parse(next(s))[1]["state"] for s in streams] == ["WAITING"] * 3
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"job_events\"'")
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND query = 'LISTEN \"job_events\"'")
         assert cursor.fetchone()[0] == 1
     for job in jobs:
         services.job_signal(job_id=job.pk, name="reject", by=None)
@@ -149,11 +150,10 @@ def test_stream_under_asgi_streams_without_buffering(staff_user, monkeypatch):
     kind, data = parse(body["body"])
     assert kind == "state" and data["state"] == "WAITING"
     assert body.get("more_body") is True
-    # The client went away: the stream's thread stops and closes its connections.
+    # The client went away: its subscription is gone at once (no thread or connection of its own).
     from tests.conftest import wait_until
 
-    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("sse-")], 10,
-               message="the stream thread to stop")
+    wait_until(lambda: events.hub.open_streams == 0, 10, message="the stream to close")
 
 
 def test_stream_is_woken_by_notify_not_by_its_keepalive_timer(staff_api, settings):
