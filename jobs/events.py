@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from jobs import conf
 from jobs.errors import TooManyStreams
@@ -61,8 +62,9 @@ def state_data(job: Job) -> dict:
 def emit(job_id, kind: str, data: dict) -> JobEvent:
     """Appends one event to the job's log and queues its NOTIFY, in the caller's transaction (or a transaction of
     its own). Locks the job's row first (FOR NO KEY UPDATE, the lock an UPDATE of the row takes anyway), so the
-    events of a job commit in the order of their ids. Assumes `data` is JSON-serialisable with Django's encoder."""
-    data = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+    events of a job commit in the order of their ids. Adds `at` (when it happened, ISO 8601) to `data`, which it
+assumes JSON-serialisable with Django's encoder."""
+    data = json.loads(json.dumps({**data, "at": data.get("at") or timezone.now()}, cls=DjangoJSONEncoder))
     with transaction.atomic():
         if wakeup.is_postgres():
             with connection.cursor() as cursor:
@@ -319,6 +321,13 @@ class Hub:
             sub.opened = True
             self._subs.setdefault(sub.key, set()).add(sub)
             self._read_job(sub.key, only=sub)
+            if sub in self._subs.get(sub.key, ()):
+                # Reconnected after the end (or to a job that is gone): its last events, if any, then the end.
+                state = Job.objects.filter(pk=sub.job_id).values_list("state", flat=True).first()
+                if state is None or state in TERMINAL_STATES:
+                    self._read_job(sub.key, only=sub)
+                    if sub in self._subs.get(sub.key, ()):
+                        self._finish(sub, [])
             return
         # Registered first, then the cursor, then the snapshot: an event committed after the cursor is read is
         # sent after the snapshot (it may already be reflected in it, which is harmless).
