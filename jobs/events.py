@@ -111,7 +111,7 @@ class Subscription:
     """One open stream: the job it follows, the last event id it was given, and how to hand it chunks (a
     callable taking a list of bytes, END last). Touched by the reader thread only, after `open`."""
 
-    __slots__ = ("key", "job_id", "cursor", "replay_from", "deliver", "user_key", "closed", "opened")
+    __slots__ = ("closed", "cursor", "deliver", "job_id", "key", "opened", "replay_from", "user_key")
 
     def __init__(self, job_id, last_event_id: int | None, deliver: Callable[[list], None], user_key):
         self.job_id = uuid.UUID(str(job_id))
