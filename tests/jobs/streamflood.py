@@ -65,6 +65,25 @@ class ConnectionCounter:
         self._thread.join(5)
 
 
+def run_async(main):
+    """`asyncio.run(main)` in a thread of its own: the browser tests' Playwright keeps an event loop running in the
+    main thread for the whole session, where `asyncio.run` would refuse to start."""
+    box = {}
+
+    def target():
+        try:
+            box["result"] = asyncio.run(main)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
 def start_uvicorn(processes, **env) -> str:
     """`uvicorn config.asgi:application`, one worker, on the test database; returns its base URL."""
     port = free_port()
@@ -229,7 +248,7 @@ def flood(processes, staff_user, n: int) -> dict:
         assert figures["connections_after_closing"] <= baseline + 2
 
     try:
-        asyncio.run(scenario())
+        run_async(scenario())
     finally:
         counter.close()
     stored = list(JobEvent.objects.filter(job=jobs[0]).order_by("id").values_list("id", "kind", "data"))

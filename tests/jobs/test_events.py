@@ -8,6 +8,7 @@ import pytest
 
 from jobs import events, services
 from tests.jobs.conftest import drain
+from tests.jobs.streamflood import run_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -108,7 +109,7 @@ def test_async_stream_for_asgi_yields_the_same_events():
     async def collect():
         return [chunk async for chunk in events.astream(job.pk)]
 
-    chunks = asyncio.run(collect())
+    chunks = run_async(collect())
     assert [parse(c)[1]["state"] for c in chunks] == ["CANCELLED"]
 
 
@@ -144,7 +145,7 @@ def test_stream_under_asgi_streams_without_buffering(staff_user, monkeypatch):
             pass
         return start, body
 
-    start, body = asyncio.run(first_chunks())
+    start, body = run_async(first_chunks())
     assert start["status"] == 200
     assert (b"content-type", b"text/event-stream") in [(k.lower(), v) for k, v in start["headers"]]
     kind, data = parse(body["body"])

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import ROOT, wait_until
-from tests.jobs.streamflood import SSEClient
+from tests.jobs.streamflood import SSEClient, run_async
 from tests.pgserver import Server, as_server_user, free_port
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -103,7 +103,7 @@ def test_a_stream_survives_a_postgresql_restart_and_loses_nothing(tmp_path):
             client.close()
             return first, got
 
-        first, got = asyncio.run(scenario())
+        first, got = run_async(scenario())
         out = manage(env, "shell", "-c", EVENTS.format(job=job_id))
         stored = [tuple(r) for r in json.loads(out.split("EVENTS", 1)[1])]
         assert got == [e for e in stored if e[0] > first[0]]
