@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "job_events"
 READ_BATCH = 500
+POLL_SECONDS = 1.0  # without LISTEN/NOTIFY: how often the hub re-reads the followed jobs
 
 
 def channel(job_id) -> str:
@@ -215,7 +216,7 @@ class Hub:
         """LISTENs on `job_events` and queues ("dirty", job key) for the reader; ("all",) after each (re)connect,
         since anything may have happened while it was not listening. Polls where there is no LISTEN."""
         listener = None
-        poll = conf.get("POLL_SECONDS")
+        poll = POLL_SECONDS
         try:
             while not stop.is_set():
                 try:

@@ -1,6 +1,5 @@
 """The live event stream: SSE over a streaming response, read chunk by chunk as a browser would."""
 
-import asyncio
 import json
 import threading
 
