@@ -14,8 +14,6 @@ DEFAULTS = {
     "KEEPALIVE_SECONDS": ("JOBS_KEEPALIVE_SECONDS", 15.0),
     # Open event streams one user may hold in one server process (0: no cap); one more answers 429.
     "STREAMS_PER_USER": ("JOBS_STREAMS_PER_USER", 20),
-    # SSE polling interval when the database has no LISTEN/NOTIFY (SQLite).
-    "POLL_SECONDS": ("JOBS_POLL_SECONDS", 1.0),
     # How long the event streams' hub (its LISTEN and reader connections) stays up with no stream open (seconds).
     "HUB_LINGER_SECONDS": ("JOBS_HUB_LINGER_SECONDS", 30.0),
     # Minimum interval between two progress events of the same job with the same percentage (seconds).

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "job_events"
 READ_BATCH = 500
-POLL_SECONDS = 1.0  # without LISTEN/NOTIFY: how often the hub re-reads the followed jobs
 
 
 def channel(job_id) -> str:
@@ -67,10 +66,9 @@ def emit(job_id, kind: str, data: dict) -> JobEvent:
 assumes JSON-serialisable with Django's encoder."""
     data = json.loads(json.dumps({**data, "at": data.get("at") or timezone.now()}, cls=DjangoJSONEncoder))
     with transaction.atomic():
-        if wakeup.is_postgres():
-            with connection.cursor() as cursor:
-                cursor.execute(f"SELECT 1 FROM {Job._meta.db_table} WHERE job_id = %s FOR NO KEY UPDATE",
-                               [uuid.UUID(str(job_id))])
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {Job._meta.db_table} WHERE job_id = %s FOR NO KEY UPDATE",
+                           [uuid.UUID(str(job_id))])
         event = JobEvent.objects.create(job_id=job_id, kind=kind, data=data)
         wakeup.notify(EVENTS_CHANNEL, uuid.UUID(str(job_id)).hex)
         wakeup.notify(channel(job_id), str(event.id))
@@ -214,19 +212,14 @@ class Hub:
 
     def _listen(self, stop: threading.Event, work: queue.SimpleQueue) -> None:
         """LISTENs on `job_events` and queues ("dirty", job key) for the reader; ("all",) after each (re)connect,
-        since anything may have happened while it was not listening. Polls where there is no LISTEN."""
+        since anything may have happened while it was not listening."""
         listener = None
-        poll = POLL_SECONDS
         try:
             while not stop.is_set():
                 try:
                     if listener is None:
                         listener = wakeup.Listener(EVENTS_CHANNEL)
                         work.put(("all",))
-                    if listener.conn is None:  # no LISTEN/NOTIFY: every stream re-reads now and then
-                        stop.wait(poll)
-                        work.put(("all",))
-                        continue
                     if not select.select([listener.conn.fileno()], [], [], 0.5)[0]:
                         continue
                     keys = {note.payload for note in listener.conn.notifies(timeout=0)}
