@@ -4,7 +4,7 @@ import decimal
 import json
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError as DjangoValidationError
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError as DjangoValidationError
 from django.http import Http404
 from django_fsm import TransitionNotAllowed
 from rest_framework import exceptions
@@ -15,6 +15,7 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.errors import AppError
+from config.textcheck import MAX_JSON_DEPTH, json_problem
 
 
 class Pagination(PageNumberPagination):
@@ -40,9 +41,14 @@ class DecimalJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            return json.loads(stream.read().decode(encoding), parse_float=decimal.Decimal)
+            data = json.loads(stream.read().decode(encoding), parse_float=decimal.Decimal)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise exceptions.ParseError(f"JSON parse error - {exc}")
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+        except RecursionError:
+            raise exceptions.ParseError(f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels.") from None
+        if (problem := json_problem(data)) is not None:
+            raise exceptions.ParseError(f"JSON parse error - {problem}.")
+        return data
 
 
 _CODES = {
@@ -79,6 +85,12 @@ def exception_handler(exc, context):
     """Maps every error to {"error", "code", "details"} (shared/API.md, "Errors")."""
     if isinstance(exc, AppError):
         return error_response(exc.message, exc.code, exc.status, exc.details)
+    if isinstance(exc, RequestDataTooBig):
+        from config.limits import body_limit
+
+        limit = body_limit(context["request"].path_info) if context.get("request") else None
+        return error_response(f"The request body is larger than the limit of {limit} bytes.", "payload_too_large",
+                              413, {"max_bytes": limit})
     if isinstance(exc, TransitionNotAllowed):
         return error_response(str(exc) or "Illegal state transition.", "illegal_transition", 409)
     if isinstance(exc, DjangoValidationError):

@@ -1,6 +1,11 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_asgi_application()
+django.setup(set_prefix=False)
+
+from config.limits import LimitedASGIHandler  # noqa: E402  (after django.setup)
+
+# Django's ASGI handler with request-body limits enforced while reading (config.limits).
+application = LimitedASGIHandler()
