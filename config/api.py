@@ -19,9 +19,18 @@ from config.textcheck import MAX_JSON_DEPTH, json_problem
 
 
 class Pagination(PageNumberPagination):
+    """DRF page-number pagination; `page_size` that is not a positive integer is a 400 (not silently the
+    default), above the maximum it is the maximum."""
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw not in (None, "") and not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+            raise exceptions.ValidationError({self.page_size_query_param: ["A positive integer is required."]})
+        return super().get_page_size(request)
 
 
 class WriteThrottle(UserRateThrottle):

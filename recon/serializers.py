@@ -128,7 +128,8 @@ class ReconRuleCreateSerializer(serializers.Serializer):
     match_key = serializers.CharField(required=False, max_length=100)
     amount_tolerance = MoneyField(required=False, default=Decimal("0"))
     amount_tolerance_pct = MoneyField(required=False, default=Decimal("0"))
-    date_window_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
+    date_window_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0,
+                                                max_value=3650)
     difference_account_id = serializers.CharField(required=False, allow_null=True, default=None)
 
     def validate(self, attrs):
