@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from recon import balances
-from recon.ingest import parse_when
+from recon.ingest import PLAIN_AMOUNT, parse_when
 from recon.models import Account, ClosedPeriod, Entry, Merchant, ReconRule, StagingEntry, Transaction
 
 
@@ -33,6 +33,9 @@ class MoneyField(serializers.Field):
     def to_internal_value(self, data):
         if isinstance(data, (bool, float)):
             raise serializers.ValidationError("Send amounts as strings or JSON numbers.")
+        if isinstance(data, str) and not PLAIN_AMOUNT.fullmatch(data.strip()):
+            raise serializers.ValidationError("A valid decimal number is required (digits 0-9 and one '.': no "
+                                              "thousands separators, underscores, exponents or other digits).")
         try:
             value = Decimal(str(data).strip())
         except (InvalidOperation, ValueError):

@@ -63,9 +63,10 @@ def test_copy_path_writes_the_same_rows_as_the_orm_path(ledger, monkeypatch, chu
         orm_report = ingest_csv(account=ledger.bank, lines=LINES, processing_mode="TRANSACTION",
                                 source_file="same.csv", chunk_rows=chunk_rows)
     assert copy_report == orm_report
-    assert copy_report["successful_ingestions"] == 9 and copy_report["failed_ingestions"] == 10
+    # o4 (1e2) and o18 (1_000) are not plain decimals: refused like 1,000.00 (issue 17, item 11).
+    assert copy_report["successful_ingestions"] == 7 and copy_report["failed_ingestions"] == 12
     copied, orm = snapshot(ledger.payments), snapshot(ledger.bank)
-    assert set(copied) == {"o1", "o2", "o3", "o4", "o5", "o6", "o7", "o18", "o19"}
+    assert set(copied) == {"o1", "o2", "o3", "o5", "o6", "o7", "o19"}
     # Same rows but for the side of a Payment/Refund, which depends on the account's normal balance.
     flip = {"DEBIT": "CREDIT", "CREDIT": "DEBIT"}
     for order_id, (entry, task) in orm.items():
@@ -73,12 +74,12 @@ def test_copy_path_writes_the_same_rows_as_the_orm_path(ledger, monkeypatch, chu
             entry["entry_type"] = flip[entry["entry_type"]]
     assert copied == orm
     assert copied["o1"][0]["amount"] == Decimal("10.5000") and copied["o2"][0]["amount"] == Decimal("7")
-    assert copied["o4"][0]["amount"] == Decimal("100") and copied["o5"][0]["currency"] == "EUR"
+    assert copied["o5"][0]["currency"] == "EUR"
     assert copied["o6"][0]["metadata"] == {"order_id": "o6", "source_file": "same.csv"}
     entry, task = copied["o1"]
     assert (entry["status"], task["status"], task["task_type"], task["tenant"], task["priority"]) == \
         ("PENDING", "PENDING", "PROCESS_STAGING_ENTRY", "acme", 150)
-    assert StagingEntry.objects.count() == ProcessTracker.objects.count() == 18
+    assert StagingEntry.objects.count() == ProcessTracker.objects.count() == 14
 
 
 @needs_pg
