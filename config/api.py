@@ -1,4 +1,5 @@
-"""Project-wide API plumbing: error shape, pagination, throttling, Decimal-safe JSON parsing."""
+"""Project-wide API plumbing: error shape, pagination, throttling, Decimal-safe JSON parsing (the schema's
+side of the error shape is config.schema)."""
 
 import decimal
 import json
@@ -123,3 +124,4 @@ def exception_handler(exc, context):
         code = "validation_error"
     response.data = {"error": message, "code": code or "error", "details": details}
     return response
+

@@ -170,7 +170,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["config.api.WriteThrottle"],
     "DEFAULT_THROTTLE_RATES": {"writes": os.environ.get("API_WRITE_THROTTLE", "1200/min")},
@@ -191,6 +191,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "EntryTypeEnum": "recon.models.Side",
+        "ProcessingModeEnum": "recon.models.ProcessingMode",
+        "StagingStatusEnum": "recon.models.StagingStatus",
+        "TransactionStatusEnum": "recon.models.TransactionStatus",
+        "EntryStatusEnum": "recon.models.EntryStatus",
+        "TaskStatusEnum": "tracker.models.TaskStatus",
+        "JobStateEnum": "jobs.models.JobState",
+    },
 }
 
 # django-q2: the process runtime. The tracker is the source of truth; django-q2 hosts its consumer loops

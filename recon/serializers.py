@@ -8,9 +8,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.schema import ErrorSerializer  # noqa: F401  (re-exported: the views describe errors with it)
 from recon import balances
 from recon.ingest import PLAIN_AMOUNT, parse_when
-from recon.models import Account, ClosedPeriod, Entry, Merchant, ReconRule, StagingEntry, Transaction
+from recon.models import Account, ClosedPeriod, Entry, Merchant, ProcessingMode, ReconRule, StagingEntry, Transaction
 
 
 def money_str(value) -> str | None:
@@ -159,7 +160,7 @@ class StagingEntryCreateSerializer(serializers.Serializer):
     amount = MoneyField()
     currency = serializers.CharField(max_length=3)
     effective_date = EffectiveDateField()
-    processing_mode = serializers.ChoiceField(choices=["TRANSACTION", "CONFIRMATION"])
+    processing_mode = serializers.ChoiceField(choices=ProcessingMode.choices)
     metadata = serializers.DictField(required=False, default=dict)
     idempotency_key = serializers.CharField(required=False, allow_null=True, max_length=200, default=None)
 
@@ -214,7 +215,7 @@ class TriggerResultSerializer(serializers.Serializer):
 class CsvUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="CSV with the header order_id, amount, currency, transaction_date, type; "
                                            "the name must end in .csv.")
-    processing_mode = serializers.ChoiceField(choices=["TRANSACTION", "CONFIRMATION"])
+    processing_mode = serializers.ChoiceField(choices=ProcessingMode.choices)
 
     def validate_file(self, value):
         if not (value.name or "").lower().endswith(".csv"):
@@ -226,12 +227,6 @@ class CsvUploadAcceptedSerializer(serializers.Serializer):
     job_id = serializers.UUIDField()
     status_url = serializers.CharField(help_text="The job: GET it for state, progress and (when COMPLETED) the "
                                                  "import report as `result`.")
-
-
-class ErrorSerializer(serializers.Serializer):
-    error = serializers.CharField()
-    code = serializers.CharField()
-    details = serializers.DictField()
 
 
 class ClosedPeriodSerializer(serializers.ModelSerializer):

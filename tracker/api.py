@@ -83,7 +83,7 @@ class HealthView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = []
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses={200: dict, 503: dict})
     def get(self, request):
         from tracker.worker import cluster_status
 

@@ -44,8 +44,8 @@ def test_no_default_secret_and_debug_off_unless_set():
 
 
 def test_check_deploy_is_clean_with_every_setting_from_the_environment():
-    proc = _manage("check", "--deploy", **DEPLOY_ENV)
-    assert proc.returncode == 0 and "(security." not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    proc = _manage("check", "--deploy", "--fail-level", "WARNING", **DEPLOY_ENV)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     # Without them, the warnings name exactly the settings the environment can set.
     proc = _manage("check", "--deploy", DJANGO_SECRET_KEY=DEPLOY_ENV["DJANGO_SECRET_KEY"])
     for warning in ("W004", "W008", "W012", "W016"):
