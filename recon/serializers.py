@@ -229,10 +229,18 @@ class CsvUploadAcceptedSerializer(serializers.Serializer):
                                                  "import report as `result`.")
 
 
+@extend_schema_field({"type": "string", "nullable": True, "readOnly": True})
+class UsernameField(serializers.SlugRelatedField):
+    """The username of a user reference, or null (none, or the user was deleted)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="username", read_only=True, **kwargs)
+
+
 class ClosedPeriodSerializer(serializers.ModelSerializer):
     merchant_id = serializers.CharField(read_only=True)
-    closed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    reopened_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    closed_by = UsernameField()
+    reopened_by = UsernameField()
 
     class Meta:
         model = ClosedPeriod
