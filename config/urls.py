@@ -4,10 +4,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from config import views
 
-admin.site.site_header = "Recon ledger operations"
-admin.site.site_title = "Recon ledger"
-admin.site.index_title = "Operations console"
-
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -38,13 +38,6 @@ class JobStateConflict(JobError, IllegalTransition):
     status = 409
 
 
-class JobForbidden(JobError):
-    """You do not have permission to change this job."""
-
-    code = "permission_denied"
-    status = 403
-
-
 class JobTypeForbidden(JobError):
     """Only staff may start this job type."""
 
