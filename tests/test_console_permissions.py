@@ -164,7 +164,8 @@ def test_admin_pages_matrix(world):
 
 
 # Values for the other URL parameters of custom views (django-fsm-2's transition view).
-URL_PARAMS = {"recon.stagingentry": {"transition_name": "ignore"}, "tracker.processtracker": {"transition_name": "cancel"}}
+URL_PARAMS = {"recon.stagingentry": {"transition_name": "ignore"},
+              "tracker.processtracker": {"transition_name": "cancel"}}
 
 
 def custom_urls(model_admin):
