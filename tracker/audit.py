@@ -17,9 +17,10 @@ from tracker.models import Transition
 
 
 def _actor(by) -> dict:
+    """A user (its id and, kept for good, its name) or a worker id / system name."""
     if isinstance(by, AbstractBaseUser):
-        return {"by_user": by if by.pk else None, "by_worker": ""}
-    return {"by_user": None, "by_worker": str(by or "")}
+        return {"by_user": by if by.pk else None, "by_worker": "", "by_name": by.get_username()[:150]}
+    return {"by_user": None, "by_worker": str(by or ""), "by_name": ""}
 
 
 def record_many(model, changes: Iterable[tuple[object, str, str]], *, by=None, reason: str = "") -> int:
@@ -39,15 +40,17 @@ def record_rows(rows: Iterable[tuple[int, object, str, str, str]], *, by=None, a
     if not rows:
         return 0
     if connection.vendor == "postgresql":  # the COPY text built here: statuses are plain words
-        common = f"\t{at.isoformat()}\t{'\\N' if user_id is None else user_id}\t{copy_text(actor['by_worker'])}\t"
+        common = (f"\t{at.isoformat()}\t{'\\N' if user_id is None else user_id}\t{copy_text(actor['by_worker'])}"
+                  f"\t{copy_text(actor['by_name'])}\t")
         copy_rows(Transition._meta.db_table, ("content_type_id", "object_id", "from_status", "to_status", "at",
-                                              "by_user_id", "by_worker", "reason"),
+                                              "by_user_id", "by_worker", "by_name", "reason"),
                   "".join([f"{ct_id}\t{copy_text(str(oid))}\t{src}\t{dst}{common}{copy_text(reason[:2000])}\n"
                            for ct_id, oid, src, dst, reason in rows]))
     else:
         Transition.objects.bulk_create([Transition(content_type_id=ct_id, object_id=str(oid), from_status=src,
                                                    to_status=dst, at=at, by_user_id=user_id,
-                                                   by_worker=actor["by_worker"], reason=reason[:2000])
+                                                   by_worker=actor["by_worker"], by_name=actor["by_name"],
+                                                   reason=reason[:2000])
                                         for ct_id, oid, src, dst, reason in rows], batch_size=500)
     return len(rows)
 
