@@ -8,7 +8,7 @@ RUNS ?= 1
 PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: run test venv migrate demo clean bench bench-quick
+.PHONY: run test test-reliability venv migrate demo clean bench bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required"; exit 1; }
@@ -39,6 +39,12 @@ run: demo
 test: venv
 	@if [ -n "$$DATABASE_URL" ]; then $(PY) -m pytest $(PYTEST_ARGS); \
 	else $(PY) -m tests.pgserver -- $(PY) -m pytest $(PYTEST_ARGS); fi
+
+# The reliability suite (tests/reliability/, marker `reliability`, left out of `make test`): faults, floods and
+# hostile input against real clusters, on a throwaway PostgreSQL that the tests may restart (a few minutes).
+test-reliability: venv
+	@if [ -n "$$DATABASE_URL" ]; then $(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS); \
+	else $(PY) -m tests.pgserver -- $(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS); fi
 
 clean:
 	rm -rf $(VENV) var

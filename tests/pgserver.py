@@ -3,7 +3,7 @@
     python -m tests.pgserver [--durable] -- COMMAND ...
 
 initdb into a temporary directory, start on a random free port, export DATABASE_URL to COMMAND, stop and
-delete the server afterwards. PostgreSQL refuses to run as root, so as root the server runs as the
+delete the server afterwards (COMMAND gets DATABASE_URL, PGBINDIR and PGDATA). PostgreSQL refuses to run as root, so as root the server runs as the
 `postgres` user. `--durable` keeps fsync on (benchmarks, with the usual write-heavy settings: max_wal_size 4GB,
 random_page_cost 1.1); tests run with fsync off."""
 
@@ -86,7 +86,8 @@ def main(argv: list[str]) -> int:
     cmd = argv[argv.index("--") + 1:]
     server = Server(durable=durable).start()
     print(f"pgserver: PostgreSQL on {server.url} (fsync {'on' if durable else 'off'})", flush=True)
-    env = dict(os.environ, DATABASE_URL=server.url, PGBINDIR=server.bindir)
+    # PGDATA lets the reliability suite restart this server mid-run (tests/reliability).
+    env = dict(os.environ, DATABASE_URL=server.url, PGBINDIR=server.bindir, PGDATA=server.data)
     proc = subprocess.Popen(cmd, env=env)
     try:
         return proc.wait()
