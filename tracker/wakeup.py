@@ -1,6 +1,5 @@
 """Waking consumers: PostgreSQL NOTIFY inside the producing transaction (delivered on commit, never before),
-LISTEN on a dedicated autocommit connection that reconnects by itself after a database restart. SQLite has
-neither: listeners fall back to polling."""
+LISTEN on a dedicated autocommit connection that reconnects by itself after a database restart."""
 
 import logging
 import select
@@ -15,19 +14,14 @@ log = logging.getLogger(__name__)
 TASKS_CHANNEL = "tracker_wakeup"
 
 
-def is_postgres(using: str = "default") -> bool:
-    return connections[using].vendor == "postgresql"
-
-
 def notify(channel: str = TASKS_CHANNEL, payload: str = "", using: str = "default") -> None:
     """Queues a notification in the current transaction; PostgreSQL delivers it at commit."""
-    if is_postgres(using):
-        with connections[using].cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])
 
 
 class Listener:
-    """A LISTEN connection of its own (open it after fork). On SQLite, `wait` just sleeps.
+    """A LISTEN connection of its own (open it after fork).
 
     When the connection breaks (the database restarted), `wait` closes it, and the next `wait` connects and
     LISTENs again: it never raises. Notifications sent while it was disconnected are lost, so a caller re-reads
@@ -38,9 +32,7 @@ class Listener:
         self.using = using
         self.conn = None
         self.reconnects = 0
-        self.postgres = is_postgres(using)
-        if self.postgres:
-            self._connect()
+        self._connect()
 
     def _connect(self) -> None:
         db = settings.DATABASES[self.using]
@@ -57,9 +49,6 @@ class Listener:
 
     def wait(self, timeout: float) -> list[tuple[str, str]]:
         """Blocks up to `timeout` seconds for notifications; returns (channel, payload) pairs."""
-        if not self.postgres:
-            time.sleep(timeout)
-            return []
         if self.conn is None:
             try:
                 self._connect()

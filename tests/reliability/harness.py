@@ -5,6 +5,7 @@ and the figures each test reports (printed at the end of the run by tests/reliab
 import datetime as dt
 import json
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -140,8 +141,8 @@ def pg_restart() -> dict:
     data, bindir = os.environ["PGDATA"], os.environ["PGBINDIR"]
     cmd = [f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "-l", os.path.join(os.path.dirname(data),
                                                                                  "server.log"), "restart"]
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    if os.geteuid() == 0:  # as the owner of the data directory (PostgreSQL refuses to run as root)
+        cmd = ["runuser", "-u", pwd.getpwuid(os.stat(data).st_uid).pw_name, "--", *cmd]
     start = time.monotonic()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, start_new_session=True)
     connection.close()
