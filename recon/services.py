@@ -20,6 +20,7 @@ from recon.currencies import is_currency
 from recon.models import (Account, AccountType, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership,
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
+from tracker import audit
 from tracker.bulk import copy_rows, copy_text, to_json
 from tracker.ids import uuid7, uuid7_texts
 from tracker.models import ProcessTracker, TaskStatus
@@ -470,8 +471,11 @@ def period_close(*, merchant: Merchant, start_date: dt.date, end_date: dt.date, 
     review with PeriodClosedError when processed; resolving into it is refused."""
     if end_date < start_date:
         raise ValidationError({"end_date": ["Must not be before start_date."]})
-    return ClosedPeriod.objects.create(merchant=merchant, start_date=start_date, end_date=end_date,
-                                       closed_by=by if getattr(by, "pk", None) else None, reason=reason)
+    with transaction.atomic():
+        period = ClosedPeriod.objects.create(merchant=merchant, start_date=start_date, end_date=end_date,
+                                             closed_by=by if getattr(by, "pk", None) else None, reason=reason)
+        audit.record_many(ClosedPeriod, [(period.pk, "", "CLOSED")], by=by, reason=reason or "closed")
+    return period
 
 
 def period_reopen(*, period: ClosedPeriod, by=None) -> ClosedPeriod:
@@ -483,6 +487,7 @@ def period_reopen(*, period: ClosedPeriod, by=None) -> ClosedPeriod:
         period.reopened_at = timezone.now()
         period.reopened_by = by if getattr(by, "pk", None) else None
         period.save(update_fields=["reopened_at", "reopened_by"])
+        audit.record_many(ClosedPeriod, [(period.pk, "CLOSED", "REOPENED")], by=by, reason="reopened")
     return period
 
 
