@@ -38,15 +38,22 @@ class JobStateConflict(JobError, IllegalTransition):
     status = 409
 
 
-class JobForbidden(JobError):
-    """You do not have permission to change this job."""
-
-    code = "permission_denied"
-    status = 403
-
-
 class JobRunSuperseded(JobError):
     """This run no longer owns the job (its tracker task was rescued or finished); its writes roll back."""
 
     code = "job_run_superseded"
+    retryable = False
+
+
+class TooManyStreams(JobError):
+    """Too many open event streams."""
+
+    code = "too_many_streams"
+    status = 429
+
+
+class JobRunFailed(JobError):
+    """The job failed in this run; its JOB_RUN task fails with it (not retried: an operator retries the job)."""
+
+    code = "job_failed"
     retryable = False

@@ -4,13 +4,14 @@ that call services) and the summary page."""
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import OuterRef, Subquery
 from django.shortcuts import redirect, render
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from config.errors import AppError
 from recon import access, reports, services, uploads
+from recon.selectors import staging_entries_in_review, staging_entries_stuck
 from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, ReconRule,
                           StagingEntry, StagingStatus, Transaction, TransactionStatus, Upload)
 from tracker.admin_base import AuditedFSMAdminMixin, ReadOnlyAdmin
@@ -148,11 +149,10 @@ class ReviewQueueFilter(admin.SimpleListFilter):
         return [("review", "Needs review (incl. failed/cancelled tasks)"), ("stuck", "PENDING, task failed/cancelled")]
 
     def queryset(self, request, queryset):
-        stuck = Q(status=StagingStatus.PENDING, task_status__in=("FAILED", "CANCELLED"))
         if self.value() == "review":
-            return queryset.filter(Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) | stuck)
+            return staging_entries_in_review(queryset)
         if self.value() == "stuck":
-            return queryset.filter(stuck)
+            return staging_entries_stuck(queryset)
         return queryset
 
 
@@ -175,6 +175,7 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     list_filter = [ReviewQueueFilter, "status", "processing_mode", ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["account"]
     search_fields = ["staging_entry_id", "idempotency_key"]
+    live_refresh = True  # the list refreshes itself (templates/admin/change_list.html)
     show_full_result_count = False
     paginator = CappedCountPaginator
     readonly_fields = ["staging_entry_id", "account", "entry_type", "amount", "currency", "effective_date",
@@ -202,7 +203,7 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 
     # FSM buttons route through the services so tasks and mismatches follow.
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
-        action = {"requeue": "reprocess", "ignore": "ignore"}.get(transition_name)
+        action = {"reprocess": "reprocess", "ignore": "ignore"}.get(transition_name)
         if action is None:
             return super()._apply_fsm_transition(obj=obj, transition_name=transition_name, request=request,
                                                  kwargs=kwargs)
@@ -218,8 +219,7 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     # Actions: filter to legal states, call the service per entry, report done and skipped.
     def _resolve_many(self, request, queryset, action: str, reason: str = "") -> None:
         total = queryset.count()
-        candidates = queryset.filter(Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) | Q(
-            status=StagingStatus.PENDING, task_status__in=("FAILED", "CANCELLED")))
+        candidates = staging_entries_in_review(queryset)
         done, failures = 0, []
         for pk, merchant_id in candidates.values_list("pk", "account__merchant_id"):
             if not access.can_operate(request.user, merchant_id):

@@ -81,8 +81,7 @@ def identity() -> Identity:
 def start_new_identity() -> Identity:
     global _identity
     machine.cache_clear()
-    _identity = Identity(id=uuid.uuid4().hex[:12], host=socket.gethostname()[:100], pid=os.getpid(),
-                         machine=machine())
+    _identity = Identity(id=uuid.uuid4().hex[:12], host=socket.gethostname()[:100], pid=os.getpid(), machine=machine())
     return _identity
 
 
@@ -179,7 +178,7 @@ class Broker(ORM):
 
     def _dequeue(self):
         keys = [self.list_key] if "@" in self.list_key else [self.list_key, private_queue()]
-        tasks = self.get_connection().filter(key__in=keys, lock__lt=timezone.now())[0:Conf.BULK]
+        tasks = self.get_connection().filter(key__in=keys, lock__lt=timezone.now())[0 : Conf.BULK]
         if tasks:
             taken = []
             for task in tasks:

@@ -17,8 +17,11 @@ def maintain() -> dict:
     """Every minute, in whichever cluster runs it: rescue expired leases, make sure each of this cluster's slots
     has a live consumer, forget clusters gone for an hour."""
     rescued = services.task_rescue()
-    return {"rescued": rescued, "consumers_started": worker.consumers_ensure(),
-            "clusters_pruned": worker.clusters_prune()}
+    return {
+        "rescued": rescued,
+        "consumers_started": worker.consumers_ensure(),
+        "clusters_pruned": worker.clusters_prune(),
+    }
 
 
 def prune() -> int:

@@ -36,8 +36,13 @@ class Listener:
 
     def _connect(self) -> None:
         db = settings.DATABASES[self.using]
-        params = {"dbname": db["NAME"], "user": db.get("USER") or None, "password": db.get("PASSWORD") or None,
-                  "host": db.get("HOST") or None, "port": db.get("PORT") or None}
+        params = {
+            "dbname": db["NAME"],
+            "user": db.get("USER") or None,
+            "password": db.get("PASSWORD") or None,
+            "host": db.get("HOST") or None,
+            "port": db.get("PORT") or None,
+        }
         conn = psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True, connect_timeout=5)
         try:
             for channel in self.channels:

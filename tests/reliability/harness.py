@@ -44,10 +44,10 @@ def ledger(name: str) -> Ledger:
     from recon.models import Account, Merchant, ReconRule
 
     merchant = Merchant.objects.create(merchant_id=f"rel-{name}", merchant_name=name)
-    payments = Account.objects.create(merchant=merchant, account_name="Payments", account_type="DEBIT_NORMAL",
-                                      currency="USD")
-    bank = Account.objects.create(merchant=merchant, account_name="Bank", account_type="CREDIT_NORMAL",
-                                  currency="USD")
+    payments = Account.objects.create(
+        merchant=merchant, account_name="Payments", account_type="DEBIT_NORMAL", currency="USD"
+    )
+    bank = Account.objects.create(merchant=merchant, account_name="Bank", account_type="CREDIT_NORMAL", currency="USD")
     ReconRule.objects.create(merchant=merchant, account_one=payments, account_two=bank)
     return Ledger(merchant, payments, bank)
 
@@ -139,8 +139,17 @@ def stop_seconds(proc, timeout: float) -> float | None:
 def pg_restart() -> dict:
     """Restarts the test run's PostgreSQL (fast mode: every connection is cut) and waits until it answers."""
     data, bindir = os.environ["PGDATA"], os.environ["PGBINDIR"]
-    cmd = [f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "-l", os.path.join(os.path.dirname(data),
-                                                                                 "server.log"), "restart"]
+    cmd = [
+        f"{bindir}/pg_ctl",
+        "-D",
+        data,
+        "-m",
+        "fast",
+        "-w",
+        "-l",
+        os.path.join(os.path.dirname(data), "server.log"),
+        "restart",
+    ]
     if os.geteuid() == 0:  # as the owner of the data directory (PostgreSQL refuses to run as root)
         cmd = ["runuser", "-u", pwd.getpwuid(os.stat(data).st_uid).pw_name, "--", *cmd]
     start = time.monotonic()
@@ -171,21 +180,35 @@ def check_ledger(book: Ledger, n: int, total: Decimal) -> dict:
     assert txns.values("source_staging_entry").distinct().count() == n
     assert not txns.exclude(version=1).exists() and not txns.exclude(status="EXPECTED").exists()
     legs = Entry.objects.filter(transaction__merchant=book.merchant)
-    unbalanced = (legs.values("transaction").annotate(
-        debits=Sum("amount", filter=Q(entry_type="DEBIT")), credits=Sum("amount", filter=Q(entry_type="CREDIT")),
-        n=Count("pk")).exclude(debits=F("credits"), n=2))
+    unbalanced = (
+        legs.values("transaction")
+        .annotate(
+            debits=Sum("amount", filter=Q(entry_type="DEBIT")),
+            credits=Sum("amount", filter=Q(entry_type="CREDIT")),
+            n=Count("pk"),
+        )
+        .exclude(debits=F("credits"), n=2)
+    )
     assert not unbalanced.exists(), f"unbalanced transactions: {list(unbalanced[:5])}"
-    sums = legs.aggregate(debits=Sum("amount", filter=Q(entry_type="DEBIT")),
-                          credits=Sum("amount", filter=Q(entry_type="CREDIT")))
+    sums = legs.aggregate(
+        debits=Sum("amount", filter=Q(entry_type="DEBIT")), credits=Sum("amount", filter=Q(entry_type="CREDIT"))
+    )
     assert sums["debits"] == sums["credits"] == total, f"ledger sums {sums}, staged {total}"
     assert balance_drift(Account.objects.filter(merchant=book.merchant)) == {}
 
     ct = ContentType.objects.get_for_model(ProcessTracker)
-    completions = (Transition.objects.filter(content_type=ct, to_status="COMPLETED").values("object_id")
-                   .annotate(k=Count("id")).order_by())
+    completions = (
+        Transition.objects.filter(content_type=ct, to_status="COMPLETED")
+        .values("object_id")
+        .annotate(k=Count("id"))
+        .order_by()
+    )
     doubled = completions.filter(k__gt=1).count()
     assert doubled == 0, f"{doubled} tasks completed more than once"
     claims = Transition.objects.filter(content_type=ct, to_status="PROCESSING").count()
-    return {"entries": n, "claims": claims, "claimed_again": claims - tasks.get("COMPLETED", 0),
-            "rescued": Transition.objects.filter(content_type=ct, by_worker="rescuer").count()}
-
+    return {
+        "entries": n,
+        "claims": claims,
+        "claimed_again": claims - tasks.get("COMPLETED", 0),
+        "rescued": Transition.objects.filter(content_type=ct, by_worker="rescuer").count(),
+    }

@@ -14,9 +14,22 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import wait_until
-from tests.reliability.harness import (CLUSTER_ENV, MACHINE, check_ledger, held_by, kill_group, ledger, pg_restart,
-                                       processed, report, stage_bulk, stop_seconds, wait_new_cluster,
-                                       wait_processed, wait_progress)
+from tests.reliability.harness import (
+    CLUSTER_ENV,
+    MACHINE,
+    check_ledger,
+    held_by,
+    kill_group,
+    ledger,
+    pg_restart,
+    processed,
+    report,
+    stage_bulk,
+    stop_seconds,
+    wait_new_cluster,
+    wait_processed,
+    wait_progress,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -40,6 +53,7 @@ def test_sigkill_of_workers_and_of_the_whole_cluster_loses_and_doubles_nothing(p
     recoveries, held = [], []
     for k in range(3):  # SIGKILL the consumer process of a busy slot, three times
         wait_processed(book, N * (k + 1) // 10, 120, f"{(k + 1) * 10}% processed")
+
         def busy():  # a consumer in the middle of a batch
             slots = list(WorkerHeartbeat.objects.filter(cluster=first).exclude(worker_id=""))
             return [s for s in random.sample(slots, len(slots)) if held_by(s.worker_id)]
@@ -48,10 +62,18 @@ def test_sigkill_of_workers_and_of_the_whole_cluster_loses_and_doubles_nothing(p
         os.kill(victim.pid, signal.SIGKILL)
         held.append(held_by(victim.worker_id))
         killed = time.monotonic()
-        wait_until(lambda: held_by(victim.worker_id) == 0, LEASE, 0.05, "the killed consumer's tasks rescued")
+        wait_until(lambda v=victim: held_by(v.worker_id) == 0, LEASE, 0.05, "the killed consumer's tasks rescued")
         recoveries.append(round(time.monotonic() - killed, 2))
-        wait_until(lambda: WorkerHeartbeat.objects.filter(cluster=first, slot=victim.slot).exclude(
-            worker_id__in=["", victim.worker_id]).exists(), 60, 0.05, "a new consumer in the slot")
+        wait_until(
+            lambda v=victim: (
+                WorkerHeartbeat.objects.filter(cluster=first, slot=v.slot)
+                .exclude(worker_id__in=["", v.worker_id])
+                .exists()
+            ),
+            60,
+            0.05,
+            "a new consumer in the slot",
+        )
 
     wait_processed(book, N * 4 // 10, 120, "40% processed")
     wait_until(lambda: held_by(first), 60, 0.01, "the cluster holding tasks")
@@ -68,10 +90,19 @@ def test_sigkill_of_workers_and_of_the_whole_cluster_loses_and_doubles_nothing(p
     cluster_start = round(up - restarted, 2)
     wait_processed(book, N, 300, "every entry processed")
     figures = check_ledger(book, N, total)
-    report("sigkill", kills=len(recoveries) + 1, worker_kills=len(recoveries), tasks_held_by_killed_workers=held,
-           worker_rescue_seconds=recoveries, cluster_kills=1, tasks_held_by_killed_cluster=held_at_kill,
-           processed_at_cluster_kill=done_at_kill, new_cluster_up_seconds=cluster_start,
-           cluster_rescue_seconds_after_restart=cluster_rescue, **figures)
+    report(
+        "sigkill",
+        kills=len(recoveries) + 1,
+        worker_kills=len(recoveries),
+        tasks_held_by_killed_workers=held,
+        worker_rescue_seconds=recoveries,
+        cluster_kills=1,
+        tasks_held_by_killed_cluster=held_at_kill,
+        processed_at_cluster_kill=done_at_kill,
+        new_cluster_up_seconds=cluster_start,
+        cluster_rescue_seconds_after_restart=cluster_rescue,
+        **figures,
+    )
     # Dead processes of this machine are seen by pid: their tasks come back at once, not a lease later.
     assert max(recoveries) < LEASE / 2 and cluster_rescue < LEASE / 2
 
@@ -100,13 +131,20 @@ def test_sigterm_stops_the_cluster_within_a_slice_and_loses_nothing(processes):
     qcluster(processes)
     wait_processed(book, N, 300, "every entry processed")
     figures = check_ledger(book, N, total)
-    report("sigterm", signals=len(stops), stop_seconds=stops, slice_seconds=SLICE, processed_at_last_stop=done_at_stops,
-           **figures)
+    report(
+        "sigterm",
+        signals=len(stops),
+        stop_seconds=stops,
+        slice_seconds=SLICE,
+        processed_at_last_stop=done_at_stops,
+        **figures,
+    )
     assert max(stops.values()) <= SLICE
 
 
-@pytest.mark.skipif(not os.environ.get("PGDATA"),
-                    reason="needs the test run's own PostgreSQL (make test-reliability starts one)")
+@pytest.mark.skipif(
+    not os.environ.get("PGDATA"), reason="needs the test run's own PostgreSQL (make test-reliability starts one)"
+)
 def test_postgresql_restarted_twice_mid_run(processes):
     book = ledger("pgrestart")
     total = stage_bulk(book, N)
@@ -150,8 +188,12 @@ def test_two_machines_share_the_work_and_one_takes_over_when_the_other_dies(proc
     assert len(set(worker_ids)) == 4
     ct = ContentType.objects.get_for_model(ProcessTracker)
     claims = Transition.objects.filter(content_type=ct, to_status="PROCESSING")
-    wait_until(lambda: claims.filter(by_worker__contains=a_id).exists() and claims.filter(
-        by_worker__contains=b_id).exists(), 60, 0.05, "both machines claiming")
+    wait_until(
+        lambda: claims.filter(by_worker__contains=a_id).exists() and claims.filter(by_worker__contains=b_id).exists(),
+        60,
+        0.05,
+        "both machines claiming",
+    )
     wait_processed(book, N // 5, 120, "20% processed")
 
     wait_until(lambda: held_by(a_id) > 0, 30, 0.01, "A holding tasks")
@@ -166,16 +208,29 @@ def test_two_machines_share_the_work_and_one_takes_over_when_the_other_dies(proc
     # B was never judged dead: every rescued task had last been claimed by A.
     rescued = set(Transition.objects.filter(content_type=ct, by_worker="rescuer").values_list("object_id", flat=True))
     wrongly, last_claim = [], {}
-    for oid, to_status, by in (Transition.objects.filter(content_type=ct, object_id__in=rescued)
-                               .order_by("object_id", "id").values_list("object_id", "to_status", "by_worker")):
+    for oid, to_status, by in (
+        Transition.objects.filter(content_type=ct, object_id__in=rescued)
+        .order_by("object_id", "id")
+        .values_list("object_id", "to_status", "by_worker")
+    ):
         if to_status == "PROCESSING":
             last_claim[oid] = by
         elif by == "rescuer" and a_id not in last_claim.get(oid, ""):
             wrongly.append(oid)
     by_machine = {m: claims.filter(by_worker__contains=cid).count() for m, cid in (("A", a_id), ("B", b_id))}
-    report("two_machines", machines=2, consumers=sum(alive.values()), worker_ids=worker_ids, kills=1,
-           tasks_held_by_dead_machine=held, takeover_seconds=takeover, lease_seconds=LEASE,
-           claims_by_machine=by_machine, rescued_from_live_machine=len(wrongly), **figures)
+    report(
+        "two_machines",
+        machines=2,
+        consumers=sum(alive.values()),
+        worker_ids=worker_ids,
+        kills=1,
+        tasks_held_by_dead_machine=held,
+        takeover_seconds=takeover,
+        lease_seconds=LEASE,
+        claims_by_machine=by_machine,
+        rescued_from_live_machine=len(wrongly),
+        **figures,
+    )
     assert not wrongly
     assert held > 0 and takeover <= LEASE + 1
     assert b.poll() is None  # B lived through it

@@ -36,8 +36,9 @@ def test_worker_ids_differ_between_clusters_with_the_same_host_and_pid(identity)
 
 
 @pytest.mark.django_db
-def test_each_cluster_gets_consumer_slots_of_its_own_and_asks_its_own_queue(identity, settings,
-                                                                            django_capture_on_commit_callbacks):
+def test_each_cluster_gets_consumer_slots_of_its_own_and_asks_its_own_queue(
+    identity, settings, django_capture_on_commit_callbacks
+):
     settings.TRACKER = {**settings.TRACKER, "CONSUMERS": 2}
     with django_capture_on_commit_callbacks(execute=True):
         assert sorted(worker.consumers_ensure()) == [0, 1]
@@ -46,10 +47,12 @@ def test_each_cluster_gets_consumer_slots_of_its_own_and_asks_its_own_queue(iden
         assert sorted(worker.consumers_ensure()) == [0, 1]  # a second machine adds two consumers
     rows = WorkerHeartbeat.objects.order_by("cluster", "slot")
     assert sorted(rows.values_list("cluster", "slot")) == sorted(
-        [(identity.id, 0), (identity.id, 1), (other.id, 0), (other.id, 1)])
+        [(identity.id, 0), (identity.id, 1), (other.id, 0), (other.id, 1)]
+    )
     # Each cluster's start requests went to its private queue, which only its own pusher reads.
     assert sorted(OrmQ.objects.values_list("key", flat=True)) == sorted(
-        [cluster.private_queue(identity.id)] * 2 + [cluster.private_queue(other.id)] * 2)
+        [cluster.private_queue(identity.id)] * 2 + [cluster.private_queue(other.id)] * 2
+    )
     # Asked for recently: a second call asks for nothing more.
     assert worker.consumers_ensure() == []
 
@@ -64,10 +67,12 @@ def test_each_cluster_gets_consumer_slots_of_its_own_and_asks_its_own_queue(iden
 @pytest.mark.django_db
 def test_a_consumer_is_judged_dead_by_pid_only_on_its_own_machine(identity):
     gone = 2**22 + 12345  # above Linux's pid_max default: no such process
-    here = WorkerHeartbeat(cluster=identity.id, slot=0, machine=cluster.machine(), worker_id="w", pid=gone,
-                           beat_at=timezone.now())
-    elsewhere = WorkerHeartbeat(cluster="other", slot=0, machine="other-host/boot/pid:[1]", worker_id="w", pid=gone,
-                                beat_at=timezone.now())
+    here = WorkerHeartbeat(
+        cluster=identity.id, slot=0, machine=cluster.machine(), worker_id="w", pid=gone, beat_at=timezone.now()
+    )
+    elsewhere = WorkerHeartbeat(
+        cluster="other", slot=0, machine="other-host/boot/pid:[1]", worker_id="w", pid=gone, beat_at=timezone.now()
+    )
     assert worker._owner_is_dead(here) and worker._slot_free(here)
     # The same pid on another machine or in another PID namespace says nothing: the beat decides.
     assert not worker._owner_is_dead(elsewhere) and not worker._slot_free(elsewhere)
@@ -115,8 +120,9 @@ def test_who_made_a_change_survives_the_deletion_of_that_user(django_user_model)
     task = services.task_create(task_type="test.noop", payload={})
     services.task_cancel(task_id=task.pk, by=user)
     merchant = ReconRuleFactory().merchant
-    period = recon_services.period_close(merchant=merchant, start_date=dt.date(2026, 1, 1),
-                                         end_date=dt.date(2026, 1, 31), by=user)
+    period = recon_services.period_close(
+        merchant=merchant, start_date=dt.date(2026, 1, 1), end_date=dt.date(2026, 1, 31), by=user
+    )
     user.delete()
     rows = Transition.objects.filter(to_status__in=["CANCELLED", "CLOSED"])
     assert rows.count() == 2
@@ -132,8 +138,9 @@ def test_prune_deletes_task_audit_rows_and_never_those_of_ledger_objects():
     Worker("w").drain(budget_seconds=10)
     entry.refresh_from_db()
     assert entry.status == "PROCESSED"
-    period = recon_services.period_close(merchant=rule.merchant, start_date=dt.date(2026, 1, 1),
-                                         end_date=dt.date(2026, 1, 31))
+    period = recon_services.period_close(
+        merchant=rule.merchant, start_date=dt.date(2026, 1, 1), end_date=dt.date(2026, 1, 31)
+    )
     recon_services.period_reopen(period=period)
     # A ledger object's audit row whose object id is the same text as the pruned task's id.
     audit.record_many(StagingEntry, [(entry.task_id, "PENDING", "PENDING")], by="w", reason="same id as the task")
