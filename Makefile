@@ -8,7 +8,7 @@ RUNS ?= 1
 PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: run test test-fast lint venv clean bench bench-quick
+.PHONY: run test test-fast test-reliability lint venv clean bench bench-quick
 
 # Development values for `make run` and the tests only: the settings have no default secret and DEBUG is off
 # unless set (docs/operations.md, "Security settings"). Production sets its own in the environment.
@@ -42,6 +42,11 @@ run: $(VENV)/.run-installed
 # Tests on a real PostgreSQL: the one in DATABASE_URL, or a throwaway server started for the run.
 test: venv
 	@export $(DEV_ENV); $(PY) -m tests.pgserver --reuse -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# The reliability suite (tests/reliability/, marker `reliability`, left out of `make test`): faults, floods and
+# hostile input against real clusters, on a throwaway PostgreSQL that the tests may restart (a few minutes).
+test-reliability: venv
+	@$(PY) -m tests.pgserver --reuse -- $(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
 
 # The edit-test loop: no real-process tests (marker `slow`), Hypothesis's small profile (tests/conftest.py).
 # `make test` (the full suite) stays the CI command.

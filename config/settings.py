@@ -72,8 +72,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_fsm",
+    "tracker",  # before django_q: its `qcluster` command wraps django-q2's (tracker.cluster)
     "django_q",
-    "tracker",
     "recon",
     "jobs",
 ]
@@ -203,6 +203,8 @@ Q_WORKERS = env_int("Q_WORKERS", 2)
 Q_CLUSTER = {
     "name": "recon",
     "orm": "default",
+    # The ORM broker plus a private queue per cluster process, for its consumers' successors (tracker.cluster).
+    "broker_class": "tracker.cluster.Broker",
     "workers": Q_WORKERS,
     "timeout": env_int("Q_TIMEOUT", 90),
     "retry": env_int("Q_RETRY", 150),

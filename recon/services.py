@@ -21,6 +21,7 @@ from recon.models import (MONEY_QUANTUM, Account, AccountType, ClosedPeriod, Ent
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
 from recon.selectors import task_is_stuck
+from tracker import audit
 from tracker.bulk import copy_rows, copy_text, json_text
 from tracker.ids import uuid7, uuid7_texts
 from tracker.models import ProcessTracker
@@ -434,8 +435,11 @@ def period_close(*, merchant: Merchant, start_date: dt.date, end_date: dt.date, 
     review with PeriodClosedError when processed; resolving into it is refused."""
     if end_date < start_date:
         raise ValidationError({"end_date": ["Must not be before start_date."]})
-    return ClosedPeriod.objects.create(merchant=merchant, start_date=start_date, end_date=end_date,
-                                       closed_by=by if getattr(by, "pk", None) else None, reason=reason)
+    with transaction.atomic():
+        period = ClosedPeriod.objects.create(merchant=merchant, start_date=start_date, end_date=end_date,
+                                             closed_by=by if getattr(by, "pk", None) else None, reason=reason)
+        audit.record_many(ClosedPeriod, [(period.pk, "", "CLOSED")], by=by, reason=reason or "closed")
+    return period
 
 
 def period_reopen(*, period: ClosedPeriod, by=None) -> ClosedPeriod:
@@ -447,6 +451,7 @@ def period_reopen(*, period: ClosedPeriod, by=None) -> ClosedPeriod:
         period.reopened_at = timezone.now()
         period.reopened_by = by if getattr(by, "pk", None) else None
         period.save(update_fields=["reopened_at", "reopened_by"])
+        audit.record_many(ClosedPeriod, [(period.pk, "CLOSED", "REOPENED")], by=by, reason="reopened")
     return period
 
 

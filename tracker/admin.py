@@ -129,13 +129,15 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
     staff_only = True
-    list_display = ["slot", "worker_id", "alive", "beat_at", "started_at", "processed", "enqueued_at"]
+    list_display = ["cluster", "host", "cluster_pid", "slot", "worker_id", "alive", "beat_at", "started_at",
+                    "processed", "enqueued_at"]
+    list_filter = ["host"]
 
     @admin.display(boolean=True)
     def alive(self, hb):
         from tracker.worker import stale_before
 
-        return bool(hb.beat_at and hb.beat_at >= stale_before())
+        return bool(hb.worker_id and hb.beat_at and hb.beat_at >= stale_before())
 
     def has_add_permission(self, request):
         return False

@@ -147,6 +147,8 @@ class Transition(models.Model):
     by_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                 related_name="+", db_index=False)  # audit_by_user_idx (partial)
     by_worker = models.CharField(max_length=128, blank=True, default="")
+    # The user's name when the row was written: who made a change survives the user's deletion.
+    by_name = models.CharField(max_length=150, blank=True, default="")
     reason = models.TextField(blank=True, default="")
 
     class Meta:
@@ -162,21 +164,29 @@ class Transition(models.Model):
     @property
     def by(self) -> str:
         if self.by_user_id:
-            return self.by_user.get_username() if self.by_user else f"user:{self.by_user_id}"
-        return self.by_worker or "system"
+            return self.by_user.get_username()
+        return self.by_name or self.by_worker or "system"
 
     def __str__(self):
         return f"{self.from_status} -> {self.to_status} by {self.by}"
 
 
 class WorkerHeartbeat(models.Model):
-    """One consumer slot of the cluster. A consumer loop owns a slot while it beats; a slot whose beat is
-    stale is free, and the maintenance schedule starts a consumer for it."""
+    """One consumer slot of one cluster process (`TRACKER_CONSUMERS` slots per cluster). A consumer loop owns
+    its cluster's slot while it beats; only that cluster starts consumers for its slots (tracker.worker). Rows of
+    clusters that stopped beating long ago are deleted by the maintenance schedule."""
 
-    slot = models.PositiveSmallIntegerField(primary_key=True)
-    worker_id = models.CharField(max_length=128, blank=True, default="")
+    id = models.BigAutoField(primary_key=True)
+    cluster = models.CharField(max_length=32, help_text="Random id of the cluster process (tracker.cluster).")
+    slot = models.PositiveSmallIntegerField()
+    host = models.CharField(max_length=100, blank=True, default="")
+    cluster_pid = models.PositiveIntegerField(null=True, blank=True, help_text="The cluster's sentinel process.")
+    machine = models.CharField(max_length=255, blank=True, default="",
+                              help_text="Host, boot and PID namespace: where the pids can be checked.")
+    worker_id = models.CharField(max_length=128, blank=True, default="", help_text="The owner; empty when free.")
+    pid = models.PositiveIntegerField(null=True, blank=True, help_text="The owner's process.")
     started_at = models.DateTimeField(null=True, blank=True)
-    beat_at = models.DateTimeField(null=True, blank=True)
+    beat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the slot's cluster.")
     enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When a consumer was last asked to start.")
     request_token = models.CharField(max_length=32, blank=True, default="",
                                      help_text="Token of the current start request; older requests exit at once.")
@@ -184,6 +194,8 @@ class WorkerHeartbeat(models.Model):
 
     class Meta:
         db_table = "tracker_worker_heartbeat"
+        ordering = ["cluster", "slot"]
+        constraints = [models.UniqueConstraint(fields=["cluster", "slot"], name="tracker_heartbeat_cluster_slot")]
 
     def __str__(self):
-        return f"slot {self.slot}: {self.worker_id or '-'}"
+        return f"{self.host}:{self.cluster_pid} ({self.cluster}) slot {self.slot}: {self.worker_id or '-'}"

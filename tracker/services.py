@@ -201,41 +201,42 @@ def task_record_failure(*, task: ProcessTracker, worker_id: str, exc: BaseExcept
     return values["status"]
 
 
-def task_rescue(*, limit: int = 1000) -> dict:
-    """Tasks whose lease expired (their worker died or hung): back to RETRY (the attempt counts) or FAILED
-    when no attempts are left. Skips rows a live worker is updating right now."""
+def task_rescue(*, limit: int = 1000, holders: Sequence[str] | None = None) -> dict:
+    """Tasks whose lease expired (their worker died or hung), or, with `holders`, every task those worker ids
+    hold (workers known to be dead, or a consumer putting back what a database error left it holding): RETRY,
+    due at once (a dead worker is not the task's fault; the attempt counts, so a task that kills its worker
+    still ends FAILED), or FAILED when no attempts are left. Skips rows a live worker is updating right now."""
     now = timezone.now()
+    processing = ProcessTracker.objects.filter(status=S.PROCESSING)
+    processing = processing.filter(locked_by__in=list(holders)) if holders else processing.filter(
+        lease_expires_at__lt=now)
     with transaction.atomic():
-        rows = list(ProcessTracker.objects.filter(status=S.PROCESSING, lease_expires_at__lt=now)
-                    .select_for_update(skip_locked=True)
-                    .values_list("task_id", "attempts", "max_attempts", "task_type", "locked_by")[:limit])
+        rows = list(processing.select_for_update(skip_locked=True)
+                    .values_list("task_id", "attempts", "max_attempts")[:limit])
         if not rows:
             return {"retried": 0, "failed": 0}
-        fail_ids = [r[0] for r in rows if r[1] >= r[2]]
-        retry_rows = [r for r in rows if r[1] < r[2]]
-        error = "Lease expired: the worker stopped renewing it (rescued)."
+        fail_ids = {r[0] for r in rows if r[1] >= r[2]}
+        retry_ids = [r[0] for r in rows if r[1] < r[2]]
+        error = ("Lease expired: the worker stopped renewing it (rescued)." if not holders else
+                 "The worker holding it died or lost its database connection (rescued).")
         common = {"lease_expires_at": None, "updated_at": now, "last_error": error}
         if fail_ids:
             ProcessTracker.objects.filter(task_id__in=fail_ids, status=S.PROCESSING).update(
                 status=S.FAILED, completed_at=now, **common)
-        if retry_rows:
-            delays = {(r[3], r[1]) for r in retry_rows}
-            run_after = Case(*[When(task_type=t, attempts=a, then=Value(now + dt.timedelta(
-                seconds=_handler_or_default(t).backoff(a)))) for t, a in delays], default=Value(now))
-            ProcessTracker.objects.filter(task_id__in=[r[0] for r in retry_rows], status=S.PROCESSING).update(
-                status=S.RETRY, run_after=run_after, **common)
+        if retry_ids:
+            ProcessTracker.objects.filter(task_id__in=retry_ids, status=S.PROCESSING).update(
+                status=S.RETRY, run_after=now, **common)
         audit.record_many(ProcessTracker, [(r[0], S.PROCESSING, S.FAILED if r[0] in fail_ids else S.RETRY)
                                            for r in rows], by="rescuer", reason=error)
-    if rows:
-        log.warning("rescued %d tasks with expired leases (%d failed)", len(rows), len(fail_ids))
-    return {"retried": len(retry_rows), "failed": len(fail_ids)}
+        wakeup.notify()
+    log.warning("rescued %d tasks (%d failed)", len(rows), len(fail_ids))
+    return {"retried": len(retry_ids), "failed": len(fail_ids)}
 
 
-def _handler_or_default(task_type: str) -> registry.TaskHandler:
-    try:
-        return registry.get(task_type)
-    except Exception:
-        return registry.TaskHandler()
+def task_first_lease_expiry() -> dt.datetime | None:
+    """When the first lease of a PROCESSING task expires (the lease index's first row)."""
+    return (ProcessTracker.objects.filter(status=S.PROCESSING).order_by("lease_expires_at")
+            .values_list("lease_expires_at", flat=True).first())
 
 
 # --- operator actions ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import logging
 
 from django.db import close_old_connections
 
-from tracker import services, worker
+from tracker import cluster, services, worker
 
 log = logging.getLogger(__name__)
 
@@ -14,9 +14,14 @@ def consume(slot: int, token: str = "") -> dict:
 
 
 def maintain() -> dict:
-    """Every minute: rescue expired leases and make sure every consumer slot has a live consumer."""
+    """Every minute, in whichever cluster runs it: rescue expired leases, make sure each of this cluster's slots
+    has a live consumer, forget clusters gone for an hour."""
     rescued = services.task_rescue()
-    return {"rescued": rescued, "consumers_started": worker.consumers_ensure()}
+    return {
+        "rescued": rescued,
+        "consumers_started": worker.consumers_ensure(),
+        "clusters_pruned": worker.clusters_prune(),
+    }
 
 
 def prune() -> int:
@@ -24,8 +29,10 @@ def prune() -> int:
 
 
 def on_worker_spawn(sender=None, proc_name=None, **kwargs):
-    """A django-q2 worker process started (cluster start or reincarnation): start consumers for free
-    slots at once, so work already due is drained without waiting for the scheduler's tick."""
+    """A django-q2 worker process started (cluster start or reincarnation): SIGTERM now asks it to stop after
+    the work in hand, and consumers start for free slots at once, so work already due is drained without
+    waiting for the scheduler's tick."""
+    cluster.install_worker_signals()
     close_old_connections()
     try:
         worker.consumers_ensure()
