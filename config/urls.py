@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 admin.site.site_header = "Recon ledger operations"
 admin.site.site_title = "Recon ledger"
 admin.site.index_title = "Operations console"
+admin.site.site_url = "/admin/"  # "View site" leads to the console (the project has no other site)
 
 urlpatterns = [
     path("admin/", admin.site.urls),

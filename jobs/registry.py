@@ -24,6 +24,8 @@ class JobType:
     params: type | None = None  # a DRF Serializer class
     schema_version: int = 1
     description: str = ""
+    # signal name -> admin URL name (taking the job id) of a page that confirms before sending it
+    signal_views: dict | None = None
 
     def validate(self, params) -> dict:
         """Validated params (JSON-ready) or InvalidJobParams (400) with the serializer's errors as details."""
@@ -47,12 +49,14 @@ _registry: dict[str, JobType] = {}
 _loaded = False
 
 
-def job_type(name: str, *, params: type | None = None, schema_version: int = 1):
+def job_type(name: str, *, params: type | None = None, schema_version: int = 1,
+             signal_views: dict | None = None):
     """Registers `handler(ctx, params) -> dict | None` as job type `name`."""
 
     def decorate(handler: Callable) -> Callable:
         _registry[name] = JobType(name=name, handler=handler, params=params, schema_version=schema_version,
-                                  description=(handler.__doc__ or "").strip().split("\n")[0])
+                                  description=(handler.__doc__ or "").strip().split("\n")[0],
+                                  signal_views=signal_views)
         return handler
 
     return decorate

@@ -257,9 +257,10 @@ class Fulfilment(NamedTuple):
 
 
 def plan_fulfilment(*, staging: StagingEntry, expected: Entry, old: Transaction, rule: ReconRule | None,
-                    old_entries: list[Entry]) -> Fulfilment:
+                    old_entries: list[Entry], difference_account_id=None) -> Fulfilment:
     """What fulfilling `expected` (a leg of `old`, whose live entries are `old_entries`) with `staging`
-    writes. Raises UnbalancedTransactionError when the legs cannot balance."""
+    writes; a difference goes to `difference_account_id` when given (an operator's write-off), else to the
+    rule's difference account. Raises UnbalancedTransactionError when the legs cannot balance."""
     difference = staging.amount - expected.amount
     carried = [e for e in old_entries if e.status == EntryStatus.POSTED]
     new_id, leg_id, *ids = uuid7_texts(len(carried) + 3)  # the last one for a difference leg
@@ -267,10 +268,11 @@ def plan_fulfilment(*, staging: StagingEntry, expected: Entry, old: Transaction,
     legs.append((staging.entry_type, staging.amount, staging.currency))
     difference_leg = None
     if difference:
-        if rule is None or rule.difference_account_id is None:
+        account_id = difference_account_id or (rule.difference_account_id if rule is not None else None)
+        if account_id is None:
             raise errors.UnbalancedTransactionError("The amounts differ and the rule has no difference account.")
         side = opposite(staging.entry_type) if difference > 0 else staging.entry_type
-        difference_leg = (ids.pop(), rule.difference_account_id, side, abs(difference))
+        difference_leg = (ids.pop(), account_id, side, abs(difference))
         legs.append((side, abs(difference), staging.currency))
     _check_balanced(legs)
     return Fulfilment(staging, old, new_id, list(zip(carried, ids)), leg_id, _entry_metadata(staging), difference,
@@ -357,13 +359,15 @@ def new_legs_insert(fulfilments: list[Fulfilment], now) -> None:
             {"status": EntryStatus.POSTED, "now": now, **{f"c{i}": c for i, c in enumerate(columns)}})
 
 
-def fulfil(*, staging: StagingEntry, expected: Entry, by, reason: str = "fulfilled") -> Fulfilment:
+def fulfil(*, staging: StagingEntry, expected: Entry, by, reason: str = "fulfilled",
+           difference_account_id=None) -> Fulfilment:
     """Archives the expected entry's transaction and all its entries and creates version+1 POSTED: the
     fulfilling entry, the carried-over posted entries, and a difference entry when a tolerance applied.
     Assumes the old transaction row is locked by the caller and the match was checked."""
     old = Transaction.objects.select_for_update(of=("self",)).select_related("rule").get(pk=expected.transaction_id)
     old_entries = list(Entry.objects.filter(transaction=old).exclude(status=EntryStatus.ARCHIVED).order_by("pk"))
-    f = plan_fulfilment(staging=staging, expected=expected, old=old, rule=old.rule, old_entries=old_entries)
+    f = plan_fulfilment(staging=staging, expected=expected, old=old, rule=old.rule, old_entries=old_entries,
+                        difference_account_id=difference_account_id)
     old.archive(by=by, reason=f"superseded by version {old.version + 1} ({reason})")
     old.save()
     Entry.objects.filter(pk__any=[e.pk for e in old_entries]).update(status=EntryStatus.ARCHIVED)

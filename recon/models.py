@@ -127,11 +127,20 @@ class ReconRule(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.account_one_id} -> {self.account_two_id}"
+        return f"{self.account_one.account_name} -> {self.account_two.account_name} ({self.match_key})"
 
     @property
     def has_tolerance(self) -> bool:
         return bool(self.amount_tolerance or self.amount_tolerance_pct)
+
+
+class MetadataValues(models.Func):
+    """The values of a JSON object as a JSON array, `jsonb_path_query_array(metadata, '$.*')`: an immutable
+    expression, indexed (GIN, jsonb_path_ops) for the review queue's search by any metadata value."""
+
+    function = "jsonb_path_query_array"
+    template = "%(function)s(%(expressions)s, '$.*')"
+    output_field = models.JSONField()
 
 
 class StagingEntry(FSMModelMixin, models.Model):
@@ -158,8 +167,12 @@ class StagingEntry(FSMModelMixin, models.Model):
     class Meta:
         verbose_name_plural = "staging entries"
         ordering = ["-created_at", "staging_entry_id"]
+        permissions = [("write_off", "Can book a forced match's difference as a write-off")]
+        # Also (migration 0005, raw SQL): recon_staging_meta_values, a GIN index (jsonb_path_ops) on
+        # MetadataValues(metadata), for the review queue's search by any metadata value.
         # Status changes are non-HOT updates: every non-partial index costs an insertion per transition.
         indexes = [
+
             models.Index(fields=["account", "status"], name="recon_staging_account_status"),
             # The only lookups by task_id: PENDING entries whose task FAILED or was CANCELLED (reports, admin);
             # everything else goes from the entry to its task.
@@ -175,7 +188,10 @@ class StagingEntry(FSMModelMixin, models.Model):
         ]
 
     def __str__(self):
-        return f"{self.processing_mode} {self.entry_type} {self.amount} {self.currency} [{self.status}]"
+        from recon.formatting import entry_label
+
+        return f"{entry_label(key=(self.metadata or {}).get('order_id'), amount=self.amount, currency=self.currency)}" \
+               f" [{self.status}]"
 
     @property
     def merchant_id(self) -> str:
