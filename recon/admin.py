@@ -66,7 +66,8 @@ class ReadOnlyPageMixin:
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = extra_context or {}
         obj = self.get_object(request, object_id)
-        editable = [f for f in self.get_fields(request, obj) if f not in self.get_readonly_fields(request, obj)]
+        fields = [f for _, options in self.get_fieldsets(request, obj) for f in options["fields"]]
+        editable = [f for f in fields if f not in self.get_readonly_fields(request, obj)]
         if not editable or not self.has_change_permission(request, obj):
             extra_context.update({"show_save": False, "show_save_and_continue": False,
                                   "show_save_and_add_another": False})
@@ -117,9 +118,6 @@ class ServiceAdmin(ReadOnlyPageMixin, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         pass  # written by the form's service
-
-    def save_related(self, request, form, formsets, change):
-        pass
 
     def has_delete_permission(self, request, obj=None):
         return self.delete_with is not None and super().has_delete_permission(request, obj)
