@@ -186,11 +186,11 @@ def test_review_queue_search_by_any_metadata_value(console, queue):
     with connection.cursor() as cursor:  # the search is served by the GIN index
         from recon.admin import metadata_search
 
-        sql, params = metadata_search(StagingEntry.objects.all(), "ord-2001").query.sql_with_params()
-        cursor.execute("SET enable_seqscan = off")
+        sql, params = metadata_search(StagingEntry.objects.order_by(), "ord-2001").query.sql_with_params()
+        cursor.execute("SET enable_seqscan = off; SET enable_indexscan = off")  # a tiny table: force the choice
         cursor.execute("EXPLAIN " + sql, params)
         plan = "\n".join(r[0] for r in cursor.fetchall())
-        cursor.execute("SET enable_seqscan = on")
+        cursor.execute("RESET enable_seqscan; RESET enable_indexscan")
     assert "recon_staging_meta_values" in plan
 
 
