@@ -79,7 +79,7 @@ def test_copy_path_writes_the_same_rows_as_the_orm_path(ledger, monkeypatch, chu
     entry, task = copied["o1"]
     assert (entry["status"], task["status"], task["task_type"], task["tenant"], task["priority"]) == \
         ("PENDING", "PENDING", "PROCESS_STAGING_ENTRY", "acme", 150)
-    assert StagingEntry.objects.count() == ProcessTracker.objects.count() == 18
+    assert StagingEntry.objects.count() == ProcessTracker.objects.count() == 20
 
 
 @needs_pg
