@@ -400,7 +400,10 @@ class EntryAdmin(ReadOnlyAdmin):
 
 # --- the review queue ---------------------------------------------------------------------------------
 
-STUCK = Q(status=StagingStatus.PENDING, task_status__in=("FAILED", "CANCELLED"))
+# Served by the partial indexes recon_staging_review (NEEDS_MANUAL_REVIEW) and recon_staging_pending_task (PENDING,
+# by task id): a BitmapOr, whatever the table's size.
+STUCK = Q(status=StagingStatus.PENDING, task_id__in=ProcessTracker.objects.filter(
+    status__in=("FAILED", "CANCELLED")).values("task_id"))
 IN_REVIEW = Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) | STUCK
 
 

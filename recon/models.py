@@ -177,6 +177,9 @@ class StagingEntry(FSMModelMixin, models.Model):
             # The only lookups by task_id: PENDING entries whose task FAILED or was CANCELLED (reports, admin);
             # everything else goes from the entry to its task.
             models.Index(fields=["task_id"], name="recon_staging_pending_task", condition=Q(status="PENDING")),
+            # The review queue (few rows: written only when an entry goes to review), newest first.
+            models.Index(fields=["-created_at"], name="recon_staging_review",
+                         condition=Q(status="NEEDS_MANUAL_REVIEW")),
             # Few entries have one; serves SET_NULL when a transaction is deleted.
             models.Index(fields=["mismatch_transaction"], name="recon_staging_mismatch_txn",
                          condition=Q(mismatch_transaction__isnull=False)),

@@ -4,9 +4,10 @@
   once it has entries or staging entries (recon.services.account_update checks the same first, with a 409).
 - `recon_staging_meta_values`: a GIN index (jsonb_path_ops) on the array of a staging entry's metadata values,
   `jsonb_path_query_array(metadata, '$.*')` (immutable), serving `recon.models.MetadataValues(...) @> '["v"]'`.
+- `recon_staging_review`: the review queue (a partial index on NEEDS_MANUAL_REVIEW, newest first).
 - the `recon.write_off` permission (forced matches beyond tolerance)."""
 
-from django.db import migrations
+from django.db import migrations, models
 
 TRIGGER = """
 CREATE FUNCTION recon_account_frozen_fields() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -52,4 +53,9 @@ class Migration(migrations.Migration):
         ),
         migrations.RunSQL(TRIGGER, UNTRIGGER),
         migrations.RunSQL(INDEX, "DROP INDEX IF EXISTS recon_staging_meta_values;"),
+        migrations.AddIndex(
+            model_name='stagingentry',
+            index=models.Index(condition=models.Q(('status', 'NEEDS_MANUAL_REVIEW')), fields=['-created_at'],
+                               name='recon_staging_review'),
+        ),
     ]
