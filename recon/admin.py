@@ -74,6 +74,21 @@ class ReadOnlyPageMixin:
         return super().change_view(request, object_id, form_url, extra_context)
 
 
+class AuditHistoryMixin:
+    """The History page shows the project's audit rows (tracker.audit: who, when, from, to, why), not Django's
+    LogEntry (which services never write)."""
+
+    def history_view(self, request, object_id, extra_context=None):
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_or_change_permission(request, obj):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "original": obj,
+                   "title": f"History: {obj}", "audit_trail": audit_table(obj), "object_id": object_id}
+        return TemplateResponse(request, "admin/recon/audit_history.html", context)
+
+
 class ServiceForm(forms.ModelForm):
     """A configuration form that saves through a recon service: `clean()` calls `apply(cleaned_data)` (the
     service, inside a savepoint) and shows its ValidationError/AppError on the form; `save()` returns the
@@ -360,7 +375,7 @@ class EntryInline(admin.TabularInline):
 
 
 @admin.register(Transaction)
-class TransactionAdmin(ReadOnlyAdmin):
+class TransactionAdmin(AuditHistoryMixin, ReadOnlyAdmin):
     list_display = ["logical_transaction_id", "version", "status", "amount_shown", "merchant", "created_at"]
     list_filter = ["status", ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["merchant"]
@@ -529,7 +544,7 @@ def _rule_key_annotation():
 
 
 @admin.register(StagingEntry)
-class StagingEntryAdmin(ReadOnlyPageMixin, AuditedFSMAdminMixin, admin.ModelAdmin):
+class StagingEntryAdmin(AuditHistoryMixin, ReadOnlyPageMixin, AuditedFSMAdminMixin, admin.ModelAdmin):
     fsm_fields = ["status"]
     fsm_forms = {"ignore": IgnoreForm}
     list_display = ["key_value", "amount_shown", "account", "reason", "age", "status", "task_status"]
@@ -643,18 +658,6 @@ class StagingEntryAdmin(ReadOnlyPageMixin, AuditedFSMAdminMixin, admin.ModelAdmi
     @admin.display(description="audit trail")
     def audit_trail(self, obj):
         return audit_table(obj)
-
-    def history_view(self, request, object_id, extra_context=None):
-        """The History page: the project's audit rows (tracker.audit), not Django's LogEntry."""
-        obj = self.get_object(request, object_id)
-        if obj is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        if not self.has_view_or_change_permission(request, obj):
-            raise PermissionDenied
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "original": obj,
-                   "title": f"History: {self.entry(obj)}", "audit_trail": audit_table(obj),
-                   "object_id": object_id}
-        return TemplateResponse(request, "admin/recon/stagingentry/history.html", context)
 
     # FSM buttons route through the services so tasks and mismatches follow.
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
@@ -803,7 +806,7 @@ class ApproveForm(forms.Form):
 
 
 @admin.register(ClosedPeriod)
-class ClosedPeriodAdmin(ReadOnlyPageMixin, admin.ModelAdmin):
+class ClosedPeriodAdmin(AuditHistoryMixin, ReadOnlyPageMixin, admin.ModelAdmin):
     """Periods are closed by a `recon.close_period` job once approved (on the confirmation page below) and
     reopened with the action; nothing here edits or deletes a period."""
 

@@ -263,6 +263,8 @@ def test_entry_page_shows_its_audit_trail_links_and_history(console, ledger):
     assert "doesn’t have a change history" not in history and "doesn't have a change history" not in history
     for row in audit.history(entry):
         assert row.to_status in history
+    txn_history = page(console, f"/admin/recon/transaction/{txn.pk}/history/")
+    assert "doesn’t have a change history" not in txn_history and "Every state change" in txn_history
 
 
 def test_bulk_reprocess_on_a_selection(console, queue):
