@@ -421,7 +421,8 @@ def bench_review_search(scale: float) -> None:
         cursor.execute(f"""
             INSERT INTO {StagingEntry._meta.db_table} (staging_entry_id, account_id, entry_type, amount, currency,
                 effective_date, processing_mode, status, metadata, request_hash, created_at, updated_at)
-            SELECT gen_random_uuid(), %s, 'CREDIT', 1 + (i %% 1000) / 100.0, 'USD', now() - (i %% 30 || ' days')::interval,
+            SELECT gen_random_uuid(), %s, 'CREDIT', 1 + (i %% 1000) / 100.0, 'USD',
+                now() - (i %% 30 || ' days')::interval,
                 'CONFIRMATION', CASE WHEN i %% 100 = 0 THEN 'NEEDS_MANUAL_REVIEW' ELSE 'PROCESSED' END,
                 CASE WHEN i %% 100 = 0 THEN jsonb_build_object('order_id', 'ord-' || i, 'source_file', 'bench.csv',
                     'error', 'No expected entry with order_id', 'error_type', 'NoMatchFoundError')

@@ -745,10 +745,11 @@ class StagingEntryAdmin(AuditHistoryMixin, ReadOnlyPageMixin, AuditedFSMAdminMix
         candidates = same + [c for c in candidates if c not in same]
         form = MatchForm(request.POST or None, initial={"entry_id": str(same[0].pk)} if same else None)
         form.fields["entry_id"].choices = [
-            (str(c.pk), f"{formatting.entry_label(key=c.metadata.get(key_name), amount=c.amount, currency=c.currency, side=c.entry_type)}"
-                        f" · {c.effective_date:%Y-%m-%d} · {c.transaction.logical_transaction_id} "
-                        f"v{c.transaction.version} [{c.transaction.status}]"
-                        + (" · same key" if c in same else "")) for c in candidates]
+            (str(c.pk), formatting.entry_label(key=c.metadata.get(key_name), amount=c.amount, currency=c.currency,
+                                               side=c.entry_type)
+             + f" · {c.effective_date:%Y-%m-%d} · {c.transaction.logical_transaction_id} "
+               f"v{c.transaction.version} [{c.transaction.status}]" + (" · same key" if c in same else ""))
+            for c in candidates]
         accounts = Account.objects.filter(merchant_id=entry.account.merchant_id, currency=entry.currency).exclude(
             pk=entry.account_id).order_by("account_name")
         form.fields["difference_account"].choices = [("", "(the rule's difference account)")] + [
