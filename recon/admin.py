@@ -9,10 +9,10 @@ import uuid
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.response import TemplateResponse
@@ -535,12 +535,30 @@ class MatchForm(forms.Form):
                              help_text="Required for a write-off; recorded on the audit trail.")
 
 
-def _rule_key_annotation():
-    """The match key of the entry's rule: the rule whose account_one is the entry's account (TRANSACTION), else
-    one whose account_two is (CONFIRMATION); `order_id` when none."""
-    one = ReconRule.objects.filter(account_one=OuterRef("account_id")).values("match_key")[:1]
-    two = ReconRule.objects.filter(account_two=OuterRef("account_id")).order_by("created_at").values("match_key")[:1]
-    return Coalesce(Subquery(one), Subquery(two), Value("order_id"))
+def decorate(entries: list[StagingEntry]) -> list[StagingEntry]:
+    """Sets `task_status` (of the entry's task) and `rule_key` (the match key of the entry's rule: the rule whose
+    account_one is the entry's account, else the oldest whose account_two is; `order_id` when none) on a page of
+    entries: two queries whatever the page's size, and none in the list's count."""
+    tasks = dict(ProcessTracker.objects.filter(pk__in=[e.task_id for e in entries if e.task_id])
+                 .values_list("task_id", "status"))
+    accounts = {e.account_id for e in entries}
+    keys: dict = {}
+    for one, two, key in (ReconRule.objects.filter(Q(account_one__in=accounts) | Q(account_two__in=accounts))
+                          .order_by("-created_at").values_list("account_one_id", "account_two_id", "match_key")):
+        keys[two] = key  # the oldest rule's key wins for account_two ...
+    for one, _, key in ReconRule.objects.filter(account_one__in=accounts).values_list(
+            "account_one_id", "account_two_id", "match_key"):
+        keys[one] = key  # ... and account_one's rule over any
+    for entry in entries:
+        entry.task_status = tasks.get(entry.task_id)
+        entry.rule_key = keys.get(entry.account_id, "order_id")
+    return entries
+
+
+class ReviewChangeList(ChangeList):
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = decorate(list(self.result_list))
 
 
 @admin.register(StagingEntry)
@@ -575,9 +593,14 @@ class StagingEntryAdmin(AuditHistoryMixin, ReadOnlyPageMixin, AuditedFSMAdminMix
         return False  # ignore (archive) with a reason instead
 
     def get_queryset(self, request):
-        task_status = ProcessTracker.objects.filter(pk=OuterRef("task_id")).values("status")[:1]
-        qs = super().get_queryset(request).annotate(task_status=Subquery(task_status), rule_key=_rule_key_annotation())
-        return _scoped(request, qs, "account__merchant_id")
+        return _scoped(request, super().get_queryset(request), "account__merchant_id")
+
+    def get_changelist(self, request, **kwargs):
+        return ReviewChangeList
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        return decorate([obj])[0] if obj is not None else None
 
     def get_search_results(self, request, queryset, search_term):
         for term in search_term.split():
@@ -727,7 +750,7 @@ class StagingEntryAdmin(AuditHistoryMixin, ReadOnlyPageMixin, AuditedFSMAdminMix
         ]
 
     def match_view(self, request, object_id):
-        entry = self.get_queryset(request).filter(pk=object_id).select_related("account").first()
+        entry = self.get_object(request, str(object_id))
         if entry is None or entry.status != StagingStatus.NEEDS_MANUAL_REVIEW:
             self.message_user(request, "Only entries in review can be matched.", messages.ERROR)
             return redirect("admin:recon_stagingentry_changelist")
