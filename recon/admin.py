@@ -495,24 +495,43 @@ class AgeFilter(admin.SimpleListFilter):
         return queryset
 
 
-def metadata_search(queryset, term: str):
-    """Staging entries whose id is `term` or whose metadata has `term` as a value (any key): one containment
-    test on the indexed `MetadataValues(metadata)` (GIN, jsonb_path_ops), so it stays fast at millions of
-    rows. Numbers are matched as numbers too (`1001` finds `{"invoice": 1001}`)."""
-    values = [term]
+def metadata_search(queryset, term: str, *, within: str | None = None):
+    """Staging entries whose id is `term` or whose metadata has `term` as a value (any key; numbers match as
+    numbers too: `1001` finds `{"invoice": 1001}`). One containment test on `MetadataValues(metadata)`, whose GIN
+    index (recon_staging_meta_values) holds the entries in review: with `within="review"` (the review queue) the
+    test is split into the entries in review (that index) and the stuck PENDING ones (recon_staging_pending_task),
+    so it stays fast at millions of rows; elsewhere (`None`: any status) it reads the table."""
     try:
         number = float(term) if "." in term or "e" in term.lower() else int(term)
     except ValueError:
         number = None
-    match = Q(meta_values__contains=[term])
-    if number is not None and str(number) == term:
-        values.append(number)
-        match |= Q(meta_values__contains=[number])
+    values = [term] + ([number] if number is not None and str(number) == term else [])
     try:
-        match |= Q(pk=uuid.UUID(term))
+        by_id = Q(pk=uuid.UUID(term))
     except ValueError:
-        pass
-    return queryset.alias(meta_values=MetadataValues("metadata")).filter(match)
+        by_id = Q(pk__in=[])
+
+    def match(alias: str) -> Q:
+        found = by_id
+        for value in values:
+            found |= Q(**{f"{alias}__contains": [value]})
+        return found
+
+    # Two spellings of the same values (`$.*`, `strict $.*`), so PostgreSQL does not factor the test out of the
+    # OR below, which would hide the partial index's predicate from the planner.
+    queryset = queryset.alias(meta_values=MetadataValues("metadata"), meta_strict=StrictMetadataValues("metadata"))
+    if within == "review":
+        return queryset.filter((Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) & match("meta_values"))
+                               | (STUCK & match("meta_strict")))
+    if within == "stuck":
+        return queryset.filter(STUCK & match("meta_strict"))
+    return queryset.filter(match("meta_values"))
+
+
+class StrictMetadataValues(MetadataValues):
+    """The same values as `MetadataValues`, spelled `strict $.*` (not indexed)."""
+
+    template = "%(function)s(%(expressions)s, 'strict $.*')"
 
 
 class IgnoreForm(forms.Form):
@@ -570,7 +589,8 @@ class StagingEntryAdmin(AuditHistoryMixin, ReadOnlyPageMixin, AuditedFSMAdminMix
     list_filter = [ReviewQueueFilter, AccountFilter, ReasonFilter, AgeFilter, "status", "processing_mode"]
     list_select_related = ["account"]
     search_fields = ["staging_entry_id"]  # see get_search_results
-    search_help_text = "An order id or any other metadata value (exact), or a staging entry id."
+    search_help_text = ("An order id or any other metadata value (exact), or a staging entry id; fastest in the "
+                        "review queue.")
     show_full_result_count = False
     paginator = CappedCountPaginator
     list_per_page = 50
@@ -603,8 +623,11 @@ class StagingEntryAdmin(AuditHistoryMixin, ReadOnlyPageMixin, AuditedFSMAdminMix
         return decorate([obj])[0] if obj is not None else None
 
     def get_search_results(self, request, queryset, search_term):
+        within = request.GET.get("queue")
+        if within is None and request.GET.get("status__exact") == StagingStatus.NEEDS_MANUAL_REVIEW:
+            within = "review"
         for term in search_term.split():
-            queryset = metadata_search(queryset, term)
+            queryset = metadata_search(queryset, term, within=within if within in ("review", "stuck") else None)
         return queryset, False
 
     # --- columns -------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 - `recon_account_frozen_fields`: a trigger that refuses to change an account's currency, type or opening balance
   once it has entries or staging entries (recon.services.account_update checks the same first, with a 409).
-- `recon_staging_meta_values`: a GIN index (jsonb_path_ops) on the array of a staging entry's metadata values,
-  `jsonb_path_query_array(metadata, '$.*')` (immutable), serving `recon.models.MetadataValues(...) @> '["v"]'`.
+- `recon_staging_meta_values`: a GIN index (jsonb_path_ops) on the array of the metadata values of the staging
+  entries in review, `jsonb_path_query_array(metadata, '$.*')` (immutable), serving the review queue's search
+  `recon.models.MetadataValues(...) @> '["v"]'`.
 - `recon_staging_review`: the review queue (a partial index on NEEDS_MANUAL_REVIEW, newest first).
 - the `recon.write_off` permission (forced matches beyond tolerance)."""
 
@@ -32,9 +33,11 @@ DROP TRIGGER IF EXISTS recon_account_frozen_fields ON recon_account;
 DROP FUNCTION IF EXISTS recon_account_frozen_fields();
 """
 
+# Partial: only entries in review are indexed, so importing and processing entries (PENDING -> PROCESSED, non-HOT
+# updates) writes nothing to it; a full index measured about +20 us per inserted row and +55 us per status update.
 INDEX = """
 CREATE INDEX recon_staging_meta_values ON recon_stagingentry
-    USING gin (jsonb_path_query_array(metadata, '$.*') jsonb_path_ops);
+    USING gin (jsonb_path_query_array(metadata, '$.*') jsonb_path_ops) WHERE status = 'NEEDS_MANUAL_REVIEW';
 """
 
 

@@ -178,20 +178,14 @@ def test_review_queue_filters_by_account_reason_and_age(console, queue, ledger):
 
 
 def test_review_queue_search_by_any_metadata_value(console, queue):
-    found = page(console, "/admin/recon/stagingentry/", q="ord-2001")
+    found = page(console, "/admin/recon/stagingentry/", q="ord-2001", queue="review")
     assert len(rows(found)) == 1 and "1,409.39 USD" in found
+    assert len(rows(page(console, "/admin/recon/stagingentry/", q="ord-9"))) == 1  # any status, outside the queue
+    assert len(rows(page(console, "/admin/recon/stagingentry/", q="ord-9", queue="review"))) == 0
     assert len(rows(page(console, "/admin/recon/stagingentry/", q="PO-77"))) == 1  # any key
     assert len(rows(page(console, "/admin/recon/stagingentry/", q=str(queue.yen.pk)))) == 1  # the id
     assert len(rows(page(console, "/admin/recon/stagingentry/", q="ord-20"))) == 0  # values match exactly
-    with connection.cursor() as cursor:  # the search is served by the GIN index
-        from recon.admin import metadata_search
-
-        sql, params = metadata_search(StagingEntry.objects.order_by(), "ord-2001").query.sql_with_params()
-        cursor.execute("SET enable_seqscan = off; SET enable_indexscan = off")  # a tiny table: force the choice
-        cursor.execute("EXPLAIN " + sql, params)
-        plan = "\n".join(r[0] for r in cursor.fetchall())
-        cursor.execute("RESET enable_seqscan; RESET enable_indexscan")
-    assert "recon_staging_meta_values" in plan
+    # Which index serves it depends on the table's size: `make bench` (review_search) records the plan at 1M rows.
 
 
 def test_match_form_preselects_the_candidate_with_the_same_key_and_books_a_write_off(console, ledger, staff_user):
