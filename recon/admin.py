@@ -25,15 +25,11 @@ from config.errors import AppError
 from recon import access, formatting, reports, services, uploads
 from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, MetadataValues,
                           ReconRule, StagingEntry, StagingStatus, Transaction, TransactionStatus, Upload)
+from recon.selectors import review_queue_q, stuck_q
 from tracker import audit
 from tracker.admin_base import AuditedFSMAdminMixin, ReadOnlyAdmin
 from tracker.models import ProcessTracker
 from tracker.pagination import CappedCountPaginator
-
-
-def _scoped(request, queryset, field: str):
-    tenants = access.visible_tenants(request.user)
-    return queryset if tenants is None else queryset.filter(**{f"{field}__in": tenants})
 
 
 def _admin_link(obj, text=None) -> str:
@@ -189,6 +185,8 @@ class MerchantForm(ServiceForm):
 
 @admin.register(Merchant)
 class MerchantAdmin(ServiceAdmin):
+    tenant_field = "merchant_id"
+    tenant_permissions = ("view",)  # staff create and rename merchants
     form = MerchantForm
     list_display = ["merchant_id", "merchant_name", "created_at"]
     search_fields = ["merchant_id", "merchant_name"]
@@ -211,6 +209,7 @@ class MembershipForm(ServiceForm):
 
 @admin.register(MerchantMembership)
 class MerchantMembershipAdmin(ServiceAdmin):
+    staff_only = True
     form = MembershipForm
     delete_with = staticmethod(lambda m: services.membership_delete(membership=m))
     list_display = ["user", "merchant", "role", "created_at"]
@@ -251,6 +250,7 @@ class AccountForm(ServiceForm):
 
 @admin.register(Account)
 class AccountAdmin(ServiceAdmin):
+    tenant_field = "merchant_id"
     form = AccountForm
     delete_with = staticmethod(lambda a: services.account_delete(account=a))
     change_form_template = "admin/recon/account/change_form.html"
@@ -286,7 +286,7 @@ class AccountAdmin(ServiceAdmin):
 
     def import_csv_view(self, request, object_id):
         """Uploads a CSV file and starts the same `recon.import_csv` job as the API, then shows the job."""
-        account = _scoped(request, Account.objects.all(), "merchant_id").filter(pk=object_id).first()
+        account = self.get_queryset(request).filter(pk=object_id).first()
         if account is None:
             self.message_user(request, "Account not found.", messages.ERROR)
             return redirect("admin:recon_account_changelist")
@@ -336,6 +336,7 @@ class ReconRuleAdmin(ServiceAdmin):
     difference account with a tolerance) and deleted through `recon_rule_delete`; a rule is not edited in
     place (delete it and create another)."""
 
+    tenant_field = "merchant_id"
     form = ReconRuleForm
     delete_with = staticmethod(lambda r: services.recon_rule_delete(rule=r))
     list_display = ["__str__", "merchant", "account_one", "account_two", "match_key", "tolerance",
@@ -376,6 +377,7 @@ class EntryInline(admin.TabularInline):
 
 @admin.register(Transaction)
 class TransactionAdmin(AuditHistoryMixin, ReadOnlyAdmin):
+    tenant_field = "merchant_id"
     list_display = ["logical_transaction_id", "version", "status", "amount_shown", "merchant", "created_at"]
     list_filter = ["status", ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["merchant"]
@@ -401,6 +403,7 @@ class TransactionAdmin(AuditHistoryMixin, ReadOnlyAdmin):
 
 @admin.register(Entry)
 class EntryAdmin(ReadOnlyAdmin):
+    tenant_field = "account__merchant_id"
     list_display = ["entry_id", "account", "entry_type", "amount_shown", "status", "effective_date", "transaction"]
     list_filter = ["status", "entry_type"]
     list_select_related = ["account", "transaction"]
@@ -417,9 +420,8 @@ class EntryAdmin(ReadOnlyAdmin):
 
 # Served by the partial indexes recon_staging_review (NEEDS_MANUAL_REVIEW) and recon_staging_pending_task (PENDING,
 # by task id): a BitmapOr, whatever the table's size.
-STUCK = Q(status=StagingStatus.PENDING, task_id__in=ProcessTracker.objects.filter(
-    status__in=("FAILED", "CANCELLED")).values("task_id"))
-IN_REVIEW = Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) | STUCK
+STUCK = stuck_q()
+IN_REVIEW = review_queue_q()
 
 
 class ReviewQueueFilter(admin.SimpleListFilter):
@@ -442,7 +444,9 @@ class AccountFilter(admin.SimpleListFilter):
     parameter_name = "account"
 
     def lookups(self, request, model_admin):
-        accounts = _scoped(request, Account.objects.order_by("merchant_id", "account_name"), "merchant_id")
+        tenants = access.visible_tenants(request.user)
+        accounts = Account.objects.order_by("merchant_id", "account_name")
+        accounts = accounts if tenants is None else accounts.filter(merchant_id__in=tenants)
         return [(str(a.pk), f"{a.account_name} ({a.currency}, {a.merchant_id})") for a in accounts[:200]]
 
     def queryset(self, request, queryset):
@@ -582,6 +586,7 @@ class ReviewChangeList(ChangeList):
 
 @admin.register(StagingEntry)
 class StagingEntryAdmin(AuditHistoryMixin, ReadOnlyPageMixin, AuditedFSMAdminMixin, admin.ModelAdmin):
+    tenant_field = "account__merchant_id"
     fsm_fields = ["status"]
     fsm_forms = {"ignore": IgnoreForm}
     list_display = ["key_value", "amount_shown", "account", "reason", "age", "status", "task_status"]
@@ -611,9 +616,6 @@ class StagingEntryAdmin(AuditHistoryMixin, ReadOnlyPageMixin, AuditedFSMAdminMix
 
     def has_delete_permission(self, request, obj=None):
         return False  # ignore (archive) with a reason instead
-
-    def get_queryset(self, request):
-        return _scoped(request, super().get_queryset(request), "account__merchant_id")
 
     def get_changelist(self, request, **kwargs):
         return ReviewChangeList
@@ -707,7 +709,7 @@ class StagingEntryAdmin(AuditHistoryMixin, ReadOnlyPageMixin, AuditedFSMAdminMix
 
     # FSM buttons route through the services so tasks and mismatches follow.
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
-        action = {"requeue": "reprocess", "ignore": "ignore"}.get(transition_name)
+        action = {"reprocess": "reprocess", "ignore": "ignore"}.get(transition_name)
         if action is None:
             return super()._apply_fsm_transition(obj=obj, transition_name=transition_name, request=request,
                                                  kwargs=kwargs)
@@ -857,6 +859,11 @@ class ClosedPeriodAdmin(AuditHistoryMixin, ReadOnlyPageMixin, admin.ModelAdmin):
     """Periods are closed by a `recon.close_period` job once approved (on the confirmation page below) and
     reopened with the action; nothing here edits or deletes a period."""
 
+    tenant_field = "merchant_id"
+    # Staff reopen periods; operators close them through the close-period job: "change" only serves the approval
+    # page (no object), every period's own page stays read-only.
+    tenant_permissions = ("view", "change")
+
     list_display = ["merchant", "start_date", "end_date", "closed_by", "closed_when", "reopened_at"]
     list_select_related = ["merchant", "closed_by"]
     fields = readonly_fields = ["merchant", "start_date", "end_date", "closed_by", "closed_at", "reason",
@@ -867,13 +874,13 @@ class ClosedPeriodAdmin(AuditHistoryMixin, ReadOnlyPageMixin, admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
-        return False
+        return obj is None and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def get_queryset(self, request):
-        return _scoped(request, super().get_queryset(request), "merchant_id")
+    def save_model(self, request, obj, form, change):
+        pass  # periods change through services only (close, reopen)
 
     @admin.display(description="closed at", ordering="closed_at")
     def closed_when(self, obj):
@@ -959,15 +966,14 @@ class UploadAdmin(ReadOnlyAdmin):
     """Uploaded files (their bytes stay in the database; start imports from the account's page) with their
     import's report: the row errors as a table and a CSV download."""
 
+    tenant_field = "account__merchant_id"
+
     list_display = ["name", "account", "size", "line_count", "created_by", "created_at"]
     list_select_related = ["account", "created_by"]
     search_fields = ["=upload_id", "name", "=sha256"]
     show_full_result_count = False
     paginator = CappedCountPaginator
     readonly_fields = ["import_job", "import_errors"]
-
-    def get_queryset(self, request):
-        return _scoped(request, super().get_queryset(request), "account__merchant_id")
 
     @admin.display(description="import job")
     def import_job(self, obj):
