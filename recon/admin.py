@@ -23,8 +23,21 @@ from django.utils.safestring import mark_safe
 
 from config.errors import AppError
 from recon import access, formatting, reports, services, uploads
-from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, MetadataValues,
-                          ReconRule, StagingEntry, StagingStatus, Transaction, TransactionStatus, Upload)
+from recon.models import (
+    Account,
+    ClosedPeriod,
+    Entry,
+    EntryStatus,
+    Merchant,
+    MerchantMembership,
+    MetadataValues,
+    ReconRule,
+    StagingEntry,
+    StagingStatus,
+    Transaction,
+    TransactionStatus,
+    Upload,
+)
 from recon.selectors import review_queue_q, stuck_q
 from tracker import audit
 from tracker.admin_base import AuditedFSMAdminMixin, ReadOnlyAdmin
@@ -566,7 +579,7 @@ def decorate(entries: list[StagingEntry]) -> list[StagingEntry]:
                  .values_list("task_id", "status"))
     accounts = {e.account_id for e in entries}
     keys: dict = {}
-    for one, two, key in (ReconRule.objects.filter(Q(account_one__in=accounts) | Q(account_two__in=accounts))
+    for _one, two, key in (ReconRule.objects.filter(Q(account_one__in=accounts) | Q(account_two__in=accounts))
                           .order_by("-created_at").values_list("account_one_id", "account_two_id", "match_key")):
         keys[two] = key  # the oldest rule's key wins for account_two ...
     for one, _, key in ReconRule.objects.filter(account_one__in=accounts).values_list(

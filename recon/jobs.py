@@ -22,7 +22,6 @@ from recon.models import Account, Merchant, ProcessingMode, Upload
 from recon.uploads import open_lines
 
 
-
 class ImportCsvParams(serializers.Serializer):
     account_id = serializers.UUIDField()
     upload_id = serializers.UUIDField()

@@ -18,9 +18,23 @@ from django.utils.crypto import get_random_string
 
 from recon import engine, errors, queries
 from recon.currencies import is_currency, normalize_currency
-from recon.models import (MONEY_QUANTUM, Account, AccountType, ClosedPeriod, Entry, Merchant, MerchantMembership,
-                          ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
-                          TransactionStatus)
+from recon.models import (
+    MONEY_QUANTUM,
+    Account,
+    AccountType,
+    ClosedPeriod,
+    Entry,
+    Merchant,
+    MerchantMembership,
+    ProcessingMode,
+    ReconRule,
+    Role,
+    Side,
+    StagingEntry,
+    StagingStatus,
+    Transaction,
+    TransactionStatus,
+)
 from recon.selectors import task_is_stuck
 from tracker import audit
 from tracker.bulk import copy_rows, copy_text, json_text
