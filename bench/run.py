@@ -406,6 +406,58 @@ def bench_balance(scale: float) -> None:
     record("account_balance_ms", statistics.median(samples), "ms", entries=n)
 
 
+def bench_review_search(scale: float) -> None:
+    """The admin review queue searched by a metadata value (`?queue=review&q=ord-...`: the figure) with many
+    staging entries, 1% of them in review: median response time of 5 requests, plus the search statement's own
+    execution time from EXPLAIN ANALYZE (partial GIN index recon_staging_meta_values). For comparison, the same
+    search over every status (`?q=`, reads the table) and the review queue's first page."""
+    from django.db import connection
+
+    from recon.admin import metadata_search
+    from recon.models import StagingEntry
+
+    n = max(1000, int(1_000_000 * scale))
+    merchant, payments, bank = _ledger("review")
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO {StagingEntry._meta.db_table} (staging_entry_id, account_id, entry_type, amount, currency,
+                effective_date, processing_mode, status, metadata, request_hash, created_at, updated_at)
+            SELECT gen_random_uuid(), %s, 'CREDIT', 1 + (i %% 1000) / 100.0, 'USD',
+                now() - (i %% 30 || ' days')::interval,
+                'CONFIRMATION', CASE WHEN i %% 100 = 0 THEN 'NEEDS_MANUAL_REVIEW' ELSE 'PROCESSED' END,
+                CASE WHEN i %% 100 = 0 THEN jsonb_build_object('order_id', 'ord-' || i, 'source_file', 'bench.csv',
+                    'error', 'No expected entry with order_id', 'error_type', 'NoMatchFoundError')
+                ELSE jsonb_build_object('order_id', 'ord-' || i, 'source_file', 'bench.csv',
+                    'match_type', 'Fulfilled') END,
+                '', now() - (i || ' seconds')::interval, now()
+            FROM generate_series(1, %s) i""", [bank.pk, n])
+        cursor.execute(f"VACUUM ANALYZE {StagingEntry._meta.db_table}")
+        target = f"ord-{(n // 200) * 100}"  # an entry in review, mid-table
+        sql, params = metadata_search(StagingEntry.objects.order_by(), target, within="review").query.sql_with_params()
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+        plan = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
+    client = _staff_client()
+    timings = {}
+    for label, query in [("review+q", f"?queue=review&q={target}"), ("all+q", f"?q={target}"),
+                         ("review", "?queue=review")]:
+        url = "/admin/recon/stagingentry/" + query
+        response = client.get(url)
+        assert response.status_code == 200 and (label == "review" or target in response.content.decode()), url
+        samples = []
+        for _ in range(5):
+            t = time.perf_counter()
+            client.get(url)
+            samples.append((time.perf_counter() - t) * 1000)
+        timings[label] = round(statistics.median(samples), 1)
+    def indexes(node: dict) -> list[str]:
+        return ([node["Index Name"]] if "Index Name" in node else []) + [
+            name for child in node.get("Plans", []) for name in indexes(child)]
+
+    record("admin_review_search_ms", timings["review+q"], "ms", rows=n, pages=timings,
+           search_sql_ms=round(plan["Execution Time"], 2), indexes=sorted(set(indexes(plan["Plan"]))))
+
+
 # --- report -------------------------------------------------------------------------------------------------
 
 RATIOS = {
@@ -462,7 +514,7 @@ def report(scale: float, runs: list[dict]) -> None:
 
 
 STEPS = ["pgbench", "recon", "latency", "tracker", "import", "import_alone", "djangoq", "procrastinate", "admin",
-         "balance"]
+         "balance", "review_search"]
 # Steps that run in one shared tracker cluster (started once, in this order; import leaves a backlog, so last).
 CLUSTER_STEPS = ("recon", "latency", "tracker", "import")
 
@@ -518,6 +570,7 @@ def run_steps(steps: list[str], args) -> None:
         "import": lambda: bench_import(args.scale, cluster),
         "import_alone": lambda: bench_import_alone(args.scale),
         "balance": lambda: bench_balance(args.scale),
+        "review_search": lambda: bench_review_search(args.scale),
     }
     try:
         for step in steps:

@@ -129,6 +129,8 @@ AUTH_PASSWORD_VALIDATORS = [] if DEBUG else [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# Dates with seconds and time zone in every console page (config/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["config.formats"]
 USE_I18N = True
 USE_TZ = True
 

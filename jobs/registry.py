@@ -26,6 +26,8 @@ class JobType:
     description: str = ""
     # Demo types (jobs.builtin): startable by staff only, removed with JOBS_DEMO_TYPES=0 (shared/API.md, "Jobs").
     demo: bool = False
+    # signal name -> admin URL name (taking the job id) of a page that confirms before sending it
+    signal_views: dict | None = None
 
     def validate(self, params, context: dict | None = None) -> dict:
         """Validated params (JSON-ready) or InvalidJobParams (400) with the serializer's errors as details.
@@ -57,15 +59,18 @@ def demo_types_enabled() -> bool:
     return bool(conf.get("DEMO_TYPES"))
 
 
-def job_type(name: str, *, params: type | None = None, schema_version: int = 1, demo: bool = False):
+def job_type(name: str, *, params: type | None = None, schema_version: int = 1, demo: bool = False,
+             signal_views: dict | None = None):
     """Registers `handler(ctx, params) -> dict | None` as job type `name`. A `demo` type is startable by staff
-    only and not registered at all with JOBS_DEMO_TYPES=0."""
+    only and not registered at all with JOBS_DEMO_TYPES=0; `signal_views` maps a signal to the admin page that
+    confirms before sending it."""
 
     def decorate(handler: Callable) -> Callable:
         if demo and not demo_types_enabled():
             return handler
         _registry[name] = JobType(name=name, handler=handler, params=params, schema_version=schema_version,
-                                  description=(handler.__doc__ or "").strip().split("\n")[0], demo=demo)
+                                  description=(handler.__doc__ or "").strip().split("\n")[0], demo=demo,
+                                  signal_views=signal_views)
         return handler
 
     return decorate

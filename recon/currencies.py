@@ -13,3 +13,21 @@ XSU XTS XUA XXX YER ZAR ZMW ZWG ZWL
 
 def is_currency(code) -> bool:
     return isinstance(code, str) and code in ISO_4217
+
+
+def normalize_currency(code):
+    """The code in upper case (codes are accepted in any case and stored upper); other values unchanged, so
+    `is_currency` rejects them."""
+    return code.strip().upper() if isinstance(code, str) else code
+
+
+# Decimal places of the currencies whose minor unit is not 2 (ISO 4217); every other code has 2.
+MINOR_UNITS = {
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+    **dict.fromkeys("CLF UYW".split(), 4),
+}
+
+
+def minor_units(code: str) -> int:
+    return MINOR_UNITS.get(code, 2)

@@ -105,7 +105,7 @@ def validate_row(row: dict, *, account: Account, processing_mode: str, source_fi
                 problems.append("amount is too large")
         except (InvalidOperation, ValueError):
             problems.append(f"amount {report_text(raw_amount)!r} is not a number")
-    currency = (row.get("currency") or "").strip()
+    currency = (row.get("currency") or "").strip().upper()  # any case accepted, stored upper
     if currency and not is_currency(currency):
         problems.append(f"currency {report_text(currency)!r} is not an ISO 4217 code")
     raw_date = (row.get("transaction_date") or "").strip()
@@ -278,8 +278,8 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
         seen_in_chunk += 1
         if len(cells) == width:
             order_id, raw_amount, currency, raw_date, kind = pick(cells)
-            order_id, raw_amount, currency, raw_date = (order_id.strip(), raw_amount.strip(), currency.strip(),
-                                                        raw_date.strip())
+            order_id, raw_amount, currency, raw_date = (order_id.strip(), raw_amount.strip(),
+                                                        currency.strip().upper(), raw_date.strip())
             side = sides.get(kind.strip().lower())
             if (side is not None and order_id and currency in currencies and raw_date
                     and len(order_id) <= order_id_max and not unstorable(order_id)

@@ -4,20 +4,22 @@
   rows commits together with the job's checkpoint `{"rows_done", "report"}`, so a crash, a pause or the end of a
   slice resumes at the next row without duplicates. Result: the ingest report.
 - `recon.close_period`: computes the period's summary, waits for an operator's `approve` or `reject` signal,
-  then closes the period (`recon.services.period_close`) or completes with `{"status": "rejected"}`."""
+  then closes the period (`recon.services.period_close`, which refuses while entries of the period are open,
+  unless forced with a reason) or completes with `{"status": "rejected"}`. The console's Approve goes through
+  a confirmation page (`admin:recon_closedperiod_approve`) that shows what is still open."""
 
 import datetime as dt
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from rest_framework import serializers
 
 from jobs.registry import job_type
 from jobs.runtime import JobContext
-from recon import access, reports, services
+from recon import access, errors, reports, services
 from recon.ingest import CHUNK_ROWS, ingest_csv
 from recon.models import Account, Merchant, ProcessingMode, Upload
 from recon.uploads import open_lines
-
 
 
 class ImportCsvParams(serializers.Serializer):
@@ -104,42 +106,69 @@ def _signal_sender(ctx: JobContext, name: str):
     return signal.sent_by if signal is not None else None
 
 
-@job_type("recon.close_period", params=ClosePeriodParams)
+@job_type("recon.close_period", params=ClosePeriodParams,
+          signal_views={"approve": "admin:recon_closedperiod_approve"})
 def close_period(ctx: JobContext, params: dict) -> dict:
-    """Summarises a merchant's period, waits for `approve` or `reject`, then closes it (or not)."""
+    """Summarises a merchant's period, waits for `approve` or `reject`, then closes it (or not).
+
+    On `approve` the summary is computed again and `services.period_close` decides: while entries dated in the
+    period are in review or PENDING it refuses, and the job logs how many and waits for the next signal, unless
+    the payload is `{"force": true, "reason": "..."}`."""
     if ctx.merchant_id != params["merchant_id"]:
         raise JobScopeError("The job must belong to the merchant whose period it closes.")
     start, end = dt.date.fromisoformat(params["start_date"]), dt.date.fromisoformat(params["end_date"])
     state = dict(ctx.checkpoint_data)
     if "period_id" in state:  # approved and closed in an earlier slice
-        return {"status": "closed", **{k: state[k] for k in ("period_id", "summary", "approved_by")}}
+        return {"status": "closed", **{k: state[k] for k in ("period_id", "summary", "approved_by", "closed_at")
+                                       if k in state}}
     if "summary" not in state:
         summary = reports.period_summary(merchant_id=params["merchant_id"], start_date=start, end_date=end)
-        ctx.log(f"period {start}..{end}: {summary['staging_entries']['total']} staging entries "
-                f"({summary['staging_entries']['by_status']}), {summary['open_review']} in the review queue",
-                summary=summary)
+        ctx.log(f"period {start}..{end}: {summary['staging_entries']['total']} staging entries, "
+                f"{summary['open_review']} in the review queue, "
+                f"{summary['staging_entries']['by_status']['PENDING']} pending", summary=summary)
         with transaction.atomic():
             ctx.checkpoint({"summary": summary})
         state = {"summary": summary}
-    ctx.progress(50, "waiting for approve or reject")
-    name, payload = ctx.wait_for_any("approve", "reject")
-    user = _signal_sender(ctx, name)
-    who = user.get_username() if user is not None else ""
-    if name == "reject":
-        ctx.log(f"rejected{' by ' + who if who else ''}", payload=payload)
-        return {"status": "rejected", "summary": state["summary"], "rejected_by": who, "payload": payload}
-    owner = None
-    if user is None and ctx.owner_id:
-        from django.contrib.auth import get_user_model
+    while True:
+        ctx.progress(50, "waiting for approve or reject")
+        name, payload = ctx.wait_for_any("approve", "reject")
+        user = _signal_sender(ctx, name)
+        who = user.get_username() if user is not None else ""
+        if name == "reject":
+            ctx.log(f"rejected{' by ' + who if who else ''}", payload=payload)
+            return {"status": "rejected", "summary": state["summary"], "rejected_by": who, "payload": payload}
+        by = user or _owner(ctx)
+        force = payload.get("force") is True
+        summary = reports.period_summary(merchant_id=params["merchant_id"], start_date=start, end_date=end)
+        try:
+            with transaction.atomic():
+                merchant = Merchant.objects.get(pk=params["merchant_id"])
+                period = services.period_close(merchant=merchant, start_date=start, end_date=end, by=by,
+                                               reason=params.get("reason") or f"closed by job {ctx.job_id}",
+                                               force=force, force_reason=str(payload.get("reason") or ""))
+                approved_by = by.get_username() if by is not None else ""
+                closed_at = period.closed_at.isoformat()
+                ctx.checkpoint({**state, "summary": summary, "period_id": period.pk, "approved_by": approved_by,
+                                "closed_at": closed_at, "forced": force})
+        except (errors.PeriodHasOpenEntriesError, ValidationError) as exc:
+            message = exc.message if isinstance(exc, errors.PeriodHasOpenEntriesError) else \
+                "; ".join(m for ms in exc.message_dict.values() for m in ms)
+            ctx.log(f"not closed: {message} Resolve them and approve again, or approve with "
+                    f'{{"force": true, "reason": "..."}}.', open=getattr(exc, "details", {}))
+            with transaction.atomic():  # the refused signal counts as received; the summary is the new one
+                state = {**state, "summary": summary, "refused": int(state.get("refused", 0)) + 1}
+                ctx.checkpoint(state)
+            continue
+        ctx.log(f"period {start}..{end} closed{' by ' + approved_by if approved_by else ''} at {closed_at}"
+                + (" (forced)" if force else ""), period_id=period.pk)
+        return {"status": "closed", "period_id": period.pk, "summary": summary, "approved_by": approved_by,
+                "closed_at": closed_at, "forced": force}
 
-        owner = get_user_model().objects.filter(pk=ctx.owner_id).first()
-    by = user or owner
-    with transaction.atomic():
-        merchant = Merchant.objects.get(pk=params["merchant_id"])
-        period = services.period_close(merchant=merchant, start_date=start, end_date=end, by=by,
-                                       reason=params.get("reason") or f"closed by job {ctx.job_id}")
-        approved_by = by.get_username() if by is not None else ""
-        ctx.checkpoint({**state, "period_id": period.pk, "approved_by": approved_by})
-    ctx.log(f"period {start}..{end} closed{' by ' + approved_by if approved_by else ''}", period_id=period.pk)
-    return {"status": "closed", "period_id": period.pk, "summary": state["summary"], "approved_by": approved_by}
 
+def _owner(ctx: JobContext):
+    """The job's owner (the approver when a signal was sent by the system)."""
+    if not ctx.owner_id:
+        return None
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.filter(pk=ctx.owner_id).first()

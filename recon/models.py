@@ -131,7 +131,16 @@ class ReconRule(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.account_one_id} -> {self.account_two_id}"
+        return f"{self.account_one.account_name} -> {self.account_two.account_name} ({self.match_key})"
+
+
+class MetadataValues(models.Func):
+    """The values of a JSON object as a JSON array, `jsonb_path_query_array(metadata, '$.*')`: an immutable
+    expression, indexed (GIN, jsonb_path_ops) for the review queue's search by any metadata value."""
+
+    function = "jsonb_path_query_array"
+    template = "%(function)s(%(expressions)s, '$.*')"
+    output_field = models.JSONField()
 
 
 class StagingEntry(FSMModelMixin, models.Model):
@@ -158,12 +167,19 @@ class StagingEntry(FSMModelMixin, models.Model):
     class Meta:
         verbose_name_plural = "staging entries"
         ordering = ["-created_at", "staging_entry_id"]
+        permissions = [("write_off", "Can book a forced match's difference as a write-off")]
+        # Also (migration 0005, raw SQL): recon_staging_meta_values, a GIN index (jsonb_path_ops) on
+        # MetadataValues(metadata), for the review queue's search by any metadata value.
         # Status changes are non-HOT updates: every non-partial index costs an insertion per transition.
         indexes = [
+
             models.Index(fields=["account", "status"], name="recon_staging_account_status"),
             # The only lookups by task_id: PENDING entries whose task FAILED or was CANCELLED (reports, admin);
             # everything else goes from the entry to its task.
             models.Index(fields=["task_id"], name="recon_staging_pending_task", condition=Q(status="PENDING")),
+            # The review queue (few rows: written only when an entry goes to review), newest first.
+            models.Index(fields=["-created_at"], name="recon_staging_review",
+                         condition=Q(status="NEEDS_MANUAL_REVIEW")),
             # Few entries have one; serves SET_NULL when a transaction is deleted.
             models.Index(fields=["mismatch_transaction"], name="recon_staging_mismatch_txn",
                          condition=Q(mismatch_transaction__isnull=False)),
@@ -175,7 +191,10 @@ class StagingEntry(FSMModelMixin, models.Model):
         ]
 
     def __str__(self):
-        return f"{self.processing_mode} {self.entry_type} {self.amount} {self.currency} [{self.status}]"
+        from recon.formatting import entry_label
+
+        return f"{entry_label(key=(self.metadata or {}).get('order_id'), amount=self.amount, currency=self.currency)}" \
+               f" [{self.status}]"
 
     @property
     def merchant_id(self) -> str:

@@ -170,12 +170,20 @@ class ResolveSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=["match", "ignore", "reprocess"])
     entry_id = serializers.CharField(required=False)
     reason = serializers.CharField(required=False, allow_blank=True, default="")
+    write_off = serializers.BooleanField(required=False, default=False,
+                                         help_text="match only: book a difference beyond the rule's tolerance on "
+                                                   "the difference account (needs recon.write_off and a reason).")
+    difference_account_id = serializers.CharField(required=False, allow_null=True, default=None,
+                                                  help_text="match with write_off, when the rule has no difference "
+                                                            "account: an account of the same merchant and currency.")
 
     def validate(self, attrs):
         if attrs["action"] == "match" and not attrs.get("entry_id"):
             raise serializers.ValidationError({"entry_id": "Required for action match."})
         if attrs["action"] == "ignore" and not attrs.get("reason", "").strip():
             raise serializers.ValidationError({"reason": "Required for action ignore."})
+        if attrs["action"] == "match" and attrs.get("write_off") and not attrs.get("reason", "").strip():
+            raise serializers.ValidationError({"reason": "Required for a write-off."})
         return attrs
 
 

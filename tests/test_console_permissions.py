@@ -164,8 +164,8 @@ def test_admin_pages_matrix(world):
 
 
 # Values for the other URL parameters of custom views (django-fsm-2's transition view).
-URL_PARAMS = {"recon.stagingentry": {"transition_name": "ignore"},
-              "tracker.processtracker": {"transition_name": "cancel"}}
+URL_PARAMS = {"recon.stagingentry": {"transition_name": "ignore"}, "tracker.processtracker": {"transition_name": "cancel"},
+              "recon.closedperiod": {"job_id": "00000000-0000-7000-8000-000000000000"}}  # no such job: redirect
 
 
 def custom_urls(model_admin):
@@ -253,7 +253,8 @@ def test_operators_actions_change_only_their_merchants_rows(world):
     review = {m: StagingEntry.objects.get(account__merchant=m, status=StagingStatus.NEEDS_MANUAL_REVIEW)
               for m in (world.alpha, world.beta)}
     resp = world.clients["op_a"].post(reverse("admin:recon_stagingentry_changelist"), follow=True, data={
-        "action": "ignore_selected", "_selected_action": [str(review[world.alpha].pk), str(review[world.beta].pk)]})
+        "action": "ignore_selected", "_selected_action": [str(review[world.alpha].pk), str(review[world.beta].pk)],
+        "apply": "1", "reason": "duplicate"})
     assert resp.status_code == 200
     statuses = {m.pk: StagingEntry.objects.get(pk=e.pk).status for m, e in review.items()}
     assert statuses == {"alpha-co": StagingStatus.ARCHIVED, "beta-co": StagingStatus.NEEDS_MANUAL_REVIEW}

@@ -4,6 +4,7 @@ the CSV import and resolve."""
 import datetime as dt
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from jobs import services as job_services
@@ -179,3 +180,87 @@ def test_periods_are_listed_and_staff_reopen_them(ledger, operator_api, staff_ap
     entry = stage(ledger.payments, order_id="oct", when=IN_OCT)
     drain()
     assert StagingEntry.objects.get(pk=entry.pk).status == "PROCESSED"
+
+
+# --- guard rails: open entries keep the period open unless the approver forces it -----------------------
+
+def _events(job_id) -> list[str]:
+    from jobs.models import JobEvent
+
+    return [e.data.get("message", "") for e in JobEvent.objects.filter(job_id=job_id, kind="log").order_by("id")]
+
+
+def test_approve_waits_while_entries_of_the_period_are_open_and_recomputes_the_summary(ledger, operator,
+                                                                                        operator_api):
+    from tracker import audit
+
+    review = stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id="nothing", when=IN_OCT)
+    drain()
+    job_id = start(operator_api)
+    drain()
+    stage(ledger.payments, order_id="late-oct", when=IN_OCT)  # PENDING when approved: not drained yet
+    operator_api.post(f"/api/jobs/{job_id}/signal/", {"name": "approve"}, format="json")
+    from jobs.runtime import run_slice
+
+    run_slice(job_id)  # only the job's slice, so the new entry stays PENDING
+    job = operator_api.get(f"/api/jobs/{job_id}/").json()
+    assert job["state"] == "WAITING" and not ClosedPeriod.objects.exists()
+    assert any("2 staging entries dated in the period are still open (1 in review, 1 pending)" in m
+               for m in _events(job_id))
+    assert job["checkpoint"]["summary"]["staging_entries"]["total"] == 2  # recomputed at the approve
+    assert job["checkpoint"]["refused"] == 1
+
+    # Forcing without a reason is refused the same way; the job keeps waiting.
+    operator_api.post(f"/api/jobs/{job_id}/signal/", {"name": "approve", "payload": {"force": True}}, format="json")
+    run_slice(job_id)
+    assert operator_api.get(f"/api/jobs/{job_id}/").json()["state"] == "WAITING"
+    assert any("A forced close needs a reason" in m for m in _events(job_id))
+
+    # Resolving the open entries lets a plain approve close the period.
+    drain()  # processes the pending entry
+    operator_api.post(f"/api/staging-entries/{review.pk}/resolve/", {"action": "ignore", "reason": "test"},
+                      format="json")
+    operator_api.post(f"/api/jobs/{job_id}/signal/", {"name": "approve"}, format="json")
+    drain()
+    job = operator_api.get(f"/api/jobs/{job_id}/").json()
+    assert job["state"] == "COMPLETED" and job["result"]["status"] == "closed" and job["result"]["forced"] is False
+    period = ClosedPeriod.objects.get()
+    assert period.closed_by == operator and job["result"]["closed_at"] == period.closed_at.isoformat()
+    rows = audit.history(period)
+    assert [(r.from_status, r.to_status, r.by) for r in rows] == [("OPEN", "CLOSED", "operator")]
+
+
+def test_a_forced_approve_closes_with_open_entries_and_is_audited(ledger, operator, operator_api):
+    from tracker import audit
+
+    stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id="nothing", when=IN_OCT)
+    drain()
+    job_id = start(operator_api)
+    drain()
+    operator_api.post(f"/api/jobs/{job_id}/signal/",
+                      {"name": "approve", "payload": {"force": True, "reason": "auditor accepted the gap"}},
+                      format="json")
+    drain()
+    job = operator_api.get(f"/api/jobs/{job_id}/").json()
+    assert job["state"] == "COMPLETED" and job["result"]["forced"] is True
+    period = ClosedPeriod.objects.get()
+    assert "forced with 1 open entries (1 in review, 0 pending): auditor accepted the gap" in period.reason
+    row = audit.history(period)[-1]
+    assert row.by == "operator" and "auditor accepted the gap" in row.reason
+
+
+def test_period_close_service_refuses_open_entries_for_every_caller(ledger):
+    from recon import errors, services
+
+    stage(ledger.payments, order_id="pending", when=IN_OCT)  # PENDING
+    kwargs = {"merchant": ledger.merchant, "start_date": dt.date(2026, 10, 1), "end_date": dt.date(2026, 10, 31)}
+    with pytest.raises(errors.PeriodHasOpenEntriesError) as refused:
+        services.period_close(**kwargs)
+    assert refused.value.status == 409 and refused.value.details == {"in_review": 0, "pending": 1, "total": 1}
+    with pytest.raises(ValidationError):
+        services.period_close(**kwargs, force=True, force_reason="  ")
+    assert not ClosedPeriod.objects.exists()
+    # Outside the period: nothing open, the close goes through.
+    period = services.period_close(merchant=ledger.merchant, start_date=dt.date(2026, 9, 1),
+                                   end_date=dt.date(2026, 9, 30))
+    assert period.pk and period.reason == "period closed"
