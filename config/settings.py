@@ -179,6 +179,12 @@ TRACKER = {
     "POLL_SECONDS": float(os.environ.get("TRACKER_POLL_SECONDS", 0.5)),
     "RESCUE_EVERY_SECONDS": float(os.environ.get("TRACKER_RESCUE_EVERY_SECONDS", 5)),
     "RETENTION_DAYS": env_int("TRACKER_RETENTION_DAYS", 30),
+    # Finished-task counters (tracker.counters): per-minute rows kept this long, then rolled up into hourly
+    # rows kept COUNTER_RETENTION_DAYS.
+    "COUNTER_MINUTES_HOURS": env_int("TRACKER_COUNTER_MINUTES_HOURS", 48),
+    "COUNTER_RETENTION_DAYS": env_int("TRACKER_COUNTER_RETENTION_DAYS", 90),
+    # Starts a bulk action's job (POST /api/tasks/bulk/, the admin); jobs provide it, the tracker does not import jobs.
+    "BULK_STARTER": "jobs.operations.bulk_tasks_start",
     # Extra modules that register task types (tests use this to add their own).
     "TASK_MODULES": [m for m in os.environ.get("TRACKER_TASK_MODULES", "").split(",") if m],
 }
@@ -201,3 +207,6 @@ LOGIN_URL = "/admin/login/"
 
 # Access policy (merchant scoping) used by tracker and jobs without importing recon.
 TENANT_ACCESS = "recon.access"
+
+# GET /metrics (config.metrics): staff users, or `Authorization: Bearer <METRICS_TOKEN>` when set.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

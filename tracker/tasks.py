@@ -4,7 +4,7 @@ import logging
 
 from django.db import close_old_connections
 
-from tracker import services, worker
+from tracker import counters, services, worker
 
 log = logging.getLogger(__name__)
 
@@ -14,9 +14,11 @@ def consume(slot: int, token: str = "") -> dict:
 
 
 def maintain() -> dict:
-    """Every minute: rescue expired leases and make sure every consumer slot has a live consumer."""
+    """Every minute: rescue expired leases, make sure every consumer slot has a live consumer, fold the status
+    deltas into the counts and roll old minute counters up."""
     rescued = services.task_rescue()
-    return {"rescued": rescued, "consumers_started": worker.consumers_ensure()}
+    counters.compact()
+    return {"rescued": rescued, "consumers_started": worker.consumers_ensure(), "counters": counters.rollup()}
 
 
 def prune() -> int:
