@@ -2,12 +2,16 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.metrics import MetricsView
+
 admin.site.site_header = "Recon ledger operations"
 admin.site.site_title = "Recon ledger"
 admin.site.index_title = "Operations console"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("metrics", MetricsView.as_view(), name="metrics"),
+    path("metrics/", MetricsView.as_view()),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/schema", SpectacularAPIView.as_view()),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
