@@ -1,11 +1,8 @@
 """The task console: find, inspect, retry and cancel tasks."""
 
 import json
-import uuid
 
 from django.contrib import admin, messages
-from django.db.models import TextField
-from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
@@ -44,7 +41,7 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     list_display = ["task_id", "task_type", "status", "queue", "tenant", "attempts_shown", "age", "error_start"]
     list_filter = ["status", TaskTypeFilter, QueueFilter, ("created_at", admin.DateFieldListFilter)]
     search_fields = ["task_id"]  # see get_search_results: id or payload text
-    search_help_text = "A task id, or text contained in the payload."
+    search_help_text = "A task id, a staging entry, job or upload id (found at once), or text in the payload."
     ordering = ["-created_at"]
     paginator = CappedCountPaginator
     show_full_result_count = False
@@ -70,14 +67,7 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
         return False
 
     def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        try:
-            return queryset.filter(task_id=uuid.UUID(term)), False
-        except ValueError:
-            return queryset.alias(payload_text=Cast("payload", TextField())).filter(
-                payload_text__icontains=term), False
+        return services.task_search(queryset, search_term), False
 
     @admin.display(description="attempts")
     def attempts_shown(self, task):

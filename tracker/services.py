@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection, transaction
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db.models import Case, F, Q, Subquery, Value, When
+from django.db.models import Case, F, Q, Subquery, TextField, Value, When
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from tracker import audit, counters, registry, wakeup
 from tracker.bulk import array_literal, models_from_rows, select_columns
 from tracker.errors import InvalidBulkRequest, LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
-from tracker.models import (DUE_STATUSES, FINISHED_STATUSES, Outcome, ProcessTracker, TaskQueue, TaskStatus,
+from tracker.models import (DUE_STATUSES, FINISHED_STATUSES, PAYLOAD_SEARCH_KEYS, Outcome, ProcessTracker, TaskQueue, TaskStatus,
                             Transition)
 
 S = TaskStatus
@@ -532,6 +534,23 @@ def task_prune(*, older_than_days: int | None = None, batch: int = 5000) -> int:
                 return deleted
             Transition.objects.filter(content_type=ct, object_id__in=[str(i) for i in ids]).delete()
             deleted += ProcessTracker.objects.filter(task_id__in=ids).delete()[0]
+
+
+def task_search(queryset, term: str):
+    """Tasks of `queryset` a search term finds: a UUID is a task id or an id a payload carries under one of
+    PAYLOAD_SEARCH_KEYS (a staging entry, a job, an upload), each an index lookup; other text is looked for
+    inside the payload (a scan: narrow the list with its filters first)."""
+    term = term.strip()
+    if not term:
+        return queryset
+    try:
+        value = uuid.UUID(term)
+    except ValueError:
+        return queryset.alias(payload_text=Cast("payload", TextField())).filter(payload_text__icontains=term)
+    match = Q(task_id=value)
+    for key in PAYLOAD_SEARCH_KEYS:
+        match |= Q(payload__has_key=key) & Q(**{f"payload_{key}": str(value)})
+    return queryset.alias(**{f"payload_{key}": KT(f"payload__{key}") for key in PAYLOAD_SEARCH_KEYS}).filter(match)
 
 
 def task_stats(*, tenants=None, task_type: str | None = None, queue: str | None = None) -> dict:

@@ -21,7 +21,7 @@ def act(command, options, action: str) -> None:
     bulk service the API's and the admin's bulk jobs use (`task_bulk_run`)."""
     if not options["task_ids"] and not (options["status"] or options["task_type"]):
         raise CommandError("Give task ids, or --status and/or --type.")
-    verb = "would " + action if options["dry_run"] else action.rstrip("e") + "ed"
+    verb = "would " + action if options["dry_run"] else {"retry": "retried", "cancel": "cancelled"}[action]
     if not options["task_ids"]:
         try:
             result = services.task_bulk_run(action=action, filter={"status": options["status"],
