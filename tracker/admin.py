@@ -2,12 +2,21 @@
 
 import json
 
+from urllib.parse import urlencode
+
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.module_loading import import_string
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from tracker import audit, registry, services
+from tracker import access, audit, registry, services
+from tracker.errors import InvalidBulkRequest
 from tracker.admin_base import AuditedFSMAdminMixin
 from tracker.models import ProcessTracker, WorkerHeartbeat
 from tracker.pagination import CappedCountPaginator
@@ -35,6 +44,11 @@ class QueueFilter(RegistryFilter):
     title = parameter_name = field = "queue"
 
 
+# Changelist query parameters that a bulk filter (shared/API.md) can express.
+CHANGELIST_TO_BULK = {"status__exact": "status", "status": "status", "task_type": "task_type", "queue": "queue",
+                      "created_at__gte": "created_after", "created_at__lt": "created_before"}
+
+
 @admin.register(ProcessTracker)
 class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     fsm_fields = ["status"]
@@ -47,6 +61,7 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
     list_per_page = 50
     actions = ["retry_selected", "cancel_selected"]
+    change_list_template = "admin/tracker/processtracker/change_list.html"
     readonly_fields = ["task_id", "task_type", "queue", "priority", "tenant", "status", "attempts", "max_attempts",
                        "run_after", "lease_expires_at", "locked_by", "dedupe_key", "created_at", "updated_at",
                        "processing_started_at", "completed_at", "last_error", "payload_pretty", "traceback",
@@ -68,6 +83,102 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 
     def get_search_results(self, request, queryset, search_term):
         return services.task_search(queryset, search_term), False
+
+    # --- bulk actions on the whole filter, and the queue page ---------------------------------------------
+
+    def get_urls(self):
+        urls = [path("bulk/", self.admin_site.admin_view(self.bulk_view), name="tracker_processtracker_bulk"),
+                path("queues/", self.admin_site.admin_view(self.queues_view), name="tracker_processtracker_queues")]
+        return urls + super().get_urls()
+
+    def _bulk_filter(self, params) -> dict | None:
+        """The changelist's filters as a bulk filter; None when the list uses anything a bulk filter cannot say
+        (a search, other lookups) or no filter at all."""
+        flt = {}
+        for param, value in params.items():
+            if param in ("o", "p", "_changelist_filters", "action") or not value:
+                continue
+            key = CHANGELIST_TO_BULK.get(param)
+            if key is None:
+                return None
+            flt[key] = value
+        return flt or None
+
+    def _bulk_counts(self, request, flt: dict) -> dict[str, int]:
+        tenants = access.operable_tenants(request.user)
+        out = {}
+        for action in services.BULK_ACTIONS:
+            legal = services.BULK_LEGAL[action]
+            if "status" in flt and flt["status"] not in legal:
+                out[action] = 0
+                continue
+            out[action] = services.task_bulk_queryset(filter=flt, tenants=tenants).filter(status__in=legal).count()
+        return out
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = dict(extra_context or {})
+        flt = self._bulk_filter(request.GET)
+        if flt is not None and self.has_change_permission(request):
+            try:
+                clean = services.task_bulk_clean(action="retry", filter=flt)
+            except InvalidBulkRequest:
+                clean = None
+            if clean is not None:
+                counts = self._bulk_counts(request, clean)
+                base = reverse("admin:tracker_processtracker_bulk")
+                extra_context["bulk_links"] = [
+                    {"action": a, "n": n, "url": f"{base}?{urlencode({**request.GET.dict(), 'action': a})}"}
+                    for a, n in counts.items()]
+        return super().changelist_view(request, extra_context=extra_context)
+
+    def bulk_view(self, request):
+        """Confirmation of "Retry/Cancel all N matching" (GET), then the job that does it (POST)."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        params = request.POST if request.method == "POST" else request.GET
+        action = params.get("action")
+        flt = self._bulk_filter({k: v for k, v in params.items() if k != "csrfmiddlewaretoken"})
+        try:
+            clean = services.task_bulk_clean(action=action, filter=flt or {})
+        except InvalidBulkRequest as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return redirect("admin:tracker_processtracker_changelist")
+        tenants = access.operable_tenants(request.user)
+        if tenants is not None and not tenants:
+            raise PermissionDenied
+        if request.method == "POST":
+            job = import_string(settings.TRACKER["BULK_STARTER"])(action=action, filter=clean, user=request.user)
+            self.message_user(request, f"Bulk {action} started as job {job.pk}: it runs in chunks; its page shows "
+                                       f"the progress and, at the end, how many changed and how many were skipped.")
+            return redirect("admin:jobs_job_change", job.pk)
+        matched = services.task_bulk_queryset(filter=clean, tenants=tenants).count()
+        counts = self._bulk_counts(request, clean)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": f"Bulk {action}",
+                   "action": action, "filter": clean, "matched": matched, "legal": counts[action],
+                   "params": [(k, v) for k, v in params.items() if k not in ("csrfmiddlewaretoken",)],
+                   "back": reverse("admin:tracker_processtracker_changelist") + "?" + urlencode(
+                       {k: v for k, v in params.items() if k != "action"})}
+        return TemplateResponse(request, "admin/tracker/processtracker/bulk_confirm.html", context)
+
+    def queues_view(self, request):
+        """Every queue that has tasks or is paused, with pause and resume (staff only)."""
+        if request.method == "POST":
+            if not request.user.is_staff:
+                raise PermissionDenied
+            name, op = request.POST.get("queue", ""), request.POST.get("op")
+            if name and op in ("pause", "resume"):
+                services.queue_set_paused(name=name, paused=op == "pause", by=request.user)
+                self.message_user(request, f"Queue {name} {'paused' if op == 'pause' else 'resumed'}.")
+            return redirect("admin:tracker_processtracker_queues")
+        rows = services.queue_list(tenants=access.policy().visible_tenants(request.user))
+        changelist = reverse("admin:tracker_processtracker_changelist")
+        for row in rows:
+            row["due_url"] = f"{changelist}?{urlencode({'queue': row['name'], 'status__exact': 'PENDING'})}"
+            row["running_url"] = f"{changelist}?{urlencode({'queue': row['name'], 'status__exact': 'PROCESSING'})}"
+            row["all_url"] = f"{changelist}?{urlencode({'queue': row['name']})}"
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Queues",
+                   "queues": rows, "can_pause": request.user.is_staff}
+        return TemplateResponse(request, "admin/tracker/queues.html", context)
 
     @admin.display(description="attempts")
     def attempts_shown(self, task):

@@ -175,9 +175,10 @@ def rollup(*, now: dt.datetime | None = None) -> dict:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(ROLLUP_SQL, [cutoff])
         moved = cursor.rowcount
-        cursor.execute(f"DELETE FROM {COUNTER} WHERE bucket < %s",
-                       [now - dt.timedelta(days=cfg["COUNTER_RETENTION_DAYS"])])
+        expired = now - dt.timedelta(days=cfg["COUNTER_RETENTION_DAYS"])
+        cursor.execute(f"DELETE FROM {COUNTER} WHERE bucket < %s", [expired])
         deleted = cursor.rowcount
+        cursor.execute("DELETE FROM tracker_queue_sample WHERE minute < %s", [expired])
     return {"rolled_up": moved, "deleted": deleted}
 
 

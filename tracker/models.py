@@ -270,3 +270,19 @@ class TaskQueue(models.Model):
 
     def __str__(self):
         return f"{self.name}{' (paused)' if self.paused else ''}"
+
+
+class QueueSample(models.Model):
+    """A queue's depth and lag in one minute (the last sample taken in it), for the dashboard's charts over time.
+    Taken by the consumers every few seconds (tracker.services.counters_tick); kept COUNTER_RETENTION_DAYS."""
+
+    id = models.BigAutoField(primary_key=True)
+    minute = models.DateTimeField()
+    queue = models.CharField(max_length=64)
+    due = models.BigIntegerField(default=0)
+    running = models.BigIntegerField(default=0)
+    lag_seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        db_table = "tracker_queue_sample"
+        constraints = [models.UniqueConstraint(fields=["minute", "queue"], name="tracker_queue_sample_key")]

@@ -536,6 +536,24 @@ def task_prune(*, older_than_days: int | None = None, batch: int = 5000) -> int:
             deleted += ProcessTracker.objects.filter(task_id__in=ids).delete()[0]
 
 
+def counters_tick(*, now: dt.datetime | None = None) -> None:
+    """Every few seconds (consumers) and every minute (maintenance): folds the status deltas into the counts and
+    samples every queue's depth and lag into this minute's `QueueSample` rows."""
+    now = now or timezone.now()
+    counters.compact()
+    rows = queue_list(now=now)
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO tracker_queue_sample (minute, queue, due, running, lag_seconds)"
+            " SELECT %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::float8[]) ORDER BY 2"
+            " ON CONFLICT (minute, queue) DO UPDATE SET due = EXCLUDED.due, running = EXCLUDED.running,"
+            " lag_seconds = EXCLUDED.lag_seconds",
+            [counters.minute(now), [r["name"] for r in rows], [r["due"] for r in rows],
+             [r["running"] for r in rows], [r["oldest_due_seconds"] for r in rows]])
+
+
 def task_search(queryset, term: str):
     """Tasks of `queryset` a search term finds: a UUID is a task id or an id a payload carries under one of
     PAYLOAD_SEARCH_KEYS (a staging entry, a job, an upload), each an index lookup; other text is looked for

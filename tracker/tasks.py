@@ -17,7 +17,7 @@ def maintain() -> dict:
     """Every minute: rescue expired leases, make sure every consumer slot has a live consumer, fold the status
     deltas into the counts and roll old minute counters up."""
     rescued = services.task_rescue()
-    counters.compact()
+    services.counters_tick()
     return {"rescued": rescued, "consumers_started": worker.consumers_ensure(), "counters": counters.rollup()}
 
 

@@ -17,7 +17,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from tracker import counters, registry, services, wakeup
+from tracker import registry, services, wakeup
 from tracker.errors import LeaseLost
 from tracker.models import TaskStatus, WorkerHeartbeat
 from tracker.registry import RunContext
@@ -274,7 +274,7 @@ def consume(slot: int, token: str) -> dict:
         while time.monotonic() < deadline and not heartbeat.slot_lost:
             if time.monotonic() >= next_rescue:
                 services.task_rescue()
-                counters.compact()  # fold the status deltas into the counts (tracker.counters)
+                services.counters_tick()  # status deltas into the counts, queue samples (tracker.counters)
                 consumers_ensure()  # restart consumers of sibling slots that died
                 next_rescue = time.monotonic() + cfg["RESCUE_EVERY_SECONDS"]
             batch = worker.run_once()
