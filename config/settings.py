@@ -182,6 +182,7 @@ TRACKER = {
     # Finished-task counters (tracker.counters): per-minute rows kept this long, then rolled up into hourly
     # rows kept COUNTER_RETENTION_DAYS.
     "COUNTER_MINUTES_HOURS": env_int("TRACKER_COUNTER_MINUTES_HOURS", 48),
+    "COUNTERS": os.environ.get("TRACKER_COUNTERS", "1") != "0",  # 0: no finished-task counters (bench only)
     "COUNTER_RETENTION_DAYS": env_int("TRACKER_COUNTER_RETENTION_DAYS", 90),
     # Starts a bulk action's job (POST /api/tasks/bulk/, the admin); jobs provide it, the tracker does not import jobs.
     "BULK_STARTER": "jobs.operations.bulk_tasks_start",

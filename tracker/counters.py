@@ -113,20 +113,29 @@ def minute(now: dt.datetime) -> dt.datetime:
 
 
 def finished_params(*, worker: str, now: dt.datetime) -> list:
-    """The parameters of FINISHED_UPSERT, in order."""
-    return [minute(now), str(worker or "")[:128], now]
+    """The parameters of FINISHED_UPSERT, in order (none when the counters are off)."""
+    return [minute(now), str(worker or "")[:128], now] if enabled() else []
+
+
+def enabled() -> bool:
+    """False only where the benchmark measures the rate without the finished-task counters (TRACKER_COUNTERS=0)."""
+    return settings.TRACKER.get("COUNTERS", True)
 
 
 def count_finished_sql(update_sql: str) -> str:
     """`update_sql` (an UPDATE ... RETURNING {RETURNING}) wrapped so that the same statement counts the rows it
     finished; the statement answers the number of rows it changed. Its parameters: the update's, then
-    `finished_params`."""
+    `finished_params(...)` (none when the counters are off)."""
+    if not enabled():
+        return f"WITH src AS ({update_sql}) SELECT count(*) FROM src"
     return f"WITH src AS ({update_sql}), counted AS ({FINISHED_UPSERT} RETURNING 1) SELECT count(*) FROM src"
 
 
 def record_finished(*, task_ids, worker: str, now: dt.datetime | None = None) -> None:
     """Counts the given tasks, in the status they are in now, as finished by `worker` (for the paths that change
     a task through its FSM transition: operator cancel). Called in the transaction that changed them."""
+    if not enabled():
+        return
     now = now or timezone.now()
     sql = (f"WITH src AS (SELECT {RETURNING} FROM process_tracker WHERE task_id = ANY(%s)) {FINISHED_UPSERT}")
     with connection.cursor() as cursor:

@@ -46,9 +46,10 @@ def stacked_bars(*, buckets: list[dt.datetime], series: dict[str, list[float]], 
                          f'height="{h:.2f}" fill="{colour(key, j)}"/>')
         parts.append(f'<rect x="{pad_left + i * bar_w:.2f}" y="{pad_top}" width="{bar_w:.2f}" height="{plot_h}" '
                      f'fill="transparent"><title>{escape(" | ".join(tip))}</title></rect>')
-    for i in (0, n // 2, n - 1) if buckets else ():
-        x = pad_left + i * bar_w + bar_w / 2
-        parts.append(f'<text x="{x:.1f}" y="{height - 4}" text-anchor="middle" font-size="10" fill="#666">'
+    for i, anchor in ((0, "start"), (n // 2, "middle"), (n - 1, "end")) if buckets else ():
+        x = pad_left + (i * bar_w if anchor == "start" else (i + 1) * bar_w if anchor == "end" else
+                        i * bar_w + bar_w / 2)
+        parts.append(f'<text x="{x:.1f}" y="{height - 4}" text-anchor="{anchor}" font-size="10" fill="#666">'
                      f'{buckets[i].strftime(time_format)}</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts) + legend(series, links))
