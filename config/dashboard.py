@@ -40,9 +40,8 @@ def task_list(**params) -> str:
 
 
 def _tasks(tenants, since, step: int, fmt: str) -> dict:
-    by_outcome = counters.series(since=since, step_seconds=step, tenants=tenants, by="outcome")
-    series = {o: by_outcome["series"].get(o, [0] * len(by_outcome["buckets"])) for o in Outcome.values}
-    by_type = counters.series(since=since, step_seconds=step, tenants=tenants, by="task_type")
+    got = counters.series(since=since, step_seconds=step, tenants=tenants, by=("outcome", "task_type"))
+    series = {o: got["outcome"].get(o, [0] * len(got["buckets"])) for o in Outcome.values}
     per = "minute" if step == 60 else f"{step // 60} minutes"
     table = {}
     for task_type, outcome, n, run, wait, run_max in counters.finished_totals(
@@ -63,12 +62,12 @@ def _tasks(tenants, since, step: int, fmt: str) -> dict:
         row["avg_wait"] = row["wait"] / row["count"] if row["count"] else 0
     return {
         "per": per,
-        "by_outcome": svg.stacked_bars(buckets=by_outcome["buckets"], series=series, time_format=fmt,
+        "by_outcome": svg.stacked_bars(buckets=got["buckets"], series=series, time_format=fmt,
                                        title=f"Tasks finished per {per} by outcome",
                                        links={o: task_list(status__exact=OUTCOME_STATUS[o]) for o in series}),
-        "by_type": svg.stacked_bars(buckets=by_type["buckets"], series=by_type["series"], time_format=fmt,
+        "by_type": svg.stacked_bars(buckets=got["buckets"], series=got["task_type"], time_format=fmt,
                                     title=f"Tasks finished per {per} by type",
-                                    links={t: task_list(task_type=t) for t in by_type["series"]}),
+                                    links={t: task_list(task_type=t) for t in got["task_type"]}),
         "table": sorted(table.values(), key=lambda r: r["type"]),
         "outcomes": Outcome.values,
         "now": services.task_stats(tenants=tenants),

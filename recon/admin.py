@@ -11,6 +11,7 @@ from django.urls import path, reverse
 
 from config.errors import AppError
 from recon import access, reports, services, uploads
+from recon.admin_bulk import ReviewBulkMixin
 from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, ReconRule,
                           StagingEntry, StagingStatus, Transaction, TransactionStatus, Upload)
 from tracker.admin_base import AuditedFSMAdminMixin, ReadOnlyAdmin
@@ -164,7 +165,7 @@ class MatchForm(forms.Form):
 
 
 @admin.register(StagingEntry)
-class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
+class StagingEntryAdmin(ReviewBulkMixin, AuditedFSMAdminMixin, admin.ModelAdmin):
     fsm_fields = ["status"]
     fsm_forms = {"ignore": IgnoreForm}
     list_display = ["staging_entry_id", "account", "processing_mode", "entry_type", "amount", "currency",

@@ -252,13 +252,16 @@ def last_minute_completed(*, now: dt.datetime, tenants=None, by: str = "queue") 
     return {k: round(v) for k, v in out.items()}
 
 
-def series(*, since: dt.datetime, step_seconds: int, tenants=None, by: str = "outcome") -> dict:
-    """Finished tasks per bucket of `step_seconds` (60 or a multiple) since `since`, split by `by` (outcome or
-    task_type): {"buckets": [datetime...], "series": {key: [count per bucket]}}."""
-    assert by in ("outcome", "task_type", "queue")
+def series(*, since: dt.datetime, step_seconds: int, tenants=None, by=("outcome",)) -> dict:
+    """Finished tasks per bucket of `step_seconds` (60 or a multiple) since `since`, split by each of the `by`
+    columns (outcome, task_type, queue) from one query: {"buckets": [datetime...], column: {key: [count per
+    bucket]}}."""
+    by = tuple(by)
+    assert set(by) <= {"outcome", "task_type", "queue"}
     where, params = _tenant_sql(tenants)
-    sql = (f"SELECT to_timestamp(floor(extract(epoch FROM bucket) / %s) * %s) AS b, {by}, sum(count)::bigint"
-           f" FROM {COUNTER} WHERE bucket >= %s AND {where} GROUP BY 1, 2")
+    cols = ", ".join(by)
+    sql = (f"SELECT to_timestamp(floor(extract(epoch FROM bucket) / %s) * %s) AS b, {cols}, sum(count)::bigint"
+           f" FROM {COUNTER} WHERE bucket >= %s AND {where} GROUP BY 1, {cols}")
     start = dt.datetime.fromtimestamp((since.timestamp() // step_seconds) * step_seconds, tz=dt.UTC)
     with connection.cursor() as cursor:
         cursor.execute(sql, [step_seconds, step_seconds, start, *params])
@@ -270,12 +273,14 @@ def series(*, since: dt.datetime, step_seconds: int, tenants=None, by: str = "ou
         buckets.append(at)
         at += dt.timedelta(seconds=step_seconds)
     index = {b: i for i, b in enumerate(buckets)}
-    out: dict[str, list[int]] = {}
-    for b, key, n in rows:
-        i = index.get(b.astimezone(dt.UTC))
-        if i is not None:
-            out.setdefault(key, [0] * len(buckets))[i] += int(n)
-    return {"buckets": buckets, "series": dict(sorted(out.items()))}
+    out: dict[str, dict[str, list[int]]] = {column: {} for column in by}
+    for row in rows:
+        i = index.get(row[0].astimezone(dt.UTC))
+        if i is None:
+            continue
+        for column, key in zip(by, row[1:-1], strict=True):
+            out[column].setdefault(key, [0] * len(buckets))[i] += int(row[-1])
+    return {"buckets": buckets, **{column: dict(sorted(v.items())) for column, v in out.items()}}
 
 
 # -- queue_oldest_due -- per queue, the oldest due task and how many due-status tasks are not yet due: two

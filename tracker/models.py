@@ -230,6 +230,7 @@ class TaskCounter(models.Model):
 
     class Meta:
         db_table = "tracker_task_counter"
+        indexes = [models.Index(fields=["bucket"], name="tracker_counter_bucket_idx")]  # reads by time range
         constraints = [
             models.UniqueConstraint(fields=["resolution", "bucket", "tenant", "task_type", "queue", "outcome",
                                             "worker"], name="tracker_counter_key"),
