@@ -38,9 +38,9 @@ class BearerMetricsToken(BaseAuthentication):
 
 def _tracker_families():
     from tracker import counters
-    from tracker.models import Outcome, TaskQueue, TaskStatus
+    from tracker.models import Outcome, TaskQueue, TaskStatus, WorkerHeartbeat
     from tracker.services import queue_list
-    from tracker.worker import cluster_status
+    from tracker.worker import stale_before
 
     tasks = GaugeMetricFamily("tracker_tasks", "Tasks now in each status.", labels=["queue", "task_type", "status"])
     counts = {(q, t, s): n for q, t, s, n in counters.status_counts()}
@@ -73,11 +73,10 @@ def _tracker_families():
     yield lag
     yield paused
     yield due
-    cluster = cluster_status()
-    yield GaugeMetricFamily("tracker_consumers_alive", "Consumer slots whose heartbeat is fresh.",
-                            value=cluster["consumers_alive"])
+    alive = WorkerHeartbeat.objects.filter(beat_at__gte=stale_before()).count()
+    yield GaugeMetricFamily("tracker_consumers_alive", "Consumer slots whose heartbeat is fresh.", value=alive)
     yield GaugeMetricFamily("tracker_consumers_wanted", "Consumer slots configured.",
-                            value=cluster["consumers_wanted"])
+                            value=settings.TRACKER["CONSUMERS"])
 
 
 def _jobs_families():
