@@ -186,6 +186,8 @@ TRACKER = {
     "COUNTER_RETENTION_DAYS": env_int("TRACKER_COUNTER_RETENTION_DAYS", 90),
     # Starts a bulk action's job (POST /api/tasks/bulk/, the admin); jobs provide it, the tracker does not import jobs.
     "BULK_STARTER": "jobs.operations.bulk_tasks_start",
+    # The task search also finds the tasks of jobs whose params carry a pasted id (an upload's import job).
+    "SEARCH_EXPANDERS": ["jobs.operations.jobs_referring_to"],
     # Extra modules that register task types (tests use this to add their own).
     "TASK_MODULES": [m for m in os.environ.get("TRACKER_TASK_MODULES", "").split(",") if m],
 }

@@ -78,3 +78,11 @@ def bulk_tasks_start(*, action: str, filter, dry_run: bool = False, user):
     clean = tracker_services.task_bulk_clean(action=action, filter=filter)
     return job_services.job_create(job_type=BULK_TASKS, owner=user,
                                    params={"action": action, "filter": clean, "dry_run": bool(dry_run)})
+
+
+def jobs_referring_to(value: str) -> list[str]:
+    """Ids of the jobs whose params carry `value` as an upload id (the task search's expander: pasting an upload id
+    finds its import job's tasks). The jobs table is small next to the task table; at most 50 jobs."""
+    from jobs.models import Job
+
+    return [str(pk) for pk in Job.objects.filter(params__upload_id=value).values_list("pk", flat=True)[:50]]

@@ -19,6 +19,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.module_loading import import_string
 
 from tracker import audit, counters, registry, wakeup
 from tracker.bulk import array_literal, models_from_rows, select_columns
@@ -568,6 +569,9 @@ def task_search(queryset, term: str):
     match = Q(task_id=value)
     for key in PAYLOAD_SEARCH_KEYS:
         match |= Q(payload__has_key=key) & Q(**{f"payload_{key}": str(value)})
+    for expander in settings.TRACKER.get("SEARCH_EXPANDERS", ()):  # ids of jobs about this id (an upload's import)
+        for job_id in import_string(expander)(str(value)):
+            match |= Q(payload__has_key="job_id") & Q(payload_job_id=str(job_id))
     return queryset.alias(**{f"payload_{key}": KT(f"payload__{key}") for key in PAYLOAD_SEARCH_KEYS}).filter(match)
 
 

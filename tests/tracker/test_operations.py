@@ -210,6 +210,13 @@ def test_payload_ids_are_found_by_index(client, staff_user):
     assert str(wanted.task_id) in page and str(entry_task.task_id) not in page
     page = client.get("/admin/tracker/processtracker/", {"q": entry_id}).content.decode()
     assert str(entry_task.task_id) in page and str(wanted.task_id) not in page
+    from jobs.models import Job
+
+    upload_id = str(uuid.uuid4())
+    job = Job.objects.create(job_type="recon.import_csv", params={"upload_id": upload_id})
+    import_task = services.task_create(task_type="test.noop", payload={"job_id": str(job.pk)})
+    found = services.task_search(ProcessTracker.objects.all(), upload_id)
+    assert list(found.values_list("pk", flat=True)) == [import_task.pk]
     qs = services.task_search(ProcessTracker.objects.all(), job_id)
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")  # a tiny table: make the planner show what it can use
