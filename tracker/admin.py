@@ -1,5 +1,6 @@
 """The task console: find, inspect, retry and cancel tasks."""
 
+import datetime as dt
 import json
 
 from urllib.parse import urlencode
@@ -15,7 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from tracker import access, audit, registry, services
+from tracker import access, audit, counters, registry, services
 from tracker.errors import InvalidBulkRequest
 from tracker.admin_base import AuditedFSMAdminMixin
 from tracker.models import ProcessTracker, WorkerHeartbeat
@@ -227,7 +228,25 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
-    list_display = ["slot", "worker_id", "alive", "beat_at", "started_at", "processed", "enqueued_at"]
+    list_display = ["slot", "worker_id", "alive", "beat_at", "started_at", "finished_last_minute",
+                    "finished_last_hour", "enqueued_at"]
+
+    def changelist_view(self, request, extra_context=None):
+        """Throughput per consumer from the finished-task counters (keyed by worker), read once per page."""
+        now = timezone.now()
+        self._minute = dict((w, n) for w, n, *_ in counters.finished_totals(
+            since=counters.minute(now - dt.timedelta(minutes=1)), group_by=("worker",)))
+        self._hour = dict((w, n) for w, n, *_ in counters.finished_totals(since=now - dt.timedelta(hours=1),
+                                                                           group_by=("worker",)))
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="finished (this and last minute)")
+    def finished_last_minute(self, hb):
+        return getattr(self, "_minute", {}).get(hb.worker_id, 0)
+
+    @admin.display(description="finished (last hour)")
+    def finished_last_hour(self, hb):
+        return getattr(self, "_hour", {}).get(hb.worker_id, 0)
 
     @admin.display(boolean=True)
     def alive(self, hb):

@@ -66,3 +66,16 @@ def test_task_list_offers_bulk_retry_of_the_whole_filter(admin_client_logged):
     assert response.status_code == 302 and "/admin/jobs/job/" in response["Location"]
     drain()
     assert ProcessTracker.objects.filter(task_type="test.permanent", status="PENDING").count() == 60
+
+
+@pytest.mark.django_db
+def test_consumer_slots_show_their_throughput(admin_client_logged):
+    from tracker.models import WorkerHeartbeat
+
+    WorkerHeartbeat.objects.create(slot=0, worker_id="host:1:slot0")
+    services.task_create_many([services.TaskSpec("test.noop", {}) for _ in range(7)])
+    Worker("host:1:slot0").drain(budget_seconds=5)
+    page = admin_client_logged.get("/admin/tracker/workerheartbeat/").content.decode()
+    assert re.search(r'<td class="field-finished_last_minute">7</td>', page), page[-3000:]
+    dashboard = admin_client_logged.get("/admin/").content.decode()
+    assert re.search(r"<td>host:1:slot0</td><td>.*?</td><td>7</td><td>7</td>", dashboard)
