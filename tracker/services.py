@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection, transaction
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db.models import Case, F, Q, Subquery, TextField, Value, When
+from django.db.models import Case, F, Q, TextField, Value, When
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -181,13 +181,24 @@ def _claim_orm(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]
 def task_renew_leases(*, worker_id: str) -> int:
     """Extends the leases of every task `worker_id` is processing (its heartbeat). Skips rows locked right now
     (SKIP LOCKED): the worker's own batch completes its tasks at the start of its transaction, and the
-    heartbeat must not wait for that batch to commit."""
+    heartbeat must not wait for that batch to commit. One statement whose locking read runs once (a CTE) and
+    whose update walks the primary key over the ids it locked (as the claim does): a `task_id IN (locking
+    subquery)` let the planner re-run the subquery or scan the table under load."""
     now = timezone.now()
-    held = ProcessTracker.objects.filter(status=S.PROCESSING, locked_by=worker_id).select_for_update(
-        skip_locked=True).values("task_id")
-    with transaction.atomic():
-        return ProcessTracker.objects.filter(task_id__in=Subquery(held)).update(lease_expires_at=_lease_until(now),
-                                                                              updated_at=now)
+    table = ProcessTracker._meta.db_table
+    default, overrides = _lease_seconds_by_type()
+    lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
+    lease_params = [v for t, s in overrides.items() for v in (t, now + dt.timedelta(seconds=s))]
+    lease_params.append(now + dt.timedelta(seconds=default))
+    sql = f"""
+        WITH held AS MATERIALIZED (
+            SELECT task_id FROM {table} WHERE status = 'PROCESSING' AND locked_by = %s FOR UPDATE SKIP LOCKED)
+        UPDATE {table} AS t SET lease_expires_at = {lease_sql}, updated_at = %s
+        FROM unnest(ARRAY(SELECT task_id FROM held)) AS h(task_id)
+        WHERE t.task_id = h.task_id"""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, [worker_id, *lease_params, now])
+        return cursor.rowcount
 
 
 def task_complete_many(*, task_ids: Sequence, worker_id: str) -> None:
