@@ -179,9 +179,9 @@ def _slots() -> list[dict]:
     now = timezone.now()
     stale = stale_before()
     out = []
-    minute = dict((w, n) for w, n, *_ in counters.finished_totals(since=counters.minute(now), group_by=("worker",)))
-    hour = dict((w, n) for w, n, *_ in counters.finished_totals(since=now - dt.timedelta(hours=1),
-                                                                 group_by=("worker",)))
+    minute = {w: n for w, n, *_ in counters.finished_totals(since=counters.minute(now), group_by=("worker",))}
+    hour = {w: n for w, n, *_ in counters.finished_totals(since=now - dt.timedelta(hours=1),
+                                                                 group_by=("worker",))}
     for hb in WorkerHeartbeat.objects.order_by("slot"):
         out.append({"slot": hb.slot, "worker_id": hb.worker_id or "-", "alive": bool(hb.beat_at and hb.beat_at >= stale),
                     "beat_at": hb.beat_at, "this_minute": minute.get(hb.worker_id, 0),

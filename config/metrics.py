@@ -9,8 +9,16 @@ from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from rest_framework.authentication import BaseAuthentication, SessionAuthentication, TokenAuthentication
-from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, PermissionDenied
+from rest_framework.authentication import (
+    BaseAuthentication,
+    SessionAuthentication,
+    TokenAuthentication,
+)
+from rest_framework.exceptions import (
+    AuthenticationFailed,
+    NotAuthenticated,
+    PermissionDenied,
+)
 from rest_framework.views import APIView
 
 
@@ -57,7 +65,7 @@ def _tracker_families():
     yield finished
     run = CounterMetricFamily("tracker_task_run_seconds", "Sum of finished tasks' run durations.",
                               labels=["task_type"])
-    for task_type, n, run_seconds, _wait, _max in counters.finished_totals(group_by=("task_type",)):
+    for task_type, _n, run_seconds, _wait, _max in counters.finished_totals(group_by=("task_type",)):
         run.add_metric([task_type], run_seconds)
     yield run
     queues = queue_list()

@@ -41,9 +41,9 @@ def bulk_tasks(ctx: JobContext, params: dict) -> dict | None:
     action, flt, dry_run = params["action"], params["filter"], params["dry_run"]
     state = dict(ctx.checkpoint_data)
     if "matched" not in state:
-        matched = tracker_services.task_bulk_queryset(filter=flt, tenants=tenants).count()
-        legal = tracker_services.task_bulk_queryset(filter=flt, tenants=tenants).filter(
-            status__in=tracker_services.BULK_LEGAL[action]).count()
+        matched = tracker_services.task_bulk_count(filter=flt, tenants=tenants)
+        legal = tracker_services.task_bulk_count(filter=flt, tenants=tenants,
+                                                 statuses=tracker_services.BULK_LEGAL[action])
         state = {"matched": matched, "legal": legal, "changed": 0, "after": None}
         with transaction.atomic():
             ctx.log(f"bulk {action}{' (dry run)' if dry_run else ''}: {matched} matching, {legal} in a legal state",

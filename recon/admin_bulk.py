@@ -33,7 +33,7 @@ class ReviewBulkMixin:
             if param in ("queue", "o", "p", "action", "csrfmiddlewaretoken", "reason") or not value:
                 continue
             key = {"created_at__gte": "created_after", "created_at__lt": "created_before"}.get(param)
-            if key is None or parse_datetime(value) is None and not value[:10].count("-") == 2:
+            if key is None or (parse_datetime(value) is None and value[:10].count("-") != 2):
                 return None
             scope[key] = value
         return scope

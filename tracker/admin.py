@@ -2,7 +2,6 @@
 
 import datetime as dt
 import json
-
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -11,14 +10,14 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.module_loading import import_string
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.module_loading import import_string
 from django.utils.timesince import timesince
 
 from tracker import access, audit, counters, registry, services
-from tracker.errors import InvalidBulkRequest
 from tracker.admin_base import AuditedFSMAdminMixin
+from tracker.errors import InvalidBulkRequest
 from tracker.models import ProcessTracker, WorkerHeartbeat
 from tracker.pagination import CappedCountPaginator
 
@@ -113,7 +112,7 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
             if "status" in flt and flt["status"] not in legal:
                 out[action] = 0
                 continue
-            out[action] = services.task_bulk_queryset(filter=flt, tenants=tenants).filter(status__in=legal).count()
+            out[action] = services.task_bulk_count(filter=flt, tenants=tenants, statuses=legal)
         return out
 
     def changelist_view(self, request, extra_context=None):
@@ -152,7 +151,7 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
             self.message_user(request, f"Bulk {action} started as job {job.pk}: it runs in chunks; its page shows "
                                        f"the progress and, at the end, how many changed and how many were skipped.")
             return redirect("admin:jobs_job_change", job.pk)
-        matched = services.task_bulk_queryset(filter=clean, tenants=tenants).count()
+        matched = services.task_bulk_count(filter=clean, tenants=tenants)
         counts = self._bulk_counts(request, clean)
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": f"Bulk {action}",
                    "action": action, "filter": clean, "matched": matched, "legal": counts[action],
@@ -234,10 +233,10 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         """Throughput per consumer from the finished-task counters (keyed by worker), read once per page."""
         now = timezone.now()
-        self._minute = dict((w, n) for w, n, *_ in counters.finished_totals(
-            since=counters.minute(now - dt.timedelta(minutes=1)), group_by=("worker",)))
-        self._hour = dict((w, n) for w, n, *_ in counters.finished_totals(since=now - dt.timedelta(hours=1),
-                                                                           group_by=("worker",)))
+        self._minute = {w: n for w, n, *_ in counters.finished_totals(
+            since=counters.minute(now - dt.timedelta(minutes=1)), group_by=("worker",))}
+        self._hour = {w: n for w, n, *_ in counters.finished_totals(since=now - dt.timedelta(hours=1),
+                                                                           group_by=("worker",))}
         return super().changelist_view(request, extra_context)
 
     @admin.display(description="finished (this and last minute)")

@@ -8,7 +8,7 @@ from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import client_for, wait_until
-from tests.jobs.conftest import drain, scoped_access  # noqa: F401  (a fixture)
+from tests.jobs.conftest import drain
 from tracker import services
 from tracker.models import ProcessTracker, TaskQueue, Transition
 from tracker.worker import Worker
@@ -26,6 +26,12 @@ def insert_tasks(n: int, *, status: str, queue: str = "default", task_type: str 
             " SELECT gen_random_uuid(), %s, %s, 100, %s, '{}', %s, 1, 3, now(), NULL, '', NULL, 'boom', '',"
             " now() - (g || ' milliseconds')::interval, now(), now(), now() FROM generate_series(1, %s) AS g",
             [task_type, queue, tenant, status, n])
+
+
+@pytest.fixture
+def scoped_access(settings):
+    """Users named `<role>_<merchant>` see that merchant (tests/jobs/access.py)."""
+    settings.TENANT_ACCESS = "tests.jobs.access"
 
 
 # --- queues ---------------------------------------------------------------------------------------------
