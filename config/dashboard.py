@@ -93,8 +93,9 @@ def _queues(since, step: int, fmt: str) -> dict:
     for minute, queue, due, lag_seconds in samples:
         i = int((minute.timestamp() - start.timestamp()) // step)
         if 0 <= i < len(buckets):
-            depth.setdefault(queue, [0] * len(buckets))[i] = max(depth[queue][i], due)
-            lag.setdefault(queue, [0] * len(buckets))[i] = max(lag[queue][i], lag_seconds)
+            row_depth = depth.setdefault(queue, [0] * len(buckets))
+            row_lag = lag.setdefault(queue, [0] * len(buckets))
+            row_depth[i], row_lag[i] = max(row_depth[i], due), max(row_lag[i], lag_seconds)
     links = {q["name"]: q["due_url"] for q in rows}
     return {
         "rows": rows,

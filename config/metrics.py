@@ -56,17 +56,16 @@ def _tracker_families():
         for status in TaskStatus.values:
             tasks.add_metric([queue, task_type, status], counts.get((queue, task_type, status), 0))
     yield tasks
-    finished = CounterMetricFamily("tracker_tasks_finished", "Tasks finished, by outcome (counters kept for "
-                                   "TRACKER_COUNTER_RETENTION_DAYS).", labels=["task_type", "outcome"])
-    totals = {(t, o): n for t, o, n, *_ in counters.finished_totals(group_by=("task_type", "outcome"))}
-    for task_type in sorted({t for t, _ in totals}):
-        for outcome in Outcome.values:
-            finished.add_metric([task_type, outcome], totals.get((task_type, outcome), 0))
-    yield finished
+    finished = CounterMetricFamily("tracker_tasks_finished", "Tasks finished, by outcome.",
+                                   labels=["task_type", "outcome"])
     run = CounterMetricFamily("tracker_task_run_seconds", "Sum of finished tasks' run durations.",
                               labels=["task_type"])
-    for task_type, _n, run_seconds, _wait, _max in counters.finished_totals(group_by=("task_type",)):
-        run.add_metric([task_type], run_seconds)
+    totals = {(t, o): (n, r) for t, o, n, r, _w in counters.all_time_totals(group_by=("task_type", "outcome"))}
+    for task_type in sorted({t for t, _ in totals}):
+        for outcome in Outcome.values:
+            finished.add_metric([task_type, outcome], totals.get((task_type, outcome), (0, 0))[0])
+        run.add_metric([task_type], sum(r for (t, _o), (_n, r) in totals.items() if t == task_type))
+    yield finished
     yield run
     queues = queue_list()
     lag = GaugeMetricFamily("tracker_queue_lag_seconds", "Age of the oldest due task (0 when none).",

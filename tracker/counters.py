@@ -169,6 +169,52 @@ SET count = c.count + EXCLUDED.count, run_seconds = c.run_seconds + EXCLUDED.run
 """
 
 
+# -- fold_totals -- the counters' rows in [watermark, new watermark) added to the all-time totals.
+FOLD_SQL = f"""
+INSERT INTO tracker_task_total AS t (tenant, task_type, queue, outcome, count, run_seconds, wait_seconds)
+SELECT tenant, task_type, queue, outcome, sum(count), sum(run_seconds), sum(wait_seconds) FROM {COUNTER}
+WHERE bucket >= %s AND bucket < %s GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+ON CONFLICT (tenant, task_type, queue, outcome) DO UPDATE
+SET count = t.count + EXCLUDED.count, run_seconds = t.run_seconds + EXCLUDED.run_seconds,
+    wait_seconds = t.wait_seconds + EXCLUDED.wait_seconds
+"""
+# Minutes a bucket stays open to late commits (a transaction that upserted into it before committing) before it is
+# folded into the totals.
+FOLD_MARGIN = dt.timedelta(minutes=15)
+
+
+def fold_totals(*, now: dt.datetime | None = None) -> None:
+    """Adds the counter rows that are older than FOLD_MARGIN and not yet folded to `tracker_task_total`, and moves
+    the watermark; concurrent calls serialize on the watermark row."""
+    from tracker.models import CounterWatermark
+
+    upto = minute((now or timezone.now()) - FOLD_MARGIN)
+    with transaction.atomic():
+        mark, _ = CounterWatermark.objects.select_for_update().get_or_create(
+            name="totals", defaults={"at": dt.datetime(2000, 1, 1, tzinfo=dt.UTC)})
+        if upto <= mark.at:
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(FOLD_SQL, [mark.at, upto])
+        CounterWatermark.objects.filter(name="totals").update(at=upto)
+
+
+def all_time_totals(*, group_by=("task_type", "outcome")) -> list[tuple]:
+    """Finished tasks of all time (the folded totals plus the counter rows since the watermark), grouped by
+    `group_by`; each row: (*group values, count, run_seconds, wait_seconds)."""
+    assert set(group_by) <= {"task_type", "queue", "outcome", "tenant"}, group_by
+    cols = ", ".join(group_by)
+    sql = f"""SELECT {cols}, sum(count)::bigint, sum(run_seconds), sum(wait_seconds) FROM (
+                  SELECT {cols}, count, run_seconds, wait_seconds FROM tracker_task_total
+                  UNION ALL SELECT {cols}, count, run_seconds, wait_seconds FROM {COUNTER}
+                  WHERE bucket >= coalesce((SELECT at FROM tracker_counter_watermark WHERE name = 'totals'),
+                                           '-infinity')) AS s
+              GROUP BY {cols} ORDER BY {cols}"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+
 def compact() -> None:
     """Folds the status deltas into the status counts."""
     with transaction.atomic(), connection.cursor() as cursor:

@@ -240,6 +240,35 @@ class TaskCounter(models.Model):
         return f"{self.bucket:%Y-%m-%d %H:%M} {self.task_type} {self.outcome}: {self.count}"
 
 
+class TaskTotal(models.Model):
+    """Finished tasks of all time up to `CounterWatermark("totals")` (the counters' rows before it, folded in by
+    tracker.counters.fold_totals), so a scrape adds only the minutes since; they outlive the counters' retention."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.CharField(max_length=64, blank=True, default="")
+    task_type = models.CharField(max_length=64)
+    queue = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    count = models.BigIntegerField(default=0)
+    run_seconds = models.FloatField(default=0.0)
+    wait_seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        db_table = "tracker_task_total"
+        constraints = [models.UniqueConstraint(fields=["tenant", "task_type", "queue", "outcome"],
+                                               name="tracker_total_key")]
+
+
+class CounterWatermark(models.Model):
+    """How far the counters have been folded into `TaskTotal` (counter buckets before `at`)."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        db_table = "tracker_counter_watermark"
+
+
 class TaskStatusCount(models.Model):
     """Tasks now in each status per tenant, queue and type: what `tracker_status_delta` rows (written by statement
     triggers on the task table, migration 0008) add up to after compaction (tracker.counters.compact). Readers

@@ -578,6 +578,7 @@ def counters_tick(*, now: dt.datetime | None = None) -> None:
     samples every queue's depth and lag into this minute's `QueueSample` rows."""
     now = now or timezone.now()
     counters.compact()
+    counters.fold_totals(now=now)
     rows = queue_list(now=now)
     if not rows:
         return

@@ -89,8 +89,13 @@ def test_pruning_and_rollup_keep_counters_true():
     assert result["rolled_up"] >= 1
     assert set(TaskCounter.objects.values_list("resolution", flat=True)) == {3600}
     assert finished_by_type_outcome() == before
+    all_time = counters.all_time_totals()
+    counters.fold_totals(now=timezone.now() + dt.timedelta(days=1))
+    assert counters.all_time_totals() == all_time  # folded rows are counted once
+    counters.fold_totals(now=timezone.now() + dt.timedelta(days=2))
     counters.rollup(now=timezone.now() + dt.timedelta(days=400))
     assert not TaskCounter.objects.exists()
+    assert counters.all_time_totals() == all_time  # the totals outlive the counters' retention
 
 
 @pytest.mark.django_db
