@@ -109,13 +109,13 @@ def _queues(since, step: int, fmt: str) -> dict:
 
 def _review(tenants) -> dict:
     from recon.models import StagingEntry, StagingStatus
+    from recon.selectors import staging_entries_stuck
 
     entries = StagingEntry.objects.all()
     if tenants is not None:
         entries = entries.filter(account__merchant_id__in=sorted(tenants))
     review = entries.filter(status=StagingStatus.NEEDS_MANUAL_REVIEW)
-    stuck = entries.filter(status=StagingStatus.PENDING, task_id__in=services.ProcessTracker.objects.filter(
-        status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED)).values("task_id"))
+    stuck = staging_entries_stuck(entries)  # with `review`: the review queue (recon.selectors)
     now = timezone.now()
     changelist = "admin:recon_stagingentry_changelist"
     ageing = []

@@ -104,18 +104,16 @@ def _recon_families():
     from django.db.models import Count
 
     from recon.models import StagingEntry, StagingStatus
-    from tracker.models import ProcessTracker, TaskStatus
+    from recon.selectors import staging_entries_stuck
 
     family = GaugeMetricFamily("recon_staging_entries", "Staging entries in each status.", labels=["status"])
     counts = dict(StagingEntry.objects.order_by().values_list("status").annotate(n=Count("pk")))
     for status in StagingStatus.values:
         family.add_metric([status], counts.get(status, 0))
     yield family
-    stuck = StagingEntry.objects.filter(status=StagingStatus.PENDING, task_id__in=ProcessTracker.objects.filter(
-        status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED)).values("task_id")).count()
     yield GaugeMetricFamily("recon_review_queue", "Entries the review queue shows: NEEDS_MANUAL_REVIEW, and PENDING "
-                            "entries whose task FAILED or was CANCELLED.",
-                            value=counts.get(StagingStatus.NEEDS_MANUAL_REVIEW, 0) + stuck)
+                            "entries whose task FAILED or was CANCELLED (recon.selectors).",
+                            value=counts.get(StagingStatus.NEEDS_MANUAL_REVIEW, 0) + staging_entries_stuck().count())
 
 
 class _Collector:

@@ -5,9 +5,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from config import dashboard
 from config.metrics import MetricsView
 
-admin.site.site_header = "Recon ledger operations"
-admin.site.site_title = "Recon ledger"
-admin.site.index_title = "Operations console"
 admin.site.index_template = "admin/dashboard.html"
 
 

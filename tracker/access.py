@@ -21,6 +21,8 @@ def can_operate(user, tenant: str) -> bool:
 
 def operable_tenants(user) -> set[str] | None:
     """The tenants `user` may change (None: every tenant, for staff); empty for users who operate none."""
+    if hasattr(policy(), "operable_tenants"):
+        return policy().operable_tenants(user)
     tenants = policy().visible_tenants(user)
     if tenants is None:
         return None

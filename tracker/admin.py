@@ -51,6 +51,7 @@ CHANGELIST_TO_BULK = {"status__exact": "status", "status": "status", "task_type"
 
 @admin.register(ProcessTracker)
 class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
+    tenant_field = "tenant"  # tasks without a tenant (maintenance) are staff only
     fsm_fields = ["status"]
     list_display = ["task_id", "task_type", "status", "queue", "tenant", "attempts_shown", "age", "error_start"]
     list_filter = ["status", TaskTypeFilter, QueueFilter, ("created_at", admin.DateFieldListFilter)]
@@ -227,6 +228,7 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    staff_only = True
     list_display = ["slot", "worker_id", "alive", "beat_at", "started_at", "finished_last_minute",
                     "finished_last_hour", "enqueued_at"]
 
