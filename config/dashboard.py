@@ -44,8 +44,7 @@ def _tasks(tenants, since, step: int, fmt: str) -> dict:
     series = {o: got["outcome"].get(o, [0] * len(got["buckets"])) for o in Outcome.values}
     per = "minute" if step == 60 else f"{step // 60} minutes"
     table = {}
-    for task_type, outcome, n, run, wait, run_max in counters.finished_totals(
-            since=since, tenants=tenants, group_by=("task_type", "outcome")):
+    for (outcome, task_type), (n, run, wait, run_max) in sorted(got["totals"].items()):
         row = table.setdefault(task_type, {"type": task_type, "url": task_list(task_type=task_type), "cells": {},
                                            "run": 0.0, "wait": 0.0, "count": 0, "run_max": 0.0})
         row["cells"][outcome] = {"n": n, "url": task_list(task_type=task_type,

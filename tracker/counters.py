@@ -301,16 +301,17 @@ def last_minute_completed(*, now: dt.datetime, tenants=None, by: str = "queue") 
 def series(*, since: dt.datetime, step_seconds: int, tenants=None, by=("outcome",)) -> dict:
     """Finished tasks per bucket of `step_seconds` (60 or a multiple) since `since`, split by each of the `by`
     columns (outcome, task_type, queue) from one query: {"buckets": [datetime...], column: {key: [count per
-    bucket]}}."""
+    bucket]}, "totals": {(values of `by`): [count, run_seconds, wait_seconds, run_max]}}."""
     by = tuple(by)
     assert set(by) <= {"outcome", "task_type", "queue"}
     where, params = _tenant_sql(tenants)
     cols = ", ".join(by)
-    sql = (f"SELECT to_timestamp(floor(extract(epoch FROM bucket) / %s) * %s) AS b, {cols}, sum(count)::bigint"
+    sql = (f"SELECT date_bin(make_interval(secs => %s), bucket, 'epoch'::timestamptz) AS b, {cols},"
+           f" sum(count)::bigint, sum(run_seconds), sum(wait_seconds), max(run_max)"
            f" FROM {COUNTER} WHERE bucket >= %s AND {where} GROUP BY 1, {cols}")
     start = dt.datetime.fromtimestamp((since.timestamp() // step_seconds) * step_seconds, tz=dt.UTC)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [step_seconds, step_seconds, start, *params])
+        cursor.execute(sql, [step_seconds, start, *params])
         rows = cursor.fetchall()
     now = timezone.now()
     buckets = []
@@ -320,13 +321,17 @@ def series(*, since: dt.datetime, step_seconds: int, tenants=None, by=("outcome"
         at += dt.timedelta(seconds=step_seconds)
     index = {b: i for i, b in enumerate(buckets)}
     out: dict[str, dict[str, list[int]]] = {column: {} for column in by}
+    totals: dict[tuple, list] = {}  # per combination of the `by` values: count, run, wait, run_max
     for row in rows:
+        keys, (n, run, wait, run_max) = row[1:1 + len(by)], row[1 + len(by):]
+        total = totals.setdefault(tuple(keys), [0, 0.0, 0.0, 0.0])
+        total[0], total[1], total[2], total[3] = total[0] + n, total[1] + run, total[2] + wait, max(total[3], run_max)
         i = index.get(row[0].astimezone(dt.UTC))
         if i is None:
             continue
-        for column, key in zip(by, row[1:-1], strict=True):
-            out[column].setdefault(key, [0] * len(buckets))[i] += int(row[-1])
-    return {"buckets": buckets, **{column: dict(sorted(v.items())) for column, v in out.items()}}
+        for column, key in zip(by, keys, strict=True):
+            out[column].setdefault(key, [0] * len(buckets))[i] += int(n)
+    return {"buckets": buckets, "totals": totals, **{column: dict(sorted(v.items())) for column, v in out.items()}}
 
 
 # -- queue_oldest_due -- per queue, the oldest due task and how many due-status tasks are not yet due: two
