@@ -59,7 +59,10 @@ class ReviewBulkMixin:
         from jobs import services as job_services
 
         if not self.has_change_permission(request):
-            raise PermissionDenied
+            if request.method == "POST":
+                raise PermissionDenied
+            self.message_user(request, "Only operators may reprocess or ignore entries.", messages.ERROR)
+            return redirect("admin:recon_stagingentry_changelist")
         params = request.POST if request.method == "POST" else request.GET
         action, scope = params.get("action"), self._review_scope(params)
         if action not in services.REVIEW_BULK_ACTIONS or scope is None:

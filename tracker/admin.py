@@ -135,7 +135,10 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     def bulk_view(self, request):
         """Confirmation of "Retry/Cancel all N matching" (GET), then the job that does it (POST)."""
         if not self.has_change_permission(request):
-            raise PermissionDenied
+            if request.method == "POST":
+                raise PermissionDenied
+            self.message_user(request, "Only operators may retry or cancel tasks.", messages.ERROR)
+            return redirect("admin:tracker_processtracker_changelist")
         params = request.POST if request.method == "POST" else request.GET
         action = params.get("action")
         flt = self._bulk_filter({k: v for k, v in params.items() if k != "csrfmiddlewaretoken"})
