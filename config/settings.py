@@ -232,6 +232,15 @@ TRACKER = {
     "POLL_SECONDS": float(os.environ.get("TRACKER_POLL_SECONDS", 0.5)),
     "RESCUE_EVERY_SECONDS": float(os.environ.get("TRACKER_RESCUE_EVERY_SECONDS", 5)),
     "RETENTION_DAYS": env_int("TRACKER_RETENTION_DAYS", 30),
+    # Finished-task counters (tracker.counters): per-minute rows kept this long, then rolled up into hourly
+    # rows kept COUNTER_RETENTION_DAYS.
+    "COUNTER_MINUTES_HOURS": env_int("TRACKER_COUNTER_MINUTES_HOURS", 48),
+    "COUNTERS": os.environ.get("TRACKER_COUNTERS", "1") != "0",  # 0: no finished-task counters (bench only)
+    "COUNTER_RETENTION_DAYS": env_int("TRACKER_COUNTER_RETENTION_DAYS", 90),
+    # Starts a bulk action's job (POST /api/tasks/bulk/, the admin); jobs provide it, the tracker does not import jobs.
+    "BULK_STARTER": "jobs.operations.bulk_tasks_start",
+    # The task search also finds the tasks of jobs whose params carry a pasted id (an upload's import job).
+    "SEARCH_EXPANDERS": ["jobs.operations.jobs_referring_to"],
     # Extra modules that register task types (tests use this to add their own).
     "TASK_MODULES": [m for m in os.environ.get("TRACKER_TASK_MODULES", "").split(",") if m],
 }
@@ -257,3 +266,6 @@ AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend", "config.
 
 # Access policy (merchant scoping) used by tracker and jobs without importing recon.
 TENANT_ACCESS = "recon.access"
+
+# GET /metrics (config.metrics): staff users, or `Authorization: Bearer <METRICS_TOKEN>` when set.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

@@ -7,6 +7,7 @@ import logging
 import uuid
 
 from django.db import IntegrityError, transaction
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from jobs import conf, events, registry
@@ -67,8 +68,10 @@ def _enqueue_run(job: Job) -> ProcessTracker | None:
 
 def _cancel_due_tasks(job: Job, by, reason: str) -> None:
     """Cancels the job's run/timer tasks that have not started (a running slice stops on its own)."""
-    ids = ProcessTracker.objects.filter(task_type__in=[JOB_RUN, JOB_WAKE], status__in=DUE_STATUSES,
-                                        payload__job_id=str(job.pk)).values_list("task_id", flat=True)
+    # The job's tasks by the payload's job id (an index lookup: tracker_payload_job_idx), not a scan.
+    ids = (ProcessTracker.objects.filter(payload__has_key="job_id").alias(job_ref=KT("payload__job_id"))
+           .filter(job_ref=str(job.pk), task_type__in=[JOB_RUN, JOB_WAKE], status__in=DUE_STATUSES)
+           .values_list("task_id", flat=True))
     for task_id in list(ids):
         try:
             tracker_services.task_cancel(task_id=task_id, by=by, reason=reason)

@@ -40,6 +40,7 @@ from recon.models import (
 )
 from recon.selectors import review_queue_q, stuck_q
 from tracker import audit
+from recon.admin_bulk import ReviewBulkMixin
 from tracker.admin_base import AuditedFSMAdminMixin, ReadOnlyAdmin
 from tracker.models import ProcessTracker
 from tracker.pagination import CappedCountPaginator
@@ -598,7 +599,7 @@ class ReviewChangeList(ChangeList):
 
 
 @admin.register(StagingEntry)
-class StagingEntryAdmin(AuditHistoryMixin, ReadOnlyPageMixin, AuditedFSMAdminMixin, admin.ModelAdmin):
+class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, AuditedFSMAdminMixin, admin.ModelAdmin):
     tenant_field = "account__merchant_id"
     fsm_fields = ["status"]
     fsm_forms = {"ignore": IgnoreForm}

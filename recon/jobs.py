@@ -172,3 +172,49 @@ def _owner(ctx: JobContext):
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.filter(pk=ctx.owner_id).first()
+
+
+class ReviewBulkParams(serializers.Serializer):
+    action = serializers.ChoiceField(choices=services.REVIEW_BULK_ACTIONS)
+    which = serializers.ChoiceField(choices=["review", "stuck"], default="review")
+    created_after = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    created_before = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+@job_type("recon.review_bulk", params=ReviewBulkParams)
+def review_bulk(ctx: JobContext, params: dict) -> dict | None:
+    """Reprocesses or ignores every review-queue entry of the filter, in chunks, as the job's owner (limited to the
+    merchants the owner operates, decided from the owner at run time)."""
+    from django.contrib.auth import get_user_model
+    from django.utils.dateparse import parse_datetime
+
+    from tracker import access
+
+    owner = get_user_model().objects.filter(pk=ctx.owner_id).first() if ctx.owner_id else None
+    if owner is None:
+        raise PermissionError("A bulk action runs as its owner; this job has none.")
+    merchant_ids = access.operable_tenants(owner)
+    scope = {"which": params["which"], "merchant_ids": merchant_ids,
+             "created_after": parse_datetime(params["created_after"]) if params.get("created_after") else None,
+             "created_before": parse_datetime(params["created_before"]) if params.get("created_before") else None}
+    state = dict(ctx.checkpoint_data)
+    if "matched" not in state:
+        state = {"matched": services.review_queue_matching(**scope).count(), "changed": 0, "after": None}
+        with transaction.atomic():
+            ctx.checkpoint(state)
+    reason = params.get("reason") or f"bulk {params['action']} by {owner.get_username()} (job {ctx.job_id})"
+    while True:
+        if ctx.should_stop():
+            return None
+        step = services.review_queue_resolve_chunk(action=params["action"], **scope, after=state["after"], by=owner,
+                                                   reason=reason)
+        state = {**state, "changed": state["changed"] + step["changed"], "after": step["after"]}
+        with transaction.atomic():
+            ctx.checkpoint(state)
+        ctx.progress(100 * state["changed"] // max(1, state["matched"]) if step["after"] else 100,
+                     f"{state['changed']} of {state['matched']} done")
+        if step["after"] is None:
+            break
+    return {"matched": state["matched"], "changed": state["changed"],
+            "skipped": max(0, state["matched"] - state["changed"])}

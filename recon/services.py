@@ -643,3 +643,45 @@ def engine_trigger(*, timeout_ms: int, worker_id: str | None = None) -> dict:
     totals = Worker(worker_id or make_worker_id("trigger")).drain(budget_seconds=timeout_ms / 1000)
     return {"processed": totals.processed, "succeeded": totals.succeeded, "failed": totals.failed,
             "duration_ms": int((time.monotonic() - started) * 1000)}
+
+
+# --- the review queue, whole filter at a time (the console's "Reprocess/Ignore all N matching") --------------
+
+REVIEW_BULK_ACTIONS = ("reprocess", "ignore")
+
+
+def review_queue_matching(*, which: str = "review", merchant_ids=None, created_after=None, created_before=None):
+    """Staging entries of the review queue: `review` = NEEDS_MANUAL_REVIEW and PENDING entries whose task FAILED
+    or was CANCELLED; `stuck` = only the latter (recon.selectors). `merchant_ids` None means every merchant."""
+    from recon.selectors import staging_entries_in_review, staging_entries_stuck
+
+    qs = staging_entries_stuck() if which == "stuck" else staging_entries_in_review()
+    if merchant_ids is not None:
+        qs = qs.filter(account__merchant_id__in=sorted(merchant_ids))
+    if created_after:
+        qs = qs.filter(created_at__gte=created_after)
+    if created_before:
+        qs = qs.filter(created_at__lt=created_before)
+    return qs
+
+
+def review_queue_resolve_chunk(*, action: str, which: str = "review", merchant_ids=None, created_after=None,
+                               created_before=None, after=None, limit: int = 200, by=None, reason: str = "") -> dict:
+    """One chunk of a bulk reprocess/ignore: the next `limit` review-queue entries (in id order after `after`),
+    each resolved by `staging_entry_resolve` (the one path for the rule; an entry that changed meanwhile or sits in
+    a closed period is skipped). Returns {"seen", "changed", "after"} (`after` None when done)."""
+    if action not in REVIEW_BULK_ACTIONS:
+        raise ValidationError({"action": ["One of reprocess, ignore."]})
+    qs = review_queue_matching(which=which, merchant_ids=merchant_ids, created_after=created_after,
+                               created_before=created_before)
+    if after:
+        qs = qs.filter(pk__gt=after)
+    ids = list(qs.order_by("pk").values_list("pk", flat=True)[:limit])
+    changed = 0
+    for pk in ids:
+        try:
+            staging_entry_resolve(staging_entry_id=pk, action=action, by=by, reason=reason)
+            changed += 1
+        except (errors.ReconError, ValidationError):
+            pass  # not in a legal state any more, or in a closed period: skipped
+    return {"seen": len(ids), "changed": changed, "after": str(ids[-1]) if len(ids) == limit else None}

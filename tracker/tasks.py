@@ -4,7 +4,7 @@ import logging
 
 from django.db import close_old_connections
 
-from tracker import cluster, services, worker
+from tracker import cluster, counters, services, worker
 
 log = logging.getLogger(__name__)
 
@@ -15,12 +15,15 @@ def consume(slot: int, token: str = "") -> dict:
 
 def maintain() -> dict:
     """Every minute, in whichever cluster runs it: rescue expired leases, make sure each of this cluster's slots
-    has a live consumer, forget clusters gone for an hour."""
+    has a live consumer, forget clusters gone for an hour, fold the status deltas into the counts and roll old
+    minute counters up."""
     rescued = services.task_rescue()
+    services.counters_tick()
     return {
         "rescued": rescued,
         "consumers_started": worker.consumers_ensure(),
         "clusters_pruned": worker.clusters_prune(),
+        "counters": counters.rollup(),
     }
 
 

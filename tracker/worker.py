@@ -356,6 +356,7 @@ def consume(slot: int, token: str) -> dict:
             try:
                 if time.monotonic() >= next_rescue:
                     services.task_rescue()
+                    services.counters_tick()  # status deltas into the counts, queue samples (tracker.counters)
                     consumers_ensure()  # restart consumers of sibling slots that died
                     next_rescue = time.monotonic() + _seconds_to_next_rescue()
                 batch = worker.run_once()
