@@ -89,7 +89,10 @@ class World:
             uploads.csv_import_start(account=payments, file=io.BytesIO(
                 b"order_id,amount,currency,transaction_date,type\nx,1.00,USD,2026-11-01,Payment\n"),
                 name=f"{name}.csv", processing_mode="TRANSACTION", by=by)
-        self.personal = job_services.job_create(job_type="jobs.countdown", params={"steps": 1}, owner=self.op_a)
+        # Demo types are staff-only to start (issue 17, item 7): the personal job is created by the system for op_a.
+        self.personal = job_services.job_create(job_type="jobs.countdown", params={"steps": 1})
+        Job.objects.filter(pk=self.personal.pk).update(owner=self.op_a)
+        self.personal.refresh_from_db()
         self.clients = {}
         for who in ("staff", "op_a", "viewer_a", "op_b"):
             client = Client()

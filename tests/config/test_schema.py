@@ -41,6 +41,8 @@ def test_every_operation_documents_its_error_statuses(schema):
             if method in ("post", "put", "patch", "delete"):
                 assert {"409", "413", "415", "429"} <= codes, (method, path)
             for code in codes - {"200", "201", "202", "204", "503"}:
+                if "content" not in op["responses"][code]:
+                    continue  # a view's own description of the status, without a body
                 ref = op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
                 assert ref.endswith("/Error"), (method, path, code)
 

@@ -66,7 +66,7 @@ def test_permission_matrix_over_every_endpoint():
                 "staff": world.staff}[role]
         client = client_for(user)
         for template, methods in sorted(routes.items()):
-            for method in sorted(methods, key=ORDER.index):  # DELETE last: it may remove the object
+            for method in sorted((m for m in methods if m in ORDER), key=ORDER.index):  # DELETE last: it may remove the object
                 status, body = _call(client, method, world.path(template))
                 cells += 1
                 counts[status] = counts.get(status, 0) + 1
