@@ -13,3 +13,16 @@ XSU XTS XUA XXX YER ZAR ZMW ZWG ZWL
 
 def is_currency(code) -> bool:
     return isinstance(code, str) and code in ISO_4217
+
+
+# ISO 4217 minor units where they are not 2 (the "E" column of the standard).
+MINOR_UNITS = {
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+    **dict.fromkeys("CLF UYW".split(), 4),
+}
+
+
+def minor_units(code: str) -> int:
+    """Decimal places of the currency's minor unit (2 unless ISO 4217 says otherwise)."""
+    return MINOR_UNITS.get(code, 2)
