@@ -46,8 +46,11 @@ class MerchantMembershipAdmin(admin.ModelAdmin):
 
 
 class CsvImportForm(forms.Form):
-    file = forms.FileField(help_text="A .csv file: order_id, amount, currency, transaction_date, type.")
+    file = forms.FileField(help_text="A CSV file (order_id, amount, currency, transaction_date, type) or a bank "
+                                     "statement (camt.052/053/054, MT940/942, OFX, BAI2).")
     processing_mode = forms.ChoiceField(choices=[("TRANSACTION", "TRANSACTION"), ("CONFIRMATION", "CONFIRMATION")])
+    format = forms.ChoiceField(choices=[(f, f) for f in uploads.FORMAT_CHOICES], initial="auto", required=False,
+                               help_text="auto: recognised from the content.")
     force = forms.BooleanField(required=False, help_text="Import even if this file was uploaded to the account "
                                                           "before.")
 
@@ -72,7 +75,7 @@ class AccountAdmin(admin.ModelAdmin):
                      name="recon_account_import_csv"), *super().get_urls()]
 
     def import_csv_view(self, request, object_id):
-        """Uploads a CSV file and starts the same `recon.import_csv` job as the API, then shows the job."""
+        """Uploads a file and starts the same `recon.import_file` job as the API, then shows the job."""
         account = _scoped(request, Account.objects.all(), "merchant_id").filter(pk=object_id).first()
         if account is None:
             self.message_user(request, "Account not found.", messages.ERROR)
@@ -84,9 +87,10 @@ class AccountAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             file = form.cleaned_data["file"]
             try:
-                job = uploads.csv_import_start(account=account, file=file, name=file.name,
-                                               processing_mode=form.cleaned_data["processing_mode"],
-                                               force=form.cleaned_data["force"], by=request.user)
+                job = uploads.file_import_start(account=account, file=file, name=file.name,
+                                                processing_mode=form.cleaned_data["processing_mode"],
+                                                file_format_name=form.cleaned_data["format"] or "auto",
+                                                force=form.cleaned_data["force"], by=request.user)
             except AppError as exc:
                 form.add_error("file" if exc.status != 409 else "force", exc.message)
             else:

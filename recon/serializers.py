@@ -207,18 +207,15 @@ class TriggerResultSerializer(serializers.Serializer):
     duration_ms = serializers.IntegerField()
 
 
-class CsvUploadSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="CSV with the header order_id, amount, currency, transaction_date, type; "
-                                           "the name must end in .csv.")
+class FileUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="CSV (header order_id, amount, currency, transaction_date, type) or a "
+                                           "bank statement (camt.052/053/054, MT940/942, OFX, BAI2); any name.")
     processing_mode = serializers.ChoiceField(choices=["TRANSACTION", "CONFIRMATION"])
-
-    def validate_file(self, value):
-        if not (value.name or "").lower().endswith(".csv"):
-            raise serializers.ValidationError("The file name must end in .csv.")
-        return value
+    format = serializers.ChoiceField(choices=["auto", "csv", "camt053", "mt940", "ofx", "bai2"], default="auto",
+                                     help_text="`auto` recognises the format from the content, never the name.")
 
 
-class CsvUploadAcceptedSerializer(serializers.Serializer):
+class FileUploadAcceptedSerializer(serializers.Serializer):
     job_id = serializers.UUIDField()
     status_url = serializers.CharField(help_text="The job: GET it for state, progress and (when COMPLETED) the "
                                                  "import report as `result`.")

@@ -17,7 +17,7 @@ from recon.balances import with_balance_sums
 from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, ReconRule, StagingEntry, StagingStatus,
                           Transaction, TransactionStatus)
 from recon.serializers import (AccountCreateSerializer, AccountRenameSerializer, AccountSerializer,
-                               BalanceSerializer, ClosedPeriodSerializer, CsvUploadAcceptedSerializer, CsvUploadSerializer,
+                               BalanceSerializer, ClosedPeriodSerializer, FileUploadAcceptedSerializer, FileUploadSerializer,
                                EntrySerializer, ErrorSerializer, MerchantSerializer, ReconRuleCreateSerializer,
                                ReconRuleSerializer, ResolveSerializer, StagingEntryCreateSerializer,
                                StagingEntrySerializer, TransactionSerializer, TriggerResultSerializer,
@@ -256,7 +256,7 @@ def _truthy(value) -> bool:
 
 
 class StagingEntryFileView(GenericAPIView):
-    serializer_class = CsvUploadSerializer
+    serializer_class = FileUploadSerializer
     parser_classes = [MultiPartParser, FormParser]
 
     def initialize_request(self, request, *args, **kwargs):
@@ -265,16 +265,17 @@ class StagingEntryFileView(GenericAPIView):
 
     @extend_schema(
         operation_id="accounts_staging_entries_files_create",
-        request={"multipart/form-data": CsvUploadSerializer},
+        request={"multipart/form-data": FileUploadSerializer},
         parameters=[OpenApiParameter("force", bool, description="Import even if the same file content was "
                                                                 "uploaded to this account before.")],
         responses={
-            202: CsvUploadAcceptedSerializer,
-            400: OpenApiResponse(ErrorSerializer, description="No file, a name not ending in .csv, a missing or "
-                                                              "invalid processing_mode, or a bad header row "
-                                                              "(code `invalid_csv`; checked at upload). Problems "
-                                                              "in data rows end in the job's report; malformed "
-                                                              "CSV further down fails the job."),
+            202: FileUploadAcceptedSerializer,
+            400: OpenApiResponse(ErrorSerializer, description="No file, a missing or invalid processing_mode, a "
+                                                              "file of no supported format (code "
+                                                              "`unsupported_format`), or a CSV header that lacks a "
+                                                              "column (code `invalid_csv`). Problems in CSV rows "
+                                                              "end in the job's report; a statement file that "
+                                                              "cannot be parsed fails the job, writing nothing."),
             403: OpenApiResponse(ErrorSerializer, description="Not an operator of the account's merchant."),
             404: OpenApiResponse(ErrorSerializer, description="Unknown account, or another merchant's."),
             409: OpenApiResponse(ErrorSerializer, description="Same content already uploaded to this account "
@@ -283,8 +284,8 @@ class StagingEntryFileView(GenericAPIView):
                                                               "`payload_too_large`)."),
         })
     def post(self, request, account_id):
-        """Uploads a CSV file of staging entries; the import runs as a `recon.import_csv` job whose `result`
-        is the report. The file is stored in the database, so any worker can run the job."""
+        """Uploads a CSV or bank-statement file of staging entries; the import runs as a `recon.import_file` job
+        whose `result` is the report. The file is stored in the database, so any worker can run the job."""
         account = get_account(request, account_id)
         require_operator(request, account.merchant_id)
         try:
@@ -294,16 +295,17 @@ class StagingEntryFileView(GenericAPIView):
         if length > uploads.max_bytes() + MULTIPART_SLACK:
             raise uploads.too_large(length)
         try:
-            data = CsvUploadSerializer(data=request.data)
+            data = FileUploadSerializer(data=request.data)
         except RequestDataTooBig:
             raise uploads.too_large() from None
         except SuspiciousOperation as exc:
             raise exceptions.ValidationError({"file": [str(exc) or "Malformed upload."]}) from None
         data.is_valid(raise_exception=True)
         file = data.validated_data["file"]
-        job = uploads.csv_import_start(account=account, file=file, name=file.name,
-                                       processing_mode=data.validated_data["processing_mode"],
-                                       force=_truthy(request.query_params.get("force")), by=request.user)
+        job = uploads.file_import_start(account=account, file=file, name=file.name,
+                                        processing_mode=data.validated_data["processing_mode"],
+                                        file_format_name=data.validated_data["format"],
+                                        force=_truthy(request.query_params.get("force")), by=request.user)
         return Response({"job_id": str(job.pk), "status_url": f"/api/jobs/{job.pk}/"},
                         status=status.HTTP_202_ACCEPTED)
 
