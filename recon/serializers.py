@@ -10,7 +10,8 @@ from rest_framework import serializers
 
 from recon import balances
 from recon.ingest import parse_when
-from recon.models import Account, ClosedPeriod, Entry, Merchant, ReconRule, StagingEntry, Transaction
+from recon.models import (Account, BankStatement, ClosedPeriod, Entry, Merchant, ReconRule, StagingEntry,
+                          Transaction)
 
 
 def money_str(value) -> str | None:
@@ -225,6 +226,44 @@ class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
     code = serializers.CharField()
     details = serializers.DictField()
+
+
+class BankStatementSerializer(serializers.ModelSerializer):
+    """A statement of an imported bank file with the bank's balances, what did not add up (`problems`:
+    `lines_do_not_add_up`, `opening_differs`, `sequence_gap`), and the ledger's posted balance on its closing day
+    next to the bank's closing balance."""
+
+    account_id = serializers.UUIDField(read_only=True)
+    upload_id = serializers.UUIDField(read_only=True)
+    opening_balance = MoneyField(read_only=True, allow_null=True)
+    closing_balance = MoneyField(read_only=True, allow_null=True)
+    lines_total = MoneyField(read_only=True)
+    ledger_balance = serializers.SerializerMethodField(help_text="The account's posted balance of entries dated "
+                                                                 "up to the closing day (null without one).")
+    difference = serializers.SerializerMethodField(help_text="closing_balance - ledger_balance.")
+
+    class Meta:
+        model = BankStatement
+        fields = ["id", "account_id", "upload_id", "format", "statement_id", "bank_account", "sequence", "currency",
+                  "opening_balance", "opening_date", "closing_balance", "closing_date", "line_count", "lines_total",
+                  "problems", "ledger_balance", "difference", "created_at"]
+        read_only_fields = fields
+
+    def _ledger(self, obj):
+        if obj.closing_date is None:
+            return None
+        if not hasattr(obj, "_ledger_balance"):
+            obj._ledger_balance = balances.posted_balance_on(obj.account, obj.closing_date)
+        return obj._ledger_balance
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_ledger_balance(self, obj) -> str | None:
+        return money_str(self._ledger(obj))
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_difference(self, obj) -> str | None:
+        value = self._ledger(obj)
+        return None if value is None or obj.closing_balance is None else money_str(obj.closing_balance - value)
 
 
 class ClosedPeriodSerializer(serializers.ModelSerializer):

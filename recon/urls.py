@@ -31,6 +31,8 @@ urlpatterns = [
             name="recon-staging-entries"),
     re_path(rf"^accounts/{ID.format('account_id')}/staging-entries/files/?$", views.StagingEntryFileView.as_view(),
             name="recon-staging-entry-files"),
+    re_path(rf"^accounts/{ID.format('account_id')}/statements/?$", views.AccountStatementListView.as_view(),
+            name="recon-account-statements"),
     re_path(rf"^accounts/{ID.format('account_id')}/entries/?$", views.AccountEntryListView.as_view(),
             name="recon-account-entries"),
     re_path(rf"^staging-entries/{ID.format('staging_entry_id')}/resolve/?$",

@@ -4,6 +4,7 @@ check), check the role, call a service, render."""
 import uuid
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db.models import F
 from django.core.files.uploadhandler import FileUploadHandler
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -14,9 +15,10 @@ from rest_framework.response import Response
 from config.api import Pagination
 from recon import access, balances, reports, services, uploads
 from recon.balances import with_balance_sums
-from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, ReconRule, StagingEntry, StagingStatus,
+from recon.models import (Account, BankStatement, ClosedPeriod, Entry, EntryStatus, Merchant, ReconRule, StagingEntry, StagingStatus,
                           Transaction, TransactionStatus)
 from recon.serializers import (AccountCreateSerializer, AccountRenameSerializer, AccountSerializer,
+                               BankStatementSerializer,
                                BalanceSerializer, ClosedPeriodSerializer, FileUploadAcceptedSerializer, FileUploadSerializer,
                                EntrySerializer, ErrorSerializer, MerchantSerializer, ReconRuleCreateSerializer,
                                ReconRuleSerializer, ResolveSerializer, StagingEntryCreateSerializer,
@@ -371,6 +373,20 @@ class AccountEntryListView(GenericAPIView):
         if (value := status_filter(request, EntryStatus.values)) is not None:
             qs = qs.filter(status=value)
         return paginated(self, request, qs, EntrySerializer)
+
+
+class AccountStatementListView(GenericAPIView):
+    serializer_class = BankStatementSerializer
+
+    @extend_schema(operation_id="accounts_statements_list", responses={200: BankStatementSerializer(many=True)})
+    def get(self, request, account_id):
+        """The bank statements imported to the account, newest closing day first, each with the bank's balances,
+        the problems found (lines not adding up, an opening balance that is not the previous closing one, a gap
+        in the statement numbers) and the ledger's posted balance on its closing day."""
+        account = get_account(request, account_id)
+        qs = BankStatement.objects.filter(account=account).select_related("account").order_by(
+            F("closing_date").desc(nulls_last=True), "-created_at")
+        return paginated(self, request, qs, BankStatementSerializer)
 
 
 # --- closed periods -----------------------------------------------------------------------------------

@@ -172,3 +172,26 @@ def test_a_line_in_another_currency_is_imported_and_ends_in_review(ledger):
     entry = StagingEntry.objects.get()
     assert entry.currency == "GBP" and entry.status == "NEEDS_MANUAL_REVIEW"
     assert entry.metadata["error_type"] == "CurrencyMismatchError"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statements_api_lists_bank_and_ledger_balances(ledger, operator_api, other_merchant_operator_api):
+    from recon.models import Account
+
+    account = Account.objects.create(merchant=ledger.merchant, account_name="eur bank", account_type="CREDIT_NORMAL",
+                                     currency="EUR")
+    start(account, MT940_DAY_1, mode="TRANSACTION")  # no rule: the entries go to review, the ledger stays at 0
+    drain()
+    response = operator_api.get(f"/api/accounts/{account.pk}/statements/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 1
+    (item,) = body["results"]
+    assert {k: item[k] for k in ("statement_id", "format", "bank_account", "sequence", "opening_balance",
+                                 "closing_balance", "closing_date", "line_count", "lines_total", "problems",
+                                 "ledger_balance", "difference")} == {
+        "statement_id": "D1/41/1", "format": "mt940", "bank_account": "BANK-1", "sequence": "41/1",
+        "opening_balance": "100.00", "closing_balance": "130.00", "closing_date": "2026-11-01", "line_count": 2,
+        "lines_total": "30.00", "problems": [], "ledger_balance": "0.00", "difference": "130.00"}
+    assert other_merchant_operator_api.get(f"/api/accounts/{account.pk}/statements/").status_code == 404
+    assert operator_api.get(f"/api/accounts/{account.pk}/statements").status_code == 200
