@@ -13,14 +13,14 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 
-from django.db import transaction
-from django.db.models import Count
+from django.db import connection, transaction
 from django.utils.dateparse import parse_date, parse_datetime
 
 from recon import services, statements
 from recon.currencies import ISO_4217, is_currency
 from recon.errors import ReconError
 from recon.models import Account, AccountType, ProcessingMode, StagingEntry
+from tracker.bulk import array_literal
 
 COLUMNS = ("order_id", "amount", "currency", "transaction_date", "type")
 TYPES = {"payment", "refund", "debit", "credit"}
@@ -275,9 +275,9 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
 # Statements -----------------------------------------------------------------------------------------------------
 
 def statement_check(fmt: str, stream) -> int:
-    """Parses a statement file through without writing (bounded memory) and returns its number of lines;
-    raises StatementParseError (naming the format and where it stopped) for a broken file."""
-    return sum(1 for item in statements.parse(fmt, stream) if isinstance(item, statements.Line))
+    """Parses a statement file through without writing (bounded memory: only what can fail is read) and returns
+    its number of lines; raises StatementParseError (naming the format and where it stopped) for a broken file."""
+    return sum(1 for item in statements.parse(fmt, stream, check_only=True) if isinstance(item, statements.Line))
 
 
 def line_key(line: statements.Line) -> str:
@@ -313,6 +313,16 @@ def statement_row(line: statements.Line, *, account: Account, processing_mode: s
     return (side, amount.quantize(Decimal("0.0001")), line.currency, effective, processing_mode, metadata), []
 
 
+# -- statement_line_counts --
+# How many staging entries of the account, imported from other uploads, carry each of these overlap keys
+# (recon_staging_line_key: statement lines only).
+STATEMENT_LINE_COUNTS = f"""
+SELECT metadata ->> 'line_key', count(*) FROM {StagingEntry._meta.db_table}
+WHERE account_id = %(account)s AND metadata ? 'line_key' AND metadata ->> 'line_key' = ANY(%(keys)s::text[])
+  AND metadata ->> 'upload_id' <> %(upload)s
+GROUP BY 1"""
+
+
 class _Overlaps:
     """Drops the lines of a chunk that an earlier file already imported to the account: a line whose key is the
     k-th of that key in this file is a duplicate when other uploads imported k or more lines with that key."""
@@ -330,11 +340,10 @@ class _Overlaps:
         if not rows:
             return rows
         Account.objects.select_for_update().filter(pk=self.account.pk).first()
-        keys = sorted({r[-1][1] for r in rows})
-        earlier = dict(StagingEntry.objects  # recon_staging_line_key
-                       .filter(account=self.account, metadata__has_key="line_key", metadata__line_key__in=keys)
-                       .exclude(metadata__upload_id=self.upload_id)
-                       .values_list("metadata__line_key").annotate(n=Count("pk")).values_list("metadata__line_key", "n"))
+        with connection.cursor() as cursor:
+            cursor.execute(STATEMENT_LINE_COUNTS, {"account": self.account.pk, "upload": self.upload_id,
+                                                   "keys": array_literal(sorted({r[-1][1] for r in rows}))})
+            earlier = dict(cursor.fetchall())
         return [r[:-1] for r in rows if r[-1][0] > earlier.get(r[-1][1], 0)]
 
 

@@ -5,7 +5,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.fields.json import KeyTransform
+from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
 
@@ -169,7 +169,7 @@ class StagingEntry(FSMModelMixin, models.Model):
             models.Index(fields=["mismatch_transaction"], name="recon_staging_mismatch_txn",
                          condition=Q(mismatch_transaction__isnull=False)),
             # Statement lines only (CSV rows have no line_key): the overlap check of statement imports.
-            models.Index(F("account"), KeyTransform("line_key", "metadata"), name="recon_staging_line_key",
+            models.Index(F("account"), KeyTextTransform("line_key", "metadata"), name="recon_staging_line_key",
                          condition=Q(metadata__has_key="line_key")),
         ]
         constraints = [

@@ -38,7 +38,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='stagingentry',
-            index=models.Index(models.F('account'), django.db.models.fields.json.KeyTransform('line_key', 'metadata'), condition=models.Q(('metadata__has_key', 'line_key')), name='recon_staging_line_key'),
+            index=models.Index(models.F('account'), django.db.models.fields.json.KeyTextTransform('line_key', 'metadata'), condition=models.Q(('metadata__has_key', 'line_key')), name='recon_staging_line_key'),
         ),
         migrations.AddField(
             model_name='bankstatement',

@@ -19,6 +19,7 @@ LINE_61 = re.compile(
 BALANCE = re.compile(r"^(?P<mark>[CD])(?P<date>\d{6})(?P<currency>[A-Z]{3})(?P<amount>\d[\d]*,\d*)$")
 DIRECTIONS = {"C": IN, "RD": IN, "EC": IN, "D": OUT, "RC": OUT, "ED": OUT}
 SUBFIELD = re.compile(r"\?(\d\d)")
+REMITTANCE = frozenset(f"{n}" for n in [*range(20, 30), *range(60, 64)])  # ?20-?29, ?60-?63
 SEPA = re.compile(r"(EREF|KREF|MREF|CRED|DEBT|SVWZ|ABWA|ABWE|IBAN|BIC)\+")
 
 
@@ -36,15 +37,15 @@ def _information(text: str) -> dict:
     joined = text.replace("\n", "")
     if not SUBFIELD.search(joined):
         return {"remittance_info": clean(text.replace("\n", " "))}
-    parts: dict[str, list[str]] = {}
     pieces = SUBFIELD.split(joined)
     code = pieces[0].strip()
-    for key, value in zip(pieces[1::2], pieces[2::2]):
-        parts.setdefault(key, []).append(value)
-    remittance = "".join("".join(parts.get(f"{n}", [])) for n in [*range(20, 30), *range(60, 64)])
-    out = {"counterparty_name": clean("".join(parts.get("32", []) + parts.get("33", []))),
-           "counterparty_account": clean("".join(parts.get("31", []))),
-           "bank_transaction_code": "/".join(p for p in (code, clean("".join(parts.get("00", [])))) if p)}
+    pairs = list(zip(pieces[1::2], pieces[2::2]))
+    remittance = "".join(v for k, v in pairs if k in REMITTANCE)
+    name = "".join(v for k, v in pairs if k in ("32", "33"))
+    account = "".join(v for k, v in pairs if k == "31")
+    text = "".join(v for k, v in pairs if k == "00")
+    out = {"counterparty_name": clean(name), "counterparty_account": clean(account),
+           "bank_transaction_code": f"{code}/{clean(text)}" if code and text.strip() else code or clean(text)}
     keyed = SEPA.split(remittance)
     if len(keyed) > 1:
         fields = dict(zip(keyed[1::2], (clean(v) for v in keyed[2::2])))
@@ -56,7 +57,8 @@ def _information(text: str) -> dict:
 
 
 class _Reader:
-    def __init__(self):
+    def __init__(self, check_only: bool = False):
+        self.check_only = check_only
         self.position = 0
         self.statement: Statement | None = None
         self.line: Line | None = None
@@ -90,7 +92,7 @@ class _Reader:
         elif tag == "61":
             self.line = self.statement_line(value)
         elif tag == "86" and self.line is not None:
-            for key, text in _information(value).items():
+            for key, text in ({} if self.check_only else _information(value)).items():
                 if text:
                     setattr(self.line, key, text)
             yield from self.end_line()
@@ -138,10 +140,10 @@ class _Reader:
             self.statement = None
 
 
-def parse(stream) -> Iterator[Line | Statement]:
+def parse(stream, *, check_only: bool = False) -> Iterator[Line | Statement]:
     """Lines of every MT940/MT942 message in the file, each statement's `Statement` after them. `stream` is
     binary; text is read as UTF-8, falling back to Latin-1 per line (SWIFT's character set is a subset)."""
-    reader = _Reader()
+    reader = _Reader(check_only)
     tag, value, seen = None, [], False
     for number, raw in enumerate(stream, 1):
         try:
