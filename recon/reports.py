@@ -35,7 +35,7 @@ def summary(merchant_id: str | None = None, *, merchant_ids: set[str] | None = N
     amounts: dict[str, dict] = {}
     for currency, status, total, n in (staging.order_by().values_list("currency", "status")
                                        .annotate(total=Sum("amount"), n=Count("pk"))):
-        total = Decimal(total).quantize(CENT4)  # SQLite sums decimals as floats
+        total = Decimal(total).quantize(CENT4)
         cur = amounts.setdefault(currency, {"total": Decimal("0"), "count": 0, "by_status": {}})
         cur["total"] += total
         cur["count"] += n

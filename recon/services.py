@@ -272,44 +272,34 @@ def staging_entry_create(*, account: Account, entry_type: str, amount, currency:
 
 
 def commit_asynchronously() -> None:
-    """Inside a bulk chunk's transaction: on PostgreSQL its commit does not wait for the WAL flush
-    (`synchronous_commit = off`, this transaction only). A server crash may then lose the chunks committed in
-    the last fraction of a second, each whole and together with its checkpoint, so an import resumes before
-    them: nothing is half-written or written twice."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit = off")
-
-
-def _copy_enabled() -> bool:
-    """The bulk producers write with COPY on PostgreSQL; SQLite keeps bulk_create."""
-    return connection.vendor == "postgresql"
+    """Inside a bulk chunk's transaction: its commit does not wait for the WAL flush (`synchronous_commit =
+    off`, this transaction only). A server crash may then lose the chunks committed in the last fraction of a
+    second, each whole and together with its checkpoint, so an import resumes before them: nothing is
+    half-written or written twice."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
 
 
 def staging_entries_create_many(*, account: Account, rows: list[dict]) -> list[StagingEntry]:
     """Bulk producer for validated rows (keys entry_type, amount (Decimal), currency, effective_date,
-    processing_mode, metadata): entries and their tasks, in the caller's transaction (or its own). On PostgreSQL
-    they are written with COPY (`_staging_entries_copy_pg`), elsewhere with bulk_create."""
+    processing_mode, metadata): entries and their tasks, in the caller's transaction (or its own), written with
+    COPY (`_staging_entries_copy_pg`)."""
     with transaction.atomic():
         entries = [StagingEntry(account=account, entry_type=r["entry_type"], amount=r["amount"],
                                 currency=r["currency"], effective_date=r["effective_date"],
                                 processing_mode=r["processing_mode"], metadata=r.get("metadata") or {})
                    for r in rows]
-        if _copy_enabled() and entries:
-            now = timezone.now()
-            for entry in entries:
-                entry.task_id = uuid7()
-            _staging_entries_copy_pg(
-                account, ((e.pk, e.task_id, e.entry_type, e.amount, e.currency, e.effective_date,
-                           e.processing_mode, e.metadata) for e in entries), now=now)
-            for entry in entries:
-                entry.created_at = entry.updated_at = now
-                entry._state.adding = False
+        if not entries:
             return entries
-        tasks = task_create_many([engine.task_spec(e, account.merchant_id) for e in entries])
-        for entry, task in zip(entries, tasks):
-            entry.task_id = task.task_id
-        StagingEntry.objects.bulk_create(entries, batch_size=1000)
+        now = timezone.now()
+        for entry in entries:
+            entry.task_id = uuid7()
+        _staging_entries_copy_pg(
+            account, ((e.pk, e.task_id, e.entry_type, e.amount, e.currency, e.effective_date,
+                       e.processing_mode, e.metadata) for e in entries), now=now)
+        for entry in entries:
+            entry.created_at = entry.updated_at = now
+            entry._state.adding = False
     return entries
 
 
@@ -317,20 +307,14 @@ def staging_entries_create_rows(*, account: Account, rows: list[tuple]) -> int:
     """Bulk producer for the CSV import: validated rows as plain tuples `(entry_type, amount, currency,
     effective_date, processing_mode, metadata)` (amount a Decimal or its text with at most 4 decimal places,
     effective_date an aware datetime or its ISO text, metadata a dict or its JSON text), so no model instance
-    is built on PostgreSQL (COPY; the ids are one `uuid7_texts` run). Returns the number of entries written
-    (each with its task)."""
+    is built (COPY; the ids are one `uuid7_texts` run). Returns the number of entries written (each with its
+    task)."""
     if not rows:
         return 0
-    if _copy_enabled():
-        ids = uuid7_texts(2 * len(rows))
-        rows_with_ids = ((sid, tid, *row) for sid, tid, row in zip(ids[::2], ids[1::2], rows))
-        with transaction.atomic():
-            return _staging_entries_copy_pg(account, rows_with_ids, now=timezone.now())
-    decoded = [{"entry_type": t, "amount": Decimal(a).quantize(Decimal("0.0001")), "currency": c,
-                "effective_date": d if isinstance(d, dt.datetime) else dt.datetime.fromisoformat(d),
-                "processing_mode": m, "metadata": json.loads(md) if isinstance(md, str) else md}
-               for t, a, c, d, m, md in rows]
-    return len(staging_entries_create_many(account=account, rows=decoded))
+    ids = uuid7_texts(2 * len(rows))
+    rows_with_ids = ((sid, tid, *row) for sid, tid, row in zip(ids[::2], ids[1::2], rows))
+    with transaction.atomic():
+        return _staging_entries_copy_pg(account, rows_with_ids, now=timezone.now())
 
 
 # Every column of both tables is written explicitly (INSERT ... SELECT from the COPY's temporary table);

@@ -1,5 +1,5 @@
-"""Bulk reads and writes for the set-based paths: inserts that COPY on PostgreSQL (`bulk_create` elsewhere),
-array literals for id lists, and model instances loaded without `Model.__init__`."""
+"""Bulk reads and writes for the set-based paths: inserts by COPY, array literals for id lists, and model
+instances loaded without `Model.__init__`."""
 
 import time
 from collections.abc import Iterable, Sequence
@@ -106,14 +106,10 @@ def copy_text(value: str) -> str:
 
 def insert_rows(model, rows: Sequence[dict]) -> None:
     """Inserts new rows of one model, each a dict with a value for every concrete field (by attname; primary
-    keys set client-side, e.g. UUIDs), without building model instances on PostgreSQL: one COPY (psycopg
-    adapts str, int, Decimal, UUID, datetime as Django would; JSON fields are encoded with their encoder,
-    `auto_now`/`auto_now_add` fields get the current time). Elsewhere `bulk_create`. Like `bulk_create`
-    without RETURNING: no signals, nothing read back."""
+    keys set client-side, e.g. UUIDs), without building model instances: one COPY (psycopg adapts str, int,
+    Decimal, UUID, datetime as Django would; JSON fields are encoded with their encoder, `auto_now`/`auto_now_add`
+    fields get the current time). Like `bulk_create` without RETURNING: no signals, nothing read back."""
     if not rows:
-        return
-    if connection.vendor != "postgresql":
-        model.objects.bulk_create([model(**row) for row in rows])
         return
     fields = model._meta.concrete_fields
     now = timezone.now()

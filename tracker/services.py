@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, Min, Subquery, Value, When
+from django.db.models import Case, Count, Min, Subquery, Value, When
 from django.utils import timezone
 
 from tracker import audit, registry, wakeup
@@ -114,17 +114,14 @@ def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = Non
     now = timezone.now()
     queues = list(queues or [])
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            rows = _claim_postgres(worker_id, limit, queues, now)
-        else:
-            rows = _claim_orm(worker_id, limit, queues, now)
+        rows = _claim(worker_id, limit, queues, now)
         if rows:
             audit.record_many(ProcessTracker, [(t.task_id, src, S.PROCESSING) for t, src in rows], by=worker_id,
                               reason="claimed")
     return [t for t, _ in rows]
 
 
-def _claim_postgres(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
+def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     """One statement: pick due rows in claim order, skip locked ones, mark them PROCESSING, return them
     with their previous status. The update joins the picked (id, status) pairs as an unnest of two arrays
     read from the same materialized CTE (so in the same order): the planner then loops over the primary key,
@@ -152,23 +149,6 @@ def _claim_postgres(worker_id, limit, queues, now) -> list[tuple[ProcessTracker,
         rows = cursor.fetchall()
     return sorted(zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
                   key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id))
-
-
-def _claim_orm(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
-    due = ProcessTracker.objects.filter(status__in=DUE_STATUSES, run_after__lte=now)
-    if queues:
-        due = due.filter(queue__in=queues)
-    rows = list(due.order_by("priority", "run_after", "task_id")
-                .select_for_update(skip_locked=True).values_list("task_id", "status")[:limit])
-    if not rows:
-        return []
-    ids = [r[0] for r in rows]
-    ProcessTracker.objects.filter(task_id__in=ids).update(
-        status=S.PROCESSING, attempts=F("attempts") + 1, locked_by=worker_id, lease_expires_at=_lease_until(now),
-        processing_started_at=now, updated_at=now)
-    source = dict(rows)
-    tasks = ProcessTracker.objects.filter(task_id__in=ids).order_by("priority", "run_after", "task_id")
-    return [(t, source[t.task_id]) for t in tasks]
 
 
 def task_renew_leases(*, worker_id: str) -> int:

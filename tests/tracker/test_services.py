@@ -265,11 +265,7 @@ def test_task_insert_select_pg_writes_tasks_like_task_create():
     and max_attempts, PENDING, ON CONFLICT DO NOTHING."""
     import uuid
 
-    from django.db import connection
-
     assert set(services.TASK_INSERT_COLUMNS) == {f.column for f in ProcessTracker._meta.concrete_fields}
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only")
     reference = services.task_create(task_type="test.kill", payload={"n": 0}, tenant="t1")
     ids = [uuid.uuid4() for _ in range(3)]
     select = "SELECT id, jsonb_build_object('n', n) FROM unnest(%s::uuid[]) WITH ORDINALITY AS u(id, n)"
