@@ -10,8 +10,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from config.errors import AppError
-from recon import access, reports, services, uploads
-from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, ReconRule,
+from recon import access, balances, reports, services, uploads
+from recon.models import (Account, BankStatement, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, ReconRule,
                           StagingEntry, StagingStatus, Transaction, TransactionStatus, Upload)
 from tracker.admin_base import AuditedFSMAdminMixin, ReadOnlyAdmin
 from tracker.pagination import CappedCountPaginator
@@ -330,3 +330,26 @@ class UploadAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     tenant_field = "account__merchant_id"
+
+
+@admin.register(BankStatement)
+class BankStatementAdmin(ReadOnlyAdmin):
+    """The bank's statements as imported, with their balances, what did not add up, and the ledger's posted
+    balance on each closing day next to the bank's."""
+
+    tenant_field = "account__merchant_id"
+    list_display = ["statement_id", "account", "format", "sequence", "opening_balance", "closing_balance",
+                    "closing_date", "ledger_balance", "line_count", "problem_list", "created_at"]
+    list_filter = ["format", ("closing_date", admin.DateFieldListFilter)]
+    list_select_related = ["account", "upload"]
+    search_fields = ["statement_id", "bank_account", "=upload__upload_id"]
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+
+    @admin.display(description="ledger posted balance on the closing day")
+    def ledger_balance(self, obj):
+        return "" if obj.closing_date is None else balances.posted_balance_on(obj.account, obj.closing_date)
+
+    @admin.display(description="problems")
+    def problem_list(self, obj):
+        return ", ".join(p.replace("_", " ") for p in obj.problems) or "none"
