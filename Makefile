@@ -8,7 +8,7 @@ RUNS ?= 1
 PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: run test venv clean bench bench-quick
+.PHONY: run test test-fast lint venv clean bench bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required"; exit 1; }
@@ -28,6 +28,18 @@ run: venv
 # Tests on a real PostgreSQL: the one in DATABASE_URL, or a throwaway server started for the run.
 test: venv
 	@$(PY) -m tests.pgserver --reuse -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop: no real-process tests (marker `slow`), Hypothesis's small profile (tests/conftest.py).
+# `make test` (the full suite) stays the CI command.
+test-fast: venv
+	@HYPOTHESIS_PROFILE=fast $(PY) -m tests.pgserver --reuse -- $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Lint: ruff (rules and format settings in pyproject.toml) and mypy with django-stubs on the typed packages
+# (`[tool.mypy] files`). CI runs it before the tests.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) var

@@ -4,14 +4,16 @@ that call services) and the summary page."""
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import OuterRef, Subquery
 from django.shortcuts import redirect, render
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from config.errors import AppError
 from recon import access, balances, reports, services, uploads
-from recon.models import (Account, BankStatement, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, ReconRule,
+from recon.selectors import staging_entries_in_review, staging_entries_stuck
+from recon.models import (Account, BankStatement, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership,
+                          ReconRule,
                           StagingEntry, StagingStatus, Transaction, TransactionStatus, Upload)
 from tracker.admin_base import AuditedFSMAdminMixin, ReadOnlyAdmin
 from tracker.pagination import CappedCountPaginator
@@ -152,11 +154,10 @@ class ReviewQueueFilter(admin.SimpleListFilter):
         return [("review", "Needs review (incl. failed/cancelled tasks)"), ("stuck", "PENDING, task failed/cancelled")]
 
     def queryset(self, request, queryset):
-        stuck = Q(status=StagingStatus.PENDING, task_status__in=("FAILED", "CANCELLED"))
         if self.value() == "review":
-            return queryset.filter(Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) | stuck)
+            return staging_entries_in_review(queryset)
         if self.value() == "stuck":
-            return queryset.filter(stuck)
+            return staging_entries_stuck(queryset)
         return queryset
 
 
@@ -206,7 +207,7 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 
     # FSM buttons route through the services so tasks and mismatches follow.
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
-        action = {"requeue": "reprocess", "ignore": "ignore"}.get(transition_name)
+        action = {"reprocess": "reprocess", "ignore": "ignore"}.get(transition_name)
         if action is None:
             return super()._apply_fsm_transition(obj=obj, transition_name=transition_name, request=request,
                                                  kwargs=kwargs)
@@ -222,8 +223,7 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     # Actions: filter to legal states, call the service per entry, report done and skipped.
     def _resolve_many(self, request, queryset, action: str, reason: str = "") -> None:
         total = queryset.count()
-        candidates = queryset.filter(Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) | Q(
-            status=StagingStatus.PENDING, task_status__in=("FAILED", "CANCELLED")))
+        candidates = staging_entries_in_review(queryset)
         done, failures = 0, []
         for pk, merchant_id in candidates.values_list("pk", "account__merchant_id"):
             if not access.can_operate(request.user, merchant_id):

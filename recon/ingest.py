@@ -19,11 +19,13 @@ from django.utils.dateparse import parse_date, parse_datetime
 from recon import services, statements
 from recon.currencies import ISO_4217, is_currency
 from recon.errors import ReconError
-from recon.models import Account, AccountType, ProcessingMode, StagingEntry
+from recon.models import MONEY_QUANTUM, Account, AccountType, ProcessingMode, StagingEntry
 from tracker.bulk import array_literal
 
 COLUMNS = ("order_id", "amount", "currency", "transaction_date", "type")
 TYPES = {"payment", "refund", "debit", "credit"}
+CHUNK_ROWS = 5000  # data rows written (and checkpointed) per database transaction
+MAX_ERRORS_KEPT = 1000  # row errors kept in a report (`failed_ingestions` counts all)
 
 
 class InvalidCsvError(ReconError):
@@ -79,7 +81,7 @@ def validate_row(row: dict, *, account: Account, processing_mode: str, source_fi
                 raise InvalidOperation
             if amount <= 0:
                 problems.append("amount must be positive")
-            elif amount != amount.quantize(Decimal("0.0001")):
+            elif amount != amount.quantize(MONEY_QUANTUM):
                 problems.append("amount has more than 4 decimal places")
             elif amount > services.MAX_AMOUNT:
                 problems.append("amount is too large")
@@ -96,7 +98,7 @@ def validate_row(row: dict, *, account: Account, processing_mode: str, source_fi
         problems.append(f"type {kind!r} is not one of Payment, Refund, Debit, Credit")
     if problems:
         return None, problems
-    return {"entry_type": side_for(kind, account.account_type), "amount": amount.quantize(Decimal("0.0001")),
+    return {"entry_type": side_for(kind, account.account_type), "amount": amount.quantize(MONEY_QUANTUM),
             "currency": currency, "effective_date": when, "processing_mode": processing_mode,
             "metadata": {"order_id": row["order_id"].strip(), "source_file": source_file}}, []
 
@@ -156,8 +158,8 @@ class ChunkWriter:
     returning False stops the import after that chunk). `before_write(rows)` may drop rows just before they are
     written, inside that transaction (overlapping statement lines); it returns the rows to keep."""
 
-    def __init__(self, *, account: Account, report: dict, on_chunk=None, chunk_rows: int = 5000,
-                 max_errors: int = 10000, before_write: Callable[[list], list] | None = None):
+    def __init__(self, *, account: Account, report: dict, on_chunk=None, chunk_rows: int = CHUNK_ROWS,
+                 max_errors: int = MAX_ERRORS_KEPT, before_write: Callable[[list], list] | None = None):
         self.account, self.report, self.on_chunk = account, report, on_chunk
         self.chunk_rows, self.max_errors, self.before_write = chunk_rows, max_errors, before_write
         self.pending: list = []
@@ -202,9 +204,9 @@ class ChunkWriter:
 
 
 def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, source_file: str,
-               start_row: int = 0, chunk_rows: int = 5000,
+               start_row: int = 0, chunk_rows: int = CHUNK_ROWS,
                on_chunk: Callable[[int, dict], bool | None] | None = None,
-               report: dict | None = None, max_errors: int = 10000) -> dict:
+               report: dict | None = None, max_errors: int = MAX_ERRORS_KEPT) -> dict:
     """Streams `lines` (text lines of a CSV file, header first) into staging entries and their tracker tasks.
 
     Rows 1..`start_row` (data rows, the header is not a row) are skipped, so a caller resumes from its
@@ -283,7 +285,7 @@ def statement_check(fmt: str, stream) -> int:
 def line_key(line: statements.Line) -> str:
     """The overlap key of a statement line (API.md "Overlapping statements"): the bank reference, booking date,
     direction, amount and currency; without a reference, the remittance info instead of it."""
-    amount = format(line.amount.quantize(Decimal("0.0001")), "f")
+    amount = format(line.amount.quantize(MONEY_QUANTUM), "f")
     parts = [line.bank_reference or "\x00" + line.remittance_info, str(line.booking_date or line.effective_date),
              line.direction, amount, line.currency]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
@@ -297,7 +299,7 @@ def statement_row(line: statements.Line, *, account: Account, processing_mode: s
     amount = line.amount
     if amount <= 0:
         problems.append("amount must be positive")
-    elif amount != amount.quantize(Decimal("0.0001")):
+    elif amount != amount.quantize(MONEY_QUANTUM):
         problems.append("amount has more than 4 decimal places")
     elif amount > services.MAX_AMOUNT:
         problems.append("amount is too large")
@@ -310,7 +312,7 @@ def statement_row(line: statements.Line, *, account: Account, processing_mode: s
         return None, problems
     side = side_for("payment" if line.direction == statements.IN else "refund", account.account_type)
     effective = dt.datetime(when.year, when.month, when.day, tzinfo=dt.UTC)
-    return (side, amount.quantize(Decimal("0.0001")), line.currency, effective, processing_mode, metadata), []
+    return (side, amount.quantize(MONEY_QUANTUM), line.currency, effective, processing_mode, metadata), []
 
 
 # -- statement_line_counts --
@@ -348,9 +350,9 @@ class _Overlaps:
 
 
 def ingest_statement(*, account: Account, fmt: str, stream, processing_mode: str, source_file: str,
-                     upload_id, start_row: int = 0, chunk_rows: int = 5000,
+                     upload_id, start_row: int = 0, chunk_rows: int = CHUNK_ROWS,
                      on_chunk: Callable[[int, dict], bool | None] | None = None, report: dict | None = None,
-                     max_errors: int = 10000) -> dict:
+                     max_errors: int = MAX_ERRORS_KEPT) -> dict:
     """Streams the lines of a statement file (already checked by `statement_check`) into staging entries, with
     the same chunks and checkpoints as `ingest_csv` (`start_row` counts lines, `on_chunk(rows_done, report)`).
     Lines that an earlier upload to the account already imported are skipped (`duplicates_skipped`). The

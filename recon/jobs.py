@@ -17,11 +17,10 @@ from jobs.registry import job_type
 from jobs.runtime import JobContext
 from recon import reports, services
 from recon import statements
-from recon.ingest import ingest_csv, ingest_statement, statement_check
+from recon.ingest import CHUNK_ROWS, ingest_csv, ingest_statement, statement_check
 from recon.models import Account, Merchant, ProcessingMode, Upload
 from recon.uploads import open_bytes, open_lines
 
-MAX_ERRORS = 1000  # row errors kept in the report (failed_ingestions counts all)
 
 
 class ImportFileParams(serializers.Serializer):
@@ -29,7 +28,7 @@ class ImportFileParams(serializers.Serializer):
     upload_id = serializers.UUIDField()
     processing_mode = serializers.ChoiceField(choices=ProcessingMode.values)
     format = serializers.ChoiceField(choices=statements.FORMATS, default="csv")
-    chunk_rows = serializers.IntegerField(min_value=10, max_value=50_000, default=5000,
+    chunk_rows = serializers.IntegerField(min_value=10, max_value=50_000, default=CHUNK_ROWS,
                                           help_text="Rows per database transaction (and checkpoint).")
 
     def validate(self, attrs):
@@ -77,8 +76,8 @@ def import_file(ctx: JobContext, params: dict) -> dict | None:
         return not ctx.should_stop()
 
     common = dict(account=account, processing_mode=params["processing_mode"], source_file=upload.name,
-                  start_row=rows_done, report=report, chunk_rows=params.get("chunk_rows") or 5000,
-                  on_chunk=on_chunk, max_errors=MAX_ERRORS)
+                  start_row=rows_done, report=report, chunk_rows=params.get("chunk_rows") or CHUNK_ROWS,
+                  on_chunk=on_chunk)
     if fmt == "csv":
         report = ingest_csv(lines=open_lines(upload), **common)
     else:

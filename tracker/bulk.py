@@ -14,7 +14,7 @@ from django.utils import timezone
 
 # JSON text as Django's JSONField writes it, with one encoder for every bulk row (json.dumps(cls=...) would
 # build a new encoder per value).
-to_json = DjangoJSONEncoder().encode
+json_text = DjangoJSONEncoder().encode
 
 
 def _element(value) -> str:
@@ -99,6 +99,12 @@ def copy_rows(table: str, columns: Sequence[str], rows: Iterable[tuple] | str) -
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - start:.3f}"})
 
 
+def insert_select_sql(table: str, values: dict[str, str], source: str) -> str:
+    """`INSERT INTO table (columns) SELECT values FROM source` from one mapping of each column to its value (an
+    expression over `source`, a parameter, a literal): columns and values pair by name, never by position."""
+    return f"INSERT INTO {table} ({', '.join(values)}) SELECT {', '.join(values.values())} FROM {source}"
+
+
 def copy_text(value: str) -> str:
     """`value` escaped for a field of COPY's text format."""
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
@@ -113,7 +119,7 @@ def insert_rows(model, rows: Sequence[dict]) -> None:
         return
     fields = model._meta.concrete_fields
     now = timezone.now()
-    json_fields = [(i, f.encoder().encode if f.encoder else to_json) for i, f in enumerate(fields)
+    json_fields = [(i, f.encoder().encode if f.encoder else json_text) for i, f in enumerate(fields)
                    if isinstance(f, JSONField)]
     stamped = [i for i, f in enumerate(fields) if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
     values = itemgetter(*[f.attname for f in fields])

@@ -17,7 +17,7 @@ from django.db.models import Case, Count, Min, Subquery, Value, When
 from django.utils import timezone
 
 from tracker import audit, registry, wakeup
-from tracker.bulk import models_from_rows, select_columns
+from tracker.bulk import insert_select_sql, models_from_rows, select_columns
 from tracker.errors import LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
 from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus, Transition
 
@@ -57,34 +57,32 @@ def task_create_many(specs: Sequence[TaskSpec]) -> list[ProcessTracker]:
     return tasks
 
 
-# Every column of the task table, written explicitly by the set-based insert below (COPY and INSERT ... SELECT
-# apply no Django defaults); tests/tracker/test_services.py checks it covers the model's concrete fields.
-TASK_INSERT_COLUMNS = ("task_id", "task_type", "queue", "priority", "tenant", "payload", "status", "attempts",
-                       "max_attempts", "run_after", "lease_expires_at", "locked_by", "dedupe_key", "last_error",
-                       "error_details", "created_at", "updated_at", "processing_started_at", "completed_at")
+# Every column of a task row written by `task_insert_from_table`, with its value (COPY and INSERT ... SELECT apply
+# no Django defaults); tests/tracker/test_services.py checks it covers the model's concrete fields.
+TASK_FROM_TABLE_VALUES = {
+    "task_id": "src.task_id", "task_type": "%(task_type)s", "queue": "%(queue)s", "priority": "%(priority)s",
+    "tenant": "%(tenant)s", "payload": "src.payload", "status": "%(status)s", "attempts": "0",
+    "max_attempts": "%(max_attempts)s", "run_after": "%(now)s", "lease_expires_at": "NULL", "locked_by": "''",
+    "dedupe_key": "NULL", "last_error": "''", "error_details": "''", "created_at": "%(now)s", "updated_at": "%(now)s",
+    "processing_started_at": "NULL", "completed_at": "NULL",
+}
 
 
-def task_insert_select_pg(*, task_type: str, tenant: str, select_sql: str, params: Sequence = (),
-                          with_sql: str = "", with_params: Sequence = (), now: dt.datetime | None = None,
-                          skip_existing: bool = True) -> int:
-    """Set-based `task_create_many` for PostgreSQL: inserts one PENDING task of `task_type` for each row of
-    `select_sql` (columns: task_id uuid, payload jsonb; typically read from a COPY's temporary table), with
-    queue, priority and max_attempts from the registry, as `task_create` would. ON CONFLICT DO NOTHING (a
-    task id already there is skipped) unless `skip_existing` is False (ids known to be new: the check costs
-    ~5 µs a row, and a clash then raises). `with_sql` (and its `with_params`) is an optional WITH list the
-    select may read, such as a data-modifying `ins AS (INSERT ... RETURNING ...)` (PostgreSQL allows those
-    only at the top level). Runs in the caller's transaction and wakes the consumers at its commit. Returns
-    the number of tasks inserted."""
+def task_insert_from_table(*, task_type: str, tenant: str, table: str, now: dt.datetime | None = None,
+                           skip_existing: bool = True) -> int:
+    """Set-based `task_create_many` for PostgreSQL: one PENDING task of `task_type` for each row of `table` (a
+    table, typically a COPY's temporary table, with columns `task_id uuid` and `payload jsonb`), with queue,
+    priority and max_attempts from the registry, as `task_create` would. ON CONFLICT DO NOTHING (a task id already
+    there is skipped) unless `skip_existing` is False (ids known to be new: the check costs ~5 µs a row, and a
+    clash then raises). Runs in the caller's transaction and wakes the consumers at its commit. Returns the number
+    of tasks inserted."""
     handler = registry.get(task_type)
     now = now or timezone.now()
-    sql = ((f"WITH {with_sql} " if with_sql else "") +
-           f"INSERT INTO {ProcessTracker._meta.db_table} ({', '.join(TASK_INSERT_COLUMNS)})"
-           f" SELECT src.task_id, %s, %s, %s, %s, src.payload, %s, 0, %s, %s, NULL, '', NULL, '', '', %s, %s,"
-           f" NULL, NULL FROM ({select_sql}) AS src(task_id, payload)"
-           + (" ON CONFLICT DO NOTHING" if skip_existing else ""))
+    sql = insert_select_sql(ProcessTracker._meta.db_table, TASK_FROM_TABLE_VALUES, f"{table} AS src")
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*with_params, task_type, handler.queue, handler.priority, str(tenant or ""), S.PENDING,
-                             handler.get_max_attempts(), now, now, now, *params])
+        cursor.execute(sql + (" ON CONFLICT DO NOTHING" if skip_existing else ""), {
+            "task_type": task_type, "queue": handler.queue, "priority": handler.priority,
+            "tenant": str(tenant or ""), "status": S.PENDING, "max_attempts": handler.get_max_attempts(), "now": now})
         inserted = cursor.rowcount
     if inserted:
         wakeup.notify()

@@ -10,11 +10,11 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 
-from recon import services
+from recon import queries, services
 from recon.ingest import COLUMNS, ingest_csv, validate_row
 from recon.models import StagingEntry
 from tracker.models import ProcessTracker
-from tracker.services import TASK_INSERT_COLUMNS
+from tracker.services import TASK_FROM_TABLE_VALUES
 
 pytestmark = pytest.mark.django_db
 
@@ -49,8 +49,8 @@ def snapshot(account):
 
 
 def test_copy_columns_cover_every_model_column():
-    assert set(services.STAGING_COPY_COLUMNS) == {f.column for f in StagingEntry._meta.concrete_fields}
-    assert set(TASK_INSERT_COLUMNS) == {f.column for f in ProcessTracker._meta.concrete_fields}
+    assert set(queries.STAGING_FROM_COPY_VALUES) == {f.column for f in StagingEntry._meta.concrete_fields}
+    assert set(TASK_FROM_TABLE_VALUES) == {f.column for f in ProcessTracker._meta.concrete_fields}
 
 
 @pytest.mark.parametrize("chunk_rows", [4, 5000])
