@@ -21,6 +21,8 @@ urlpatterns = [
             views.ReconRuleDetailView.as_view(), name="recon-rule"),
     re_path(rf"^merchants/{ID.format('merchant_id')}/transactions/?$", views.TransactionListView.as_view(),
             name="recon-transactions"),
+    re_path(rf"^merchants/{ID.format('merchant_id')}/exports/(?P<table>[a-z-]+)/?$", views.ExportView.as_view(),
+            name="recon-exports"),
     re_path(rf"^merchants/{ID.format('merchant_id')}/periods/?$", views.ClosedPeriodListView.as_view(),
             name="recon-periods"),
     re_path(rf"^merchants/{ID.format('merchant_id')}/periods/{ID.format('period_id')}/reopen/?$",

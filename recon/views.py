@@ -1,10 +1,13 @@
 """Recon HTTP API (shared/API.md). Thin: look up objects the caller can see (404 otherwise, before any role
 check), check the role, call a service, render."""
 
+import datetime as dt
 import uuid
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db.models import F
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from django.core.files.uploadhandler import FileUploadHandler
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -13,7 +16,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from config.api import Pagination
-from recon import access, balances, reports, services, uploads
+from recon import access, balances, exports, reports, services, uploads
 from recon.balances import with_balance_sums
 from recon.models import (Account, BankStatement, ClosedPeriod, Entry, EntryStatus, Merchant, ReconRule, StagingEntry, StagingStatus,
                           Transaction, TransactionStatus)
@@ -387,6 +390,64 @@ class AccountStatementListView(GenericAPIView):
         qs = BankStatement.objects.filter(account=account).select_related("account").order_by(
             F("closing_date").desc(nulls_last=True), "-created_at")
         return paginated(self, request, qs, BankStatementSerializer)
+
+
+class ExportView(GenericAPIView):
+    serializer_class = None
+    TABLES = ("review-queue", "unmatched-expectations", "transactions", "period-summary")
+
+    def perform_content_negotiation(self, request, force=False):
+        """`?format=` names the export's file format here, not a DRF renderer (errors stay JSON)."""
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        operation_id="merchants_exports_retrieve",
+        parameters=[OpenApiParameter("table", str, OpenApiParameter.PATH, enum=TABLES),
+                    OpenApiParameter("format", str, enum=exports.FORMATS, description="csv (default) or xlsx"),
+                    OpenApiParameter("account_id", str, description="review-queue, unmatched-expectations: one "
+                                                                     "account only"),
+                    OpenApiParameter("start_date", str, description="transactions, period-summary (YYYY-MM-DD)"),
+                    OpenApiParameter("end_date", str, description="transactions, period-summary (YYYY-MM-DD)")],
+        responses={(200, "text/csv"): OpenApiTypes.BINARY,
+                   400: OpenApiResponse(ErrorSerializer, description="Bad format, account or dates."),
+                   404: OpenApiResponse(ErrorSerializer, description="Unknown merchant or table.")})
+    def get(self, request, merchant_id, table):
+        """A table streamed as CSV or XLSX: the review queue, unmatched expectations with their age, a
+        period's ledger legs, or the period-close summary. Formula-like text is written inert."""
+        merchant = get_merchant(request, merchant_id)
+        if table not in self.TABLES:
+            raise exceptions.NotFound("Unknown export.")
+        fmt = request.query_params.get("format") or "csv"
+        if fmt not in exports.FORMATS:
+            raise exceptions.ValidationError({"format": [f"One of {', '.join(exports.FORMATS)}."]})
+        account_id = request.query_params.get("account_id")
+        if table in ("review-queue", "unmatched-expectations"):
+            scope = {"account__merchant": merchant}
+            if account_id:
+                scope["account"] = get_account(request, account_id, Account.objects.filter(merchant=merchant))
+            data = (exports.review_queue(StagingEntry.objects.filter(**scope)) if table == "review-queue"
+                    else exports.unmatched_expectations(Entry.objects.filter(**scope)))
+        else:
+            dates = _period_dates(request)
+            make = exports.period_transactions if table == "transactions" else exports.period_summary
+            data = make(merchant_id=merchant.pk, **dates)
+        response = StreamingHttpResponse(exports.RENDERERS[fmt](data), content_type=exports.CONTENT_TYPES[fmt])
+        response["Content-Disposition"] = f'attachment; filename="{exports.filename(data, fmt)}"'
+        return response
+
+
+def _period_dates(request) -> dict:
+    problems, dates = {}, {}
+    for name in ("start_date", "end_date"):
+        try:
+            dates[name] = dt.date.fromisoformat(request.query_params.get(name) or "")
+        except ValueError:
+            problems[name] = ["A date (YYYY-MM-DD) is required."]
+    if not problems and dates["end_date"] < dates["start_date"]:
+        problems["end_date"] = ["Must not be before start_date."]
+    if problems:
+        raise exceptions.ValidationError(problems)
+    return dates
 
 
 # --- closed periods -----------------------------------------------------------------------------------
