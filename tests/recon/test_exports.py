@@ -69,3 +69,21 @@ def test_exports_are_scoped_and_validated(worked, other_merchant_operator_api, v
     only_payments = viewer_api.get(f"/api/merchants/acme/exports/review-queue/?account_id={worked.payments.pk}")
     assert len(list(csv.reader(io.StringIO(body(only_payments).decode("utf-8-sig"))))) == 1  # the header only
     assert viewer_api.get("/api/merchants/acme/exports/review-queue/?account_id=nope").status_code == 404
+
+
+@pytest.mark.django_db
+def test_ageing_buckets_follow_the_rows_age(worked):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from recon import reports
+    from recon.models import StagingEntry
+
+    now = timezone.now()
+    for days, order in ((2, "a"), (5, "b"), (40, "c")):
+        e = stage(worked.bank, mode="CONFIRMATION", side="CREDIT", order_id=f"old-{order}")
+        StagingEntry.objects.filter(pk=e.pk).update(created_at=now - dt.timedelta(days=days))
+    Worker("ageing").drain(budget_seconds=20)
+    summary = reports.summary("acme")
+    assert summary["review_queue_ageing"] == {"<1d": 1, "1-3d": 1, "3-7d": 1, "7-30d": 0, ">30d": 1}
