@@ -12,7 +12,9 @@ DEFAULTS = {
     "STOP_CHECK_SECONDS": ("JOBS_STOP_CHECK_SECONDS", 1.0),
     # SSE keep-alive comment interval when idle (seconds).
     "KEEPALIVE_SECONDS": ("JOBS_KEEPALIVE_SECONDS", 15.0),
-    # How long the per-process LISTEN connection of the event streams stays open with no stream (seconds).
+    # Open event streams one user may hold in one server process (0: no cap); one more answers 429.
+    "STREAMS_PER_USER": ("JOBS_STREAMS_PER_USER", 20),
+    # How long the event streams' hub (its LISTEN and reader connections) stays up with no stream open (seconds).
     "HUB_LINGER_SECONDS": ("JOBS_HUB_LINGER_SECONDS", 30.0),
     # Minimum interval between two progress events of the same job with the same percentage (seconds).
     "PROGRESS_EVERY_SECONDS": ("JOBS_PROGRESS_EVERY_SECONDS", 1.0),

@@ -43,3 +43,17 @@ class JobRunSuperseded(JobError):
 
     code = "job_run_superseded"
     retryable = False
+
+
+class TooManyStreams(JobError):
+    """Too many open event streams."""
+
+    code = "too_many_streams"
+    status = 429
+
+
+class JobRunFailed(JobError):
+    """The job failed in this run; its JOB_RUN task fails with it (not retried: an operator retries the job)."""
+
+    code = "job_failed"
+    retryable = False
