@@ -487,6 +487,55 @@ def bench_import(scale: float, cluster: "Cluster") -> None:
     record("csv_import_peak_rss_mb", rss / 1024, "MB", rows=n)
 
 
+def _statement_file(path: Path, fmt: str, n: int) -> Path:
+    """A generated statement of `n` lines (one statement, balances that add up), written as it goes."""
+    total = 0
+    with path.open("w") as f:
+        if fmt == "camt053":
+            f.write('<?xml version="1.0" encoding="UTF-8"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:'
+                    'camt.053.001.02"><BkToCstmrStmt><GrpHdr><MsgId>B</MsgId></GrpHdr><Stmt><Id>BENCH</Id>'
+                    '<Acct><Id><IBAN>DE89370400440532013000</IBAN></Id></Acct>\n')
+            for i in range(n):
+                cents = 1000 + i % 99_000
+                total += cents
+                f.write(f'<Ntry><Amt Ccy="USD">{cents // 100}.{cents % 100:02d}</Amt><CdtDbtInd>CRDT</CdtDbtInd>'
+                        f"<Sts>BOOK</Sts><BookgDt><Dt>2026-11-{1 + i % 28:02d}</Dt></BookgDt>"
+                        f"<AcctSvcrRef>B{i}</AcctSvcrRef><NtryDtls><TxDtls><Refs><EndToEndId>E{i}</EndToEndId>"
+                        f"</Refs><RmtInf><Ustrd>stmt-{i} payout</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>\n")
+            f.write("</Stmt></BkToCstmrStmt></Document>\n")
+        else:
+            f.write(":20:BENCH\n:25:DE89370400440532013000\n:28C:1/1\n:60F:C261031USD0,00\n")
+            for i in range(n):
+                cents = 1000 + i % 99_000
+                total += cents
+                f.write(f":61:2611{1 + i % 28:02d}C{cents // 100},{cents % 100:02d}NTRFNONREF//B{i}\n"
+                        f":86:?20stmt-{i} payout\n")
+            f.write(f":62F:C261128USD{total // 100},{total % 100:02d}\n-\n")
+    return path
+
+
+def bench_statement_import(scale: float, cluster: "Cluster", fmt: str) -> None:
+    """A bank statement of 200,000 lines (camt.053 or MT940) imported like the CSV: lines per second from upload
+    to the job's end (both passes: the check, then the write), and the cluster's peak RSS meanwhile."""
+    from jobs.models import Job
+
+    n = max(1000, int(200_000 * scale))
+    _, payments, _ = _ledger(f"stmt-{fmt}")
+    path = _statement_file(OUT / f"statement.{fmt}", fmt, n)
+    client = _staff_client()
+    cluster.rss_reset()
+    start = time.perf_counter()
+    job_id = _upload(client, payments, path, "TRANSACTION")
+    job = Job.objects.filter(pk=job_id)
+    wait_for(lambda: job.filter(state__in=["COMPLETED", "FAILED", "CANCELLED"]).exists(), 1800, f"{fmt} import",
+             interval=0.2)
+    elapsed = time.perf_counter() - start
+    state, result = job.values_list("state", "result").get()
+    assert state == "COMPLETED" and result["successful_ingestions"] == n, (state, result and result.get("errors"))
+    record(f"{fmt}_import_lines_per_s", n / elapsed, "lines/s", lines=n, bytes=path.stat().st_size)
+    record(f"{fmt}_import_peak_rss_mb", _cluster_rss_kb(cluster) / 1024, "MB", lines=n)
+
+
 def bench_import_alone(scale: float) -> None:
     """Where the import's time goes: the same number of rows imported with no cluster running, by one writer
     process (`bench.import_writer`), then split over two writers at once (the machine's ceiling with every core
@@ -601,6 +650,8 @@ RATIOS = {
     "recon TRANSACTION / pgbench tps": ("recon_transaction_entries_per_s", "pgbench_tpcb_tps"),
     "recon CONFIRMATION / pgbench tps": ("recon_confirmation_entries_per_s", "pgbench_tpcb_tps"),
     "tracker no-op, counters on / off": ("tracker_noop_counters_on_per_s", "tracker_noop_counters_off_per_s"),
+    "camt.053 import / CSV import": ("camt053_import_lines_per_s", "csv_import_rows_per_s"),
+    "MT940 import / CSV import": ("mt940_import_lines_per_s", "csv_import_rows_per_s"),
 }
 
 
@@ -649,10 +700,10 @@ def report(scale: float, runs: list[dict]) -> None:
     log(f"wrote var/bench/bench-{stamp}.json")
 
 
-STEPS = ["pgbench", "recon", "latency", "tracker", "import", "import_alone", "djangoq", "procrastinate", "counters",
-         "admin", "observe", "balance", "review_search"]
-# Steps that run in one shared tracker cluster (started once, in this order; import leaves a backlog, so last).
-CLUSTER_STEPS = ("recon", "latency", "tracker", "import")
+STEPS = ["pgbench", "recon", "latency", "tracker", "import", "camt053", "mt940", "import_alone", "djangoq",
+         "procrastinate", "counters", "admin", "observe", "balance", "review_search"]
+# Steps that run in one shared tracker cluster (started once, in this order; the imports leave a backlog, so last).
+CLUSTER_STEPS = ("recon", "latency", "tracker", "import", "camt053", "mt940")
 
 
 def main() -> int:
@@ -706,6 +757,8 @@ def run_steps(steps: list[str], args) -> None:
         "recon": lambda: bench_recon(args.scale),
         "latency": lambda: bench_latency(args.scale),
         "import": lambda: bench_import(args.scale, cluster),
+        "camt053": lambda: bench_statement_import(args.scale, cluster, "camt053"),
+        "mt940": lambda: bench_statement_import(args.scale, cluster, "mt940"),
         "import_alone": lambda: bench_import_alone(args.scale),
         "balance": lambda: bench_balance(args.scale),
         "review_search": lambda: bench_review_search(args.scale),

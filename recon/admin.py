@@ -22,9 +22,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from config.errors import AppError
-from recon import access, formatting, reports, services, uploads
+from recon import access, balances, formatting, reports, services, uploads
 from recon.models import (
     Account,
+    BankStatement,
     ClosedPeriod,
     Entry,
     EntryStatus,
@@ -239,8 +240,11 @@ class MerchantMembershipAdmin(ServiceAdmin):
 # --- accounts -----------------------------------------------------------------------------------------
 
 class CsvImportForm(forms.Form):
-    file = forms.FileField(help_text="A .csv file: order_id, amount, currency, transaction_date, type.")
+    file = forms.FileField(help_text="A CSV file (order_id, amount, currency, transaction_date, type) or a bank "
+                                     "statement (camt.052/053/054, MT940/942, OFX, BAI2).")
     processing_mode = forms.ChoiceField(choices=[("TRANSACTION", "TRANSACTION"), ("CONFIRMATION", "CONFIRMATION")])
+    format = forms.ChoiceField(choices=[(f, f) for f in uploads.FORMAT_CHOICES], initial="auto", required=False,
+                               help_text="auto: recognised from the content.")
     force = forms.BooleanField(required=False, help_text="Import even if this file was uploaded to the account "
                                                           "before.")
 
@@ -299,7 +303,7 @@ class AccountAdmin(ServiceAdmin):
                      name="recon_account_import_csv"), *super().get_urls()]
 
     def import_csv_view(self, request, object_id):
-        """Uploads a CSV file and starts the same `recon.import_csv` job as the API, then shows the job."""
+        """Uploads a file and starts the same `recon.import_file` job as the API, then shows the job."""
         account = self.get_queryset(request).filter(pk=object_id).first()
         if account is None:
             self.message_user(request, "Account not found.", messages.ERROR)
@@ -311,9 +315,10 @@ class AccountAdmin(ServiceAdmin):
         if request.method == "POST" and form.is_valid():
             file = form.cleaned_data["file"]
             try:
-                job = uploads.csv_import_start(account=account, file=file, name=file.name,
-                                               processing_mode=form.cleaned_data["processing_mode"],
-                                               force=form.cleaned_data["force"], by=request.user)
+                job = uploads.file_import_start(account=account, file=file, name=file.name,
+                                                processing_mode=form.cleaned_data["processing_mode"],
+                                                file_format_name=form.cleaned_data["format"] or "auto",
+                                                force=form.cleaned_data["force"], by=request.user)
             except AppError as exc:
                 form.add_error("file" if exc.status != 409 else "force", exc.message)
             else:
@@ -1037,3 +1042,26 @@ class UploadAdmin(ReadOnlyAdmin):
         response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{upload.name}.errors.csv"'
         return response
+
+
+@admin.register(BankStatement)
+class BankStatementAdmin(ReadOnlyAdmin):
+    """The bank's statements as imported, with their balances, what did not add up, and the ledger's posted
+    balance on each closing day next to the bank's."""
+
+    tenant_field = "account__merchant_id"
+    list_display = ["statement_id", "account", "format", "sequence", "opening_balance", "closing_balance",
+                    "closing_date", "ledger_balance", "line_count", "problem_list", "created_at"]
+    list_filter = ["format", ("closing_date", admin.DateFieldListFilter)]
+    list_select_related = ["account", "upload"]
+    search_fields = ["statement_id", "bank_account", "=upload__upload_id"]
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+
+    @admin.display(description="ledger posted balance on the closing day")
+    def ledger_balance(self, obj):
+        return "" if obj.closing_date is None else balances.posted_balance_on(obj.account, obj.closing_date)
+
+    @admin.display(description="problems")
+    def problem_list(self, obj):
+        return ", ".join(p.replace("_", " ") for p in obj.problems) or "none"

@@ -30,4 +30,5 @@ MINOR_UNITS = {
 
 
 def minor_units(code: str) -> int:
+    """Decimal places of the currency's minor unit (2 unless ISO 4217 says otherwise)."""
     return MINOR_UNITS.get(code, 2)

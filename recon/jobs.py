@@ -1,8 +1,10 @@
 """Recon job types (jobs.registry imports this module on first use).
 
-- `recon.import_csv`: streams a stored upload (recon.uploads) through `recon.ingest.ingest_csv`. Each chunk of
-  rows commits together with the job's checkpoint `{"rows_done", "report"}`, so a crash, a pause or the end of a
-  slice resumes at the next row without duplicates. Result: the ingest report.
+- `recon.import_file` (and `recon.import_csv`, the name of imports started before statements were read): streams
+  a stored upload (recon.uploads) through `recon.ingest` (`ingest_csv`, or `ingest_statement` after a first pass
+  that parses the whole statement file, so a broken file writes nothing). Each chunk of rows commits together with
+  the job's checkpoint `{"rows_done", "report"}`, so a crash, a pause or the end of a slice resumes at the next
+  row without duplicates. Result: the ingest report with `format` and `statements`.
 - `recon.close_period`: computes the period's summary, waits for an operator's `approve` or `reject` signal,
   then closes the period (`recon.services.period_close`, which refuses while entries of the period are open,
   unless forced with a reason) or completes with `{"status": "rejected"}`. The console's Approve goes through
@@ -16,16 +18,18 @@ from rest_framework import serializers
 
 from jobs.registry import job_type
 from jobs.runtime import JobContext
-from recon import access, errors, reports, services
-from recon.ingest import CHUNK_ROWS, ingest_csv
+from recon import access, errors, reports, services, statements
+from recon.ingest import CHUNK_ROWS, ingest_csv, ingest_statement, statement_check
 from recon.models import Account, Merchant, ProcessingMode, Upload
-from recon.uploads import open_lines
+from recon.uploads import open_bytes, open_lines
 
 
-class ImportCsvParams(serializers.Serializer):
+
+class ImportFileParams(serializers.Serializer):
     account_id = serializers.UUIDField()
     upload_id = serializers.UUIDField()
     processing_mode = serializers.ChoiceField(choices=ProcessingMode.values)
+    format = serializers.ChoiceField(choices=statements.FORMATS, default="csv")
     chunk_rows = serializers.IntegerField(min_value=10, max_value=50_000, default=CHUNK_ROWS,
                                           help_text="Rows per database transaction (and checkpoint).")
 
@@ -44,36 +48,67 @@ class JobScopeError(Exception):
     """The job's merchant is not the merchant of the object it works on."""
 
 
-@job_type("recon.import_csv", params=ImportCsvParams)
-def import_csv(ctx: JobContext, params: dict) -> dict | None:
-    """Imports an uploaded CSV file of staging entries, resuming from its checkpoint."""
+class StatementFileError(Exception):
+    """A recognised statement file that cannot be parsed: nothing of it was written (the job fails)."""
+
+
+@job_type("recon.import_file", params=ImportFileParams)
+def import_file(ctx: JobContext, params: dict) -> dict | None:
+    """Imports an uploaded file (CSV or a bank statement) into staging entries, resuming from its checkpoint."""
     upload = Upload.objects.select_related("account").get(pk=params["upload_id"])
     account: Account = upload.account
     if str(account.pk) != str(params["account_id"]) or account.merchant_id != ctx.merchant_id:
         raise JobScopeError("The upload does not belong to this job's merchant and account.")
-    rows_done = int(ctx.checkpoint_data.get("rows_done", 0))
-    report = ctx.checkpoint_data.get("report")
-    total = max(1, upload.line_count - 1)  # newlines minus the header: an estimate of the data rows
+    fmt = params.get("format") or "csv"
+    state = dict(ctx.checkpoint_data)
+    rows_done, report = int(state.get("rows_done", 0)), state.get("report")
+    if fmt != "csv" and "lines" not in state:
+        state["lines"] = _statement_lines(ctx, upload, fmt)
+    total = state["lines"] if fmt != "csv" else max(1, upload.line_count - 1)  # CSV: newlines minus the header
+    unit = "rows" if fmt == "csv" else "statement lines"
     if rows_done == 0:
-        ctx.log(f"importing {upload.name} ({upload.size} bytes, about {total} rows) into {account.account_name}")
-        ctx.progress(0, f"0 of about {total} rows")
+        ctx.log(f"importing {upload.name} ({fmt}, {upload.size} bytes, about {total} {unit}) into "
+                f"{account.account_name}")
+        ctx.progress(0, f"0 of about {total} {unit}")
     else:
-        ctx.log(f"resuming {upload.name} after row {rows_done}", rows_done=rows_done)
+        ctx.log(f"resuming {upload.name} after {unit[:-1]} {rows_done}", rows_done=rows_done)
 
     def on_chunk(done: int, chunk_report: dict) -> bool:
         # Inside the chunk's transaction: the checkpoint commits with the chunk's staging entries.
-        ctx.checkpoint({"rows_done": done, "report": chunk_report})
-        ctx.progress(min(99, 100 * done // total), f"{done} of about {total} rows")
+        if "statements" in chunk_report:
+            services.bank_statements_record(account=account, upload=upload, fmt=fmt,
+                                            summaries=chunk_report["statements"])
+        ctx.checkpoint({**state, "rows_done": done, "report": chunk_report})
+        ctx.progress(min(99, 100 * done // max(1, total)), f"{done} of about {total} {unit}")
         return not ctx.should_stop()
 
-    report = ingest_csv(account=account, lines=open_lines(upload), processing_mode=params["processing_mode"],
-                        source_file=upload.name, start_row=rows_done, report=report,
-                        chunk_rows=params.get("chunk_rows") or CHUNK_ROWS, on_chunk=on_chunk)
+    common = dict(account=account, processing_mode=params["processing_mode"], source_file=upload.name,
+                  start_row=rows_done, report=report, chunk_rows=params.get("chunk_rows") or CHUNK_ROWS,
+                  on_chunk=on_chunk)
+    if fmt == "csv":
+        report = ingest_csv(lines=open_lines(upload), **common)
+    else:
+        report = ingest_statement(fmt=fmt, stream=open_bytes(upload), upload_id=upload.pk, **common)
     if ctx.stop_reason:
         return None  # paused, cancelled or out of time: the runtime decides what comes next
+    skipped = report.get("duplicates_skipped", 0)
     ctx.log(f"imported {upload.name}: {report['successful_ingestions']} staging entries created, "
-            f"{report['failed_ingestions']} rows failed")
-    return report
+            f"{report['failed_ingestions']} {unit} failed" + (f", {skipped} already imported skipped" if skipped else ""))
+    return {"format": fmt, "statements": report.get("statements", []), "duplicates_skipped": skipped, **report}
+
+
+job_type("recon.import_csv", params=ImportFileParams)(import_file)
+
+
+def _statement_lines(ctx: JobContext, upload: Upload, fmt: str) -> int:
+    """The first pass over a statement file: parses it whole (nothing written); a broken file fails the job."""
+    try:
+        lines = statement_check(fmt, open_bytes(upload))
+    except statements.StatementParseError as e:
+        raise StatementFileError(f"{upload.name} cannot be read as {e.format}: {e.problem} ({e.where}); "
+                                 "nothing was imported") from None
+    ctx.log(f"{upload.name}: a {fmt} file of {lines} statement lines, checked")
+    return lines
 
 
 class ClosePeriodParams(serializers.Serializer):

@@ -6,7 +6,8 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
 
@@ -183,6 +184,9 @@ class StagingEntry(FSMModelMixin, models.Model):
             # Few entries have one; serves SET_NULL when a transaction is deleted.
             models.Index(fields=["mismatch_transaction"], name="recon_staging_mismatch_txn",
                          condition=Q(mismatch_transaction__isnull=False)),
+            # Statement lines only (CSV rows have no line_key): the overlap check of statement imports.
+            models.Index(F("account"), KeyTextTransform("line_key", "metadata"), name="recon_staging_line_key",
+                         condition=Q(metadata__has_key="line_key")),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="recon_staging_amount_positive"),
@@ -395,3 +399,33 @@ class AccountBalance(models.Model):
 
     def __str__(self):
         return f"balance totals of {self.account_id}"
+
+
+class BankStatement(models.Model):
+    """One statement (or report) of an imported bank file, with the bank's figures, and what did not add up:
+    `problems` lists `lines_do_not_add_up` (lines != closing - opening), `opening_differs` (opening balance is not
+    the previous statement's closing balance) and `sequence_gap` (a statement number is missing in between)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="statements")
+    upload = models.ForeignKey(Upload, on_delete=models.PROTECT, related_name="statements")
+    format = models.CharField(max_length=16)
+    statement_id = models.CharField(max_length=200)
+    bank_account = models.CharField(max_length=100, blank=True, default="", help_text="The account as the file names it.")
+    sequence = models.CharField(max_length=64, blank=True, default="")
+    currency = models.CharField(max_length=3, blank=True, default="")
+    opening_balance = models.DecimalField(max_digits=24, decimal_places=4, null=True, blank=True)
+    closing_balance = models.DecimalField(max_digits=24, decimal_places=4, null=True, blank=True)
+    opening_date = models.DateField(null=True, blank=True)
+    closing_date = models.DateField(null=True, blank=True)
+    line_count = models.PositiveIntegerField(default=0)
+    lines_total = models.DecimalField(max_digits=24, decimal_places=4, default=0)
+    problems = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-closing_date", "-created_at"]
+        indexes = [models.Index(fields=["account", "bank_account", "closing_date"], name="recon_stmt_account_close")]
+
+    def __str__(self):
+        return f"{self.statement_id} ({self.closing_date or '?'})"

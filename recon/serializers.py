@@ -11,8 +11,8 @@ from rest_framework import serializers
 from config.schema import ErrorSerializer  # noqa: F401  (re-exported: the views describe errors with it)
 from recon import balances
 from recon.ingest import PLAIN_AMOUNT, parse_when
-from recon.models import (MONEY_QUANTUM, Account, ClosedPeriod, Entry, Merchant, ProcessingMode, ReconRule, StagingEntry,
-                          Transaction)
+from recon.models import (MONEY_QUANTUM, Account, BankStatement, ClosedPeriod, Entry, Merchant, ProcessingMode,
+                          ReconRule, StagingEntry, Transaction)
 
 
 def money_str(value) -> str | None:
@@ -221,18 +221,15 @@ class TriggerResultSerializer(serializers.Serializer):
     duration_ms = serializers.IntegerField()
 
 
-class CsvUploadSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="CSV with the header order_id, amount, currency, transaction_date, type; "
-                                           "the name must end in .csv.")
+class FileUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="CSV (header order_id, amount, currency, transaction_date, type) or a "
+                                           "bank statement (camt.052/053/054, MT940/942, OFX, BAI2); any name.")
     processing_mode = serializers.ChoiceField(choices=ProcessingMode.choices)
-
-    def validate_file(self, value):
-        if not (value.name or "").lower().endswith(".csv"):
-            raise serializers.ValidationError("The file name must end in .csv.")
-        return value
+    format = serializers.ChoiceField(choices=["auto", "csv", "camt053", "mt940", "ofx", "bai2"], default="auto",
+                                     help_text="`auto` recognises the format from the content, never the name.")
 
 
-class CsvUploadAcceptedSerializer(serializers.Serializer):
+class FileUploadAcceptedSerializer(serializers.Serializer):
     job_id = serializers.UUIDField()
     status_url = serializers.CharField(help_text="The job: GET it for state, progress and (when COMPLETED) the "
                                                  "import report as `result`.")
@@ -244,6 +241,44 @@ class UsernameField(serializers.SlugRelatedField):
 
     def __init__(self, **kwargs):
         super().__init__(slug_field="username", read_only=True, **kwargs)
+
+
+class BankStatementSerializer(serializers.ModelSerializer):
+    """A statement of an imported bank file with the bank's balances, what did not add up (`problems`:
+    `lines_do_not_add_up`, `opening_differs`, `sequence_gap`), and the ledger's posted balance on its closing day
+    next to the bank's closing balance."""
+
+    account_id = serializers.UUIDField(read_only=True)
+    upload_id = serializers.UUIDField(read_only=True)
+    opening_balance = MoneyField(read_only=True, allow_null=True)
+    closing_balance = MoneyField(read_only=True, allow_null=True)
+    lines_total = MoneyField(read_only=True)
+    ledger_balance = serializers.SerializerMethodField(help_text="The account's posted balance of entries dated "
+                                                                 "up to the closing day (null without one).")
+    difference = serializers.SerializerMethodField(help_text="closing_balance - ledger_balance.")
+
+    class Meta:
+        model = BankStatement
+        fields = ["id", "account_id", "upload_id", "format", "statement_id", "bank_account", "sequence", "currency",
+                  "opening_balance", "opening_date", "closing_balance", "closing_date", "line_count", "lines_total",
+                  "problems", "ledger_balance", "difference", "created_at"]
+        read_only_fields = fields
+
+    def _ledger(self, obj):
+        if obj.closing_date is None:
+            return None
+        if not hasattr(obj, "_ledger_balance"):
+            obj._ledger_balance = balances.posted_balance_on(obj.account, obj.closing_date)
+        return obj._ledger_balance
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_ledger_balance(self, obj) -> str | None:
+        return money_str(self._ledger(obj))
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_difference(self, obj) -> str | None:
+        value = self._ledger(obj)
+        return None if value is None or obj.closing_balance is None else money_str(obj.closing_balance - value)
 
 
 class ClosedPeriodSerializer(serializers.ModelSerializer):

@@ -685,3 +685,46 @@ def review_queue_resolve_chunk(*, action: str, which: str = "review", merchant_i
         except (errors.ReconError, ValidationError):
             pass  # not in a legal state any more, or in a closed period: skipped
     return {"seen": len(ids), "changed": changed, "after": str(ids[-1]) if len(ids) == limit else None}
+
+
+def bank_statements_record(*, account: Account, upload, fmt: str, summaries: list[dict]) -> list:
+    """Stores the statements of an imported file (`recon.ingest.statement_summary` dicts, in file order) and
+    flags each one whose lines do not add up, whose opening balance is not the previous statement's closing
+    balance, or that leaves a gap in the statement numbers (the previous one: the same bank account's latest
+    statement closed on an earlier day; one delivered again is not its own previous). Called inside the import's
+    last transaction."""
+    from recon.models import BankStatement
+
+    if BankStatement.objects.filter(upload=upload).exists():  # a resumed import's last chunk, committed before
+        return []
+    stored = []
+    for s in summaries:
+        previous = None
+        if s["closing_date"] is not None:
+            previous = (BankStatement.objects.filter(account=account, bank_account=s["account"],
+                                                     closing_date__lt=s["closing_date"])
+                        .order_by("-closing_date", "-created_at").first())
+        problems = []
+        if s["balanced"] is False:
+            problems.append("lines_do_not_add_up")
+        if previous is not None and previous.closing_balance is not None and s["opening_balance"] is not None:
+            if Decimal(s["opening_balance"]) != previous.closing_balance:
+                problems.append("opening_differs")
+        if previous is not None and _sequence_gap(previous.sequence, s["sequence"]):
+            problems.append("sequence_gap")
+        stored.append(BankStatement.objects.create(
+            account=account, upload=upload, format=fmt, statement_id=s["statement_id"][:200],
+            bank_account=s["account"][:100], sequence=s["sequence"][:64], currency=s["currency"][:3],
+            opening_balance=s["opening_balance"], closing_balance=s["closing_balance"],
+            opening_date=s["opening_date"], closing_date=s["closing_date"], line_count=s["lines"],
+            lines_total=s["lines_total"], problems=problems))
+    return stored
+
+
+def _sequence_gap(previous: str, current: str) -> bool:
+    """Statement numbers (MT940 `:28C:` before the `/`, camt sequence numbers) that skip one or more."""
+    try:
+        before, now = int(previous.split("/")[0]), int(current.split("/")[0])
+    except (ValueError, AttributeError):
+        return False
+    return now > before + 1

@@ -19,8 +19,8 @@ from django.urls import reverse
 from config.console import ConsoleSite, StaffOnly, TenantScoped
 from jobs import services as job_services
 from jobs.models import Job, JobEvent
-from recon import uploads
-from recon.models import (Account, ClosedPeriod, Entry, MerchantMembership, ReconRule, StagingEntry, StagingStatus,
+from recon import services, uploads
+from recon.models import (Account, BankStatement, ClosedPeriod, Entry, MerchantMembership, ReconRule, StagingEntry, StagingStatus,
                           Transaction, Upload)
 from tests.recon.factories import AccountFactory, MerchantFactory, ReconRuleFactory, stage
 from tracker.models import ProcessTracker
@@ -34,7 +34,7 @@ LEVEL = {
     "recon.merchant": "view", "recon.merchantmembership": "staff", "recon.account": "operate",
     "recon.reconrule": "operate", "recon.transaction": "view", "recon.entry": "view", "recon.stagingentry": "operate",
     "recon.closedperiod": "view", "recon.upload": "view", "tracker.processtracker": "operate",
-    "tracker.workerheartbeat": "staff", "jobs.job": "operate", "jobs.jobevent": "view",
+    "tracker.workerheartbeat": "staff", "jobs.job": "operate", "jobs.jobevent": "view", "recon.bankstatement": "view",
 }
 # An object of the given merchant, per tenant-scoped admin.
 OBJECT_OF = {
@@ -47,6 +47,7 @@ OBJECT_OF = {
                                                                status=StagingStatus.NEEDS_MANUAL_REVIEW).first(),
     "recon.closedperiod": lambda m: ClosedPeriod.objects.filter(merchant=m).first(),
     "recon.upload": lambda m: Upload.objects.filter(account__merchant=m).first(),
+    "recon.bankstatement": lambda m: BankStatement.objects.filter(account__merchant=m).first(),
     "tracker.processtracker": lambda m: ProcessTracker.objects.filter(tenant=m.pk).order_by("created_at").first(),
     "jobs.job": lambda m: Job.objects.filter(merchant_id=m.pk).first(),
     "jobs.jobevent": lambda m: JobEvent.objects.filter(job__merchant_id=m.pk).first(),
@@ -86,9 +87,14 @@ class World:
             Worker("matrix").drain(budget_seconds=20)
             ClosedPeriod.objects.create(merchant=merchant, start_date=dt.date(2020, 1, 1),
                                         end_date=dt.date(2020, 1, 31), closed_by=self.staff)
-            uploads.csv_import_start(account=payments, file=io.BytesIO(
+            uploads.file_import_start(account=payments, file=io.BytesIO(
                 b"order_id,amount,currency,transaction_date,type\nx,1.00,USD,2026-11-01,Payment\n"),
                 name=f"{name}.csv", processing_mode="TRANSACTION", by=by)
+            services.bank_statements_record(account=bank, upload=Upload.objects.filter(account=payments).first(),
+                                            fmt="mt940", summaries=[{
+                "statement_id": f"{name}-1", "account": "IBAN", "currency": "USD", "sequence": "1",
+                "opening_balance": "0", "closing_balance": "1", "opening_date": None, "closing_date": "2026-11-01",
+                "lines": 1, "lines_total": "1", "balanced": True}])
         # Demo types are staff-only to start (issue 17, item 7): the personal job is created by the system for op_a.
         self.personal = job_services.job_create(job_type="jobs.countdown", params={"steps": 1})
         Job.objects.filter(pk=self.personal.pk).update(owner=self.op_a)

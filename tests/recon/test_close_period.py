@@ -56,7 +56,7 @@ def test_approve_closes_the_period_and_it_is_enforced_everywhere(ledger, operato
     # CSV import: its rows go through the engine the same way.
     content = (b"order_id,amount,currency,transaction_date,type\n"
                b"csv-oct,5.00,USD,2026-10-20,Payment\ncsv-nov,5.00,USD,2026-11-20,Payment\n")
-    uploads.csv_import_start(account=ledger.payments, file=SimpleUploadedFile("oct.csv", content), name="oct.csv",
+    uploads.file_import_start(account=ledger.payments, file=SimpleUploadedFile("oct.csv", content), name="oct.csv",
                              processing_mode="TRANSACTION")
     drain()
     by_order = {e.metadata["order_id"]: e for e in StagingEntry.objects.all()}
