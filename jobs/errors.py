@@ -50,3 +50,10 @@ class JobRunSuperseded(JobError):
 
     code = "job_run_superseded"
     retryable = False
+
+
+class IdempotencyConflict(JobError):
+    """This idempotency key was used for a different request."""
+
+    code = "idempotency_conflict"
+    status = 409

@@ -24,6 +24,10 @@ class JobType:
     params: type | None = None  # a DRF Serializer class
     schema_version: int = 1
     description: str = ""
+    # `upgrade(checkpoint, from_version) -> checkpoint` reads a checkpoint written by an older schema_version;
+    # without it such a job is refused (fails with a clear error) instead of misreading its checkpoint.
+    upgrade: Callable | None = None
+    workflow: object = None  # the latest jobs.workflows.declare.Workflow of a workflow type
 
     def validate(self, params) -> dict:
         """Validated params (JSON-ready) or InvalidJobParams (400) with the serializer's errors as details."""
@@ -47,15 +51,26 @@ _registry: dict[str, JobType] = {}
 _loaded = False
 
 
-def job_type(name: str, *, params: type | None = None, schema_version: int = 1):
-    """Registers `handler(ctx, params) -> dict | None` as job type `name`."""
+def job_type(name: str, *, params: type | None = None, schema_version: int = 1, upgrade: Callable | None = None):
+    """Registers `handler(ctx, params) -> dict | None` as job type `name`. Bump `schema_version` when the
+    checkpoint's shape changes, and pass `upgrade(checkpoint, from_version)` if older checkpoints can be read."""
 
     def decorate(handler: Callable) -> Callable:
         _registry[name] = JobType(name=name, handler=handler, params=params, schema_version=schema_version,
-                                  description=(handler.__doc__ or "").strip().split("\n")[0])
+                                  description=(handler.__doc__ or "").strip().split("\n")[0], upgrade=upgrade)
         return handler
 
     return decorate
+
+
+def _workflow_handler(ctx, params):
+    raise RuntimeError("A workflow run has no slices: its steps run as tracker tasks (jobs.workflows.engine).")
+
+
+def register_workflow(wf) -> None:
+    """Registers (or updates to a newer version) the job type of a workflow (jobs.workflows.declare)."""
+    _registry[wf.name] = JobType(name=wf.name, handler=_workflow_handler, params=wf.params, schema_version=1,
+                                 description=wf.description.split("\n")[0], workflow=wf)
 
 
 def _load() -> None:

@@ -35,6 +35,12 @@ class TaskHandler:
     batched: bool | None = None
     # Long handlers (job slices) run after the short work claimed with them, so they do not hold it back.
     long_running: bool = False
+    # At most one task of this type per claim, so a consumer never runs two of them one after the other while
+    # other consumers idle (workflow steps: independent steps run on different consumers).
+    one_per_claim: bool = False
+    # `run` is called outside a transaction and completes its task itself (tracker.services.task_complete_many
+    # in its last transaction), for handlers that must commit intermediate state (workflow steps).
+    own_transaction: bool = False
 
     def decide(self, task) -> "TaskHandler":
         return self
