@@ -11,7 +11,7 @@ from tests.jobs.conftest import drain, reload
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FIELDS = {"job_id", "job_type", "params", "state", "progress", "step", "checkpoint", "result", "error", "attempts",
-          "created_at", "started_at", "finished_at", "heartbeat_at"}
+          "created_at", "started_at", "finished_at", "heartbeat_at", "schema_version", "workflow", "steps"}
 
 
 def user(name, **extra):
