@@ -84,15 +84,15 @@ def record_effect(job_id, name: str, attempt: int) -> None:
 
 
 def effect(ctx):
-    """Sleeps (a crash window), then applies its effect once: the effect row and the checkpoint commit together,
-    and a later attempt sees the checkpoint and does not apply it again."""
+    """Applies its effect once (the effect row and the checkpoint commit together; a later attempt sees the
+    checkpoint and does not apply it again), then sleeps: a crash window after the effect."""
     if not ctx.checkpoint_data.get("applied"):
-        deadline = time.monotonic() + float(ctx.params.get("sleep", 0))
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
         with transaction.atomic():
             record_effect(ctx.job_id, ctx.name, ctx.attempt)
             ctx.checkpoint({"applied": True})
+    deadline = time.monotonic() + float(ctx.params.get("sleep", 0))
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
     return {"step": ctx.name, "attempt": ctx.attempt}
 
 
@@ -107,7 +107,7 @@ def join_parent(ctx):
     start_at = float(ctx.params.get("finish_at", 0))
     while time.time() < start_at:
         time.sleep(0.001)
-    return {"step": ctx.name}
+    return {"step": ctx.name, "returned_at": time.time()}
 
 
 workflow("test.join_race", version=1, steps=[
