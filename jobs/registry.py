@@ -6,7 +6,7 @@
 
 The handler is called once per slice and resumes from `ctx.checkpoint_data` (`{}` at first); its return value
 becomes the job's `result` (see jobs.runtime). Modules that define job types are imported on first use:
-every app's `handlers` and `jobs` modules, and the comma-separated modules in env JOBS_MODULES."""
+every app's `handlers`, `jobs` and `workflows` modules, and the comma-separated modules in env JOBS_MODULES."""
 
 import os
 from collections.abc import Callable
@@ -78,7 +78,7 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    import_app_modules("handlers", "jobs", skip=("jobs.jobs",))
+    import_app_modules("handlers", "jobs", "workflows", skip=("jobs.jobs",))
     for module in [m for m in os.environ.get("JOBS_MODULES", "").split(",") if m]:
         import_module(module)
 
