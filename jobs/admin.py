@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from config.errors import AppError
-from jobs import registry, services
+from jobs import admin_workflows, registry, services
 from jobs.models import ACTIVE_STATES, Job, JobEvent, JobSignal, JobState
 from tracker import audit
 from tracker.admin_base import ReadOnlyAdmin
@@ -151,6 +151,7 @@ class JobAdmin(admin.ModelAdmin):
                 "job_can_change": self.has_change_permission(request, job),
                 "job_waiting_for": job.wait_signal.split(",") if job.state == S.WAITING and job.wait_signal else [],
                 "job_actions": [(name, legal) for name, (_, legal, _) in ACTIONS.items()],
+                "workflow_panel": admin_workflows.run_panel(request, job),
                 "show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
                 "show_delete": False,
             })

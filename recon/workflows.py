@@ -8,6 +8,7 @@ on approval through the period-close service. Started by `settlement_run_start` 
 
 import datetime as dt
 
+from django import forms
 from django.db import transaction
 from django.utils import timezone
 from rest_framework import serializers
@@ -15,7 +16,14 @@ from rest_framework import serializers
 from jobs.workflows import Step, workflow
 from recon import reports, services
 from recon.jobs import import_upload
-from recon.models import Account, Merchant, ProcessingMode, StagingEntry, StagingStatus, Upload
+from recon.models import (
+    Account,
+    Merchant,
+    ProcessingMode,
+    StagingEntry,
+    StagingStatus,
+    Upload,
+)
 from tracker.models import FINISHED_STATUSES, ProcessTracker
 
 SETTLEMENT_RUN = "recon.settlement_run"
@@ -139,7 +147,55 @@ def close(ctx):
             "period_url": f"/admin/recon/closedperiod/{period_id}/change/", **produced}
 
 
-workflow(SETTLEMENT_RUN, version=1, params=SettlementRunParams,
+class SettlementRunForm(forms.Form):
+    """The admin's start form: the merchant, the dates, the two accounts and their files."""
+
+    merchant = forms.ModelChoiceField(queryset=Merchant.objects.none())
+    start_date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    end_date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    provider_account = forms.ModelChoiceField(queryset=Account.objects.none())
+    provider_file = forms.FileField(help_text="The provider's report (CSV).")
+    bank_account = forms.ModelChoiceField(queryset=Account.objects.none())
+    bank_file = forms.FileField(help_text="The bank statement (CSV).")
+    reason = forms.CharField(required=False, max_length=500)
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        from recon.access import visible_tenants
+
+        self.user = user
+        tenants = visible_tenants(user)
+        merchants = Merchant.objects.all() if tenants is None else Merchant.objects.filter(pk__in=tenants)
+        self.fields["merchant"].queryset = merchants.order_by("pk")
+        accounts = Account.objects.filter(merchant__in=merchants).select_related("merchant").order_by("merchant_id",
+                                                                                                    "account_name")
+        self.fields["provider_account"].queryset = accounts
+        self.fields["bank_account"].queryset = accounts
+
+    def clean(self):
+        data = super().clean()
+        from recon.access import can_operate
+
+        merchant = data.get("merchant")
+        if merchant is not None:
+            if not can_operate(self.user, merchant.pk):
+                raise forms.ValidationError("Only operators of this merchant may start a settlement run.")
+            for side in ("provider_account", "bank_account"):
+                if data.get(side) is not None and data[side].merchant_id != merchant.pk:
+                    self.add_error(side, "Pick an account of the chosen merchant.")
+        if data.get("start_date") and data.get("end_date") and data["end_date"] < data["start_date"]:
+            self.add_error("end_date", "Must not be before the start date.")
+        return data
+
+    def start(self, *, by):
+        d = self.cleaned_data
+        return settlement_run_start(merchant=d["merchant"], start_date=d["start_date"], end_date=d["end_date"],
+                                    provider_account=d["provider_account"], provider_file=d["provider_file"],
+                                    bank_account=d["bank_account"], bank_file=d["bank_file"], by=by,
+                                    reason=d.get("reason") or "")
+
+
+workflow(SETTLEMENT_RUN, version=1, params=SettlementRunParams, start_form=SettlementRunForm,
          description="Daily settlement: import provider and bank files, wait for matching, report, summary, "
                      "approval, close the period.",
          steps=[
@@ -161,7 +217,14 @@ def settlement_run_start(*, merchant: Merchant, start_date: dt.date, end_date: d
     the caller may operate the merchant. Returns the run (a Job)."""
     from jobs import services as job_services
     from recon.ingest import InvalidCsvError
-    from recon.uploads import _file_chunks, _first_bytes, header_check, max_bytes, too_large, upload_store
+    from recon.uploads import (
+        _file_chunks,
+        _first_bytes,
+        header_check,
+        max_bytes,
+        too_large,
+        upload_store,
+    )
 
     for file in (provider_file, bank_file):
         name = getattr(file, "name", "") or ""

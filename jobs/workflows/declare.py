@@ -59,6 +59,9 @@ class Workflow:
     steps: tuple[Step, ...]
     description: str = ""
     params: type | None = None  # a DRF Serializer class for the run's params
+    # A Django Form class for starting a run from the admin: `Form(data, files, user=...)` with a
+    # `start(by) -> Job` method (it checks the user may operate the run's merchant).
+    start_form: type | None = None
     order: tuple[str, ...] = field(default=())  # topological order of the step names
 
     def step(self, name: str) -> Step:
@@ -137,7 +140,7 @@ def topological_order(name: str, steps: list[Step]) -> tuple[str, ...]:
 
 
 def workflow(name: str, *, version: int = 1, steps: list[Step], description: str = "",
-             params: type | None = None) -> Workflow:
+             params: type | None = None, start_form: type | None = None) -> Workflow:
     """Declares (registers) version `version` of workflow `name`; the highest version is the job type `name`
     that `POST /api/jobs/` starts. Raises WorkflowDeclarationError for an invalid graph or a version declared
     twice."""
@@ -149,7 +152,7 @@ def workflow(name: str, *, version: int = 1, steps: list[Step], description: str
     if version in _versions.get(name, {}):
         raise WorkflowDeclarationError(f"Workflow {name!r} version {version} is declared twice.")
     wf = Workflow(name=name, version=int(version), steps=tuple(steps), description=description.strip(),
-                  params=params, order=order)
+                  params=params, start_form=start_form, order=order)
     _versions.setdefault(name, {})[wf.version] = wf
     register_workflow(latest(name))
     return wf

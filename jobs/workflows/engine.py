@@ -19,13 +19,22 @@ from django.utils import timezone
 
 from jobs import conf, events
 from jobs.errors import JobStateConflict
-from jobs.models import (STEP_ACTIVE_STATES, STEP_DONE_STATES, STEP_TERMINAL_STATES, Job, JobEventKind, JobSignal,
-                         JobState, StepState, WorkflowStep)
+from jobs.models import (
+    STEP_ACTIVE_STATES,
+    STEP_DONE_STATES,
+    STEP_TERMINAL_STATES,
+    Job,
+    JobEventKind,
+    JobSignal,
+    JobState,
+    StepState,
+    WorkflowStep,
+)
 from jobs.runtime import Suspend, to_json
 from jobs.workflows import declare
 from tracker import audit
 from tracker import services as tracker_services
-from tracker.errors import LeaseLost, PermanentError, RetryableError, is_retryable
+from tracker.errors import LeaseLost, PermanentError, RetryableError, TaskStateConflict, is_retryable
 from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus
 
 S, ST = JobState, StepState
@@ -127,7 +136,7 @@ def _advance(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], b
                 results = {p.name: p.result for p in parents if p.state == ST.COMPLETED}
                 try:
                     run_it = bool(decl.condition(results))
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001  (a condition that raises skips the step, with why)
                     step.error = f"condition raised {type(exc).__name__}: {exc}"[:2000]
                     run_it = False
                 if not run_it:
@@ -254,7 +263,7 @@ def run_cancel_steps(*, job: Job, by, reason: str) -> None:
                                                  status__in=DUE_STATUSES).values_list("task_id", flat=True):
         try:
             tracker_services.task_cancel(task_id=task_id, by=by, reason=f"run cancelled: {reason}")
-        except Exception:  # it started meanwhile; it finds its step CANCELLED
+        except TaskStateConflict:  # it started meanwhile; it finds its step CANCELLED
             pass
 
 
@@ -365,7 +374,7 @@ def step_run(*, task, run_ctx) -> str:
         outcome, suspend = "suspend", s
     except _Superseded:
         outcome = "superseded"
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (any error of the step function is the attempt's outcome)
         log.info("workflow %s step %s attempt %d failed: %s", job_id, step.name, step.attempts, e)
         outcome, exc = "error", e
     return _finish(job_id, step_id, task, worker_id, outcome, result=result, exc=exc, suspend=suspend, ctx=ctx,

@@ -8,7 +8,7 @@ import pytest
 from jobs import registry, services
 from jobs.models import JobEvent, WorkflowStep
 from jobs.workflows import declare, engine
-from tests.jobs import workflow_defs  # noqa: F401  (declares the test workflows)
+from tests.jobs import workflow_defs
 from tests.jobs.conftest import drain, reload
 from tracker.audit import history
 from tracker.models import ProcessTracker

@@ -27,8 +27,8 @@ def start(ledger, operator, **extra):
                                          ("s3", "30.00", "2026-10-05")])
     bank = csv_file("bank.csv", [("s1", "10.00", "2026-10-03"), ("s2", "20.00", "2026-10-04")])
     return settlement_run_start(merchant=ledger.merchant, start_date=dt.date(2026, 10, 1),
-                                end_date=dt.date(2026, 10, 31), provider_account=ledger.payments, provider_file=provider,
-                                bank_account=ledger.bank, bank_file=bank, by=operator, **extra)
+                                end_date=dt.date(2026, 10, 31), provider_account=ledger.payments,
+                                provider_file=provider, bank_account=ledger.bank, bank_file=bank, by=operator, **extra)
 
 
 def states(run) -> dict:
@@ -102,3 +102,28 @@ def test_started_through_the_api_with_stored_uploads(ledger, operator, operator_
     resp = operator_api.post("/api/jobs/", {"job_type": "recon.settlement_run", "merchant_id": "acme",
                                             "params": params, "idempotency_key": "oct"}, format="json")
     assert resp.status_code == 201 and resp.json()["workflow"]["name"] == "recon.settlement_run"
+
+
+def test_started_from_the_admin_form_with_two_files(ledger, operator, staff_user):
+    from django.test import Client
+
+    web = Client()
+    web.force_login(staff_user)
+    url = "/admin/jobs/workflowstep/start/recon.settlement_run/"
+    page = web.get(url)
+    assert page.status_code == 200 and 'type="file"' in page.content.decode()
+    body = {"merchant": "acme", "start_date": "2026-10-01", "end_date": "2026-10-31",
+            "provider_account": str(ledger.payments.pk), "bank_account": str(ledger.bank.pk),
+            "provider_file": csv_file("provider.csv", [("a1", "5.00", "2026-10-02")]),
+            "bank_file": csv_file("bank.csv", [("a1", "5.00", "2026-10-02")])}
+    resp = web.post(url, body)
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    from jobs.models import Job
+
+    run = Job.objects.get(job_type="recon.settlement_run")
+    assert resp["Location"] == f"/admin/jobs/job/{run.pk}/change/"
+    assert run.params["start_date"] == "2026-10-01" and Upload.objects.count() == 2
+    bad = web.post(url, {**body, "end_date": "2026-09-01", "provider_file": csv_file("p.csv", []),
+                         "bank_file": csv_file("b.csv", [])})
+    assert bad.status_code == 200 and "Must not be before" in bad.content.decode()
+    assert Job.objects.filter(job_type="recon.settlement_run").count() == 1
