@@ -285,3 +285,22 @@ def test_idempotent_start_returns_the_existing_run():
     with pytest.raises(IdempotencyConflict):
         services.job_create(job_type="jobs.diamond", params={"sleep_seconds": 1}, owner=user, idempotency_key="k1")
     assert WorkflowStep.objects.filter(job_id=a.pk).count() == 4
+
+
+def test_commands_list_graphs_start_with_a_bar_per_step_and_print_stats():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("workflows_list", stdout=out)
+    text = out.getvalue()
+    assert "jobs.diamond  v1" in text and "join   <- left, right" in text
+    out = StringIO()
+    call_command("jobs_start", "jobs.diamond", "--param", "sleep_seconds=0", "--run-here", "--timeout", "30",
+                 stdout=out)
+    text = out.getvalue()
+    assert '"state": "COMPLETED"' in text and "left" in text and "join" in text
+    out = StringIO()
+    call_command("workflows_stats", "--workflow", "jobs.diamond", stdout=out)
+    assert "COMPLETED 1" in out.getvalue() and "jobs.diamond" in out.getvalue()
