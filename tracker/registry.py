@@ -86,6 +86,10 @@ _loaded = False
 def register(cls: type[TaskHandler]) -> type[TaskHandler]:
     """Class decorator: registers a handler for `cls.task_type`."""
     assert cls.task_type, f"{cls.__name__} has no task_type"
+    from tracker.models import ONE_PER_CLAIM_TYPES
+
+    assert cls.one_per_claim == (cls.task_type in ONE_PER_CLAIM_TYPES), (
+        f"{cls.task_type}: one_per_claim types are listed in tracker.models.ONE_PER_CLAIM_TYPES (their due index)")
     _registry[cls.task_type] = cls()
     return cls
 

@@ -19,7 +19,8 @@ from django.utils import timezone
 from tracker import audit, registry, wakeup
 from tracker.bulk import models_from_rows, select_columns
 from tracker.errors import LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
-from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus, Transition
+from tracker.models import (DUE_STATUSES, FINISHED_STATUSES, ONE_PER_CLAIM_TYPES, ProcessTracker, TaskStatus,
+                            Transition)
 
 S = TaskStatus
 log = logging.getLogger(__name__)
@@ -124,37 +125,30 @@ def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = Non
     return [t for t, _ in rows]
 
 
-def _one_per_claim_types() -> list[str]:
-    return [t for t in registry.all_types() if registry.get(t).one_per_claim]
-
-
 def _claim_postgres(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     """One statement: pick due rows in claim order, skip locked ones, mark them PROCESSING, return them
     with their previous status. The update joins the picked (id, status) pairs as an unnest of two arrays
     read from the same materialized CTE (so in the same order): the planner then loops over the primary key,
     where a join with the CTE itself let it hash the whole table when its statistics lagged behind a
-    fast-changing queue. Task types that are `one_per_claim` are picked at most once per claim (their own
-    partial index, created by the app that owns the type, keeps that pick cheap)."""
+    fast-changing queue. Task types that are `one_per_claim` (ONE_PER_CLAIM_TYPES) are picked at most once per
+    claim, each half of the pick walking its own partial due index."""
     table = ProcessTracker._meta.db_table
     default, overrides = _lease_seconds_by_type()
     lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
     lease_params = [v for t, s in overrides.items() for v in (t, now + dt.timedelta(seconds=s))]
     lease_params.append(now + dt.timedelta(seconds=default))
     queue_sql = "AND queue = ANY(%s)" if queues else ""
-    single = _one_per_claim_types()
+    single = list(ONE_PER_CLAIM_TYPES)
     pick = f"""SELECT task_id, status FROM {table}
             WHERE status IN ('PENDING', 'RETRY') AND run_after <= %s {queue_sql} {{type_sql}}
             ORDER BY priority, run_after, task_id LIMIT %s FOR UPDATE SKIP LOCKED"""
-    if single:
-        type_in = " OR ".join(["task_type = %s"] * len(single))
-        due_sql = (f"rest AS ({pick.format(type_sql=f'AND NOT ({type_in})')}), "
-                   f"one AS ({pick.format(type_sql=f'AND ({type_in})')}), "
-                   "due AS MATERIALIZED (SELECT task_id, status FROM rest UNION ALL SELECT task_id, status FROM one)")
-        due_params = [now, *([queues] if queues else []), *single, limit,
-                      now, *([queues] if queues else []), *single, 1]
-    else:
-        due_sql = f"due AS ({pick.format(type_sql='')})"
-        due_params = [now, *([queues] if queues else []), limit]
+    not_single = " AND ".join(["task_type <> %s"] * len(single))
+    any_single = " OR ".join(["task_type = %s"] * len(single))
+    due_sql = (f"rest AS ({pick.format(type_sql=f'AND {not_single}')}), "
+               f"one AS ({pick.format(type_sql=f'AND ({any_single})')}), "
+               "due AS MATERIALIZED (SELECT task_id, status FROM rest UNION ALL SELECT task_id, status FROM one)")
+    due_params = [now, *([queues] if queues else []), *single, limit,
+                  now, *([queues] if queues else []), *single, 1]
     sql = f"""
         WITH {due_sql}
         UPDATE {table} AS t SET status = 'PROCESSING', attempts = t.attempts + 1, locked_by = %s,

@@ -10,7 +10,6 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('jobs', '0003_uuid7_index_diet'),
-        ('tracker', '0007_attention_index_in_list_order'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -83,10 +82,4 @@ class Migration(migrations.Migration):
             model_name='workflowstep',
             constraint=models.UniqueConstraint(fields=('job', 'name'), name='jobs_workflow_step_unique_name'),
         ),
-        # The claim picks at most one WORKFLOW_STEP task per consumer (tracker one_per_claim): this partial index
-        # keeps that pick an index probe however many other tasks are due.
-        migrations.RunSQL(
-            "CREATE INDEX IF NOT EXISTS tracker_due_workflow_step_idx ON process_tracker (priority, run_after, task_id)"
-            " WHERE status IN ('PENDING', 'RETRY') AND task_type = 'WORKFLOW_STEP'",
-            "DROP INDEX IF EXISTS tracker_due_workflow_step_idx"),
     ]
