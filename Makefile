@@ -8,7 +8,7 @@ RUNS ?= 1
 PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: run test venv migrate demo clean bench bench-quick
+.PHONY: run test test-fast lint venv clean bench bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required"; exit 1; }
@@ -19,26 +19,27 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-migrate: venv
-	$(PY) manage.py migrate --noinput
-
-demo: migrate
-	$(PY) manage.py recon_demo
-	DJANGO_SUPERUSER_PASSWORD=admin $(PY) manage.py createsuperuser --noinput --username admin --email admin@example.com 2>/dev/null || true
-	@echo "Demo superuser: admin / admin  ->  http://127.0.0.1:$(PORT)/admin/"
-
-# The web console and a qcluster together, in the foreground; Ctrl-C stops both (the cluster finishes its
-# current slice first, ~15 s). Only the two main processes are signalled: django-q2 stops its own children.
-run: demo
-	@$(PY) manage.py qcluster & QC=$$!; \
-	$(PY) manage.py runserver 0.0.0.0:$(PORT) & WEB=$$!; \
-	trap 'kill -TERM $$WEB $$QC 2>/dev/null; wait $$QC' INT TERM; \
-	wait
+# The product on PostgreSQL: the one in DATABASE_URL, else a server of its own whose data stays in var/pg between
+# runs (tests/pgserver.py). config/serve.py migrates, loads the demo, then runs uvicorn + qcluster in the
+# foreground; Ctrl-C (or SIGTERM to make) stops both, then the PostgreSQL it started.
+run: venv
+	@$(PY) -m tests.pgserver --reuse --data var/pg -- $(PY) -m config.serve --port $(PORT)
 
 # Tests on a real PostgreSQL: the one in DATABASE_URL, or a throwaway server started for the run.
 test: venv
-	@if [ -n "$$DATABASE_URL" ]; then $(PY) -m pytest $(PYTEST_ARGS); \
-	else $(PY) -m tests.pgserver -- $(PY) -m pytest $(PYTEST_ARGS); fi
+	@$(PY) -m tests.pgserver --reuse -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop: no real-process tests (marker `slow`), Hypothesis's small profile (tests/conftest.py).
+# `make test` (the full suite) stays the CI command.
+test-fast: venv
+	@HYPOTHESIS_PROFILE=fast $(PY) -m tests.pgserver --reuse -- $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Lint: ruff (rules and format settings in pyproject.toml) and mypy with django-stubs on the typed packages
+# (`[tool.mypy] files`). CI runs it before the tests.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) var

@@ -24,7 +24,7 @@ ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "loca
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.ConsoleAdminConfig",  # django.contrib.admin with the merchant-scoped site (config/console.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -73,22 +73,15 @@ TEMPLATES = [
     },
 ]
 
-# Database: DATABASE_URL (PostgreSQL in production and tests); unset means a SQLite file under var/.
-if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60, conn_health_checks=True)}
-else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "db.sqlite3",
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
-            },
-        }
-    }
-IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+# Database: PostgreSQL only, from DATABASE_URL (docs/decisions/0001-postgresql-only.md). `make run` and `make test`
+# start a server of their own and set it.
+if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "DATABASE_URL must name a PostgreSQL database (postgres://user@host:port/name). `make run` starts one "
+        "under var/pg and `make test` a throwaway one; while `make run` runs, var/pg/database_url holds its URL.")
+DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60, conn_health_checks=True)}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -198,6 +191,8 @@ LOGGING = {
 }
 
 LOGIN_URL = "/admin/login/"
+# Merchant users (not staff) get their console permissions from their memberships' roles (config/console.py).
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend", "config.console.MerchantRoleBackend"]
 
 # Access policy (merchant scoping) used by tracker and jobs without importing recon.
 TENANT_ACCESS = "recon.access"

@@ -64,6 +64,7 @@ class JobSignalInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
+    tenant_field, tenant_owner_field = "merchant_id", "owner"  # jobs without a merchant are their owner's
     list_display = ["job_id", "job_type", "state_badge", "progress_shown", "step", "merchant_id", "owner", "attempts",
                     "created_at"]
     list_filter = ["state", JobTypeFilter, ("created_at", admin.DateFieldListFilter)]
@@ -233,6 +234,8 @@ def _is_uuid(value) -> bool:
 @admin.register(JobEvent)
 class JobEventAdmin(ReadOnlyAdmin):
     """Read-only: the event log of every job."""
+
+    tenant_field, tenant_owner_field = "job__merchant_id", "job__owner"
 
     list_display = ["id", "job", "kind", "data", "created_at"]
     list_filter = ["kind"]

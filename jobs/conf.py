@@ -12,8 +12,6 @@ DEFAULTS = {
     "STOP_CHECK_SECONDS": ("JOBS_STOP_CHECK_SECONDS", 1.0),
     # SSE keep-alive comment interval when idle (seconds).
     "KEEPALIVE_SECONDS": ("JOBS_KEEPALIVE_SECONDS", 15.0),
-    # SSE polling interval when the database has no LISTEN/NOTIFY (SQLite).
-    "POLL_SECONDS": ("JOBS_POLL_SECONDS", 1.0),
     # How long the per-process LISTEN connection of the event streams stays open with no stream (seconds).
     "HUB_LINGER_SECONDS": ("JOBS_HUB_LINGER_SECONDS", 30.0),
     # Minimum interval between two progress events of the same job with the same percentage (seconds).

@@ -38,13 +38,6 @@ class JobStateConflict(JobError, IllegalTransition):
     status = 409
 
 
-class JobForbidden(JobError):
-    """You do not have permission to change this job."""
-
-    code = "permission_denied"
-    status = 403
-
-
 class JobRunSuperseded(JobError):
     """This run no longer owns the job (its tracker task was rescued or finished); its writes roll back."""
 

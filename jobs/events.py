@@ -164,9 +164,9 @@ def stream(job_id, *, stop: threading.Event | None = None) -> Iterator[bytes]:
     """Yields the job's current state at once, then every new event, with keep-alive comments when idle;
     returns after a terminal state. A sync generator (WSGI); `astream` adapts it for ASGI.
 
-    Waits for the listener hub on PostgreSQL (one LISTEN connection per process), polls elsewhere."""
+    Waits for the listener hub (one LISTEN connection per process)."""
     keepalive = conf.get("KEEPALIVE_SECONDS")
-    woken = hub.subscribe(job_id) if wakeup.is_postgres() else None
+    woken = hub.subscribe(job_id)
     try:
         # LISTEN first, then the cursor, then the snapshot: nothing committed after the snapshot is missed
         # (an event already reflected in the snapshot may be sent again, which is harmless).
@@ -193,14 +193,10 @@ def stream(job_id, *, stop: threading.Event | None = None) -> Iterator[bytes]:
                 continue
             # Short waits so a stop request (ASGI disconnect) is noticed quickly.
             timeout = min(keepalive - idle, 1.0 if stop else keepalive - idle)
-            if woken is not None:
-                woken.wait(timeout)
-                woken.clear()
-            else:
-                time.sleep(min(timeout, conf.get("POLL_SECONDS")))
+            woken.wait(timeout)
+            woken.clear()
     finally:
-        if woken is not None:
-            hub.unsubscribe(job_id, woken)
+        hub.unsubscribe(job_id, woken)
 
 
 async def astream(job_id) -> AsyncIterator[bytes]:

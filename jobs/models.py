@@ -83,10 +83,6 @@ class Job(FSMModelMixin, models.Model):
         return f"{self.job_type} {self.job_id} [{self.state}]"
 
     # Predicates (admin buttons, API).
-    @property
-    def is_finished(self) -> bool:
-        return self.state in TERMINAL_STATES
-
     def can_cancel(self) -> bool:
         return self.state in ACTIVE_STATES
 

@@ -7,8 +7,8 @@ Handler contract (re-entrant):
 - Resume from `ctx.checkpoint_data` (`{}` at first). Anything not covered by a checkpoint may run again.
 - Do the work in `transaction.atomic()` blocks and call `ctx.checkpoint(data)` as the last statement of each
   block: the checkpoint is written in the same transaction as the work before it, so after a crash the job
-  resumes exactly after the last committed block. (On PostgreSQL each slice runs on its own database
-  connection, so each block commits on its own; on SQLite the whole slice commits at its end.)
+  resumes exactly after the last committed block. (Each slice runs on its own database connection, so each
+  block commits on its own.)
 - Call `ctx.should_stop()` between units of work and return (with any value) when it is True: the job was
   paused or cancelled, or the slice's budget is spent, in which case the runtime enqueues the next slice. The
   return value of a slice in which `should_stop()` answered True is ignored.
@@ -346,10 +346,8 @@ def run_slice(job_id, *, task=None, run_ctx: RunContext | None = None, deadline:
 
 
 def run_slice_isolated(job_id, **kwargs) -> str:
-    """`run_slice` outside the caller's transaction: on PostgreSQL in a thread with its own connection (so
-    checkpoints commit as they happen while the tracker worker's transaction stays open); inline elsewhere."""
-    if connection.vendor != "postgresql":
-        return run_slice(job_id, **kwargs)
+    """`run_slice` outside the caller's transaction: in a thread with its own connection (so checkpoints commit
+    as they happen while the tracker worker's transaction stays open)."""
     box: dict = {}
 
     def target():

@@ -31,14 +31,6 @@ def _uuid(job_id) -> uuid.UUID:
         raise JobNotFound() from None
 
 
-def job_get(*, job_id) -> Job:
-    """The job; JobNotFound (404) for unknown ids of any shape."""
-    try:
-        return Job.objects.get(pk=_uuid(job_id))
-    except Job.DoesNotExist:
-        raise JobNotFound() from None
-
-
 def _locked(job_id) -> Job:
     """The job row, locked for update (call inside transaction.atomic())."""
     try:

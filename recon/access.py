@@ -13,6 +13,17 @@ def visible_tenants(user) -> set[str] | None:
     return set(MerchantMembership.objects.filter(user=user).values_list("merchant_id", flat=True))
 
 
+def operable_tenants(user) -> set[str] | None:
+    """None means every tenant (staff); otherwise the merchant ids the user is an operator of."""
+    if user is None or not user.is_authenticated:
+        return set()
+    if user.is_staff:
+        return None
+    from recon.models import MerchantMembership, Role
+
+    return set(MerchantMembership.objects.filter(user=user, role=Role.OPERATOR).values_list("merchant_id", flat=True))
+
+
 def can_operate(user, tenant: str) -> bool:
     """Staff, or a user with the operator role for this merchant."""
     if user is None or not user.is_authenticated:

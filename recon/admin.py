@@ -4,23 +4,19 @@ that call services) and the summary page."""
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import OuterRef, Subquery
 from django.shortcuts import redirect, render
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from config.errors import AppError
 from recon import access, reports, services, uploads
+from recon.selectors import staging_entries_in_review, staging_entries_stuck
 from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership, ReconRule,
                           StagingEntry, StagingStatus, Transaction, TransactionStatus, Upload)
 from tracker.admin_base import AuditedFSMAdminMixin, ReadOnlyAdmin
 from tracker.pagination import CappedCountPaginator
 from tracker.models import ProcessTracker
-
-
-def _scoped(request, queryset, field: str):
-    tenants = access.visible_tenants(request.user)
-    return queryset if tenants is None else queryset.filter(**{f"{field}__in": tenants})
 
 
 class MembershipInline(admin.TabularInline):
@@ -31,6 +27,8 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Merchant)
 class MerchantAdmin(admin.ModelAdmin):
+    tenant_field = "merchant_id"
+    tenant_permissions = ("view",)  # staff create and rename merchants
     list_display = ["merchant_id", "merchant_name", "created_at"]
     search_fields = ["merchant_id", "merchant_name"]
     inlines = [MembershipInline]
@@ -38,6 +36,7 @@ class MerchantAdmin(admin.ModelAdmin):
 
 @admin.register(MerchantMembership)
 class MerchantMembershipAdmin(admin.ModelAdmin):
+    staff_only = True
     list_display = ["user", "merchant", "role", "created_at"]
     list_filter = ["role"]
     list_select_related = ["user", "merchant"]
@@ -54,6 +53,7 @@ class CsvImportForm(forms.Form):
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
+    tenant_field = "merchant_id"
     change_form_template = "admin/recon/account/change_form.html"
     list_display = ["account_name", "merchant", "account_type", "currency", "initial_balance", "created_at"]
     list_filter = ["account_type", "currency"]
@@ -73,7 +73,7 @@ class AccountAdmin(admin.ModelAdmin):
 
     def import_csv_view(self, request, object_id):
         """Uploads a CSV file and starts the same `recon.import_csv` job as the API, then shows the job."""
-        account = _scoped(request, Account.objects.all(), "merchant_id").filter(pk=object_id).first()
+        account = self.get_queryset(request).filter(pk=object_id).first()
         if account is None:
             self.message_user(request, "Account not found.", messages.ERROR)
             return redirect("admin:recon_account_changelist")
@@ -99,6 +99,7 @@ class AccountAdmin(admin.ModelAdmin):
 
 @admin.register(ReconRule)
 class ReconRuleAdmin(admin.ModelAdmin):
+    tenant_field = "merchant_id"
     list_display = ["id", "merchant", "account_one", "account_two", "match_key", "amount_tolerance",
                     "amount_tolerance_pct", "date_window_days", "difference_account"]
     list_select_related = ["merchant", "account_one", "account_two", "difference_account"]
@@ -118,6 +119,7 @@ class EntryInline(admin.TabularInline):
 
 @admin.register(Transaction)
 class TransactionAdmin(ReadOnlyAdmin):
+    tenant_field = "merchant_id"
     list_display = ["logical_transaction_id", "version", "status", "amount", "currency", "merchant", "created_at"]
     list_filter = ["status", ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["merchant"]
@@ -129,6 +131,7 @@ class TransactionAdmin(ReadOnlyAdmin):
 
 @admin.register(Entry)
 class EntryAdmin(ReadOnlyAdmin):
+    tenant_field = "account__merchant_id"
     list_display = ["entry_id", "account", "entry_type", "amount", "currency", "status", "effective_date",
                     "transaction"]
     list_filter = ["status", "entry_type"]
@@ -146,11 +149,10 @@ class ReviewQueueFilter(admin.SimpleListFilter):
         return [("review", "Needs review (incl. failed/cancelled tasks)"), ("stuck", "PENDING, task failed/cancelled")]
 
     def queryset(self, request, queryset):
-        stuck = Q(status=StagingStatus.PENDING, task_status__in=("FAILED", "CANCELLED"))
         if self.value() == "review":
-            return queryset.filter(Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) | stuck)
+            return staging_entries_in_review(queryset)
         if self.value() == "stuck":
-            return queryset.filter(stuck)
+            return staging_entries_stuck(queryset)
         return queryset
 
 
@@ -165,6 +167,7 @@ class MatchForm(forms.Form):
 
 @admin.register(StagingEntry)
 class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
+    tenant_field = "account__merchant_id"
     fsm_fields = ["status"]
     fsm_forms = {"ignore": IgnoreForm}
     list_display = ["staging_entry_id", "account", "processing_mode", "entry_type", "amount", "currency",
@@ -185,8 +188,7 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         task_status = ProcessTracker.objects.filter(pk=OuterRef("task_id")).values("status")[:1]
-        qs = super().get_queryset(request).annotate(task_status=Subquery(task_status))
-        return _scoped(request, qs, "account__merchant_id")
+        return super().get_queryset(request).annotate(task_status=Subquery(task_status))
 
     @admin.display(description="task")
     def task_status(self, obj):
@@ -200,7 +202,7 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 
     # FSM buttons route through the services so tasks and mismatches follow.
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
-        action = {"requeue": "reprocess", "ignore": "ignore"}.get(transition_name)
+        action = {"reprocess": "reprocess", "ignore": "ignore"}.get(transition_name)
         if action is None:
             return super()._apply_fsm_transition(obj=obj, transition_name=transition_name, request=request,
                                                  kwargs=kwargs)
@@ -216,8 +218,7 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     # Actions: filter to legal states, call the service per entry, report done and skipped.
     def _resolve_many(self, request, queryset, action: str, reason: str = "") -> None:
         total = queryset.count()
-        candidates = queryset.filter(Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) | Q(
-            status=StagingStatus.PENDING, task_status__in=("FAILED", "CANCELLED")))
+        candidates = staging_entries_in_review(queryset)
         done, failures = 0, []
         for pk, merchant_id in candidates.values_list("pk", "account__merchant_id"):
             if not access.can_operate(request.user, merchant_id):
@@ -292,6 +293,8 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 
 @admin.register(ClosedPeriod)
 class ClosedPeriodAdmin(admin.ModelAdmin):
+    tenant_field = "merchant_id"
+    tenant_permissions = ("view",)  # staff reopen periods; operators close them through the close-period job
     list_display = ["merchant", "start_date", "end_date", "closed_by", "closed_at", "reopened_at"]
     list_select_related = ["merchant", "closed_by"]
     readonly_fields = ["closed_by", "closed_at", "reopened_by", "reopened_at"]
@@ -321,6 +324,4 @@ class UploadAdmin(ReadOnlyAdmin):
     search_fields = ["=upload_id", "name", "=sha256"]
     show_full_result_count = False
     paginator = CappedCountPaginator
-
-    def get_queryset(self, request):
-        return _scoped(request, super().get_queryset(request), "account__merchant_id")
+    tenant_field = "account__merchant_id"

@@ -5,3 +5,9 @@ class ReconConfig(AppConfig):
     name = "recon"
     verbose_name = "Reconciliation"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from recon.handlers import StagingEntryHandler
+        from tracker import registry
+
+        registry.register(StagingEntryHandler)

@@ -1,9 +1,9 @@
 """Account balances (shared/API.md, "Accounts"). ARCHIVED entries never count.
 
-On PostgreSQL the four sums come from `AccountBalance`, running totals kept exact by statement-level triggers
-on the entry table (migration 0003): one primary-key lookup per account, a LEFT JOIN for lists, whatever the
-number of entries. A missing row means zero. On other databases (SQLite in development) they are aggregated from
-the entries. `balance_drift` and `balance_totals_rebuild` check and repair the totals."""
+The four sums come from `AccountBalance`, running totals kept exact by statement-level triggers on the entry
+table (migration 0003): one primary-key lookup per account, a LEFT JOIN for lists, whatever the number of
+entries. A missing row means zero. `balance_drift` (against the entries' aggregates) and `balance_totals_rebuild`
+check and repair the totals."""
 
 from decimal import Decimal
 
@@ -20,11 +20,6 @@ POSTED = (EntryStatus.POSTED,)
 PENDING = (EntryStatus.POSTED, EntryStatus.EXPECTED)
 
 
-def uses_totals(using: str = "default") -> bool:
-    """Whether balances come from the trigger-maintained totals (PostgreSQL) rather than aggregates."""
-    return connections[using].vendor == "postgresql"
-
-
 def _sum(side: str, statuses: tuple[str, ...]):
     sub = (Entry.objects.filter(account=OuterRef("pk"), entry_type=side, status__in=statuses)
            .order_by().values("account").annotate(s=Sum("amount")).values("s"))
@@ -37,17 +32,11 @@ def with_aggregated_sums(queryset: QuerySet[Account]) -> QuerySet[Account]:
                              pending_debits=_sum("DEBIT", PENDING), pending_credits=_sum("CREDIT", PENDING))
 
 
-def with_maintained_sums(queryset: QuerySet[Account]) -> QuerySet[Account]:
-    """The four sums read from `AccountBalance` (LEFT JOIN on its primary key; PostgreSQL)."""
+def with_balance_sums(queryset: QuerySet[Account]) -> QuerySet[Account]:
+    """Annotates posted/pending debit and credit sums read from `AccountBalance` (a LEFT JOIN on its primary key:
+    one query for any number of accounts)."""
     return queryset.annotate(**{name: Coalesce(F(f"balance_totals__{name}"), ZERO, output_field=TOTAL_FIELD)
                                 for name in SUMS})
-
-
-def with_balance_sums(queryset: QuerySet[Account]) -> QuerySet[Account]:
-    """Annotates posted/pending debit and credit sums (one query for any number of accounts)."""
-    if uses_totals(queryset.db):
-        return with_maintained_sums(queryset)
-    return with_aggregated_sums(queryset)
 
 
 def figures(account: Account) -> dict:
@@ -79,17 +68,15 @@ def balance_drift(queryset: QuerySet[Account] | None = None) -> dict:
     differ from the aggregate of its entries (empty when all agree). Reads every entry of the accounts: a check
     for tests and operators, not for requests."""
     queryset = Account.objects.all() if queryset is None else queryset
-    maintained = {a.pk: tuple(getattr(a, s) for s in SUMS) for a in with_maintained_sums(queryset.order_by())}
+    maintained = {a.pk: tuple(getattr(a, s) for s in SUMS) for a in with_balance_sums(queryset.order_by())}
     aggregated = {a.pk: tuple(getattr(a, s) for s in SUMS) for a in with_aggregated_sums(queryset.order_by())}
     return {pk: {"maintained": maintained[pk], "aggregated": aggregated[pk]}
             for pk in aggregated if aggregated[pk] != maintained[pk]}
 
 
 def balance_totals_rebuild() -> int:
-    """Recomputes every account's totals from its entries (PostgreSQL; repair after a trigger was disabled).
-    Blocks entry writes meanwhile. Returns the number of accounts written."""
-    if not uses_totals():
-        return 0
+    """Recomputes every account's totals from its entries (repair after a trigger was disabled). Blocks entry
+    writes meanwhile. Returns the number of accounts written."""
     entry, balance = Entry._meta.db_table, AccountBalance._meta.db_table
     with transaction.atomic(), connections["default"].cursor() as cursor:
         cursor.execute(f"LOCK TABLE {entry} IN SHARE ROW EXCLUSIVE MODE")

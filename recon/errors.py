@@ -1,4 +1,4 @@
-"""Recon errors. Engine outcome errors (the ones with `outcome = True`) are recorded on the staging entry
+"""Recon errors. Engine outcome errors (subclasses of `OutcomeError`) are recorded on the staging entry
 (NEEDS_MANUAL_REVIEW with metadata `error` / `error_type`) and the tracker task still completes; any other
 exception propagates so the tracker retries the task."""
 
@@ -9,7 +9,6 @@ class ReconError(AppError):
     """Reconciliation error."""
 
     code = "recon_error"
-    outcome = False  # True: an engine outcome recorded on the staging entry
 
     @property
     def error_type(self) -> str:
@@ -68,7 +67,6 @@ class OutcomeError(ReconError):
 
     code = "needs_manual_review"
     status = 422
-    outcome = True
 
 
 class NoReconRuleFoundError(OutcomeError):
@@ -111,6 +109,12 @@ class UnbalancedTransactionError(OutcomeError):
     """The resulting transaction would not balance."""
 
     code = "unbalanced_transaction"
+
+
+class InvalidValueError(OutcomeError):
+    """A value of the entry cannot be stored (too long for its column, out of range): retrying cannot help."""
+
+    code = "invalid_value"
 
 
 class PeriodClosedError(OutcomeError):

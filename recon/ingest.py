@@ -19,10 +19,12 @@ from django.utils.dateparse import parse_date, parse_datetime
 from recon import services
 from recon.currencies import ISO_4217, is_currency
 from recon.errors import ReconError
-from recon.models import Account, AccountType, ProcessingMode
+from recon.models import MONEY_QUANTUM, Account, AccountType, ProcessingMode
 
 COLUMNS = ("order_id", "amount", "currency", "transaction_date", "type")
 TYPES = {"payment", "refund", "debit", "credit"}
+CHUNK_ROWS = 5000  # data rows written (and checkpointed) per database transaction
+MAX_ERRORS_KEPT = 1000  # row errors kept in a report (`failed_ingestions` counts all)
 
 
 class InvalidCsvError(ReconError):
@@ -78,7 +80,7 @@ def validate_row(row: dict, *, account: Account, processing_mode: str, source_fi
                 raise InvalidOperation
             if amount <= 0:
                 problems.append("amount must be positive")
-            elif amount != amount.quantize(Decimal("0.0001")):
+            elif amount != amount.quantize(MONEY_QUANTUM):
                 problems.append("amount has more than 4 decimal places")
             elif amount > services.MAX_AMOUNT:
                 problems.append("amount is too large")
@@ -95,7 +97,7 @@ def validate_row(row: dict, *, account: Account, processing_mode: str, source_fi
         problems.append(f"type {kind!r} is not one of Payment, Refund, Debit, Credit")
     if problems:
         return None, problems
-    return {"entry_type": side_for(kind, account.account_type), "amount": amount.quantize(Decimal("0.0001")),
+    return {"entry_type": side_for(kind, account.account_type), "amount": amount.quantize(MONEY_QUANTUM),
             "currency": currency, "effective_date": when, "processing_mode": processing_mode,
             "metadata": {"order_id": row["order_id"].strip(), "source_file": source_file}}, []
 
@@ -149,9 +151,9 @@ def _when_text(raw_date: str, cache: dict) -> str | None:
 
 
 def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, source_file: str,
-               start_row: int = 0, chunk_rows: int = 5000,
+               start_row: int = 0, chunk_rows: int = CHUNK_ROWS,
                on_chunk: Callable[[int, dict], bool | None] | None = None,
-               report: dict | None = None, max_errors: int = 10000) -> dict:
+               report: dict | None = None, max_errors: int = MAX_ERRORS_KEPT) -> dict:
     """Streams `lines` (text lines of a CSV file, header first) into staging entries and their tracker tasks.
 
     Rows 1..`start_row` (data rows, the header is not a row) are skipped, so a caller resumes from its

@@ -14,18 +14,17 @@ from rest_framework import serializers
 from jobs.registry import job_type
 from jobs.runtime import JobContext
 from recon import reports, services
-from recon.ingest import ingest_csv
+from recon.ingest import CHUNK_ROWS, ingest_csv
 from recon.models import Account, Merchant, ProcessingMode, Upload
 from recon.uploads import open_lines
 
-MAX_ERRORS = 1000  # row errors kept in the report (failed_ingestions counts all)
 
 
 class ImportCsvParams(serializers.Serializer):
     account_id = serializers.UUIDField()
     upload_id = serializers.UUIDField()
     processing_mode = serializers.ChoiceField(choices=ProcessingMode.values)
-    chunk_rows = serializers.IntegerField(min_value=10, max_value=50_000, default=5000,
+    chunk_rows = serializers.IntegerField(min_value=10, max_value=50_000, default=CHUNK_ROWS,
                                           help_text="Rows per database transaction (and checkpoint).")
 
     def validate(self, attrs):
@@ -69,7 +68,7 @@ def import_upload(ctx, params: dict) -> dict | None:
 
     report = ingest_csv(account=account, lines=open_lines(upload), processing_mode=params["processing_mode"],
                         source_file=upload.name, start_row=rows_done, report=report,
-                        chunk_rows=params.get("chunk_rows") or 5000, on_chunk=on_chunk, max_errors=MAX_ERRORS)
+                        chunk_rows=params.get("chunk_rows") or CHUNK_ROWS, on_chunk=on_chunk)
     if ctx.stop_reason:
         return None  # paused, cancelled or out of time: the runtime decides what comes next
     ctx.log(f"imported {upload.name}: {report['successful_ingestions']} staging entries created, "

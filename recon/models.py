@@ -2,6 +2,8 @@
 (transactions in versions, entries), plus closed periods. State changes go through the FSM transitions below
 (audited by tracker.audit) or set-based updates in recon.services/engine that write the same audit rows."""
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -11,6 +13,8 @@ from django_fsm import FSMField, FSMModelMixin, transition
 from tracker.ids import uuid7
 
 MONEY = {"max_digits": 20, "decimal_places": 4}
+# The smallest amount a money column holds (10 ** -decimal_places): amounts are quantized to it.
+MONEY_QUANTUM = Decimal(1).scaleb(-MONEY["decimal_places"])
 
 
 class AccountType(models.TextChoices):
@@ -129,10 +133,6 @@ class ReconRule(models.Model):
     def __str__(self):
         return f"{self.account_one_id} -> {self.account_two_id}"
 
-    @property
-    def has_tolerance(self) -> bool:
-        return bool(self.amount_tolerance or self.amount_tolerance_pct)
-
 
 class StagingEntry(FSMModelMixin, models.Model):
     staging_entry_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
@@ -197,14 +197,10 @@ class StagingEntry(FSMModelMixin, models.Model):
         self.discarded_at = timezone.now()
 
     def in_review_queue(self) -> bool:
-        """In review, or PENDING while its task FAILED or was CANCELLED (shown in the review queue)."""
-        if self.status == StagingStatus.NEEDS_MANUAL_REVIEW:
-            return True
-        if self.status != StagingStatus.PENDING or self.task_id is None:
-            return False
-        from tracker.models import ProcessTracker
+        """In review, or PENDING while its task FAILED or was CANCELLED (`recon.selectors`)."""
+        from recon.selectors import staging_entry_in_review_queue
 
-        return ProcessTracker.objects.filter(pk=self.task_id, status__in=("FAILED", "CANCELLED")).exists()
+        return staging_entry_in_review_queue(self)
 
     @transition(field=status, source=[StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING],
                 target=StagingStatus.ARCHIVED, conditions=[in_review_queue],
@@ -214,7 +210,7 @@ class StagingEntry(FSMModelMixin, models.Model):
 
     @transition(field=status, source=StagingStatus.NEEDS_MANUAL_REVIEW, target=StagingStatus.PENDING,
                 custom={"admin": True, "label": "Reprocess"})
-    def requeue(self, by=None, reason="reprocess"):
+    def reprocess(self, by=None, reason="reprocess"):
         pass
 
 

@@ -6,10 +6,10 @@ from decimal import Decimal
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from recon.models import (Entry, EntryStatus, StagingEntry, StagingStatus, Transaction, TransactionStatus)
-from tracker.models import ProcessTracker, TaskStatus
+from recon.models import (MONEY_QUANTUM, Entry, EntryStatus, StagingEntry, StagingStatus, Transaction,
+                          TransactionStatus)
+from recon.selectors import staging_entries_stuck
 
-CENT4 = Decimal("0.0001")
 AGE_BUCKETS = (("0-1d", 0, 1), ("1-7d", 1, 7), ("7-30d", 7, 30), (">30d", 30, None))
 
 
@@ -35,15 +35,14 @@ def summary(merchant_id: str | None = None, *, merchant_ids: set[str] | None = N
     amounts: dict[str, dict] = {}
     for currency, status, total, n in (staging.order_by().values_list("currency", "status")
                                        .annotate(total=Sum("amount"), n=Count("pk"))):
-        total = Decimal(total).quantize(CENT4)  # SQLite sums decimals as floats
+        total = Decimal(total).quantize(MONEY_QUANTUM)
         cur = amounts.setdefault(currency, {"total": Decimal("0"), "count": 0, "by_status": {}})
         cur["total"] += total
         cur["count"] += n
         cur["by_status"][status] = {"total": total, "count": n}
     matched = by_staging[StagingStatus.PROCESSED]
     decided = matched + by_staging[StagingStatus.NEEDS_MANUAL_REVIEW]
-    stuck = staging.filter(status=StagingStatus.PENDING, task_id__in=ProcessTracker.objects.filter(
-        status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED)).values("task_id")).count()
+    stuck = staging_entries_stuck(staging).count()
     now = timezone.now()
     open_expected = entries.filter(status=EntryStatus.EXPECTED,
                                    transaction__status__in=(TransactionStatus.EXPECTED, TransactionStatus.MISMATCH))
@@ -85,8 +84,7 @@ def period_summary(*, merchant_id: str, start_date: dt.date, end_date: dt.date) 
     for currency, status, total, n in (entries.exclude(status=EntryStatus.ARCHIVED).order_by()
                                        .values_list("currency", "status").annotate(total=Sum("amount"), n=Count("pk"))):
         amounts.setdefault(currency, {})[status] = {"total": money_str(total), "count": n}
-    stuck = staging.filter(status=StagingStatus.PENDING, task_id__in=ProcessTracker.objects.filter(
-        status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED)).values("task_id")).count()
+    stuck = staging_entries_stuck(staging).count()
     return {
         "merchant_id": merchant_id,
         "start_date": start_date.isoformat(),

@@ -10,14 +10,14 @@ from rest_framework import serializers
 
 from recon import balances
 from recon.ingest import parse_when
-from recon.models import Account, ClosedPeriod, Entry, Merchant, ReconRule, StagingEntry, Transaction
+from recon.models import MONEY_QUANTUM, Account, ClosedPeriod, Entry, Merchant, ReconRule, StagingEntry, Transaction
 
 
 def money_str(value) -> str | None:
     """Decimal as a string with at least 2 and at most 4 decimals ("100.50", "1.2345")."""
     if value is None:
         return None
-    text = f"{Decimal(value).quantize(Decimal('0.0001')):f}"
+    text = f"{Decimal(value).quantize(MONEY_QUANTUM):f}"
     whole, _, frac = text.partition(".")
     frac = frac.rstrip("0").ljust(2, "0")
     return f"{whole}.{frac}"

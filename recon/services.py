@@ -15,15 +15,16 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from recon import engine, errors
+from recon import engine, errors, queries
 from recon.currencies import is_currency
-from recon.models import (Account, AccountType, ClosedPeriod, Entry, EntryStatus, Merchant, MerchantMembership,
+from recon.models import (MONEY_QUANTUM, Account, AccountType, ClosedPeriod, Entry, Merchant, MerchantMembership,
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
-from tracker.bulk import copy_rows, copy_text, to_json
+from recon.selectors import task_is_stuck
+from tracker.bulk import copy_rows, copy_text, json_text
 from tracker.ids import uuid7, uuid7_texts
-from tracker.models import ProcessTracker, TaskStatus
-from tracker.services import task_create_many, task_insert_select_pg
+from tracker.models import ProcessTracker
+from tracker.services import task_create_many, task_insert_from_table
 
 MAX_AMOUNT = Decimal("9999999999999999.9999")
 
@@ -47,11 +48,11 @@ def parse_amount(value, *, field: str = "amount", allow_zero: bool = False) -> D
         raise ValidationError({field: ["A valid decimal number is required."]})
     if amount < 0 or (amount == 0 and not allow_zero):
         raise ValidationError({field: ["Must be positive." if not allow_zero else "Must not be negative."]})
-    if amount.as_tuple().exponent < -4 and amount != amount.quantize(Decimal("0.0001")):
+    if amount.as_tuple().exponent < -4 and amount != amount.quantize(MONEY_QUANTUM):
         raise ValidationError({field: ["At most 4 decimal places."]})
     if amount > MAX_AMOUNT:
         raise ValidationError({field: ["Too large."]})
-    return amount.quantize(Decimal("0.0001"))
+    return amount.quantize(MONEY_QUANTUM)
 
 
 # --- merchants and users ------------------------------------------------------------------------------
@@ -272,44 +273,34 @@ def staging_entry_create(*, account: Account, entry_type: str, amount, currency:
 
 
 def commit_asynchronously() -> None:
-    """Inside a bulk chunk's transaction: on PostgreSQL its commit does not wait for the WAL flush
-    (`synchronous_commit = off`, this transaction only). A server crash may then lose the chunks committed in
-    the last fraction of a second, each whole and together with its checkpoint, so an import resumes before
-    them: nothing is half-written or written twice."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit = off")
-
-
-def _copy_enabled() -> bool:
-    """The bulk producers write with COPY on PostgreSQL; SQLite keeps bulk_create."""
-    return connection.vendor == "postgresql"
+    """Inside a bulk chunk's transaction: its commit does not wait for the WAL flush (`synchronous_commit =
+    off`, this transaction only). A server crash may then lose the chunks committed in the last fraction of a
+    second, each whole and together with its checkpoint, so an import resumes before them: nothing is
+    half-written or written twice."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
 
 
 def staging_entries_create_many(*, account: Account, rows: list[dict]) -> list[StagingEntry]:
     """Bulk producer for validated rows (keys entry_type, amount (Decimal), currency, effective_date,
-    processing_mode, metadata): entries and their tasks, in the caller's transaction (or its own). On PostgreSQL
-    they are written with COPY (`_staging_entries_copy_pg`), elsewhere with bulk_create."""
+    processing_mode, metadata): entries and their tasks, in the caller's transaction (or its own), written with
+    COPY (`_staging_entries_copy_pg`)."""
     with transaction.atomic():
         entries = [StagingEntry(account=account, entry_type=r["entry_type"], amount=r["amount"],
                                 currency=r["currency"], effective_date=r["effective_date"],
                                 processing_mode=r["processing_mode"], metadata=r.get("metadata") or {})
                    for r in rows]
-        if _copy_enabled() and entries:
-            now = timezone.now()
-            for entry in entries:
-                entry.task_id = uuid7()
-            _staging_entries_copy_pg(
-                account, ((e.pk, e.task_id, e.entry_type, e.amount, e.currency, e.effective_date,
-                           e.processing_mode, e.metadata) for e in entries), now=now)
-            for entry in entries:
-                entry.created_at = entry.updated_at = now
-                entry._state.adding = False
+        if not entries:
             return entries
-        tasks = task_create_many([engine.task_spec(e, account.merchant_id) for e in entries])
-        for entry, task in zip(entries, tasks):
-            entry.task_id = task.task_id
-        StagingEntry.objects.bulk_create(entries, batch_size=1000)
+        now = timezone.now()
+        for entry in entries:
+            entry.task_id = uuid7()
+        _staging_entries_copy_pg(
+            account, ((e.pk, e.task_id, e.entry_type, e.amount, e.currency, e.effective_date,
+                       e.processing_mode, e.metadata) for e in entries), now=now)
+        for entry in entries:
+            entry.created_at = entry.updated_at = now
+            entry._state.adding = False
     return entries
 
 
@@ -317,68 +308,46 @@ def staging_entries_create_rows(*, account: Account, rows: list[tuple]) -> int:
     """Bulk producer for the CSV import: validated rows as plain tuples `(entry_type, amount, currency,
     effective_date, processing_mode, metadata)` (amount a Decimal or its text with at most 4 decimal places,
     effective_date an aware datetime or its ISO text, metadata a dict or its JSON text), so no model instance
-    is built on PostgreSQL (COPY; the ids are one `uuid7_texts` run). Returns the number of entries written
-    (each with its task)."""
+    is built (COPY; the ids are one `uuid7_texts` run). Returns the number of entries written (each with its
+    task)."""
     if not rows:
         return 0
-    if _copy_enabled():
-        ids = uuid7_texts(2 * len(rows))
-        rows_with_ids = ((sid, tid, *row) for sid, tid, row in zip(ids[::2], ids[1::2], rows))
-        with transaction.atomic():
-            return _staging_entries_copy_pg(account, rows_with_ids, now=timezone.now())
-    decoded = [{"entry_type": t, "amount": Decimal(a).quantize(Decimal("0.0001")), "currency": c,
-                "effective_date": d if isinstance(d, dt.datetime) else dt.datetime.fromisoformat(d),
-                "processing_mode": m, "metadata": json.loads(md) if isinstance(md, str) else md}
-               for t, a, c, d, m, md in rows]
-    return len(staging_entries_create_many(account=account, rows=decoded))
-
-
-# Every column of both tables is written explicitly (INSERT ... SELECT from the COPY's temporary table);
-# tests/recon/test_ingest_copy.py checks that these lists cover the models' concrete fields.
-STAGING_COPY_COLUMNS = ("staging_entry_id", "account_id", "entry_type", "amount", "currency", "effective_date",
-                        "processing_mode", "status", "metadata", "idempotency_key", "request_hash", "task_id",
-                        "mismatch_transaction_id", "created_at", "updated_at", "discarded_at")
-_COPY_TABLE = "recon_staging_copy"
+    ids = uuid7_texts(2 * len(rows))
+    rows_with_ids = ((sid, tid, *row) for sid, tid, row in zip(ids[::2], ids[1::2], rows))
+    with transaction.atomic():
+        return _staging_entries_copy_pg(account, rows_with_ids, now=timezone.now())
 
 
 def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt.datetime) -> int:
     """COPY the rows `(staging_entry_id, task_id, entry_type, amount, currency, effective_date, processing_mode,
     metadata)` (ids as UUIDs or their text, new and time-ordered for index locality; metadata a dict or its
-    JSON text) with each task's payload into a temporary table (ON COMMIT DROP, dropped again at the end so a
-    transaction can call this once per chunk), then INSERT ... SELECT ... ON CONFLICT DO NOTHING into the
-    staging entries and, for each entry actually inserted, its PROCESS_STAGING_ENTRY task
-    (`tracker.services.task_insert_select_pg`), in the caller's transaction. Ids, payloads and metadata are
-    made in Python: generating UUIDs or JSON per row in SQL cost more than the inserts themselves. Returns the
-    number of staging entries inserted."""
-    table = StagingEntry._meta.db_table
+    JSON text) with each task's payload into a temporary table, insert the staging entries from it (ON CONFLICT DO
+    NOTHING) and, for each entry actually inserted, its PROCESS_STAGING_ENTRY task
+    (`tracker.services.task_insert_from_table`), in the caller's transaction (statements: `recon.queries`). Ids,
+    payloads and metadata are made in Python: generating UUIDs or JSON per row in SQL cost more than the inserts
+    themselves. Returns the number of staging entries inserted."""
 
     def copy_line(row: tuple) -> str:  # COPY text: ids, amounts, times and the choices need no escaping
         sid, tid, entry_type, amount, currency, when, mode, metadata = row
-        metadata = copy_text(metadata if isinstance(metadata, str) else to_json(metadata))
+        metadata = copy_text(metadata if isinstance(metadata, str) else json_text(metadata))
         when = when if isinstance(when, str) else when.isoformat()
         return (f"{sid}\t{tid}\t{entry_type}\t{amount}\t{copy_text(currency)}\t{when}\t{mode}\t{metadata}"
                 f'\t{{"staging_entry_id": "{sid}", "mode": "{mode}"}}\n')
 
+    lines = list(map(copy_line, rows))
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{_COPY_TABLE}")
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE {_COPY_TABLE} (staging_entry_id uuid NOT NULL, task_id uuid NOT NULL,"
-            " entry_type text NOT NULL, amount numeric NOT NULL, currency text NOT NULL,"
-            " effective_date timestamptz NOT NULL, processing_mode text NOT NULL, metadata jsonb NOT NULL,"
-            " payload jsonb NOT NULL) ON COMMIT DROP")
-        copy_rows(_COPY_TABLE, ("staging_entry_id", "task_id", "entry_type", "amount", "currency", "effective_date",
-                                "processing_mode", "metadata", "payload"), "".join(map(copy_line, rows)))
-        # One statement: the entries, then a task for each entry actually inserted (RETURNING feeds the tasks,
-        # whose ids are as new as the entries': they need no conflict check).
-        inserted = task_insert_select_pg(
-            task_type=engine.TASK_TYPE, tenant=account.merchant_id, now=now, skip_existing=False,
-            with_sql=(f"ins AS (INSERT INTO {table} ({', '.join(STAGING_COPY_COLUMNS)})"
-                      f" SELECT staging_entry_id, %s, entry_type, amount, currency, effective_date, processing_mode,"
-                      f" %s, metadata, NULL, '', task_id, NULL, %s, %s, NULL FROM {_COPY_TABLE}"
-                      " ON CONFLICT DO NOTHING RETURNING staging_entry_id)"),
-            with_params=[account.pk, StagingStatus.PENDING, now, now],
-            select_sql=f"SELECT c.task_id, c.payload FROM ins JOIN {_COPY_TABLE} c USING (staging_entry_id)")
-        cursor.execute(f"DROP TABLE {_COPY_TABLE}")
+        cursor.execute(queries.STAGING_COPY_CREATE)
+        copy_rows(queries.STAGING_COPY_TABLE, queries.STAGING_COPY_COLUMNS, "".join(lines))
+        cursor.execute(queries.STAGING_ENTRIES_FROM_COPY,
+                       {"account_id": account.pk, "status": StagingStatus.PENDING, "now": now})
+        inserted = cursor.rowcount
+        skipped = inserted != len(lines)
+        if skipped:
+            cursor.execute(queries.STAGING_COPY_SKIPPED_DELETE)
+        # The tasks' ids are as new as the entries': they need no conflict check, unless rows were skipped.
+        task_insert_from_table(task_type=engine.TASK_TYPE, tenant=account.merchant_id, table=queries.STAGING_COPY_TABLE,
+                               now=now, skip_existing=skipped)
+        cursor.execute(queries.STAGING_COPY_DROP)
     return inserted
 
 
@@ -392,7 +361,7 @@ def staging_entry_resolvable(entry: StagingEntry) -> set[str]:
     """The resolve actions legal for the entry now."""
     if entry.status == StagingStatus.NEEDS_MANUAL_REVIEW:
         return {"match", "ignore", "reprocess"}
-    if entry.status == StagingStatus.PENDING and _task_status(entry) in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+    if entry.status == StagingStatus.PENDING and task_is_stuck(_task_status(entry)):
         return {"ignore", "reprocess"}
     return set()
 
@@ -439,7 +408,7 @@ def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=No
             raise errors.PeriodClosedConflict()
         if action == "reprocess":
             _reopen_mismatch(entry, by, f"staging entry {entry.pk} reprocessed")
-            engine.staging_entries_requeue(ids=[entry.pk], by=by, reason=reason or "reprocess",
+            engine.staging_entries_reprocess(reasons={entry.pk: reason or "reprocess"}, by=by,
                                            from_status=entry.status)
             entry.refresh_from_db()
             return entry
@@ -447,35 +416,11 @@ def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=No
 
 
 def _resolve_match(entry: StagingEntry, *, entry_id, by, reason: str) -> StagingEntry:
+    """The operator's forced match, through the engine as a batch of one."""
     if entry_id in (None, ""):
         raise ValidationError({"entry_id": ["This field is required."]})
     target_pk = _uuid_or_404(entry_id, "Entry")
-    target = Entry.objects.filter(pk=target_pk, account=entry.account).first()
-    if target is None:
-        raise errors.NotFoundError("Entry not found on this account.")
-    txn = Transaction.objects.select_for_update(of=("self",)).select_related("rule").get(pk=target.transaction_id)
-    target.refresh_from_db()
-    if target.status != EntryStatus.EXPECTED or txn.status not in (TransactionStatus.EXPECTED,
-                                                                   TransactionStatus.MISMATCH):
-        raise errors.IllegalStateError("The entry is not an open expectation.")
-    problems = []
-    if target.entry_type != entry.entry_type:
-        problems.append(f"side differs: expected {target.entry_type}, got {entry.entry_type}")
-    if target.currency != entry.currency:
-        problems.append(f"currency differs: expected {target.currency}, got {entry.currency}")
-    if abs(entry.amount - target.amount) > engine.allowed_difference(txn.rule, target.amount):
-        problems.append(f"amount differs beyond the rule's tolerance: expected {target.amount}, got {entry.amount}")
-    if problems:
-        raise errors.UnprocessableError("; ".join(problems))
-    if entry.mismatch_transaction_id and entry.mismatch_transaction_id != txn.pk:
-        _reopen_mismatch(entry, by, f"staging entry {entry.pk} matched elsewhere")
-    done = engine.fulfil(staging=entry, expected=target, by=by, reason="forced match")
-    entry.metadata = {**engine._client_metadata(entry), "match_type": "Fulfilled", "resolved_by_operator": True}
-    entry.mismatch_transaction = None
-    entry.resolve_match(by=by,
-                        reason=reason or f"matched to entry {target.pk} ({done.old.logical_transaction_id})")
-    entry.save()
-    return entry
+    return engine.staging_entry_force_match(entry=entry, target_entry_id=target_pk, by=by, reason=reason)
 
 
 # --- closed periods -----------------------------------------------------------------------------------

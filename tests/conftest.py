@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from hypothesis import HealthCheck, settings as hypothesis_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TRACKER_TASK_MODULES", "tests.tracker.handlers")
+
+# Hypothesis profiles: "ci" (the default, `make test`) and "fast" (`make test-fast`, HYPOTHESIS_PROFILE=fast).
+# Database-backed property tests share a test's transaction, hence the function-scoped-fixture check is off.
+_PROFILE = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+hypothesis_settings.register_profile("ci", max_examples=100, **_PROFILE)
+hypothesis_settings.register_profile("fast", max_examples=10, **_PROFILE)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config):

@@ -40,6 +40,7 @@ class QueueFilter(RegistryFilter):
 
 @admin.register(ProcessTracker)
 class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
+    tenant_field = "tenant"  # tasks without a tenant (maintenance) are staff only
     fsm_fields = ["status"]
     list_display = ["task_id", "task_type", "status", "queue", "tenant", "attempts_shown", "age", "error_start"]
     list_filter = ["status", TaskTypeFilter, QueueFilter, ("created_at", admin.DateFieldListFilter)]
@@ -126,6 +127,7 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    staff_only = True
     list_display = ["slot", "worker_id", "alive", "beat_at", "started_at", "processed", "enqueued_at"]
 
     @admin.display(boolean=True)

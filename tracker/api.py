@@ -94,5 +94,5 @@ class HealthView(APIView):
         except Exception as exc:
             return Response({"status": "error", "database": {"connected": False, "error": str(exc)[:200]},
                              "cluster": {}, "timestamp": now}, status=503)
-        return Response({"status": "ok", "database": {"connected": True, "vendor": connection.vendor},
+        return Response({"status": "ok", "database": {"connected": True},
                          "cluster": cluster_status(), "timestamp": now})

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection
 from django.dispatch import receiver
 from django.utils import timezone
 from django_fsm.signals import post_transition
@@ -60,7 +59,7 @@ def batch():
 
 def record_rows(rows: Iterable[tuple[int, object, str, str, str]], *, by=None, at=None) -> int:
     """Audit rows (content type id, object id, from_status, to_status, reason), each with its own model and
-    reason, in one COPY on PostgreSQL. Called inside the transaction that made the changes (inside `batch()`,
+    reason, in one COPY. Called inside the transaction that made the changes (inside `batch()`,
     written at the block's end)."""
     rows = list(rows)
     buffer = getattr(_local, "rows", None)
@@ -78,17 +77,12 @@ def _write(rows: list, *, by=None, at=None) -> int:
     rows = list(rows)
     if not rows:
         return 0
-    if connection.vendor == "postgresql":  # the COPY text built here: statuses are plain words
-        common = f"\t{at.isoformat()}\t{'\\N' if user_id is None else user_id}\t{copy_text(actor['by_worker'])}\t"
-        copy_rows(Transition._meta.db_table, ("content_type_id", "object_id", "from_status", "to_status", "at",
-                                              "by_user_id", "by_worker", "reason"),
-                  "".join([f"{ct_id}\t{copy_text(str(oid))}\t{src}\t{dst}{common}{copy_text(reason[:2000])}\n"
-                           for ct_id, oid, src, dst, reason in rows]))
-    else:
-        Transition.objects.bulk_create([Transition(content_type_id=ct_id, object_id=str(oid), from_status=src,
-                                                   to_status=dst, at=at, by_user_id=user_id,
-                                                   by_worker=actor["by_worker"], reason=reason[:2000])
-                                        for ct_id, oid, src, dst, reason in rows], batch_size=500)
+    # The COPY text is built here: statuses are plain words.
+    common = f"\t{at.isoformat()}\t{'\\N' if user_id is None else user_id}\t{copy_text(actor['by_worker'])}\t"
+    copy_rows(Transition._meta.db_table, ("content_type_id", "object_id", "from_status", "to_status", "at",
+                                          "by_user_id", "by_worker", "reason"),
+              "".join([f"{ct_id}\t{copy_text(str(oid))}\t{src}\t{dst}{common}{copy_text(reason[:2000])}\n"
+                       for ct_id, oid, src, dst, reason in rows]))
     return len(rows)
 
 

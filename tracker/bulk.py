@@ -1,5 +1,5 @@
-"""Bulk reads and writes for the set-based paths: inserts that COPY on PostgreSQL (`bulk_create` elsewhere),
-array literals for id lists, and model instances loaded without `Model.__init__`."""
+"""Bulk reads and writes for the set-based paths: inserts by COPY, array literals for id lists, and model
+instances loaded without `Model.__init__`."""
 
 import time
 from collections.abc import Iterable, Sequence
@@ -14,7 +14,7 @@ from django.utils import timezone
 
 # JSON text as Django's JSONField writes it, with one encoder for every bulk row (json.dumps(cls=...) would
 # build a new encoder per value).
-to_json = DjangoJSONEncoder().encode
+json_text = DjangoJSONEncoder().encode
 
 
 def _element(value) -> str:
@@ -99,6 +99,12 @@ def copy_rows(table: str, columns: Sequence[str], rows: Iterable[tuple] | str) -
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - start:.3f}"})
 
 
+def insert_select_sql(table: str, values: dict[str, str], source: str) -> str:
+    """`INSERT INTO table (columns) SELECT values FROM source` from one mapping of each column to its value (an
+    expression over `source`, a parameter, a literal): columns and values pair by name, never by position."""
+    return f"INSERT INTO {table} ({', '.join(values)}) SELECT {', '.join(values.values())} FROM {source}"
+
+
 def copy_text(value: str) -> str:
     """`value` escaped for a field of COPY's text format."""
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
@@ -106,18 +112,14 @@ def copy_text(value: str) -> str:
 
 def insert_rows(model, rows: Sequence[dict]) -> None:
     """Inserts new rows of one model, each a dict with a value for every concrete field (by attname; primary
-    keys set client-side, e.g. UUIDs), without building model instances on PostgreSQL: one COPY (psycopg
-    adapts str, int, Decimal, UUID, datetime as Django would; JSON fields are encoded with their encoder,
-    `auto_now`/`auto_now_add` fields get the current time). Elsewhere `bulk_create`. Like `bulk_create`
-    without RETURNING: no signals, nothing read back."""
+    keys set client-side, e.g. UUIDs), without building model instances: one COPY (psycopg adapts str, int,
+    Decimal, UUID, datetime as Django would; JSON fields are encoded with their encoder, `auto_now`/`auto_now_add`
+    fields get the current time). Like `bulk_create` without RETURNING: no signals, nothing read back."""
     if not rows:
-        return
-    if connection.vendor != "postgresql":
-        model.objects.bulk_create([model(**row) for row in rows])
         return
     fields = model._meta.concrete_fields
     now = timezone.now()
-    json_fields = [(i, f.encoder().encode if f.encoder else to_json) for i, f in enumerate(fields)
+    json_fields = [(i, f.encoder().encode if f.encoder else json_text) for i, f in enumerate(fields)
                    if isinstance(f, JSONField)]
     stamped = [i for i, f in enumerate(fields) if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
     values = itemgetter(*[f.attname for f in fields])

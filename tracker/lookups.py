@@ -13,7 +13,7 @@ _ARRAY_TYPES = {"UUIDField": "uuid", "CharField": "text", "TextField": "text", "
                 "IntegerField": "integer", "BigAutoField": "bigint", "AutoField": "integer"}
 
 
-class Any(Lookup):
+class ArrayAny(Lookup):
     lookup_name = "any"
     prepare_rhs = False
 
@@ -42,5 +42,5 @@ class Any(Lookup):
         return f"{lhs} = ANY(%s::{element}[])", (*params, array_literal(values))
 
 
-Field.register_lookup(Any)
-ForeignObject.register_lookup(Any)  # foreign keys keep their own lookups: `transaction_id__any=[...]`
+Field.register_lookup(ArrayAny)
+ForeignObject.register_lookup(ArrayAny)  # foreign keys keep their own lookups: `transaction_id__any=[...]`

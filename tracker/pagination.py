@@ -8,15 +8,15 @@ CAP = 10_000
 
 
 class CappedCountPaginator(Paginator):
-    """Counts at most CAP + 1 rows of a filtered list; for an unfiltered table on PostgreSQL, uses the
-    planner's row estimate when it is above the cap. Pages past the cap stay reachable."""
+    """Counts at most CAP + 1 rows of a filtered list; for an unfiltered table, uses the planner's row
+    estimate when it is above the cap. Pages past the cap stay reachable."""
 
     @cached_property
     def count(self) -> int:
         qs = self.object_list
         if not hasattr(qs, "query"):
             return len(qs)
-        if not qs.query.where and connections[qs.db].vendor == "postgresql":
+        if not qs.query.where:
             with connections[qs.db].cursor() as cursor:
                 cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
                                [qs.model._meta.db_table])

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, Min, Subquery, Value, When
+from django.db.models import Case, Count, Min, Subquery, Value, When
 from django.utils import timezone
 
 from tracker import audit, registry, wakeup
-from tracker.bulk import models_from_rows, select_columns
+from tracker.bulk import insert_select_sql, models_from_rows, select_columns
 from tracker.errors import LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
 from tracker.models import (DUE_STATUSES, FINISHED_STATUSES, ONE_PER_CLAIM_TYPES, ProcessTracker, TaskStatus,
                             Transition)
@@ -58,34 +58,32 @@ def task_create_many(specs: Sequence[TaskSpec]) -> list[ProcessTracker]:
     return tasks
 
 
-# Every column of the task table, written explicitly by the set-based insert below (COPY and INSERT ... SELECT
-# apply no Django defaults); tests/tracker/test_services.py checks it covers the model's concrete fields.
-TASK_INSERT_COLUMNS = ("task_id", "task_type", "queue", "priority", "tenant", "payload", "status", "attempts",
-                       "max_attempts", "run_after", "lease_expires_at", "locked_by", "dedupe_key", "last_error",
-                       "error_details", "created_at", "updated_at", "processing_started_at", "completed_at")
+# Every column of a task row written by `task_insert_from_table`, with its value (COPY and INSERT ... SELECT apply
+# no Django defaults); tests/tracker/test_services.py checks it covers the model's concrete fields.
+TASK_FROM_TABLE_VALUES = {
+    "task_id": "src.task_id", "task_type": "%(task_type)s", "queue": "%(queue)s", "priority": "%(priority)s",
+    "tenant": "%(tenant)s", "payload": "src.payload", "status": "%(status)s", "attempts": "0",
+    "max_attempts": "%(max_attempts)s", "run_after": "%(now)s", "lease_expires_at": "NULL", "locked_by": "''",
+    "dedupe_key": "NULL", "last_error": "''", "error_details": "''", "created_at": "%(now)s", "updated_at": "%(now)s",
+    "processing_started_at": "NULL", "completed_at": "NULL",
+}
 
 
-def task_insert_select_pg(*, task_type: str, tenant: str, select_sql: str, params: Sequence = (),
-                          with_sql: str = "", with_params: Sequence = (), now: dt.datetime | None = None,
-                          skip_existing: bool = True) -> int:
-    """Set-based `task_create_many` for PostgreSQL: inserts one PENDING task of `task_type` for each row of
-    `select_sql` (columns: task_id uuid, payload jsonb; typically read from a COPY's temporary table), with
-    queue, priority and max_attempts from the registry, as `task_create` would. ON CONFLICT DO NOTHING (a
-    task id already there is skipped) unless `skip_existing` is False (ids known to be new: the check costs
-    ~5 µs a row, and a clash then raises). `with_sql` (and its `with_params`) is an optional WITH list the
-    select may read, such as a data-modifying `ins AS (INSERT ... RETURNING ...)` (PostgreSQL allows those
-    only at the top level). Runs in the caller's transaction and wakes the consumers at its commit. Returns
-    the number of tasks inserted."""
+def task_insert_from_table(*, task_type: str, tenant: str, table: str, now: dt.datetime | None = None,
+                           skip_existing: bool = True) -> int:
+    """Set-based `task_create_many` for PostgreSQL: one PENDING task of `task_type` for each row of `table` (a
+    table, typically a COPY's temporary table, with columns `task_id uuid` and `payload jsonb`), with queue,
+    priority and max_attempts from the registry, as `task_create` would. ON CONFLICT DO NOTHING (a task id already
+    there is skipped) unless `skip_existing` is False (ids known to be new: the check costs ~5 µs a row, and a
+    clash then raises). Runs in the caller's transaction and wakes the consumers at its commit. Returns the number
+    of tasks inserted."""
     handler = registry.get(task_type)
     now = now or timezone.now()
-    sql = ((f"WITH {with_sql} " if with_sql else "") +
-           f"INSERT INTO {ProcessTracker._meta.db_table} ({', '.join(TASK_INSERT_COLUMNS)})"
-           f" SELECT src.task_id, %s, %s, %s, %s, src.payload, %s, 0, %s, %s, NULL, '', NULL, '', '', %s, %s,"
-           f" NULL, NULL FROM ({select_sql}) AS src(task_id, payload)"
-           + (" ON CONFLICT DO NOTHING" if skip_existing else ""))
+    sql = insert_select_sql(ProcessTracker._meta.db_table, TASK_FROM_TABLE_VALUES, f"{table} AS src")
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*with_params, task_type, handler.queue, handler.priority, str(tenant or ""), S.PENDING,
-                             handler.get_max_attempts(), now, now, now, *params])
+        cursor.execute(sql + (" ON CONFLICT DO NOTHING" if skip_existing else ""), {
+            "task_type": task_type, "queue": handler.queue, "priority": handler.priority,
+            "tenant": str(tenant or ""), "status": S.PENDING, "max_attempts": handler.get_max_attempts(), "now": now})
         inserted = cursor.rowcount
     if inserted:
         wakeup.notify()
@@ -115,17 +113,14 @@ def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = Non
     now = timezone.now()
     queues = list(queues or [])
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            rows = _claim_postgres(worker_id, limit, queues, now)
-        else:
-            rows = _claim_orm(worker_id, limit, queues, now)
+        rows = _claim(worker_id, limit, queues, now)
         if rows:
             audit.record_many(ProcessTracker, [(t.task_id, src, S.PROCESSING) for t, src in rows], by=worker_id,
                               reason="claimed")
     return [t for t, _ in rows]
 
 
-def _claim_postgres(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
+def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     """One statement: pick due rows in claim order, skip locked ones, mark them PROCESSING, return them
     with their previous status. The update joins the picked (id, status) pairs as an unnest of two arrays
     read from the same materialized CTE (so in the same order): the planner then loops over the primary key,
@@ -162,23 +157,6 @@ def _claim_postgres(worker_id, limit, queues, now) -> list[tuple[ProcessTracker,
         rows = cursor.fetchall()
     return sorted(zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
                   key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id))
-
-
-def _claim_orm(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
-    due = ProcessTracker.objects.filter(status__in=DUE_STATUSES, run_after__lte=now)
-    if queues:
-        due = due.filter(queue__in=queues)
-    rows = list(due.order_by("priority", "run_after", "task_id")
-                .select_for_update(skip_locked=True).values_list("task_id", "status")[:limit])
-    if not rows:
-        return []
-    ids = [r[0] for r in rows]
-    ProcessTracker.objects.filter(task_id__in=ids).update(
-        status=S.PROCESSING, attempts=F("attempts") + 1, locked_by=worker_id, lease_expires_at=_lease_until(now),
-        processing_started_at=now, updated_at=now)
-    source = dict(rows)
-    tasks = ProcessTracker.objects.filter(task_id__in=ids).order_by("priority", "run_after", "task_id")
-    return [(t, source[t.task_id]) for t in tasks]
 
 
 def task_renew_leases(*, worker_id: str) -> int:

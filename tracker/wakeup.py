@@ -1,8 +1,7 @@
 """Waking consumers: PostgreSQL NOTIFY inside the producing transaction (delivered on commit, never before),
-LISTEN on a dedicated autocommit connection. SQLite has neither: listeners fall back to polling."""
+LISTEN on a dedicated autocommit connection."""
 
 import select
-import time
 
 import psycopg
 from django.conf import settings
@@ -11,35 +10,25 @@ from django.db import connections
 TASKS_CHANNEL = "tracker_wakeup"
 
 
-def is_postgres(using: str = "default") -> bool:
-    return connections[using].vendor == "postgresql"
-
-
 def notify(channel: str = TASKS_CHANNEL, payload: str = "", using: str = "default") -> None:
     """Queues a notification in the current transaction; PostgreSQL delivers it at commit."""
-    if is_postgres(using):
-        with connections[using].cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])
 
 
 class Listener:
-    """A LISTEN connection of its own (open it after fork). On SQLite, `wait` just sleeps."""
+    """A LISTEN connection of its own (open it after fork)."""
 
     def __init__(self, *channels: str, using: str = "default"):
-        self.conn = None
-        if is_postgres(using):
-            db = settings.DATABASES[using]
-            params = {"dbname": db["NAME"], "user": db.get("USER") or None, "password": db.get("PASSWORD") or None,
-                      "host": db.get("HOST") or None, "port": db.get("PORT") or None}
-            self.conn = psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True)
-            for channel in channels or (TASKS_CHANNEL,):
-                self.conn.execute(f'LISTEN "{channel}"')
+        db = settings.DATABASES[using]
+        params = {"dbname": db["NAME"], "user": db.get("USER") or None, "password": db.get("PASSWORD") or None,
+                  "host": db.get("HOST") or None, "port": db.get("PORT") or None}
+        self.conn = psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True)
+        for channel in channels or (TASKS_CHANNEL,):
+            self.conn.execute(f'LISTEN "{channel}"')
 
     def wait(self, timeout: float) -> list[tuple[str, str]]:
         """Blocks up to `timeout` seconds for notifications; returns (channel, payload) pairs."""
-        if self.conn is None:
-            time.sleep(timeout)
-            return []
         got = []
         for note in self.conn.notifies(timeout=timeout, stop_after=1):
             got.append((note.channel, note.payload))

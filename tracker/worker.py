@@ -258,7 +258,7 @@ def consumers_ensure() -> list[int]:
 
 def consume(slot: int, token: str) -> dict:
     """The consumer loop for one slot, run as a django-q2 task for one slice (shorter than the cluster's
-    timeout): drains due work, waits for NOTIFY (or polls on SQLite), rescues expired leases and restarts
+    timeout): drains due work, waits for NOTIFY, rescues expired leases and restarts
     dead sibling consumers now and then, then hands the slot to a successor task."""
     cfg = settings.TRACKER
     worker_id = make_worker_id(f"slot{slot}")

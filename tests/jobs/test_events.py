@@ -87,7 +87,9 @@ def test_streams_of_a_process_share_one_listen_connection(staff_api):
     streams = [iter(r.streaming_content) for r in responses]
     assert [parse(next(s))[1]["state"] for s in streams] == ["WAITING"] * 3
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"job_events\"'")
+        # This test database's connections only, so other test processes (pytest -n) do not count.
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"job_events\"'"
+                       " AND datname = current_database()")
         assert cursor.fetchone()[0] == 1
     for job in jobs:
         services.job_signal(job_id=job.pk, name="reject", by=None)

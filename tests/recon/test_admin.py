@@ -62,7 +62,7 @@ def test_fsm_button_reprocess_creates_task(admin_client_, ledger):
     old_task = StagingEntry.objects.get().task_id
     url = f"/admin/recon/stagingentry/{review.pk}/change/"
     assert "Reprocess" in admin_client_.get(url).content.decode()
-    admin_client_.post(url, {"_fsm_transition_to": "requeue"})
+    admin_client_.post(url, {"_fsm_transition_to": "reprocess"})
     review.refresh_from_db()
     assert review.status == "PENDING" and review.task_id != old_task
     assert audit.history(review)[-1].by == "staff"

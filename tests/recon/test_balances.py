@@ -49,7 +49,7 @@ def expected_from_python(account_ids):
 
 def maintained(account_ids):
     rows = {a.pk: tuple(getattr(a, s) for s in balances.SUMS)
-            for a in balances.with_maintained_sums(Account.objects.filter(pk__in=account_ids))}
+            for a in balances.with_balance_sums(Account.objects.filter(pk__in=account_ids))}
     return rows
 
 

@@ -19,7 +19,7 @@ def claim_and_batch(n_expected):
     assert len(tasks) == n_expected
     ctx = RunContext(worker_id="batcher", heartbeat=lambda: None)
     with CaptureQueriesContext(connection) as queries:
-        handlers.TransactionCreationHandler().run_batch(tasks, ctx)
+        handlers.StagingEntryHandler().run_batch(tasks, ctx)
     tracker_services.task_complete_many(task_ids=[t.task_id for t in tasks], worker_id="batcher")
     return len(queries)
 

@@ -29,12 +29,12 @@ def claim_and_batch(n_expected):
     for model in (StagingEntry, Transaction, Entry):  # the content-type cache lives as long as the process
         ContentType.objects.get_for_model(model)
     with CaptureQueriesContext(connection) as queries:
-        handlers.ExpectationMatchingHandler().run_batch(tasks, ctx)
+        handlers.StagingEntryHandler().run_batch(tasks, ctx)
     tracker_services.task_complete_many(task_ids=[t.task_id for t in tasks], worker_id="batcher")
     return len(queries)
 
 
-def scenario(batched, monkeypatch):
+def scenario(batched):
     """Every CONFIRMATION outcome in one batch; returns [(outcome, staging status)] in creation order and the
     (logical id -> [(version, status)]) of the merchant's transactions."""
     merchant = MerchantFactory()
@@ -64,10 +64,8 @@ def scenario(batched, monkeypatch):
                for spec in specs]
     if batched:
         claim_and_batch(len(specs))
-    else:
-        monkeypatch.setattr(handlers._matching_handler, "batched", False)
-        Worker("one").drain(budget_seconds=30)
-        monkeypatch.undo()
+    else:  # batches of one: a worker that claims one task at a time
+        Worker("one", batch_size=1).drain(budget_seconds=30)
     outcomes = []
     for e in entries:
         e.refresh_from_db()
@@ -103,9 +101,9 @@ EXPECTED = [("Fulfilled", "PROCESSED", False), ("NoMatchFoundError", "NEEDS_MANU
             ("NoReconRuleFoundError", "NEEDS_MANUAL_REVIEW", False)]
 
 
-def test_batch_outcomes_match_one_by_one(monkeypatch):
-    one_outcomes, one_txns, _ = scenario(False, monkeypatch)
-    outcomes, txns, entries = scenario(True, monkeypatch)
+def test_batch_outcomes_match_one_by_one():
+    one_outcomes, one_txns, _ = scenario(False)
+    outcomes, txns, entries = scenario(True)
     assert one_outcomes == EXPECTED
     assert outcomes == EXPECTED
     assert txns == one_txns
@@ -160,7 +158,7 @@ def test_batch_uses_constant_queries(ledger):
     small = run("s", 5)
     large = run("l", 60)
     assert small == large
-    assert small == 13  # COPY statements included (tracker.bulk logs them)
+    assert small == 12  # COPY statements included (tracker.bulk logs them)
     assert StagingEntry.objects.filter(account=ledger.bank, status="PROCESSED").count() == 4 + 59
     assert Transaction.objects.filter(status="MISMATCH").count() == 2
 
@@ -178,12 +176,14 @@ def test_worker_batches_confirmations_without_falling_back(ledger, caplog):
     assert StagingEntry.objects.filter(account=ledger.bank, status="PROCESSED").count() == 20
 
 
-def test_object_key_values_fall_back_to_one_by_one(ledger):
+def test_object_key_values_match_in_the_batch(ledger, caplog):
     stage(ledger.payments, order_id="x", metadata={"order_id": {"id": 1}})
     Worker("setup").drain(budget_seconds=30)
     stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", metadata={"order_id": {"id": 1}})
     stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id="y")
-    assert Worker("w").drain(budget_seconds=30).succeeded == 2
+    with caplog.at_level("WARNING", logger="tracker.worker"):
+        assert Worker("w").drain(budget_seconds=30).succeeded == 2
+    assert "one by one" not in caplog.text
     outcomes = sorted(e.metadata.get("match_type") or e.metadata["error_type"]
                       for e in StagingEntry.objects.filter(account=ledger.bank))
     assert outcomes == ["Fulfilled", "NoMatchFoundError"]

@@ -260,24 +260,23 @@ def test_batch_handler_completes_a_clean_batch_together():
     assert all(effects(t.task_id) == 1 for t in tasks)
 
 
-def test_task_insert_select_pg_writes_tasks_like_task_create():
+def test_task_insert_from_table_writes_tasks_like_task_create():
     """The set-based insert used by the CSV import's COPY path: every column, the registry's queue, priority
     and max_attempts, PENDING, ON CONFLICT DO NOTHING."""
     import uuid
 
     from django.db import connection
 
-    assert set(services.TASK_INSERT_COLUMNS) == {f.column for f in ProcessTracker._meta.concrete_fields}
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only")
+    assert set(services.TASK_FROM_TABLE_VALUES) == {f.column for f in ProcessTracker._meta.concrete_fields}
     reference = services.task_create(task_type="test.kill", payload={"n": 0}, tenant="t1")
     ids = [uuid.uuid4() for _ in range(3)]
-    select = "SELECT id, jsonb_build_object('n', n) FROM unnest(%s::uuid[]) WITH ORDINALITY AS u(id, n)"
     with transaction.atomic():
-        assert services.task_insert_select_pg(task_type="test.kill", tenant="t1", select_sql=select,
-                                              params=[ids]) == 3
-        assert services.task_insert_select_pg(task_type="test.kill", tenant="t1", select_sql=select,
-                                              params=[ids]) == 0
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TEMPORARY TABLE new_tasks ON COMMIT DROP AS SELECT id AS task_id,"
+                           " jsonb_build_object('n', n) AS payload FROM unnest(%s::uuid[]) WITH ORDINALITY AS u(id, n)",
+                           [ids])
+        assert services.task_insert_from_table(task_type="test.kill", tenant="t1", table="new_tasks") == 3
+        assert services.task_insert_from_table(task_type="test.kill", tenant="t1", table="new_tasks") == 0
     fields = ("task_type", "queue", "priority", "tenant", "status", "attempts", "max_attempts", "dedupe_key",
               "last_error", "error_details", "locked_by", "lease_expires_at", "completed_at")
     want = {f: getattr(reference, f) for f in fields}

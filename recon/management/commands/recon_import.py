@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from recon.ingest import InvalidCsvError, ingest_csv
+from recon.ingest import CHUNK_ROWS, InvalidCsvError, ingest_csv
 from recon.models import Account
 
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("csv_path")
         parser.add_argument("--account", required=True, help="account_id")
         parser.add_argument("--mode", required=True, choices=["TRANSACTION", "CONFIRMATION"])
-        parser.add_argument("--chunk-rows", type=int, default=5000)
+        parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS)
         parser.add_argument("--max-errors-shown", type=int, default=50)
         parser.add_argument("--job", action="store_true",
                             help="Run as a recon.import_csv job (needs a running qcluster) and follow it.")
