@@ -38,7 +38,7 @@ def _run_fragment_context(request, job: Job) -> dict:
         s.colour = graph.STEP_COLOURS.get(s.state, "#000")
         s.result_json = json.dumps(s.result, indent=2, sort_keys=True, default=str)
         s.retryable = failed_run and all(by_name[p].state in STEP_DONE_STATES for p in s.depends_on)
-        s.retry_url = reverse("admin:jobs_workflow_step_retry", args=[job.pk, s.name])
+        s.retry_url = reverse("admin:jobs_workflowstep_retry", args=[s.pk])
     return {"job": job, "steps": steps, "graph": mark_safe(graph.run_svg(steps)),  # built from escaped text
             "can_retry_steps": failed_run}
 
@@ -48,15 +48,17 @@ def run_panel(request, job: Job) -> str:
     if job.workflow_version is None:
         return ""
     context = {**_run_fragment_context(request, job),
-               "fragment_url": reverse("admin:jobs_workflow_run_fragment", args=[job.pk]),
+               "fragment_url": reverse("admin:jobs_workflowstep_fragment",
+                                       args=[WorkflowStep.objects.filter(job_id=job.pk).values_list("pk", flat=True)
+                                             .first()]),
                "events_url": f"/api/jobs/{job.pk}/events/"}
     return mark_safe(render_to_string("admin/jobs/workflows/run_panel.html", context, request=request))
 
 
-def _visible_run(request, job_id) -> Job:
-    job = visible_jobs(request.user).filter(pk=job_id, workflow_version__isnull=False).first()
+def _run_of_step(request, step_id) -> Job:
+    job = visible_jobs(request.user).filter(workflow_steps__pk=step_id).first()
     if job is None:
-        raise Http404("Workflow run not found.")
+        raise Http404("Workflow step not found.")
     return job
 
 
@@ -106,9 +108,9 @@ class WorkflowStepAdmin(admin.ModelAdmin):
             path("declared/", view(self.declared_view), name="jobs_workflows_declared"),
             path("analytics/", view(self.analytics_view), name="jobs_workflows_analytics"),
             path("start/<str:name>/", view(self.start_view), name="jobs_workflow_start"),
-            path("run/<uuid:job_id>/fragment/", view(self.fragment_view), name="jobs_workflow_run_fragment"),
-            path("run/<uuid:job_id>/steps/<str:name>/retry/", view(self.step_retry_view),
-                 name="jobs_workflow_step_retry"),
+            # Keyed by a step (object_id), so config.console's guard scopes them: the run of that step.
+            path("<int:object_id>/fragment/", view(self.fragment_view), name="jobs_workflowstep_fragment"),
+            path("<int:object_id>/retry/", view(self.step_retry_view), name="jobs_workflowstep_retry"),
             *super().get_urls(),
         ]
 
@@ -167,15 +169,19 @@ class WorkflowStepAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/jobs/workflows/start.html",
                                 {**self._base(request), "title": f"Start {wf.name}", "form": form, "workflow": wf})
 
-    def fragment_view(self, request, job_id):
-        job = _visible_run(request, job_id)
+    def fragment_view(self, request, object_id):
+        """The run's graph and steps (the panel's live refresh), for the run of step `object_id`."""
+        job = _run_of_step(request, object_id)
         return HttpResponse(render_to_string("admin/jobs/workflows/run_fragment.html",
                                              _run_fragment_context(request, job), request=request))
 
-    def step_retry_view(self, request, job_id, name):
+    def step_retry_view(self, request, object_id):
+        """POST: "Retry from this step" (jobs.workflows.engine.workflow_step_retry)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        job = _visible_run(request, job_id)
+        step = WorkflowStep.objects.filter(pk=object_id).first()
+        job = _run_of_step(request, object_id)
+        name = step.name
         if not can_change(request.user, job):
             raise PermissionDenied
         try:

@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from config.console import ConsoleSite, StaffOnly, TenantScoped
 from jobs import services as job_services
-from jobs.models import Job, JobEvent
+from jobs.models import Job, JobEvent, WorkflowStep
 from recon import uploads
 from recon.models import (Account, ClosedPeriod, Entry, MerchantMembership, ReconRule, StagingEntry, StagingStatus,
                           Transaction, Upload)
@@ -35,6 +35,7 @@ LEVEL = {
     "recon.reconrule": "operate", "recon.transaction": "view", "recon.entry": "view", "recon.stagingentry": "operate",
     "recon.closedperiod": "view", "recon.upload": "view", "tracker.processtracker": "operate",
     "tracker.workerheartbeat": "staff", "jobs.job": "operate", "jobs.jobevent": "view",
+    "jobs.workflowstep": "operate",
 }
 # An object of the given merchant, per tenant-scoped admin.
 OBJECT_OF = {
@@ -50,6 +51,7 @@ OBJECT_OF = {
     "tracker.processtracker": lambda m: ProcessTracker.objects.filter(tenant=m.pk).order_by("created_at").first(),
     "jobs.job": lambda m: Job.objects.filter(merchant_id=m.pk).first(),
     "jobs.jobevent": lambda m: JobEvent.objects.filter(job__merchant_id=m.pk).first(),
+    "jobs.workflowstep": lambda m: WorkflowStep.objects.filter(job__merchant_id=m.pk).order_by("id").first(),
 }
 OWN = ("changelist", "add", "change", "delete", "history")
 # Answers of a view that let the user in: a page, a redirect after an action, GET on a POST-only view, or 400
@@ -89,6 +91,7 @@ class World:
             uploads.csv_import_start(account=payments, file=io.BytesIO(
                 b"order_id,amount,currency,transaction_date,type\nx,1.00,USD,2026-11-01,Payment\n"),
                 name=f"{name}.csv", processing_mode="TRANSACTION", by=by)
+            job_services.job_create(job_type="jobs.diamond", params={}, owner=by, merchant_id=merchant.pk)
         self.personal = job_services.job_create(job_type="jobs.countdown", params={"steps": 1}, owner=self.op_a)
         self.clients = {}
         for who in ("staff", "op_a", "viewer_a", "op_b"):
@@ -164,7 +167,8 @@ def test_admin_pages_matrix(world):
 
 
 # Values for the other URL parameters of custom views (django-fsm-2's transition view).
-URL_PARAMS = {"recon.stagingentry": {"transition_name": "ignore"}, "tracker.processtracker": {"transition_name": "cancel"}}
+URL_PARAMS = {"recon.stagingentry": {"transition_name": "ignore"}, "tracker.processtracker": {"transition_name": "cancel"},
+              "jobs.workflowstep": {"name": "recon.settlement_run"}}
 
 
 def custom_urls(model_admin):
@@ -256,7 +260,7 @@ def test_operators_actions_change_only_their_merchants_rows(world):
     assert resp.status_code == 200
     statuses = {m.pk: StagingEntry.objects.get(pk=e.pk).status for m, e in review.items()}
     assert statuses == {"alpha-co": StagingStatus.ARCHIVED, "beta-co": StagingStatus.NEEDS_MANUAL_REVIEW}
-    jobs = {m: Job.objects.get(merchant_id=m.pk) for m in (world.alpha, world.beta)}
+    jobs = {m: Job.objects.get(merchant_id=m.pk, job_type="recon.import_csv") for m in (world.alpha, world.beta)}
     world.clients["op_b"].post(reverse("admin:jobs_job_changelist"), {
         "action": "cancel_selected", "_selected_action": [str(jobs[world.alpha].pk), str(jobs[world.beta].pk)]})
     assert {m.pk: Job.objects.get(pk=j.pk).state for m, j in jobs.items()} == \

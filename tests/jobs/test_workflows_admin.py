@@ -34,18 +34,20 @@ def test_run_page_draws_the_graph_coloured_by_state_and_retries_from_a_step(admi
     assert boxes(html) == {"start": "COMPLETED", "left": "COMPLETED", "right": "FAILED", "join": "PENDING"}
     assert "#c0392b" in html  # the FAILED box's colour
     assert "traceback" in html and "fails attempt 1 on purpose" in html
-    retry_urls = re.findall(r'formaction="(/admin/jobs/workflowstep/run/[^"]+/retry/)"', html)
-    assert sorted(u.rsplit("/", 3)[-3] for u in retry_urls) == ["left", "right", "start"]  # join's parent FAILED
-    fragment = admin_web.get(f"/admin/jobs/workflowstep/run/{job.pk}/fragment/")
+    ids = {s.name: s.pk for s in WorkflowStep.objects.filter(job_id=job.pk)}
+    retry_urls = re.findall(r'formaction="/admin/jobs/workflowstep/(\d+)/retry/"', html)
+    names = {v: k for k, v in ids.items()}
+    assert sorted(names[int(u)] for u in retry_urls) == ["left", "right", "start"]  # join's parent FAILED
+    fragment = admin_web.get(f"/admin/jobs/workflowstep/{ids['start']}/fragment/")
     assert fragment.status_code == 200 and boxes(fragment.content.decode())["right"] == "FAILED"
 
-    resp = admin_web.post(f"/admin/jobs/workflowstep/run/{job.pk}/steps/right/retry/")
+    resp = admin_web.post(f"/admin/jobs/workflowstep/{ids['right']}/retry/")
     assert resp.status_code == 302
     drain()
     assert reload(job).state == "COMPLETED"
     html = admin_web.get(f"/admin/jobs/job/{job.pk}/change/").content.decode()
     assert set(boxes(html).values()) == {"COMPLETED"} and "Retry from this step" not in html
-    assert admin_web.post(f"/admin/jobs/workflowstep/run/{job.pk}/steps/right/retry/").status_code == 302
+    assert admin_web.post(f"/admin/jobs/workflowstep/{ids['right']}/retry/").status_code == 302
     assert WorkflowStep.objects.get(job_id=job.pk, name="right").attempts == 2  # refused: the run is not FAILED
 
 
