@@ -1,6 +1,8 @@
-"""The jobs console: a list with progress bars and state filters; a change page whose progress bar, step and
-event log update live (EventSource on the API's SSE endpoint, session auth), with buttons that call the
-services (pause, resume, cancel, retry, and the signals a waiting job expects)."""
+"""The jobs console: a list with progress bars and state filters that refreshes itself (`live_refresh`); a change
+page with one truth: its title, panel (state, progress, step, buttons) and fields are server-rendered parts that
+the page re-fetches whenever the job's event stream (the API's SSE endpoint, session auth) reports a change, and
+its log is exactly the job's stored events, in order, replayed and followed by id (static/jobs/job_page.js).
+Buttons call the services (pause, resume, cancel, retry, and the signals a waiting job expects)."""
 
 import json
 
@@ -13,12 +15,13 @@ from django.utils.safestring import mark_safe
 
 from config.errors import AppError
 from jobs import admin_workflows, registry, services
-from jobs.models import ACTIVE_STATES, Job, JobEvent, JobSignal, JobState
+from jobs.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobEvent, JobSignal, JobState
 from tracker import audit
 from tracker.admin_base import ReadOnlyAdmin
 from tracker.pagination import CappedCountPaginator
 
 S = JobState
+LOG_EVENTS = 500  # the job page's log replays at most this many of the latest stored events
 STATE_COLOURS = {"CREATED": "#777", "RUNNING": "#2a7ae2", "WAITING": "#b8860b", "PAUSED": "#8a6d3b",
                  "COMPLETED": "#2e8b57", "FAILED": "#c0392b", "CANCELLED": "#555"}
 ACTIONS = {  # admin button/action -> (service, legal source states, past tense)
@@ -58,6 +61,10 @@ class JobSignalInline(admin.TabularInline):
     readonly_fields = fields
     ordering = ["-id"]
 
+    @admin.display(description="data")
+    def data_shown(self, event):
+        return json.dumps(event.data, sort_keys=True, ensure_ascii=False, default=str)
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -75,6 +82,7 @@ class JobAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     list_per_page = 50
+    live_refresh = True
     actions = ["pause_selected", "resume_selected", "cancel_selected", "retry_selected"]
     change_form_template = "admin/jobs/job/change_form.html"
     inlines = [JobSignalInline]
@@ -137,26 +145,42 @@ class JobAdmin(admin.ModelAdmin):
                 for t in audit.history(job)]
         return format_html("<table>{}</table>", mark_safe("".join(rows))) if rows else "-"  # rows are escaped
 
-    # --- change page: live panel and buttons ---------------------------------------------------------
+    def get_fieldsets(self, request, obj=None):
+        """The Error section is open on a failed job (collapsed elsewhere)."""
+        if obj is not None and obj.state == S.FAILED:
+            return [(name, {**opts, "classes": []}) if name == "Error" else (name, opts)
+                    for name, opts in self.fieldsets]
+        return self.fieldsets
+
+    # --- change page: live parts, log and buttons ----------------------------------------------------
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = extra_context or {}
         job = Job.objects.filter(pk=object_id).first() if _is_uuid(object_id) else None
         if job is not None:
-            events = list(JobEvent.objects.filter(job=job).order_by("-id")[:200])[::-1]
+            # The log replays the last LOG_EVENTS stored events (all of them for most jobs) from the stream.
+            before = list(JobEvent.objects.filter(job=job).order_by("-id").values_list("id", flat=True)[
+                LOG_EVENTS:LOG_EVENTS + 1])
+            replay_from = before[0] if before else 0
             extra_context.update({
                 "job": job,
-                "job_events": events,
                 "job_bar_colour": STATE_COLOURS.get(job.state, "#2a7ae2"),
-                "job_events_url": f"/api/jobs/{job.pk}/events/",
+                "job_events_url": f"/api/jobs/{job.pk}/events/?last_event_id={replay_from}",
+                "job_events_hidden": JobEvent.objects.filter(job=job, id__lte=replay_from).count() if before else 0,
+                "job_events_list_url": reverse("admin:jobs_jobevent_changelist") + f"?q={job.pk}",
                 "job_action_url": reverse("admin:jobs_job_act", args=[job.pk]),
                 "job_can_change": self.has_change_permission(request, job),
                 "job_waiting_for": job.wait_signal.split(",") if job.state == S.WAITING and job.wait_signal else [],
-                "job_actions": [(name, legal) for name, (_, legal, _) in ACTIONS.items()],
+                "job_actions": [(name, name in self._legal_now(job)) for name in ACTIONS],
+                "job_terminal": job.state in TERMINAL_STATES,
                 "workflow_panel": admin_workflows.run_panel(request, job),
                 "show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
                 "show_delete": False,
             })
         return super().change_view(request, object_id, form_url, extra_context)
+
+    @staticmethod
+    def _legal_now(job: Job) -> set[str]:
+        return {name for name, (_, legal, _) in ACTIONS.items() if job.state in legal}
 
     def get_urls(self):
         return [path("<uuid:job_id>/act/", self.admin_site.admin_view(self.act_view), name="jobs_job_act"),
@@ -237,10 +261,14 @@ class JobEventAdmin(ReadOnlyAdmin):
 
     tenant_field, tenant_owner_field = "job__merchant_id", "job__owner"
 
-    list_display = ["id", "job", "kind", "data", "created_at"]
+    list_display = ["id", "job", "kind", "data_shown", "created_at"]
     list_filter = ["kind"]
     list_select_related = ["job"]
     search_fields = ["=job__job_id"]
     show_full_result_count = False
     paginator = CappedCountPaginator
     ordering = ["-id"]
+
+    @admin.display(description="data")
+    def data_shown(self, event):
+        return json.dumps(event.data, sort_keys=True, ensure_ascii=False, default=str)

@@ -8,10 +8,11 @@ from importlib import import_module
 import django_filters
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connection
 from django.db.models import Q
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -160,18 +161,31 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                             payload=body.validated_data["payload"], by=request.user)
         return Response(JobSerializer(Job.objects.get(pk=job.job_id)).data)
 
-    @extend_schema(responses={(200, "text/event-stream"): OpenApiResponse(
-        OpenApiTypes.STR, description="Server-Sent Events: `state`, `progress`, `log`.")})
+    @extend_schema(
+        parameters=[OpenApiParameter("last_event_id", int, description="Replay every stored event after this id "
+                                     "(the `Last-Event-ID` header wins when both are sent).")],
+        responses={(200, "text/event-stream"): OpenApiResponse(
+            OpenApiTypes.STR, description="Server-Sent Events: `state`, `progress`, `log`, each stored one with its "
+                                          "`id:`."),
+                   429: OpenApiResponse(description="Too many open streams for this user.")})
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, EventStreamRenderer])
     def events(self, request, job_id=None):
-        """Server-Sent Events of the job: its current `state` at once, then every `state`, `progress` and
-        `log` event, `: keep-alive` comments while idle; closes after a terminal state."""
+        """Server-Sent Events of the job. With `Last-Event-ID` (or `?last_event_id=`): every stored event after
+        that id, in order, then the live ones; without: its current `state` at once, then every new event.
+        `: keep-alive` comments while idle; closes after a terminal state. A user holds at most
+        JOBS["STREAMS_PER_USER"] open streams per server process (429 beyond). The stream holds no database
+        connection: the request's own is closed before streaming starts."""
         job = self.get_object()
-        if isinstance(request._request, ASGIRequest):
-            content = events.astream(job.job_id)
-        else:
-            content = events.stream(job.job_id)
-        response = StreamingHttpResponse(content, content_type="text/event-stream")
+        last_event_id = events.parse_last_event_id(
+            request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id"))
+        user_key = request.user.pk
+        release = events.hub.acquire_slot(user_key)
+        if not connection.in_atomic_block:
+            connection.close()  # nothing below needs it; a stream may stay open for hours
+        stream = events.astream if isinstance(request._request, ASGIRequest) else events.stream
+        response = StreamingHttpResponse(stream(job.job_id, last_event_id=last_event_id, user_key=user_key),
+                                         content_type="text/event-stream")
+        response._resource_closers.append(release)  # the slot comes back when the response is closed
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response

@@ -38,10 +38,38 @@ class JobStateConflict(JobError, IllegalTransition):
     status = 409
 
 
+class JobTypeForbidden(JobError):
+    """Only staff may start this job type."""
+
+    code = "permission_denied"
+    status = 403
+
+
+class PersonalJobLimit(JobError):
+    """Too many unfinished personal jobs; wait for one to finish or cancel one."""
+
+    code = "throttled"
+    status = 429
+
+
 class JobRunSuperseded(JobError):
     """This run no longer owns the job (its tracker task was rescued or finished); its writes roll back."""
 
     code = "job_run_superseded"
+    retryable = False
+
+
+class TooManyStreams(JobError):
+    """Too many open event streams."""
+
+    code = "too_many_streams"
+    status = 429
+
+
+class JobRunFailed(JobError):
+    """The job failed in this run; its JOB_RUN task fails with it (not retried: an operator retries the job)."""
+
+    code = "job_failed"
     retryable = False
 
 

@@ -11,7 +11,8 @@ from jobs import builtin  # noqa: F401  (registers the built-in job types)
 from jobs.workflows import builtin as workflow_builtin  # noqa: F401  (jobs.diamond)
 from jobs.workflows import tasks as workflow_tasks  # noqa: F401  (WORKFLOW_STEP)
 from jobs import conf, runtime, services
-from jobs.errors import JobRunSuperseded
+from jobs.errors import JobRunFailed, JobRunSuperseded
+from jobs.models import Job, JobState
 from tracker.errors import LeaseLost
 from tracker.registry import TaskHandler, register
 
@@ -20,6 +21,16 @@ def _after_commit(job_id):
     """Once the tracker has committed this task as COMPLETED, the job gets its next run if it needs one (the
     dedupe key allows one unfinished run task per job, so it cannot be created before)."""
     transaction.on_commit(lambda: services.job_ensure_run(job_id=job_id), robust=True)
+
+
+def _fail_if_job_failed(job_id, task) -> None:
+    """A slice that failed its job fails its run task too (JobRunFailed, not retryable), so the task list's
+    FAILED filter and the job agree. Retrying the job enqueues a new run task; retrying this task only finds the
+    job FAILED again."""
+    error = Job.objects.filter(pk=job_id, state=JobState.FAILED, run_task_id=task.task_id).values_list(
+        "error", flat=True).first()
+    if error is not None:
+        raise JobRunFailed(f"The job failed: {error}" if error else "The job failed.")
 
 
 @register
@@ -42,12 +53,15 @@ class JobRun(TaskHandler):
             runtime.run_slice_isolated(job_id, task=task, run_ctx=ctx, deadline=deadline)
         except JobRunSuperseded as exc:
             raise LeaseLost(str(exc)) from exc
+        _fail_if_job_failed(job_id, task)
         _after_commit(job_id)
 
     def run_batch(self, tasks, ctx):
         """Several runs claimed in one batch share one slice budget, so the batch stays within django-q2's
         timeout; runs left when the budget is spent end at once and are re-enqueued after the commit."""
         deadline = time.monotonic() + conf.get("SLICE_SECONDS")
+        # A job that failed in the batch raises (JobRunFailed): the worker then runs the batch's tasks one by one,
+        # each slice finds its job where the batch left it, and only the failed job's task ends FAILED.
         for task in tasks:
             if time.monotonic() < deadline - 1:
                 try:

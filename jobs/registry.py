@@ -28,16 +28,20 @@ class JobType:
     # without it such a job is refused (fails with a clear error) instead of misreading its checkpoint.
     upgrade: Callable | None = None
     workflow: object = None  # the latest jobs.workflows.declare.Workflow of a workflow type
+    # Demo types (jobs.builtin): startable by staff only, removed with JOBS_DEMO_TYPES=0 (shared/API.md, "Jobs").
+    demo: bool = False
 
-    def validate(self, params) -> dict:
-        """Validated params (JSON-ready) or InvalidJobParams (400) with the serializer's errors as details."""
+    def validate(self, params, context: dict | None = None) -> dict:
+        """Validated params (JSON-ready) or InvalidJobParams (400) with the serializer's errors as details.
+        `context` reaches the params serializer: `merchant_id` (the job's merchant) and `user` (who starts it),
+        so a type can refuse objects the job may not touch with the answer it gives for unknown ones."""
         if params is None:
             params = {}
         if not isinstance(params, dict):
             raise InvalidJobParams("params must be a JSON object.", details={"params": ["Must be an object."]})
         if self.params is None:
             return params
-        serializer = self.params(data=params)
+        serializer = self.params(data=params, context=context or {})
         if not serializer.is_valid():
             details = {"params": serializer.errors}
             first = next(iter(serializer.errors.items()), ("params", ["invalid"]))
@@ -51,13 +55,24 @@ _registry: dict[str, JobType] = {}
 _loaded = False
 
 
-def job_type(name: str, *, params: type | None = None, schema_version: int = 1, upgrade: Callable | None = None):
-    """Registers `handler(ctx, params) -> dict | None` as job type `name`. Bump `schema_version` when the
-    checkpoint's shape changes, and pass `upgrade(checkpoint, from_version)` if older checkpoints can be read."""
+def demo_types_enabled() -> bool:
+    from jobs import conf
+
+    return bool(conf.get("DEMO_TYPES"))
+
+
+def job_type(name: str, *, params: type | None = None, schema_version: int = 1, demo: bool = False,
+             upgrade: Callable | None = None):
+    """Registers `handler(ctx, params) -> dict | None` as job type `name`. A `demo` type is startable by staff
+    only and not registered at all with JOBS_DEMO_TYPES=0. Bump `schema_version` when the checkpoint's shape
+    changes, and pass `upgrade(checkpoint, from_version)` if older checkpoints can be read."""
 
     def decorate(handler: Callable) -> Callable:
+        if demo and not demo_types_enabled():
+            return handler
         _registry[name] = JobType(name=name, handler=handler, params=params, schema_version=schema_version,
-                                  description=(handler.__doc__ or "").strip().split("\n")[0], upgrade=upgrade)
+                                  description=(handler.__doc__ or "").strip().split("\n")[0], demo=demo,
+                                  upgrade=upgrade)
         return handler
 
     return decorate
@@ -70,7 +85,7 @@ def _workflow_handler(ctx, params):
 def register_workflow(wf) -> None:
     """Registers (or updates to a newer version) the job type of a workflow (jobs.workflows.declare)."""
     _registry[wf.name] = JobType(name=wf.name, handler=_workflow_handler, params=wf.params, schema_version=1,
-                                 description=wf.description.split("\n")[0], workflow=wf)
+                                 description=wf.description.split("\n")[0], workflow=wf, demo=wf.demo)
 
 
 def _load() -> None:

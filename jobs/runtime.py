@@ -296,6 +296,7 @@ def _finish(job_id, task, worker_id: str, outcome: str, *, result=None, exc: Bas
             # again at once instead of waiting for it.
             outcome = "continue"
         if outcome == "complete":
+            job.progress, job.step = 100, ""  # done: nothing is in progress any more
             job.complete(by=worker_id, reason="completed")
         elif outcome == "fail":
             job.error = f"{type(exc).__name__}: {exc}"[:2000]

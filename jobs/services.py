@@ -12,8 +12,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs import events, registry
-from jobs.errors import IdempotencyConflict, JobNotFound, JobStateConflict
+from jobs import conf, events, registry
+from jobs.errors import (IdempotencyConflict, JobNotFound, JobStateConflict, JobTypeForbidden,
+                         PersonalJobLimit)
 from jobs.models import TERMINAL_STATES, Job, JobEvent, JobEventKind, JobSignal, JobState
 from jobs.runtime import JOB_RUN, JOB_WAKE, run_dedupe_key, to_json
 from tracker import services as tracker_services
@@ -44,6 +45,14 @@ def _conflict(job: Job, action: str, allowed: str) -> JobStateConflict:
                             details={"state": job.state})
 
 
+def run_priority(job: Job) -> int | None:
+    """Tracker priority of the job's run tasks: the type's (100) for merchant jobs (imports, period closes);
+    after staging entries for personal and demo jobs, so nobody's side job holds back the main path."""
+    if not job.merchant_id or registry.get(job.job_type).demo:
+        return int(conf.get("SIDE_PRIORITY"))
+    return None
+
+
 def _enqueue_run(job: Job) -> ProcessTracker | None:
     """Creates the job's JOB_RUN task unless one is unfinished (at most one per job: dedupe key
     `job:<id>`); a workflow run instead gets its ready steps queued (jobs.workflows.engine.run_ensure). Called
@@ -57,7 +66,7 @@ def _enqueue_run(job: Job) -> ProcessTracker | None:
         return None
     try:
         task = tracker_services.task_create(task_type=JOB_RUN, payload={"job_id": str(job.pk)},
-                                            tenant=job.merchant_id, dedupe_key=key)
+                                            tenant=job.merchant_id, dedupe_key=key, priority=run_priority(job))
     except IntegrityError:  # a concurrent enqueue won; its task runs the job
         return None
     job.run_task_id = task.task_id
@@ -94,22 +103,43 @@ def _replay(owner, idempotency_key: str, request_hash: str) -> Job | None:
     return job
 
 
+def _check_start_limits(jt: registry.JobType, owner, merchant_id: str) -> None:
+    """Demo types: staff only (403). Personal jobs (no merchant) of a non-staff user: at most
+    JOBS_PERSONAL_MAX_PER_USER unfinished at once (429), counted with the user's row locked so two requests
+    cannot both pass. `owner=None` (the system, commands) is not limited."""
+    if owner is None or not getattr(owner, "pk", None) or owner.is_staff:
+        return
+    if jt.demo:
+        raise JobTypeForbidden(f"Only staff may start the demo job type {jt.name!r}.")
+    if merchant_id:
+        return
+    type(owner).objects.select_for_update().filter(pk=owner.pk).first()
+    limit = int(conf.get("PERSONAL_MAX_PER_USER"))
+    unfinished = Job.objects.filter(owner=owner, merchant_id="").exclude(state__in=TERMINAL_STATES).count()
+    if unfinished >= limit:
+        raise PersonalJobLimit(f"You have {unfinished} unfinished personal jobs; at most {limit} may run at once.",
+                               details={"unfinished": unfinished, "limit": limit})
+
+
 def job_create(*, job_type: str, params: dict | None = None, owner=None, merchant_id: str = "",
                idempotency_key: str | None = None) -> Job:
-    """Validates `params` with the type's serializer (InvalidJobParams/UnknownJobType -> 400) and, in the
-    caller's transaction, creates the job (CREATED) and its first JOB_RUN task (a workflow run: its steps and
-    the tasks of its root steps). With an `idempotency_key` (per owner), a repeated request with the same body
-    returns the existing job with `job.replayed = True`; another body -> IdempotencyConflict (409)."""
+    """Validates `params` with the type's serializer (InvalidJobParams/UnknownJobType -> 400; the serializer
+    gets the job's `merchant_id` and the `user` in its context) and, in the caller's transaction, creates the
+    job (CREATED) and its first JOB_RUN task (a workflow run: its steps and the tasks of its root steps). Start
+    limits (`_check_start_limits`): demo types are for staff (403), personal jobs are limited per user (429).
+    With an `idempotency_key` (per owner), a repeated request with the same body returns the existing job with
+    `job.replayed = True`; another body -> IdempotencyConflict (409)."""
     jt = registry.get(job_type)
-    clean = to_json(jt.validate(params))
-    owner = owner if owner and owner.pk else None
-    key = idempotency_key if owner is not None and idempotency_key else None
+    user = owner if getattr(owner, "pk", None) else None
+    clean = to_json(jt.validate(params, context={"merchant_id": str(merchant_id or ""), "user": user}))
+    key = idempotency_key if user is not None and idempotency_key else None
     request_hash = _request_hash(job_type, clean, str(merchant_id or "")) if key else ""
-    if key and (existing := _replay(owner, key, request_hash)) is not None:
+    if key and (existing := _replay(user, key, request_hash)) is not None:
         return existing
     try:
         with transaction.atomic():
-            job = Job.objects.create(job_type=job_type, params=clean, owner=owner, merchant_id=str(merchant_id or ""),
+            _check_start_limits(jt, user, str(merchant_id or ""))
+            job = Job.objects.create(job_type=job_type, params=clean, owner=user, merchant_id=str(merchant_id or ""),
                                      schema_version=jt.schema_version, idempotency_key=key, request_hash=request_hash,
                                      workflow_version=jt.workflow.version if jt.workflow is not None else None)
             events.emit_state(job)
@@ -119,7 +149,7 @@ def job_create(*, job_type: str, params: dict | None = None, owner=None, merchan
                 engine.run_create_steps(job=job, wf=jt.workflow)
             _enqueue_run(job)
     except IntegrityError:
-        if key and (existing := _replay(owner, key, request_hash)) is not None:
+        if key and (existing := _replay(user, key, request_hash)) is not None:
             return existing  # a concurrent request with the same key won
         raise
     job.replayed = False

@@ -175,6 +175,7 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     list_filter = [ReviewQueueFilter, "status", "processing_mode", ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["account"]
     search_fields = ["staging_entry_id", "idempotency_key"]
+    live_refresh = True  # the list refreshes itself (templates/admin/change_list.html)
     show_full_result_count = False
     paginator = CappedCountPaginator
     readonly_fields = ["staging_entry_id", "account", "entry_type", "amount", "currency", "effective_date",

@@ -20,6 +20,7 @@ from recon import services
 from recon.currencies import ISO_4217, is_currency
 from recon.errors import ReconError
 from recon.models import MONEY_QUANTUM, Account, AccountType, ProcessingMode
+from recon.validation import MATCH_VALUE_MAX_CHARS, match_value_problem
 
 COLUMNS = ("order_id", "amount", "currency", "transaction_date", "type")
 TYPES = {"payment", "refund", "debit", "credit"}
@@ -65,14 +66,32 @@ def parse_when(text: str) -> dt.datetime | None:
     return when if when is not None and when.tzinfo is not None else None
 
 
+def _parses(text: str) -> bool:
+    try:
+        return Decimal(text).is_finite()
+    except (InvalidOperation, ValueError):
+        return False
+
+
 def validate_row(row: dict, *, account: Account, processing_mode: str, source_file: str) -> tuple[dict | None, list]:
     """Returns (staging entry fields, []) for a good row or (None, problems)."""
     problems = []
     for column in COLUMNS:
         if not (row.get(column) or "").strip():
             problems.append(f"{column} is empty")
+    for column in COLUMNS:
+        if (text := row.get(column)) and (problem := cell_problem(column, text)) is not None:
+            problems.append(problem)
+    if (problem := match_value_problem("order_id", (row.get("order_id") or "").strip())) is not None:
+        problems.append(problem)
     amount = when = None
     raw_amount = (row.get("amount") or "").strip()
+    if raw_amount and not PLAIN_AMOUNT.fullmatch(raw_amount):
+        hint = ""
+        if "," in raw_amount or _parses(raw_amount):
+            hint = " (digits 0-9 and one '.' only: no thousands separators, underscores, exponents or other digits)"
+        problems.append(f"amount {report_text(raw_amount)!r} is not a number{hint}")
+        raw_amount = ""
     if raw_amount:
         try:
             amount = Decimal(raw_amount)
@@ -85,16 +104,17 @@ def validate_row(row: dict, *, account: Account, processing_mode: str, source_fi
             elif amount > services.MAX_AMOUNT:
                 problems.append("amount is too large")
         except (InvalidOperation, ValueError):
-            problems.append(f"amount {raw_amount!r} is not a number")
+            problems.append(f"amount {report_text(raw_amount)!r} is not a number")
     currency = (row.get("currency") or "").strip()
     if currency and not is_currency(currency):
-        problems.append(f"currency {currency!r} is not an ISO 4217 code")
+        problems.append(f"currency {report_text(currency)!r} is not an ISO 4217 code")
     raw_date = (row.get("transaction_date") or "").strip()
     if raw_date and (when := parse_when(raw_date)) is None:
-        problems.append(f"transaction_date {raw_date!r} is not a date (YYYY-MM-DD) or a date-time with timezone")
+        problems.append(f"transaction_date {report_text(raw_date)!r} is not a date (YYYY-MM-DD) or a date-time "
+                        "with timezone")
     kind = (row.get("type") or "").strip()
     if kind and kind.lower() not in TYPES:
-        problems.append(f"type {kind!r} is not one of Payment, Refund, Debit, Credit")
+        problems.append(f"type {report_text(kind)!r} is not one of Payment, Refund, Debit, Credit")
     if problems:
         return None, problems
     return {"entry_type": side_for(kind, account.account_type), "amount": amount.quantize(MONEY_QUANTUM),
@@ -118,11 +138,44 @@ def _rows(lines: Iterable[str]) -> tuple[list[str], Iterator[list[str]]]:
     return header, _guarded(reader)
 
 
-def _guarded(reader) -> Iterator[list[str]]:
-    try:
-        yield from reader
-    except csv.Error as exc:
-        raise InvalidCsvError(f"Malformed CSV near line {reader.line_num}: {exc}") from None
+class UnreadableRow(str):
+    """Yielded by `_guarded` in place of a row the csv module could not read (e.g. a field over its 128 KiB
+    limit): the problem text. The reader goes on with the next line, so it is one row error."""
+
+
+def _guarded(reader) -> Iterator[list[str] | UnreadableRow]:
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield UnreadableRow(f"the row cannot be read as CSV (line {reader.line_num}): {exc}")
+
+
+# Invalid UTF-8 is decoded with "surrogateescape" (recon.uploads.open_lines): each bad byte becomes a lone
+# surrogate U+DC80..U+DCFF, so a row holding one is a row error and the other rows are imported.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPORT_CELL_MAX_CHARS = 200
+
+
+def cell_problem(column: str, text: str) -> str | None:
+    """Why a cell's text cannot be imported (a NUL, bytes that are not UTF-8), else None."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return f"{column} contains a NUL character"
+    if "\udc80" <= found.group() <= "\udcff":
+        return f"{column} is not valid UTF-8 text"
+    return f"{column} contains a lone surrogate"
+
+
+def report_text(text: str) -> str:
+    """A cell as the report shows it: storable (NUL and undecodable bytes as U+FFFD) and at most
+    REPORT_CELL_MAX_CHARS characters (longer ones end in "...")."""
+    text = _UNSTORABLE.sub("\ufffd", text)
+    return text if len(text) <= REPORT_CELL_MAX_CHARS else text[:REPORT_CELL_MAX_CHARS] + "..."
 
 
 def empty_report() -> dict:
@@ -132,6 +185,9 @@ def empty_report() -> dict:
 # Fast path of the per-row check. A row that passes it would pass `validate_row` too and gives the same
 # fields; any other row goes through `validate_row`, so the report's error texts never change.
 _AMOUNT_FAST = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,4})?")  # <= 4 decimals and <= MAX_AMOUNT by construction
+# What a CSV amount may look like at all (ASCII digits, an optional sign and '.'): `1,000.00`, `5_000`, `1e3`
+# and non-ASCII digits are all refused alike (docs/recon.md, "CSV amounts").
+PLAIN_AMOUNT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _WHEN_CACHE_MAX = 4096
 
 
@@ -174,6 +230,8 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
     sides = {kind: side_for(kind, account.account_type) for kind in TYPES}
     currencies = ISO_4217
     amount_ok = _AMOUNT_FAST.fullmatch
+    unstorable = _UNSTORABLE.search
+    order_id_max = MATCH_VALUE_MAX_CHARS
     when_cache: dict[str, str | None] = {}
     # metadata {"order_id": ..., "source_file": ...} as JSON text, built by concatenation
     md_head = '{"order_id": '
@@ -200,6 +258,18 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
         return keep_going is not False
 
     for cells in reader:
+        if isinstance(cells, UnreadableRow):
+            row_number += 1
+            if row_number <= start_row:
+                continue
+            seen_in_chunk += 1
+            chunk_failed += 1
+            if len(chunk_errors) < max_errors:
+                chunk_errors.append({"row_number": row_number, "error_details": str(cells),
+                                     "row_data": {c: "" for c in COLUMNS}})
+            if seen_in_chunk >= chunk_rows and not flush():
+                return report
+            continue
         if not cells or all(not c.strip() for c in cells):
             continue  # blank lines are not rows
         row_number += 1
@@ -212,6 +282,7 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
                                                         raw_date.strip())
             side = sides.get(kind.strip().lower())
             if (side is not None and order_id and currency in currencies and raw_date
+                    and len(order_id) <= order_id_max and not unstorable(order_id)
                     and amount_ok(raw_amount) and raw_amount.strip("0.")
                     and (when := _when_text(raw_date, when_cache)) is not None):
                 pending.append((side, raw_amount, currency, when, processing_mode,
@@ -221,7 +292,7 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
                 continue
         # Slow path: the full check, with the exact problem texts.
         row = dict(zip(header, cells))
-        row_data = {c: row.get(c, "") for c in COLUMNS}
+        row_data = {c: report_text(row.get(c, "")) for c in COLUMNS}
         problems = []
         if len(cells) != width:
             problems.append(f"expected {width} columns, got {len(cells)}")

@@ -208,8 +208,9 @@ class StagingEntry(FSMModelMixin, models.Model):
     def ignore(self, by=None, reason="ignored"):
         self.discarded_at = timezone.now()
 
-    @transition(field=status, source=StagingStatus.NEEDS_MANUAL_REVIEW, target=StagingStatus.PENDING,
-                custom={"admin": True, "label": "Reprocess"})
+    # From PENDING too when its task FAILED or was CANCELLED: a new task (the engine's writer follows this).
+    @transition(field=status, source=[StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING],
+                target=StagingStatus.PENDING, conditions=[in_review_queue], custom={"admin": True, "label": "Reprocess"})
     def reprocess(self, by=None, reason="reprocess"):
         pass
 

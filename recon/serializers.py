@@ -8,9 +8,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.schema import ErrorSerializer  # noqa: F401  (re-exported: the views describe errors with it)
 from recon import balances
-from recon.ingest import parse_when
-from recon.models import MONEY_QUANTUM, Account, ClosedPeriod, Entry, Merchant, ReconRule, StagingEntry, Transaction
+from recon.ingest import PLAIN_AMOUNT, parse_when
+from recon.models import (MONEY_QUANTUM, Account, ClosedPeriod, Entry, Merchant, ProcessingMode, ReconRule, StagingEntry,
+                          Transaction)
 
 
 def money_str(value) -> str | None:
@@ -33,6 +35,9 @@ class MoneyField(serializers.Field):
     def to_internal_value(self, data):
         if isinstance(data, (bool, float)):
             raise serializers.ValidationError("Send amounts as strings or JSON numbers.")
+        if isinstance(data, str) and not PLAIN_AMOUNT.fullmatch(data.strip()):
+            raise serializers.ValidationError("A valid decimal number is required (digits 0-9 and one '.': no "
+                                              "thousands separators, underscores, exponents or other digits).")
         try:
             value = Decimal(str(data).strip())
         except (InvalidOperation, ValueError):
@@ -128,7 +133,8 @@ class ReconRuleCreateSerializer(serializers.Serializer):
     match_key = serializers.CharField(required=False, max_length=100)
     amount_tolerance = MoneyField(required=False, default=Decimal("0"))
     amount_tolerance_pct = MoneyField(required=False, default=Decimal("0"))
-    date_window_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
+    date_window_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0,
+                                                max_value=3650)
     difference_account_id = serializers.CharField(required=False, allow_null=True, default=None)
 
     def validate(self, attrs):
@@ -155,7 +161,7 @@ class StagingEntryCreateSerializer(serializers.Serializer):
     amount = MoneyField()
     currency = serializers.CharField(max_length=3)
     effective_date = EffectiveDateField()
-    processing_mode = serializers.ChoiceField(choices=["TRANSACTION", "CONFIRMATION"])
+    processing_mode = serializers.ChoiceField(choices=ProcessingMode.choices)
     metadata = serializers.DictField(required=False, default=dict)
     idempotency_key = serializers.CharField(required=False, allow_null=True, max_length=200, default=None)
 
@@ -210,7 +216,7 @@ class TriggerResultSerializer(serializers.Serializer):
 class CsvUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="CSV with the header order_id, amount, currency, transaction_date, type; "
                                            "the name must end in .csv.")
-    processing_mode = serializers.ChoiceField(choices=["TRANSACTION", "CONFIRMATION"])
+    processing_mode = serializers.ChoiceField(choices=ProcessingMode.choices)
 
     def validate_file(self, value):
         if not (value.name or "").lower().endswith(".csv"):
@@ -224,16 +230,18 @@ class CsvUploadAcceptedSerializer(serializers.Serializer):
                                                  "import report as `result`.")
 
 
-class ErrorSerializer(serializers.Serializer):
-    error = serializers.CharField()
-    code = serializers.CharField()
-    details = serializers.DictField()
+@extend_schema_field({"type": "string", "nullable": True, "readOnly": True})
+class UsernameField(serializers.SlugRelatedField):
+    """The username of a user reference, or null (none, or the user was deleted)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="username", read_only=True, **kwargs)
 
 
 class ClosedPeriodSerializer(serializers.ModelSerializer):
     merchant_id = serializers.CharField(read_only=True)
-    closed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    reopened_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    closed_by = UsernameField()
+    reopened_by = UsernameField()
 
     class Meta:
         model = ClosedPeriod

@@ -15,7 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from recon import engine, errors, queries
+from recon import engine, errors, queries, validation
 from recon.currencies import is_currency
 from recon.models import (MONEY_QUANTUM, Account, AccountType, ClosedPeriod, Entry, Merchant, MerchantMembership,
                           ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
@@ -212,7 +212,8 @@ def request_hash(*, entry_type, amount: Decimal, currency, effective_date: dt.da
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _validate_entry(*, entry_type, amount, currency, effective_date, processing_mode, metadata) -> tuple:
+def _validate_entry(*, entry_type, amount, currency, effective_date, processing_mode, metadata,
+                    match_keys=(validation.DEFAULT_MATCH_KEY,)) -> tuple:
     problems = {}
     if entry_type not in Side.values:
         problems["entry_type"] = [f"One of {', '.join(Side.values)}."]
@@ -226,6 +227,8 @@ def _validate_entry(*, entry_type, amount, currency, effective_date, processing_
         metadata = {}
     if not isinstance(metadata, dict):
         problems["metadata"] = ["Must be a JSON object."]
+    elif metadata_problems := validation.metadata_problems(metadata, match_keys=match_keys):
+        problems["metadata"] = metadata_problems
     parsed = None
     try:
         parsed = parse_amount(amount)
@@ -244,7 +247,7 @@ def staging_entry_create(*, account: Account, entry_type: str, amount, currency:
     different body raises IdempotencyConflictError."""
     amount, metadata = _validate_entry(entry_type=entry_type, amount=amount, currency=currency,
                                        effective_date=effective_date, processing_mode=processing_mode,
-                                       metadata=metadata)
+                                       metadata=metadata, match_keys=validation.match_keys_of(account))
     digest = request_hash(entry_type=entry_type, amount=amount, currency=currency, effective_date=effective_date,
                           processing_mode=processing_mode, metadata=metadata)
     key = idempotency_key or None

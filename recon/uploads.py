@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from django.conf import settings
 from django.db import transaction
 
+from config.textcheck import text_problem
 from recon import errors
 from recon.ingest import COLUMNS, InvalidCsvError, _rows
 from recon.models import Account, ProcessingMode, Upload, UploadChunk
@@ -106,14 +107,10 @@ class _ChunkStream(io.RawIOBase):
 
 def open_lines(upload: Upload) -> Iterator[str]:
     """The upload's text lines (utf-8-sig, line endings kept, as `open(newline="")` gives them), read lazily
-    across chunks. Invalid UTF-8 raises InvalidCsvError."""
-    text = io.TextIOWrapper(io.BufferedReader(_ChunkStream(upload.pk), CHUNK_BYTES), encoding="utf-8-sig",
-                            newline="")
-    try:
-        yield from text
-    except UnicodeDecodeError as exc:
-        raise InvalidCsvError(f"The file is not valid UTF-8 text ({exc.reason} at byte {exc.start} of a "
-                              "block).") from None
+    across chunks. Bytes that are not UTF-8 become lone surrogates ("surrogateescape"), so the row that holds
+    them is a row error (recon.ingest.cell_problem) and the other rows are imported."""
+    yield from io.TextIOWrapper(io.BufferedReader(_ChunkStream(upload.pk), CHUNK_BYTES), encoding="utf-8-sig",
+                                errors="surrogateescape", newline="")
 
 
 def header_check(first_bytes: bytes) -> None:
@@ -156,6 +153,8 @@ def csv_import_start(*, account: Account, file, name: str, processing_mode: str,
     before, unless `force`. Returns the job."""
     from jobs import services as job_services
 
+    if name and (problem := text_problem(name)) is not None:
+        raise InvalidCsvError(f"The file name {problem}.", details={"file": [f"The file name {problem}."]})
     if not name or not name.lower().endswith(".csv"):
         raise InvalidCsvError("The file name must end in .csv.", details={"file": ["The file name must end in .csv."]})
     if processing_mode not in ProcessingMode.values:

@@ -81,12 +81,14 @@ def status_filter(request, choices) -> str | None:
 
 class MerchantListView(GenericAPIView):
     serializer_class = MerchantSerializer
+    queryset = Merchant.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(operation_id="merchants_list", responses={200: MerchantSerializer(many=True)})
     def get(self, request):
         return paginated(self, request, scope(request, Merchant.objects.order_by("merchant_id"), "pk"),
                          MerchantSerializer)
 
+    @extend_schema(request=MerchantSerializer, responses={201: MerchantSerializer})
     def post(self, request):
         if not request.user.is_staff:
             raise exceptions.PermissionDenied("Only staff create merchants.")
@@ -108,6 +110,7 @@ class MerchantDetailView(GenericAPIView):
 
 class AccountListView(GenericAPIView):
     serializer_class = AccountSerializer
+    queryset = Account.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(operation_id="merchants_accounts_list", responses={200: AccountSerializer(many=True)})
     def get(self, request, merchant_id):
@@ -135,18 +138,23 @@ class AccountDetailView(GenericAPIView):
     def get(self, request, merchant_id, account_id):
         return Response(AccountSerializer(self._get(request, merchant_id, account_id)).data)
 
-    @extend_schema(request=AccountRenameSerializer, responses={200: AccountSerializer})
-    def put(self, request, merchant_id, account_id):
+    def _rename(self, request, merchant_id, account_id, *, partial: bool):
         account = self._get(request, merchant_id, account_id)
         require_operator(request, account.merchant_id)
-        data = AccountRenameSerializer(data=request.data)
+        data = AccountRenameSerializer(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
-        account = services.account_rename(account=account, account_name=data.validated_data["account_name"])
+        if "account_name" in data.validated_data:
+            account = services.account_rename(account=account, account_name=data.validated_data["account_name"])
         return Response(AccountSerializer(account).data)
 
     @extend_schema(request=AccountRenameSerializer, responses={200: AccountSerializer})
+    def put(self, request, merchant_id, account_id):
+        return self._rename(request, merchant_id, account_id, partial=False)
+
+    @extend_schema(request=AccountRenameSerializer, responses={200: AccountSerializer})
     def patch(self, request, merchant_id, account_id):
-        return self.put(request, merchant_id, account_id)
+        """Like PUT, but `account_name` may be left out (then nothing changes)."""
+        return self._rename(request, merchant_id, account_id, partial=True)
 
     def delete(self, request, merchant_id, account_id):
         account = self._get(request, merchant_id, account_id)
@@ -168,6 +176,7 @@ class AccountBalancesView(GenericAPIView):
 
 class ReconRuleListView(GenericAPIView):
     serializer_class = ReconRuleSerializer
+    queryset = ReconRule.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(operation_id="merchants_recon_rules_list", responses={200: ReconRuleSerializer(many=True)})
     def get(self, request, merchant_id):
@@ -209,8 +218,10 @@ class ReconRuleDetailView(GenericAPIView):
 
 class StagingEntryListView(GenericAPIView):
     serializer_class = StagingEntrySerializer
+    queryset = StagingEntry.objects.none()  # for the schema only; lists are scoped per request
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=StagingStatus.values)])
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=StagingStatus.values)],
+                   responses={200: StagingEntrySerializer(many=True)})
     def get(self, request, account_id):
         account = get_account(request, account_id)
         qs = StagingEntry.objects.filter(account=account).order_by("-created_at", "staging_entry_id")
@@ -340,10 +351,12 @@ class StagingEntryResolveView(GenericAPIView):
 
 class TransactionListView(GenericAPIView):
     serializer_class = TransactionSerializer
+    queryset = Transaction.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(parameters=[OpenApiParameter("status", str, enum=TransactionStatus.values),
                                OpenApiParameter("logical_transaction_id", str),
-                               OpenApiParameter("version", int)])
+                               OpenApiParameter("version", int)],
+                   responses={200: TransactionSerializer(many=True)})
     def get(self, request, merchant_id):
         merchant = get_merchant(request, merchant_id)
         qs = Transaction.objects.filter(merchant=merchant).prefetch_related("entries").order_by(
@@ -361,8 +374,10 @@ class TransactionListView(GenericAPIView):
 
 class AccountEntryListView(GenericAPIView):
     serializer_class = EntrySerializer
+    queryset = Entry.objects.none()  # for the schema only; lists are scoped per request
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=EntryStatus.values)])
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=EntryStatus.values)],
+                   responses={200: EntrySerializer(many=True)})
     def get(self, request, account_id):
         account = get_account(request, account_id)
         qs = Entry.objects.filter(account=account).order_by("-effective_date", "-created_at", "entry_id")
@@ -375,6 +390,7 @@ class AccountEntryListView(GenericAPIView):
 
 class ClosedPeriodListView(GenericAPIView):
     serializer_class = ClosedPeriodSerializer
+    queryset = ClosedPeriod.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(operation_id="merchants_periods_list", responses={200: ClosedPeriodSerializer(many=True)})
     def get(self, request, merchant_id):

@@ -46,6 +46,7 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     list_filter = ["status", TaskTypeFilter, QueueFilter, ("created_at", admin.DateFieldListFilter)]
     search_fields = ["task_id"]  # see get_search_results: id or payload text
     search_help_text = "A task id, or text contained in the payload."
+    live_refresh = True  # the list refreshes itself (templates/admin/change_list.html)
     ordering = ["-created_at"]
     paginator = CappedCountPaginator
     show_full_result_count = False

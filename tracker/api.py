@@ -77,22 +77,27 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
 
 class HealthView(APIView):
-    """200 while the database answers (503 otherwise); cluster liveness is reported, not judged."""
+    """200 while the database answers (503 otherwise); cluster liveness is reported, not judged. Anyone sees
+    the figures; only staff see worker ids (host names, pids) and the database's error text."""
 
     permission_classes = [AllowAny]
-    authentication_classes = []
     throttle_classes = []
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses={200: dict, 503: dict})
     def get(self, request):
         from tracker.worker import cluster_status
 
+        staff = bool(getattr(request.user, "is_staff", False))
         now = timezone.now().isoformat()
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
         except Exception as exc:
-            return Response({"status": "error", "database": {"connected": False, "error": str(exc)[:200]},
-                             "cluster": {}, "timestamp": now}, status=503)
+            database = {"connected": False, **({"error": str(exc)[:200]} if staff else {})}
+            return Response({"status": "error", "database": database, "cluster": {}, "timestamp": now}, status=503)
+        cluster = cluster_status()
+        if not staff:
+            cluster["heartbeats"] = [{k: v for k, v in beat.items() if k != "worker_id"}
+                                     for beat in cluster.get("heartbeats", [])]
         return Response({"status": "ok", "database": {"connected": True},
-                         "cluster": cluster_status(), "timestamp": now})
+                         "cluster": cluster, "timestamp": now})

@@ -33,20 +33,22 @@ class TaskSpec:
     tenant: str = ""
     dedupe_key: str | None = None
     run_after: dt.datetime | None = None
+    priority: int | None = None  # None: the handler's
 
 
 def _build(spec: TaskSpec, now: dt.datetime) -> ProcessTracker:
     handler = registry.get(spec.task_type)
+    priority = handler.priority if spec.priority is None else spec.priority
     return ProcessTracker(task_type=spec.task_type, payload=spec.payload, tenant=str(spec.tenant or ""),
-                          queue=handler.queue, priority=handler.priority, max_attempts=handler.get_max_attempts(),
+                          queue=handler.queue, priority=priority, max_attempts=handler.get_max_attempts(),
                           dedupe_key=spec.dedupe_key, run_after=spec.run_after or now, created_at=now)
 
 
 def task_create(*, task_type: str, payload: dict, tenant: str = "", dedupe_key: str | None = None,
-                run_after: dt.datetime | None = None) -> ProcessTracker:
+                run_after: dt.datetime | None = None, priority: int | None = None) -> ProcessTracker:
     """Inserts a PENDING task in the caller's transaction (transactional outbox) and wakes the consumers
-    when that transaction commits."""
-    return task_create_many([TaskSpec(task_type, payload, tenant, dedupe_key, run_after)])[0]
+    when that transaction commits. `priority` overrides the handler's (lower runs first)."""
+    return task_create_many([TaskSpec(task_type, payload, tenant, dedupe_key, run_after, priority)])[0]
 
 
 def task_create_many(specs: Sequence[TaskSpec]) -> list[ProcessTracker]:

@@ -62,6 +62,7 @@ class Workflow:
     # A Django Form class for starting a run from the admin: `Form(data, files, user=...)` with a
     # `start(by) -> Job` method (it checks the user may operate the run's merchant).
     start_form: type | None = None
+    demo: bool = False  # a demo type (jobs.registry): staff only, not declared with JOBS_DEMO_TYPES=0
     order: tuple[str, ...] = field(default=())  # topological order of the step names
 
     def step(self, name: str) -> Step:
@@ -140,7 +141,7 @@ def topological_order(name: str, steps: list[Step]) -> tuple[str, ...]:
 
 
 def workflow(name: str, *, version: int = 1, steps: list[Step], description: str = "",
-             params: type | None = None, start_form: type | None = None) -> Workflow:
+             params: type | None = None, start_form: type | None = None, demo: bool = False) -> Workflow:
     """Declares (registers) version `version` of workflow `name`; the highest version is the job type `name`
     that `POST /api/jobs/` starts. Raises WorkflowDeclarationError for an invalid graph or a version declared
     twice."""
@@ -152,7 +153,7 @@ def workflow(name: str, *, version: int = 1, steps: list[Step], description: str
     if version in _versions.get(name, {}):
         raise WorkflowDeclarationError(f"Workflow {name!r} version {version} is declared twice.")
     wf = Workflow(name=name, version=int(version), steps=tuple(steps), description=description.strip(),
-                  params=params, start_form=start_form, order=order)
+                  params=params, start_form=start_form, demo=demo, order=order)
     _versions.setdefault(name, {})[wf.version] = wf
     register_workflow(latest(name))
     return wf

@@ -43,10 +43,18 @@ def test_failed_job_keeps_error_and_retry_resumes_from_checkpoint():
     assert job.state == "FAILED"
     assert "step 2 failed on purpose" in job.error and "Traceback" in job.error_details
     assert job.checkpoint == {"done": 1}
+    # Its run task failed with it, so the task list's FAILED filter shows it (not COMPLETED).
+    failed_task = ProcessTracker.objects.get(pk=job.run_task_id)
+    assert failed_task.status == "FAILED" and "step 2 failed on purpose" in failed_task.last_error
+    assert failed_task.attempts == 1  # not retried by the tracker: an operator retries the job
     services.job_retry(job_id=job.pk, by=None)
     drain()
     job = reload(job)
     assert job.state == "COMPLETED" and job.attempts == 2
+    # The retry ran on a new task, which completed; the failed one stays FAILED.
+    assert job.run_task_id != failed_task.pk
+    assert ProcessTracker.objects.get(pk=job.run_task_id).status == "COMPLETED"
+    assert ProcessTracker.objects.get(pk=failed_task.pk).status == "FAILED"
     steps = [e.data["step"] for e in JobEvent.objects.filter(job=job, kind="log") if "step" in e.data]
     assert steps == [1, 2, 3]
 

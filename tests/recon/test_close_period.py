@@ -105,12 +105,33 @@ def test_viewers_cannot_approve_and_bad_params_are_400(ledger, operator_api, vie
 
 
 def test_a_job_of_another_merchant_cannot_close_the_period(ledger):
-    job = job_services.job_create(job_type="recon.close_period", params=OCT, merchant_id="")
-    job_services.job_signal(job_id=job.pk, name="approve")
-    drain()
-    job = reload(job)
-    assert job.state == "FAILED" and "merchant" in job.error
-    assert not ClosedPeriod.objects.exists()
+    """Refused when the job is created (issue 17, item 8), not after it started."""
+    from jobs.errors import InvalidJobParams
+    from jobs.models import Job
+
+    with pytest.raises(InvalidJobParams, match="Must be the job's own merchant_id"):
+        job_services.job_create(job_type="recon.close_period", params=OCT, merchant_id="")
+    assert not Job.objects.exists() and not ClosedPeriod.objects.exists()
+
+
+def test_another_merchants_id_in_params_answers_as_an_unknown_one(ledger, operator_api, django_user_model):
+    from jobs.models import Job
+    from tests.recon.factories import MerchantFactory
+
+    MerchantFactory(merchant_id="rival")
+    answers = []
+    for target in ("rival", "no-such-merchant"):
+        resp = operator_api.post("/api/jobs/", {"job_type": "recon.close_period", "merchant_id": ledger.merchant.pk,
+                                                "params": {**OCT, "merchant_id": target}}, format="json")
+        answers.append((resp.status_code, resp.json()))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 400 and answers[0][1]["details"] == {"params": {"merchant_id": ["Unknown merchant."]}}
+    # And as the job's merchant: another's and an unknown one are both 404.
+    for target in ("rival", "no-such-merchant"):
+        resp = operator_api.post("/api/jobs/", {"job_type": "recon.close_period", "merchant_id": target,
+                                                "params": {**OCT, "merchant_id": target}}, format="json")
+        assert resp.status_code == 404 and resp.json()["error"] == "Merchant not found."
+    assert not Job.objects.exists()
 
 
 def test_recon_demo_leaves_a_close_period_job_waiting_and_stays_idempotent():

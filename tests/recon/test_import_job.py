@@ -197,13 +197,25 @@ def test_paused_import_resumes_at_the_next_row(ledger):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_malformed_csv_further_down_fails_the_job_with_a_clear_error(ledger):
-    content = (HEADER + "a1,1.00,USD,2026-11-01,Payment\n").encode() + b"a2,\xff\xfe,USD,2026-11-01,Payment\n"
+def test_bad_bytes_further_down_are_row_errors_and_the_other_rows_are_imported(ledger):
+    """Issue 17, item 5: invalid UTF-8, a NUL and a field over 128 KiB are each one row error."""
+    content = ((HEADER + "a1,1.00,USD,2026-11-01,Payment\n").encode() + b"a2,\xff\xfe,USD,2026-11-01,Payment\n"
+               + b"a3\x00,1.00,USD,2026-11-01,Payment\n" + b"a4," + b"9" * (129 * 1024) + b",USD,2026-11-01,Payment\n"
+               + b"\xc3(,2.00,USD,2026-11-01,Payment\n" + b"a6,3.00,USD,2026-11-01,Payment\n")
     job = uploads.csv_import_start(account=ledger.payments, file=SimpleUploadedFile("bad.csv", content),
                                    name="bad.csv", processing_mode="TRANSACTION")
     drain()
     job = reload(job)
-    assert job.state == "FAILED" and "not valid UTF-8" in job.error
+    assert job.state == "COMPLETED", job.error
+    report = job.result
+    assert (report["successful_ingestions"], report["failed_ingestions"]) == (2, 4)
+    errors = {e["row_number"]: e for e in report["errors"]}
+    assert "amount is not valid UTF-8 text" in errors[2]["error_details"]
+    assert errors[2]["row_data"]["amount"] == "\ufffd\ufffd"
+    assert "order_id contains a NUL character" in errors[3]["error_details"]
+    assert "field larger than field limit (131072)" in errors[4]["error_details"]
+    assert "order_id is not valid UTF-8 text" in errors[5]["error_details"]
+    assert sorted(StagingEntry.objects.values_list("metadata__order_id", flat=True)) == ["a1", "a6"]
 
 
 FAST = {"TRACKER_LEASE_SECONDS": 3, "TRACKER_RESCUE_EVERY_SECONDS": 1, "TRACKER_POLL_SECONDS": 0.2,
