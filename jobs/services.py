@@ -13,8 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from jobs import conf, events, registry
-from jobs.errors import (IdempotencyConflict, JobNotFound, JobStateConflict, JobTypeForbidden,
-                         PersonalJobLimit)
+from jobs.errors import IdempotencyConflict, JobNotFound, JobStateConflict, JobTypeForbidden, PersonalJobLimit
 from jobs.models import TERMINAL_STATES, Job, JobEvent, JobEventKind, JobSignal, JobState
 from jobs.runtime import JOB_RUN, JOB_WAKE, run_dedupe_key, to_json
 from tracker import services as tracker_services
