@@ -278,7 +278,7 @@ def test_idempotent_start_returns_the_existing_run():
 
     from jobs.errors import IdempotencyConflict
 
-    user = User.objects.create_user("idem")
+    user = User.objects.create_user("idem", is_staff=True)
     a = services.job_create(job_type="jobs.diamond", params={}, owner=user, idempotency_key="k1")
     b = services.job_create(job_type="jobs.diamond", params={"sleep_seconds": 0}, owner=user, idempotency_key="k1")
     assert a.pk == b.pk and b.replayed and not a.replayed
