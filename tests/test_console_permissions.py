@@ -91,7 +91,7 @@ class World:
             uploads.csv_import_start(account=payments, file=io.BytesIO(
                 b"order_id,amount,currency,transaction_date,type\nx,1.00,USD,2026-11-01,Payment\n"),
                 name=f"{name}.csv", processing_mode="TRANSACTION", by=by)
-            job_services.job_create(job_type="jobs.diamond", params={}, owner=by, merchant_id=merchant.pk)
+            job_services.job_create(job_type="jobs.diamond", params={}, merchant_id=merchant.pk)
         self.personal = job_services.job_create(job_type="jobs.countdown", params={"steps": 1}, owner=self.op_a)
         self.clients = {}
         for who in ("staff", "op_a", "viewer_a", "op_b"):
