@@ -58,7 +58,7 @@ test-fast: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	DATABASE_URL=$${DATABASE_URL:-postgres://lint@localhost/lint} $(VENV)/bin/mypy  # settings need a URL, not a server
+	@export $(DEV_ENV); DATABASE_URL=$${DATABASE_URL:-postgres://lint@localhost/lint} $(VENV)/bin/mypy  # settings need a URL, not a server
 
 clean:
 	rm -rf $(VENV) var

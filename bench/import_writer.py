@@ -39,13 +39,21 @@ def main(path: str, account_id: str, start_at: float) -> None:
     time.sleep(max(0.0, start_at - time.time()))
     pg_start, cpu_start, start = backend_cpu_seconds(backend), time.process_time(), time.perf_counter()
     with open(path) as lines:
-        report = ingest.ingest_csv(account=account, lines=lines, processing_mode="TRANSACTION",
-                                   source_file=os.path.basename(path))
+        report = ingest.ingest_csv(
+            account=account, lines=lines, processing_mode="TRANSACTION", source_file=os.path.basename(path)
+        )
     elapsed = time.perf_counter() - start
     pg_end = backend_cpu_seconds(backend)
-    print(json.dumps({"rows": report["successful_ingestions"], "seconds": elapsed,
-                      "python_cpu_seconds": time.process_time() - cpu_start,
-                      "postgres_cpu_seconds": None if pg_start is None or pg_end is None else pg_end - pg_start}))
+    print(
+        json.dumps(
+            {
+                "rows": report["successful_ingestions"],
+                "seconds": elapsed,
+                "python_cpu_seconds": time.process_time() - cpu_start,
+                "postgres_cpu_seconds": None if pg_start is None or pg_end is None else pg_end - pg_start,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Procrastinate with a no-op task: the peer the tracker is measured against (bench-only dependency).
 
-    python -m bench.procrastinate_app worker CONCURRENCY"""
+python -m bench.procrastinate_app worker CONCURRENCY"""
 
 import os
 import sys
@@ -16,5 +16,10 @@ def noop(i: int) -> None:
 
 
 if __name__ == "__main__":
-    app.run_worker(queues=["bench"], concurrency=int(sys.argv[2]), wait=True, install_signal_handlers=True,
-                   fetch_job_polling_interval=0.2)
+    app.run_worker(
+        queues=["bench"],
+        concurrency=int(sys.argv[2]),
+        wait=True,
+        install_signal_handlers=True,
+        fetch_job_polling_interval=0.2,
+    )

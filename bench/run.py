@@ -41,8 +41,9 @@ def pg_bin(name: str) -> str:
 
 
 def psql(sql: str, dbname: str = "postgres") -> str:
-    return subprocess.run([pg_bin("psql"), url_for(dbname), "-qAtc", sql], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        [pg_bin("psql"), url_for(dbname), "-qAtc", sql], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def recreate_database(dbname: str) -> str:
@@ -53,14 +54,21 @@ def recreate_database(dbname: str) -> str:
 
 # --- processes --------------------------------------------------------------------------------------------
 
+
 class Cluster:
     """A real `manage.py qcluster` (own process group), stopped with SIGTERM then SIGKILL."""
 
     def __init__(self, **env):
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING", **{k: str(v) for k, v in env.items()})
         self.log = open(OUT / "qcluster.log", "ab")
-        self.proc = subprocess.Popen([PY, "manage.py", "qcluster"], cwd=ROOT, env=self.env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [PY, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def stop(self) -> None:
         """SIGKILL to the whole group: the figures are taken by then, and a graceful stop waits for the
@@ -80,8 +88,9 @@ class Cluster:
                 pass
 
     def pids(self) -> list[str]:
-        return subprocess.run(["ps", "-o", "pid=", "-g", str(self.proc.pid)], capture_output=True,
-                              text=True).stdout.split()
+        return subprocess.run(
+            ["ps", "-o", "pid=", "-g", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout.split()
 
     def __enter__(self):
         return self
@@ -108,14 +117,20 @@ def consumers_alive(n: int) -> bool:
 
 # --- steps --------------------------------------------------------------------------------------------------
 
+
 def bench_pgbench(scale: float) -> None:
     """pgbench's TPC-B-like transaction on the same server: the yardstick for end-to-end figures."""
     url = recreate_database("pgbench")
-    subprocess.run([pg_bin("pgbench"), "-i", "-q", "-s", "10" if scale >= 0.1 else "1", url], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [pg_bin("pgbench"), "-i", "-q", "-s", "10" if scale >= 0.1 else "1", url], check=True, capture_output=True
+    )
     seconds = max(2, int(30 * scale))
-    out = subprocess.run([pg_bin("pgbench"), "-c", "8", "-j", "2", "-T", str(seconds), "-M", "prepared", url],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [pg_bin("pgbench"), "-c", "8", "-j", "2", "-T", str(seconds), "-M", "prepared", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
     record("pgbench_tpcb_tps", tps, "tps", clients=8, seconds=seconds)
 
@@ -132,8 +147,9 @@ def bench_tracker_noop(scale: float, workers: int) -> None:
     ProcessTracker.objects.filter(task_type="bench.noop").delete()
     with services.transaction.atomic():  # queued first: the consumers see them all at once
         for offset in range(0, n, 10_000):
-            services.task_create_many([services.TaskSpec("bench.noop", {"i": i})
-                                       for i in range(offset, min(n, offset + 10_000))])
+            services.task_create_many(
+                [services.TaskSpec("bench.noop", {"i": i}) for i in range(offset, min(n, offset + 10_000))]
+            )
     done = ProcessTracker.objects.filter(task_type="bench.noop", status="COMPLETED")
     wait_for(lambda: done.count() >= n, 900, "no-op tasks", interval=0.2)
     span = done.aggregate(first=Min("processing_started_at"), last=Max("completed_at"))
@@ -171,25 +187,49 @@ def bench_procrastinate_noop(scale: float, workers: int) -> None:
         return
     url = recreate_database("procrastinate")
     env = dict(os.environ, PROCRASTINATE_URL=url)
-    subprocess.run([PY, "-m", "procrastinate", "--app", "bench.procrastinate_app.app", "schema", "--apply"],
-                   cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [PY, "-m", "procrastinate", "--app", "bench.procrastinate_app.app", "schema", "--apply"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     n = max(200, int(20_000 * scale))
-    code = ("from bench.procrastinate_app import app, noop\n"
-            "with app.open():\n"
-            f"    [noop.batch_defer(*[{{'i': i}} for i in range(o, min({n}, o + 5000))]) for o in range(0, {n}, 5000)]\n")
+    code = (
+        "from bench.procrastinate_app import app, noop\n"
+        "with app.open():\n"
+        f"    [noop.batch_defer(*[{{'i': i}} for i in range(o, min({n}, o + 5000))]) for o in range(0, {n}, 5000)]\n"
+    )
     subprocess.run([PY, "-c", code], cwd=ROOT, env=env, check=True)
-    procs = [subprocess.Popen([PY, "-m", "bench.procrastinate_app", "worker", "1"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-             for _ in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [PY, "-m", "bench.procrastinate_app", "worker", "1"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for _ in range(workers)
+    ]
     try:
-        count = lambda: int(psql("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'",  # noqa: E731
-                                 "procrastinate"))
+        count = lambda: int(
+            psql(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'",  # noqa: E731
+                "procrastinate",
+            )
+        )
         wait_for(lambda: count() >= n, 1800, "procrastinate jobs", interval=0.2)
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGKILL)
-    elapsed = float(psql("SELECT extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded')"
-                         " - min(at) FILTER (WHERE type = 'started')) FROM procrastinate_events", "procrastinate"))
+    elapsed = float(
+        psql(
+            "SELECT extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded')"
+            " - min(at) FILTER (WHERE type = 'started')) FROM procrastinate_events",
+            "procrastinate",
+        )
+    )
     record("procrastinate_noop_tasks_per_s", n / elapsed, "tasks/s", tasks=n, workers=workers)
 
 
@@ -203,24 +243,31 @@ def bench_admin_task_list(scale: float) -> None:
 
     n = max(1000, int(1_000_000 * scale))
     with connection.cursor() as cursor:
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             INSERT INTO {ProcessTracker._meta.db_table} (task_id, task_type, queue, priority, tenant, payload, status,
                 attempts, max_attempts, run_after, locked_by, last_error, error_details, created_at, updated_at)
             SELECT gen_random_uuid(), 'bench.noop', 'default', 100, 'm' || (i %% 50), jsonb_build_object('i', i),
                 (ARRAY['COMPLETED','COMPLETED','COMPLETED','FAILED','CANCELLED','COMPLETED'])[1 + i %% 6], 1, 10,
                 now(), '', CASE WHEN i %% 6 = 3 THEN 'ValueError: boom' ELSE '' END, '',
                 now() - (i || ' seconds')::interval, now()
-            FROM generate_series(1, %s) i""", [n])
+            FROM generate_series(1, %s) i""",
+            [n],
+        )
         # As autovacuum leaves a table in steady state (statistics, visibility map), and not competing with
         # the requests timed below.
         cursor.execute(f"VACUUM ANALYZE {ProcessTracker._meta.db_table}")
-    user, _ = get_user_model().objects.get_or_create(username="bench-admin", defaults={"is_staff": True,
-                                                                                     "is_superuser": True})
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench-admin", defaults={"is_staff": True, "is_superuser": True}
+    )
     client = Client()
     client.force_login(user)
     timings = {}
-    for label, query in [("all", ""), ("failed", "?status__exact=FAILED"), ("type+status",
-                                                                            "?task_type=bench.noop&status__exact=FAILED")]:
+    for label, query in [
+        ("all", ""),
+        ("failed", "?status__exact=FAILED"),
+        ("type+status", "?task_type=bench.noop&status__exact=FAILED"),
+    ]:
         url = "/admin/tracker/processtracker/" + query
         assert client.get(url).status_code == 200
         samples = []
@@ -242,8 +289,9 @@ def _noop_rate(n: int, workers: int, **env) -> float:
     ProcessTracker.objects.filter(task_type="bench.noop").delete()
     with services.transaction.atomic():
         for offset in range(0, n, 10_000):
-            services.task_create_many([services.TaskSpec("bench.noop", {"i": i})
-                                       for i in range(offset, min(n, offset + 10_000))])
+            services.task_create_many(
+                [services.TaskSpec("bench.noop", {"i": i}) for i in range(offset, min(n, offset + 10_000))]
+            )
     done = ProcessTracker.objects.filter(task_type="bench.noop", status="COMPLETED")
     with Cluster(Q_WORKERS=workers, **env):
         wait_for(lambda: done.count() >= n, 900, "no-op tasks", interval=0.2)
@@ -270,10 +318,12 @@ def bench_counters_cost(scale: float, workers: int) -> None:
     finally:
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE process_tracker ENABLE TRIGGER USER")
-            cursor.execute(f"DELETE FROM {counters.DELTA}; DELETE FROM {counters.COUNT};"
-                           f" INSERT INTO {counters.COUNT} (tenant, queue, task_type, status, n)"
-                           f" SELECT tenant, queue, task_type, status, count(*) FROM process_tracker"
-                           f" GROUP BY tenant, queue, task_type, status")
+            cursor.execute(
+                f"DELETE FROM {counters.DELTA}; DELETE FROM {counters.COUNT};"
+                f" INSERT INTO {counters.COUNT} (tenant, queue, task_type, status, n)"
+                f" SELECT tenant, queue, task_type, status, count(*) FROM process_tracker"
+                f" GROUP BY tenant, queue, task_type, status"
+            )
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
     record("tracker_noop_counters_on_per_s", on, "tasks/s", runs=[round(r) for r in rates["on"]], tasks=n)
     record("tracker_noop_counters_off_per_s", off, "tasks/s", runs=[round(r) for r in rates["off"]], tasks=n)
@@ -290,7 +340,8 @@ def _fill_counters(finished: int) -> None:
     combos = 2 * 5 * 4 * 3
     per_row = max(1, finished // (minutes * combos + hours * combos // 2))
     with connection.cursor() as cursor:
-        cursor.execute("""
+        cursor.execute(
+            """
             INSERT INTO tracker_task_counter (resolution, bucket, tenant, task_type, queue, outcome, worker, count,
                                               run_seconds, wait_seconds, run_max)
             SELECT 60, date_trunc('minute', now()) - (m || ' minutes')::interval, 'm' || t, 'bench.type' || ty,
@@ -298,15 +349,19 @@ def _fill_counters(finished: int) -> None:
                    %s, %s * 0.01, %s * 0.002, 0.5
             FROM generate_series(0, %s - 1) m, generate_series(0, 2) t, generate_series(0, 4) ty,
                  generate_series(1, 4) o, generate_series(0, 1) w
-            ON CONFLICT DO NOTHING""", [per_row, per_row, per_row, minutes])
-        cursor.execute("""
+            ON CONFLICT DO NOTHING""",
+            [per_row, per_row, per_row, minutes],
+        )
+        cursor.execute(
+            """
             INSERT INTO tracker_task_counter (resolution, bucket, tenant, task_type, queue, outcome, worker, count,
                                               run_seconds, wait_seconds, run_max)
             SELECT 3600, date_trunc('hour', now()) - ((h + %s) || ' hours')::interval, 'm' || t, 'bench.type' || ty,
                    'default', (ARRAY['completed','failed','retried','cancelled'])[o], '', %s, %s * 0.01, %s * 0.002, 1
             FROM generate_series(1, %s) h, generate_series(0, 2) t, generate_series(0, 4) ty, generate_series(1, 4) o
-            ON CONFLICT DO NOTHING""", [settings.TRACKER["COUNTER_MINUTES_HOURS"], per_row * 2, per_row * 2,
-                                        per_row * 2, hours])
+            ON CONFLICT DO NOTHING""",
+            [settings.TRACKER["COUNTER_MINUTES_HOURS"], per_row * 2, per_row * 2, per_row * 2, hours],
+        )
         cursor.execute("SELECT sum(count), count(*) FROM tracker_task_counter")
         total, rows = cursor.fetchone()
         cursor.execute("VACUUM ANALYZE tracker_task_counter")
@@ -330,19 +385,23 @@ def bench_observe(scale: float) -> None:
         from django.db import connection
 
         with connection.cursor() as cursor:
-            cursor.execute("""
+            cursor.execute(
+                """
                 INSERT INTO process_tracker (task_id, task_type, queue, priority, tenant, payload, status, attempts,
                     max_attempts, run_after, locked_by, last_error, error_details, created_at, updated_at)
                 SELECT gen_random_uuid(), 'bench.noop', 'default', 100, 'm' || (i %% 50), jsonb_build_object('i', i),
                     (ARRAY['COMPLETED','COMPLETED','COMPLETED','FAILED','CANCELLED','PENDING'])[1 + i %% 6], 1, 10,
                     now() + interval '1 day', '', '', '', now() - (i || ' seconds')::interval, now()
-                FROM generate_series(1, %s) i""", [n - have])
+                FROM generate_series(1, %s) i""",
+                [n - have],
+            )
             cursor.execute("VACUUM ANALYZE process_tracker")
     counters.compact()
     finished = _fill_counters(max(10_000, int(10_000_000 * scale)))
     counters.fold_totals()  # as the consumers do every few seconds
-    user, _ = get_user_model().objects.get_or_create(username="bench-ops", defaults={"is_staff": True,
-                                                                                   "is_superuser": True})
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench-ops", defaults={"is_staff": True, "is_superuser": True}
+    )
     client = Client()
     client.force_login(user)
 
@@ -372,10 +431,10 @@ def _ledger(name: str):
     from recon.models import Account, Merchant, ReconRule
 
     merchant = Merchant.objects.create(merchant_id=f"bench-{name}-{int(time.time())}", merchant_name=name)
-    payments = Account.objects.create(merchant=merchant, account_name="Payments", account_type="DEBIT_NORMAL",
-                                      currency="USD")
-    bank = Account.objects.create(merchant=merchant, account_name="Bank", account_type="CREDIT_NORMAL",
-                                  currency="USD")
+    payments = Account.objects.create(
+        merchant=merchant, account_name="Payments", account_type="DEBIT_NORMAL", currency="USD"
+    )
+    bank = Account.objects.create(merchant=merchant, account_name="Bank", account_type="CREDIT_NORMAL", currency="USD")
     ReconRule.objects.create(merchant=merchant, account_one=payments, account_two=bank)
     return merchant, payments, bank
 
@@ -392,8 +451,9 @@ def _staff_client():
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    user, _ = get_user_model().objects.get_or_create(username="bench-admin", defaults={
-        "is_staff": True, "is_superuser": True})
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench-admin", defaults={"is_staff": True, "is_superuser": True}
+    )
     client = Client()
     client.force_login(user)
     return client
@@ -401,8 +461,9 @@ def _staff_client():
 
 def _upload(client, account, path: Path, mode: str) -> str:
     with path.open("rb") as f:
-        response = client.post(f"/api/accounts/{account.pk}/staging-entries/files/?force=true",
-                               {"file": f, "processing_mode": mode})
+        response = client.post(
+            f"/api/accounts/{account.pk}/staging-entries/files/?force=true", {"file": f, "processing_mode": mode}
+        )
     assert response.status_code == 202, response.content[:500]
     return response.json()["job_id"]
 
@@ -448,9 +509,18 @@ def bench_latency(scale: float) -> None:
     samples = []
     for i in range(-3, n):  # three warm-up entries first (URL conf, serializers, connections), not counted
         start = time.perf_counter()
-        response = client.post(f"/api/accounts/{payments.pk}/staging-entries/", {
-            "entry_type": "DEBIT", "amount": "12.34", "currency": "USD", "effective_date": "2026-11-01",
-            "processing_mode": "TRANSACTION", "metadata": {"order_id": f"lat-{i}"}}, content_type="application/json")
+        response = client.post(
+            f"/api/accounts/{payments.pk}/staging-entries/",
+            {
+                "entry_type": "DEBIT",
+                "amount": "12.34",
+                "currency": "USD",
+                "effective_date": "2026-11-01",
+                "processing_mode": "TRANSACTION",
+                "metadata": {"order_id": f"lat-{i}"},
+            },
+            content_type="application/json",
+        )
         assert response.status_code == 201, response.content
         entry = StagingEntry.objects.filter(pk=response.json()["staging_entry_id"])
         wait_for(lambda: entry.filter(status="PROCESSED").exists(), 30, "processing", interval=0.002)
@@ -478,8 +548,9 @@ def bench_workflows(scale: float) -> None:
     samples = []
     for i in range(-3, n):  # three warm-up runs first, not counted
         start = time.perf_counter()
-        response = client.post("/api/jobs/", {"job_type": "jobs.diamond", "params": {"sleep_seconds": 0}},
-                               content_type="application/json")
+        response = client.post(
+            "/api/jobs/", {"job_type": "jobs.diamond", "params": {"sleep_seconds": 0}}, content_type="application/json"
+        )
         assert response.status_code == 201, response.content
         run = Job.objects.filter(pk=response.json()["job_id"])
         wait_for(lambda: run.filter(state="COMPLETED").exists(), 30, "diamond run", interval=0.002)
@@ -499,8 +570,14 @@ def bench_workflows(scale: float) -> None:
     span = steps.aggregate(first=Min("started_at"), last=Max("finished_at"))
     elapsed = (span["last"] - span["first"]).total_seconds()
     done = steps.filter(state="COMPLETED").count()
-    record("workflow_steps_per_s", done / elapsed, "steps/s", runs=runs, steps=done,
-           failed_runs=Job.objects.filter(pk__in=ids).exclude(state="COMPLETED").count())
+    record(
+        "workflow_steps_per_s",
+        done / elapsed,
+        "steps/s",
+        runs=runs,
+        steps=done,
+        failed_runs=Job.objects.filter(pk__in=ids).exclude(state="COMPLETED").count(),
+    )
 
 
 def bench_import(scale: float, cluster: "Cluster") -> None:
@@ -518,8 +595,9 @@ def bench_import(scale: float, cluster: "Cluster") -> None:
     start = time.perf_counter()
     job_id = _upload(client, payments, path, "TRANSACTION")
     job = Job.objects.filter(pk=job_id)
-    wait_for(lambda: job.filter(state__in=["COMPLETED", "FAILED", "CANCELLED"]).exists(), 1800, "import job",
-             interval=0.2)
+    wait_for(
+        lambda: job.filter(state__in=["COMPLETED", "FAILED", "CANCELLED"]).exists(), 1800, "import job", interval=0.2
+    )
     elapsed = time.perf_counter() - start
     rss = _cluster_rss_kb(cluster)
     state = job.values_list("state", flat=True).get()
@@ -532,24 +610,30 @@ def _statement_file(path: Path, fmt: str, n: int) -> Path:
     total = 0
     with path.open("w") as f:
         if fmt == "camt053":
-            f.write('<?xml version="1.0" encoding="UTF-8"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:'
-                    'camt.053.001.02"><BkToCstmrStmt><GrpHdr><MsgId>B</MsgId></GrpHdr><Stmt><Id>BENCH</Id>'
-                    '<Acct><Id><IBAN>DE89370400440532013000</IBAN></Id></Acct>\n')
+            f.write(
+                '<?xml version="1.0" encoding="UTF-8"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:'
+                'camt.053.001.02"><BkToCstmrStmt><GrpHdr><MsgId>B</MsgId></GrpHdr><Stmt><Id>BENCH</Id>'
+                "<Acct><Id><IBAN>DE89370400440532013000</IBAN></Id></Acct>\n"
+            )
             for i in range(n):
                 cents = 1000 + i % 99_000
                 total += cents
-                f.write(f'<Ntry><Amt Ccy="USD">{cents // 100}.{cents % 100:02d}</Amt><CdtDbtInd>CRDT</CdtDbtInd>'
-                        f"<Sts>BOOK</Sts><BookgDt><Dt>2026-11-{1 + i % 28:02d}</Dt></BookgDt>"
-                        f"<AcctSvcrRef>B{i}</AcctSvcrRef><NtryDtls><TxDtls><Refs><EndToEndId>E{i}</EndToEndId>"
-                        f"</Refs><RmtInf><Ustrd>stmt-{i} payout</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>\n")
+                f.write(
+                    f'<Ntry><Amt Ccy="USD">{cents // 100}.{cents % 100:02d}</Amt><CdtDbtInd>CRDT</CdtDbtInd>'
+                    f"<Sts>BOOK</Sts><BookgDt><Dt>2026-11-{1 + i % 28:02d}</Dt></BookgDt>"
+                    f"<AcctSvcrRef>B{i}</AcctSvcrRef><NtryDtls><TxDtls><Refs><EndToEndId>E{i}</EndToEndId>"
+                    f"</Refs><RmtInf><Ustrd>stmt-{i} payout</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>\n"
+                )
             f.write("</Stmt></BkToCstmrStmt></Document>\n")
         else:
             f.write(":20:BENCH\n:25:DE89370400440532013000\n:28C:1/1\n:60F:C261031USD0,00\n")
             for i in range(n):
                 cents = 1000 + i % 99_000
                 total += cents
-                f.write(f":61:2611{1 + i % 28:02d}C{cents // 100},{cents % 100:02d}NTRFNONREF//B{i}\n"
-                        f":86:?20stmt-{i} payout\n")
+                f.write(
+                    f":61:2611{1 + i % 28:02d}C{cents // 100},{cents % 100:02d}NTRFNONREF//B{i}\n"
+                    f":86:?20stmt-{i} payout\n"
+                )
             f.write(f":62F:C261128USD{total // 100},{total % 100:02d}\n-\n")
     return path
 
@@ -567,8 +651,9 @@ def bench_statement_import(scale: float, cluster: "Cluster", fmt: str) -> None:
     start = time.perf_counter()
     job_id = _upload(client, payments, path, "TRANSACTION")
     job = Job.objects.filter(pk=job_id)
-    wait_for(lambda: job.filter(state__in=["COMPLETED", "FAILED", "CANCELLED"]).exists(), 1800, f"{fmt} import",
-             interval=0.2)
+    wait_for(
+        lambda: job.filter(state__in=["COMPLETED", "FAILED", "CANCELLED"]).exists(), 1800, f"{fmt} import", interval=0.2
+    )
     elapsed = time.perf_counter() - start
     state, result = job.values_list("state", "result").get()
     assert state == "COMPLETED" and result["successful_ingestions"] == n, (state, result and result.get("errors"))
@@ -585,8 +670,15 @@ def bench_import_alone(scale: float) -> None:
     for writers in (1, 2):
         paths = [_csv(OUT / f"import-alone-{i}.csv", n // writers, f"alone{writers}-{i}-") for i in range(writers)]
         start_at = time.time() + 3  # after every writer's start-up
-        procs = [subprocess.Popen([PY, "-m", "bench.import_writer", str(p), str(payments.pk), str(start_at)],
-                                  cwd=ROOT, stdout=subprocess.PIPE, text=True) for p in paths]
+        procs = [
+            subprocess.Popen(
+                [PY, "-m", "bench.import_writer", str(p), str(payments.pk), str(start_at)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for p in paths
+        ]
         outs = [p.communicate()[0] for p in procs]
         assert all(p.returncode == 0 for p in procs), "an import writer failed"
         outs = [json.loads(out.strip().splitlines()[-1]) for out in outs]
@@ -595,10 +687,14 @@ def bench_import_alone(scale: float) -> None:
         def per_row(key: str) -> float | None:  # µs per row, over all writers
             return None if any(o[key] is None for o in outs) else round(sum(o[key] for o in outs) / rows * 1e6, 1)
 
-        record(f"csv_import_alone_{writers}_writer{'s' if writers > 1 else ''}_rows_per_s",
-               rows / max(o["seconds"] for o in outs), "rows/s", rows=rows,
-               python_cpu_us_per_row=per_row("python_cpu_seconds"),
-               postgres_cpu_us_per_row=per_row("postgres_cpu_seconds"))
+        record(
+            f"csv_import_alone_{writers}_writer{'s' if writers > 1 else ''}_rows_per_s",
+            rows / max(o["seconds"] for o in outs),
+            "rows/s",
+            rows=rows,
+            python_cpu_us_per_row=per_row("python_cpu_seconds"),
+            postgres_cpu_us_per_row=per_row("postgres_cpu_seconds"),
+        )
 
 
 def bench_balance(scale: float) -> None:
@@ -609,15 +705,24 @@ def bench_balance(scale: float) -> None:
 
     n = max(1000, int(1_000_000 * scale))
     merchant, payments, bank = _ledger("balance")
-    txn = Transaction.objects.create(logical_transaction_id=f"{payments.pk}:bulk", version=1, status="POSTED",
-                                     amount=1, currency="USD", merchant=merchant)
+    txn = Transaction.objects.create(
+        logical_transaction_id=f"{payments.pk}:bulk",
+        version=1,
+        status="POSTED",
+        amount=1,
+        currency="USD",
+        merchant=merchant,
+    )
     with connection.cursor() as cursor:
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             INSERT INTO {Entry._meta.db_table} (entry_id, transaction_id, account_id, entry_type, amount, currency,
                 status, effective_date, metadata, created_at)
             SELECT gen_random_uuid(), %s, %s, (ARRAY['DEBIT','CREDIT'])[1 + i %% 2], 1 + (i %% 1000) / 100.0, 'USD',
                 (ARRAY['POSTED','POSTED','EXPECTED','ARCHIVED'])[1 + i %% 4], now(), '{{}}', now()
-            FROM generate_series(1, %s) i""", [txn.pk, payments.pk, n])
+            FROM generate_series(1, %s) i""",
+            [txn.pk, payments.pk, n],
+        )
         cursor.execute(f"VACUUM ANALYZE {Entry._meta.db_table}")
     client = _staff_client()
     url = f"/api/accounts/{payments.pk}/balances/"
@@ -643,7 +748,8 @@ def bench_review_search(scale: float) -> None:
     n = max(1000, int(1_000_000 * scale))
     merchant, payments, bank = _ledger("review")
     with connection.cursor() as cursor:
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             INSERT INTO {StagingEntry._meta.db_table} (staging_entry_id, account_id, entry_type, amount, currency,
                 effective_date, processing_mode, status, metadata, request_hash, created_at, updated_at)
             SELECT gen_random_uuid(), %s, 'CREDIT', 1 + (i %% 1000) / 100.0, 'USD',
@@ -654,7 +760,9 @@ def bench_review_search(scale: float) -> None:
                 ELSE jsonb_build_object('order_id', 'ord-' || i, 'source_file', 'bench.csv',
                     'match_type', 'Fulfilled') END,
                 '', now() - (i || ' seconds')::interval, now()
-            FROM generate_series(1, %s) i""", [bank.pk, n])
+            FROM generate_series(1, %s) i""",
+            [bank.pk, n],
+        )
         cursor.execute(f"VACUUM ANALYZE {StagingEntry._meta.db_table}")
         target = f"ord-{(n // 200) * 100}"  # an entry in review, mid-table
         sql, params = metadata_search(StagingEntry.objects.order_by(), target, within="review").query.sql_with_params()
@@ -663,8 +771,11 @@ def bench_review_search(scale: float) -> None:
         plan = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
     client = _staff_client()
     timings = {}
-    for label, query in [("review+q", f"?queue=review&q={target}"), ("all+q", f"?q={target}"),
-                         ("review", "?queue=review")]:
+    for label, query in [
+        ("review+q", f"?queue=review&q={target}"),
+        ("all+q", f"?q={target}"),
+        ("review", "?queue=review"),
+    ]:
         url = "/admin/recon/stagingentry/" + query
         response = client.get(url)
         assert response.status_code == 200 and (label == "review" or target in response.content.decode()), url
@@ -674,12 +785,21 @@ def bench_review_search(scale: float) -> None:
             client.get(url)
             samples.append((time.perf_counter() - t) * 1000)
         timings[label] = round(statistics.median(samples), 1)
+
     def indexes(node: dict) -> list[str]:
         return ([node["Index Name"]] if "Index Name" in node else []) + [
-            name for child in node.get("Plans", []) for name in indexes(child)]
+            name for child in node.get("Plans", []) for name in indexes(child)
+        ]
 
-    record("admin_review_search_ms", timings["review+q"], "ms", rows=n, pages=timings,
-           search_sql_ms=round(plan["Execution Time"], 2), indexes=sorted(set(indexes(plan["Plan"]))))
+    record(
+        "admin_review_search_ms",
+        timings["review+q"],
+        "ms",
+        rows=n,
+        pages=timings,
+        search_sql_ms=round(plan["Execution Time"], 2),
+        indexes=sorted(set(indexes(plan["Plan"]))),
+    )
 
 
 # --- report -------------------------------------------------------------------------------------------------
@@ -698,8 +818,11 @@ RATIOS = {
 
 def run_ratios(results: dict) -> dict:
     """The ratios of one run (figures measured in the same run, on the same server)."""
-    return {name: round(results[a]["value"] / results[b]["value"], 2)
-            for name, (a, b) in RATIOS.items() if a in results and b in results and results[b]["value"]}
+    return {
+        name: round(results[a]["value"] / results[b]["value"], 2)
+        for name, (a, b) in RATIOS.items()
+        if a in results and b in results and results[b]["value"]
+    }
 
 
 def medians(runs: list[dict]) -> tuple[dict, dict]:
@@ -707,11 +830,17 @@ def medians(runs: list[dict]) -> tuple[dict, dict]:
     results = {}
     for key in runs[-1]:
         values = [r[key]["value"] for r in runs if key in r]
-        results[key] = {**runs[-1][key], "value": round(statistics.median(values), 3),
-                        **({"runs": values} if len(runs) > 1 else {})}
+        results[key] = {
+            **runs[-1][key],
+            "value": round(statistics.median(values), 3),
+            **({"runs": values} if len(runs) > 1 else {}),
+        }
     per_run = [run_ratios(r) for r in runs]
-    ratios = {name: round(statistics.median([r[name] for r in per_run if name in r]), 2)
-              for name in RATIOS if any(name in r for r in per_run)}
+    ratios = {
+        name: round(statistics.median([r[name] for r in per_run if name in r]), 2)
+        for name in RATIOS
+        if any(name in r for r in per_run)
+    }
     return results, ratios
 
 
@@ -733,16 +862,37 @@ def report(scale: float, runs: list[dict]) -> None:
         table.add_row(name, f"{value:,.2f}", "x", "")
     Console().print(table)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    payload = {"scale": scale, "runs": len(runs), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                                             "python": platform.python_version()},
-               "results": results, "ratios": ratios, "at": stamp}
+    payload = {
+        "scale": scale,
+        "runs": len(runs),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "results": results,
+        "ratios": ratios,
+        "at": stamp,
+    }
     (OUT / f"bench-{stamp}.json").write_text(json.dumps(payload, indent=2))
     (OUT / "latest.json").write_text(json.dumps(payload, indent=2))
     log(f"wrote var/bench/bench-{stamp}.json")
 
 
-STEPS = ["pgbench", "recon", "latency", "tracker", "workflows", "import", "camt053", "mt940", "import_alone",
-         "djangoq", "procrastinate", "counters", "admin", "observe", "balance", "review_search"]
+STEPS = [
+    "pgbench",
+    "recon",
+    "latency",
+    "tracker",
+    "workflows",
+    "import",
+    "camt053",
+    "mt940",
+    "import_alone",
+    "djangoq",
+    "procrastinate",
+    "counters",
+    "admin",
+    "observe",
+    "balance",
+    "review_search",
+]
 # Steps that run in one shared tracker cluster (started once, in this order; the imports leave a backlog, so last).
 CLUSTER_STEPS = ("recon", "latency", "tracker", "workflows", "import", "camt053", "mt940")
 
@@ -819,6 +969,7 @@ def run_steps(steps: list[str], args) -> None:
     finally:
         if cluster is not None:
             cluster.stop()
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,8 @@ import decimal
 import json
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError as DjangoValidationError
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django_fsm import TransitionNotAllowed
 from rest_framework import exceptions
@@ -99,8 +100,12 @@ def exception_handler(exc, context):
         from config.limits import body_limit
 
         limit = body_limit(context["request"].path_info) if context.get("request") else None
-        return error_response(f"The request body is larger than the limit of {limit} bytes.", "payload_too_large",
-                              413, {"max_bytes": limit})
+        return error_response(
+            f"The request body is larger than the limit of {limit} bytes.",
+            "payload_too_large",
+            413,
+            {"max_bytes": limit},
+        )
     if isinstance(exc, TransitionNotAllowed):
         return error_response(str(exc) or "Illegal state transition.", "illegal_transition", 409)
     if isinstance(exc, DjangoValidationError):
@@ -124,4 +129,3 @@ def exception_handler(exc, context):
         code = "validation_error"
     response.data = {"error": message, "code": code or "error", "details": details}
     return response
-

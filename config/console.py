@@ -47,8 +47,10 @@ def tenants_of(user) -> tuple[set[str], set[str]]:
     """(merchant ids the user sees, merchant ids the user operates), cached on the user object (one request)."""
     cached = getattr(user, "_console_tenants", None)
     if cached is None:
-        cached = user._console_tenants = (policy().visible_tenants(user) or set(),
-                                          policy().operable_tenants(user) or set())
+        cached = user._console_tenants = (
+            policy().visible_tenants(user) or set(),
+            policy().operable_tenants(user) or set(),
+        )
     return cached
 
 
@@ -62,13 +64,16 @@ class ConsoleLoginForm(AdminAuthenticationForm):
     error_messages = {
         **AdminAuthenticationForm.error_messages,
         "invalid_login": "Please enter the correct %(username)s and password of a staff or merchant account. "
-                         "Note that both fields may be case-sensitive.",
+        "Note that both fields may be case-sensitive.",
     }
 
     def confirm_login_allowed(self, user):
         if not (user.is_active and (user.is_staff or is_member(user))):
-            raise ValidationError(self.error_messages["invalid_login"], code="invalid_login",
-                                  params={"username": self.username_field.verbose_name})
+            raise ValidationError(
+                self.error_messages["invalid_login"],
+                code="invalid_login",
+                params={"username": self.username_field.verbose_name},
+            )
 
 
 def _get(obj, path: str):
@@ -161,8 +166,11 @@ class TenantScoped:
         if not is_staff(request.user) and "queryset" not in kwargs:
             related = self.admin_site._registry.get(db_field.remote_field.model)
             queryset = db_field.remote_field.model._default_manager.all()
-            kwargs["queryset"] = (related.scope(queryset, request, operable=True) if isinstance(related, TenantScoped)
-                                  else queryset.none())
+            kwargs["queryset"] = (
+                related.scope(queryset, request, operable=True)
+                if isinstance(related, TenantScoped)
+                else queryset.none()
+            )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_list_filter(self, request):
@@ -294,13 +302,17 @@ class ConsoleSite(admin.AdminSite):
                 raise ImproperlyConfigured(
                     f"{admin_class.__module__}.{admin_class.__qualname__} (admin of {model._meta.label}) must declare "
                     f"`tenant_field` (the path to the merchant id, e.g. 'account__merchant_id') or "
-                    f"`staff_only = True`: config/console.py scopes every console page for merchant users.")
+                    f"`staff_only = True`: config/console.py scopes every console page for merchant users."
+                )
             mixin = TenantScoped if tenant_field and not staff_only else StaffOnly
             unknown = set(getattr(admin_class, "tenant_permissions", ())) - set(ALL_PERMISSIONS)
             if unknown:
                 raise ImproperlyConfigured(f"{admin_class.__qualname__}.tenant_permissions: unknown {sorted(unknown)}")
-            scoped = type(admin_class.__name__, (mixin, admin_class),
-                          {"__module__": admin_class.__module__, "__qualname__": admin_class.__qualname__})
+            scoped = type(
+                admin_class.__name__,
+                (mixin, admin_class),
+                {"__module__": admin_class.__module__, "__qualname__": admin_class.__qualname__},
+            )
             super().register(model, scoped, **options)
 
     def member_permissions(self) -> tuple[set[str], set[str]]:

@@ -25,8 +25,12 @@ RANGES = {  # name: (span, bucket seconds, axis time format)
     "day": (dt.timedelta(days=1), 600, "%H:%M"),
     "week": (dt.timedelta(days=7), 3600, "%a %H:00"),
 }
-OUTCOME_STATUS = {Outcome.COMPLETED: TaskStatus.COMPLETED, Outcome.FAILED: TaskStatus.FAILED,
-                  Outcome.RETRIED: TaskStatus.RETRY, Outcome.CANCELLED: TaskStatus.CANCELLED}
+OUTCOME_STATUS = {
+    Outcome.COMPLETED: TaskStatus.COMPLETED,
+    Outcome.FAILED: TaskStatus.FAILED,
+    Outcome.RETRIED: TaskStatus.RETRY,
+    Outcome.CANCELLED: TaskStatus.CANCELLED,
+}
 AGE_BUCKETS = (("<1d", 0, 1), ("1-3d", 1, 3), ("3-7d", 3, 7), ("7-30d", 7, 30), (">30d", 30, None))
 
 
@@ -45,28 +49,46 @@ def _tasks(tenants, since, step: int, fmt: str) -> dict:
     per = "minute" if step == 60 else f"{step // 60} minutes"
     table = {}
     for (outcome, task_type), (n, run, wait, run_max) in sorted(got["totals"].items()):
-        row = table.setdefault(task_type, {"type": task_type, "url": task_list(task_type=task_type), "cells": {},
-                                           "run": 0.0, "wait": 0.0, "count": 0, "run_max": 0.0})
-        row["cells"][outcome] = {"n": n, "url": task_list(task_type=task_type,
-                                                          status__exact=OUTCOME_STATUS[outcome])}
+        row = table.setdefault(
+            task_type,
+            {
+                "type": task_type,
+                "url": task_list(task_type=task_type),
+                "cells": {},
+                "run": 0.0,
+                "wait": 0.0,
+                "count": 0,
+                "run_max": 0.0,
+            },
+        )
+        row["cells"][outcome] = {"n": n, "url": task_list(task_type=task_type, status__exact=OUTCOME_STATUS[outcome])}
         row["count"] += n
         row["run"] += run
         row["wait"] += wait
         row["run_max"] = max(row["run_max"], run_max)
     for row in table.values():
-        row["cells"] = [row["cells"].get(o, {"n": 0, "url": task_list(task_type=row["type"],
-                                                                       status__exact=OUTCOME_STATUS[o])})
-                        for o in Outcome.values]
+        row["cells"] = [
+            row["cells"].get(o, {"n": 0, "url": task_list(task_type=row["type"], status__exact=OUTCOME_STATUS[o])})
+            for o in Outcome.values
+        ]
         row["avg_run"] = row["run"] / row["count"] if row["count"] else 0
         row["avg_wait"] = row["wait"] / row["count"] if row["count"] else 0
     return {
         "per": per,
-        "by_outcome": svg.stacked_bars(buckets=got["buckets"], series=series, time_format=fmt,
-                                       title=f"Tasks finished per {per} by outcome",
-                                       links={o: task_list(status__exact=OUTCOME_STATUS[o]) for o in series}),
-        "by_type": svg.stacked_bars(buckets=got["buckets"], series=got["task_type"], time_format=fmt,
-                                    title=f"Tasks finished per {per} by type",
-                                    links={t: task_list(task_type=t) for t in got["task_type"]}),
+        "by_outcome": svg.stacked_bars(
+            buckets=got["buckets"],
+            series=series,
+            time_format=fmt,
+            title=f"Tasks finished per {per} by outcome",
+            links={o: task_list(status__exact=OUTCOME_STATUS[o]) for o in series},
+        ),
+        "by_type": svg.stacked_bars(
+            buckets=got["buckets"],
+            series=got["task_type"],
+            time_format=fmt,
+            title=f"Tasks finished per {per} by type",
+            links={t: task_list(task_type=t) for t in got["task_type"]},
+        ),
         "table": sorted(table.values(), key=lambda r: r["type"]),
         "outcomes": Outcome.values,
         "now": services.task_stats(tenants=tenants),
@@ -80,8 +102,11 @@ def _queues(since, step: int, fmt: str) -> dict:
         row["url"] = _url("admin:tracker_processtracker_queues")
         row["due_url"] = task_list(queue=row["name"], status__exact="PENDING")
         row["running_url"] = task_list(queue=row["name"], status__exact="PROCESSING")
-    samples = list(QueueSample.objects.filter(minute__gte=since).order_by("minute")
-                   .values_list("minute", "queue", "due", "lag_seconds"))
+    samples = list(
+        QueueSample.objects.filter(minute__gte=since)
+        .order_by("minute")
+        .values_list("minute", "queue", "due", "lag_seconds")
+    )
     start = dt.datetime.fromtimestamp((since.timestamp() // step) * step, tz=dt.UTC)
     buckets, at, now = [], start, timezone.now()
     while at <= now:
@@ -98,10 +123,21 @@ def _queues(since, step: int, fmt: str) -> dict:
     links = {q["name"]: q["due_url"] for q in rows}
     return {
         "rows": rows,
-        "depth": svg.stacked_bars(buckets=buckets, series=depth, links=links, time_format=fmt,
-                                  title="Due tasks per queue (largest sample in each bar)"),
-        "lag": svg.stacked_bars(buckets=buckets, series=lag, links=links, time_format=fmt, unit="s",
-                                title="Queue lag (oldest due task, seconds)"),
+        "depth": svg.stacked_bars(
+            buckets=buckets,
+            series=depth,
+            links=links,
+            time_format=fmt,
+            title="Due tasks per queue (largest sample in each bar)",
+        ),
+        "lag": svg.stacked_bars(
+            buckets=buckets,
+            series=lag,
+            links=links,
+            time_format=fmt,
+            unit="s",
+            title="Queue lag (oldest due task, seconds)",
+        ),
         "page": _url("admin:tracker_processtracker_queues"),
     }
 
@@ -125,11 +161,17 @@ def _review(tenants) -> dict:
         params = {"queue": "review", "created_at__lte": (now - dt.timedelta(days=lo)).isoformat()}
         if hi is not None:
             params["created_at__gt"] = (now - dt.timedelta(days=hi)).isoformat()
-        ageing.append({"name": name, "n": review.filter(q).count() + stuck.filter(q).count(),
-                       "url": _url(changelist, **params)})
+        ageing.append(
+            {"name": name, "n": review.filter(q).count() + stuck.filter(q).count(), "url": _url(changelist, **params)}
+        )
     size = review.count() + stuck.count()
-    return {"size": size, "ageing": ageing, "top": max([a["n"] for a in ageing] + [1]),
-            "url": _url(changelist, queue="review"), "stuck_url": _url(changelist, queue="stuck")}
+    return {
+        "size": size,
+        "ageing": ageing,
+        "top": max([a["n"] for a in ageing] + [1]),
+        "url": _url(changelist, queue="review"),
+        "stuck_url": _url(changelist, queue="stuck"),
+    }
 
 
 def _match_rate(tenants, days: int) -> list[dict]:
@@ -140,18 +182,35 @@ def _match_rate(tenants, days: int) -> list[dict]:
     entries = StagingEntry.objects.filter(created_at__gte=since)
     if tenants is not None:
         entries = entries.filter(account__merchant_id__in=sorted(tenants))
-    rows = (entries.order_by().annotate(day=TruncDate("created_at")).values("day")
-            .annotate(matched=Count("pk", filter=Q(status=StagingStatus.PROCESSED)),
-                      review=Count("pk", filter=Q(status=StagingStatus.NEEDS_MANUAL_REVIEW)),
-                      total=Count("pk")).order_by("day"))
+    rows = (
+        entries.order_by()
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(
+            matched=Count("pk", filter=Q(status=StagingStatus.PROCESSED)),
+            review=Count("pk", filter=Q(status=StagingStatus.NEEDS_MANUAL_REVIEW)),
+            total=Count("pk"),
+        )
+        .order_by("day")
+    )
     out = []
     for row in rows:
         decided = row["matched"] + row["review"]
         day = row["day"]
-        out.append({"day": day, "matched": row["matched"], "review": row["review"], "total": row["total"],
-                    "rate": round(100 * row["matched"] / decided, 1) if decided else None,
-                    "url": _url("admin:recon_stagingentry_changelist", created_at__gte=day.isoformat(),
-                                created_at__lt=(day + dt.timedelta(days=1)).isoformat())})
+        out.append(
+            {
+                "day": day,
+                "matched": row["matched"],
+                "review": row["review"],
+                "total": row["total"],
+                "rate": round(100 * row["matched"] / decided, 1) if decided else None,
+                "url": _url(
+                    "admin:recon_stagingentry_changelist",
+                    created_at__gte=day.isoformat(),
+                    created_at__lt=(day + dt.timedelta(days=1)).isoformat(),
+                ),
+            }
+        )
     return out
 
 
@@ -164,12 +223,28 @@ def _jobs(tenants, user) -> dict:
     counts = {(t, s): n for t, s, n in qs.order_by().values_list("job_type", "state").annotate(n=Count("pk"))}
     types = sorted(set(registry.all_types()) | {t for t, _ in counts})
     changelist = "admin:jobs_job_changelist"
-    rows = [{"type": t, "url": _url(changelist, job_type=t),
-             "cells": [{"n": counts.get((t, s), 0), "url": _url(changelist, job_type=t, state__exact=s)}
-                       for s in JobState.values]} for t in types]
-    return {"states": [{"name": s, "url": _url(changelist, state__exact=s),
-                        "n": sum(n for (_, st), n in counts.items() if st == s)} for s in JobState.values],
-            "rows": [r for r in rows if any(c["n"] for c in r["cells"])] or rows[:0]}
+    rows = [
+        {
+            "type": t,
+            "url": _url(changelist, job_type=t),
+            "cells": [
+                {"n": counts.get((t, s), 0), "url": _url(changelist, job_type=t, state__exact=s)}
+                for s in JobState.values
+            ],
+        }
+        for t in types
+    ]
+    return {
+        "states": [
+            {
+                "name": s,
+                "url": _url(changelist, state__exact=s),
+                "n": sum(n for (_, st), n in counts.items() if st == s),
+            }
+            for s in JobState.values
+        ],
+        "rows": [r for r in rows if any(c["n"] for c in r["cells"])] or rows[:0],
+    }
 
 
 def _slots() -> list[dict]:
@@ -180,13 +255,19 @@ def _slots() -> list[dict]:
     stale = stale_before()
     out = []
     minute = {w: n for w, n, *_ in counters.finished_totals(since=counters.minute(now), group_by=("worker",))}
-    hour = {w: n for w, n, *_ in counters.finished_totals(since=now - dt.timedelta(hours=1),
-                                                                 group_by=("worker",))}
+    hour = {w: n for w, n, *_ in counters.finished_totals(since=now - dt.timedelta(hours=1), group_by=("worker",))}
     for hb in WorkerHeartbeat.objects.order_by("slot"):
-        out.append({"slot": hb.slot, "worker_id": hb.worker_id or "-", "alive": bool(hb.beat_at and hb.beat_at >= stale),
-                    "beat_at": hb.beat_at, "this_minute": minute.get(hb.worker_id, 0),
-                    "last_hour": hour.get(hb.worker_id, 0),
-                    "url": _url("admin:tracker_workerheartbeat_changelist")})
+        out.append(
+            {
+                "slot": hb.slot,
+                "worker_id": hb.worker_id or "-",
+                "alive": bool(hb.beat_at and hb.beat_at >= stale),
+                "beat_at": hb.beat_at,
+                "this_minute": minute.get(hb.worker_id, 0),
+                "last_hour": hour.get(hb.worker_id, 0),
+                "url": _url("admin:tracker_workerheartbeat_changelist"),
+            }
+        )
     return out
 
 
@@ -198,9 +279,16 @@ def panel_context(request) -> dict:
     since = now - span
     user = request.user
     tenants = access.policy().visible_tenants(user)
-    ctx = {"range": name, "ranges": list(RANGES), "generated_at": now, "tasks": _tasks(tenants, since, step, fmt),
-           "review": _review(tenants), "match_rate": _match_rate(tenants, 7 if name != "week" else 14),
-           "jobs": _jobs(tenants, user), "staff": tenants is None}
+    ctx = {
+        "range": name,
+        "ranges": list(RANGES),
+        "generated_at": now,
+        "tasks": _tasks(tenants, since, step, fmt),
+        "review": _review(tenants),
+        "match_rate": _match_rate(tenants, 7 if name != "week" else 14),
+        "jobs": _jobs(tenants, user),
+        "staff": tenants is None,
+    }
     if tenants is None:
         ctx["queues"] = _queues(since, step, fmt)
         ctx["slots"] = _slots()

@@ -48,8 +48,7 @@ def body_limit(path: str) -> int:
 def error_body(path: str, status: int, message: str, code: str, details: dict | None = None) -> tuple[bytes, str]:
     """The API's error shape under /api/ (shared/API.md, "Errors"), plain text elsewhere."""
     if path.startswith("/api/") or path == "/api":
-        return (json.dumps({"error": message, "code": code, "details": details or {}}).encode(),
-                "application/json")
+        return (json.dumps({"error": message, "code": code, "details": details or {}}).encode(), "application/json")
     return f"{status} {message}\n".encode(), "text/plain; charset=utf-8"
 
 
@@ -75,8 +74,9 @@ def _credentials_valid(authorization: str, session_key: str) -> bool:
     return False
 
 
-def precheck(path: str, content_length: str | None, chunked: bool, authorization: str, cookies: str
-             ) -> tuple[int, bytes, str] | None:
+def precheck(
+    path: str, content_length: str | None, chunked: bool, authorization: str, cookies: str
+) -> tuple[int, bytes, str] | None:
     """A refusal (status, body, content type) decided before the body is read, or None to go on reading."""
     limit = body_limit(path)
     try:
@@ -94,12 +94,20 @@ def precheck(path: str, content_length: str | None, chunked: bool, authorization
             session_key = value
     if _credentials_valid(authorization, session_key):
         return None
-    return (401, *error_body(path, 401, "Authentication credentials were not provided (a request body above "
-                             f"{settings.UNAUTHENTICATED_BODY_MAX_BYTES} bytes needs them before it is read).",
-                             "not_authenticated"))
+    return (
+        401,
+        *error_body(
+            path,
+            401,
+            "Authentication credentials were not provided (a request body above "
+            f"{settings.UNAUTHENTICATED_BODY_MAX_BYTES} bytes needs them before it is read).",
+            "not_authenticated",
+        ),
+    )
 
 
 # --- ASGI ---------------------------------------------------------------------------------------------
+
 
 class LimitedASGIHandler(ASGIHandler):
     """Django's ASGI handler with the body limits above (see the module docstring)."""
@@ -108,8 +116,12 @@ class LimitedASGIHandler(ASGIHandler):
         path = scope.get("path", "")
         headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in scope.get("headers", [])}
         refusal = await sync_to_async(precheck)(
-            path, headers.get("content-length"), "chunked" in headers.get("transfer-encoding", "").lower(),
-            headers.get("authorization", ""), headers.get("cookie", ""))
+            path,
+            headers.get("content-length"),
+            "chunked" in headers.get("transfer-encoding", "").lower(),
+            headers.get("authorization", ""),
+            headers.get("cookie", ""),
+        )
         if refusal is not None:
             await self._refuse(send, *refusal)
             return
@@ -147,16 +159,26 @@ class LimitedASGIHandler(ASGIHandler):
             size = body_file.seek(0, 2)
             body_file.seek(0)
             if size:
-                scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", [])
-                                              if k.lower() != b"transfer-encoding"]
-                         + [(b"content-length", str(size).encode())]}
+                scope = {
+                    **scope,
+                    "headers": [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"transfer-encoding"]
+                    + [(b"content-length", str(size).encode())],
+                }
         return super().create_request(scope, body_file)
 
     @staticmethod
     async def _refuse(send, status: int, body: bytes, content_type: str) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -175,14 +197,20 @@ class _CountingReceive:
 
 # --- WSGI ---------------------------------------------------------------------------------------------
 
+
 class LimitedWSGIHandler(WSGIHandler):
     """Django's WSGI handler with the body limits above (see the module docstring)."""
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        refusal = precheck(path, environ.get("CONTENT_LENGTH"), chunked, environ.get("HTTP_AUTHORIZATION", ""),
-                           environ.get("HTTP_COOKIE", ""))
+        refusal = precheck(
+            path,
+            environ.get("CONTENT_LENGTH"),
+            chunked,
+            environ.get("HTTP_AUTHORIZATION", ""),
+            environ.get("HTTP_COOKIE", ""),
+        )
         if refusal is None and chunked and not environ.get("CONTENT_LENGTH"):
             try:
                 environ = self._spool_chunked(environ, body_limit(path))
@@ -190,9 +218,10 @@ class LimitedWSGIHandler(WSGIHandler):
                 refusal = too_large(path, exc)
         if refusal is not None:
             status, body, content_type = refusal
-            start_response(f"{status} {'Payload Too Large' if status == 413 else 'Refused'}",
-                           [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                            ("Connection", "close")])
+            start_response(
+                f"{status} {'Payload Too Large' if status == 413 else 'Refused'}",
+                [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Connection", "close")],
+            )
             return [body]
         return super().__call__(environ, start_response)
 

@@ -36,7 +36,7 @@ class BearerMetricsToken(BaseAuthentication):
         if not header.startswith("Bearer "):
             return None
         token = settings.METRICS_TOKEN
-        if not token or not hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode()):
+        if not token or not hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode()):
             raise AuthenticationFailed("Invalid metrics token.")
         return MetricsScraper(), None
 
@@ -56,10 +56,10 @@ def _tracker_families():
         for status in TaskStatus.values:
             tasks.add_metric([queue, task_type, status], counts.get((queue, task_type, status), 0))
     yield tasks
-    finished = CounterMetricFamily("tracker_tasks_finished", "Tasks finished, by outcome.",
-                                   labels=["task_type", "outcome"])
-    run = CounterMetricFamily("tracker_task_run_seconds", "Sum of finished tasks' run durations.",
-                              labels=["task_type"])
+    finished = CounterMetricFamily(
+        "tracker_tasks_finished", "Tasks finished, by outcome.", labels=["task_type", "outcome"]
+    )
+    run = CounterMetricFamily("tracker_task_run_seconds", "Sum of finished tasks' run durations.", labels=["task_type"])
     totals = {(t, o): (n, r) for t, o, n, r, _w in counters.all_time_totals(group_by=("task_type", "outcome"))}
     for task_type in sorted({t for t, _ in totals}):
         for outcome in Outcome.values:
@@ -68,8 +68,7 @@ def _tracker_families():
     yield finished
     yield run
     queues = queue_list()
-    lag = GaugeMetricFamily("tracker_queue_lag_seconds", "Age of the oldest due task (0 when none).",
-                            labels=["queue"])
+    lag = GaugeMetricFamily("tracker_queue_lag_seconds", "Age of the oldest due task (0 when none).", labels=["queue"])
     paused = GaugeMetricFamily("tracker_queue_paused", "1 when the queue is paused.", labels=["queue"])
     due = GaugeMetricFamily("tracker_queue_due", "Tasks due now.", labels=["queue"])
     paused_names = set(TaskQueue.objects.filter(paused=True).values_list("name", flat=True))
@@ -82,8 +81,9 @@ def _tracker_families():
     yield due
     alive = WorkerHeartbeat.objects.filter(beat_at__gte=stale_before()).count()
     yield GaugeMetricFamily("tracker_consumers_alive", "Consumer slots whose heartbeat is fresh.", value=alive)
-    yield GaugeMetricFamily("tracker_consumers_wanted", "Consumer slots configured.",
-                            value=settings.TRACKER["CONSUMERS"])
+    yield GaugeMetricFamily(
+        "tracker_consumers_wanted", "Consumer slots configured.", value=settings.TRACKER["CONSUMERS"]
+    )
 
 
 def _jobs_families():
@@ -111,9 +111,12 @@ def _recon_families():
     for status in StagingStatus.values:
         family.add_metric([status], counts.get(status, 0))
     yield family
-    yield GaugeMetricFamily("recon_review_queue", "Entries the review queue shows: NEEDS_MANUAL_REVIEW, and PENDING "
-                            "entries whose task FAILED or was CANCELLED (recon.selectors).",
-                            value=counts.get(StagingStatus.NEEDS_MANUAL_REVIEW, 0) + staging_entries_stuck().count())
+    yield GaugeMetricFamily(
+        "recon_review_queue",
+        "Entries the review queue shows: NEEDS_MANUAL_REVIEW, and PENDING "
+        "entries whose task FAILED or was CANCELLED (recon.selectors).",
+        value=counts.get(StagingStatus.NEEDS_MANUAL_REVIEW, 0) + staging_entries_stuck().count(),
+    )
 
 
 class _Collector:

@@ -41,6 +41,7 @@ class ApiAutoSchema(AutoSchema):
         codes = _READ_ERRORS if method in ("GET", "HEAD", "OPTIONS") else tuple(_ERRORS)
         responses = operation.setdefault("responses", {})
         for code in codes:
-            responses.setdefault(str(code), {"content": {"application/json": {"schema": ref}},
-                                             "description": _ERRORS[code]})
+            responses.setdefault(
+                str(code), {"content": {"application/json": {"schema": ref}}, "description": _ERRORS[code]}
+            )
         return operation

@@ -34,8 +34,13 @@ def prepare(demo: bool) -> None:
     manage("migrate", "--noinput")
     if demo:
         manage("recon_demo")
-        manage("shell", "--no-imports", "-c", "from django.contrib.auth import get_user_model as m; u = m().objects; "
-               "u.filter(username='admin').exists() or u.create_superuser('admin', 'admin@example.com', 'admin')")
+        manage(
+            "shell",
+            "--no-imports",
+            "-c",
+            "from django.contrib.auth import get_user_model as m; u = m().objects; "
+            "u.filter(username='admin').exists() or u.create_superuser('admin', 'admin@example.com', 'admin')",
+        )
 
 
 def serve(host: str, port: int) -> int:
@@ -43,27 +48,47 @@ def serve(host: str, port: int) -> int:
     through this supervisor, once) and waits; returns the exit code."""
     commands = {
         "qcluster": [sys.executable, "manage.py", "qcluster"],
-        "uvicorn": [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
-                    "--lifespan", "off", "--timeout-graceful-shutdown", "5"],
+        "uvicorn": [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--timeout-graceful-shutdown",
+            "5",
+        ],
     }
-    procs = {name: subprocess.Popen(cmd, process_group=0, preexec_fn=_die_with_parent)
-             for name, cmd in commands.items()}
+    procs = {
+        name: subprocess.Popen(cmd, process_group=0, preexec_fn=_die_with_parent) for name, cmd in commands.items()
+    }
     stopping = False
 
     def stop(signum=None, frame=None):
         nonlocal stopping
         if not stopping:
             stopping = True
-            print(f"serve: stopping ({'signal ' + signal.Signals(signum).name if signum else 'a process exited'})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"serve: stopping ({'signal ' + signal.Signals(signum).name if signum else 'a process exited'})",
+                file=sys.stderr,
+                flush=True,
+            )
             for proc in procs.values():
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
-    print(f"serve: console at http://127.0.0.1:{port}/admin/ (admin / admin; merchant operator demo_operator / demo)"
-          f"; Ctrl-C stops", file=sys.stderr, flush=True)
+    print(
+        f"serve: console at http://127.0.0.1:{port}/admin/ (admin / admin; merchant operator demo_operator / demo)"
+        f"; Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
     failed = False
     while any(proc.poll() is None for proc in procs.values()):
         for name, proc in procs.items():

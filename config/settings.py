@@ -26,7 +26,11 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("Set DJANGO_SECRET_KEY (a long random string; `make run` sets a development one).")
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h.strip()]
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
+    if h.strip()
+]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 # Every `check --deploy` setting comes from the environment. TLS usually ends at a reverse proxy, so redirects,
@@ -44,7 +48,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Content-Security-Policy (Django's built-in middleware): scripts only from this host or with the request's nonce
-# (the console's one inline script carries it); Swagger UI loads its init script as a file (SpectacularSwaggerSplitView).
+# (the console's one inline script carries it); Swagger UI loads its init script as a file
+# (SpectacularSwaggerSplitView).
 SECURE_CSP = {
     "default-src": [CSP.SELF],
     "script-src": [CSP.SELF, CSP.NONCE],
@@ -118,14 +123,19 @@ if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql
 
     raise ImproperlyConfigured(
         "DATABASE_URL must name a PostgreSQL database (postgres://user@host:port/name). `make run` starts one "
-        "under var/pg and `make test` a throwaway one; while `make run` runs, var/pg/database_url holds its URL.")
+        "under var/pg and `make test` a throwaway one; while `make run` runs, var/pg/database_url holds its URL."
+    )
 DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60, conn_health_checks=True)}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-AUTH_PASSWORD_VALIDATORS = [] if DEBUG else [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-]
+AUTH_PASSWORD_VALIDATORS = (
+    []
+    if DEBUG
+    else [
+        {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    ]
+)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

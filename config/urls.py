@@ -2,9 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from config import views
-
-from config import dashboard
+from config import dashboard, views
 from config.metrics import MetricsView
 
 admin.site.index_template = "admin/dashboard.html"

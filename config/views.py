@@ -22,8 +22,12 @@ def bad_request(request, exception=None, template_name="400.html"):
     if isinstance(exception, RequestDataTooBig):
         limit = body_limit(request.path_info)
         if is_api(request):
-            return api_error(f"The request body is larger than the limit of {limit} bytes.", "payload_too_large",
-                             413, {"max_bytes": limit})
+            return api_error(
+                f"The request body is larger than the limit of {limit} bytes.",
+                "payload_too_large",
+                413,
+                {"max_bytes": limit},
+            )
     if is_api(request):
         return api_error("Bad request.", "bad_request", 400)
     return defaults.bad_request(request, exception, template_name)

@@ -22,8 +22,15 @@ from tracker.pagination import CappedCountPaginator
 
 S = JobState
 LOG_EVENTS = 500  # the job page's log replays at most this many of the latest stored events
-STATE_COLOURS = {"CREATED": "#777", "RUNNING": "#2a7ae2", "WAITING": "#b8860b", "PAUSED": "#8a6d3b",
-                 "COMPLETED": "#2e8b57", "FAILED": "#c0392b", "CANCELLED": "#555"}
+STATE_COLOURS = {
+    "CREATED": "#777",
+    "RUNNING": "#2a7ae2",
+    "WAITING": "#b8860b",
+    "PAUSED": "#8a6d3b",
+    "COMPLETED": "#2e8b57",
+    "FAILED": "#c0392b",
+    "CANCELLED": "#555",
+}
 ACTIONS = {  # admin button/action -> (service, legal source states, past tense)
     "pause": (services.job_pause, [S.RUNNING], "paused"),
     "resume": (services.job_resume, [S.PAUSED], "resumed"),
@@ -37,7 +44,11 @@ def progress_bar(pct: int, state: str) -> str:
     return format_html(
         '<div class="job-bar" style="display:inline-block;width:120px;height:10px;background:#e5e5e5;'
         'border-radius:5px;overflow:hidden;vertical-align:middle"><div style="width:{}%;height:100%;'
-        'background:{}"></div></div> <span style="font-size:11px">{}%</span>', pct, colour, pct)
+        'background:{}"></div></div> <span style="font-size:11px">{}%</span>',
+        pct,
+        colour,
+        pct,
+    )
 
 
 class JobTypeFilter(admin.SimpleListFilter):
@@ -72,8 +83,17 @@ class JobSignalInline(admin.TabularInline):
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     tenant_field, tenant_owner_field = "merchant_id", "owner"  # jobs without a merchant are their owner's
-    list_display = ["job_id", "job_type", "state_badge", "progress_shown", "step", "merchant_id", "owner", "attempts",
-                    "created_at"]
+    list_display = [
+        "job_id",
+        "job_type",
+        "state_badge",
+        "progress_shown",
+        "step",
+        "merchant_id",
+        "owner",
+        "attempts",
+        "created_at",
+    ]
     list_filter = ["state", JobTypeFilter, ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["owner"]
     search_fields = ["=job_id", "=merchant_id"]
@@ -88,17 +108,64 @@ class JobAdmin(admin.ModelAdmin):
     inlines = [JobSignalInline]
     fieldsets = [
         (None, {"fields": ["job_id", "job_type", "schema_version", "state", "merchant_id", "owner"]}),
-        ("Progress", {"fields": ["progress", "step", "attempts", "slices", "heartbeat_at", "created_at",
-                                 "started_at", "finished_at", "updated_at"]}),
-        ("Data", {"fields": ["params_pretty", "checkpoint_pretty", "result_pretty", "wait_signal", "wake_at",
-                             "run_task_link"]}),
+        (
+            "Progress",
+            {
+                "fields": [
+                    "progress",
+                    "step",
+                    "attempts",
+                    "slices",
+                    "heartbeat_at",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "updated_at",
+                ]
+            },
+        ),
+        (
+            "Data",
+            {
+                "fields": [
+                    "params_pretty",
+                    "checkpoint_pretty",
+                    "result_pretty",
+                    "wait_signal",
+                    "wake_at",
+                    "run_task_link",
+                ]
+            },
+        ),
         ("Error", {"fields": ["error", "error_details"], "classes": ["collapse"]}),
         ("History", {"fields": ["history"]}),
     ]
-    readonly_fields = ["job_id", "job_type", "schema_version", "state", "merchant_id", "owner", "progress", "step",
-                       "attempts", "slices", "heartbeat_at", "created_at", "started_at", "finished_at", "updated_at",
-                       "params_pretty", "checkpoint_pretty", "result_pretty", "wait_signal", "wake_at",
-                       "run_task_link", "error", "error_details", "history"]
+    readonly_fields = [
+        "job_id",
+        "job_type",
+        "schema_version",
+        "state",
+        "merchant_id",
+        "owner",
+        "progress",
+        "step",
+        "attempts",
+        "slices",
+        "heartbeat_at",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "updated_at",
+        "params_pretty",
+        "checkpoint_pretty",
+        "result_pretty",
+        "wait_signal",
+        "wake_at",
+        "run_task_link",
+        "error",
+        "error_details",
+        "history",
+    ]
 
     def has_add_permission(self, request):
         return False
@@ -116,8 +183,10 @@ class JobAdmin(admin.ModelAdmin):
         return progress_bar(job.progress, job.state)
 
     def _pretty(self, value):
-        return format_html("<pre style=\"white-space:pre-wrap;margin:0\">{}</pre>",
-                           json.dumps(value, indent=2, sort_keys=True, default=str))
+        return format_html(
+            '<pre style="white-space:pre-wrap;margin:0">{}</pre>',
+            json.dumps(value, indent=2, sort_keys=True, default=str),
+        )
 
     @admin.display(description="params")
     def params_pretty(self, job):
@@ -140,16 +209,25 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="transitions")
     def history(self, job):
-        rows = [format_html("<tr><td>{}</td><td>{} &rarr; {}</td><td>{}</td><td>{}</td></tr>",
-                            t.at.strftime("%Y-%m-%d %H:%M:%S"), t.from_status, t.to_status, t.by, t.reason)
-                for t in audit.history(job)]
+        rows = [
+            format_html(
+                "<tr><td>{}</td><td>{} &rarr; {}</td><td>{}</td><td>{}</td></tr>",
+                t.at.strftime("%Y-%m-%d %H:%M:%S"),
+                t.from_status,
+                t.to_status,
+                t.by,
+                t.reason,
+            )
+            for t in audit.history(job)
+        ]
         return format_html("<table>{}</table>", mark_safe("".join(rows))) if rows else "-"  # rows are escaped
 
     def get_fieldsets(self, request, obj=None):
         """The Error section is open on a failed job (collapsed elsewhere)."""
         if obj is not None and obj.state == S.FAILED:
-            return [(name, {**opts, "classes": []}) if name == "Error" else (name, opts)
-                    for name, opts in self.fieldsets]
+            return [
+                (name, {**opts, "classes": []}) if name == "Error" else (name, opts) for name, opts in self.fieldsets
+            ]
         return self.fieldsets
 
     # --- change page: live parts, log and buttons ----------------------------------------------------
@@ -158,24 +236,31 @@ class JobAdmin(admin.ModelAdmin):
         job = Job.objects.filter(pk=object_id).first() if _is_uuid(object_id) else None
         if job is not None:
             # The log replays the last LOG_EVENTS stored events (all of them for most jobs) from the stream.
-            before = list(JobEvent.objects.filter(job=job).order_by("-id").values_list("id", flat=True)[
-                LOG_EVENTS:LOG_EVENTS + 1])
+            before = list(
+                JobEvent.objects.filter(job=job)
+                .order_by("-id")
+                .values_list("id", flat=True)[LOG_EVENTS : LOG_EVENTS + 1]
+            )
             replay_from = before[0] if before else 0
-            extra_context.update({
-                "job": job,
-                "job_bar_colour": STATE_COLOURS.get(job.state, "#2a7ae2"),
-                "job_events_url": f"/api/jobs/{job.pk}/events/?last_event_id={replay_from}",
-                "job_events_hidden": JobEvent.objects.filter(job=job, id__lte=replay_from).count() if before else 0,
-                "job_events_list_url": reverse("admin:jobs_jobevent_changelist") + f"?q={job.pk}",
-                "job_action_url": reverse("admin:jobs_job_act", args=[job.pk]),
-                "job_can_change": self.has_change_permission(request, job),
-                "job_waiting_for": job.wait_signal.split(",") if job.state == S.WAITING and job.wait_signal else [],
-                "job_actions": [(name, name in self._legal_now(job)) for name in ACTIONS],
-                "job_terminal": job.state in TERMINAL_STATES,
-                "workflow_panel": admin_workflows.run_panel(request, job),
-                "show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
-                "show_delete": False,
-            })
+            extra_context.update(
+                {
+                    "job": job,
+                    "job_bar_colour": STATE_COLOURS.get(job.state, "#2a7ae2"),
+                    "job_events_url": f"/api/jobs/{job.pk}/events/?last_event_id={replay_from}",
+                    "job_events_hidden": JobEvent.objects.filter(job=job, id__lte=replay_from).count() if before else 0,
+                    "job_events_list_url": reverse("admin:jobs_jobevent_changelist") + f"?q={job.pk}",
+                    "job_action_url": reverse("admin:jobs_job_act", args=[job.pk]),
+                    "job_can_change": self.has_change_permission(request, job),
+                    "job_waiting_for": job.wait_signal.split(",") if job.state == S.WAITING and job.wait_signal else [],
+                    "job_actions": [(name, name in self._legal_now(job)) for name in ACTIONS],
+                    "job_terminal": job.state in TERMINAL_STATES,
+                    "workflow_panel": admin_workflows.run_panel(request, job),
+                    "show_save": False,
+                    "show_save_and_continue": False,
+                    "show_save_and_add_another": False,
+                    "show_delete": False,
+                }
+            )
         return super().change_view(request, object_id, form_url, extra_context)
 
     @staticmethod
@@ -183,8 +268,10 @@ class JobAdmin(admin.ModelAdmin):
         return {name for name, (_, legal, _) in ACTIONS.items() if job.state in legal}
 
     def get_urls(self):
-        return [path("<uuid:job_id>/act/", self.admin_site.admin_view(self.act_view), name="jobs_job_act"),
-                *super().get_urls()]
+        return [
+            path("<uuid:job_id>/act/", self.admin_site.admin_view(self.act_view), name="jobs_job_act"),
+            *super().get_urls(),
+        ]
 
     def act_view(self, request, job_id):
         """POST `action` (pause, resume, cancel, retry, or `signal:<name>`): calls the service."""
@@ -202,8 +289,11 @@ class JobAdmin(admin.ModelAdmin):
                 signal = name.split(":", 1)[1].strip()
                 if not signal:
                     raise AppError("A signal name is required.")
-                confirm = (registry.get(job.job_type).signal_views or {}).get(signal) \
-                    if job.job_type in registry.all_types() else None
+                confirm = (
+                    (registry.get(job.job_type).signal_views or {}).get(signal)
+                    if job.job_type in registry.all_types()
+                    else None
+                )
                 if confirm:  # the job type confirms this signal on its own page first
                     return HttpResponseRedirect(reverse(confirm, args=[job.pk]))
                 services.job_signal(job_id=job.pk, name=signal, payload={"via": "admin"}, by=request.user)
@@ -229,8 +319,9 @@ class JobAdmin(admin.ModelAdmin):
             except AppError:
                 pass  # changed state since we looked
         level = messages.SUCCESS if done else messages.WARNING
-        self.message_user(request, f"{done} job(s) {done_word}; {total - done} skipped (not in a state that allows "
-                                   f"it).", level)
+        self.message_user(
+            request, f"{done} job(s) {done_word}; {total - done} skipped (not in a state that allows it).", level
+        )
 
     @admin.action(permissions=["change"], description="Pause selected running jobs")
     def pause_selected(self, request, queryset):

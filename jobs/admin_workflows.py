@@ -26,8 +26,13 @@ from jobs.workflows import declare, engine, graph
 from jobs.workflows.selectors import workflow_stats
 from tracker.pagination import CappedCountPaginator
 
-WINDOWS = [(1, "last hour"), (6, "last 6 hours"), (24, "last 24 hours"), (24 * 7, "last 7 days"),
-           (24 * 30, "last 30 days")]
+WINDOWS = [
+    (1, "last hour"),
+    (6, "last 6 hours"),
+    (24, "last 24 hours"),
+    (24 * 7, "last 7 days"),
+    (24 * 30, "last 30 days"),
+]
 
 
 def _run_fragment_context(request, job: Job) -> dict:
@@ -39,19 +44,26 @@ def _run_fragment_context(request, job: Job) -> dict:
         s.result_json = json.dumps(s.result, indent=2, sort_keys=True, default=str)
         s.retryable = failed_run and all(by_name[p].state in STEP_DONE_STATES for p in s.depends_on)
         s.retry_url = reverse("admin:jobs_workflowstep_retry", args=[s.pk])
-    return {"job": job, "steps": steps, "graph": mark_safe(graph.run_svg(steps)),  # built from escaped text
-            "can_retry_steps": failed_run}
+    return {
+        "job": job,
+        "steps": steps,
+        "graph": mark_safe(graph.run_svg(steps)),  # built from escaped text
+        "can_retry_steps": failed_run,
+    }
 
 
 def run_panel(request, job: Job) -> str:
     """The panel the job change page shows for a workflow run ("" for other jobs)."""
     if job.workflow_version is None:
         return ""
-    context = {**_run_fragment_context(request, job),
-               "fragment_url": reverse("admin:jobs_workflowstep_fragment",
-                                       args=[WorkflowStep.objects.filter(job_id=job.pk).values_list("pk", flat=True)
-                                             .first()]),
-               "events_url": f"/api/jobs/{job.pk}/events/"}
+    context = {
+        **_run_fragment_context(request, job),
+        "fragment_url": reverse(
+            "admin:jobs_workflowstep_fragment",
+            args=[WorkflowStep.objects.filter(job_id=job.pk).values_list("pk", flat=True).first()],
+        ),
+        "events_url": f"/api/jobs/{job.pk}/events/",
+    }
     return mark_safe(render_to_string("admin/jobs/workflows/run_panel.html", context, request=request))
 
 
@@ -71,8 +83,16 @@ class WorkflowStepAdmin(admin.ModelAdmin):
     tenant_field, tenant_owner_field = "job__merchant_id", "job__owner"
     tenant_permissions = ("view", "change")
 
-    list_display = ["name", "run_link", "state", "attempts", "attempts_limit", "duration_ms", "started_at",
-                    "finished_at"]
+    list_display = [
+        "name",
+        "run_link",
+        "state",
+        "attempts",
+        "attempts_limit",
+        "duration_ms",
+        "started_at",
+        "finished_at",
+    ]
     list_filter = ["state", ("finished_at", admin.DateFieldListFilter)]
     search_fields = ["=job__job_id", "=name"]
     list_select_related = ["job"]
@@ -94,12 +114,19 @@ class WorkflowStepAdmin(admin.ModelAdmin):
     def run_link(self, step):
         from django.utils.html import format_html
 
-        return format_html('<a href="{}">{} {}</a>', reverse("admin:jobs_job_change", args=[step.job_id]),
-                           step.job.job_type, str(step.job_id)[:8])
+        return format_html(
+            '<a href="{}">{} {}</a>',
+            reverse("admin:jobs_job_change", args=[step.job_id]),
+            step.job.job_type,
+            str(step.job_id)[:8],
+        )
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "declared_url": reverse("admin:jobs_workflows_declared"),
-                         "analytics_url": reverse("admin:jobs_workflows_analytics")}
+        extra_context = {
+            **(extra_context or {}),
+            "declared_url": reverse("admin:jobs_workflows_declared"),
+            "analytics_url": reverse("admin:jobs_workflows_analytics"),
+        }
         return super().changelist_view(request, extra_context)
 
     def get_urls(self):
@@ -115,22 +142,35 @@ class WorkflowStepAdmin(admin.ModelAdmin):
         ]
 
     def _base(self, request) -> dict:
-        return {**self.admin_site.each_context(request), "opts": self.model._meta,
-                "declared_url": reverse("admin:jobs_workflows_declared"),
-                "analytics_url": reverse("admin:jobs_workflows_analytics"),
-                "runs_url": reverse("admin:jobs_job_changelist"),
-                "steps_url": reverse("admin:jobs_workflowstep_changelist")}
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "declared_url": reverse("admin:jobs_workflows_declared"),
+            "analytics_url": reverse("admin:jobs_workflows_analytics"),
+            "runs_url": reverse("admin:jobs_job_changelist"),
+            "steps_url": reverse("admin:jobs_workflowstep_changelist"),
+        }
 
     def declared_view(self, request):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        workflows = [{"name": w.name, "version": w.version, "description": w.description,
-                      "older": [v for v in declare.versions(w.name) if v != w.version],
-                      "graph": mark_safe(graph.workflow_svg(w)), "text": w.as_text(),  # escaped SVG text
-                      "start_url": reverse("admin:jobs_workflow_start", args=[w.name]) if w.start_form else ""}
-                     for w in declare.all_workflows()]
-        return TemplateResponse(request, "admin/jobs/workflows/declared.html",
-                                {**self._base(request), "title": "Workflows", "workflows": workflows})
+        workflows = [
+            {
+                "name": w.name,
+                "version": w.version,
+                "description": w.description,
+                "older": [v for v in declare.versions(w.name) if v != w.version],
+                "graph": mark_safe(graph.workflow_svg(w)),
+                "text": w.as_text(),  # escaped SVG text
+                "start_url": reverse("admin:jobs_workflow_start", args=[w.name]) if w.start_form else "",
+            }
+            for w in declare.all_workflows()
+        ]
+        return TemplateResponse(
+            request,
+            "admin/jobs/workflows/declared.html",
+            {**self._base(request), "title": "Workflows", "workflows": workflows},
+        )
 
     def analytics_view(self, request):
         if not self.has_view_permission(request):
@@ -143,11 +183,22 @@ class WorkflowStepAdmin(admin.ModelAdmin):
         names = [w.name for w in declare.all_workflows()]
         workflow = request.GET.get("workflow") or None
         workflow = workflow if workflow in names else None
-        stats = workflow_stats(jobs=visible_jobs(request.user), since=timezone.now() - dt.timedelta(hours=hours),
-                               workflow=workflow)
-        return TemplateResponse(request, "admin/jobs/workflows/analytics.html",
-                                {**self._base(request), "title": "Workflow analytics", "stats": stats,
-                                 "windows": WINDOWS, "hours": hours, "names": names, "workflow": workflow or ""})
+        stats = workflow_stats(
+            jobs=visible_jobs(request.user), since=timezone.now() - dt.timedelta(hours=hours), workflow=workflow
+        )
+        return TemplateResponse(
+            request,
+            "admin/jobs/workflows/analytics.html",
+            {
+                **self._base(request),
+                "title": "Workflow analytics",
+                "stats": stats,
+                "windows": WINDOWS,
+                "hours": hours,
+                "names": names,
+                "workflow": workflow or "",
+            },
+        )
 
     def start_view(self, request, name):
         """The workflow's start form (`start_form` of its declaration): files, dates, ...; starts a run."""
@@ -166,14 +217,20 @@ class WorkflowStepAdmin(admin.ModelAdmin):
                     return HttpResponseRedirect(reverse("admin:jobs_job_change", args=[job.pk]))
         else:
             form = wf.start_form(user=request.user)
-        return TemplateResponse(request, "admin/jobs/workflows/start.html",
-                                {**self._base(request), "title": f"Start {wf.name}", "form": form, "workflow": wf})
+        return TemplateResponse(
+            request,
+            "admin/jobs/workflows/start.html",
+            {**self._base(request), "title": f"Start {wf.name}", "form": form, "workflow": wf},
+        )
 
     def fragment_view(self, request, object_id):
         """The run's graph and steps (the panel's live refresh), for the run of step `object_id`."""
         job = _run_of_step(request, object_id)
-        return HttpResponse(render_to_string("admin/jobs/workflows/run_fragment.html",
-                                             _run_fragment_context(request, job), request=request))
+        return HttpResponse(
+            render_to_string(
+                "admin/jobs/workflows/run_fragment.html", _run_fragment_context(request, job), request=request
+            )
+        )
 
     def step_retry_view(self, request, object_id):
         """POST: "Retry from this step" (jobs.workflows.engine.workflow_step_retry)."""

@@ -72,7 +72,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     def get_queryset(self):
         return visible_jobs(self.request.user, Job.objects.order_by("-created_at", "job_id")).prefetch_related(
-            "workflow_steps")
+            "workflow_steps"
+        )
 
     def get_object(self) -> Job:
         try:
@@ -97,11 +98,17 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                 raise NotFound("Merchant not found.")
             if not policy().can_operate(request.user, merchant_id):
                 raise PermissionDenied("Only operators may start jobs for this merchant.")
-        job = services.job_create(job_type=body.validated_data["job_type"], params=body.validated_data["params"],
-                                  owner=request.user, merchant_id=merchant_id,
-                                  idempotency_key=body.validated_data["idempotency_key"])
-        return Response(JobSerializer(Job.objects.get(pk=job.pk)).data,
-                        status=status.HTTP_200_OK if job.replayed else status.HTTP_201_CREATED)
+        job = services.job_create(
+            job_type=body.validated_data["job_type"],
+            params=body.validated_data["params"],
+            owner=request.user,
+            merchant_id=merchant_id,
+            idempotency_key=body.validated_data["idempotency_key"],
+        )
+        return Response(
+            JobSerializer(Job.objects.get(pk=job.pk)).data,
+            status=status.HTTP_200_OK if job.replayed else status.HTTP_201_CREATED,
+        )
 
     def _operate(self, service, **kwargs) -> Response:
         job = self.get_object()
@@ -157,17 +164,28 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise PermissionDenied("Only operators may change this job.")
         body = JobSignalSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        services.job_signal(job_id=job.job_id, name=body.validated_data["name"],
-                            payload=body.validated_data["payload"], by=request.user)
+        services.job_signal(
+            job_id=job.job_id, name=body.validated_data["name"], payload=body.validated_data["payload"], by=request.user
+        )
         return Response(JobSerializer(Job.objects.get(pk=job.job_id)).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("last_event_id", int, description="Replay every stored event after this id "
-                                     "(the `Last-Event-ID` header wins when both are sent).")],
-        responses={(200, "text/event-stream"): OpenApiResponse(
-            OpenApiTypes.STR, description="Server-Sent Events: `state`, `progress`, `log`, each stored one with its "
-                                          "`id:`."),
-                   429: OpenApiResponse(description="Too many open streams for this user.")})
+        parameters=[
+            OpenApiParameter(
+                "last_event_id",
+                int,
+                description="Replay every stored event after this id "
+                "(the `Last-Event-ID` header wins when both are sent).",
+            )
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="Server-Sent Events: `state`, `progress`, `log`, each stored one with its `id:`.",
+            ),
+            429: OpenApiResponse(description="Too many open streams for this user."),
+        },
+    )
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, EventStreamRenderer])
     def events(self, request, job_id=None):
         """Server-Sent Events of the job. With `Last-Event-ID` (or `?last_event_id=`): every stored event after
@@ -177,14 +195,16 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         connection: the request's own is closed before streaming starts."""
         job = self.get_object()
         last_event_id = events.parse_last_event_id(
-            request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id"))
+            request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id")
+        )
         user_key = request.user.pk
         release = events.hub.acquire_slot(user_key)
         if not connection.in_atomic_block:
             connection.close()  # nothing below needs it; a stream may stay open for hours
         stream = events.astream if isinstance(request._request, ASGIRequest) else events.stream
-        response = StreamingHttpResponse(stream(job.job_id, last_event_id=last_event_id, user_key=user_key),
-                                         content_type="text/event-stream")
+        response = StreamingHttpResponse(
+            stream(job.job_id, last_event_id=last_event_id, user_key=user_key), content_type="text/event-stream"
+        )
         response._resource_closers.append(release)  # the slot comes back when the response is closed
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"

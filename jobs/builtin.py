@@ -1,5 +1,6 @@
-"""Built-in job types, for demos and tests: startable by staff only, removed with JOBS_DEMO_TYPES=0. They show the handler contract (jobs.runtime): resume from the
-checkpoint, one atomic block per unit of work ending with `ctx.checkpoint`, `should_stop()` between units."""
+"""Built-in job types, for demos and tests: startable by staff only, removed with JOBS_DEMO_TYPES=0. They show
+the handler contract (jobs.runtime): resume from the checkpoint, one atomic block per unit of work ending with
+`ctx.checkpoint`, `should_stop()` between units."""
 
 import datetime as dt
 import time
@@ -16,10 +17,16 @@ from jobs.runtime import JobContext
 class CountdownParams(serializers.Serializer):
     steps = serializers.IntegerField(min_value=1, max_value=100_000, default=10)
     step_seconds = serializers.FloatField(min_value=0, max_value=60, default=1.0)
-    fail_at = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None,
-                                       help_text="Raise an error at this step (tests of FAILED and retry).")
-    fail_attempts = serializers.IntegerField(min_value=1, default=1,
-                                             help_text="Fail only while the job's attempt is at most this.")
+    fail_at = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Raise an error at this step (tests of FAILED and retry).",
+    )
+    fail_attempts = serializers.IntegerField(
+        min_value=1, default=1, help_text="Fail only while the job's attempt is at most this."
+    )
 
 
 @job_type("jobs.countdown", params=CountdownParams, demo=True)

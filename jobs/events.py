@@ -61,14 +61,15 @@ def state_data(job: Job) -> dict:
 
 def emit(job_id, kind: str, data: dict) -> JobEvent:
     """Appends one event to the job's log and queues its NOTIFY, in the caller's transaction (or a transaction of
-    its own). Locks the job's row first (FOR NO KEY UPDATE, the lock an UPDATE of the row takes anyway), so the
-    events of a job commit in the order of their ids. Adds `at` (when it happened, ISO 8601) to `data`, which it
-assumes JSON-serialisable with Django's encoder."""
+        its own). Locks the job's row first (FOR NO KEY UPDATE, the lock an UPDATE of the row takes anyway), so the
+        events of a job commit in the order of their ids. Adds `at` (when it happened, ISO 8601) to `data`, which it
+    assumes JSON-serialisable with Django's encoder."""
     data = json.loads(json.dumps({**data, "at": data.get("at") or timezone.now()}, cls=DjangoJSONEncoder))
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT 1 FROM {Job._meta.db_table} WHERE job_id = %s FOR NO KEY UPDATE",
-                           [uuid.UUID(str(job_id))])
+            cursor.execute(
+                f"SELECT 1 FROM {Job._meta.db_table} WHERE job_id = %s FOR NO KEY UPDATE", [uuid.UUID(str(job_id))]
+            )
         event = JobEvent.objects.create(job_id=job_id, kind=kind, data=data)
         wakeup.notify(EVENTS_CHANNEL, uuid.UUID(str(job_id)).hex)
         wakeup.notify(channel(job_id), str(event.id))
@@ -80,6 +81,7 @@ def emit_state(job: Job) -> JobEvent:
 
 
 # --- Server-Sent Events encoding ------------------------------------------------------------------------
+
 
 def sse(event: str, data: dict, event_id: int | None = None) -> bytes:
     lines = []
@@ -105,6 +107,7 @@ def parse_last_event_id(value) -> int | None:
 
 
 # --- the per-process hub ---------------------------------------------------------------------------------
+
 
 class Subscription:
     """One open stream: the job it follows, the last event id it was given, and how to hand it chunks (a
@@ -147,8 +150,9 @@ class Hub:
         with self._lock:
             self._check_fork()
             if limit and self._slots.get(user_key, 0) >= limit:
-                raise TooManyStreams(f"At most {limit} open event streams per user; close one first.",
-                                     details={"limit": limit})
+                raise TooManyStreams(
+                    f"At most {limit} open event streams per user; close one first.", details={"limit": limit}
+                )
             self._slots[user_key] = self._slots.get(user_key, 0) + 1
         released = []
 
@@ -347,13 +351,21 @@ class Hub:
             if not subs:
                 return
             low = min(s.cursor for s in subs)
-            rows = list(JobEvent.objects.filter(job_id=subs[0].job_id, id__gt=low).order_by("id")
-                        .values_list("id", "kind", "data")[:READ_BATCH])
+            rows = list(
+                JobEvent.objects.filter(job_id=subs[0].job_id, id__gt=low)
+                .order_by("id")
+                .values_list("id", "kind", "data")[:READ_BATCH]
+            )
             if not rows:
                 return
-            encoded = [(event_id, sse(kind, data, event_id),
-                        kind == JobEventKind.STATE and data.get("state") in TERMINAL_STATES)
-                       for event_id, kind, data in rows]
+            encoded = [
+                (
+                    event_id,
+                    sse(kind, data, event_id),
+                    kind == JobEventKind.STATE and data.get("state") in TERMINAL_STATES,
+                )
+                for event_id, kind, data in rows
+            ]
             for sub in subs:
                 chunks, ended = [], False
                 for event_id, chunk, terminal in encoded:
@@ -375,6 +387,7 @@ hub = Hub()
 
 
 # --- the streams -----------------------------------------------------------------------------------------
+
 
 def stream(job_id, *, last_event_id: int | None = None, user_key=None) -> Iterator[bytes]:
     """Server-Sent Events of the job for WSGI (a sync generator): the replay after `last_event_id`, or the

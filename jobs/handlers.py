@@ -7,13 +7,17 @@ import time
 
 from django.db import transaction
 
-from jobs import builtin  # noqa: F401  (registers the built-in job types)
-from jobs import operations  # noqa: F401  (registers tracker.bulk_tasks)
-from jobs.workflows import builtin as workflow_builtin  # noqa: F401  (jobs.diamond)
-from jobs.workflows import tasks as workflow_tasks  # noqa: F401  (WORKFLOW_STEP)
-from jobs import conf, runtime, services
+from jobs import (
+    builtin,  # noqa: F401  (registers the built-in job types)
+    conf,
+    operations,  # noqa: F401  (registers tracker.bulk_tasks)
+    runtime,
+    services,
+)
 from jobs.errors import JobRunFailed, JobRunSuperseded
 from jobs.models import Job, JobState
+from jobs.workflows import builtin as workflow_builtin  # noqa: F401  (jobs.diamond)
+from jobs.workflows import tasks as workflow_tasks  # noqa: F401  (WORKFLOW_STEP)
 from tracker.errors import LeaseLost
 from tracker.registry import TaskHandler, register
 
@@ -28,8 +32,11 @@ def _fail_if_job_failed(job_id, task) -> None:
     """A slice that failed its job fails its run task too (JobRunFailed, not retryable), so the task list's
     FAILED filter and the job agree. Retrying the job enqueues a new run task; retrying this task only finds the
     job FAILED again."""
-    error = Job.objects.filter(pk=job_id, state=JobState.FAILED, run_task_id=task.task_id).values_list(
-        "error", flat=True).first()
+    error = (
+        Job.objects.filter(pk=job_id, state=JobState.FAILED, run_task_id=task.task_id)
+        .values_list("error", flat=True)
+        .first()
+    )
     if error is not None:
         raise JobRunFailed(f"The job failed: {error}" if error else "The job failed.")
 

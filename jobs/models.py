@@ -33,10 +33,16 @@ class Job(FSMModelMixin, models.Model):
     job_type = models.CharField(max_length=100, db_index=True)
     schema_version = models.PositiveSmallIntegerField(default=1, help_text="Version of the type's params/checkpoint.")
     params = models.JSONField(default=dict, blank=True)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="jobs")
-    merchant_id = models.CharField(max_length=64, blank=True, default="", db_index=True,
-                                   help_text="Tenant (merchant id) the job belongs to; empty for personal jobs.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    merchant_id = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_index=True,
+        help_text="Tenant (merchant id) the job belongs to; empty for personal jobs.",
+    )
     state = FSMField(max_length=16, choices=JobState.choices, default=S.CREATED, protected=True)
     progress = models.PositiveSmallIntegerField(default=0, help_text="0-100")
     step = models.CharField(max_length=200, blank=True, default="")
@@ -48,8 +54,9 @@ class Job(FSMModelMixin, models.Model):
     attempts = models.PositiveIntegerField(default=0, help_text="Starts, retries and crash recoveries.")
     slices = models.PositiveIntegerField(default=0, help_text="Slices (JOB_RUN tasks) run so far.")
     run_task_id = models.UUIDField(null=True, blank=True, help_text="The latest JOB_RUN tracker task.")
-    wait_signal = models.CharField(max_length=100, blank=True, default="",
-                                   help_text="Signal the job waits for (WAITING).")
+    wait_signal = models.CharField(
+        max_length=100, blank=True, default="", help_text="Signal the job waits for (WAITING)."
+    )
     wake_at = models.DateTimeField(null=True, blank=True, help_text="When a WAITING job's timer fires.")
     wait_seq = models.PositiveIntegerField(default=0, help_text="Generation of the current wait (timer token).")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -57,13 +64,18 @@ class Job(FSMModelMixin, models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
-    workflow_version = models.PositiveIntegerField(null=True, blank=True,
-                                                   help_text="Version of the workflow a run started with (workflow "
-                                                             "runs only).")
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True,
-                                       help_text="Client key of POST /api/jobs/: a repeated key returns this job.")
-    request_hash = models.CharField(max_length=64, blank=True, default="",
-                                    help_text="Hash of the creating request's body (idempotency conflicts).")
+    workflow_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Version of the workflow a run started with (workflow runs only)."
+    )
+    idempotency_key = models.CharField(
+        max_length=200,
+        null=True,
+        blank=True,
+        help_text="Client key of POST /api/jobs/: a repeated key returns this job.",
+    )
+    request_hash = models.CharField(
+        max_length=64, blank=True, default="", help_text="Hash of the creating request's body (idempotency conflicts)."
+    )
 
     class Meta:
         db_table = "jobs_job"
@@ -75,8 +87,11 @@ class Job(FSMModelMixin, models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=Q(progress__lte=100), name="jobs_progress_le_100"),
-            models.UniqueConstraint(fields=["owner", "idempotency_key"], name="jobs_owner_idempotency_key",
-                                    condition=Q(idempotency_key__isnull=False)),
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                name="jobs_owner_idempotency_key",
+                condition=Q(idempotency_key__isnull=False),
+            ),
         ]
 
     def __str__(self):
@@ -149,16 +164,20 @@ class JobSignal(models.Model):
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="signals")
     name = models.CharField(max_length=100)
     payload = models.JSONField(default=dict, blank=True)
-    sent_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="+")
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     consumed_at = models.DateTimeField(null=True, blank=True)
     consumed_seq = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         db_table = "jobs_signal"
-        indexes = [models.Index(fields=["job", "name", "id"], name="jobs_signal_pending_idx",
-                                condition=Q(consumed_at__isnull=True))]
+        indexes = [
+            models.Index(
+                fields=["job", "name", "id"], name="jobs_signal_pending_idx", condition=Q(consumed_at__isnull=True)
+            )
+        ]
 
     def __str__(self):
         return f"{self.name} -> {self.job_id}"
@@ -191,6 +210,7 @@ class JobEvent(models.Model):
 
 # --- workflows (jobs.workflows): a run is a Job; its steps are rows of their own ------------------------------
 
+
 class StepState(models.TextChoices):
     PENDING = "PENDING"  # a parent is not done
     QUEUED = "QUEUED"  # ready: its task is enqueued
@@ -221,8 +241,9 @@ class WorkflowStep(FSMModelMixin, models.Model):
     state = FSMField(max_length=16, choices=StepState.choices, default=ST.PENDING, protected=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Attempts over the run's life (retries included).")
     max_attempts = models.PositiveIntegerField(default=3)
-    attempts_limit = models.PositiveIntegerField(default=3, help_text="attempts may grow to this (a retry adds "
-                                                                      "max_attempts).")
+    attempts_limit = models.PositiveIntegerField(
+        default=3, help_text="attempts may grow to this (a retry adds max_attempts)."
+    )
     task_id = models.UUIDField(null=True, blank=True, help_text="The step's current tracker task.")
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -241,8 +262,11 @@ class WorkflowStep(FSMModelMixin, models.Model):
         db_table = "jobs_workflow_step"
         ordering = ["job", "position"]
         constraints = [models.UniqueConstraint(fields=["job", "name"], name="jobs_workflow_step_unique_name")]
-        indexes = [models.Index(fields=["finished_at"], name="jobs_wfstep_finished_idx",
-                                condition=Q(finished_at__isnull=False))]
+        indexes = [
+            models.Index(
+                fields=["finished_at"], name="jobs_wfstep_finished_idx", condition=Q(finished_at__isnull=False)
+            )
+        ]
 
     def __str__(self):
         return f"{self.name} [{self.state}]"
@@ -287,8 +311,7 @@ class WorkflowStep(FSMModelMixin, models.Model):
         self.finished_at = timezone.now()
         self.next_attempt_at = None
 
-    @transition(field=state, source=[ST.FAILED, ST.CANCELLED, ST.COMPLETED, ST.SKIPPED, ST.PENDING],
-                target=ST.PENDING)
+    @transition(field=state, source=[ST.FAILED, ST.CANCELLED, ST.COMPLETED, ST.SKIPPED, ST.PENDING], target=ST.PENDING)
     def reset(self, by=None, reason="retried"):
         """A fresh set of attempts (the count keeps going); result, error and checkpoint cleared."""
         self.attempts_limit = self.attempts + self.max_attempts

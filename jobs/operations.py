@@ -42,29 +42,45 @@ def bulk_tasks(ctx: JobContext, params: dict) -> dict | None:
     state = dict(ctx.checkpoint_data)
     if "matched" not in state:
         matched = tracker_services.task_bulk_count(filter=flt, tenants=tenants)
-        legal = tracker_services.task_bulk_count(filter=flt, tenants=tenants,
-                                                 statuses=tracker_services.BULK_LEGAL[action])
+        legal = tracker_services.task_bulk_count(
+            filter=flt, tenants=tenants, statuses=tracker_services.BULK_LEGAL[action]
+        )
         state = {"matched": matched, "legal": legal, "changed": 0, "after": None}
         with transaction.atomic():
-            ctx.log(f"bulk {action}{' (dry run)' if dry_run else ''}: {matched} matching, {legal} in a legal state",
-                    matched=matched, legal=legal)
+            ctx.log(
+                f"bulk {action}{' (dry run)' if dry_run else ''}: {matched} matching, {legal} in a legal state",
+                matched=matched,
+                legal=legal,
+            )
             ctx.checkpoint(state)
     reason = f"bulk {action} by {owner.get_username()} (job {ctx.job_id})"
     while True:
         if ctx.should_stop():
             return None
         with transaction.atomic():
-            step = tracker_services.task_bulk_chunk(action=action, filter=flt, tenants=tenants,
-                                                    after=state["after"], limit=CHUNK, by=owner, reason=reason,
-                                                    dry_run=dry_run)
+            step = tracker_services.task_bulk_chunk(
+                action=action,
+                filter=flt,
+                tenants=tenants,
+                after=state["after"],
+                limit=CHUNK,
+                by=owner,
+                reason=reason,
+                dry_run=dry_run,
+            )
             state = {**state, "changed": state["changed"] + step["changed"], "after": step["after"]}
             ctx.checkpoint(state)
-        ctx.progress(100 * state["changed"] // max(1, state["legal"]) if step["after"] else 100,
-                     f"{state['changed']} of {state['legal']} {'would change' if dry_run else 'changed'}")
+        ctx.progress(
+            100 * state["changed"] // max(1, state["legal"]) if step["after"] else 100,
+            f"{state['changed']} of {state['legal']} {'would change' if dry_run else 'changed'}",
+        )
         if step["after"] is None:
             break
-    result = {"matched": state["matched"], "changed": state["changed"],
-              "skipped": max(0, state["matched"] - state["changed"])}
+    result = {
+        "matched": state["matched"],
+        "changed": state["changed"],
+        "skipped": max(0, state["matched"] - state["changed"]),
+    }
     if dry_run:
         result["dry_run"] = True
     return result
@@ -76,8 +92,9 @@ def bulk_tasks_start(*, action: str, filter, dry_run: bool = False, user):
     from jobs import services as job_services
 
     clean = tracker_services.task_bulk_clean(action=action, filter=filter)
-    return job_services.job_create(job_type=BULK_TASKS, owner=user,
-                                   params={"action": action, "filter": clean, "dry_run": bool(dry_run)})
+    return job_services.job_create(
+        job_type=BULK_TASKS, owner=user, params={"action": action, "filter": clean, "dry_run": bool(dry_run)}
+    )
 
 
 def jobs_referring_to(value: str) -> list[str]:

@@ -63,8 +63,15 @@ def demo_types_enabled() -> bool:
     return bool(conf.get("DEMO_TYPES"))
 
 
-def job_type(name: str, *, params: type | None = None, schema_version: int = 1, demo: bool = False,
-             signal_views: dict | None = None, upgrade: Callable | None = None):
+def job_type(
+    name: str,
+    *,
+    params: type | None = None,
+    schema_version: int = 1,
+    demo: bool = False,
+    signal_views: dict | None = None,
+    upgrade: Callable | None = None,
+):
     """Registers `handler(ctx, params) -> dict | None` as job type `name`. A `demo` type is startable by staff
     only and not registered at all with JOBS_DEMO_TYPES=0; `signal_views` maps a signal to the admin page that
     confirms before sending it. Bump `schema_version` when the checkpoint's shape changes, and pass
@@ -73,9 +80,16 @@ def job_type(name: str, *, params: type | None = None, schema_version: int = 1, 
     def decorate(handler: Callable) -> Callable:
         if demo and not demo_types_enabled():
             return handler
-        _registry[name] = JobType(name=name, handler=handler, params=params, schema_version=schema_version,
-                                  description=(handler.__doc__ or "").strip().split("\n")[0], demo=demo,
-                                  signal_views=signal_views, upgrade=upgrade)
+        _registry[name] = JobType(
+            name=name,
+            handler=handler,
+            params=params,
+            schema_version=schema_version,
+            description=(handler.__doc__ or "").strip().split("\n")[0],
+            demo=demo,
+            signal_views=signal_views,
+            upgrade=upgrade,
+        )
         return handler
 
     return decorate
@@ -87,8 +101,15 @@ def _workflow_handler(ctx, params):
 
 def register_workflow(wf) -> None:
     """Registers (or updates to a newer version) the job type of a workflow (jobs.workflows.declare)."""
-    _registry[wf.name] = JobType(name=wf.name, handler=_workflow_handler, params=wf.params, schema_version=1,
-                                 description=wf.description.split("\n")[0], workflow=wf, demo=wf.demo)
+    _registry[wf.name] = JobType(
+        name=wf.name,
+        handler=_workflow_handler,
+        params=wf.params,
+        schema_version=1,
+        description=wf.description.split("\n")[0],
+        workflow=wf,
+        demo=wf.demo,
+    )
 
 
 def _load() -> None:
@@ -106,8 +127,9 @@ def get(name: str) -> JobType:
     try:
         return _registry[name]
     except KeyError:
-        raise UnknownJobType(f"Unknown job type {name!r}.", details={"job_type": [f"Unknown job type {name!r}."]}) \
-            from None
+        raise UnknownJobType(
+            f"Unknown job type {name!r}.", details={"job_type": [f"Unknown job type {name!r}."]}
+        ) from None
 
 
 def all_types() -> list[str]:

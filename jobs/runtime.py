@@ -70,8 +70,15 @@ class Suspend(Exception):
 class JobContext:
     """What a job handler gets. One per slice; not shared between threads."""
 
-    def __init__(self, job: Job, *, task_id=None, worker_id: str = "", run_ctx: RunContext | None = None,
-                 deadline: float | None = None):
+    def __init__(
+        self,
+        job: Job,
+        *,
+        task_id=None,
+        worker_id: str = "",
+        run_ctx: RunContext | None = None,
+        deadline: float | None = None,
+    ):
         self.job_id = job.pk
         self.job_type = job.job_type
         self.params = job.params
@@ -119,8 +126,12 @@ class JobContext:
         with transaction.atomic():
             self._fence()
             Job.objects.filter(pk=self.job_id).update(
-                checkpoint=data, checkpoint_seq=F("checkpoint_seq") + 1, heartbeat_at=timezone.now(),
-                wait_signal="", wake_at=None)
+                checkpoint=data,
+                checkpoint_seq=F("checkpoint_seq") + 1,
+                heartbeat_at=timezone.now(),
+                wait_signal="",
+                wake_at=None,
+            )
         self.checkpoint_data = data
         self._checkpoint_seq += 1
         self._wait_signal, self._wake_at = "", None
@@ -131,8 +142,12 @@ class JobContext:
         run_task_id = run_task_id.first()
         if self._task_id is None:
             return
-        if run_task_id != self._task_id or not ProcessTracker.objects.filter(
-                task_id=self._task_id, status=TaskStatus.PROCESSING, locked_by=self._worker_id).exists():
+        if (
+            run_task_id != self._task_id
+            or not ProcessTracker.objects.filter(
+                task_id=self._task_id, status=TaskStatus.PROCESSING, locked_by=self._worker_id
+            ).exists()
+        ):
             raise JobRunSuperseded()
 
     def heartbeat(self) -> None:
@@ -181,11 +196,16 @@ class JobContext:
         after a timeout."""
         names = [str(n) for n in names]
         with transaction.atomic():
-            signal = (JobSignal.objects.select_for_update(skip_locked=True)
-                      .filter(job_id=self.job_id, name__in=names, consumed_at__isnull=True).order_by("id").first())
+            signal = (
+                JobSignal.objects.select_for_update(skip_locked=True)
+                .filter(job_id=self.job_id, name__in=names, consumed_at__isnull=True)
+                .order_by("id")
+                .first()
+            )
             if signal is not None:
-                JobSignal.objects.filter(pk=signal.pk).update(consumed_at=timezone.now(),
-                                                              consumed_seq=self._checkpoint_seq)
+                JobSignal.objects.filter(pk=signal.pk).update(
+                    consumed_at=timezone.now(), consumed_seq=self._checkpoint_seq
+                )
                 self.log(f"signal {signal.name!r} received", signal=signal.name, payload=signal.payload)
                 payload = signal.payload if isinstance(signal.payload, dict) else {"value": signal.payload}
                 return signal.name, payload
@@ -204,6 +224,7 @@ class JobContext:
 
 
 # --- the slice runner ------------------------------------------------------------------------------------
+
 
 def _start(job_id, task, worker_id: str) -> Job | None:
     """Opens a slice: locks the job, checks it is runnable by this task, CREATED -> RUNNING. Returns the job,
@@ -234,14 +255,20 @@ def _start(job_id, task, worker_id: str) -> Job | None:
             return None
         # Signals received after the last durable checkpoint are delivered again (the handler restarts there).
         JobSignal.objects.filter(job=job, consumed_at__isnull=False, consumed_seq__gte=job.checkpoint_seq).update(
-            consumed_at=None, consumed_seq=None)
+            consumed_at=None, consumed_seq=None
+        )
         job.slices += 1
         job.heartbeat_at = timezone.now()
         job.save()
         if recovered:
-            events.emit(job.pk, JobEventKind.LOG, {"message": "resumed from the last checkpoint after an interrupted "
-                                                              f"run (attempt {job.attempts})",
-                                                   "checkpoint": job.checkpoint})
+            events.emit(
+                job.pk,
+                JobEventKind.LOG,
+                {
+                    "message": f"resumed from the last checkpoint after an interrupted run (attempt {job.attempts})",
+                    "checkpoint": job.checkpoint,
+                },
+            )
         if started:
             events.emit_state(job)
     return job
@@ -258,29 +285,48 @@ def _upgrade_checkpoint(job: Job) -> str:
     if job.schema_version == jt.schema_version:
         return ""
     if job.schema_version > jt.schema_version:
-        return (f"Checkpoint schema version {job.schema_version} is newer than job type {job.job_type!r} knows "
-                f"({jt.schema_version}); run it with the code that wrote it.")
+        return (
+            f"Checkpoint schema version {job.schema_version} is newer than job type {job.job_type!r} knows "
+            f"({jt.schema_version}); run it with the code that wrote it."
+        )
     if job.checkpoint and jt.upgrade is None:
-        return (f"Checkpoint schema version {job.schema_version} of job type {job.job_type!r} cannot be read by "
-                f"version {jt.schema_version} (the type declares no upgrade); retry it from the start.")
+        return (
+            f"Checkpoint schema version {job.schema_version} of job type {job.job_type!r} cannot be read by "
+            f"version {jt.schema_version} (the type declares no upgrade); retry it from the start."
+        )
     if job.checkpoint:
         job.checkpoint = to_json(jt.upgrade(dict(job.checkpoint), job.schema_version))
-        events.emit(job.pk, JobEventKind.LOG, {"message": f"checkpoint upgraded from schema version "
-                                                          f"{job.schema_version} to {jt.schema_version}"})
+        events.emit(
+            job.pk,
+            JobEventKind.LOG,
+            {"message": f"checkpoint upgraded from schema version {job.schema_version} to {jt.schema_version}"},
+        )
     job.schema_version = jt.schema_version
     return ""
 
 
-def _finish(job_id, task, worker_id: str, outcome: str, *, result=None, exc: BaseException | None = None,
-            suspend: Suspend | None = None) -> str:
+def _finish(
+    job_id,
+    task,
+    worker_id: str,
+    outcome: str,
+    *,
+    result=None,
+    exc: BaseException | None = None,
+    suspend: Suspend | None = None,
+) -> str:
     """Closes a slice in one transaction: COMPLETED / FAILED / WAITING, or nothing (continue, or the job was
     paused/cancelled meanwhile). Returns what happened."""
     from tracker import services as tracker_services
 
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
-        if task is not None and (job.run_task_id != task.task_id or not ProcessTracker.objects.filter(
-                task_id=task.task_id, status=TaskStatus.PROCESSING, locked_by=worker_id).exists()):
+        if task is not None and (
+            job.run_task_id != task.task_id
+            or not ProcessTracker.objects.filter(
+                task_id=task.task_id, status=TaskStatus.PROCESSING, locked_by=worker_id
+            ).exists()
+        ):
             return "superseded"
         if job.state != S.RUNNING:
             return job.state.lower()
@@ -290,8 +336,13 @@ def _finish(job_id, task, worker_id: str, outcome: str, *, result=None, exc: Bas
                 job.result = to_json(result)
             except (TypeError, ValueError) as err:
                 outcome, exc = "fail", err
-        if outcome == "suspend" and suspend.signal and JobSignal.objects.filter(
-                job_id=job.pk, name__in=suspend.signal.split(","), consumed_at__isnull=True).exists():
+        if (
+            outcome == "suspend"
+            and suspend.signal
+            and JobSignal.objects.filter(
+                job_id=job.pk, name__in=suspend.signal.split(","), consumed_at__isnull=True
+            ).exists()
+        ):
             # The signal arrived after the handler looked (job_signal saw RUNNING and did not wake it): run
             # again at once instead of waiting for it.
             outcome = "continue"
@@ -311,10 +362,13 @@ def _finish(job_id, task, worker_id: str, outcome: str, *, result=None, exc: Bas
                 why += f" until {suspend.wake_at.isoformat()}"
             job.wait(by=worker_id, reason=why)
             if suspend.wake_at:
-                tracker_services.task_create(task_type=JOB_WAKE, payload={"job_id": str(job.pk),
-                                                                          "wait_seq": job.wait_seq},
-                                             tenant=job.merchant_id, dedupe_key=wake_dedupe_key(job.pk, job.wait_seq),
-                                             run_after=suspend.wake_at)
+                tracker_services.task_create(
+                    task_type=JOB_WAKE,
+                    payload={"job_id": str(job.pk), "wait_seq": job.wait_seq},
+                    tenant=job.merchant_id,
+                    dedupe_key=wake_dedupe_key(job.pk, job.wait_seq),
+                    run_after=suspend.wake_at,
+                )
         job.save()
         if outcome != "continue":
             events.emit_state(job)
@@ -329,8 +383,9 @@ def run_slice(job_id, *, task=None, run_ctx: RunContext | None = None, deadline:
     job = _start(job_id, task, worker_id)
     if job is None:
         return "skipped"
-    ctx = JobContext(job, task_id=task.task_id if task is not None else None, worker_id=worker_id, run_ctx=run_ctx,
-                     deadline=deadline)
+    ctx = JobContext(
+        job, task_id=task.task_id if task is not None else None, worker_id=worker_id, run_ctx=run_ctx, deadline=deadline
+    )
     result = exc = suspend = None
     try:
         job_type = registry.get(job.job_type)

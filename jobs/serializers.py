@@ -10,8 +10,20 @@ from jobs.models import Job, WorkflowStep
 class WorkflowStepSerializer(serializers.ModelSerializer):
     class Meta:
         model = WorkflowStep
-        fields = ["name", "state", "depends_on", "attempts", "max_attempts", "queued_at", "started_at", "finished_at",
-                  "duration_ms", "next_attempt_at", "result", "error"]
+        fields = [
+            "name",
+            "state",
+            "depends_on",
+            "attempts",
+            "max_attempts",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "next_attempt_at",
+            "result",
+            "error",
+        ]
         read_only_fields = fields
 
 
@@ -26,9 +38,25 @@ class JobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = ["job_id", "job_type", "schema_version", "params", "state", "progress", "step", "checkpoint",
-                  "result", "error", "attempts", "created_at", "started_at", "finished_at", "heartbeat_at",
-                  "workflow", "steps"]
+        fields = [
+            "job_id",
+            "job_type",
+            "schema_version",
+            "params",
+            "state",
+            "progress",
+            "step",
+            "checkpoint",
+            "result",
+            "error",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+            "workflow",
+            "steps",
+        ]
         read_only_fields = fields
 
     @extend_schema_field(WorkflowRefSerializer(allow_null=True))
@@ -47,12 +75,20 @@ class JobSerializer(serializers.ModelSerializer):
 class JobCreateSerializer(serializers.Serializer):
     job_type = serializers.CharField(max_length=100)
     params = serializers.JSONField(required=False, default=dict, encoder=DjangoJSONEncoder)
-    merchant_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
-                                        help_text="Merchant the job belongs to (you must operate it); empty for "
-                                                  "a personal job.")
-    idempotency_key = serializers.CharField(max_length=200, required=False, allow_null=True, default=None,
-                                            help_text="A repeated key (same user, same body) returns the existing job "
-                                                      "(200); another body with it -> 409.")
+    merchant_id = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Merchant the job belongs to (you must operate it); empty for a personal job.",
+    )
+    idempotency_key = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="A repeated key (same user, same body) returns the existing job (200); another body with it -> 409.",
+    )
 
     def validate_params(self, value):
         if value is None:
@@ -63,14 +99,16 @@ class JobCreateSerializer(serializers.Serializer):
 
 
 class JobSignalSerializer(serializers.Serializer):
-    name = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,100}$", max_length=100,
-                                  error_messages={"invalid": "Letters, digits, and _ . : - only."})
+    name = serializers.RegexField(
+        r"^[A-Za-z0-9_.:-]{1,100}$", max_length=100, error_messages={"invalid": "Letters, digits, and _ . : - only."}
+    )
     payload = serializers.JSONField(required=False, default=dict, encoder=DjangoJSONEncoder)
 
 
 class JobRetrySerializer(serializers.Serializer):
-    from_start = serializers.BooleanField(required=False, default=False,
-                                          help_text="Clear the checkpoint and start over instead of resuming.")
+    from_start = serializers.BooleanField(
+        required=False, default=False, help_text="Clear the checkpoint and start over instead of resuming."
+    )
 
 
 class WorkflowStepDeclSerializer(serializers.Serializer):
@@ -89,8 +127,10 @@ class WorkflowSerializer(serializers.Serializer):
 
     @extend_schema_field(WorkflowStepDeclSerializer(many=True))
     def get_steps(self, wf) -> list:
-        return [{"name": n, "depends_on": list(wf.step(n).depends_on), "max_attempts": wf.step(n).attempts_for({})}
-                for n in wf.order]
+        return [
+            {"name": n, "depends_on": list(wf.step(n).depends_on), "max_attempts": wf.step(n).attempts_for({})}
+            for n in wf.order
+        ]
 
 
 class WorkflowStatsQuerySerializer(serializers.Serializer):

@@ -41,8 +41,7 @@ def _locked(job_id) -> Job:
 
 
 def _conflict(job: Job, action: str, allowed: str) -> JobStateConflict:
-    return JobStateConflict(f"Job is {job.state}; only {allowed} jobs can be {action}.",
-                            details={"state": job.state})
+    return JobStateConflict(f"Job is {job.state}; only {allowed} jobs can be {action}.", details={"state": job.state})
 
 
 def run_priority(job: Job) -> int | None:
@@ -65,8 +64,13 @@ def _enqueue_run(job: Job) -> ProcessTracker | None:
     if ProcessTracker.objects.filter(dedupe_key=key).exclude(status__in=FINISHED_STATUSES).exists():
         return None
     try:
-        task = tracker_services.task_create(task_type=JOB_RUN, payload={"job_id": str(job.pk)},
-                                            tenant=job.merchant_id, dedupe_key=key, priority=run_priority(job))
+        task = tracker_services.task_create(
+            task_type=JOB_RUN,
+            payload={"job_id": str(job.pk)},
+            tenant=job.merchant_id,
+            dedupe_key=key,
+            priority=run_priority(job),
+        )
     except IntegrityError:  # a concurrent enqueue won; its task runs the job
         return None
     job.run_task_id = task.task_id
@@ -77,9 +81,12 @@ def _enqueue_run(job: Job) -> ProcessTracker | None:
 def _cancel_due_tasks(job: Job, by, reason: str) -> None:
     """Cancels the job's run/timer tasks that have not started (a running slice stops on its own)."""
     # The job's tasks by the payload's job id (an index lookup: tracker_payload_job_idx), not a scan.
-    ids = (ProcessTracker.objects.filter(payload__has_key="job_id").alias(job_ref=KT("payload__job_id"))
-           .filter(job_ref=str(job.pk), task_type__in=[JOB_RUN, JOB_WAKE], status__in=DUE_STATUSES)
-           .values_list("task_id", flat=True))
+    ids = (
+        ProcessTracker.objects.filter(payload__has_key="job_id")
+        .alias(job_ref=KT("payload__job_id"))
+        .filter(job_ref=str(job.pk), task_type__in=[JOB_RUN, JOB_WAKE], status__in=DUE_STATUSES)
+        .values_list("task_id", flat=True)
+    )
     for task_id in list(ids):
         try:
             tracker_services.task_cancel(task_id=task_id, by=by, reason=reason)
@@ -88,8 +95,9 @@ def _cancel_due_tasks(job: Job, by, reason: str) -> None:
 
 
 def _request_hash(job_type: str, params: dict, merchant_id: str) -> str:
-    body = json.dumps({"job_type": job_type, "params": params, "merchant_id": merchant_id}, sort_keys=True,
-                      cls=DjangoJSONEncoder)
+    body = json.dumps(
+        {"job_type": job_type, "params": params, "merchant_id": merchant_id}, sort_keys=True, cls=DjangoJSONEncoder
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -99,8 +107,10 @@ def _replay(owner, idempotency_key: str, request_hash: str) -> Job | None:
     if job is None:
         return None
     if job.request_hash != request_hash:
-        raise IdempotencyConflict(f"Idempotency key {idempotency_key!r} was used for a different request.",
-                                  details={"idempotency_key": idempotency_key, "job_id": str(job.pk)})
+        raise IdempotencyConflict(
+            f"Idempotency key {idempotency_key!r} was used for a different request.",
+            details={"idempotency_key": idempotency_key, "job_id": str(job.pk)},
+        )
     job.replayed = True
     return job
 
@@ -119,12 +129,15 @@ def _check_start_limits(jt: registry.JobType, owner, merchant_id: str) -> None:
     limit = int(conf.get("PERSONAL_MAX_PER_USER"))
     unfinished = Job.objects.filter(owner=owner, merchant_id="").exclude(state__in=TERMINAL_STATES).count()
     if unfinished >= limit:
-        raise PersonalJobLimit(f"You have {unfinished} unfinished personal jobs; at most {limit} may run at once.",
-                               details={"unfinished": unfinished, "limit": limit})
+        raise PersonalJobLimit(
+            f"You have {unfinished} unfinished personal jobs; at most {limit} may run at once.",
+            details={"unfinished": unfinished, "limit": limit},
+        )
 
 
-def job_create(*, job_type: str, params: dict | None = None, owner=None, merchant_id: str = "",
-               idempotency_key: str | None = None) -> Job:
+def job_create(
+    *, job_type: str, params: dict | None = None, owner=None, merchant_id: str = "", idempotency_key: str | None = None
+) -> Job:
     """Validates `params` with the type's serializer (InvalidJobParams/UnknownJobType -> 400; the serializer
     gets the job's `merchant_id` and the `user` in its context) and, in the caller's transaction, creates the
     job (CREATED) and its first JOB_RUN task (a workflow run: its steps and the tasks of its root steps). Start
@@ -141,9 +154,16 @@ def job_create(*, job_type: str, params: dict | None = None, owner=None, merchan
     try:
         with transaction.atomic():
             _check_start_limits(jt, user, str(merchant_id or ""))
-            job = Job.objects.create(job_type=job_type, params=clean, owner=user, merchant_id=str(merchant_id or ""),
-                                     schema_version=jt.schema_version, idempotency_key=key, request_hash=request_hash,
-                                     workflow_version=jt.workflow.version if jt.workflow is not None else None)
+            job = Job.objects.create(
+                job_type=job_type,
+                params=clean,
+                owner=user,
+                merchant_id=str(merchant_id or ""),
+                schema_version=jt.schema_version,
+                idempotency_key=key,
+                request_hash=request_hash,
+                workflow_version=jt.workflow.version if jt.workflow is not None else None,
+            )
             events.emit_state(job)
             if jt.workflow is not None:
                 from jobs.workflows import engine
@@ -231,11 +251,20 @@ def job_signal(*, job_id, name: str, payload=None, by=None) -> JobSignal:
         job = _locked(job_id)
         if not job.can_signal():
             raise _conflict(job, "signalled", "unfinished")
-        signal = JobSignal.objects.create(job=job, name=name, payload=to_json(payload if payload is not None else {}),
-                                          sent_by=by if getattr(by, "pk", None) else None)
-        events.emit(job.pk, JobEventKind.LOG, {"message": f"signal {name!r} sent"
-                                               + (f" by {by.get_username()}" if getattr(by, "pk", None) else ""),
-                                               "signal": name})
+        signal = JobSignal.objects.create(
+            job=job,
+            name=name,
+            payload=to_json(payload if payload is not None else {}),
+            sent_by=by if getattr(by, "pk", None) else None,
+        )
+        events.emit(
+            job.pk,
+            JobEventKind.LOG,
+            {
+                "message": f"signal {name!r} sent" + (f" by {by.get_username()}" if getattr(by, "pk", None) else ""),
+                "signal": name,
+            },
+        )
         if job.workflow_version is not None:
             from jobs.workflows import engine
 
@@ -289,7 +318,8 @@ def job_sweep(*, stale_seconds: float = 30) -> dict:
     repaired = failed = woken = 0
     # Every JOB_RUN task carries a dedupe key, so the partial unique index on unfinished keys finds them.
     unfinished = ProcessTracker.objects.filter(task_type=JOB_RUN, dedupe_key__isnull=False).exclude(
-        status__in=FINISHED_STATUSES)
+        status__in=FINISHED_STATUSES
+    )
     busy = {str(p) for p in unfinished.values_list("payload__job_id", flat=True)}
     for job in Job.objects.filter(state__in=[S.CREATED, S.RUNNING], updated_at__lt=stale).only("pk", "run_task_id"):
         if str(job.pk) in busy:
@@ -309,7 +339,8 @@ def job_sweep(*, stale_seconds: float = 30) -> dict:
         if job_ensure_run(job_id=job.pk):
             repaired += 1
     for job_id, seq in Job.objects.filter(state=S.WAITING, wake_at__lt=now - dt.timedelta(seconds=5)).values_list(
-            "pk", "wait_seq"):
+        "pk", "wait_seq"
+    ):
         woken += job_wake(job_id=job_id, wait_seq=seq, by="sweeper")
     if repaired or failed or woken:
         log.warning("job sweep: %d runs re-enqueued, %d jobs failed, %d timers fired late", repaired, failed, woken)

@@ -23,6 +23,7 @@ from django.utils.safestring import mark_safe
 
 from config.errors import AppError
 from recon import access, balances, formatting, reports, services, uploads
+from recon.admin_bulk import ReviewBulkMixin
 from recon.models import (
     Account,
     BankStatement,
@@ -41,7 +42,6 @@ from recon.models import (
 )
 from recon.selectors import review_queue_q, stuck_q
 from tracker import audit
-from recon.admin_bulk import ReviewBulkMixin
 from tracker.admin_base import AuditedFSMAdminMixin, ReadOnlyAdmin
 from tracker.models import ProcessTracker
 from tracker.pagination import CappedCountPaginator
@@ -63,11 +63,16 @@ def audit_table(obj) -> str:
     rows = audit.history(obj)
     if not rows:
         return "-"
-    body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                            ((formatting.when(t.at), t.from_status or "-", t.to_status, t.by, t.reason)
-                             for t in rows))
-    return format_html('<table class="recon-audit"><thead><tr><th>When</th><th>From</th><th>To</th><th>By</th>'
-                       "<th>Reason</th></tr></thead><tbody>{}</tbody></table>", body)
+    body = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        ((formatting.when(t.at), t.from_status or "-", t.to_status, t.by, t.reason) for t in rows),
+    )
+    return format_html(
+        '<table class="recon-audit"><thead><tr><th>When</th><th>From</th><th>To</th><th>By</th>'
+        "<th>Reason</th></tr></thead><tbody>{}</tbody></table>",
+        body,
+    )
 
 
 class ReadOnlyPageMixin:
@@ -80,8 +85,9 @@ class ReadOnlyPageMixin:
         fields = [f for _, options in self.get_fieldsets(request, obj) for f in options["fields"]]
         editable = [f for f in fields if f not in self.get_readonly_fields(request, obj)]
         if not editable or not self.has_change_permission(request, obj):
-            extra_context.update({"show_save": False, "show_save_and_continue": False,
-                                  "show_save_and_add_another": False})
+            extra_context.update(
+                {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+            )
         return super().change_view(request, object_id, form_url, extra_context)
 
 
@@ -95,8 +101,14 @@ class AuditHistoryMixin:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         if not self.has_view_or_change_permission(request, obj):
             raise PermissionDenied
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "original": obj,
-                   "title": f"History: {obj}", "audit_trail": audit_table(obj), "object_id": object_id}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": obj,
+            "title": f"History: {obj}",
+            "audit_trail": audit_table(obj),
+            "object_id": object_id,
+        }
         return TemplateResponse(request, "admin/recon/audit_history.html", context)
 
 
@@ -118,8 +130,9 @@ class ServiceForm(forms.ModelForm):
             with transaction.atomic():
                 self.instance = self.apply(data)
         except ValidationError as exc:
-            for key, messages_ in (exc.message_dict.items() if hasattr(exc, "error_dict") else
-                                   [("__all__", exc.messages)]):
+            for key, messages_ in (
+                exc.message_dict.items() if hasattr(exc, "error_dict") else [("__all__", exc.messages)]
+            ):
                 field = self.service_fields.get(key, key)
                 self.add_error(field if field in self.fields else None, messages_)
         except AppError as exc:
@@ -164,6 +177,7 @@ class ServiceAdmin(ReadOnlyPageMixin, admin.ModelAdmin):
 
 
 # --- merchants and their users ------------------------------------------------------------------------
+
 
 class MembershipInline(admin.TabularInline):
     """The merchant's users (read here; linked and changed on the memberships page, through the service)."""
@@ -239,14 +253,20 @@ class MerchantMembershipAdmin(ServiceAdmin):
 
 # --- accounts -----------------------------------------------------------------------------------------
 
+
 class CsvImportForm(forms.Form):
-    file = forms.FileField(help_text="A CSV file (order_id, amount, currency, transaction_date, type) or a bank "
-                                     "statement (camt.052/053/054, MT940/942, OFX, BAI2).")
+    file = forms.FileField(
+        help_text="A CSV file (order_id, amount, currency, transaction_date, type) or a bank "
+        "statement (camt.052/053/054, MT940/942, OFX, BAI2)."
+    )
     processing_mode = forms.ChoiceField(choices=[("TRANSACTION", "TRANSACTION"), ("CONFIRMATION", "CONFIRMATION")])
-    format = forms.ChoiceField(choices=[(f, f) for f in uploads.FORMAT_CHOICES], initial="auto", required=False,
-                               help_text="auto: recognised from the content.")
-    force = forms.BooleanField(required=False, help_text="Import even if this file was uploaded to the account "
-                                                          "before.")
+    format = forms.ChoiceField(
+        choices=[(f, f) for f in uploads.FORMAT_CHOICES],
+        initial="auto",
+        required=False,
+        help_text="auto: recognised from the content.",
+    )
+    force = forms.BooleanField(required=False, help_text="Import even if this file was uploaded to the account before.")
 
 
 class AccountForm(ServiceForm):
@@ -259,11 +279,17 @@ class AccountForm(ServiceForm):
     def apply(self, data):
         if self.instance.pk and not self.instance._state.adding:
             return services.account_update(
-                account=self.instance, account_name=data.get("account_name"),
-                **{f: data[f] for f in ("account_type", "currency", "initial_balance") if f in self.fields})
-        return services.account_create(merchant=data["merchant"], account_name=data["account_name"],
-                                       account_type=data["account_type"], currency=data["currency"],
-                                       initial_balance=data.get("initial_balance"))
+                account=self.instance,
+                account_name=data.get("account_name"),
+                **{f: data[f] for f in ("account_type", "currency", "initial_balance") if f in self.fields},
+            )
+        return services.account_create(
+            merchant=data["merchant"],
+            account_name=data["account_name"],
+            account_type=data["account_type"],
+            currency=data["currency"],
+            initial_balance=data.get("initial_balance"),
+        )
 
 
 @admin.register(Account)
@@ -295,12 +321,19 @@ class AccountAdmin(ServiceAdmin):
 
         if not obj.pk:
             return "-"
-        return ", ".join(f"{k.replace('_balance', '')}: {formatting.money(v, obj.currency)}"
-                         for k, v in balances_of(obj).items())
+        return ", ".join(
+            f"{k.replace('_balance', '')}: {formatting.money(v, obj.currency)}" for k, v in balances_of(obj).items()
+        )
 
     def get_urls(self):
-        return [path("<uuid:object_id>/import-csv/", self.admin_site.admin_view(self.import_csv_view),
-                     name="recon_account_import_csv"), *super().get_urls()]
+        return [
+            path(
+                "<uuid:object_id>/import-csv/",
+                self.admin_site.admin_view(self.import_csv_view),
+                name="recon_account_import_csv",
+            ),
+            *super().get_urls(),
+        ]
 
     def import_csv_view(self, request, object_id):
         """Uploads a file and starts the same `recon.import_file` job as the API, then shows the job."""
@@ -315,38 +348,66 @@ class AccountAdmin(ServiceAdmin):
         if request.method == "POST" and form.is_valid():
             file = form.cleaned_data["file"]
             try:
-                job = uploads.file_import_start(account=account, file=file, name=file.name,
-                                                processing_mode=form.cleaned_data["processing_mode"],
-                                                file_format_name=form.cleaned_data["format"] or "auto",
-                                                force=form.cleaned_data["force"], by=request.user)
+                job = uploads.file_import_start(
+                    account=account,
+                    file=file,
+                    name=file.name,
+                    processing_mode=form.cleaned_data["processing_mode"],
+                    file_format_name=form.cleaned_data["format"] or "auto",
+                    force=form.cleaned_data["force"],
+                    by=request.user,
+                )
             except AppError as exc:
                 form.add_error("file" if exc.status != 409 else "force", exc.message)
             else:
                 self.message_user(request, f"Import of {file.name} started.", messages.SUCCESS)
                 return redirect("admin:jobs_job_change", job.pk)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": account,
-                   "form": form, "title": "Import CSV"}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": account,
+            "form": form,
+            "title": "Import CSV",
+        }
         return render(request, "admin/recon/account/import_csv.html", context)
 
 
 # --- recon rules --------------------------------------------------------------------------------------
 
+
 class ReconRuleForm(ServiceForm):
-    service_fields = {"account_one_id": "account_one", "account_two_id": "account_two",
-                      "difference_account_id": "difference_account", "non_field_errors": "__all__"}
+    service_fields = {
+        "account_one_id": "account_one",
+        "account_two_id": "account_two",
+        "difference_account_id": "difference_account",
+        "non_field_errors": "__all__",
+    }
 
     class Meta:
         model = ReconRule
-        fields = ["merchant", "account_one", "account_two", "match_key", "amount_tolerance",
-                  "amount_tolerance_pct", "date_window_days", "difference_account"]
+        fields = [
+            "merchant",
+            "account_one",
+            "account_two",
+            "match_key",
+            "amount_tolerance",
+            "amount_tolerance_pct",
+            "date_window_days",
+            "difference_account",
+        ]
 
     def apply(self, data):
         diff = data.get("difference_account")
         return services.recon_rule_create(
-            merchant=data["merchant"], account_one_id=data["account_one"].pk, account_two_id=data["account_two"].pk,
-            match_key=data.get("match_key") or None, amount_tolerance=data.get("amount_tolerance"),
-            amount_tolerance_pct=data.get("amount_tolerance_pct"), date_window_days=data.get("date_window_days"),
-            difference_account_id=diff.pk if diff else None)
+            merchant=data["merchant"],
+            account_one_id=data["account_one"].pk,
+            account_two_id=data["account_two"].pk,
+            match_key=data.get("match_key") or None,
+            amount_tolerance=data.get("amount_tolerance"),
+            amount_tolerance_pct=data.get("amount_tolerance_pct"),
+            date_window_days=data.get("date_window_days"),
+            difference_account_id=diff.pk if diff else None,
+        )
 
 
 @admin.register(ReconRule)
@@ -358,8 +419,16 @@ class ReconRuleAdmin(ServiceAdmin):
     tenant_field = "merchant_id"
     form = ReconRuleForm
     delete_with = staticmethod(lambda r: services.recon_rule_delete(rule=r))
-    list_display = ["__str__", "merchant", "account_one", "account_two", "match_key", "tolerance",
-                    "date_window_days", "difference_account"]
+    list_display = [
+        "__str__",
+        "merchant",
+        "account_one",
+        "account_two",
+        "match_key",
+        "tolerance",
+        "date_window_days",
+        "difference_account",
+    ]
     list_select_related = ["merchant", "account_one", "account_two", "difference_account"]
     autocomplete_fields = ["account_one", "account_two", "difference_account"]
 
@@ -379,6 +448,7 @@ class ReconRuleAdmin(ServiceAdmin):
 
 
 # --- the ledger (read-only) ---------------------------------------------------------------------------
+
 
 class EntryInline(admin.TabularInline):
     model = Entry
@@ -477,8 +547,16 @@ class AccountFilter(admin.SimpleListFilter):
         return queryset
 
 
-REASONS = ["NoMatchFoundError", "MismatchError", "AmbiguousMatchError", "CurrencyMismatchError",
-           "DuplicateTransactionError", "NoReconRuleFoundError", "UnbalancedTransactionError", "PeriodClosedError"]
+REASONS = [
+    "NoMatchFoundError",
+    "MismatchError",
+    "AmbiguousMatchError",
+    "CurrencyMismatchError",
+    "DuplicateTransactionError",
+    "NoReconRuleFoundError",
+    "UnbalancedTransactionError",
+    "PeriodClosedError",
+]
 
 
 class ReasonFilter(admin.SimpleListFilter):
@@ -496,8 +574,13 @@ class ReasonFilter(admin.SimpleListFilter):
         return queryset
 
 
-AGES = [("1d", "Less than a day", 0, 1), ("3d", "1-3 days", 1, 3), ("7d", "3-7 days", 3, 7),
-        ("30d", "7-30 days", 7, 30), ("old", "More than 30 days", 30, None)]
+AGES = [
+    ("1d", "Less than a day", 0, 1),
+    ("3d", "1-3 days", 1, 3),
+    ("7d", "3-7 days", 3, 7),
+    ("30d", "7-30 days", 7, 30),
+    ("old", "More than 30 days", 30, None),
+]
 
 
 class AgeFilter(admin.SimpleListFilter):
@@ -544,8 +627,9 @@ def metadata_search(queryset, term: str, *, within: str | None = None):
     # OR below, which would hide the partial index's predicate from the planner.
     queryset = queryset.alias(meta_values=MetadataValues("metadata"), meta_strict=StrictMetadataValues("metadata"))
     if within == "review":
-        return queryset.filter((Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) & match("meta_values"))
-                               | (STUCK & match("meta_strict")))
+        return queryset.filter(
+            (Q(status=StagingStatus.NEEDS_MANUAL_REVIEW) & match("meta_values")) | (STUCK & match("meta_strict"))
+        )
     if within == "stuck":
         return queryset.filter(STUCK & match("meta_strict"))
     return queryset.filter(match("meta_values"))
@@ -562,34 +646,48 @@ class IgnoreForm(forms.Form):
 
 
 class BulkIgnoreForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
-                             help_text="Why are these entries ignored? Recorded on each entry's audit trail.")
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text="Why are these entries ignored? Recorded on each entry's audit trail.",
+    )
 
 
 class MatchForm(forms.Form):
     entry_id = forms.ChoiceField(label="Expected entry", widget=forms.RadioSelect)
-    write_off = forms.BooleanField(required=False, label="Book the difference as a write-off",
-                                   help_text="Needed when the amounts differ beyond the rule's tolerance: the "
-                                             "whole difference is booked on the difference account.")
-    difference_account = forms.ChoiceField(required=False, label="Difference account",
-                                           help_text="Only when the rule has no difference account.")
-    reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
-                             help_text="Required for a write-off; recorded on the audit trail.")
+    write_off = forms.BooleanField(
+        required=False,
+        label="Book the difference as a write-off",
+        help_text="Needed when the amounts differ beyond the rule's tolerance: the "
+        "whole difference is booked on the difference account.",
+    )
+    difference_account = forms.ChoiceField(
+        required=False, label="Difference account", help_text="Only when the rule has no difference account."
+    )
+    reason = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text="Required for a write-off; recorded on the audit trail.",
+    )
 
 
 def decorate(entries: list[StagingEntry]) -> list[StagingEntry]:
     """Sets `task_status` (of the entry's task) and `rule_key` (the match key of the entry's rule: the rule whose
     account_one is the entry's account, else the oldest whose account_two is; `order_id` when none) on a page of
     entries: two queries whatever the page's size, and none in the list's count."""
-    tasks = dict(ProcessTracker.objects.filter(pk__in=[e.task_id for e in entries if e.task_id])
-                 .values_list("task_id", "status"))
+    tasks = dict(
+        ProcessTracker.objects.filter(pk__in=[e.task_id for e in entries if e.task_id]).values_list("task_id", "status")
+    )
     accounts = {e.account_id for e in entries}
     keys: dict = {}
-    for _one, two, key in (ReconRule.objects.filter(Q(account_one__in=accounts) | Q(account_two__in=accounts))
-                          .order_by("-created_at").values_list("account_one_id", "account_two_id", "match_key")):
+    for _one, two, key in (
+        ReconRule.objects.filter(Q(account_one__in=accounts) | Q(account_two__in=accounts))
+        .order_by("-created_at")
+        .values_list("account_one_id", "account_two_id", "match_key")
+    ):
         keys[two] = key  # the oldest rule's key wins for account_two ...
     for one, _, key in ReconRule.objects.filter(account_one__in=accounts).values_list(
-            "account_one_id", "account_two_id", "match_key"):
+        "account_one_id", "account_two_id", "match_key"
+    ):
         keys[one] = key  # ... and account_one's rule over any
     for entry in entries:
         entry.task_status = tasks.get(entry.task_id)
@@ -613,22 +711,51 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
     list_filter = [ReviewQueueFilter, AccountFilter, ReasonFilter, AgeFilter, "status", "processing_mode"]
     list_select_related = ["account"]
     search_fields = ["staging_entry_id"]  # see get_search_results
-    search_help_text = ("An order id or any other metadata value (exact), or a staging entry id; fastest in the "
-                        "review queue.")
+    search_help_text = (
+        "An order id or any other metadata value (exact), or a staging entry id; fastest in the review queue."
+    )
     live_refresh = True  # the list refreshes itself (templates/admin/change_list.html)
     show_full_result_count = False
     paginator = CappedCountPaginator
     list_per_page = 50
     fieldsets = [
-        (None, {"fields": ["entry", "status", "reason", "account", "processing_mode", "entry_type", "amount_shown",
-                           "effective_date", "metadata", "idempotency_key"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "entry",
+                    "status",
+                    "reason",
+                    "account",
+                    "processing_mode",
+                    "entry_type",
+                    "amount_shown",
+                    "effective_date",
+                    "metadata",
+                    "idempotency_key",
+                ]
+            },
+        ),
         ("Links", {"fields": ["links"]}),
         ("Audit trail", {"fields": ["audit_trail"]}),
         ("Timestamps", {"fields": ["created_at", "updated_at", "discarded_at"]}),
     ]
-    readonly_fields = ["entry", "reason", "account", "processing_mode", "entry_type", "amount_shown",
-                       "effective_date", "metadata", "idempotency_key", "links", "audit_trail", "created_at",
-                       "updated_at", "discarded_at"]
+    readonly_fields = [
+        "entry",
+        "reason",
+        "account",
+        "processing_mode",
+        "entry_type",
+        "amount_shown",
+        "effective_date",
+        "metadata",
+        "idempotency_key",
+        "links",
+        "audit_trail",
+        "created_at",
+        "updated_at",
+        "discarded_at",
+    ]
     actions = ["reprocess_selected", "ignore_selected", "match_selected"]
 
     def has_add_permission(self, request):
@@ -699,8 +826,11 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
         upload = job = None
         source = (obj.metadata or {}).get("source_file")
         if source:
-            upload = Upload.objects.filter(account_id=obj.account_id, name=source,
-                                           created_at__lte=obj.created_at).order_by("-created_at").first()
+            upload = (
+                Upload.objects.filter(account_id=obj.account_id, name=source, created_at__lte=obj.created_at)
+                .order_by("-created_at")
+                .first()
+            )
         if upload is not None:
             items.append(("Upload", _admin_link(upload, upload.name)))
             from jobs.models import Job
@@ -711,14 +841,21 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
         touched = Q(source_staging_entry=obj)
         if obj.mismatch_transaction_id:
             touched |= Q(pk=obj.mismatch_transaction_id)
-        logical = list(Transaction.objects.filter(touched).values_list("logical_transaction_id", flat=True)
-                       .distinct())
-        versions = Transaction.objects.filter(logical_transaction_id__in=logical).order_by("logical_transaction_id",
-                                                                                            "version")
+        logical = list(Transaction.objects.filter(touched).values_list("logical_transaction_id", flat=True).distinct())
+        versions = Transaction.objects.filter(logical_transaction_id__in=logical).order_by(
+            "logical_transaction_id", "version"
+        )
         if logical:
-            items.append(("Transaction versions", format_html_join(
-                ", ", "{}", ((_admin_link(t, f"{t.logical_transaction_id} v{t.version} {t.status}"),)
-                             for t in versions))))
+            items.append(
+                (
+                    "Transaction versions",
+                    format_html_join(
+                        ", ",
+                        "{}",
+                        ((_admin_link(t, f"{t.logical_transaction_id} v{t.version} {t.status}"),) for t in versions),
+                    ),
+                )
+            )
         if not items:
             return "-"
         return format_html_join(mark_safe("<br>"), "{}: {}", items)
@@ -731,14 +868,16 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None):
         action = {"reprocess": "reprocess", "ignore": "ignore"}.get(transition_name)
         if action is None:
-            return super()._apply_fsm_transition(obj=obj, transition_name=transition_name, request=request,
-                                                 kwargs=kwargs)
+            return super()._apply_fsm_transition(
+                obj=obj, transition_name=transition_name, request=request, kwargs=kwargs
+            )
         if not access.can_operate(request.user, obj.account.merchant_id):
             self.message_user(request, "Only operators of this merchant may do this.", messages.ERROR)
             return False
         try:
-            services.staging_entry_resolve(staging_entry_id=obj.pk, action=action, by=request.user,
-                                           reason=(kwargs or {}).get("reason", ""))
+            services.staging_entry_resolve(
+                staging_entry_id=obj.pk, action=action, by=request.user, reason=(kwargs or {}).get("reason", "")
+            )
         except (AppError, ValidationError) as exc:
             self.message_user(request, f"{action} failed: {_error_text(exc)}", messages.ERROR)
             return False
@@ -758,9 +897,11 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
                 done += 1
             except (AppError, ValidationError) as exc:
                 failures.append(f"{pk}: {_error_text(exc)}")
-        self.message_user(request, f"{action}: {done} done, {total - done} skipped"
-                          + (f" ({'; '.join(failures[:5])})" if failures else ""),
-                          messages.SUCCESS if done else messages.WARNING)
+        self.message_user(
+            request,
+            f"{action}: {done} done, {total - done} skipped" + (f" ({'; '.join(failures[:5])})" if failures else ""),
+            messages.SUCCESS if done else messages.WARNING,
+        )
 
     @admin.action(description="Reprocess selected (review queue only)")
     def reprocess_selected(self, request, queryset):
@@ -772,11 +913,16 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
         if "apply" in request.POST and form.is_valid():
             self._resolve_many(request, queryset, "ignore", reason=form.cleaned_data["reason"])
             return None
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "form": form,
-                   "title": "Ignore staging entries", "queryset": queryset,
-                   "count": formatting.plural(queryset.count(), "staging entry", "staging entries"),
-                   "in_review": formatting.plural(queryset.filter(IN_REVIEW).count(), "is", "are"),
-                   "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "form": form,
+            "title": "Ignore staging entries",
+            "queryset": queryset,
+            "count": formatting.plural(queryset.count(), "staging entry", "staging entries"),
+            "in_review": formatting.plural(queryset.filter(IN_REVIEW).count(), "is", "are"),
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
         return TemplateResponse(request, "admin/recon/stagingentry/ignore_selected.html", context)
 
     @admin.action(description="Match selected entry to an expected entry…")
@@ -789,8 +935,9 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
     def get_urls(self):
         return [
             path("summary/", self.admin_site.admin_view(self.summary_view), name="recon_summary"),
-            path("<uuid:object_id>/match/", self.admin_site.admin_view(self.match_view),
-                 name="recon_stagingentry_match"),
+            path(
+                "<uuid:object_id>/match/", self.admin_site.admin_view(self.match_view), name="recon_stagingentry_match"
+            ),
             *super().get_urls(),
         ]
 
@@ -804,40 +951,68 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
             return redirect("admin:recon_stagingentry_change", entry.pk)
         key_name = entry.rule_key or "order_id"
         key = (entry.metadata or {}).get(key_name)
-        candidates = list(Entry.objects.filter(
-            account=entry.account, status=EntryStatus.EXPECTED,
-            transaction__status__in=(TransactionStatus.EXPECTED, TransactionStatus.MISMATCH),
-        ).select_related("transaction", "transaction__rule").order_by("-effective_date")[:200])
+        candidates = list(
+            Entry.objects.filter(
+                account=entry.account,
+                status=EntryStatus.EXPECTED,
+                transaction__status__in=(TransactionStatus.EXPECTED, TransactionStatus.MISMATCH),
+            )
+            .select_related("transaction", "transaction__rule")
+            .order_by("-effective_date")[:200]
+        )
         # The candidate with the same key first, and pre-selected.
         same = [c for c in candidates if key is not None and c.metadata.get(key_name) == key]
         candidates = same + [c for c in candidates if c not in same]
         form = MatchForm(request.POST or None, initial={"entry_id": str(same[0].pk)} if same else None)
         form.fields["entry_id"].choices = [
-            (str(c.pk), formatting.entry_label(key=c.metadata.get(key_name), amount=c.amount, currency=c.currency,
-                                               side=c.entry_type)
-             + f" · {c.effective_date:%Y-%m-%d} · {c.transaction.logical_transaction_id} "
-               f"v{c.transaction.version} [{c.transaction.status}]" + (" · same key" if c in same else ""))
-            for c in candidates]
-        accounts = Account.objects.filter(merchant_id=entry.account.merchant_id, currency=entry.currency).exclude(
-            pk=entry.account_id).order_by("account_name")
+            (
+                str(c.pk),
+                formatting.entry_label(
+                    key=c.metadata.get(key_name), amount=c.amount, currency=c.currency, side=c.entry_type
+                )
+                + f" · {c.effective_date:%Y-%m-%d} · {c.transaction.logical_transaction_id} "
+                f"v{c.transaction.version} [{c.transaction.status}]" + (" · same key" if c in same else ""),
+            )
+            for c in candidates
+        ]
+        accounts = (
+            Account.objects.filter(merchant_id=entry.account.merchant_id, currency=entry.currency)
+            .exclude(pk=entry.account_id)
+            .order_by("account_name")
+        )
         form.fields["difference_account"].choices = [("", "(the rule's difference account)")] + [
-            (str(a.pk), a.account_name) for a in accounts]
+            (str(a.pk), a.account_name) for a in accounts
+        ]
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                services.staging_entry_resolve(staging_entry_id=entry.pk, action="match", by=request.user,
-                                               entry_id=data["entry_id"], reason=data["reason"],
-                                               write_off=data["write_off"],
-                                               difference_account_id=data["difference_account"] or None)
-                self.message_user(request, "Matched" + (" with a write-off." if data["write_off"] else "."),
-                                  messages.SUCCESS)
+                services.staging_entry_resolve(
+                    staging_entry_id=entry.pk,
+                    action="match",
+                    by=request.user,
+                    entry_id=data["entry_id"],
+                    reason=data["reason"],
+                    write_off=data["write_off"],
+                    difference_account_id=data["difference_account"] or None,
+                )
+                self.message_user(
+                    request, "Matched" + (" with a write-off." if data["write_off"] else "."), messages.SUCCESS
+                )
                 return redirect("admin:recon_stagingentry_change", entry.pk)
             except (AppError, ValidationError) as exc:
                 self.message_user(request, f"Match failed: {_error_text(exc)}", messages.ERROR)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": entry,
-                   "form": form, "title": "Match to an expected entry", "key_name": key_name, "key": key,
-                   "label": self.entry(entry), "amount": formatting.money(entry.amount, entry.currency),
-                   "can_write_off": request.user.has_perm("recon.write_off")}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": entry,
+            "form": form,
+            "title": "Match to an expected entry",
+            "key_name": key_name,
+            "key": key,
+            "label": self.entry(entry),
+            "amount": formatting.money(entry.amount, entry.currency),
+            "can_write_off": request.user.has_perm("recon.write_off"),
+        }
         return render(request, "admin/recon/stagingentry/match.html", context)
 
     def summary_view(self, request):
@@ -846,8 +1021,12 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
         for currency, figures in data["amounts_by_currency"].items():
             figures["total_shown"] = formatting.money(figures["total"], currency)
             figures["count_shown"] = formatting.plural(figures.get("count", 0), "entry", "entries")
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "summary": data,
-                   "title": "Reconciliation summary"}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "summary": data,
+            "title": "Reconciliation summary",
+        }
         return TemplateResponse(request, "admin/recon/summary.html", context)
 
 
@@ -861,11 +1040,14 @@ def _error_text(exc) -> str:
 
 # --- closed periods -----------------------------------------------------------------------------------
 
+
 class ApproveForm(forms.Form):
-    force = forms.BooleanField(required=False, label="Close although entries are still open",
-                               help_text="Audited with the reason below.")
-    reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
-                             help_text="Required when forcing.")
+    force = forms.BooleanField(
+        required=False, label="Close although entries are still open", help_text="Audited with the reason below."
+    )
+    reason = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}), help_text="Required when forcing."
+    )
 
     def clean(self):
         data = super().clean()
@@ -886,8 +1068,17 @@ class ClosedPeriodAdmin(AuditHistoryMixin, ReadOnlyPageMixin, admin.ModelAdmin):
 
     list_display = ["merchant", "start_date", "end_date", "closed_by", "closed_when", "reopened_at"]
     list_select_related = ["merchant", "closed_by"]
-    fields = readonly_fields = ["merchant", "start_date", "end_date", "closed_by", "closed_at", "reason",
-                                "reopened_by", "reopened_at", "audit_trail"]
+    fields = readonly_fields = [
+        "merchant",
+        "start_date",
+        "end_date",
+        "closed_by",
+        "closed_at",
+        "reason",
+        "reopened_by",
+        "reopened_at",
+        "audit_trail",
+    ]
     actions = ["reopen_selected"]
 
     def has_add_permission(self, request):
@@ -923,8 +1114,14 @@ class ClosedPeriodAdmin(AuditHistoryMixin, ReadOnlyPageMixin, admin.ModelAdmin):
         self.message_user(request, f"reopened {done}, skipped {total - done} (already reopened)")
 
     def get_urls(self):
-        return [path("approve/<uuid:job_id>/", self.admin_site.admin_view(self.approve_view),
-                     name="recon_closedperiod_approve"), *super().get_urls()]
+        return [
+            path(
+                "approve/<uuid:job_id>/",
+                self.admin_site.admin_view(self.approve_view),
+                name="recon_closedperiod_approve",
+            ),
+            *super().get_urls(),
+        ]
 
     def approve_view(self, request, job_id):
         """Confirms the approval of a `recon.close_period` job: the period's figures now and what is still open,
@@ -951,29 +1148,52 @@ class ClosedPeriodAdmin(AuditHistoryMixin, ReadOnlyPageMixin, admin.ModelAdmin):
             except AppError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
             else:
-                self.message_user(request, "Approval sent" + (" (forced)." if payload.get("force") else "."),
-                                  messages.SUCCESS)
+                self.message_user(
+                    request, "Approval sent" + (" (forced)." if payload.get("force") else "."), messages.SUCCESS
+                )
             return redirect("admin:jobs_job_change", job.pk)
         summary = reports.period_summary(merchant_id=params["merchant_id"], start_date=start, end_date=end)
-        open_entries = services.period_open_entries(merchant_id=params["merchant_id"], start_date=start,
-                                                    end_date=end)
+        open_entries = services.period_open_entries(merchant_id=params["merchant_id"], start_date=start, end_date=end)
         counts = services.period_open_counts(merchant_id=params["merchant_id"], start_date=start, end_date=end)
-        shown = [(e, formatting.entry_label(key=(e.metadata or {}).get("order_id"), amount=e.amount,
-                                            currency=e.currency), e.status, (e.metadata or {}).get("error_type", ""))
-                 for e in open_entries.select_related("account").order_by("effective_date")[:50]]
-        amounts = [(currency, status, formatting.money(f["total"], currency),
-                    formatting.plural(f["count"], "entry", "entries"))
-                   for currency, by in summary["amounts_by_currency"].items() for status, f in by.items()]
+        shown = [
+            (
+                e,
+                formatting.entry_label(key=(e.metadata or {}).get("order_id"), amount=e.amount, currency=e.currency),
+                e.status,
+                (e.metadata or {}).get("error_type", ""),
+            )
+            for e in open_entries.select_related("account").order_by("effective_date")[:50]
+        ]
+        amounts = [
+            (
+                currency,
+                status,
+                formatting.money(f["total"], currency),
+                formatting.plural(f["count"], "entry", "entries"),
+            )
+            for currency, by in summary["amounts_by_currency"].items()
+            for status, f in by.items()
+        ]
         review_url = reverse("admin:recon_stagingentry_changelist") + "?queue=review"
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "job": job, "form": form,
-                   "title": f"Approve closing {params['merchant_id']} {start}..{end}", "summary": summary,
-                   "counts": counts, "open_entries": shown, "amounts": amounts, "review_url": review_url,
-                   "open_text": formatting.plural(counts["total"], "staging entry", "staging entries"),
-                   "waiting": job.state == JobState.WAITING}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "job": job,
+            "form": form,
+            "title": f"Approve closing {params['merchant_id']} {start}..{end}",
+            "summary": summary,
+            "counts": counts,
+            "open_entries": shown,
+            "amounts": amounts,
+            "review_url": review_url,
+            "open_text": formatting.plural(counts["total"], "staging entry", "staging entries"),
+            "waiting": job.state == JobState.WAITING,
+        }
         return TemplateResponse(request, "admin/recon/closedperiod/approve.html", context)
 
 
 # --- uploads ------------------------------------------------------------------------------------------
+
 
 def _import_job(upload: Upload):
     from jobs.models import Job
@@ -1001,9 +1221,12 @@ class UploadAdmin(ReadOnlyAdmin):
         if job is None:
             return "-"
         result = job.result or {}
-        return format_html("{} · {} imported, {} failed", _admin_link(job, f"{job.job_type} [{job.state}]"),
-                           formatting.plural(result.get("successful_ingestions", 0), "entry", "entries"),
-                           formatting.plural(result.get("failed_ingestions", 0), "row"))
+        return format_html(
+            "{} · {} imported, {} failed",
+            _admin_link(job, f"{job.job_type} [{job.state}]"),
+            formatting.plural(result.get("successful_ingestions", 0), "entry", "entries"),
+            formatting.plural(result.get("failed_ingestions", 0), "row"),
+        )
 
     @admin.display(description="row errors")
     def import_errors(self, obj):
@@ -1011,19 +1234,38 @@ class UploadAdmin(ReadOnlyAdmin):
         errors = ((job.result or {}).get("errors") or []) if job is not None else []
         if not errors:
             return "none"
-        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                                ((e.get("row_number"), e.get("error_details"),
-                                  ", ".join(f"{k}={v}" for k, v in (e.get("row_data") or {}).items()))
-                                 for e in errors[:200]))
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    e.get("row_number"),
+                    e.get("error_details"),
+                    ", ".join(f"{k}={v}" for k, v in (e.get("row_data") or {}).items()),
+                )
+                for e in errors[:200]
+            ),
+        )
         more = format_html("<p>Showing 200 of {}.</p>", len(errors)) if len(errors) > 200 else ""
         url = reverse("admin:recon_upload_errors_csv", args=[obj.pk])
-        return format_html('<p><a href="{}">Download all {} as CSV</a></p><table class="recon-errors"><thead><tr>'
-                           "<th>Row</th><th>Problem</th><th>Row data</th></tr></thead><tbody>{}</tbody></table>{}",
-                           url, formatting.plural(len(errors), "row error"), rows, more)
+        return format_html(
+            '<p><a href="{}">Download all {} as CSV</a></p><table class="recon-errors"><thead><tr>'
+            "<th>Row</th><th>Problem</th><th>Row data</th></tr></thead><tbody>{}</tbody></table>{}",
+            url,
+            formatting.plural(len(errors), "row error"),
+            rows,
+            more,
+        )
 
     def get_urls(self):
-        return [path("<uuid:object_id>/errors.csv", self.admin_site.admin_view(self.errors_csv_view),
-                     name="recon_upload_errors_csv"), *super().get_urls()]
+        return [
+            path(
+                "<uuid:object_id>/errors.csv",
+                self.admin_site.admin_view(self.errors_csv_view),
+                name="recon_upload_errors_csv",
+            ),
+            *super().get_urls(),
+        ]
 
     def errors_csv_view(self, request, object_id):
         upload = self.get_queryset(request).filter(pk=object_id).first()
@@ -1050,8 +1292,19 @@ class BankStatementAdmin(ReadOnlyAdmin):
     balance on each closing day next to the bank's."""
 
     tenant_field = "account__merchant_id"
-    list_display = ["statement_id", "account", "format", "sequence", "opening_balance", "closing_balance",
-                    "closing_date", "ledger_balance", "line_count", "problem_list", "created_at"]
+    list_display = [
+        "statement_id",
+        "account",
+        "format",
+        "sequence",
+        "opening_balance",
+        "closing_balance",
+        "closing_date",
+        "ledger_balance",
+        "line_count",
+        "problem_list",
+        "created_at",
+    ]
     list_filter = ["format", ("closing_date", admin.DateFieldListFilter)]
     list_select_related = ["account", "upload"]
     search_fields = ["statement_id", "bank_account", "=upload__upload_id"]

@@ -18,8 +18,9 @@ class ReviewBulkMixin:
     change_list_template = "admin/recon/stagingentry/change_list.html"
 
     def get_urls(self):
-        return [path("bulk/", self.admin_site.admin_view(self.review_bulk_view),
-                     name="recon_stagingentry_bulk")] + super().get_urls()
+        return [
+            path("bulk/", self.admin_site.admin_view(self.review_bulk_view), name="recon_stagingentry_bulk")
+        ] + super().get_urls()
 
     @staticmethod
     def _review_scope(params) -> dict | None:
@@ -39,10 +40,14 @@ class ReviewBulkMixin:
         return scope
 
     def _scope_qs(self, request, scope):
-        when = {k: parse_datetime(v) or parse_datetime(f"{v[:10]}T00:00:00+00:00") if v else None
-                for k, v in scope.items() if k != "which"}
-        return services.review_queue_matching(which=scope["which"], merchant_ids=access.operable_tenants(request.user),
-                                              **when)
+        when = {
+            k: parse_datetime(v) or parse_datetime(f"{v[:10]}T00:00:00+00:00") if v else None
+            for k, v in scope.items()
+            if k != "which"
+        }
+        return services.review_queue_matching(
+            which=scope["which"], merchant_ids=access.operable_tenants(request.user), **when
+        )
 
     def changelist_view(self, request, extra_context=None):
         extra_context = dict(extra_context or {})
@@ -52,7 +57,8 @@ class ReviewBulkMixin:
             base = reverse("admin:recon_stagingentry_bulk")
             extra_context["review_bulk_links"] = [
                 {"action": a, "n": n, "url": f"{base}?{urlencode({**request.GET.dict(), 'action': a})}"}
-                for a in services.REVIEW_BULK_ACTIONS]
+                for a in services.REVIEW_BULK_ACTIONS
+            ]
         return super().changelist_view(request, extra_context=extra_context)
 
     def review_bulk_view(self, request):
@@ -76,13 +82,20 @@ class ReviewBulkMixin:
             if action == "ignore" and not reason:
                 self.message_user(request, "Ignoring needs a reason.", messages.ERROR)
                 return redirect(f"{reverse('admin:recon_stagingentry_bulk')}?{urlencode(params.dict())}")
-            job = job_services.job_create(job_type="recon.review_bulk", owner=request.user,
-                                          params={"action": action, **scope, "reason": reason})
+            job = job_services.job_create(
+                job_type="recon.review_bulk", owner=request.user, params={"action": action, **scope, "reason": reason}
+            )
             self.message_user(request, f"Bulk {action} started as job {job.pk}.")
             return redirect("admin:jobs_job_change", job.pk)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": f"Bulk {action}",
-                   "action": action, "n": self._scope_qs(request, scope).count(),
-                   "params": [(k, v) for k, v in params.items() if k != "csrfmiddlewaretoken"],
-                   "back": reverse("admin:recon_stagingentry_changelist") + "?" + urlencode(
-                       {k: v for k, v in params.items() if k != "action"})}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Bulk {action}",
+            "action": action,
+            "n": self._scope_qs(request, scope).count(),
+            "params": [(k, v) for k, v in params.items() if k != "csrfmiddlewaretoken"],
+            "back": reverse("admin:recon_stagingentry_changelist")
+            + "?"
+            + urlencode({k: v for k, v in params.items() if k != "action"}),
+        }
         return TemplateResponse(request, "admin/recon/stagingentry/bulk_confirm.html", context)

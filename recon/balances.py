@@ -21,22 +21,32 @@ PENDING = (EntryStatus.POSTED, EntryStatus.EXPECTED)
 
 
 def _sum(side: str, statuses: tuple[str, ...]):
-    sub = (Entry.objects.filter(account=OuterRef("pk"), entry_type=side, status__in=statuses)
-           .order_by().values("account").annotate(s=Sum("amount")).values("s"))
+    sub = (
+        Entry.objects.filter(account=OuterRef("pk"), entry_type=side, status__in=statuses)
+        .order_by()
+        .values("account")
+        .annotate(s=Sum("amount"))
+        .values("s")
+    )
     return Coalesce(Subquery(sub, output_field=TOTAL_FIELD), ZERO, output_field=TOTAL_FIELD)
 
 
 def with_aggregated_sums(queryset: QuerySet[Account]) -> QuerySet[Account]:
     """The four sums aggregated from the entries (correlated subqueries; cost grows with the entries)."""
-    return queryset.annotate(posted_debits=_sum("DEBIT", POSTED), posted_credits=_sum("CREDIT", POSTED),
-                             pending_debits=_sum("DEBIT", PENDING), pending_credits=_sum("CREDIT", PENDING))
+    return queryset.annotate(
+        posted_debits=_sum("DEBIT", POSTED),
+        posted_credits=_sum("CREDIT", POSTED),
+        pending_debits=_sum("DEBIT", PENDING),
+        pending_credits=_sum("CREDIT", PENDING),
+    )
 
 
 def with_balance_sums(queryset: QuerySet[Account]) -> QuerySet[Account]:
     """Annotates posted/pending debit and credit sums read from `AccountBalance` (a LEFT JOIN on its primary key:
     one query for any number of accounts)."""
-    return queryset.annotate(**{name: Coalesce(F(f"balance_totals__{name}"), ZERO, output_field=TOTAL_FIELD)
-                                for name in SUMS})
+    return queryset.annotate(
+        **{name: Coalesce(F(f"balance_totals__{name}"), ZERO, output_field=TOTAL_FIELD) for name in SUMS}
+    )
 
 
 def figures(account: Account) -> dict:
@@ -70,8 +80,11 @@ def balance_drift(queryset: QuerySet[Account] | None = None) -> dict:
     queryset = Account.objects.all() if queryset is None else queryset
     maintained = {a.pk: tuple(getattr(a, s) for s in SUMS) for a in with_balance_sums(queryset.order_by())}
     aggregated = {a.pk: tuple(getattr(a, s) for s in SUMS) for a in with_aggregated_sums(queryset.order_by())}
-    return {pk: {"maintained": maintained[pk], "aggregated": aggregated[pk]}
-            for pk in aggregated if aggregated[pk] != maintained[pk]}
+    return {
+        pk: {"maintained": maintained[pk], "aggregated": aggregated[pk]}
+        for pk in aggregated
+        if aggregated[pk] != maintained[pk]
+    }
 
 
 def balance_totals_rebuild() -> int:
@@ -107,7 +120,11 @@ def posted_balance_on(account: Account, day) -> Decimal:
     end = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
     sums = Entry.objects.filter(account=account, status=EntryStatus.POSTED, effective_date__lt=end).aggregate(
         debits=Coalesce(Sum("amount", filter=Q(entry_type="DEBIT")), ZERO),
-        credits=Coalesce(Sum("amount", filter=Q(entry_type="CREDIT")), ZERO))
-    up, down = ((sums["debits"], sums["credits"]) if account.account_type == AccountType.DEBIT_NORMAL
-                else (sums["credits"], sums["debits"]))
+        credits=Coalesce(Sum("amount", filter=Q(entry_type="CREDIT")), ZERO),
+    )
+    up, down = (
+        (sums["debits"], sums["credits"])
+        if account.account_type == AccountType.DEBIT_NORMAL
+        else (sums["credits"], sums["debits"])
+    )
     return account.initial_balance + up - down

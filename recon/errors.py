@@ -81,6 +81,7 @@ class UnprocessableError(ReconError):
 
 # --- engine outcomes (recorded on the staging entry) ------------------------------------------------
 
+
 class OutsideToleranceError(UnprocessableError):
     """The amounts differ beyond the rule's tolerance."""
 

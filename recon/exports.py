@@ -21,8 +21,10 @@ from recon.models import Entry, EntryStatus, StagingEntry, TransactionStatus
 from recon.selectors import staging_entries_in_review
 
 FORMATS = ("csv", "xlsx")
-CONTENT_TYPES = {"csv": "text/csv; charset=utf-8",
-                 "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+CONTENT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
 FETCH = 2000  # rows read from the database at a time
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -41,55 +43,155 @@ def _age_days(when: dt.datetime, now: dt.datetime) -> str:
 def review_queue(staging: QuerySet[StagingEntry]) -> Table:
     """The review queue of `staging` (already scoped and filtered by the caller), oldest first."""
     now = timezone.now()
-    rows = (staging_entries_in_review(staging).select_related("account").order_by("created_at", "pk")
-            .iterator(chunk_size=FETCH))
-    return Table("review-queue", ["staging_entry_id", "account", "order_id", "entry_type", "amount", "currency",
-                                  "effective_date", "processing_mode", "status", "error_type", "error", "age_days",
-                                  "created_at"],
-                 ([e.pk, e.account.account_name, e.metadata.get("order_id", ""), e.entry_type, e.amount, e.currency,
-                   e.effective_date, e.processing_mode, e.status, e.metadata.get("error_type", ""),
-                   e.metadata.get("error", ""), _age_days(e.created_at, now), e.created_at] for e in rows))
+    rows = (
+        staging_entries_in_review(staging)
+        .select_related("account")
+        .order_by("created_at", "pk")
+        .iterator(chunk_size=FETCH)
+    )
+    return Table(
+        "review-queue",
+        [
+            "staging_entry_id",
+            "account",
+            "order_id",
+            "entry_type",
+            "amount",
+            "currency",
+            "effective_date",
+            "processing_mode",
+            "status",
+            "error_type",
+            "error",
+            "age_days",
+            "created_at",
+        ],
+        (
+            [
+                e.pk,
+                e.account.account_name,
+                e.metadata.get("order_id", ""),
+                e.entry_type,
+                e.amount,
+                e.currency,
+                e.effective_date,
+                e.processing_mode,
+                e.status,
+                e.metadata.get("error_type", ""),
+                e.metadata.get("error", ""),
+                _age_days(e.created_at, now),
+                e.created_at,
+            ]
+            for e in rows
+        ),
+    )
 
 
 def unmatched_expectations(entries: QuerySet[Entry]) -> Table:
     """Open EXPECTED legs (of EXPECTED or MISMATCH transactions) of `entries`, oldest first, with their age."""
     now = timezone.now()
-    rows = (entries.filter(status=EntryStatus.EXPECTED,
-                           transaction__status__in=(TransactionStatus.EXPECTED, TransactionStatus.MISMATCH))
-            .select_related("account", "transaction").order_by("created_at", "pk").iterator(chunk_size=FETCH))
-    return Table("unmatched-expectations", ["entry_id", "logical_transaction_id", "transaction_status", "account",
-                                            "order_id", "entry_type", "amount", "currency", "effective_date",
-                                            "age_days", "created_at"],
-                 ([e.pk, e.transaction.logical_transaction_id, e.transaction.status, e.account.account_name,
-                   e.metadata.get("order_id", ""), e.entry_type, e.amount, e.currency, e.effective_date,
-                   _age_days(e.created_at, now), e.created_at] for e in rows))
+    rows = (
+        entries.filter(
+            status=EntryStatus.EXPECTED,
+            transaction__status__in=(TransactionStatus.EXPECTED, TransactionStatus.MISMATCH),
+        )
+        .select_related("account", "transaction")
+        .order_by("created_at", "pk")
+        .iterator(chunk_size=FETCH)
+    )
+    return Table(
+        "unmatched-expectations",
+        [
+            "entry_id",
+            "logical_transaction_id",
+            "transaction_status",
+            "account",
+            "order_id",
+            "entry_type",
+            "amount",
+            "currency",
+            "effective_date",
+            "age_days",
+            "created_at",
+        ],
+        (
+            [
+                e.pk,
+                e.transaction.logical_transaction_id,
+                e.transaction.status,
+                e.account.account_name,
+                e.metadata.get("order_id", ""),
+                e.entry_type,
+                e.amount,
+                e.currency,
+                e.effective_date,
+                _age_days(e.created_at, now),
+                e.created_at,
+            ]
+            for e in rows
+        ),
+    )
 
 
 def period_transactions(*, merchant_id: str, start_date: dt.date, end_date: dt.date) -> Table:
     """Every ledger leg dated in the period (UTC days, both included), one row per leg with its transaction."""
     start = dt.datetime.combine(start_date, dt.time.min, tzinfo=dt.UTC)
     end = dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
-    rows = (Entry.objects.filter(account__merchant_id=merchant_id, effective_date__gte=start, effective_date__lt=end)
-            .select_related("account", "transaction").order_by("effective_date", "transaction_id", "pk")
-            .iterator(chunk_size=FETCH))
-    return Table("transactions", ["transaction_id", "logical_transaction_id", "version", "transaction_status",
-                                  "entry_id", "account", "entry_type", "amount", "currency", "entry_status",
-                                  "effective_date"],
-                 ([e.transaction_id, e.transaction.logical_transaction_id, e.transaction.version,
-                   e.transaction.status, e.pk, e.account.account_name, e.entry_type, e.amount, e.currency, e.status,
-                   e.effective_date] for e in rows))
+    rows = (
+        Entry.objects.filter(account__merchant_id=merchant_id, effective_date__gte=start, effective_date__lt=end)
+        .select_related("account", "transaction")
+        .order_by("effective_date", "transaction_id", "pk")
+        .iterator(chunk_size=FETCH)
+    )
+    return Table(
+        "transactions",
+        [
+            "transaction_id",
+            "logical_transaction_id",
+            "version",
+            "transaction_status",
+            "entry_id",
+            "account",
+            "entry_type",
+            "amount",
+            "currency",
+            "entry_status",
+            "effective_date",
+        ],
+        (
+            [
+                e.transaction_id,
+                e.transaction.logical_transaction_id,
+                e.transaction.version,
+                e.transaction.status,
+                e.pk,
+                e.account.account_name,
+                e.entry_type,
+                e.amount,
+                e.currency,
+                e.status,
+                e.effective_date,
+            ]
+            for e in rows
+        ),
+    )
 
 
 def period_summary(*, merchant_id: str, start_date: dt.date, end_date: dt.date) -> Table:
     """The period-close summary (`recon.reports.period_summary`) as figure / value rows."""
     summary = reports.period_summary(merchant_id=merchant_id, start_date=start_date, end_date=end_date)
-    rows = [["period", f"{summary['start_date']}..{summary['end_date']}"],
-            *[[f"staging entries {s}", n] for s, n in summary["staging_entries"]["by_status"].items()],
-            ["in the review queue", summary["open_review"]],
-            *[[f"ledger entries {s}", n] for s, n in summary["entries"]["by_status"].items()],
-            *[[f"amount {currency} {status}", f"{v['total']} ({v['count']} entries)"]
-              for currency, by in summary["amounts_by_currency"].items() for status, v in by.items()],
-            ["generated_at", summary["generated_at"]]]
+    rows = [
+        ["period", f"{summary['start_date']}..{summary['end_date']}"],
+        *[[f"staging entries {s}", n] for s, n in summary["staging_entries"]["by_status"].items()],
+        ["in the review queue", summary["open_review"]],
+        *[[f"ledger entries {s}", n] for s, n in summary["entries"]["by_status"].items()],
+        *[
+            [f"amount {currency} {status}", f"{v['total']} ({v['count']} entries)"]
+            for currency, by in summary["amounts_by_currency"].items()
+            for status, v in by.items()
+        ],
+        ["generated_at", summary["generated_at"]],
+    ]
     return Table("period-summary", ["figure", "value"], rows)
 
 

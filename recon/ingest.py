@@ -74,6 +74,33 @@ def _parses(text: str) -> bool:
         return False
 
 
+def amount_problem(amount: Decimal) -> str | None:
+    """Why an amount cannot be a staging entry's (every import format), else None."""
+    if amount <= 0:
+        return "amount must be positive"
+    if amount != amount.quantize(MONEY_QUANTUM):
+        return "amount has more than 4 decimal places"
+    if amount > services.MAX_AMOUNT:
+        return "amount is too large"
+    return None
+
+
+def _csv_amount(raw: str) -> tuple[Decimal | None, str | None]:
+    """A CSV cell's amount (plain ASCII decimals only) and the problem with it, if any."""
+    if not PLAIN_AMOUNT.fullmatch(raw):
+        hint = ""
+        if "," in raw or _parses(raw):
+            hint = " (digits 0-9 and one '.' only: no thousands separators, underscores, exponents or other digits)"
+        return None, f"amount {report_text(raw)!r} is not a number{hint}"
+    try:
+        amount = Decimal(raw)
+    except (InvalidOperation, ValueError):
+        return None, f"amount {report_text(raw)!r} is not a number"
+    if not amount.is_finite():
+        return None, f"amount {report_text(raw)!r} is not a number"
+    return amount, amount_problem(amount)
+
+
 def validate_row(row: dict, *, account: Account, processing_mode: str, source_file: str) -> tuple[dict | None, list]:
     """Returns (staging entry fields, []) for a good row or (None, problems)."""
     problems = []
@@ -87,53 +114,45 @@ def validate_row(row: dict, *, account: Account, processing_mode: str, source_fi
         problems.append(problem)
     amount = when = None
     raw_amount = (row.get("amount") or "").strip()
-    if raw_amount and not PLAIN_AMOUNT.fullmatch(raw_amount):
-        hint = ""
-        if "," in raw_amount or _parses(raw_amount):
-            hint = " (digits 0-9 and one '.' only: no thousands separators, underscores, exponents or other digits)"
-        problems.append(f"amount {report_text(raw_amount)!r} is not a number{hint}")
-        raw_amount = ""
     if raw_amount:
-        try:
-            amount = Decimal(raw_amount)
-            if not amount.is_finite():
-                raise InvalidOperation
-            if amount <= 0:
-                problems.append("amount must be positive")
-            elif amount != amount.quantize(MONEY_QUANTUM):
-                problems.append("amount has more than 4 decimal places")
-            elif amount > services.MAX_AMOUNT:
-                problems.append("amount is too large")
-        except (InvalidOperation, ValueError):
-            problems.append(f"amount {report_text(raw_amount)!r} is not a number")
+        amount, problem = _csv_amount(raw_amount)
+        if problem:
+            problems.append(problem)
     currency = (row.get("currency") or "").strip().upper()  # any case accepted, stored upper
     if currency and not is_currency(currency):
         problems.append(f"currency {report_text(currency)!r} is not an ISO 4217 code")
     raw_date = (row.get("transaction_date") or "").strip()
     if raw_date and (when := parse_when(raw_date)) is None:
-        problems.append(f"transaction_date {report_text(raw_date)!r} is not a date (YYYY-MM-DD) or a date-time "
-                        "with timezone")
+        problems.append(
+            f"transaction_date {report_text(raw_date)!r} is not a date (YYYY-MM-DD) or a date-time with timezone"
+        )
     kind = (row.get("type") or "").strip()
     if kind and kind.lower() not in TYPES:
         problems.append(f"type {report_text(kind)!r} is not one of Payment, Refund, Debit, Credit")
     if problems:
         return None, problems
-    return {"entry_type": side_for(kind, account.account_type), "amount": amount.quantize(MONEY_QUANTUM),
-            "currency": currency, "effective_date": when, "processing_mode": processing_mode,
-            "metadata": {"order_id": row["order_id"].strip(), "source_file": source_file}}, []
+    return {
+        "entry_type": side_for(kind, account.account_type),
+        "amount": amount.quantize(MONEY_QUANTUM),
+        "currency": currency,
+        "effective_date": when,
+        "processing_mode": processing_mode,
+        "metadata": {"order_id": row["order_id"].strip(), "source_file": source_file},
+    }, []
 
 
 def _rows(lines: Iterable[str]) -> tuple[list[str], Iterator[list[str]]]:
     reader = csv.reader(iter(lines))
     header = next(reader, None)
     if header is None:
-        raise InvalidCsvError("The file is empty: a header row is required "
-                              f"({', '.join(COLUMNS)}).")
+        raise InvalidCsvError(f"The file is empty: a header row is required ({', '.join(COLUMNS)}).")
     header = [h.strip().lstrip("\ufeff").strip().lower() for h in header]
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        raise InvalidCsvError(f"The header must name the columns {', '.join(COLUMNS)}; missing: "
-                              f"{', '.join(missing)}.", details={"header": header, "missing": missing})
+        raise InvalidCsvError(
+            f"The header must name the columns {', '.join(COLUMNS)}; missing: {', '.join(missing)}.",
+            details={"header": header, "missing": missing},
+        )
     if len(set(header)) != len(header):
         raise InvalidCsvError("The header names a column twice.", details={"header": header})
     return header, _guarded(reader)
@@ -214,8 +233,16 @@ class ChunkWriter:
     returning False stops the import after that chunk). `before_write(rows)` may drop rows just before they are
     written, inside that transaction (overlapping statement lines); it returns the rows to keep."""
 
-    def __init__(self, *, account: Account, report: dict, on_chunk=None, chunk_rows: int = CHUNK_ROWS,
-                 max_errors: int = MAX_ERRORS_KEPT, before_write: Callable[[list], list] | None = None):
+    def __init__(
+        self,
+        *,
+        account: Account,
+        report: dict,
+        on_chunk=None,
+        chunk_rows: int = CHUNK_ROWS,
+        max_errors: int = MAX_ERRORS_KEPT,
+        before_write: Callable[[list], list] | None = None,
+    ):
         self.account, self.report, self.on_chunk = account, report, on_chunk
         self.chunk_rows, self.max_errors, self.before_write = chunk_rows, max_errors, before_write
         self.pending: list = []
@@ -259,10 +286,18 @@ class ChunkWriter:
             self.flush(rows_done)
 
 
-def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, source_file: str,
-               start_row: int = 0, chunk_rows: int = CHUNK_ROWS,
-               on_chunk: Callable[[int, dict], bool | None] | None = None,
-               report: dict | None = None, max_errors: int = MAX_ERRORS_KEPT) -> dict:
+def ingest_csv(
+    *,
+    account: Account,
+    lines: Iterable[str],
+    processing_mode: str,
+    source_file: str,
+    start_row: int = 0,
+    chunk_rows: int = CHUNK_ROWS,
+    on_chunk: Callable[[int, dict], bool | None] | None = None,
+    report: dict | None = None,
+    max_errors: int = MAX_ERRORS_KEPT,
+) -> dict:
     """Streams `lines` (text lines of a CSV file, header first) into staging entries and their tracker tasks.
 
     Rows 1..`start_row` (data rows, the header is not a row) are skipped, so a caller resumes from its
@@ -291,8 +326,9 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
     md_tail = f', "source_file": {json.dumps(source_file)}}}'
     quote = json.encoder.encode_basestring_ascii
     row_number = 0
-    chunks = ChunkWriter(account=account, report=report, on_chunk=on_chunk, chunk_rows=chunk_rows,
-                         max_errors=max_errors)
+    chunks = ChunkWriter(
+        account=account, report=report, on_chunk=on_chunk, chunk_rows=chunk_rows, max_errors=max_errors
+    )
 
     for cells in reader:
         if isinstance(cells, UnreadableRow):
@@ -310,13 +346,24 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
             continue
         if len(cells) == width:
             order_id, raw_amount, currency, raw_date, kind = pick(cells)
-            order_id, raw_amount, currency, raw_date = (order_id.strip(), raw_amount.strip(),
-                                                        currency.strip().upper(), raw_date.strip())
+            order_id, raw_amount, currency, raw_date = (
+                order_id.strip(),
+                raw_amount.strip(),
+                currency.strip().upper(),
+                raw_date.strip(),
+            )
             side = sides.get(kind.strip().lower())
-            if (side is not None and order_id and currency in currencies and raw_date
-                    and len(order_id) <= order_id_max and not unstorable(order_id)
-                    and amount_ok(raw_amount) and raw_amount.strip("0.")
-                    and (when := _when_text(raw_date, when_cache)) is not None):
+            if (
+                side is not None
+                and order_id
+                and currency in currencies
+                and raw_date
+                and len(order_id) <= order_id_max
+                and not unstorable(order_id)
+                and amount_ok(raw_amount)
+                and raw_amount.strip("0.")
+                and (when := _when_text(raw_date, when_cache)) is not None
+            ):
                 chunks.add((side, raw_amount, currency, when, processing_mode, md_head + quote(order_id) + md_tail))
                 if chunks.full() and not chunks.flush(row_number):
                     return report
@@ -327,14 +374,23 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
         problems = []
         if len(cells) != width:
             problems.append(f"expected {width} columns, got {len(cells)}")
-        fields, row_problems = validate_row(row, account=account, processing_mode=processing_mode,
-                                            source_file=source_file)
+        fields, row_problems = validate_row(
+            row, account=account, processing_mode=processing_mode, source_file=source_file
+        )
         problems += row_problems
         if problems:
             chunks.fail(row_number, "; ".join(problems), row_data)
         else:
-            chunks.add((fields["entry_type"], fields["amount"], fields["currency"], fields["effective_date"],
-                        fields["processing_mode"], fields["metadata"]))
+            chunks.add(
+                (
+                    fields["entry_type"],
+                    fields["amount"],
+                    fields["currency"],
+                    fields["effective_date"],
+                    fields["processing_mode"],
+                    fields["metadata"],
+                )
+            )
         if chunks.full() and not chunks.flush(row_number):
             return report
     chunks.finish(row_number)
@@ -342,6 +398,7 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
 
 
 # Statements -----------------------------------------------------------------------------------------------------
+
 
 def statement_check(fmt: str, stream) -> int:
     """Parses a statement file through without writing (bounded memory: only what can fail is read) and returns
@@ -353,23 +410,25 @@ def line_key(line: statements.Line) -> str:
     """The overlap key of a statement line (API.md "Overlapping statements"): the bank reference, booking date,
     direction, amount and currency; without a reference, the remittance info instead of it."""
     amount = format(line.amount.quantize(MONEY_QUANTUM), "f")
-    parts = [line.bank_reference or "\x00" + line.remittance_info, str(line.booking_date or line.effective_date),
-             line.direction, amount, line.currency]
+    parts = [
+        line.bank_reference or "\x00" + line.remittance_info,
+        str(line.booking_date or line.effective_date),
+        line.direction,
+        amount,
+        line.currency,
+    ]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def statement_row(line: statements.Line, *, account: Account, processing_mode: str,
-                  metadata: dict) -> tuple[tuple | None, list[str]]:
+def statement_row(
+    line: statements.Line, *, account: Account, processing_mode: str, metadata: dict
+) -> tuple[tuple | None, list[str]]:
     """(row for `staging_entries_create_rows`, []) for a line that can be a staging entry, else (None, problems).
     Money in is the account's normal side (DEBIT on DEBIT_NORMAL), money out the other."""
     problems = []
     amount = line.amount
-    if amount <= 0:
-        problems.append("amount must be positive")
-    elif amount != amount.quantize(MONEY_QUANTUM):
-        problems.append("amount has more than 4 decimal places")
-    elif amount > services.MAX_AMOUNT:
-        problems.append("amount is too large")
+    if (problem := amount_problem(amount)) is not None:
+        problems.append(problem)
     if not is_currency(line.currency):
         problems.append(f"currency {line.currency!r} is not an ISO 4217 code")
     when = line.effective_date
@@ -410,16 +469,32 @@ class _Overlaps:
             return rows
         Account.objects.select_for_update().filter(pk=self.account.pk).first()
         with connection.cursor() as cursor:
-            cursor.execute(STATEMENT_LINE_COUNTS, {"account": self.account.pk, "upload": self.upload_id,
-                                                   "keys": array_literal(sorted({r[-1][1] for r in rows}))})
+            cursor.execute(
+                STATEMENT_LINE_COUNTS,
+                {
+                    "account": self.account.pk,
+                    "upload": self.upload_id,
+                    "keys": array_literal(sorted({r[-1][1] for r in rows})),
+                },
+            )
             earlier = dict(cursor.fetchall())
         return [r[:-1] for r in rows if r[-1][0] > earlier.get(r[-1][1], 0)]
 
 
-def ingest_statement(*, account: Account, fmt: str, stream, processing_mode: str, source_file: str,
-                     upload_id, start_row: int = 0, chunk_rows: int = CHUNK_ROWS,
-                     on_chunk: Callable[[int, dict], bool | None] | None = None, report: dict | None = None,
-                     max_errors: int = MAX_ERRORS_KEPT) -> dict:
+def ingest_statement(
+    *,
+    account: Account,
+    fmt: str,
+    stream,
+    processing_mode: str,
+    source_file: str,
+    upload_id,
+    start_row: int = 0,
+    chunk_rows: int = CHUNK_ROWS,
+    on_chunk: Callable[[int, dict], bool | None] | None = None,
+    report: dict | None = None,
+    max_errors: int = MAX_ERRORS_KEPT,
+) -> dict:
     """Streams the lines of a statement file (already checked by `statement_check`) into staging entries, with
     the same chunks and checkpoints as `ingest_csv` (`start_row` counts lines, `on_chunk(rows_done, report)`).
     Lines that an earlier upload to the account already imported are skipped (`duplicates_skipped`). The
@@ -427,8 +502,14 @@ def ingest_statement(*, account: Account, fmt: str, stream, processing_mode: str
     report = report if report is not None else empty_report()
     report.setdefault("duplicates_skipped", 0)
     overlaps = _Overlaps(account, upload_id)
-    chunks = ChunkWriter(account=account, report=report, on_chunk=on_chunk, chunk_rows=chunk_rows,
-                         max_errors=max_errors, before_write=overlaps.keep)
+    chunks = ChunkWriter(
+        account=account,
+        report=report,
+        on_chunk=on_chunk,
+        chunk_rows=chunk_rows,
+        max_errors=max_errors,
+        before_write=overlaps.keep,
+    )
     base = {"source_file": source_file, "format": fmt, "upload_id": str(upload_id)}
     found: list[statements.Statement] = []
     position = 0
@@ -441,8 +522,12 @@ def ingest_statement(*, account: Account, fmt: str, stream, processing_mode: str
         occurrence = overlaps.count(key)
         if position <= start_row:
             continue
-        row, problems = statement_row(item, account=account, processing_mode=processing_mode,
-                                      metadata={**item.metadata(), **base, "line_key": key})
+        row, problems = statement_row(
+            item,
+            account=account,
+            processing_mode=processing_mode,
+            metadata={**item.metadata(), **base, "line_key": key},
+        )
         if problems:
             chunks.fail(position, "; ".join(problems), _line_data(item))
         else:
@@ -455,15 +540,29 @@ def ingest_statement(*, account: Account, fmt: str, stream, processing_mode: str
 
 
 def _line_data(line: statements.Line) -> dict:
-    return {"amount": str(line.amount), "direction": line.direction, "currency": line.currency,
-            "booking_date": str(line.booking_date or ""), "bank_reference": line.bank_reference}
+    return {
+        "amount": str(line.amount),
+        "direction": line.direction,
+        "currency": line.currency,
+        "booking_date": str(line.booking_date or ""),
+        "bank_reference": line.bank_reference,
+    }
 
 
 def statement_summary(s: statements.Statement) -> dict:
     """A statement's figures as JSON values (the import's result, and what `BankStatement` stores)."""
     money = lambda v: None if v is None else str(v)  # noqa: E731
     day = lambda v: None if v is None else v.isoformat()  # noqa: E731
-    return {"statement_id": s.statement_id, "account": s.account, "currency": s.currency, "sequence": s.sequence,
-            "opening_balance": money(s.opening_balance), "closing_balance": money(s.closing_balance),
-            "opening_date": day(s.opening_date), "closing_date": day(s.closing_date), "lines": s.line_count,
-            "lines_total": str(s.lines_total), "balanced": s.balanced}
+    return {
+        "statement_id": s.statement_id,
+        "account": s.account,
+        "currency": s.currency,
+        "sequence": s.sequence,
+        "opening_balance": money(s.opening_balance),
+        "closing_balance": money(s.closing_balance),
+        "opening_date": day(s.opening_date),
+        "closing_date": day(s.closing_date),
+        "lines": s.line_count,
+        "lines_total": str(s.lines_total),
+        "balanced": s.balanced,
+    }

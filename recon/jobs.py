@@ -24,14 +24,14 @@ from recon.models import Account, Merchant, ProcessingMode, Upload
 from recon.uploads import open_bytes, open_lines
 
 
-
 class ImportFileParams(serializers.Serializer):
     account_id = serializers.UUIDField()
     upload_id = serializers.UUIDField()
     processing_mode = serializers.ChoiceField(choices=ProcessingMode.values)
     format = serializers.ChoiceField(choices=statements.FORMATS, default="csv")
-    chunk_rows = serializers.IntegerField(min_value=10, max_value=50_000, default=CHUNK_ROWS,
-                                          help_text="Rows per database transaction (and checkpoint).")
+    chunk_rows = serializers.IntegerField(
+        min_value=10, max_value=50_000, default=CHUNK_ROWS, help_text="Rows per database transaction (and checkpoint)."
+    )
 
     def validate(self, attrs):
         # Checked at POST against the job's merchant (context from jobs.services.job_create): another merchant's
@@ -74,8 +74,9 @@ def import_upload(ctx, params: dict) -> dict | None:
     total = state["lines"] if fmt != "csv" else max(1, upload.line_count - 1)  # CSV: newlines minus the header
     unit = "rows" if fmt == "csv" else "statement lines"
     if rows_done == 0:
-        ctx.log(f"importing {upload.name} ({fmt}, {upload.size} bytes, about {total} {unit}) into "
-                f"{account.account_name}")
+        ctx.log(
+            f"importing {upload.name} ({fmt}, {upload.size} bytes, about {total} {unit}) into {account.account_name}"
+        )
         ctx.progress(0, f"0 of about {total} {unit}")
     else:
         ctx.log(f"resuming {upload.name} after {unit[:-1]} {rows_done}", rows_done=rows_done)
@@ -83,15 +84,22 @@ def import_upload(ctx, params: dict) -> dict | None:
     def on_chunk(done: int, chunk_report: dict) -> bool:
         # Inside the chunk's transaction: the checkpoint commits with the chunk's staging entries.
         if "statements" in chunk_report:
-            services.bank_statements_record(account=account, upload=upload, fmt=fmt,
-                                            summaries=chunk_report["statements"])
+            services.bank_statements_record(
+                account=account, upload=upload, fmt=fmt, summaries=chunk_report["statements"]
+            )
         ctx.checkpoint({**state, "rows_done": done, "report": chunk_report})
         ctx.progress(min(99, 100 * done // max(1, total)), f"{done} of about {total} {unit}")
         return not ctx.should_stop()
 
-    common = dict(account=account, processing_mode=params["processing_mode"], source_file=upload.name,
-                  start_row=rows_done, report=report, chunk_rows=params.get("chunk_rows") or CHUNK_ROWS,
-                  on_chunk=on_chunk)
+    common = dict(
+        account=account,
+        processing_mode=params["processing_mode"],
+        source_file=upload.name,
+        start_row=rows_done,
+        report=report,
+        chunk_rows=params.get("chunk_rows") or CHUNK_ROWS,
+        on_chunk=on_chunk,
+    )
     if fmt == "csv":
         report = ingest_csv(lines=open_lines(upload), **common)
     else:
@@ -99,8 +107,10 @@ def import_upload(ctx, params: dict) -> dict | None:
     if ctx.stop_reason:
         return None  # paused, cancelled or out of time: the runtime decides what comes next
     skipped = report.get("duplicates_skipped", 0)
-    ctx.log(f"imported {upload.name}: {report['successful_ingestions']} staging entries created, "
-            f"{report['failed_ingestions']} {unit} failed" + (f", {skipped} already imported skipped" if skipped else ""))
+    ctx.log(
+        f"imported {upload.name}: {report['successful_ingestions']} staging entries created, "
+        f"{report['failed_ingestions']} {unit} failed" + (f", {skipped} already imported skipped" if skipped else "")
+    )
     return {"format": fmt, "statements": report.get("statements", []), "duplicates_skipped": skipped, **report}
 
 
@@ -112,8 +122,9 @@ def _statement_lines(ctx: JobContext, upload: Upload, fmt: str) -> int:
     try:
         lines = statement_check(fmt, open_bytes(upload))
     except statements.StatementParseError as e:
-        raise StatementFileError(f"{upload.name} cannot be read as {e.format}: {e.problem} ({e.where}); "
-                                 "nothing was imported") from None
+        raise StatementFileError(
+            f"{upload.name} cannot be read as {e.format}: {e.problem} ({e.where}); nothing was imported"
+        ) from None
     ctx.log(f"{upload.name}: a {fmt} file of {lines} statement lines, checked")
     return lines
 
@@ -129,11 +140,13 @@ class ClosePeriodParams(serializers.Serializer):
         # the user sees but that is not the job's own is named as such.
         user = self.context.get("user")
         if not Merchant.objects.filter(pk=attrs["merchant_id"]).exists() or (
-                user is not None and not access.can_see(user, attrs["merchant_id"])):
+            user is not None and not access.can_see(user, attrs["merchant_id"])
+        ):
             raise serializers.ValidationError({"merchant_id": ["Unknown merchant."]})
         if "merchant_id" in self.context and self.context["merchant_id"] != attrs["merchant_id"]:
-            raise serializers.ValidationError({"merchant_id": ["Must be the job's own merchant_id (the merchant "
-                                                               "the job belongs to)."]})
+            raise serializers.ValidationError(
+                {"merchant_id": ["Must be the job's own merchant_id (the merchant the job belongs to)."]}
+            )
         if attrs["end_date"] < attrs["start_date"]:
             raise serializers.ValidationError({"end_date": ["Must not be before start_date."]})
         return attrs
@@ -143,13 +156,16 @@ def _signal_sender(ctx: JobContext, name: str):
     """The user who sent the signal the handler just received (None when sent by the system)."""
     from jobs.models import JobSignal
 
-    signal = (JobSignal.objects.filter(job_id=ctx.job_id, name=name, consumed_at__isnull=False)
-              .select_related("sent_by").order_by("-consumed_at", "-id").first())
+    signal = (
+        JobSignal.objects.filter(job_id=ctx.job_id, name=name, consumed_at__isnull=False)
+        .select_related("sent_by")
+        .order_by("-consumed_at", "-id")
+        .first()
+    )
     return signal.sent_by if signal is not None else None
 
 
-@job_type("recon.close_period", params=ClosePeriodParams,
-          signal_views={"approve": "admin:recon_closedperiod_approve"})
+@job_type("recon.close_period", params=ClosePeriodParams, signal_views={"approve": "admin:recon_closedperiod_approve"})
 def close_period(ctx: JobContext, params: dict) -> dict:
     """Summarises a merchant's period, waits for `approve` or `reject`, then closes it (or not).
 
@@ -161,13 +177,18 @@ def close_period(ctx: JobContext, params: dict) -> dict:
     start, end = dt.date.fromisoformat(params["start_date"]), dt.date.fromisoformat(params["end_date"])
     state = dict(ctx.checkpoint_data)
     if "period_id" in state:  # approved and closed in an earlier slice
-        return {"status": "closed", **{k: state[k] for k in ("period_id", "summary", "approved_by", "closed_at")
-                                       if k in state}}
+        return {
+            "status": "closed",
+            **{k: state[k] for k in ("period_id", "summary", "approved_by", "closed_at") if k in state},
+        }
     if "summary" not in state:
         summary = reports.period_summary(merchant_id=params["merchant_id"], start_date=start, end_date=end)
-        ctx.log(f"period {start}..{end}: {summary['staging_entries']['total']} staging entries, "
-                f"{summary['open_review']} in the review queue, "
-                f"{summary['staging_entries']['by_status']['PENDING']} pending", summary=summary)
+        ctx.log(
+            f"period {start}..{end}: {summary['staging_entries']['total']} staging entries, "
+            f"{summary['open_review']} in the review queue, "
+            f"{summary['staging_entries']['by_status']['PENDING']} pending",
+            summary=summary,
+        )
         with transaction.atomic():
             ctx.checkpoint({"summary": summary})
         state = {"summary": summary}
@@ -185,26 +206,55 @@ def close_period(ctx: JobContext, params: dict) -> dict:
         try:
             with transaction.atomic():
                 merchant = Merchant.objects.get(pk=params["merchant_id"])
-                period = services.period_close(merchant=merchant, start_date=start, end_date=end, by=by,
-                                               reason=params.get("reason") or f"closed by job {ctx.job_id}",
-                                               force=force, force_reason=str(payload.get("reason") or ""))
+                period = services.period_close(
+                    merchant=merchant,
+                    start_date=start,
+                    end_date=end,
+                    by=by,
+                    reason=params.get("reason") or f"closed by job {ctx.job_id}",
+                    force=force,
+                    force_reason=str(payload.get("reason") or ""),
+                )
                 approved_by = by.get_username() if by is not None else ""
                 closed_at = period.closed_at.isoformat()
-                ctx.checkpoint({**state, "summary": summary, "period_id": period.pk, "approved_by": approved_by,
-                                "closed_at": closed_at, "forced": force})
+                ctx.checkpoint(
+                    {
+                        **state,
+                        "summary": summary,
+                        "period_id": period.pk,
+                        "approved_by": approved_by,
+                        "closed_at": closed_at,
+                        "forced": force,
+                    }
+                )
         except (errors.PeriodHasOpenEntriesError, ValidationError) as exc:
-            message = exc.message if isinstance(exc, errors.PeriodHasOpenEntriesError) else \
-                "; ".join(m for ms in exc.message_dict.values() for m in ms)
-            ctx.log(f"not closed: {message} Resolve them and approve again, or approve with "
-                    f'{{"force": true, "reason": "..."}}.', open=getattr(exc, "details", {}))
+            message = (
+                exc.message
+                if isinstance(exc, errors.PeriodHasOpenEntriesError)
+                else "; ".join(m for ms in exc.message_dict.values() for m in ms)
+            )
+            ctx.log(
+                f"not closed: {message} Resolve them and approve again, or approve with "
+                f'{{"force": true, "reason": "..."}}.',
+                open=getattr(exc, "details", {}),
+            )
             with transaction.atomic():  # the refused signal counts as received; the summary is the new one
                 state = {**state, "summary": summary, "refused": int(state.get("refused", 0)) + 1}
                 ctx.checkpoint(state)
             continue
-        ctx.log(f"period {start}..{end} closed{' by ' + approved_by if approved_by else ''} at {closed_at}"
-                + (" (forced)" if force else ""), period_id=period.pk)
-        return {"status": "closed", "period_id": period.pk, "summary": summary, "approved_by": approved_by,
-                "closed_at": closed_at, "forced": force}
+        ctx.log(
+            f"period {start}..{end} closed{' by ' + approved_by if approved_by else ''} at {closed_at}"
+            + (" (forced)" if force else ""),
+            period_id=period.pk,
+        )
+        return {
+            "status": "closed",
+            "period_id": period.pk,
+            "summary": summary,
+            "approved_by": approved_by,
+            "closed_at": closed_at,
+            "forced": force,
+        }
 
 
 def _owner(ctx: JobContext):
@@ -237,9 +287,12 @@ def review_bulk(ctx: JobContext, params: dict) -> dict | None:
     if owner is None:
         raise PermissionError("A bulk action runs as its owner; this job has none.")
     merchant_ids = access.operable_tenants(owner)
-    scope = {"which": params["which"], "merchant_ids": merchant_ids,
-             "created_after": parse_datetime(params["created_after"]) if params.get("created_after") else None,
-             "created_before": parse_datetime(params["created_before"]) if params.get("created_before") else None}
+    scope = {
+        "which": params["which"],
+        "merchant_ids": merchant_ids,
+        "created_after": parse_datetime(params["created_after"]) if params.get("created_after") else None,
+        "created_before": parse_datetime(params["created_before"]) if params.get("created_before") else None,
+    }
     state = dict(ctx.checkpoint_data)
     if "matched" not in state:
         state = {"matched": services.review_queue_matching(**scope).count(), "changed": 0, "after": None}
@@ -249,14 +302,20 @@ def review_bulk(ctx: JobContext, params: dict) -> dict | None:
     while True:
         if ctx.should_stop():
             return None
-        step = services.review_queue_resolve_chunk(action=params["action"], **scope, after=state["after"], by=owner,
-                                                   reason=reason)
+        step = services.review_queue_resolve_chunk(
+            action=params["action"], **scope, after=state["after"], by=owner, reason=reason
+        )
         state = {**state, "changed": state["changed"] + step["changed"], "after": step["after"]}
         with transaction.atomic():
             ctx.checkpoint(state)
-        ctx.progress(100 * state["changed"] // max(1, state["matched"]) if step["after"] else 100,
-                     f"{state['changed']} of {state['matched']} done")
+        ctx.progress(
+            100 * state["changed"] // max(1, state["matched"]) if step["after"] else 100,
+            f"{state['changed']} of {state['matched']} done",
+        )
         if step["after"] is None:
             break
-    return {"matched": state["matched"], "changed": state["changed"],
-            "skipped": max(0, state["matched"] - state["changed"])}
+    return {
+        "matched": state["matched"],
+        "changed": state["changed"],
+        "skipped": max(0, state["matched"] - state["changed"]),
+    }

@@ -118,8 +118,9 @@ class ReconRule(models.Model):
     amount_tolerance = models.DecimalField(default=0, **MONEY)
     amount_tolerance_pct = models.DecimalField(max_digits=9, decimal_places=4, default=0)
     date_window_days = models.PositiveIntegerField(null=True, blank=True)
-    difference_account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.PROTECT,
-                                           related_name="rules_as_difference")
+    difference_account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.PROTECT, related_name="rules_as_difference"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -127,8 +128,10 @@ class ReconRule(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["account_one", "account_two"], name="recon_rule_pair_unique"),
             models.CheckConstraint(condition=~Q(account_one=models.F("account_two")), name="recon_rule_distinct"),
-            models.CheckConstraint(condition=Q(amount_tolerance__gte=0) & Q(amount_tolerance_pct__gte=0),
-                                   name="recon_rule_tolerance_nonneg"),
+            models.CheckConstraint(
+                condition=Q(amount_tolerance__gte=0) & Q(amount_tolerance_pct__gte=0),
+                name="recon_rule_tolerance_nonneg",
+            ),
         ]
 
     def __str__(self):
@@ -146,8 +149,9 @@ class MetadataValues(models.Func):
 
 class StagingEntry(FSMModelMixin, models.Model):
     staging_entry_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="staging_entries",
-                                db_index=False)  # the prefix of recon_staging_account_status
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="staging_entries", db_index=False
+    )  # the prefix of recon_staging_account_status
     entry_type = models.CharField(max_length=6, choices=Side.choices)
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
@@ -158,9 +162,15 @@ class StagingEntry(FSMModelMixin, models.Model):
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     request_hash = models.CharField(max_length=64, blank=True, default="")
     task_id = models.UUIDField(null=True, blank=True)  # recon_staging_pending_task (partial)
-    mismatch_transaction = models.ForeignKey("Transaction", null=True, blank=True, on_delete=models.SET_NULL,
-                                             related_name="+", db_index=False,  # recon_staging_mismatch_txn
-                                             help_text="The transaction this entry put in MISMATCH.")
+    mismatch_transaction = models.ForeignKey(
+        "Transaction",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # recon_staging_mismatch_txn
+        help_text="The transaction this entry put in MISMATCH.",
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     discarded_at = models.DateTimeField(null=True, blank=True)
@@ -173,32 +183,44 @@ class StagingEntry(FSMModelMixin, models.Model):
         # MetadataValues(metadata), for the review queue's search by any metadata value.
         # Status changes are non-HOT updates: every non-partial index costs an insertion per transition.
         indexes = [
-
             models.Index(fields=["account", "status"], name="recon_staging_account_status"),
             # The only lookups by task_id: PENDING entries whose task FAILED or was CANCELLED (reports, admin);
             # everything else goes from the entry to its task.
             models.Index(fields=["task_id"], name="recon_staging_pending_task", condition=Q(status="PENDING")),
             # The review queue (few rows: written only when an entry goes to review), newest first.
-            models.Index(fields=["-created_at"], name="recon_staging_review",
-                         condition=Q(status="NEEDS_MANUAL_REVIEW")),
+            models.Index(
+                fields=["-created_at"], name="recon_staging_review", condition=Q(status="NEEDS_MANUAL_REVIEW")
+            ),
             # Few entries have one; serves SET_NULL when a transaction is deleted.
-            models.Index(fields=["mismatch_transaction"], name="recon_staging_mismatch_txn",
-                         condition=Q(mismatch_transaction__isnull=False)),
+            models.Index(
+                fields=["mismatch_transaction"],
+                name="recon_staging_mismatch_txn",
+                condition=Q(mismatch_transaction__isnull=False),
+            ),
             # Statement lines only (CSV rows have no line_key): the overlap check of statement imports.
-            models.Index(F("account"), KeyTextTransform("line_key", "metadata"), name="recon_staging_line_key",
-                         condition=Q(metadata__has_key="line_key")),
+            models.Index(
+                F("account"),
+                KeyTextTransform("line_key", "metadata"),
+                name="recon_staging_line_key",
+                condition=Q(metadata__has_key="line_key"),
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="recon_staging_amount_positive"),
-            models.UniqueConstraint(fields=["account", "idempotency_key"], name="recon_staging_idempotency",
-                                    condition=Q(idempotency_key__isnull=False)),
+            models.UniqueConstraint(
+                fields=["account", "idempotency_key"],
+                name="recon_staging_idempotency",
+                condition=Q(idempotency_key__isnull=False),
+            ),
         ]
 
     def __str__(self):
         from recon.formatting import entry_label
 
-        return f"{entry_label(key=(self.metadata or {}).get('order_id'), amount=self.amount, currency=self.currency)}" \
-               f" [{self.status}]"
+        return (
+            f"{entry_label(key=(self.metadata or {}).get('order_id'), amount=self.amount, currency=self.currency)}"
+            f" [{self.status}]"
+        )
 
     @property
     def merchant_id(self) -> str:
@@ -209,13 +231,15 @@ class StagingEntry(FSMModelMixin, models.Model):
     def mark_processed(self, by=None, reason="processed"):
         self.discarded_at = timezone.now()
 
-    @transition(field=status, source=StagingStatus.PENDING, target=StagingStatus.NEEDS_MANUAL_REVIEW,
-                custom={"admin": False})
+    @transition(
+        field=status, source=StagingStatus.PENDING, target=StagingStatus.NEEDS_MANUAL_REVIEW, custom={"admin": False}
+    )
     def send_to_review(self, by=None, reason="needs manual review"):
         pass
 
-    @transition(field=status, source=StagingStatus.NEEDS_MANUAL_REVIEW, target=StagingStatus.PROCESSED,
-                custom={"admin": False})
+    @transition(
+        field=status, source=StagingStatus.NEEDS_MANUAL_REVIEW, target=StagingStatus.PROCESSED, custom={"admin": False}
+    )
     def resolve_match(self, by=None, reason="matched by operator"):
         self.discarded_at = timezone.now()
 
@@ -225,15 +249,24 @@ class StagingEntry(FSMModelMixin, models.Model):
 
         return staging_entry_in_review_queue(self)
 
-    @transition(field=status, source=[StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING],
-                target=StagingStatus.ARCHIVED, conditions=[in_review_queue],
-                custom={"admin": True, "label": "Ignore"})
+    @transition(
+        field=status,
+        source=[StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING],
+        target=StagingStatus.ARCHIVED,
+        conditions=[in_review_queue],
+        custom={"admin": True, "label": "Ignore"},
+    )
     def ignore(self, by=None, reason="ignored"):
         self.discarded_at = timezone.now()
 
     # From PENDING too when its task FAILED or was CANCELLED: a new task (the engine's writer follows this).
-    @transition(field=status, source=[StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING],
-                target=StagingStatus.PENDING, conditions=[in_review_queue], custom={"admin": True, "label": "Reprocess"})
+    @transition(
+        field=status,
+        source=[StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING],
+        target=StagingStatus.PENDING,
+        conditions=[in_review_queue],
+        custom={"admin": True, "label": "Reprocess"},
+    )
     def reprocess(self, by=None, reason="reprocess"):
         pass
 
@@ -242,17 +275,24 @@ class Transaction(FSMModelMixin, models.Model):
     transaction_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     logical_transaction_id = models.CharField(max_length=255)
     version = models.PositiveIntegerField(default=1)
-    status = FSMField(max_length=16, choices=TransactionStatus.choices, default=TransactionStatus.EXPECTED,
-                      protected=True)
+    status = FSMField(
+        max_length=16, choices=TransactionStatus.choices, default=TransactionStatus.EXPECTED, protected=True
+    )
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
-    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="transactions",
-                                 db_index=False)  # the prefix of recon_txn_merchant_status
+    merchant = models.ForeignKey(
+        Merchant, on_delete=models.PROTECT, related_name="transactions", db_index=False
+    )  # the prefix of recon_txn_merchant_status
     rule = models.ForeignKey(ReconRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    source_staging_entry = models.ForeignKey(StagingEntry, null=True, blank=True, on_delete=models.PROTECT,
-                                             related_name="created_transactions",
-                                             db_index=False,  # recon_txn_one_version_per_staging (unique)
-                                             help_text="The staging entry whose processing created this version.")
+    source_staging_entry = models.ForeignKey(
+        StagingEntry,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="created_transactions",
+        db_index=False,  # recon_txn_one_version_per_staging (unique)
+        help_text="The staging entry whose processing created this version.",
+    )
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
@@ -262,28 +302,37 @@ class Transaction(FSMModelMixin, models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="recon_txn_amount_positive"),
             models.UniqueConstraint(fields=["logical_transaction_id", "version"], name="recon_txn_version_unique"),
-            models.UniqueConstraint(fields=["logical_transaction_id"], name="recon_txn_one_open_version",
-                                    condition=~Q(status="ARCHIVED")),
-            models.UniqueConstraint(fields=["source_staging_entry"], name="recon_txn_one_version_per_staging",
-                                    condition=Q(source_staging_entry__isnull=False)),
+            models.UniqueConstraint(
+                fields=["logical_transaction_id"], name="recon_txn_one_open_version", condition=~Q(status="ARCHIVED")
+            ),
+            models.UniqueConstraint(
+                fields=["source_staging_entry"],
+                name="recon_txn_one_version_per_staging",
+                condition=Q(source_staging_entry__isnull=False),
+            ),
         ]
 
     def __str__(self):
         return f"{self.logical_transaction_id} v{self.version} [{self.status}]"
 
-    @transition(field=status, source=[TransactionStatus.EXPECTED, TransactionStatus.MISMATCH,
-                                      TransactionStatus.POSTED], target=TransactionStatus.ARCHIVED,
-                custom={"admin": False})
+    @transition(
+        field=status,
+        source=[TransactionStatus.EXPECTED, TransactionStatus.MISMATCH, TransactionStatus.POSTED],
+        target=TransactionStatus.ARCHIVED,
+        custom={"admin": False},
+    )
     def archive(self, by=None, reason="superseded"):
         pass
 
-    @transition(field=status, source=TransactionStatus.EXPECTED, target=TransactionStatus.MISMATCH,
-                custom={"admin": False})
+    @transition(
+        field=status, source=TransactionStatus.EXPECTED, target=TransactionStatus.MISMATCH, custom={"admin": False}
+    )
     def mark_mismatch(self, by=None, reason="mismatch"):
         pass
 
-    @transition(field=status, source=TransactionStatus.MISMATCH, target=TransactionStatus.EXPECTED,
-                custom={"admin": False})
+    @transition(
+        field=status, source=TransactionStatus.MISMATCH, target=TransactionStatus.EXPECTED, custom={"admin": False}
+    )
     def reopen(self, by=None, reason="reopened"):
         pass
 
@@ -291,8 +340,9 @@ class Transaction(FSMModelMixin, models.Model):
 class Entry(FSMModelMixin, models.Model):
     entry_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries",
-                                db_index=False)  # the prefix of recon_entry_account_status/_date
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="entries", db_index=False
+    )  # the prefix of recon_entry_account_status/_date
     entry_type = models.CharField(max_length=6, choices=Side.choices)
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
@@ -313,8 +363,12 @@ class Entry(FSMModelMixin, models.Model):
     def __str__(self):
         return f"{self.entry_type} {self.amount} {self.currency} [{self.status}]"
 
-    @transition(field=status, source=[EntryStatus.EXPECTED, EntryStatus.POSTED], target=EntryStatus.ARCHIVED,
-                custom={"admin": False})
+    @transition(
+        field=status,
+        source=[EntryStatus.EXPECTED, EntryStatus.POSTED],
+        target=EntryStatus.ARCHIVED,
+        custom={"admin": False},
+    )
     def archive(self, by=None, reason="superseded"):
         pass
 
@@ -326,18 +380,21 @@ class ClosedPeriod(models.Model):
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="closed_periods")
     start_date = models.DateField()
     end_date = models.DateField()
-    closed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                  related_name="+")
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     closed_at = models.DateTimeField(default=timezone.now)
-    reopened_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+    reopened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     reopened_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-start_date"]
-        constraints = [models.CheckConstraint(condition=Q(end_date__gte=models.F("start_date")),
-                                              name="recon_period_range")]
+        constraints = [
+            models.CheckConstraint(condition=Q(end_date__gte=models.F("start_date")), name="recon_period_range")
+        ]
 
     def __str__(self):
         state = "reopened" if self.reopened_at else "closed"
@@ -354,8 +411,9 @@ class Upload(models.Model):
     size = models.BigIntegerField(default=0, help_text="Bytes.")
     sha256 = models.CharField(max_length=64, blank=True, default="", db_index=True)
     line_count = models.BigIntegerField(default=0, help_text="Newlines in the file (progress estimate).")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -411,7 +469,9 @@ class BankStatement(models.Model):
     upload = models.ForeignKey(Upload, on_delete=models.PROTECT, related_name="statements")
     format = models.CharField(max_length=16)
     statement_id = models.CharField(max_length=200)
-    bank_account = models.CharField(max_length=100, blank=True, default="", help_text="The account as the file names it.")
+    bank_account = models.CharField(
+        max_length=100, blank=True, default="", help_text="The account as the file names it."
+    )
     sequence = models.CharField(max_length=64, blank=True, default="")
     currency = models.CharField(max_length=3, blank=True, default="")
     opening_balance = models.DecimalField(max_digits=24, decimal_places=4, null=True, blank=True)

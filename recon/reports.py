@@ -7,8 +7,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from recon.models import (MONEY_QUANTUM, Entry, EntryStatus, StagingEntry, StagingStatus, Transaction,
-                          TransactionStatus)
+from recon.models import MONEY_QUANTUM, Entry, EntryStatus, StagingEntry, StagingStatus, Transaction, TransactionStatus
 from recon.selectors import staging_entries_in_review, staging_entries_stuck
 
 # Ageing buckets of API.md (days since the row was created): name, from (inclusive), to (exclusive).
@@ -37,16 +36,38 @@ def match_rates(staging: QuerySet[StagingEntry], now: dt.datetime) -> dict:
     decided = staging.filter(status__in=(StagingStatus.PROCESSED, StagingStatus.NEEDS_MANUAL_REVIEW)).order_by()
     figures = dict(matched=Count("pk", filter=Q(status=StagingStatus.PROCESSED)), decided=Count("pk"))
     since = now - dt.timedelta(days=MATCH_RATE_DAYS)
-    by_day = (decided.filter(created_at__gte=since).annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
-              .values("day").annotate(**figures).order_by("day"))
-    by_account = (decided.values("account_id", "account__account_name").annotate(**figures)
-                  .order_by("account__account_name", "account_id"))
+    by_day = (
+        decided.filter(created_at__gte=since)
+        .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
+        .values("day")
+        .annotate(**figures)
+        .order_by("day")
+    )
+    by_account = (
+        decided.values("account_id", "account__account_name")
+        .annotate(**figures)
+        .order_by("account__account_name", "account_id")
+    )
     return {
-        "by_day": [{"date": r["day"].isoformat(), "matched": r["matched"], "decided": r["decided"],
-                    "match_rate": _rate(r["matched"], r["decided"])} for r in by_day],
-        "by_account": [{"account_id": str(r["account_id"]), "account_name": r["account__account_name"],
-                        "matched": r["matched"], "decided": r["decided"],
-                        "match_rate": _rate(r["matched"], r["decided"])} for r in by_account],
+        "by_day": [
+            {
+                "date": r["day"].isoformat(),
+                "matched": r["matched"],
+                "decided": r["decided"],
+                "match_rate": _rate(r["matched"], r["decided"]),
+            }
+            for r in by_day
+        ],
+        "by_account": [
+            {
+                "account_id": str(r["account_id"]),
+                "account_name": r["account__account_name"],
+                "matched": r["matched"],
+                "decided": r["decided"],
+                "match_rate": _rate(r["matched"], r["decided"]),
+            }
+            for r in by_account
+        ],
     }
 
 
@@ -70,8 +91,9 @@ def summary(merchant_id: str | None = None, *, merchant_ids: set[str] | None = N
     by_txn = {s: 0 for s in TransactionStatus.values}
     by_txn.update(dict(txns.order_by().values_list("status").annotate(n=Count("pk"))))
     amounts: dict[str, dict] = {}
-    for currency, status, total, n in (staging.order_by().values_list("currency", "status")
-                                       .annotate(total=Sum("amount"), n=Count("pk"))):
+    for currency, status, total, n in (
+        staging.order_by().values_list("currency", "status").annotate(total=Sum("amount"), n=Count("pk"))
+    ):
         total = Decimal(total).quantize(MONEY_QUANTUM)
         cur = amounts.setdefault(currency, {"total": Decimal("0"), "count": 0, "by_status": {}})
         cur["total"] += total
@@ -81,8 +103,9 @@ def summary(merchant_id: str | None = None, *, merchant_ids: set[str] | None = N
     decided = matched + by_staging[StagingStatus.NEEDS_MANUAL_REVIEW]
     stuck = staging_entries_stuck(staging).count()
     now = timezone.now()
-    open_expected = entries.filter(status=EntryStatus.EXPECTED,
-                                   transaction__status__in=(TransactionStatus.EXPECTED, TransactionStatus.MISMATCH))
+    open_expected = entries.filter(
+        status=EntryStatus.EXPECTED, transaction__status__in=(TransactionStatus.EXPECTED, TransactionStatus.MISMATCH)
+    )
     return {
         "merchant_id": merchant_id,
         "staging_entries": {"by_status": by_staging, "total": sum(by_staging.values())},
@@ -105,17 +128,21 @@ def period_summary(*, merchant_id: str, start_date: dt.date, end_date: dt.date) 
 
     start = dt.datetime.combine(start_date, dt.time.min, tzinfo=dt.UTC)
     end = dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
-    staging = StagingEntry.objects.filter(account__merchant_id=merchant_id, effective_date__gte=start,
-                                          effective_date__lt=end)
-    entries = Entry.objects.filter(account__merchant_id=merchant_id, effective_date__gte=start,
-                                   effective_date__lt=end)
+    staging = StagingEntry.objects.filter(
+        account__merchant_id=merchant_id, effective_date__gte=start, effective_date__lt=end
+    )
+    entries = Entry.objects.filter(account__merchant_id=merchant_id, effective_date__gte=start, effective_date__lt=end)
     by_staging = {s: 0 for s in StagingStatus.values}
     by_staging.update(dict(staging.order_by().values_list("status").annotate(n=Count("pk"))))
     by_entry = {s: 0 for s in EntryStatus.values}
     by_entry.update(dict(entries.order_by().values_list("status").annotate(n=Count("pk"))))
     amounts: dict[str, dict] = {}
-    for currency, status, total, n in (entries.exclude(status=EntryStatus.ARCHIVED).order_by()
-                                       .values_list("currency", "status").annotate(total=Sum("amount"), n=Count("pk"))):
+    for currency, status, total, n in (
+        entries.exclude(status=EntryStatus.ARCHIVED)
+        .order_by()
+        .values_list("currency", "status")
+        .annotate(total=Sum("amount"), n=Count("pk"))
+    ):
         amounts.setdefault(currency, {})[status] = {"total": money_str(total), "count": n}
     stuck = staging_entries_stuck(staging).count()
     return {

@@ -11,8 +11,18 @@ from rest_framework import serializers
 from config.schema import ErrorSerializer  # noqa: F401  (re-exported: the views describe errors with it)
 from recon import balances
 from recon.ingest import PLAIN_AMOUNT, parse_when
-from recon.models import (MONEY_QUANTUM, Account, BankStatement, ClosedPeriod, Entry, Merchant, ProcessingMode,
-                          ReconRule, StagingEntry, Transaction)
+from recon.models import (
+    MONEY_QUANTUM,
+    Account,
+    BankStatement,
+    ClosedPeriod,
+    Entry,
+    Merchant,
+    ProcessingMode,
+    ReconRule,
+    StagingEntry,
+    Transaction,
+)
 
 
 def money_str(value) -> str | None:
@@ -36,8 +46,10 @@ class MoneyField(serializers.Field):
         if isinstance(data, (bool, float)):
             raise serializers.ValidationError("Send amounts as strings or JSON numbers.")
         if isinstance(data, str) and not PLAIN_AMOUNT.fullmatch(data.strip()):
-            raise serializers.ValidationError("A valid decimal number is required (digits 0-9 and one '.': no "
-                                              "thousands separators, underscores, exponents or other digits).")
+            raise serializers.ValidationError(
+                "A valid decimal number is required (digits 0-9 and one '.': no "
+                "thousands separators, underscores, exponents or other digits)."
+            )
         try:
             value = Decimal(str(data).strip())
         except (InvalidOperation, ValueError):
@@ -86,8 +98,17 @@ class AccountSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Account
-        fields = ["account_id", "merchant_id", "account_name", "account_type", "currency", "initial_balance",
-                  "created_at", "updated_at", "balances"]
+        fields = [
+            "account_id",
+            "merchant_id",
+            "account_name",
+            "account_type",
+            "currency",
+            "initial_balance",
+            "created_at",
+            "updated_at",
+            "balances",
+        ]
 
     @extend_schema_field(BalancesSerializer)
     def get_balances(self, obj) -> dict:
@@ -123,8 +144,18 @@ class ReconRuleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ReconRule
-        fields = ["id", "merchant_id", "account_one_id", "account_two_id", "match_key", "amount_tolerance",
-                  "amount_tolerance_pct", "date_window_days", "difference_account_id", "created_at"]
+        fields = [
+            "id",
+            "merchant_id",
+            "account_one_id",
+            "account_two_id",
+            "match_key",
+            "amount_tolerance",
+            "amount_tolerance_pct",
+            "date_window_days",
+            "difference_account_id",
+            "created_at",
+        ]
 
 
 class ReconRuleCreateSerializer(serializers.Serializer):
@@ -133,8 +164,9 @@ class ReconRuleCreateSerializer(serializers.Serializer):
     match_key = serializers.CharField(required=False, max_length=100)
     amount_tolerance = MoneyField(required=False, default=Decimal("0"))
     amount_tolerance_pct = MoneyField(required=False, default=Decimal("0"))
-    date_window_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0,
-                                                max_value=3650)
+    date_window_days = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=0, max_value=3650
+    )
     difference_account_id = serializers.CharField(required=False, allow_null=True, default=None)
 
     def validate(self, attrs):
@@ -151,9 +183,22 @@ class StagingEntrySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = StagingEntry
-        fields = ["staging_entry_id", "account_id", "entry_type", "amount", "currency", "effective_date",
-                  "processing_mode", "status", "metadata", "idempotency_key", "task_id", "created_at", "updated_at",
-                  "discarded_at"]
+        fields = [
+            "staging_entry_id",
+            "account_id",
+            "entry_type",
+            "amount",
+            "currency",
+            "effective_date",
+            "processing_mode",
+            "status",
+            "metadata",
+            "idempotency_key",
+            "task_id",
+            "created_at",
+            "updated_at",
+            "discarded_at",
+        ]
 
 
 class StagingEntryCreateSerializer(serializers.Serializer):
@@ -170,12 +215,19 @@ class ResolveSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=["match", "ignore", "reprocess"])
     entry_id = serializers.CharField(required=False)
     reason = serializers.CharField(required=False, allow_blank=True, default="")
-    write_off = serializers.BooleanField(required=False, default=False,
-                                         help_text="match only: book a difference beyond the rule's tolerance on "
-                                                   "the difference account (needs recon.write_off and a reason).")
-    difference_account_id = serializers.CharField(required=False, allow_null=True, default=None,
-                                                  help_text="match with write_off, when the rule has no difference "
-                                                            "account: an account of the same merchant and currency.")
+    write_off = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="match only: book a difference beyond the rule's tolerance on "
+        "the difference account (needs recon.write_off and a reason).",
+    )
+    difference_account_id = serializers.CharField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="match with write_off, when the rule has no difference "
+        "account: an account of the same merchant and currency.",
+    )
 
     def validate(self, attrs):
         if attrs["action"] == "match" and not attrs.get("entry_id"):
@@ -195,8 +247,18 @@ class EntrySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Entry
-        fields = ["entry_id", "transaction_id", "account_id", "entry_type", "amount", "currency", "status",
-                  "effective_date", "metadata", "created_at"]
+        fields = [
+            "entry_id",
+            "transaction_id",
+            "account_id",
+            "entry_type",
+            "amount",
+            "currency",
+            "status",
+            "effective_date",
+            "metadata",
+            "created_at",
+        ]
 
 
 class TransactionSerializer(serializers.ModelSerializer):
@@ -206,8 +268,18 @@ class TransactionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Transaction
-        fields = ["transaction_id", "logical_transaction_id", "version", "status", "amount", "currency",
-                  "merchant_id", "metadata", "created_at", "entries"]
+        fields = [
+            "transaction_id",
+            "logical_transaction_id",
+            "version",
+            "status",
+            "amount",
+            "currency",
+            "merchant_id",
+            "metadata",
+            "created_at",
+            "entries",
+        ]
 
 
 class TriggerSerializer(serializers.Serializer):
@@ -222,17 +294,23 @@ class TriggerResultSerializer(serializers.Serializer):
 
 
 class FileUploadSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="CSV (header order_id, amount, currency, transaction_date, type) or a "
-                                           "bank statement (camt.052/053/054, MT940/942, OFX, BAI2); any name.")
+    file = serializers.FileField(
+        help_text="CSV (header order_id, amount, currency, transaction_date, type) or a "
+        "bank statement (camt.052/053/054, MT940/942, OFX, BAI2); any name."
+    )
     processing_mode = serializers.ChoiceField(choices=ProcessingMode.choices)
-    format = serializers.ChoiceField(choices=["auto", "csv", "camt053", "mt940", "ofx", "bai2"], default="auto",
-                                     help_text="`auto` recognises the format from the content, never the name.")
+    format = serializers.ChoiceField(
+        choices=["auto", "csv", "camt053", "mt940", "ofx", "bai2"],
+        default="auto",
+        help_text="`auto` recognises the format from the content, never the name.",
+    )
 
 
 class FileUploadAcceptedSerializer(serializers.Serializer):
     job_id = serializers.UUIDField()
-    status_url = serializers.CharField(help_text="The job: GET it for state, progress and (when COMPLETED) the "
-                                                 "import report as `result`.")
+    status_url = serializers.CharField(
+        help_text="The job: GET it for state, progress and (when COMPLETED) the import report as `result`."
+    )
 
 
 @extend_schema_field({"type": "string", "nullable": True, "readOnly": True})
@@ -253,15 +331,33 @@ class BankStatementSerializer(serializers.ModelSerializer):
     opening_balance = MoneyField(read_only=True, allow_null=True)
     closing_balance = MoneyField(read_only=True, allow_null=True)
     lines_total = MoneyField(read_only=True)
-    ledger_balance = serializers.SerializerMethodField(help_text="The account's posted balance of entries dated "
-                                                                 "up to the closing day (null without one).")
+    ledger_balance = serializers.SerializerMethodField(
+        help_text="The account's posted balance of entries dated up to the closing day (null without one)."
+    )
     difference = serializers.SerializerMethodField(help_text="closing_balance - ledger_balance.")
 
     class Meta:
         model = BankStatement
-        fields = ["id", "account_id", "upload_id", "format", "statement_id", "bank_account", "sequence", "currency",
-                  "opening_balance", "opening_date", "closing_balance", "closing_date", "line_count", "lines_total",
-                  "problems", "ledger_balance", "difference", "created_at"]
+        fields = [
+            "id",
+            "account_id",
+            "upload_id",
+            "format",
+            "statement_id",
+            "bank_account",
+            "sequence",
+            "currency",
+            "opening_balance",
+            "opening_date",
+            "closing_balance",
+            "closing_date",
+            "line_count",
+            "lines_total",
+            "problems",
+            "ledger_balance",
+            "difference",
+            "created_at",
+        ]
         read_only_fields = fields
 
     def _ledger(self, obj):
@@ -288,6 +384,15 @@ class ClosedPeriodSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ClosedPeriod
-        fields = ["id", "merchant_id", "start_date", "end_date", "reason", "closed_by", "closed_at", "reopened_by",
-                  "reopened_at"]
+        fields = [
+            "id",
+            "merchant_id",
+            "start_date",
+            "end_date",
+            "reason",
+            "closed_by",
+            "closed_at",
+            "reopened_by",
+            "reopened_at",
+        ]
         read_only_fields = fields

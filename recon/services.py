@@ -18,9 +18,23 @@ from django.utils.crypto import get_random_string
 
 from recon import engine, errors, queries, validation
 from recon.currencies import is_currency, normalize_currency
-from recon.models import (MONEY_QUANTUM, Account, AccountType, ClosedPeriod, Entry, Merchant, MerchantMembership,
-                          ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
-                          TransactionStatus)
+from recon.models import (
+    MONEY_QUANTUM,
+    Account,
+    AccountType,
+    ClosedPeriod,
+    Entry,
+    Merchant,
+    MerchantMembership,
+    ProcessingMode,
+    ReconRule,
+    Role,
+    Side,
+    StagingEntry,
+    StagingStatus,
+    Transaction,
+    TransactionStatus,
+)
 from recon.selectors import task_is_stuck
 from tracker import audit
 from tracker.bulk import copy_rows, copy_text, json_text
@@ -59,6 +73,7 @@ def parse_amount(value, *, field: str = "amount", allow_zero: bool = False) -> D
 
 # --- merchants and users ------------------------------------------------------------------------------
 
+
 def merchant_create(*, merchant_name: str, merchant_id: str | None = None) -> Merchant:
     if not (merchant_name or "").strip():
         raise ValidationError({"merchant_name": ["This field is required."]})
@@ -84,8 +99,7 @@ def membership_set(*, user, merchant: Merchant, role: str) -> MerchantMembership
     """Links an existing user to the merchant with `role` (updating an existing link)."""
     if role not in Role.values:
         raise ValidationError({"role": [f"One of {', '.join(Role.values)}."]})
-    membership, _ = MerchantMembership.objects.update_or_create(user=user, merchant=merchant,
-                                                                defaults={"role": role})
+    membership, _ = MerchantMembership.objects.update_or_create(user=user, merchant=merchant, defaults={"role": role})
     return membership
 
 
@@ -93,8 +107,9 @@ def membership_delete(*, membership: MerchantMembership) -> None:
     membership.delete()
 
 
-def merchant_user_create(*, username: str, merchant_id: str, role: str = Role.VIEWER,
-                         password: str | None = None) -> MerchantMembership:
+def merchant_user_create(
+    *, username: str, merchant_id: str, role: str = Role.VIEWER, password: str | None = None
+) -> MerchantMembership:
     """Creates the user if needed and links it to the merchant with `role` (updating an existing link)."""
     if role not in Role.values:
         raise ValidationError({"role": [f"One of {', '.join(Role.values)}."]})
@@ -116,23 +131,23 @@ def merchant_user_create(*, username: str, merchant_id: str, role: str = Role.VI
 
 # --- accounts -----------------------------------------------------------------------------------------
 
+
 def parse_balance(value, *, field: str = "initial_balance") -> Decimal:
     """A signed Decimal (an opening balance may be negative) with at most 4 decimal places; None is 0."""
     text = str(value if value is not None else "0").strip()
     negative = text.startswith("-") and not isinstance(value, (bool, float))
-    balance = parse_amount(text[1:] if negative else value if value is not None else "0", field=field,
-                           allow_zero=True)
+    balance = parse_amount(text[1:] if negative else value if value is not None else "0", field=field, allow_zero=True)
     return -balance if negative else balance
 
 
 def account_has_entries(account: Account) -> bool:
     """True once ledger entries or staging entries were written to the account."""
-    return (Entry.objects.filter(account=account).exists()
-            or StagingEntry.objects.filter(account=account).exists())
+    return Entry.objects.filter(account=account).exists() or StagingEntry.objects.filter(account=account).exists()
 
 
-def account_create(*, merchant: Merchant, account_name: str, account_type: str, currency: str,
-                   initial_balance="0") -> Account:
+def account_create(
+    *, merchant: Merchant, account_name: str, account_type: str, currency: str, initial_balance="0"
+) -> Account:
     problems = {}
     currency = normalize_currency(currency)
     if not (account_name or "").strip():
@@ -144,16 +159,27 @@ def account_create(*, merchant: Merchant, account_name: str, account_type: str, 
     if problems:
         raise ValidationError(problems)
     balance = parse_balance(initial_balance)
-    return Account.objects.create(merchant=merchant, account_name=account_name.strip(), account_type=account_type,
-                                  currency=currency, initial_balance=balance)
+    return Account.objects.create(
+        merchant=merchant,
+        account_name=account_name.strip(),
+        account_type=account_type,
+        currency=currency,
+        initial_balance=balance,
+    )
 
 
 def account_rename(*, account: Account, account_name: str) -> Account:
     return account_update(account=account, account_name=account_name)
 
 
-def account_update(*, account: Account, account_name: str | None = None, account_type: str | None = None,
-                   currency: str | None = None, initial_balance=None) -> Account:
+def account_update(
+    *,
+    account: Account,
+    account_name: str | None = None,
+    account_type: str | None = None,
+    currency: str | None = None,
+    initial_balance=None,
+) -> Account:
     """Changes the given fields (None: unchanged). The name can always change; the type, the currency and the
     opening balance only while the account has no entries and no staging entries (409 `account_has_entries`;
     a trigger of migration 0005 refuses it in the database too)."""
@@ -184,8 +210,8 @@ def account_update(*, account: Account, account_name: str | None = None, account
         frozen = sorted(set(changed) & {"account_type", "currency", "initial_balance"})
         if frozen and account_has_entries(account):
             raise errors.AccountHasEntriesError(
-                f"The account has entries: its {', '.join(frozen)} can no longer change.",
-                details={"fields": frozen})
+                f"The account has entries: its {', '.join(frozen)} can no longer change.", details={"fields": frozen}
+            )
         for field, value in changed.items():
             setattr(account, field, value)
         if changed:
@@ -196,15 +222,19 @@ def account_update(*, account: Account, account_name: str | None = None, account
 def account_delete(*, account: Account) -> None:
     """Deletes an account that has no entries, staging entries or rules (409 otherwise)."""
     with transaction.atomic():
-        if (Entry.objects.filter(account=account).exists() or StagingEntry.objects.filter(account=account).exists()
-                or ReconRule.objects.filter(account_one=account).exists()
-                or ReconRule.objects.filter(account_two=account).exists()
-                or ReconRule.objects.filter(difference_account=account).exists()):
+        if (
+            Entry.objects.filter(account=account).exists()
+            or StagingEntry.objects.filter(account=account).exists()
+            or ReconRule.objects.filter(account_one=account).exists()
+            or ReconRule.objects.filter(account_two=account).exists()
+            or ReconRule.objects.filter(difference_account=account).exists()
+        ):
             raise errors.AccountInUseError()
         account.delete()
 
 
 # --- recon rules --------------------------------------------------------------------------------------
+
 
 def _merchant_account(merchant: Merchant, account_id, field: str) -> Account:
     pk = _uuid_or_404(account_id, "Account")
@@ -214,17 +244,28 @@ def _merchant_account(merchant: Merchant, account_id, field: str) -> Account:
     return account
 
 
-def recon_rule_create(*, merchant: Merchant, account_one_id, account_two_id, match_key: str | None = None,
-                      amount_tolerance="0", amount_tolerance_pct="0", date_window_days=None,
-                      difference_account_id=None) -> ReconRule:
+def recon_rule_create(
+    *,
+    merchant: Merchant,
+    account_one_id,
+    account_two_id,
+    match_key: str | None = None,
+    amount_tolerance="0",
+    amount_tolerance_pct="0",
+    date_window_days=None,
+    difference_account_id=None,
+) -> ReconRule:
     """Validates the pair and the matching options; unknown accounts (or another merchant's) are 404."""
     for field, value in (("account_one_id", account_one_id), ("account_two_id", account_two_id)):
         if value in (None, ""):
             raise ValidationError({field: ["This field is required."]})
     one = _merchant_account(merchant, account_one_id, "account_one_id")
     two = _merchant_account(merchant, account_two_id, "account_two_id")
-    diff = _merchant_account(merchant, difference_account_id, "difference_account_id") \
-        if difference_account_id not in (None, "") else None
+    diff = (
+        _merchant_account(merchant, difference_account_id, "difference_account_id")
+        if difference_account_id not in (None, "")
+        else None
+    )
     problems = {}
     if one.pk == two.pk:
         problems["account_two_id"] = ["account_one and account_two must differ."]
@@ -233,24 +274,32 @@ def recon_rule_create(*, merchant: Merchant, account_one_id, account_two_id, mat
     if diff is not None and diff.currency != one.currency:
         problems["difference_account_id"] = ["The difference account must share the rule's currency."]
     match_key = match_key if match_key is not None else "order_id"
-    if not isinstance(match_key, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*(_[A-Za-z0-9-]+)*", match_key) \
-            or len(match_key) > 100:
+    if (
+        not isinstance(match_key, str)
+        or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*(_[A-Za-z0-9-]+)*", match_key)
+        or len(match_key) > 100
+    ):
         problems["match_key"] = ["A metadata field name (letters, digits, single underscores or dashes)."]
     tolerance = pct = None
     try:
-        tolerance = parse_amount(amount_tolerance if amount_tolerance is not None else "0",
-                                 field="amount_tolerance", allow_zero=True)
+        tolerance = parse_amount(
+            amount_tolerance if amount_tolerance is not None else "0", field="amount_tolerance", allow_zero=True
+        )
     except ValidationError as exc:
         problems.update(exc.message_dict)
     try:
-        pct = parse_amount(amount_tolerance_pct if amount_tolerance_pct is not None else "0",
-                           field="amount_tolerance_pct", allow_zero=True)
+        pct = parse_amount(
+            amount_tolerance_pct if amount_tolerance_pct is not None else "0",
+            field="amount_tolerance_pct",
+            allow_zero=True,
+        )
         if pct > 100:
             problems["amount_tolerance_pct"] = ["At most 100."]
     except ValidationError as exc:
         problems.update(exc.message_dict)
-    if date_window_days is not None and (isinstance(date_window_days, bool) or not isinstance(date_window_days, int)
-                                         or date_window_days < 0):
+    if date_window_days is not None and (
+        isinstance(date_window_days, bool) or not isinstance(date_window_days, int) or date_window_days < 0
+    ):
         problems["date_window_days"] = ["A non-negative integer or null."]
     if (tolerance or pct) and diff is None:
         problems["difference_account_id"] = ["A rule with a tolerance needs a difference account."]
@@ -262,9 +311,16 @@ def recon_rule_create(*, merchant: Merchant, account_one_id, account_two_id, mat
         raise ValidationError(problems)
     try:
         with transaction.atomic():
-            return ReconRule.objects.create(merchant=merchant, account_one=one, account_two=two, match_key=match_key,
-                                            amount_tolerance=tolerance, amount_tolerance_pct=pct,
-                                            date_window_days=date_window_days, difference_account=diff)
+            return ReconRule.objects.create(
+                merchant=merchant,
+                account_one=one,
+                account_two=two,
+                match_key=match_key,
+                amount_tolerance=tolerance,
+                amount_tolerance_pct=pct,
+                date_window_days=date_window_days,
+                difference_account=diff,
+            )
     except IntegrityError:
         raise ValidationError({"non_field_errors": ["A rule for this account pair already exists."]}) from None
 
@@ -275,16 +331,31 @@ def recon_rule_delete(*, rule: ReconRule) -> None:
 
 # --- staging entries (the producer) -------------------------------------------------------------------
 
-def request_hash(*, entry_type, amount: Decimal, currency, effective_date: dt.datetime, processing_mode,
-                 metadata: dict) -> str:
-    body = {"entry_type": entry_type, "amount": str(amount.normalize()), "currency": currency,
-            "effective_date": effective_date.astimezone(dt.UTC).isoformat(), "processing_mode": processing_mode,
-            "metadata": metadata}
+
+def request_hash(
+    *, entry_type, amount: Decimal, currency, effective_date: dt.datetime, processing_mode, metadata: dict
+) -> str:
+    body = {
+        "entry_type": entry_type,
+        "amount": str(amount.normalize()),
+        "currency": currency,
+        "effective_date": effective_date.astimezone(dt.UTC).isoformat(),
+        "processing_mode": processing_mode,
+        "metadata": metadata,
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _validate_entry(*, entry_type, amount, currency, effective_date, processing_mode, metadata,
-                    match_keys=(validation.DEFAULT_MATCH_KEY,)) -> tuple:
+def _validate_entry(
+    *,
+    entry_type,
+    amount,
+    currency,
+    effective_date,
+    processing_mode,
+    metadata,
+    match_keys=(validation.DEFAULT_MATCH_KEY,),
+) -> tuple:
     problems = {}
     if entry_type not in Side.values:
         problems["entry_type"] = [f"One of {', '.join(Side.values)}."]
@@ -310,18 +381,38 @@ def _validate_entry(*, entry_type, amount, currency, effective_date, processing_
     return parsed, metadata
 
 
-def staging_entry_create(*, account: Account, entry_type: str, amount, currency: str, effective_date: dt.datetime,
-                         processing_mode: str, metadata: dict | None = None, idempotency_key: str | None = None
-                         ) -> tuple[StagingEntry, bool]:
+def staging_entry_create(
+    *,
+    account: Account,
+    entry_type: str,
+    amount,
+    currency: str,
+    effective_date: dt.datetime,
+    processing_mode: str,
+    metadata: dict | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[StagingEntry, bool]:
     """Inserts the staging entry and its PROCESS_STAGING_ENTRY task in one database transaction. Returns
     (entry, created); a repeated idempotency key with the same body returns the original entry, with a
     different body raises IdempotencyConflictError. The currency code is accepted in any case."""
     currency = normalize_currency(currency)
-    amount, metadata = _validate_entry(entry_type=entry_type, amount=amount, currency=currency,
-                                       effective_date=effective_date, processing_mode=processing_mode,
-                                       metadata=metadata, match_keys=validation.match_keys_of(account))
-    digest = request_hash(entry_type=entry_type, amount=amount, currency=currency, effective_date=effective_date,
-                          processing_mode=processing_mode, metadata=metadata)
+    amount, metadata = _validate_entry(
+        entry_type=entry_type,
+        amount=amount,
+        currency=currency,
+        effective_date=effective_date,
+        processing_mode=processing_mode,
+        metadata=metadata,
+        match_keys=validation.match_keys_of(account),
+    )
+    digest = request_hash(
+        entry_type=entry_type,
+        amount=amount,
+        currency=currency,
+        effective_date=effective_date,
+        processing_mode=processing_mode,
+        metadata=metadata,
+    )
     key = idempotency_key or None
 
     def existing():
@@ -334,9 +425,17 @@ def staging_entry_create(*, account: Account, entry_type: str, amount, currency:
         return found, False
     try:
         with transaction.atomic():
-            entry = StagingEntry(account=account, entry_type=entry_type, amount=amount, currency=currency,
-                                 effective_date=effective_date, processing_mode=processing_mode, metadata=metadata,
-                                 idempotency_key=key, request_hash=digest)
+            entry = StagingEntry(
+                account=account,
+                entry_type=entry_type,
+                amount=amount,
+                currency=currency,
+                effective_date=effective_date,
+                processing_mode=processing_mode,
+                metadata=metadata,
+                idempotency_key=key,
+                request_hash=digest,
+            )
             task = task_create_many([engine.task_spec(entry, account.merchant_id)])[0]
             entry.task_id = task.task_id
             entry.save(force_insert=True)
@@ -361,18 +460,31 @@ def staging_entries_create_many(*, account: Account, rows: list[dict]) -> list[S
     processing_mode, metadata): entries and their tasks, in the caller's transaction (or its own), written with
     COPY (`_staging_entries_copy_pg`)."""
     with transaction.atomic():
-        entries = [StagingEntry(account=account, entry_type=r["entry_type"], amount=r["amount"],
-                                currency=r["currency"], effective_date=r["effective_date"],
-                                processing_mode=r["processing_mode"], metadata=r.get("metadata") or {})
-                   for r in rows]
+        entries = [
+            StagingEntry(
+                account=account,
+                entry_type=r["entry_type"],
+                amount=r["amount"],
+                currency=r["currency"],
+                effective_date=r["effective_date"],
+                processing_mode=r["processing_mode"],
+                metadata=r.get("metadata") or {},
+            )
+            for r in rows
+        ]
         if not entries:
             return entries
         now = timezone.now()
         for entry in entries:
             entry.task_id = uuid7()
         _staging_entries_copy_pg(
-            account, ((e.pk, e.task_id, e.entry_type, e.amount, e.currency, e.effective_date,
-                       e.processing_mode, e.metadata) for e in entries), now=now)
+            account,
+            (
+                (e.pk, e.task_id, e.entry_type, e.amount, e.currency, e.effective_date, e.processing_mode, e.metadata)
+                for e in entries
+            ),
+            now=now,
+        )
         for entry in entries:
             entry.created_at = entry.updated_at = now
             entry._state.adding = False
@@ -406,22 +518,30 @@ def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt
         sid, tid, entry_type, amount, currency, when, mode, metadata = row
         metadata = copy_text(metadata if isinstance(metadata, str) else json_text(metadata))
         when = when if isinstance(when, str) else when.isoformat()
-        return (f"{sid}\t{tid}\t{entry_type}\t{amount}\t{copy_text(currency)}\t{when}\t{mode}\t{metadata}"
-                f'\t{{"staging_entry_id": "{sid}", "mode": "{mode}"}}\n')
+        return (
+            f"{sid}\t{tid}\t{entry_type}\t{amount}\t{copy_text(currency)}\t{when}\t{mode}\t{metadata}"
+            f'\t{{"staging_entry_id": "{sid}", "mode": "{mode}"}}\n'
+        )
 
     lines = list(map(copy_line, rows))
     with connection.cursor() as cursor:
         cursor.execute(queries.STAGING_COPY_CREATE)
         copy_rows(queries.STAGING_COPY_TABLE, queries.STAGING_COPY_COLUMNS, "".join(lines))
-        cursor.execute(queries.STAGING_ENTRIES_FROM_COPY,
-                       {"account_id": account.pk, "status": StagingStatus.PENDING, "now": now})
+        cursor.execute(
+            queries.STAGING_ENTRIES_FROM_COPY, {"account_id": account.pk, "status": StagingStatus.PENDING, "now": now}
+        )
         inserted = cursor.rowcount
         skipped = inserted != len(lines)
         if skipped:
             cursor.execute(queries.STAGING_COPY_SKIPPED_DELETE)
         # The tasks' ids are as new as the entries': they need no conflict check, unless rows were skipped.
-        task_insert_from_table(task_type=engine.TASK_TYPE, tenant=account.merchant_id, table=queries.STAGING_COPY_TABLE,
-                               now=now, skip_existing=skipped)
+        task_insert_from_table(
+            task_type=engine.TASK_TYPE,
+            tenant=account.merchant_id,
+            table=queries.STAGING_COPY_TABLE,
+            now=now,
+            skip_existing=skipped,
+        )
         cursor.execute(queries.STAGING_COPY_DROP)
     return inserted
 
@@ -452,8 +572,16 @@ def _reopen_mismatch(entry: StagingEntry, by, reason: str) -> None:
     entry.save(update_fields=["mismatch_transaction", "updated_at"])
 
 
-def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=None, reason: str = "",
-                          write_off: bool = False, difference_account_id=None) -> StagingEntry:
+def staging_entry_resolve(
+    *,
+    staging_entry_id,
+    action: str,
+    by=None,
+    entry_id=None,
+    reason: str = "",
+    write_off: bool = False,
+    difference_account_id=None,
+) -> StagingEntry:
     """Operator resolution: `match` (force a match with an EXPECTED entry on the same account; beyond the
     rule's tolerance only with `write_off`, see `staging_entry_force_match`), `ignore` (ARCHIVED; a MISMATCH it
     caused reopens; a due task is cancelled) or `reprocess` (PENDING with a new task). 409 when illegal in the
@@ -466,8 +594,11 @@ def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=No
         if entry is None:
             raise errors.NotFoundError("Staging entry not found.")
         if action not in staging_entry_resolvable(entry):
-            raise errors.IllegalStateError(f"Cannot {action} a staging entry that is {entry.status}"
-                                           + (" (its task has not failed)" if entry.status == "PENDING" else "") + ".")
+            raise errors.IllegalStateError(
+                f"Cannot {action} a staging entry that is {entry.status}"
+                + (" (its task has not failed)" if entry.status == "PENDING" else "")
+                + "."
+            )
         if action == "ignore":
             if not (reason or "").strip():
                 raise ValidationError({"reason": ["A reason is required."]})
@@ -485,8 +616,7 @@ def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=No
             raise errors.PeriodClosedConflict()
         if action == "reprocess":
             _reopen_mismatch(entry, by, f"staging entry {entry.pk} reprocessed")
-            engine.staging_entries_reprocess(reasons={entry.pk: reason or "reprocess"}, by=by,
-                                           from_status=entry.status)
+            engine.staging_entries_reprocess(reasons={entry.pk: reason or "reprocess"}, by=by, from_status=entry.status)
             entry.refresh_from_db()
             return entry
         if entry_id in (None, ""):
@@ -494,12 +624,19 @@ def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=No
         target = Entry.objects.filter(pk=_uuid_or_404(entry_id, "Entry"), account=entry.account).first()
         if target is None:
             raise errors.NotFoundError("Entry not found on this account.")
-        return staging_entry_force_match(entry=entry, target=target, by=by, reason=reason, write_off=write_off,
-                                         difference_account_id=difference_account_id)
+        return staging_entry_force_match(
+            entry=entry,
+            target=target,
+            by=by,
+            reason=reason,
+            write_off=write_off,
+            difference_account_id=difference_account_id,
+        )
 
 
-def staging_entry_force_match(*, entry: StagingEntry, target: Entry, by, reason: str = "", write_off: bool = False,
-                              difference_account_id=None) -> StagingEntry:
+def staging_entry_force_match(
+    *, entry: StagingEntry, target: Entry, by, reason: str = "", write_off: bool = False, difference_account_id=None
+) -> StagingEntry:
     """An operator's forced match of `entry` (in review, locked by the caller inside `transaction.atomic()`) with
     the open expectation `target` on its account, written by the engine as a batch of one. An amount difference
     within the rule's tolerance is booked on the rule's difference account as usual; beyond it the match needs
@@ -507,33 +644,50 @@ def staging_entry_force_match(*, entry: StagingEntry, target: Entry, by, reason:
     (403) and a difference account: the rule's, or `difference_account_id` (same merchant and currency) when
     the rule has none (400 otherwise). A write-off is audited on the staging entry's transition (who, amount,
     account, reason) and kept in its metadata (`write_off`). Side, currency and state are the engine's checks."""
-    rule = ReconRule.objects.filter(pk=Transaction.objects.filter(pk=target.transaction_id)
-                                    .values("rule_id")[:1]).select_related("difference_account").first()
+    rule = (
+        ReconRule.objects.filter(pk=Transaction.objects.filter(pk=target.transaction_id).values("rule_id")[:1])
+        .select_related("difference_account")
+        .first()
+    )
     difference = entry.amount - target.amount
-    beyond = (target.entry_type == entry.entry_type and target.currency == entry.currency
-              and abs(difference) > engine.allowed_difference(rule, target.amount))
+    beyond = (
+        target.entry_type == entry.entry_type
+        and target.currency == entry.currency
+        and abs(difference) > engine.allowed_difference(rule, target.amount)
+    )
     if not beyond:
         return engine.staging_entry_force_match(entry=entry, target_entry_id=target.pk, by=by, reason=reason)
     if not write_off:
         raise errors.OutsideToleranceError(
             f"The amount differs beyond the rule's tolerance: expected {target.amount}, got {entry.amount}. "
             "Book the difference as a write-off to match anyway.",
-            details={"expected": str(target.amount), "amount": str(entry.amount), "difference": str(difference)})
+            details={"expected": str(target.amount), "amount": str(entry.amount), "difference": str(difference)},
+        )
     account = _write_off_account(entry=entry, rule=rule, difference_account_id=difference_account_id)
     if not (reason or "").strip():
         raise ValidationError({"reason": ["A reason is required for a write-off."]})
     if by is None or not hasattr(by, "has_perm") or not by.has_perm("recon.write_off"):
         raise errors.WriteOffNotAllowed()
-    why = (f"write-off of {abs(difference)} {entry.currency} to {account.account_name} ({account.pk}), matched to "
-           f"entry {target.pk}: {reason.strip()}")
-    entry = engine.staging_entry_force_match(entry=entry, target_entry_id=target.pk, by=by, reason=why,
-                                             write_off=True, difference_account_id=account.pk)
+    why = (
+        f"write-off of {abs(difference)} {entry.currency} to {account.account_name} ({account.pk}), matched to "
+        f"entry {target.pk}: {reason.strip()}"
+    )
+    entry = engine.staging_entry_force_match(
+        entry=entry, target_entry_id=target.pk, by=by, reason=why, write_off=True, difference_account_id=account.pk
+    )
     entry.refresh_from_db()
     posted = Transaction.objects.filter(source_staging_entry=entry).order_by("-version").first()
-    entry.metadata = {**entry.metadata, "write_off": {
-        "amount": str(abs(difference)), "currency": entry.currency, "account_id": str(account.pk),
-        "reason": reason.strip(), "transaction_id": str(posted.pk) if posted else None,
-        "by": by.get_username() if getattr(by, "pk", None) else str(by)}}
+    entry.metadata = {
+        **entry.metadata,
+        "write_off": {
+            "amount": str(abs(difference)),
+            "currency": entry.currency,
+            "account_id": str(account.pk),
+            "reason": reason.strip(),
+            "transaction_id": str(posted.pk) if posted else None,
+            "by": by.get_username() if getattr(by, "pk", None) else str(by),
+        },
+    }
     StagingEntry.objects.filter(pk=entry.pk).update(metadata=entry.metadata)
     return entry
 
@@ -542,53 +696,84 @@ def _write_off_account(*, entry: StagingEntry, rule: ReconRule | None, differenc
     """The account a write-off books on: the rule's difference account, else `difference_account_id`."""
     chosen = None
     if difference_account_id not in (None, ""):
-        chosen = Account.objects.filter(pk=_uuid_or_404(difference_account_id, "Account"),
-                                        merchant_id=entry.account.merchant_id).first()
+        chosen = Account.objects.filter(
+            pk=_uuid_or_404(difference_account_id, "Account"), merchant_id=entry.account.merchant_id
+        ).first()
         if chosen is None:
-            raise errors.NotFoundError(f"Account {difference_account_id} not found.",
-                                       details={"field": "difference_account_id"})
+            raise errors.NotFoundError(
+                f"Account {difference_account_id} not found.", details={"field": "difference_account_id"}
+            )
     ruled = rule.difference_account if rule is not None and rule.difference_account_id else None
     if ruled is not None:
         if chosen is not None and chosen.pk != ruled.pk:
-            raise ValidationError({"difference_account_id": [
-                "The rule books differences on its own difference account; leave this empty."]})
+            raise ValidationError(
+                {
+                    "difference_account_id": [
+                        "The rule books differences on its own difference account; leave this empty."
+                    ]
+                }
+            )
         return ruled
     if chosen is None:
-        raise ValidationError({"difference_account_id": [
-            "The rule has no difference account: choose the account that takes the write-off."]})
+        raise ValidationError(
+            {
+                "difference_account_id": [
+                    "The rule has no difference account: choose the account that takes the write-off."
+                ]
+            }
+        )
     if chosen.currency != entry.currency or chosen.pk == entry.account_id:
-        raise ValidationError({"difference_account_id": [
-            "The difference account must be another account in the entry's currency."]})
+        raise ValidationError(
+            {"difference_account_id": ["The difference account must be another account in the entry's currency."]}
+        )
     return chosen
 
 
 # --- closed periods -----------------------------------------------------------------------------------
 
+
 def _period_bounds(start_date: dt.date, end_date: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) in UTC of the days start_date..end_date (both included)."""
-    return (dt.datetime.combine(start_date, dt.time.min, tzinfo=dt.UTC),
-            dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC))
+    return (
+        dt.datetime.combine(start_date, dt.time.min, tzinfo=dt.UTC),
+        dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC),
+    )
 
 
 def period_open_entries(*, merchant_id: str, start_date: dt.date, end_date: dt.date):
     """The merchant's staging entries dated in the period (UTC dates of `effective_date`) that are still in
     the review queue or PENDING: what keeps the period from closing."""
     start, end = _period_bounds(start_date, end_date)
-    return StagingEntry.objects.filter(account__merchant_id=merchant_id, effective_date__gte=start,
-                                       effective_date__lt=end,
-                                       status__in=(StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING))
+    return StagingEntry.objects.filter(
+        account__merchant_id=merchant_id,
+        effective_date__gte=start,
+        effective_date__lt=end,
+        status__in=(StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING),
+    )
 
 
 def period_open_counts(*, merchant_id: str, start_date: dt.date, end_date: dt.date) -> dict:
     """{"in_review": n, "pending": n, "total": n} of `period_open_entries`."""
-    counts = dict(period_open_entries(merchant_id=merchant_id, start_date=start_date, end_date=end_date)
-                  .order_by().values_list("status").annotate(n=Count("pk")))
+    counts = dict(
+        period_open_entries(merchant_id=merchant_id, start_date=start_date, end_date=end_date)
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("pk"))
+    )
     review, pending = counts.get(StagingStatus.NEEDS_MANUAL_REVIEW, 0), counts.get(StagingStatus.PENDING, 0)
     return {"in_review": review, "pending": pending, "total": review + pending}
 
 
-def period_close(*, merchant: Merchant, start_date: dt.date, end_date: dt.date, by=None, reason: str = "",
-                 force: bool = False, force_reason: str = "") -> ClosedPeriod:
+def period_close(
+    *,
+    merchant: Merchant,
+    start_date: dt.date,
+    end_date: dt.date,
+    by=None,
+    reason: str = "",
+    force: bool = False,
+    force_reason: str = "",
+) -> ClosedPeriod:
     """Closes [start_date, end_date] of the merchant's books. The one rule for every way to close (the
     `recon.close_period` job's approve from the console, the API or a workflow step): while staging entries
     dated in the period are in the review queue or PENDING, it raises PeriodHasOpenEntriesError (409, with the
@@ -606,13 +791,18 @@ def period_close(*, merchant: Merchant, start_date: dt.date, end_date: dt.date, 
         if open_counts["total"] and not force:
             raise errors.PeriodHasOpenEntriesError(
                 f"{open_counts['total']} staging entries dated in the period are still open "
-                f"({open_counts['in_review']} in review, {open_counts['pending']} pending).", details=open_counts)
+                f"({open_counts['in_review']} in review, {open_counts['pending']} pending).",
+                details=open_counts,
+            )
         why = reason or "period closed"
         if force and open_counts["total"]:
-            why = (f"{why}; forced with {open_counts['total']} open entries ({open_counts['in_review']} in review, "
-                   f"{open_counts['pending']} pending): {force_reason.strip()}")
-        period = ClosedPeriod.objects.create(merchant=merchant, start_date=start_date, end_date=end_date,
-                                             closed_by=user, reason=why)
+            why = (
+                f"{why}; forced with {open_counts['total']} open entries ({open_counts['in_review']} in review, "
+                f"{open_counts['pending']} pending): {force_reason.strip()}"
+            )
+        period = ClosedPeriod.objects.create(
+            merchant=merchant, start_date=start_date, end_date=end_date, closed_by=user, reason=why
+        )
         audit.record_many(ClosedPeriod, [(period.pk, "OPEN", "CLOSED")], by=by, reason=why)
     return period
 
@@ -632,6 +822,7 @@ def period_reopen(*, period: ClosedPeriod, by=None) -> ClosedPeriod:
 
 # --- engine ------------------------------------------------------------------------------------------
 
+
 def engine_trigger(*, timeout_ms: int, worker_id: str | None = None) -> dict:
     """Drains due tasks in-process for up to `timeout_ms`; returns {"processed", "succeeded", "failed",
     "duration_ms"} with the worker's true counts."""
@@ -641,8 +832,12 @@ def engine_trigger(*, timeout_ms: int, worker_id: str | None = None) -> dict:
 
     started = time.monotonic()
     totals = Worker(worker_id or make_worker_id("trigger")).drain(budget_seconds=timeout_ms / 1000)
-    return {"processed": totals.processed, "succeeded": totals.succeeded, "failed": totals.failed,
-            "duration_ms": int((time.monotonic() - started) * 1000)}
+    return {
+        "processed": totals.processed,
+        "succeeded": totals.succeeded,
+        "failed": totals.failed,
+        "duration_ms": int((time.monotonic() - started) * 1000),
+    }
 
 
 # --- the review queue, whole filter at a time (the console's "Reprocess/Ignore all N matching") --------------
@@ -665,15 +860,26 @@ def review_queue_matching(*, which: str = "review", merchant_ids=None, created_a
     return qs
 
 
-def review_queue_resolve_chunk(*, action: str, which: str = "review", merchant_ids=None, created_after=None,
-                               created_before=None, after=None, limit: int = 200, by=None, reason: str = "") -> dict:
+def review_queue_resolve_chunk(
+    *,
+    action: str,
+    which: str = "review",
+    merchant_ids=None,
+    created_after=None,
+    created_before=None,
+    after=None,
+    limit: int = 200,
+    by=None,
+    reason: str = "",
+) -> dict:
     """One chunk of a bulk reprocess/ignore: the next `limit` review-queue entries (in id order after `after`),
     each resolved by `staging_entry_resolve` (the one path for the rule; an entry that changed meanwhile or sits in
     a closed period is skipped). Returns {"seen", "changed", "after"} (`after` None when done)."""
     if action not in REVIEW_BULK_ACTIONS:
         raise ValidationError({"action": ["One of reprocess, ignore."]})
-    qs = review_queue_matching(which=which, merchant_ids=merchant_ids, created_after=created_after,
-                               created_before=created_before)
+    qs = review_queue_matching(
+        which=which, merchant_ids=merchant_ids, created_after=created_after, created_before=created_before
+    )
     if after:
         qs = qs.filter(pk__gt=after)
     ids = list(qs.order_by("pk").values_list("pk", flat=True)[:limit])
@@ -701,9 +907,13 @@ def bank_statements_record(*, account: Account, upload, fmt: str, summaries: lis
     for s in summaries:
         previous = None
         if s["closing_date"] is not None:
-            previous = (BankStatement.objects.filter(account=account, bank_account=s["account"],
-                                                     closing_date__lt=s["closing_date"])
-                        .order_by("-closing_date", "-created_at").first())
+            previous = (
+                BankStatement.objects.filter(
+                    account=account, bank_account=s["account"], closing_date__lt=s["closing_date"]
+                )
+                .order_by("-closing_date", "-created_at")
+                .first()
+            )
         problems = []
         if s["balanced"] is False:
             problems.append("lines_do_not_add_up")
@@ -712,12 +922,24 @@ def bank_statements_record(*, account: Account, upload, fmt: str, summaries: lis
                 problems.append("opening_differs")
         if previous is not None and _sequence_gap(previous.sequence, s["sequence"]):
             problems.append("sequence_gap")
-        stored.append(BankStatement.objects.create(
-            account=account, upload=upload, format=fmt, statement_id=s["statement_id"][:200],
-            bank_account=s["account"][:100], sequence=s["sequence"][:64], currency=s["currency"][:3],
-            opening_balance=s["opening_balance"], closing_balance=s["closing_balance"],
-            opening_date=s["opening_date"], closing_date=s["closing_date"], line_count=s["lines"],
-            lines_total=s["lines_total"], problems=problems))
+        stored.append(
+            BankStatement.objects.create(
+                account=account,
+                upload=upload,
+                format=fmt,
+                statement_id=s["statement_id"][:200],
+                bank_account=s["account"][:100],
+                sequence=s["sequence"][:64],
+                currency=s["currency"][:3],
+                opening_balance=s["opening_balance"],
+                closing_balance=s["closing_balance"],
+                opening_date=s["opening_date"],
+                closing_date=s["closing_date"],
+                line_count=s["lines"],
+                lines_total=s["lines_total"],
+                problems=problems,
+            )
+        )
     return stored
 
 

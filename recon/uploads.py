@@ -53,8 +53,10 @@ def max_bytes() -> int:
 
 def too_large(size: int | None = None) -> UploadTooLargeError:
     limit = max_bytes()
-    return UploadTooLargeError(f"The file is larger than the upload limit of {limit} bytes.",
-                               details={"max_bytes": limit, **({"size": size} if size is not None else {})})
+    return UploadTooLargeError(
+        f"The file is larger than the upload limit of {limit} bytes.",
+        details={"max_bytes": limit, **({"size": size} if size is not None else {})},
+    )
 
 
 def _pieces(source: Iterable[bytes]) -> Iterator[bytes]:
@@ -77,8 +79,9 @@ def upload_store(*, account: Account, name: str, source: Iterable[bytes], create
     digest = hashlib.sha256()
     size = lines = 0
     with transaction.atomic():
-        upload = Upload.objects.create(account=account, name=name[:255],
-                                       created_by=created_by if getattr(created_by, "pk", None) else None)
+        upload = Upload.objects.create(
+            account=account, name=name[:255], created_by=created_by if getattr(created_by, "pk", None) else None
+        )
         for seq, piece in enumerate(_pieces(source)):
             size += len(piece)
             if size > limit:
@@ -102,8 +105,11 @@ class _ChunkStream(io.RawIOBase):
 
     def readinto(self, target) -> int:
         if not self.buffer:
-            data = (UploadChunk.objects.filter(upload_id=self.upload_id, seq=self.seq)
-                    .values_list("data", flat=True).first())
+            data = (
+                UploadChunk.objects.filter(upload_id=self.upload_id, seq=self.seq)
+                .values_list("data", flat=True)
+                .first()
+            )
             if data is None:
                 return 0
             self.buffer, self.seq = bytes(data), self.seq + 1
@@ -122,8 +128,12 @@ def open_lines(upload: Upload) -> Iterator[str]:
     """The upload's text lines (utf-8-sig, line endings kept, as `open(newline="")` gives them), read lazily
     across chunks. Bytes that are not UTF-8 become lone surrogates ("surrogateescape"), so the row that holds
     them is a row error (recon.ingest.cell_problem) and the other rows are imported."""
-    yield from io.TextIOWrapper(io.BufferedReader(_ChunkStream(upload.pk), CHUNK_BYTES), encoding="utf-8-sig",
-                                errors="surrogateescape", newline="")
+    yield from io.TextIOWrapper(
+        io.BufferedReader(_ChunkStream(upload.pk), CHUNK_BYTES),
+        encoding="utf-8-sig",
+        errors="surrogateescape",
+        newline="",
+    )
 
 
 def header_check(first_bytes: bytes) -> None:
@@ -162,16 +172,27 @@ def file_format(first_bytes: bytes, requested: str = "auto") -> str:
     """The format to import a file as: `requested`, or recognised from the content when it is `auto` (never
     from the file name). 400 `unsupported_format` when the content is none of the formats."""
     if requested not in FORMAT_CHOICES:
-        raise UnsupportedFormatError(f"format must be one of {', '.join(FORMAT_CHOICES)}.",
-                                     details={"format": [f"One of {', '.join(FORMAT_CHOICES)}."]})
+        raise UnsupportedFormatError(
+            f"format must be one of {', '.join(FORMAT_CHOICES)}.",
+            details={"format": [f"One of {', '.join(FORMAT_CHOICES)}."]},
+        )
     fmt = statements.detect_format(first_bytes) if requested == "auto" else requested
     if fmt is None:
         raise UnsupportedFormatError("The file is not CSV, camt.052/053/054, MT940/942, OFX or BAI2.")
     return fmt
 
 
-def file_import_start(*, account: Account, file, name: str, processing_mode: str, file_format_name: str = "auto",
-                      force: bool = False, by=None, chunk_rows: int | None = None):
+def file_import_start(
+    *,
+    account: Account,
+    file,
+    name: str,
+    processing_mode: str,
+    file_format_name: str = "auto",
+    force: bool = False,
+    by=None,
+    chunk_rows: int | None = None,
+):
     """Stores `file` (a Django UploadedFile or any binary file object) and creates the `recon.import_file` job
     of the account's merchant, in one transaction. 400 for a bad mode, an unsupported format
     (`unsupported_format`) or a CSV whose header lacks a column (`invalid_csv`); 413 above the size limit; 409
@@ -181,8 +202,10 @@ def file_import_start(*, account: Account, file, name: str, processing_mode: str
     if name and (problem := text_problem(name)) is not None:
         raise InvalidCsvError(f"The file name {problem}.", details={"file": [f"The file name {problem}."]})
     if processing_mode not in ProcessingMode.values:
-        raise InvalidCsvError(f"processing_mode must be one of {', '.join(ProcessingMode.values)}.",
-                              details={"processing_mode": [f"One of {', '.join(ProcessingMode.values)}."]})
+        raise InvalidCsvError(
+            f"processing_mode must be one of {', '.join(ProcessingMode.values)}.",
+            details={"processing_mode": [f"One of {', '.join(ProcessingMode.values)}."]},
+        )
     size = getattr(file, "size", None)
     if size is not None and size > max_bytes():
         raise too_large(size)
@@ -196,11 +219,19 @@ def file_import_start(*, account: Account, file, name: str, processing_mode: str
         Account.objects.select_for_update().filter(pk=account.pk).first()
         earlier = Upload.objects.filter(account=account, sha256=upload.sha256).exclude(pk=upload.pk).first()
         if earlier is not None and not force:
-            raise DuplicateUploadError(details={"upload_id": str(earlier.pk), "name": earlier.name,
-                                                "uploaded_at": earlier.created_at.isoformat()})
-        params = {"account_id": str(account.pk), "upload_id": str(upload.pk), "processing_mode": processing_mode,
-                  "format": fmt}
+            raise DuplicateUploadError(
+                details={
+                    "upload_id": str(earlier.pk),
+                    "name": earlier.name,
+                    "uploaded_at": earlier.created_at.isoformat(),
+                }
+            )
+        params = {
+            "account_id": str(account.pk),
+            "upload_id": str(upload.pk),
+            "processing_mode": processing_mode,
+            "format": fmt,
+        }
         if chunk_rows:
             params["chunk_rows"] = chunk_rows
-        return job_services.job_create(job_type=IMPORT_JOB, params=params, owner=by,
-                                       merchant_id=account.merchant_id)
+        return job_services.job_create(job_type=IMPORT_JOB, params=params, owner=by, merchant_id=account.merchant_id)

@@ -49,6 +49,5 @@ def match_keys_of(account) -> list[str]:
 
     from recon.models import ReconRule
 
-    keys = ReconRule.objects.filter(Q(account_one=account) | Q(account_two=account)).values_list("match_key",
-                                                                                                  flat=True)
+    keys = ReconRule.objects.filter(Q(account_one=account) | Q(account_two=account)).values_list("match_key", flat=True)
     return [DEFAULT_MATCH_KEY, *keys]

@@ -5,10 +5,10 @@ import datetime as dt
 import uuid
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.files.uploadhandler import FileUploadHandler
 from django.db.models import F
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from django.core.files.uploadhandler import FileUploadHandler
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
@@ -18,18 +18,44 @@ from rest_framework.response import Response
 from config.api import Pagination
 from recon import access, balances, exports, reports, services, uploads
 from recon.balances import with_balance_sums
-from recon.models import (Account, BankStatement, ClosedPeriod, Entry, EntryStatus, Merchant, ReconRule, StagingEntry, StagingStatus,
-                          Transaction, TransactionStatus)
-from recon.serializers import (AccountCreateSerializer, AccountRenameSerializer, AccountSerializer,
-                               BankStatementSerializer,
-                               BalanceSerializer, ClosedPeriodSerializer, FileUploadAcceptedSerializer, FileUploadSerializer,
-                               EntrySerializer, ErrorSerializer, MerchantSerializer, ReconRuleCreateSerializer,
-                               ReconRuleSerializer, ResolveSerializer, StagingEntryCreateSerializer,
-                               StagingEntrySerializer, TransactionSerializer, TriggerResultSerializer,
-                               TriggerSerializer, money_str)
-
+from recon.models import (
+    Account,
+    BankStatement,
+    ClosedPeriod,
+    Entry,
+    EntryStatus,
+    Merchant,
+    ReconRule,
+    StagingEntry,
+    StagingStatus,
+    Transaction,
+    TransactionStatus,
+)
+from recon.serializers import (
+    AccountCreateSerializer,
+    AccountRenameSerializer,
+    AccountSerializer,
+    BalanceSerializer,
+    BankStatementSerializer,
+    ClosedPeriodSerializer,
+    EntrySerializer,
+    ErrorSerializer,
+    FileUploadAcceptedSerializer,
+    FileUploadSerializer,
+    MerchantSerializer,
+    ReconRuleCreateSerializer,
+    ReconRuleSerializer,
+    ResolveSerializer,
+    StagingEntryCreateSerializer,
+    StagingEntrySerializer,
+    TransactionSerializer,
+    TriggerResultSerializer,
+    TriggerSerializer,
+    money_str,
+)
 
 # --- lookups and checks -------------------------------------------------------------------------------
+
 
 def _visible(request, merchant_id: str) -> bool:
     return access.can_see(request.user, merchant_id)
@@ -84,14 +110,16 @@ def status_filter(request, choices) -> str | None:
 
 # --- merchants ----------------------------------------------------------------------------------------
 
+
 class MerchantListView(GenericAPIView):
     serializer_class = MerchantSerializer
     queryset = Merchant.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(operation_id="merchants_list", responses={200: MerchantSerializer(many=True)})
     def get(self, request):
-        return paginated(self, request, scope(request, Merchant.objects.order_by("merchant_id"), "pk"),
-                         MerchantSerializer)
+        return paginated(
+            self, request, scope(request, Merchant.objects.order_by("merchant_id"), "pk"), MerchantSerializer
+        )
 
     @extend_schema(request=MerchantSerializer, responses={201: MerchantSerializer})
     def post(self, request):
@@ -99,8 +127,9 @@ class MerchantListView(GenericAPIView):
             raise exceptions.PermissionDenied("Only staff create merchants.")
         data = MerchantSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        merchant = services.merchant_create(merchant_name=data.validated_data["merchant_name"],
-                                            merchant_id=data.validated_data.get("merchant_id"))
+        merchant = services.merchant_create(
+            merchant_name=data.validated_data["merchant_name"], merchant_id=data.validated_data.get("merchant_id")
+        )
         return Response(MerchantSerializer(merchant).data, status=status.HTTP_201_CREATED)
 
 
@@ -112,6 +141,7 @@ class MerchantDetailView(GenericAPIView):
 
 
 # --- accounts -----------------------------------------------------------------------------------------
+
 
 class AccountListView(GenericAPIView):
     serializer_class = AccountSerializer
@@ -179,6 +209,7 @@ class AccountBalancesView(GenericAPIView):
 
 # --- recon rules --------------------------------------------------------------------------------------
 
+
 class ReconRuleListView(GenericAPIView):
     serializer_class = ReconRuleSerializer
     queryset = ReconRule.objects.none()  # for the schema only; lists are scoped per request
@@ -186,8 +217,9 @@ class ReconRuleListView(GenericAPIView):
     @extend_schema(operation_id="merchants_recon_rules_list", responses={200: ReconRuleSerializer(many=True)})
     def get(self, request, merchant_id):
         merchant = get_merchant(request, merchant_id)
-        return paginated(self, request, ReconRule.objects.filter(merchant=merchant).order_by("created_at", "id"),
-                         ReconRuleSerializer)
+        return paginated(
+            self, request, ReconRule.objects.filter(merchant=merchant).order_by("created_at", "id"), ReconRuleSerializer
+        )
 
     @extend_schema(request=ReconRuleCreateSerializer, responses={201: ReconRuleSerializer})
     def post(self, request, merchant_id):
@@ -221,12 +253,15 @@ class ReconRuleDetailView(GenericAPIView):
 
 # --- staging entries ----------------------------------------------------------------------------------
 
+
 class StagingEntryListView(GenericAPIView):
     serializer_class = StagingEntrySerializer
     queryset = StagingEntry.objects.none()  # for the schema only; lists are scoped per request
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=StagingStatus.values)],
-                   responses={200: StagingEntrySerializer(many=True)})
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=StagingStatus.values)],
+        responses={200: StagingEntrySerializer(many=True)},
+    )
     def get(self, request, account_id):
         account = get_account(request, account_id)
         qs = StagingEntry.objects.filter(account=account).order_by("-created_at", "staging_entry_id")
@@ -234,16 +269,18 @@ class StagingEntryListView(GenericAPIView):
             qs = qs.filter(status=value)
         return paginated(self, request, qs, StagingEntrySerializer)
 
-    @extend_schema(request=StagingEntryCreateSerializer, responses={201: StagingEntrySerializer,
-                                                                    200: StagingEntrySerializer})
+    @extend_schema(
+        request=StagingEntryCreateSerializer, responses={201: StagingEntrySerializer, 200: StagingEntrySerializer}
+    )
     def post(self, request, account_id):
         account = get_account(request, account_id)
         require_operator(request, account.merchant_id)
         data = StagingEntryCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         entry, created = services.staging_entry_create(account=account, **data.validated_data)
-        return Response(StagingEntrySerializer(entry).data,
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            StagingEntrySerializer(entry).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
 
 
 class UploadSizeLimitHandler(FileUploadHandler):
@@ -282,23 +319,31 @@ class StagingEntryFileView(GenericAPIView):
     @extend_schema(
         operation_id="accounts_staging_entries_files_create",
         request={"multipart/form-data": FileUploadSerializer},
-        parameters=[OpenApiParameter("force", bool, description="Import even if the same file content was "
-                                                                "uploaded to this account before.")],
+        parameters=[
+            OpenApiParameter(
+                "force", bool, description="Import even if the same file content was uploaded to this account before."
+            )
+        ],
         responses={
             202: FileUploadAcceptedSerializer,
-            400: OpenApiResponse(ErrorSerializer, description="No file, a missing or invalid processing_mode, a "
-                                                              "file of no supported format (code "
-                                                              "`unsupported_format`), or a CSV header that lacks a "
-                                                              "column (code `invalid_csv`). Problems in CSV rows "
-                                                              "end in the job's report; a statement file that "
-                                                              "cannot be parsed fails the job, writing nothing."),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="No file, a missing or invalid processing_mode, a "
+                "file of no supported format (code "
+                "`unsupported_format`), or a CSV header that lacks a "
+                "column (code `invalid_csv`). Problems in CSV rows "
+                "end in the job's report; a statement file that "
+                "cannot be parsed fails the job, writing nothing.",
+            ),
             403: OpenApiResponse(ErrorSerializer, description="Not an operator of the account's merchant."),
             404: OpenApiResponse(ErrorSerializer, description="Unknown account, or another merchant's."),
-            409: OpenApiResponse(ErrorSerializer, description="Same content already uploaded to this account "
-                                                              "(code `duplicate_upload`); use ?force=true."),
-            413: OpenApiResponse(ErrorSerializer, description="Above UPLOAD_MAX_BYTES (code "
-                                                              "`payload_too_large`)."),
-        })
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="Same content already uploaded to this account (code `duplicate_upload`); use ?force=true.",
+            ),
+            413: OpenApiResponse(ErrorSerializer, description="Above UPLOAD_MAX_BYTES (code `payload_too_large`)."),
+        },
+    )
     def post(self, request, account_id):
         """Uploads a CSV or bank-statement file of staging entries; the import runs as a `recon.import_file` job
         whose `result` is the report. The file is stored in the database, so any worker can run the job."""
@@ -318,17 +363,20 @@ class StagingEntryFileView(GenericAPIView):
             raise exceptions.ValidationError({"file": [str(exc) or "Malformed upload."]}) from None
         data.is_valid(raise_exception=True)
         file = data.validated_data["file"]
-        job = uploads.file_import_start(account=account, file=file, name=file.name,
-                                        processing_mode=data.validated_data["processing_mode"],
-                                        file_format_name=data.validated_data["format"],
-                                        force=_truthy(request.query_params.get("force")), by=request.user)
-        return Response({"job_id": str(job.pk), "status_url": f"/api/jobs/{job.pk}/"},
-                        status=status.HTTP_202_ACCEPTED)
+        job = uploads.file_import_start(
+            account=account,
+            file=file,
+            name=file.name,
+            processing_mode=data.validated_data["processing_mode"],
+            file_format_name=data.validated_data["format"],
+            force=_truthy(request.query_params.get("force")),
+            by=request.user,
+        )
+        return Response({"job_id": str(job.pk), "status_url": f"/api/jobs/{job.pk}/"}, status=status.HTTP_202_ACCEPTED)
 
 
 def get_staging_entry(request, staging_entry_id) -> StagingEntry:
-    entry = (StagingEntry.objects.select_related("account")
-             .filter(pk=_uuid(staging_entry_id, "Staging entry")).first())
+    entry = StagingEntry.objects.select_related("account").filter(pk=_uuid(staging_entry_id, "Staging entry")).first()
     if entry is None or not _visible(request, entry.account.merchant_id):
         raise exceptions.NotFound("Staging entry not found.")
     return entry
@@ -356,18 +404,26 @@ class StagingEntryResolveView(GenericAPIView):
 
 # --- ledger -------------------------------------------------------------------------------------------
 
+
 class TransactionListView(GenericAPIView):
     serializer_class = TransactionSerializer
     queryset = Transaction.objects.none()  # for the schema only; lists are scoped per request
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=TransactionStatus.values),
-                               OpenApiParameter("logical_transaction_id", str),
-                               OpenApiParameter("version", int)],
-                   responses={200: TransactionSerializer(many=True)})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=TransactionStatus.values),
+            OpenApiParameter("logical_transaction_id", str),
+            OpenApiParameter("version", int),
+        ],
+        responses={200: TransactionSerializer(many=True)},
+    )
     def get(self, request, merchant_id):
         merchant = get_merchant(request, merchant_id)
-        qs = Transaction.objects.filter(merchant=merchant).prefetch_related("entries").order_by(
-            "-created_at", "transaction_id")
+        qs = (
+            Transaction.objects.filter(merchant=merchant)
+            .prefetch_related("entries")
+            .order_by("-created_at", "transaction_id")
+        )
         if (value := status_filter(request, TransactionStatus.values)) is not None:
             qs = qs.filter(status=value)
         if logical := request.query_params.get("logical_transaction_id"):
@@ -383,8 +439,10 @@ class AccountEntryListView(GenericAPIView):
     serializer_class = EntrySerializer
     queryset = Entry.objects.none()  # for the schema only; lists are scoped per request
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=EntryStatus.values)],
-                   responses={200: EntrySerializer(many=True)})
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=EntryStatus.values)],
+        responses={200: EntrySerializer(many=True)},
+    )
     def get(self, request, account_id):
         account = get_account(request, account_id)
         qs = Entry.objects.filter(account=account).order_by("-effective_date", "-created_at", "entry_id")
@@ -402,8 +460,11 @@ class AccountStatementListView(GenericAPIView):
         the problems found (lines not adding up, an opening balance that is not the previous closing one, a gap
         in the statement numbers) and the ledger's posted balance on its closing day."""
         account = get_account(request, account_id)
-        qs = BankStatement.objects.filter(account=account).select_related("account").order_by(
-            F("closing_date").desc(nulls_last=True), "-created_at")
+        qs = (
+            BankStatement.objects.filter(account=account)
+            .select_related("account")
+            .order_by(F("closing_date").desc(nulls_last=True), "-created_at")
+        )
         return paginated(self, request, qs, BankStatementSerializer)
 
 
@@ -417,15 +478,19 @@ class ExportView(GenericAPIView):
 
     @extend_schema(
         operation_id="merchants_exports_retrieve",
-        parameters=[OpenApiParameter("table", str, OpenApiParameter.PATH, enum=TABLES),
-                    OpenApiParameter("format", str, enum=exports.FORMATS, description="csv (default) or xlsx"),
-                    OpenApiParameter("account_id", str, description="review-queue, unmatched-expectations: one "
-                                                                     "account only"),
-                    OpenApiParameter("start_date", str, description="transactions, period-summary (YYYY-MM-DD)"),
-                    OpenApiParameter("end_date", str, description="transactions, period-summary (YYYY-MM-DD)")],
-        responses={(200, "text/csv"): OpenApiTypes.BINARY,
-                   400: OpenApiResponse(ErrorSerializer, description="Bad format, account or dates."),
-                   404: OpenApiResponse(ErrorSerializer, description="Unknown merchant or table.")})
+        parameters=[
+            OpenApiParameter("table", str, OpenApiParameter.PATH, enum=TABLES),
+            OpenApiParameter("format", str, enum=exports.FORMATS, description="csv (default) or xlsx"),
+            OpenApiParameter("account_id", str, description="review-queue, unmatched-expectations: one account only"),
+            OpenApiParameter("start_date", str, description="transactions, period-summary (YYYY-MM-DD)"),
+            OpenApiParameter("end_date", str, description="transactions, period-summary (YYYY-MM-DD)"),
+        ],
+        responses={
+            (200, "text/csv"): OpenApiTypes.BINARY,
+            400: OpenApiResponse(ErrorSerializer, description="Bad format, account or dates."),
+            404: OpenApiResponse(ErrorSerializer, description="Unknown merchant or table."),
+        },
+    )
     def get(self, request, merchant_id, table):
         """A table streamed as CSV or XLSX: the review queue, unmatched expectations with their age, a
         period's ledger legs, or the period-close summary. Formula-like text is written inert."""
@@ -440,8 +505,11 @@ class ExportView(GenericAPIView):
             scope = {"account__merchant": merchant}
             if account_id:
                 scope["account"] = get_account(request, account_id, Account.objects.filter(merchant=merchant))
-            data = (exports.review_queue(StagingEntry.objects.filter(**scope)) if table == "review-queue"
-                    else exports.unmatched_expectations(Entry.objects.filter(**scope)))
+            data = (
+                exports.review_queue(StagingEntry.objects.filter(**scope))
+                if table == "review-queue"
+                else exports.unmatched_expectations(Entry.objects.filter(**scope))
+            )
         else:
             dates = _period_dates(request)
             make = exports.period_transactions if table == "transactions" else exports.period_summary
@@ -467,6 +535,7 @@ def _period_dates(request) -> dict:
 
 # --- closed periods -----------------------------------------------------------------------------------
 
+
 class ClosedPeriodListView(GenericAPIView):
     serializer_class = ClosedPeriodSerializer
     queryset = ClosedPeriod.objects.none()  # for the schema only; lists are scoped per request
@@ -476,8 +545,11 @@ class ClosedPeriodListView(GenericAPIView):
         """The merchant's closed periods (reopened ones too, with `reopened_at`), newest first. Periods are
         closed by a `recon.close_period` job (POST /api/jobs/) once an operator approves it."""
         merchant = get_merchant(request, merchant_id)
-        qs = ClosedPeriod.objects.filter(merchant=merchant).select_related("closed_by", "reopened_by").order_by(
-            "-start_date", "-id")
+        qs = (
+            ClosedPeriod.objects.filter(merchant=merchant)
+            .select_related("closed_by", "reopened_by")
+            .order_by("-start_date", "-id")
+        )
         return paginated(self, request, qs, ClosedPeriodSerializer)
 
 
@@ -500,6 +572,7 @@ class ClosedPeriodReopenView(GenericAPIView):
 
 
 # --- recon engine -------------------------------------------------------------------------------------
+
 
 class TriggerView(GenericAPIView):
     serializer_class = TriggerSerializer

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
-from hypothesis import HealthCheck, settings as hypothesis_settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -82,22 +83,30 @@ class Processes:
         self.log_dir = log_dir
 
     def env(self, **extra) -> dict:
-        return dict(os.environ, DATABASE_URL=database_url(), PYTHONUNBUFFERED="1",
-                    **{k: str(v) for k, v in extra.items()})
+        return dict(
+            os.environ, DATABASE_URL=database_url(), PYTHONUNBUFFERED="1", **{k: str(v) for k, v in extra.items()}
+        )
 
     def start(self, args: list[str], *, prefix: tuple[str, ...] = (), **env) -> subprocess.Popen:
         """Starts `python *args` (behind `prefix`, such as `unshare ...`) in its own process group; output goes
         to a log file (see `output`)."""
         log = open(self.log_dir / f"proc{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen([*prefix, sys.executable, *args], cwd=ROOT, env=self.env(**env),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [*prefix, sys.executable, *args],
+            cwd=ROOT,
+            env=self.env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         proc.log_path = log.name
         self.procs.append(proc)
         return proc
 
     def output(self) -> str:
-        return "\n".join(f"--- {' '.join(p.args)} (pid {p.pid})\n" + Path(p.log_path).read_text()[-4000:]
-                         for p in self.procs)
+        return "\n".join(
+            f"--- {' '.join(p.args)} (pid {p.pid})\n" + Path(p.log_path).read_text()[-4000:] for p in self.procs
+        )
 
     def kill_all(self):
         import signal
@@ -116,7 +125,9 @@ def processes(tmp_path, request):
     procs = Processes(tmp_path)
     yield procs
     procs.kill_all()
-    if os.environ.get("SHOW_PROCESS_OUTPUT") or (getattr(request.node, "rep_call", None) and request.node.rep_call.failed):
+    if os.environ.get("SHOW_PROCESS_OUTPUT") or (
+        getattr(request.node, "rep_call", None) and request.node.rep_call.failed
+    ):
         print(procs.output())
 
 

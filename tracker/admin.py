@@ -45,8 +45,14 @@ class QueueFilter(RegistryFilter):
 
 
 # Changelist query parameters that a bulk filter (shared/API.md) can express.
-CHANGELIST_TO_BULK = {"status__exact": "status", "status": "status", "task_type": "task_type", "queue": "queue",
-                      "created_at__gte": "created_after", "created_at__lt": "created_before"}
+CHANGELIST_TO_BULK = {
+    "status__exact": "status",
+    "status": "status",
+    "task_type": "task_type",
+    "queue": "queue",
+    "created_at__gte": "created_after",
+    "created_at__lt": "created_before",
+}
 
 
 @admin.register(ProcessTracker)
@@ -64,14 +70,46 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     list_per_page = 50
     actions = ["retry_selected", "cancel_selected"]
     change_list_template = "admin/tracker/processtracker/change_list.html"
-    readonly_fields = ["task_id", "task_type", "queue", "priority", "tenant", "status", "attempts", "max_attempts",
-                       "run_after", "lease_expires_at", "locked_by", "dedupe_key", "created_at", "updated_at",
-                       "processing_started_at", "completed_at", "last_error", "payload_pretty", "traceback",
-                       "history"]
+    readonly_fields = [
+        "task_id",
+        "task_type",
+        "queue",
+        "priority",
+        "tenant",
+        "status",
+        "attempts",
+        "max_attempts",
+        "run_after",
+        "lease_expires_at",
+        "locked_by",
+        "dedupe_key",
+        "created_at",
+        "updated_at",
+        "processing_started_at",
+        "completed_at",
+        "last_error",
+        "payload_pretty",
+        "traceback",
+        "history",
+    ]
     fieldsets = [
         (None, {"fields": ["task_id", "task_type", "status", "queue", "priority", "tenant", "dedupe_key"]}),
-        ("Attempts", {"fields": ["attempts", "max_attempts", "run_after", "locked_by", "lease_expires_at",
-                                 "processing_started_at", "completed_at", "created_at", "updated_at"]}),
+        (
+            "Attempts",
+            {
+                "fields": [
+                    "attempts",
+                    "max_attempts",
+                    "run_after",
+                    "locked_by",
+                    "lease_expires_at",
+                    "processing_started_at",
+                    "completed_at",
+                    "created_at",
+                    "updated_at",
+                ]
+            },
+        ),
         ("Payload", {"fields": ["payload_pretty"]}),
         ("Last error", {"fields": ["last_error", "traceback"]}),
         ("History", {"fields": ["history"]}),
@@ -89,8 +127,10 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     # --- bulk actions on the whole filter, and the queue page ---------------------------------------------
 
     def get_urls(self):
-        urls = [path("bulk/", self.admin_site.admin_view(self.bulk_view), name="tracker_processtracker_bulk"),
-                path("queues/", self.admin_site.admin_view(self.queues_view), name="tracker_processtracker_queues")]
+        urls = [
+            path("bulk/", self.admin_site.admin_view(self.bulk_view), name="tracker_processtracker_bulk"),
+            path("queues/", self.admin_site.admin_view(self.queues_view), name="tracker_processtracker_queues"),
+        ]
         return urls + super().get_urls()
 
     def _bulk_filter(self, params) -> dict | None:
@@ -130,7 +170,8 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
                 base = reverse("admin:tracker_processtracker_bulk")
                 extra_context["bulk_links"] = [
                     {"action": a, "n": n, "url": f"{base}?{urlencode({**request.GET.dict(), 'action': a})}"}
-                    for a, n in counts.items()]
+                    for a, n in counts.items()
+                ]
         return super().changelist_view(request, extra_context=extra_context)
 
     def bulk_view(self, request):
@@ -153,16 +194,27 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
             raise PermissionDenied
         if request.method == "POST":
             job = import_string(settings.TRACKER["BULK_STARTER"])(action=action, filter=clean, user=request.user)
-            self.message_user(request, f"Bulk {action} started as job {job.pk}: it runs in chunks; its page shows "
-                                       f"the progress and, at the end, how many changed and how many were skipped.")
+            self.message_user(
+                request,
+                f"Bulk {action} started as job {job.pk}: it runs in chunks; its page shows "
+                f"the progress and, at the end, how many changed and how many were skipped.",
+            )
             return redirect("admin:jobs_job_change", job.pk)
         matched = services.task_bulk_count(filter=clean, tenants=tenants)
         counts = self._bulk_counts(request, clean)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": f"Bulk {action}",
-                   "action": action, "filter": clean, "matched": matched, "legal": counts[action],
-                   "params": [(k, v) for k, v in params.items() if k not in ("csrfmiddlewaretoken",)],
-                   "back": reverse("admin:tracker_processtracker_changelist") + "?" + urlencode(
-                       {k: v for k, v in params.items() if k != "action"})}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Bulk {action}",
+            "action": action,
+            "filter": clean,
+            "matched": matched,
+            "legal": counts[action],
+            "params": [(k, v) for k, v in params.items() if k not in ("csrfmiddlewaretoken",)],
+            "back": reverse("admin:tracker_processtracker_changelist")
+            + "?"
+            + urlencode({k: v for k, v in params.items() if k != "action"}),
+        }
         return TemplateResponse(request, "admin/tracker/processtracker/bulk_confirm.html", context)
 
     def queues_view(self, request):
@@ -181,8 +233,13 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
             row["due_url"] = f"{changelist}?{urlencode({'queue': row['name'], 'status__exact': 'PENDING'})}"
             row["running_url"] = f"{changelist}?{urlencode({'queue': row['name'], 'status__exact': 'PROCESSING'})}"
             row["all_url"] = f"{changelist}?{urlencode({'queue': row['name']})}"
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Queues",
-                   "queues": rows, "can_pause": request.user.is_staff}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Queues",
+            "queues": rows,
+            "can_pause": request.user.is_staff,
+        }
         return TemplateResponse(request, "admin/tracker/queues.html", context)
 
     @admin.display(description="attempts")
@@ -210,16 +267,23 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
         rows = audit.history(task)
         if not rows:
             return "-"
-        body = format_html_join("", "<tr><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
-                                ((r.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], r.from_status, r.to_status, r.by,
-                                  r.reason[:300]) for r in rows))
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (r.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], r.from_status, r.to_status, r.by, r.reason[:300])
+                for r in rows
+            ),
+        )
         return format_html("<table><tr><th>at</th><th>change</th><th>by</th><th>reason</th></tr>{}</table>", body)
 
     def _act(self, request, queryset, action: str):
         done, skipped = services.task_act_many(queryset=queryset, action=action, by=request.user)
-        self.message_user(request, f"{action.capitalize()}: {done} task(s) done, {skipped} skipped "
-                                   f"(not in a state that allows it).",
-                          messages.SUCCESS if done else messages.WARNING)
+        self.message_user(
+            request,
+            f"{action.capitalize()}: {done} task(s) done, {skipped} skipped (not in a state that allows it).",
+            messages.SUCCESS if done else messages.WARNING,
+        )
 
     @admin.action(permissions=["change"], description="Retry selected tasks (FAILED or CANCELLED)")
     def retry_selected(self, request, queryset):
@@ -233,17 +297,33 @@ class ProcessTrackerAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
     staff_only = True
-    list_display = ["cluster", "host", "cluster_pid", "slot", "worker_id", "alive", "beat_at", "started_at",
-                    "finished_last_minute", "finished_last_hour", "enqueued_at"]
+    list_display = [
+        "cluster",
+        "host",
+        "cluster_pid",
+        "slot",
+        "worker_id",
+        "alive",
+        "beat_at",
+        "started_at",
+        "finished_last_minute",
+        "finished_last_hour",
+        "enqueued_at",
+    ]
     list_filter = ["host"]
 
     def changelist_view(self, request, extra_context=None):
         """Throughput per consumer from the finished-task counters (keyed by worker), read once per page."""
         now = timezone.now()
-        self._minute = {w: n for w, n, *_ in counters.finished_totals(
-            since=counters.minute(now - dt.timedelta(minutes=1)), group_by=("worker",))}
-        self._hour = {w: n for w, n, *_ in counters.finished_totals(since=now - dt.timedelta(hours=1),
-                                                                           group_by=("worker",))}
+        self._minute = {
+            w: n
+            for w, n, *_ in counters.finished_totals(
+                since=counters.minute(now - dt.timedelta(minutes=1)), group_by=("worker",)
+            )
+        }
+        self._hour = {
+            w: n for w, n, *_ in counters.finished_totals(since=now - dt.timedelta(hours=1), group_by=("worker",))
+        }
         return super().changelist_view(request, extra_context)
 
     @admin.display(description="finished (this and last minute)")

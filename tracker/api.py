@@ -87,8 +87,9 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         counters: `?task_type=` and `?queue=` narrow them; `?status=` is ignored)."""
         task_type = request.query_params.get("task_type") or None
         queue = request.query_params.get("queue") or None
-        return Response(services.task_stats(tenants=access.policy().visible_tenants(request.user),
-                                            task_type=task_type, queue=queue))
+        return Response(
+            services.task_stats(tenants=access.policy().visible_tenants(request.user), task_type=task_type, queue=queue)
+        )
 
     @extend_schema(request=BulkRequestSerializer, responses={202: dict})
     @action(detail=False, methods=["post"])
@@ -101,8 +102,9 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             raise InvalidBulkRequest("The body must be a JSON object.")
         unknown = sorted(set(body) - {"action", "filter", "dry_run"})
         if unknown:
-            raise InvalidBulkRequest(f"Unknown field(s): {', '.join(unknown)}.",
-                                     details={f: ["Unknown field."] for f in unknown})
+            raise InvalidBulkRequest(
+                f"Unknown field(s): {', '.join(unknown)}.", details={f: ["Unknown field."] for f in unknown}
+            )
         dry_run = body.get("dry_run", False)
         if not isinstance(dry_run, bool):
             raise InvalidBulkRequest("dry_run must be a boolean.", details={"dry_run": ["Must be a boolean."]})
@@ -110,10 +112,12 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         tenants = access.operable_tenants(request.user)
         if tenants is not None and not tenants:
             raise PermissionDenied("Only operators may run bulk actions.")
-        job = import_string(settings.TRACKER["BULK_STARTER"])(action=body["action"], filter=body["filter"],
-                                                              dry_run=dry_run, user=request.user)
-        return Response({"job_id": str(job.pk), "status_url": request.build_absolute_uri(f"/api/jobs/{job.pk}/")},
-                        status=202)
+        job = import_string(settings.TRACKER["BULK_STARTER"])(
+            action=body["action"], filter=body["filter"], dry_run=dry_run, user=request.user
+        )
+        return Response(
+            {"job_id": str(job.pk), "status_url": request.build_absolute_uri(f"/api/jobs/{job.pk}/")}, status=202
+        )
 
 
 class QueueViewSet(viewsets.GenericViewSet):
@@ -132,8 +136,17 @@ class QueueViewSet(viewsets.GenericViewSet):
             raise PermissionDenied("Only staff may pause or resume queues.")
         services.queue_set_paused(name=name, paused=paused, by=request.user)
         row = next((q for q in services.queue_list() if q["name"] == name), None)
-        return Response(row or {"name": name, "paused": paused, "due": 0, "running": 0, "oldest_due_seconds": 0.0,
-                                "completed_last_minute": 0})
+        return Response(
+            row
+            or {
+                "name": name,
+                "paused": paused,
+                "due": 0,
+                "running": 0,
+                "oldest_due_seconds": 0.0,
+                "completed_last_minute": 0,
+            }
+        )
 
     @extend_schema(request=None, responses=dict)
     @action(detail=True, methods=["post"])
@@ -169,7 +182,7 @@ class HealthView(APIView):
             return Response({"status": "error", "database": database, "cluster": {}, "timestamp": now}, status=503)
         cluster = cluster_status()
         if not staff:
-            cluster["heartbeats"] = [{k: v for k, v in beat.items() if k != "worker_id"}
-                                     for beat in cluster.get("heartbeats", [])]
-        return Response({"status": "ok", "database": {"connected": True},
-                         "cluster": cluster, "timestamp": now})
+            cluster["heartbeats"] = [
+                {k: v for k, v in beat.items() if k != "worker_id"} for beat in cluster.get("heartbeats", [])
+            ]
+        return Response({"status": "ok", "database": {"connected": True}, "cluster": cluster, "timestamp": now})

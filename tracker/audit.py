@@ -79,12 +79,30 @@ def _write(rows: list, *, by=None, at=None) -> int:
     if not rows:
         return 0
     # The COPY text is built here: statuses are plain words.
-    common = (f"\t{at.isoformat()}\t{'\\N' if user_id is None else user_id}\t{copy_text(actor['by_worker'])}"
-              f"\t{copy_text(actor['by_name'])}\t")
-    copy_rows(Transition._meta.db_table, ("content_type_id", "object_id", "from_status", "to_status", "at",
-                                          "by_user_id", "by_worker", "by_name", "reason"),
-              "".join([f"{ct_id}\t{copy_text(str(oid))}\t{src}\t{dst}{common}{copy_text(reason[:2000])}\n"
-                       for ct_id, oid, src, dst, reason in rows]))
+    common = (
+        f"\t{at.isoformat()}\t{'\\N' if user_id is None else user_id}\t{copy_text(actor['by_worker'])}"
+        f"\t{copy_text(actor['by_name'])}\t"
+    )
+    copy_rows(
+        Transition._meta.db_table,
+        (
+            "content_type_id",
+            "object_id",
+            "from_status",
+            "to_status",
+            "at",
+            "by_user_id",
+            "by_worker",
+            "by_name",
+            "reason",
+        ),
+        "".join(
+            [
+                f"{ct_id}\t{copy_text(str(oid))}\t{src}\t{dst}{common}{copy_text(reason[:2000])}\n"
+                for ct_id, oid, src, dst, reason in rows
+            ]
+        ),
+    )
     return len(rows)
 
 

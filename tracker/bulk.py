@@ -55,7 +55,7 @@ def models_from_rows(model, rows: Iterable[Sequence]) -> list:
     converters = [(i, funcs) for i, f in enumerate(fields) if (funcs := f.get_db_converters(connection))]
 
     def convert(row: Sequence) -> list:
-        values = list(row[:len(fields)])
+        values = list(row[: len(fields)])
         for i, funcs in converters:
             for func in funcs:
                 values[i] = func(values[i], None, connection)
@@ -119,8 +119,9 @@ def insert_rows(model, rows: Sequence[dict]) -> None:
         return
     fields = model._meta.concrete_fields
     now = timezone.now()
-    json_fields = [(i, f.encoder().encode if f.encoder else json_text) for i, f in enumerate(fields)
-                   if isinstance(f, JSONField)]
+    json_fields = [
+        (i, f.encoder().encode if f.encoder else json_text) for i, f in enumerate(fields) if isinstance(f, JSONField)
+    ]
     stamped = [i for i, f in enumerate(fields) if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
     values = itemgetter(*[f.attname for f in fields])
 

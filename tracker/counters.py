@@ -27,8 +27,12 @@ S = TaskStatus
 COUNTER = "tracker_task_counter"
 COUNT = "tracker_status_count"
 DELTA = "tracker_status_delta"
-OUTCOME_OF_STATUS = {S.COMPLETED: Outcome.COMPLETED, S.FAILED: Outcome.FAILED, S.RETRY: Outcome.RETRIED,
-                     S.CANCELLED: Outcome.CANCELLED}
+OUTCOME_OF_STATUS = {
+    S.COMPLETED: Outcome.COMPLETED,
+    S.FAILED: Outcome.FAILED,
+    S.RETRY: Outcome.RETRIED,
+    S.CANCELLED: Outcome.CANCELLED,
+}
 
 # -- status_triggers -- the task table's statement triggers: one delta row per group a statement changed.
 STATUS_TRIGGERS_SQL = f"""
@@ -137,7 +141,7 @@ def record_finished(*, task_ids, worker: str, now: dt.datetime | None = None) ->
     if not enabled():
         return
     now = now or timezone.now()
-    sql = (f"WITH src AS (SELECT {RETURNING} FROM process_tracker WHERE task_id = ANY(%s)) {FINISHED_UPSERT}")
+    sql = f"WITH src AS (SELECT {RETURNING} FROM process_tracker WHERE task_id = ANY(%s)) {FINISHED_UPSERT}"
     with connection.cursor() as cursor:
         cursor.execute(sql, [list(task_ids), *finished_params(worker=worker, now=now)])
 
@@ -191,7 +195,8 @@ def fold_totals(*, now: dt.datetime | None = None) -> None:
     upto = minute((now or timezone.now()) - FOLD_MARGIN)
     with transaction.atomic():
         mark, _ = CounterWatermark.objects.select_for_update().get_or_create(
-            name="totals", defaults={"at": dt.datetime(2000, 1, 1, tzinfo=dt.UTC)})
+            name="totals", defaults={"at": dt.datetime(2000, 1, 1, tzinfo=dt.UTC)}
+        )
         if upto <= mark.at:
             return
         with connection.cursor() as cursor:
@@ -239,6 +244,7 @@ def rollup(*, now: dt.datetime | None = None) -> dict:
 
 # --- reads ----------------------------------------------------------------------------------------------
 
+
 def _tenant_sql(tenants, column: str = "tenant") -> tuple[str, list]:
     """A WHERE fragment limiting to `tenants` (None: every tenant)."""
     if tenants is None:
@@ -258,8 +264,9 @@ def status_counts(*, tenants=None) -> list[tuple[str, str, str, int]]:
         return [(q, t, s, int(n)) for q, t, s, n in cursor.fetchall()]
 
 
-def finished_totals(*, since: dt.datetime | None = None, tenants=None, group_by=("task_type", "outcome"),
-                    worker: str | None = None) -> list[tuple]:
+def finished_totals(
+    *, since: dt.datetime | None = None, tenants=None, group_by=("task_type", "outcome"), worker: str | None = None
+) -> list[tuple]:
     """Finished-task counts summed over the buckets that start at or after `since` (None: everything kept),
     grouped by `group_by` columns; each row: (*group values, count, run_seconds, wait_seconds, run_max)."""
     allowed = {"task_type", "queue", "outcome", "tenant", "worker"}
@@ -274,8 +281,10 @@ def finished_totals(*, since: dt.datetime | None = None, tenants=None, group_by=
     cols = ", ".join(group_by)
     select_cols = f"{cols}, " if cols else ""
     group = f"GROUP BY {cols} ORDER BY {cols}" if cols else ""
-    sql = (f"SELECT {select_cols}coalesce(sum(count), 0)::bigint, coalesce(sum(run_seconds), 0),"
-           f" coalesce(sum(wait_seconds), 0), coalesce(max(run_max), 0) FROM {COUNTER} WHERE {where} {group}")
+    sql = (
+        f"SELECT {select_cols}coalesce(sum(count), 0)::bigint, coalesce(sum(run_seconds), 0),"
+        f" coalesce(sum(wait_seconds), 0), coalesce(max(run_max), 0) FROM {COUNTER} WHERE {where} {group}"
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -288,8 +297,10 @@ def last_minute_completed(*, now: dt.datetime, tenants=None, by: str = "queue") 
     previous = current - dt.timedelta(minutes=1)
     share = 1.0 - (now - current).total_seconds() / 60.0
     where, params = _tenant_sql(tenants)
-    sql = (f"SELECT {by}, bucket, sum(count)::bigint FROM {COUNTER} WHERE resolution = 60 AND bucket >= %s"
-           f" AND outcome = 'completed' AND {where} GROUP BY {by}, bucket")
+    sql = (
+        f"SELECT {by}, bucket, sum(count)::bigint FROM {COUNTER} WHERE resolution = 60 AND bucket >= %s"
+        f" AND outcome = 'completed' AND {where} GROUP BY {by}, bucket"
+    )
     out: dict[str, float] = defaultdict(float)
     with connection.cursor() as cursor:
         cursor.execute(sql, [previous, *params])
@@ -306,9 +317,11 @@ def series(*, since: dt.datetime, step_seconds: int, tenants=None, by=("outcome"
     assert set(by) <= {"outcome", "task_type", "queue"}
     where, params = _tenant_sql(tenants)
     cols = ", ".join(by)
-    sql = (f"SELECT date_bin(make_interval(secs => %s), bucket, 'epoch'::timestamptz) AS b, {cols},"
-           f" sum(count)::bigint, sum(run_seconds), sum(wait_seconds), max(run_max)"
-           f" FROM {COUNTER} WHERE bucket >= %s AND {where} GROUP BY 1, {cols}")
+    sql = (
+        f"SELECT date_bin(make_interval(secs => %s), bucket, 'epoch'::timestamptz) AS b, {cols},"
+        f" sum(count)::bigint, sum(run_seconds), sum(wait_seconds), max(run_max)"
+        f" FROM {COUNTER} WHERE bucket >= %s AND {where} GROUP BY 1, {cols}"
+    )
     start = dt.datetime.fromtimestamp((since.timestamp() // step_seconds) * step_seconds, tz=dt.UTC)
     with connection.cursor() as cursor:
         cursor.execute(sql, [step_seconds, start, *params])
@@ -323,7 +336,7 @@ def series(*, since: dt.datetime, step_seconds: int, tenants=None, by=("outcome"
     out: dict[str, dict[str, list[int]]] = {column: {} for column in by}
     totals: dict[tuple, list] = {}  # per combination of the `by` values: count, run, wait, run_max
     for row in rows:
-        keys, (n, run, wait, run_max) = row[1:1 + len(by)], row[1 + len(by):]
+        keys, (n, run, wait, run_max) = row[1 : 1 + len(by)], row[1 + len(by) :]
         total = totals.setdefault(tuple(keys), [0, 0.0, 0.0, 0.0])
         total[0], total[1], total[2], total[3] = total[0] + n, total[1] + run, total[2] + wait, max(total[3], run_max)
         i = index.get(row[0].astimezone(dt.UTC))
@@ -357,6 +370,7 @@ def queue_due(*, names, now: dt.datetime) -> dict[str, tuple[dt.datetime | None,
 
 
 # --- tasks changed through their FSM transition (operator cancel, the admin's buttons) ------------------
+
 
 def _count_fsm_cancel(sender, instance, name, source, target, **kwargs):
     """A task cancelled through its transition is counted when its row is saved, in that transaction (the row

@@ -9,8 +9,15 @@ from django.db.models import Field, ForeignObject, Lookup
 from tracker.bulk import array_literal
 
 # Array element types for the cast; other fields let psycopg type the list from its Python values.
-_ARRAY_TYPES = {"UUIDField": "uuid", "CharField": "text", "TextField": "text", "BigIntegerField": "bigint",
-                "IntegerField": "integer", "BigAutoField": "bigint", "AutoField": "integer"}
+_ARRAY_TYPES = {
+    "UUIDField": "uuid",
+    "CharField": "text",
+    "TextField": "text",
+    "BigIntegerField": "bigint",
+    "IntegerField": "integer",
+    "BigAutoField": "bigint",
+    "AutoField": "integer",
+}
 
 
 class ArrayAny(Lookup):

@@ -43,8 +43,9 @@ class ProcessTracker(FSMModelMixin, models.Model):
     task_type = models.CharField(max_length=64)
     queue = models.CharField(max_length=64, default="default")
     priority = models.SmallIntegerField(default=100, help_text="Lower runs first.")
-    tenant = models.CharField(max_length=64, blank=True, default="",
-                              help_text="Opaque owner id (merchant) used for access control.")
+    tenant = models.CharField(
+        max_length=64, blank=True, default="", help_text="Opaque owner id (merchant) used for access control."
+    )
     payload = models.JSONField(default=dict, blank=True)
     status = FSMField(max_length=16, choices=TaskStatus.choices, default=S.PENDING, protected=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -65,15 +66,24 @@ class ProcessTracker(FSMModelMixin, models.Model):
         verbose_name = "task"
         indexes = [
             # The claim query: due PENDING/RETRY rows in its exact order (tasks created together share run_after).
-            models.Index(fields=["priority", "run_after", "task_id"], name="tracker_due_idx",
-                         condition=Q(status__in=["PENDING", "RETRY"]) & ~Q(task_type__in=ONE_PER_CLAIM_TYPES)),
-            models.Index(fields=["priority", "run_after", "task_id"], name="tracker_due_one_per_claim_idx",
-                         condition=Q(status__in=["PENDING", "RETRY"], task_type__in=ONE_PER_CLAIM_TYPES)),
+            models.Index(
+                fields=["priority", "run_after", "task_id"],
+                name="tracker_due_idx",
+                condition=Q(status__in=["PENDING", "RETRY"]) & ~Q(task_type__in=ONE_PER_CLAIM_TYPES),
+            ),
+            models.Index(
+                fields=["priority", "run_after", "task_id"],
+                name="tracker_due_one_per_claim_idx",
+                condition=Q(status__in=["PENDING", "RETRY"], task_type__in=ONE_PER_CLAIM_TYPES),
+            ),
             # Rescue: expired leases.
             models.Index(fields=["lease_expires_at"], name="tracker_lease_idx", condition=Q(status="PROCESSING")),
             # Pruning and throughput stats.
-            models.Index(fields=["completed_at"], name="tracker_completed_idx",
-                         condition=Q(status__in=["COMPLETED", "FAILED", "CANCELLED"])),
+            models.Index(
+                fields=["completed_at"],
+                name="tracker_completed_idx",
+                condition=Q(status__in=["COMPLETED", "FAILED", "CANCELLED"]),
+            ),
             # Admin/API. Every status change is a non-HOT update (it changes indexed columns), so each
             # non-partial index costs an insertion per transition: the lists use created_at (admin ordering,
             # date filter), a merchant's tasks tenant + created_at, and the status filters partial indexes:
@@ -81,21 +91,35 @@ class ProcessTracker(FSMModelMixin, models.Model):
             # (the bulk) is found by scanning created_at. task_type and queue have no index of their own.
             models.Index(fields=["tenant", "created_at"], name="tracker_tenant_created_idx"),
             # In the lists' exact order (created_at, task_id), so the planner never prefers walking created_at.
-            models.Index(fields=["status", "created_at", "task_id"], name="tracker_attention_idx",
-                         condition=Q(status__in=["FAILED", "CANCELLED", "RETRY"])),
+            models.Index(
+                fields=["status", "created_at", "task_id"],
+                name="tracker_attention_idx",
+                condition=Q(status__in=["FAILED", "CANCELLED", "RETRY"]),
+            ),
             # Queue lag and due counts per queue (tracker.counters.queue_rows): the oldest due task of a queue
             # is the first entry of its range, and the not-yet-due ones a short range after `now`.
-            models.Index(fields=["queue", "run_after"], name="tracker_queue_due_idx",
-                         condition=Q(status__in=["PENDING", "RETRY"])),
+            models.Index(
+                fields=["queue", "run_after"],
+                name="tracker_queue_due_idx",
+                condition=Q(status__in=["PENDING", "RETRY"]),
+            ),
             # Payload search (the admin's search box, jobs._cancel_due_tasks): the ids that payloads carry,
             # each a partial expression index over the tasks that have the key (PAYLOAD_SEARCH_KEYS).
-            *[models.Index(KT(f"payload__{key}"), name=f"tracker_payload_{key.split('_')[0]}_idx",
-                           condition=Q(payload__has_key=key)) for key in PAYLOAD_SEARCH_KEYS],
+            *[
+                models.Index(
+                    KT(f"payload__{key}"),
+                    name=f"tracker_payload_{key.split('_')[0]}_idx",
+                    condition=Q(payload__has_key=key),
+                )
+                for key in PAYLOAD_SEARCH_KEYS
+            ],
         ]
         constraints = [
-            models.UniqueConstraint(fields=["dedupe_key"], name="tracker_dedupe_unfinished",
-                                    condition=Q(dedupe_key__isnull=False)
-                                    & ~Q(status__in=["COMPLETED", "FAILED", "CANCELLED"])),
+            models.UniqueConstraint(
+                fields=["dedupe_key"],
+                name="tracker_dedupe_unfinished",
+                condition=Q(dedupe_key__isnull=False) & ~Q(status__in=["COMPLETED", "FAILED", "CANCELLED"]),
+            ),
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="tracker_max_attempts_positive"),
         ]
 
@@ -110,8 +134,13 @@ class ProcessTracker(FSMModelMixin, models.Model):
         return self.status in DUE_STATUSES
 
     # Transitions. `by` (a user) and `reason` are recorded by tracker.audit on post_transition.
-    @transition(field=status, source=[S.FAILED, S.CANCELLED], target=S.PENDING, permission=_may_change,
-                custom={"label": "Retry", "admin": True})
+    @transition(
+        field=status,
+        source=[S.FAILED, S.CANCELLED],
+        target=S.PENDING,
+        permission=_may_change,
+        custom={"label": "Retry", "admin": True},
+    )
     def operator_retry(self, by=None, reason="operator retry"):
         """A fresh set of attempts; the audit trail keeps the old ones. Consumers wake at commit."""
         from tracker import wakeup
@@ -123,8 +152,13 @@ class ProcessTracker(FSMModelMixin, models.Model):
         self.locked_by = ""
         self.completed_at = None
 
-    @transition(field=status, source=[S.PENDING, S.RETRY], target=S.CANCELLED, permission=_may_change,
-                custom={"label": "Cancel", "admin": True})
+    @transition(
+        field=status,
+        source=[S.PENDING, S.RETRY],
+        target=S.CANCELLED,
+        permission=_may_change,
+        custom={"label": "Cancel", "admin": True},
+    )
     def cancel(self, by=None, reason="cancelled"):
         self.completed_at = timezone.now()
 
@@ -160,8 +194,9 @@ class Transition(models.Model):
     from_status = models.CharField(max_length=32)
     to_status = models.CharField(max_length=32)
     at = models.DateTimeField(default=timezone.now)
-    by_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="+", db_index=False)  # audit_by_user_idx (partial)
+    by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )  # audit_by_user_idx (partial)
     by_worker = models.CharField(max_length=128, blank=True, default="")
     # The user's name when the row was written: who made a change survives the user's deletion.
     by_name = models.CharField(max_length=150, blank=True, default="")
@@ -197,15 +232,20 @@ class WorkerHeartbeat(models.Model):
     slot = models.PositiveSmallIntegerField()
     host = models.CharField(max_length=100, blank=True, default="")
     cluster_pid = models.PositiveIntegerField(null=True, blank=True, help_text="The cluster's sentinel process.")
-    machine = models.CharField(max_length=255, blank=True, default="",
-                              help_text="Host, boot and PID namespace: where the pids can be checked.")
+    machine = models.CharField(
+        max_length=255, blank=True, default="", help_text="Host, boot and PID namespace: where the pids can be checked."
+    )
     worker_id = models.CharField(max_length=128, blank=True, default="", help_text="The owner; empty when free.")
     pid = models.PositiveIntegerField(null=True, blank=True, help_text="The owner's process.")
     started_at = models.DateTimeField(null=True, blank=True)
     beat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the slot's cluster.")
     enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When a consumer was last asked to start.")
-    request_token = models.CharField(max_length=32, blank=True, default="",
-                                     help_text="Token of the current start request; older requests exit at once.")
+    request_token = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="Token of the current start request; older requests exit at once.",
+    )
     processed = models.BigIntegerField(default=0, help_text="Tasks finished by the current owner.")
 
     class Meta:
@@ -215,7 +255,6 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self):
         return f"{self.host}:{self.cluster_pid} ({self.cluster}) slot {self.slot}: {self.worker_id or '-'}"
-
 
 
 class Outcome(models.TextChoices):
@@ -250,8 +289,10 @@ class TaskCounter(models.Model):
         db_table = "tracker_task_counter"
         indexes = [models.Index(fields=["bucket"], name="tracker_counter_bucket_idx")]  # reads by time range
         constraints = [
-            models.UniqueConstraint(fields=["resolution", "bucket", "tenant", "task_type", "queue", "outcome",
-                                            "worker"], name="tracker_counter_key"),
+            models.UniqueConstraint(
+                fields=["resolution", "bucket", "tenant", "task_type", "queue", "outcome", "worker"],
+                name="tracker_counter_key",
+            ),
         ]
 
     def __str__(self):
@@ -273,8 +314,9 @@ class TaskTotal(models.Model):
 
     class Meta:
         db_table = "tracker_task_total"
-        constraints = [models.UniqueConstraint(fields=["tenant", "task_type", "queue", "outcome"],
-                                               name="tracker_total_key")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "task_type", "queue", "outcome"], name="tracker_total_key")
+        ]
 
 
 class CounterWatermark(models.Model):
@@ -301,8 +343,9 @@ class TaskStatusCount(models.Model):
 
     class Meta:
         db_table = "tracker_status_count"
-        constraints = [models.UniqueConstraint(fields=["tenant", "queue", "task_type", "status"],
-                                               name="tracker_status_count_key")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "queue", "task_type", "status"], name="tracker_status_count_key")
+        ]
 
 
 class TaskQueue(models.Model):

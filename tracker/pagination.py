@@ -18,8 +18,9 @@ class CappedCountPaginator(Paginator):
             return len(qs)
         if not qs.query.where:
             with connections[qs.db].cursor() as cursor:
-                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                               [qs.model._meta.db_table])
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [qs.model._meta.db_table]
+                )
                 row = cursor.fetchone()
             if row and row[0] > CAP:
                 return int(row[0])

@@ -89,7 +89,8 @@ def register(cls: type[TaskHandler]) -> type[TaskHandler]:
     from tracker.models import ONE_PER_CLAIM_TYPES
 
     assert cls.one_per_claim == (cls.task_type in ONE_PER_CLAIM_TYPES), (
-        f"{cls.task_type}: one_per_claim types are listed in tracker.models.ONE_PER_CLAIM_TYPES (their due index)")
+        f"{cls.task_type}: one_per_claim types are listed in tracker.models.ONE_PER_CLAIM_TYPES (their due index)"
+    )
     _registry[cls.task_type] = cls()
     return cls
 

@@ -14,8 +14,22 @@ class TransitionSerializer(serializers.ModelSerializer):
 class TaskSerializer(serializers.ModelSerializer):
     class Meta:
         model = ProcessTracker
-        fields = ["task_id", "task_type", "queue", "tenant", "payload", "status", "attempts", "max_attempts",
-                  "last_error", "run_after", "created_at", "updated_at", "processing_started_at", "completed_at"]
+        fields = [
+            "task_id",
+            "task_type",
+            "queue",
+            "tenant",
+            "payload",
+            "status",
+            "attempts",
+            "max_attempts",
+            "last_error",
+            "run_after",
+            "created_at",
+            "updated_at",
+            "processing_started_at",
+            "completed_at",
+        ]
         read_only_fields = fields
 
 

@@ -24,8 +24,17 @@ from django.utils.module_loading import import_string
 from tracker import audit, counters, registry, wakeup
 from tracker.bulk import array_literal, insert_select_sql, models_from_rows, select_columns
 from tracker.errors import InvalidBulkRequest, LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
-from tracker.models import (DUE_STATUSES, FINISHED_STATUSES, ONE_PER_CLAIM_TYPES, PAYLOAD_SEARCH_KEYS, Outcome,
-                            ProcessTracker, TaskQueue, TaskStatus, Transition)
+from tracker.models import (
+    DUE_STATUSES,
+    FINISHED_STATUSES,
+    ONE_PER_CLAIM_TYPES,
+    PAYLOAD_SEARCH_KEYS,
+    Outcome,
+    ProcessTracker,
+    TaskQueue,
+    TaskStatus,
+    Transition,
+)
 
 S = TaskStatus
 log = logging.getLogger(__name__)
@@ -44,13 +53,28 @@ class TaskSpec:
 def _build(spec: TaskSpec, now: dt.datetime) -> ProcessTracker:
     handler = registry.get(spec.task_type)
     priority = handler.priority if spec.priority is None else spec.priority
-    return ProcessTracker(task_type=spec.task_type, payload=spec.payload, tenant=str(spec.tenant or ""),
-                          queue=handler.queue, priority=priority, max_attempts=handler.get_max_attempts(),
-                          dedupe_key=spec.dedupe_key, run_after=spec.run_after or now, created_at=now)
+    return ProcessTracker(
+        task_type=spec.task_type,
+        payload=spec.payload,
+        tenant=str(spec.tenant or ""),
+        queue=handler.queue,
+        priority=priority,
+        max_attempts=handler.get_max_attempts(),
+        dedupe_key=spec.dedupe_key,
+        run_after=spec.run_after or now,
+        created_at=now,
+    )
 
 
-def task_create(*, task_type: str, payload: dict, tenant: str = "", dedupe_key: str | None = None,
-                run_after: dt.datetime | None = None, priority: int | None = None) -> ProcessTracker:
+def task_create(
+    *,
+    task_type: str,
+    payload: dict,
+    tenant: str = "",
+    dedupe_key: str | None = None,
+    run_after: dt.datetime | None = None,
+    priority: int | None = None,
+) -> ProcessTracker:
     """Inserts a PENDING task in the caller's transaction (transactional outbox) and wakes the consumers
     when that transaction commits. `priority` overrides the handler's (lower runs first)."""
     return task_create_many([TaskSpec(task_type, payload, tenant, dedupe_key, run_after, priority)])[0]
@@ -68,16 +92,31 @@ def task_create_many(specs: Sequence[TaskSpec]) -> list[ProcessTracker]:
 # Every column of a task row written by `task_insert_from_table`, with its value (COPY and INSERT ... SELECT apply
 # no Django defaults); tests/tracker/test_services.py checks it covers the model's concrete fields.
 TASK_FROM_TABLE_VALUES = {
-    "task_id": "src.task_id", "task_type": "%(task_type)s", "queue": "%(queue)s", "priority": "%(priority)s",
-    "tenant": "%(tenant)s", "payload": "src.payload", "status": "%(status)s", "attempts": "0",
-    "max_attempts": "%(max_attempts)s", "run_after": "%(now)s", "lease_expires_at": "NULL", "locked_by": "''",
-    "dedupe_key": "NULL", "last_error": "''", "error_details": "''", "created_at": "%(now)s", "updated_at": "%(now)s",
-    "processing_started_at": "NULL", "completed_at": "NULL",
+    "task_id": "src.task_id",
+    "task_type": "%(task_type)s",
+    "queue": "%(queue)s",
+    "priority": "%(priority)s",
+    "tenant": "%(tenant)s",
+    "payload": "src.payload",
+    "status": "%(status)s",
+    "attempts": "0",
+    "max_attempts": "%(max_attempts)s",
+    "run_after": "%(now)s",
+    "lease_expires_at": "NULL",
+    "locked_by": "''",
+    "dedupe_key": "NULL",
+    "last_error": "''",
+    "error_details": "''",
+    "created_at": "%(now)s",
+    "updated_at": "%(now)s",
+    "processing_started_at": "NULL",
+    "completed_at": "NULL",
 }
 
 
-def task_insert_from_table(*, task_type: str, tenant: str, table: str, now: dt.datetime | None = None,
-                           skip_existing: bool = True) -> int:
+def task_insert_from_table(
+    *, task_type: str, tenant: str, table: str, now: dt.datetime | None = None, skip_existing: bool = True
+) -> int:
     """Set-based `task_create_many` for PostgreSQL: one PENDING task of `task_type` for each row of `table` (a
     table, typically a COPY's temporary table, with columns `task_id uuid` and `payload jsonb`), with queue,
     priority and max_attempts from the registry, as `task_create` would. ON CONFLICT DO NOTHING (a task id already
@@ -88,9 +127,18 @@ def task_insert_from_table(*, task_type: str, tenant: str, table: str, now: dt.d
     now = now or timezone.now()
     sql = insert_select_sql(ProcessTracker._meta.db_table, TASK_FROM_TABLE_VALUES, f"{table} AS src")
     with connection.cursor() as cursor:
-        cursor.execute(sql + (" ON CONFLICT DO NOTHING" if skip_existing else ""), {
-            "task_type": task_type, "queue": handler.queue, "priority": handler.priority,
-            "tenant": str(tenant or ""), "status": S.PENDING, "max_attempts": handler.get_max_attempts(), "now": now})
+        cursor.execute(
+            sql + (" ON CONFLICT DO NOTHING" if skip_existing else ""),
+            {
+                "task_type": task_type,
+                "queue": handler.queue,
+                "priority": handler.priority,
+                "tenant": str(tenant or ""),
+                "status": S.PENDING,
+                "max_attempts": handler.get_max_attempts(),
+                "now": now,
+            },
+        )
         inserted = cursor.rowcount
     if inserted:
         wakeup.notify()
@@ -99,18 +147,23 @@ def task_insert_from_table(*, task_type: str, tenant: str, table: str, now: dt.d
 
 # --- claiming and running (worker side) ---------------------------------------------------------------
 
+
 def _lease_seconds_by_type() -> tuple[int, dict[str, int]]:
     """The default lease length and the task types that override it."""
     default = settings.TRACKER["LEASE_SECONDS"]
-    overrides = {t: h.get_lease_seconds() for t in registry.all_types()
-                 if (h := registry.get(t)).get_lease_seconds() != default}
+    overrides = {
+        t: h.get_lease_seconds() for t in registry.all_types() if (h := registry.get(t)).get_lease_seconds() != default
+    }
     return default, overrides
 
 
 def _lease_until(now: dt.datetime) -> Case | Value:
     """Lease expiry per task type, as an ORM expression."""
     default, overrides = _lease_seconds_by_type()
-    at = lambda seconds: Value(now + dt.timedelta(seconds=seconds))
+
+    def at(seconds):
+        return Value(now + dt.timedelta(seconds=seconds))
+
     return Case(*[When(task_type=t, then=at(s)) for t, s in overrides.items()], default=at(default))
 
 
@@ -122,8 +175,9 @@ def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = Non
     with transaction.atomic():
         rows = _claim(worker_id, limit, queues, now)
         if rows:
-            audit.record_many(ProcessTracker, [(t.task_id, src, S.PROCESSING) for t, src in rows], by=worker_id,
-                              reason="claimed")
+            audit.record_many(
+                ProcessTracker, [(t.task_id, src, S.PROCESSING) for t, src in rows], by=worker_id, reason="claimed"
+            )
     return [t for t, _ in rows]
 
 
@@ -147,11 +201,12 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
             ORDER BY priority, run_after, task_id LIMIT %s FOR UPDATE SKIP LOCKED"""
     not_single = " AND ".join(["task_type <> %s"] * len(single))
     any_single = " OR ".join(["task_type = %s"] * len(single))
-    due_sql = (f"rest AS ({pick.format(type_sql=f'AND {not_single}')}), "
-               f"one AS ({pick.format(type_sql=f'AND ({any_single})')}), "
-               "due AS MATERIALIZED (SELECT task_id, status FROM rest UNION ALL SELECT task_id, status FROM one)")
-    due_params = [now, *([queues] if queues else []), *single, limit,
-                  now, *([queues] if queues else []), *single, 1]
+    due_sql = (
+        f"rest AS ({pick.format(type_sql=f'AND {not_single}')}), "
+        f"one AS ({pick.format(type_sql=f'AND ({any_single})')}), "
+        "due AS MATERIALIZED (SELECT task_id, status FROM rest UNION ALL SELECT task_id, status FROM one)"
+    )
+    due_params = [now, *([queues] if queues else []), *single, limit, now, *([queues] if queues else []), *single, 1]
     sql = f"""
         WITH {due_sql}
         UPDATE {table} AS t SET status = 'PROCESSING', attempts = t.attempts + 1, locked_by = %s,
@@ -163,8 +218,10 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    return sorted(zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
-                  key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id))
+    return sorted(
+        zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
+        key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id),
+    )
 
 
 def task_renew_leases(*, worker_id: str) -> int:
@@ -195,18 +252,23 @@ def task_complete_many(*, task_ids: Sequence, worker_id: str) -> None:
     handler's transaction; raises LeaseLost (rolling the handler's writes back) when any of them is no longer held
     by `worker_id`."""
     now = timezone.now()
-    update = (f"UPDATE {ProcessTracker._meta.db_table} SET status = 'COMPLETED', completed_at = %s,"
-              f" lease_expires_at = NULL, updated_at = %s, last_error = ''"
-              f" WHERE task_id = ANY(%s::uuid[]) AND status = 'PROCESSING' AND locked_by = %s"
-              f" RETURNING {counters.RETURNING}")
+    update = (
+        f"UPDATE {ProcessTracker._meta.db_table} SET status = 'COMPLETED', completed_at = %s,"
+        f" lease_expires_at = NULL, updated_at = %s, last_error = ''"
+        f" WHERE task_id = ANY(%s::uuid[]) AND status = 'PROCESSING' AND locked_by = %s"
+        f" RETURNING {counters.RETURNING}"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(counters.count_finished_sql(update), [now, now, array_literal(task_ids), worker_id,
-                                                             *counters.finished_params(worker=worker_id, now=now)])
+        cursor.execute(
+            counters.count_finished_sql(update),
+            [now, now, array_literal(task_ids), worker_id, *counters.finished_params(worker=worker_id, now=now)],
+        )
         done = cursor.fetchone()[0]
     if done != len(task_ids):
         raise LeaseLost(f"{len(task_ids) - done} of {len(task_ids)} tasks are no longer held by {worker_id}.")
-    audit.record_many(ProcessTracker, [(tid, S.PROCESSING, S.COMPLETED) for tid in task_ids], by=worker_id,
-                      reason="completed")
+    audit.record_many(
+        ProcessTracker, [(tid, S.PROCESSING, S.COMPLETED) for tid in task_ids], by=worker_id, reason="completed"
+    )
 
 
 def task_record_failure(*, task: ProcessTracker, worker_id: str, exc: BaseException) -> str | None:
@@ -226,13 +288,15 @@ def task_record_failure(*, task: ProcessTracker, worker_id: str, exc: BaseExcept
     else:
         values.update(status=S.RETRY, run_after=now + dt.timedelta(seconds=handler.backoff(task.attempts)))
     with transaction.atomic():
-        changed = ProcessTracker.objects.filter(
-            task_id=task.task_id, status=S.PROCESSING, locked_by=worker_id).update(**values)
+        changed = ProcessTracker.objects.filter(task_id=task.task_id, status=S.PROCESSING, locked_by=worker_id).update(
+            **values
+        )
         if not changed:
             return None
         counters.record_finished(task_ids=[task.task_id], worker=worker_id, now=now)
-        audit.record_many(ProcessTracker, [(task.task_id, S.PROCESSING, values["status"])], by=worker_id,
-                          reason=message)
+        audit.record_many(
+            ProcessTracker, [(task.task_id, S.PROCESSING, values["status"])], by=worker_id, reason=message
+        )
     return values["status"]
 
 
@@ -243,27 +307,38 @@ def task_rescue(*, limit: int = 1000, holders: Sequence[str] | None = None) -> d
     still ends FAILED), or FAILED when no attempts are left. Skips rows a live worker is updating right now."""
     now = timezone.now()
     processing = ProcessTracker.objects.filter(status=S.PROCESSING)
-    processing = processing.filter(locked_by__in=list(holders)) if holders else processing.filter(
-        lease_expires_at__lt=now)
+    processing = (
+        processing.filter(locked_by__in=list(holders)) if holders else processing.filter(lease_expires_at__lt=now)
+    )
     with transaction.atomic():
-        rows = list(processing.select_for_update(skip_locked=True)
-                    .values_list("task_id", "attempts", "max_attempts")[:limit])
+        rows = list(
+            processing.select_for_update(skip_locked=True).values_list("task_id", "attempts", "max_attempts")[:limit]
+        )
         if not rows:
             return {"retried": 0, "failed": 0}
         fail_ids = {r[0] for r in rows if r[1] >= r[2]}
         retry_ids = [r[0] for r in rows if r[1] < r[2]]
-        error = ("Lease expired: the worker stopped renewing it (rescued)." if not holders else
-                 "The worker holding it died or lost its database connection (rescued).")
+        error = (
+            "Lease expired: the worker stopped renewing it (rescued)."
+            if not holders
+            else "The worker holding it died or lost its database connection (rescued)."
+        )
         common = {"lease_expires_at": None, "updated_at": now, "last_error": error}
         if fail_ids:
             ProcessTracker.objects.filter(task_id__in=fail_ids, status=S.PROCESSING).update(
-                status=S.FAILED, completed_at=now, **common)
+                status=S.FAILED, completed_at=now, **common
+            )
         if retry_ids:
             ProcessTracker.objects.filter(task_id__in=retry_ids, status=S.PROCESSING).update(
-                status=S.RETRY, run_after=now, **common)
+                status=S.RETRY, run_after=now, **common
+            )
         counters.record_finished(task_ids=[r[0] for r in rows], worker="rescuer", now=now)
-        audit.record_many(ProcessTracker, [(r[0], S.PROCESSING, S.FAILED if r[0] in fail_ids else S.RETRY)
-                                           for r in rows], by="rescuer", reason=error)
+        audit.record_many(
+            ProcessTracker,
+            [(r[0], S.PROCESSING, S.FAILED if r[0] in fail_ids else S.RETRY) for r in rows],
+            by="rescuer",
+            reason=error,
+        )
         wakeup.notify()
     log.warning("rescued %d tasks (%d failed)", len(rows), len(fail_ids))
     return {"retried": len(retry_ids), "failed": len(fail_ids)}
@@ -271,11 +346,16 @@ def task_rescue(*, limit: int = 1000, holders: Sequence[str] | None = None) -> d
 
 def task_first_lease_expiry() -> dt.datetime | None:
     """When the first lease of a PROCESSING task expires (the lease index's first row)."""
-    return (ProcessTracker.objects.filter(status=S.PROCESSING).order_by("lease_expires_at")
-            .values_list("lease_expires_at", flat=True).first())
+    return (
+        ProcessTracker.objects.filter(status=S.PROCESSING)
+        .order_by("lease_expires_at")
+        .values_list("lease_expires_at", flat=True)
+        .first()
+    )
 
 
 # --- operator actions ---------------------------------------------------------------------------------
+
 
 def _locked(task_id) -> ProcessTracker:
     """The task row, locked for update; TaskNotFound for unknown ids of any shape."""
@@ -324,26 +404,41 @@ def task_act_ids(*, action: str, task_ids: Sequence, by=None, reason: str = "") 
     now = timezone.now()
     reason = reason or f"{action} by operator"
     with transaction.atomic():
-        rows = list(ProcessTracker.objects.filter(task_id__any=list(task_ids), status__in=legal)
-                    .select_for_update().order_by("task_id").values_list("task_id", "status", "dedupe_key"))
+        rows = list(
+            ProcessTracker.objects.filter(task_id__any=list(task_ids), status__in=legal)
+            .select_for_update()
+            .order_by("task_id")
+            .values_list("task_id", "status", "dedupe_key")
+        )
         if action == "retry":
             keys = {k for _, _, k in rows if k}
-            busy = set(ProcessTracker.objects.filter(dedupe_key__any=list(keys)).exclude(
-                status__in=FINISHED_STATUSES).values_list("dedupe_key", flat=True)) if keys else set()
+            busy = (
+                set(
+                    ProcessTracker.objects.filter(dedupe_key__any=list(keys))
+                    .exclude(status__in=FINISHED_STATUSES)
+                    .values_list("dedupe_key", flat=True)
+                )
+                if keys
+                else set()
+            )
             kept = []
             for task_id, status, key in rows:
                 if key and key in busy:
                     continue
                 busy.add(key) if key else None
                 kept.append((task_id, status))
-            sql = (f"UPDATE {table} SET status = 'PENDING', attempts = 0, run_after = %s, lease_expires_at = NULL,"
-                   f" locked_by = '', completed_at = NULL, updated_at = %s"
-                   f" WHERE task_id = ANY(%s::uuid[]) AND status IN ('FAILED', 'CANCELLED')")
+            sql = (
+                f"UPDATE {table} SET status = 'PENDING', attempts = 0, run_after = %s, lease_expires_at = NULL,"
+                f" locked_by = '', completed_at = NULL, updated_at = %s"
+                f" WHERE task_id = ANY(%s::uuid[]) AND status IN ('FAILED', 'CANCELLED')"
+            )
             target = S.PENDING
         else:
             kept = [(task_id, status) for task_id, status, _ in rows]
-            sql = (f"UPDATE {table} SET status = 'CANCELLED', completed_at = %s, updated_at = %s"
-                   f" WHERE task_id = ANY(%s::uuid[]) AND status IN ('PENDING', 'RETRY')")
+            sql = (
+                f"UPDATE {table} SET status = 'CANCELLED', completed_at = %s, updated_at = %s"
+                f" WHERE task_id = ANY(%s::uuid[]) AND status IN ('PENDING', 'RETRY')"
+            )
             target = S.CANCELLED
         if not kept:
             return 0
@@ -380,21 +475,27 @@ def task_bulk_clean(*, action: str, filter) -> dict:
     """The bulk filter, validated and JSON-ready (dates as ISO strings); InvalidBulkRequest (400) for an
     unknown action, a filter that is not an object, empty, or has an unknown field or a bad value."""
     if action not in BULK_ACTIONS:
-        raise InvalidBulkRequest(f"action must be one of {', '.join(BULK_ACTIONS)}.",
-                                 details={"action": [f"Unknown action {action!r}."]})
+        raise InvalidBulkRequest(
+            f"action must be one of {', '.join(BULK_ACTIONS)}.", details={"action": [f"Unknown action {action!r}."]}
+        )
     if not isinstance(filter, dict):
         raise InvalidBulkRequest("filter must be an object.", details={"filter": ["Must be an object."]})
     unknown = sorted(set(filter) - set(BULK_FILTER_FIELDS))
     if unknown:
-        raise InvalidBulkRequest(f"Unknown filter field(s): {', '.join(unknown)}.",
-                                 details={"filter": [f"Unknown field {f!r}." for f in unknown]})
+        raise InvalidBulkRequest(
+            f"Unknown filter field(s): {', '.join(unknown)}.",
+            details={"filter": [f"Unknown field {f!r}." for f in unknown]},
+        )
     clean = {k: v for k, v in filter.items() if v not in (None, "")}
     if not clean:
-        raise InvalidBulkRequest("The filter is empty: a bulk action needs at least one condition.",
-                                 details={"filter": ["Give at least one of " + ", ".join(BULK_FILTER_FIELDS)]})
+        raise InvalidBulkRequest(
+            "The filter is empty: a bulk action needs at least one condition.",
+            details={"filter": ["Give at least one of " + ", ".join(BULK_FILTER_FIELDS)]},
+        )
     if "status" in clean and clean["status"] not in S.values:
-        raise InvalidBulkRequest(f"Unknown status {clean['status']!r}.", details={"filter": {"status": [
-            f"One of {', '.join(S.values)}."]}})
+        raise InvalidBulkRequest(
+            f"Unknown status {clean['status']!r}.", details={"filter": {"status": [f"One of {', '.join(S.values)}."]}}
+        )
     for key in ("task_type", "queue"):
         if key in clean and (not isinstance(clean[key], str) or len(clean[key]) > 64):
             raise InvalidBulkRequest(f"{key} must be a string.", details={"filter": {key: ["Must be a string."]}})
@@ -405,8 +506,10 @@ def task_bulk_clean(*, action: str, filter) -> dict:
             if when is None and isinstance(value, str) and (day := parse_date(value)):
                 when = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
             if when is None:
-                raise InvalidBulkRequest(f"{key} must be a date or a date-time.",
-                                         details={"filter": {key: ["A date or an ISO 8601 date-time."]}})
+                raise InvalidBulkRequest(
+                    f"{key} must be a date or a date-time.",
+                    details={"filter": {key: ["A date or an ISO 8601 date-time."]}},
+                )
             if timezone.is_naive(when):
                 when = timezone.make_aware(when, dt.UTC)
             clean[key] = when.isoformat()
@@ -437,13 +540,27 @@ def task_bulk_count(*, filter: dict, tenants=None, statuses=None) -> int:
     if "created_after" in filter or "created_before" in filter:
         qs = task_bulk_queryset(filter=filter, tenants=tenants)
         return (qs.filter(status__in=statuses) if statuses is not None else qs).count()
-    return sum(n for q, t, s, n in counters.status_counts(tenants=tenants)
-               if (statuses is None or s in statuses) and filter.get("status", s) == s
-               and filter.get("task_type", t) == t and filter.get("queue", q) == q)
+    return sum(
+        n
+        for q, t, s, n in counters.status_counts(tenants=tenants)
+        if (statuses is None or s in statuses)
+        and filter.get("status", s) == s
+        and filter.get("task_type", t) == t
+        and filter.get("queue", q) == q
+    )
 
 
-def task_bulk_chunk(*, action: str, filter: dict, tenants=None, after: tuple | None = None, limit: int = 1000,
-                    by=None, reason: str = "", dry_run: bool = False) -> dict:
+def task_bulk_chunk(
+    *,
+    action: str,
+    filter: dict,
+    tenants=None,
+    after: tuple | None = None,
+    limit: int = 1000,
+    by=None,
+    reason: str = "",
+    dry_run: bool = False,
+) -> dict:
     """One chunk of a bulk action: the next `limit` tasks (in created_at, task_id order, after the `after`
     position) that the filter matches and that are in a legal state for `action`, changed set-based
     (`task_act_ids`). Returns {"seen", "changed", "after"}: `after` is the position to continue from (None when
@@ -458,20 +575,32 @@ def task_bulk_chunk(*, action: str, filter: dict, tenants=None, after: tuple | N
     ids = [task_id for _, task_id in rows]
     changed = len(ids) if dry_run else task_act_ids(action=action, task_ids=ids, by=by, reason=reason)
     last = rows[-1]
-    return {"seen": len(rows), "changed": changed,
-            "after": (last[0].isoformat(), str(last[1])) if len(rows) == limit else None}
+    return {
+        "seen": len(rows),
+        "changed": changed,
+        "after": (last[0].isoformat(), str(last[1])) if len(rows) == limit else None,
+    }
 
 
-def task_bulk_run(*, action: str, filter: dict, tenants=None, by=None, dry_run: bool = False,
-                  chunk: int = 1000) -> dict:
+def task_bulk_run(
+    *, action: str, filter: dict, tenants=None, by=None, dry_run: bool = False, chunk: int = 1000
+) -> dict:
     """A whole bulk action in this process, chunk after chunk (the command line's path; the API and the admin
     run the same chunks in a job): {"matched", "changed", "skipped"}."""
     filter = task_bulk_clean(action=action, filter=filter)
     matched = task_bulk_count(filter=filter, tenants=tenants)
     changed, after = 0, None
     while True:
-        step = task_bulk_chunk(action=action, filter=filter, tenants=tenants, after=after, limit=chunk, by=by,
-                               dry_run=dry_run, reason=f"bulk {action} by {actor_name(by) or 'operator'}")
+        step = task_bulk_chunk(
+            action=action,
+            filter=filter,
+            tenants=tenants,
+            after=after,
+            limit=chunk,
+            by=by,
+            dry_run=dry_run,
+            reason=f"bulk {action} by {actor_name(by) or 'operator'}",
+        )
         changed += step["changed"]
         after = step["after"]
         if after is None:
@@ -480,6 +609,7 @@ def task_bulk_run(*, action: str, filter: dict, tenants=None, by=None, dry_run: 
 
 
 # --- queues -------------------------------------------------------------------------------------------
+
 
 def queue_set_paused(*, name: str, paused: bool, by=None) -> TaskQueue:
     """Pauses or resumes a queue (200 also when already so): consumers of every cluster read the paused set in
@@ -492,8 +622,12 @@ def queue_set_paused(*, name: str, paused: bool, by=None) -> TaskQueue:
             before = "PAUSED" if queue.paused else "ACTIVE"
             queue.paused, queue.changed_at, queue.changed_by = paused, timezone.now(), actor_name(by)[:150]
             queue.save()
-            audit.record_many(TaskQueue, [(name, before, "PAUSED" if paused else "ACTIVE")], by=by,
-                              reason="queue paused" if paused else "queue resumed")
+            audit.record_many(
+                TaskQueue,
+                [(name, before, "PAUSED" if paused else "ACTIVE")],
+                by=by,
+                reason="queue paused" if paused else "queue resumed",
+            )
         if not paused:
             wakeup.notify()
     return queue
@@ -512,8 +646,9 @@ def queue_list(*, tenants=None, now: dt.datetime | None = None) -> list[dict]:
             by[status] = by.get(status, 0) + n
     paused = dict(TaskQueue.objects.values_list("name", "paused"))
     names = sorted(set(counts) | {n for n, p in paused.items() if p})
-    due_info = counters.queue_due(names=[n for n in names if counts.get(n, {}).get(S.PENDING, 0) +
-                                         counts.get(n, {}).get(S.RETRY, 0)], now=now)
+    due_info = counters.queue_due(
+        names=[n for n in names if counts.get(n, {}).get(S.PENDING, 0) + counts.get(n, {}).get(S.RETRY, 0)], now=now
+    )
     completed = counters.last_minute_completed(now=now, tenants=tenants, by="queue")
     out = []
     for name in names:
@@ -522,14 +657,21 @@ def queue_list(*, tenants=None, now: dt.datetime | None = None) -> list[dict]:
         due = by.get(S.PENDING, 0) + by.get(S.RETRY, 0)
         if tenants is None:
             due = max(0, due - future)
-        out.append({"name": name, "paused": bool(paused.get(name, False)), "due": due,
-                    "running": by.get(S.PROCESSING, 0),
-                    "oldest_due_seconds": round((now - oldest).total_seconds(), 3) if oldest else 0.0,
-                    "completed_last_minute": completed.get(name, 0)})
+        out.append(
+            {
+                "name": name,
+                "paused": bool(paused.get(name, False)),
+                "due": due,
+                "running": by.get(S.PROCESSING, 0),
+                "oldest_due_seconds": round((now - oldest).total_seconds(), 3) if oldest else 0.0,
+                "completed_last_minute": completed.get(name, 0),
+            }
+        )
     return out
 
 
 # --- maintenance and reads ----------------------------------------------------------------------------
+
 
 def task_prune(*, older_than_days: int | None = None, batch: int = 5000) -> int:
     """Deletes finished tasks (and their audit rows) that finished more than the retention ago."""
@@ -541,8 +683,11 @@ def task_prune(*, older_than_days: int | None = None, batch: int = 5000) -> int:
     deleted = 0
     while True:
         with transaction.atomic():
-            ids = list(ProcessTracker.objects.filter(status__in=FINISHED_STATUSES, completed_at__lt=cutoff)
-                       .values_list("task_id", flat=True)[:batch])
+            ids = list(
+                ProcessTracker.objects.filter(status__in=FINISHED_STATUSES, completed_at__lt=cutoff).values_list(
+                    "task_id", flat=True
+                )[:batch]
+            )
             if not ids:
                 return deleted
             Transition.objects.filter(content_type=ct, object_id__in=[str(i) for i in ids]).delete()
@@ -564,8 +709,14 @@ def counters_tick(*, now: dt.datetime | None = None) -> None:
             " SELECT %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::float8[]) ORDER BY 2"
             " ON CONFLICT (minute, queue) DO UPDATE SET due = EXCLUDED.due, running = EXCLUDED.running,"
             " lag_seconds = EXCLUDED.lag_seconds",
-            [counters.minute(now), [r["name"] for r in rows], [r["due"] for r in rows],
-             [r["running"] for r in rows], [r["oldest_due_seconds"] for r in rows]])
+            [
+                counters.minute(now),
+                [r["name"] for r in rows],
+                [r["due"] for r in rows],
+                [r["running"] for r in rows],
+                [r["oldest_due_seconds"] for r in rows],
+            ],
+        )
 
 
 def task_search(queryset, term: str):
@@ -605,9 +756,9 @@ def task_stats(*, tenants=None, task_type: str | None = None, queue: str | None 
             queues.add(q)
     oldest = [o for o, _ in counters.queue_due(names=queues, now=now).values() if o] if tenants is None else []
     hour: dict[str, int] = {o: 0 for o in Outcome.values}
-    for t, q, outcome, n, *_ in counters.finished_totals(since=counters.minute(now - dt.timedelta(hours=1)),
-                                                           tenants=tenants, group_by=("task_type", "queue",
-                                                                                      "outcome")):
+    for t, q, outcome, n, *_ in counters.finished_totals(
+        since=counters.minute(now - dt.timedelta(hours=1)), tenants=tenants, group_by=("task_type", "queue", "outcome")
+    ):
         if (task_type and t != task_type) or (queue and q != queue):
             continue
         hour[outcome] = hour.get(outcome, 0) + n

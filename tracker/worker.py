@@ -86,8 +86,9 @@ class Worker:
         self.batch_size = batch_size or settings.TRACKER["BATCH_SIZE"]
         self.batch_max = max(self.batch_size, settings.TRACKER["BATCH_MAX"]) if batch_size is None else batch_size
         self.queues = queues
-        self.ctx = RunContext(worker_id=self.worker_id,
-                              heartbeat=lambda: services.task_renew_leases(worker_id=self.worker_id))
+        self.ctx = RunContext(
+            worker_id=self.worker_id, heartbeat=lambda: services.task_renew_leases(worker_id=self.worker_id)
+        )
 
     def run_once(self) -> Totals:
         """Claims one batch and runs it. Batched handlers get their tasks in one transaction; if that
@@ -115,8 +116,9 @@ class Worker:
                     continue
                 except Exception as exc:
                     fell_back = True
-                    log.warning("batch of %d %s tasks failed (%s); running them one by one",
-                                len(group), group[0].task_type, exc)
+                    log.warning(
+                        "batch of %d %s tasks failed (%s); running them one by one", len(group), group[0].task_type, exc
+                    )
             for task in group:
                 self._run_one(handler, task, totals)
         self._adapt(len(tasks), time.monotonic() - started, fell_back)
@@ -182,6 +184,7 @@ class Worker:
 # Between clusters only the tasks' leases count: a dead cluster's tasks are rescued when their leases expire,
 # at once when the dead cluster ran on this machine (its pid can be checked here).
 
+
 def stale_before() -> dt.datetime:
     return timezone.now() - dt.timedelta(seconds=max(10.0, settings.TRACKER["LEASE_SECONDS"]))
 
@@ -210,9 +213,16 @@ def _request_consumer(slot: int) -> None:
     token = uuid.uuid4().hex
     _own_slots().filter(slot=slot).update(enqueued_at=timezone.now(), request_token=token)
     queue = cluster.private_queue()
-    transaction.on_commit(lambda: async_task("tracker.tasks.consume", slot, token, group="tracker-consumers",
-                                             task_name=f"tracker-consumer-{slot}-{token[:8]}",
-                                             broker=get_broker(queue)))
+    transaction.on_commit(
+        lambda: async_task(
+            "tracker.tasks.consume",
+            slot,
+            token,
+            group="tracker-consumers",
+            task_name=f"tracker-consumer-{slot}-{token[:8]}",
+            broker=get_broker(queue),
+        )
+    )
 
 
 def slot_acquire(slot: int, worker_id: str, token: str) -> bool:
@@ -223,22 +233,36 @@ def slot_acquire(slot: int, worker_id: str, token: str) -> bool:
         row = _own_slots().select_for_update().filter(slot=slot).first()
         if row is None or row.request_token != token or not _slot_free(row):
             return False
-        _own_slots().filter(slot=slot).update(worker_id=worker_id, pid=os.getpid(), started_at=now, beat_at=now,
-                                              enqueued_at=None, request_token="", processed=0)
+        _own_slots().filter(slot=slot).update(
+            worker_id=worker_id,
+            pid=os.getpid(),
+            started_at=now,
+            beat_at=now,
+            enqueued_at=None,
+            request_token="",
+            processed=0,
+        )
     return True
 
 
 def slot_beat(slot: int, worker_id: str, processed: int = 0) -> bool:
     """Records that the slot's owner is alive; False if someone else owns it now."""
-    return bool(_own_slots().filter(slot=slot, worker_id=worker_id).update(
-        beat_at=timezone.now(), processed=F("processed") + processed))
+    return bool(
+        _own_slots()
+        .filter(slot=slot, worker_id=worker_id)
+        .update(beat_at=timezone.now(), processed=F("processed") + processed)
+    )
 
 
 def slot_release(slot: int, worker_id: str, *, successor: bool) -> None:
     """Frees the slot at the end of a slice, asking for a successor consumer when `successor`."""
     with transaction.atomic():
-        if _own_slots().select_for_update().filter(slot=slot, worker_id=worker_id).update(
-                worker_id="", pid=None, beat_at=timezone.now()):
+        if (
+            _own_slots()
+            .select_for_update()
+            .filter(slot=slot, worker_id=worker_id)
+            .update(worker_id="", pid=None, beat_at=timezone.now())
+        ):
             if successor:
                 _request_consumer(slot)
 
@@ -250,9 +274,15 @@ def consumers_ensure() -> list[int]:
     ident = cluster.identity()
     wanted = settings.TRACKER["CONSUMERS"]
     now = timezone.now()
-    WorkerHeartbeat.objects.bulk_create([WorkerHeartbeat(cluster=ident.id, slot=i, host=ident.host,
-                                                         cluster_pid=ident.pid, machine=ident.machine, beat_at=now)
-                                         for i in range(wanted)], ignore_conflicts=True)
+    WorkerHeartbeat.objects.bulk_create(
+        [
+            WorkerHeartbeat(
+                cluster=ident.id, slot=i, host=ident.host, cluster_pid=ident.pid, machine=ident.machine, beat_at=now
+            )
+            for i in range(wanted)
+        ],
+        ignore_conflicts=True,
+    )
     recent = now - dt.timedelta(seconds=settings.Q_CLUSTER["retry"])
     dead_owners = []
     with transaction.atomic():
@@ -279,13 +309,19 @@ def clusters_rescue_dead_here() -> list[str]:
     """Clusters of this machine whose sentinel is gone (a cluster killed, then started again here): their tasks
     are rescued now, without waiting for the leases, and their slots deleted. Returns their ids."""
     ident = cluster.identity()
-    others = (WorkerHeartbeat.objects.filter(machine=ident.machine).exclude(cluster=ident.id)
-              .values_list("cluster", "cluster_pid").distinct())
+    others = (
+        WorkerHeartbeat.objects.filter(machine=ident.machine)
+        .exclude(cluster=ident.id)
+        .values_list("cluster", "cluster_pid")
+        .distinct()
+    )
     dead = [cid for cid, pid in others if cluster.pid_is_dead(pid)]
     for cid in dead:
-        holders = list(services.ProcessTracker.objects.filter(status=TaskStatus.PROCESSING,
-                                                              locked_by__contains=f":{cid}")
-                       .values_list("locked_by", flat=True).distinct())
+        holders = list(
+            services.ProcessTracker.objects.filter(status=TaskStatus.PROCESSING, locked_by__contains=f":{cid}")
+            .values_list("locked_by", flat=True)
+            .distinct()
+        )
         if holders:
             log.warning("cluster %s of this machine died; rescuing the tasks of %s", cid, ", ".join(holders))
             services.task_rescue(holders=holders)
@@ -302,8 +338,11 @@ def clusters_prune(*, older_than_seconds: float = 3600) -> int:
     gone = set(WorkerHeartbeat.objects.exclude(cluster__in=alive).values_list("cluster", flat=True))
     deleted = WorkerHeartbeat.objects.filter(cluster__in=gone).delete()[0]
     prefix = cluster.private_queue("")
-    orphans = [key for key in OrmQ.objects.filter(key__startswith=prefix).values_list("key", flat=True).distinct()
-               if key[len(prefix):] not in alive]
+    orphans = [
+        key
+        for key in OrmQ.objects.filter(key__startswith=prefix).values_list("key", flat=True).distinct()
+        if key[len(prefix) :] not in alive
+    ]
     OrmQ.objects.filter(key__in=orphans).delete()
     return deleted
 
@@ -320,8 +359,11 @@ def _recover(worker_id: str, *, until: float, exc: BaseException) -> bool:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
             rescued = services.task_rescue(holders=[worker_id])
-            log.warning("consumer %s: database back; %s of its tasks put back", worker_id,
-                        rescued["retried"] + rescued["failed"])
+            log.warning(
+                "consumer %s: database back; %s of its tasks put back",
+                worker_id,
+                rescued["retried"] + rescued["failed"],
+            )
             return True
         except DATABASE_ERRORS:
             if time.monotonic() + delay >= until:
@@ -412,17 +454,22 @@ def cluster_status() -> dict:
     now = timezone.now()
     stale = stale_before()
     slots = list(WorkerHeartbeat.objects.order_by("cluster", "slot"))
-    oldest_due = (services.ProcessTracker.objects.filter(status__in=(TaskStatus.PENDING, TaskStatus.RETRY),
-                                                        run_after__lte=now).order_by("run_after")
-                  .values_list("run_after", flat=True).first())
+    oldest_due = (
+        services.ProcessTracker.objects.filter(status__in=(TaskStatus.PENDING, TaskStatus.RETRY), run_after__lte=now)
+        .order_by("run_after")
+        .values_list("run_after", flat=True)
+        .first()
+    )
 
     def alive(s: WorkerHeartbeat) -> bool:
         return bool(s.worker_id and s.beat_at and s.beat_at >= stale)
 
     clusters = {}
     for s in slots:
-        c = clusters.setdefault(s.cluster, {"cluster": s.cluster, "host": s.host, "pid": s.cluster_pid,
-                                            "consumers_alive": 0, "last_beat_at": None})
+        c = clusters.setdefault(
+            s.cluster,
+            {"cluster": s.cluster, "host": s.host, "pid": s.cluster_pid, "consumers_alive": 0, "last_beat_at": None},
+        )
         c["consumers_alive"] += alive(s)
         if s.beat_at and (c["last_beat_at"] is None or s.beat_at > c["last_beat_at"]):
             c["last_beat_at"] = s.beat_at
@@ -433,6 +480,15 @@ def cluster_status() -> dict:
         "consumers_per_cluster": settings.TRACKER["CONSUMERS"],
         "clusters": list(clusters.values()),
         "queue_lag_seconds": round((now - oldest_due).total_seconds(), 3) if oldest_due else 0.0,
-        "heartbeats": [{"cluster": s.cluster, "slot": s.slot, "worker_id": s.worker_id, "beat_at": s.beat_at,
-                        "alive": alive(s), "processed": s.processed} for s in slots],
+        "heartbeats": [
+            {
+                "cluster": s.cluster,
+                "slot": s.slot,
+                "worker_id": s.worker_id,
+                "beat_at": s.beat_at,
+                "alive": alive(s),
+                "processed": s.processed,
+            }
+            for s in slots
+        ],
     }

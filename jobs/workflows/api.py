@@ -40,6 +40,10 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         `since` (default 24 h ago), scoped to the caller's merchants."""
         query = WorkflowStatsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return Response(selectors.workflow_stats(jobs=visible_jobs(request.user),
-                                                 since=query.validated_data.get("since"),
-                                                 workflow=query.validated_data.get("workflow")))
+        return Response(
+            selectors.workflow_stats(
+                jobs=visible_jobs(request.user),
+                since=query.validated_data.get("since"),
+                workflow=query.validated_data.get("workflow"),
+            )
+        )

@@ -12,8 +12,11 @@ from jobs.workflows.engine import StepError
 
 class DiamondParams(serializers.Serializer):
     sleep_seconds = serializers.FloatField(min_value=0, max_value=3600, default=0)
-    fail_attempts = serializers.DictField(child=serializers.IntegerField(min_value=0), default=dict,
-                                          help_text="Step name -> n: that step fails its first n attempts.")
+    fail_attempts = serializers.DictField(
+        child=serializers.IntegerField(min_value=0),
+        default=dict,
+        help_text="Step name -> n: that step fails its first n attempts.",
+    )
     max_attempts = serializers.IntegerField(min_value=1, max_value=10, default=3)
 
     def validate_fail_attempts(self, value):
@@ -41,10 +44,16 @@ def _max_attempts(params: dict) -> int:
 
 
 if demo_types_enabled():
-    workflow("jobs.diamond", version=1, params=DiamondParams, demo=True,
-             description="Demo workflow: start; left and right in parallel; join.", steps=[
-                 Step("start", diamond_step, max_attempts=_max_attempts, backoff=1.0),
-                 Step("left", diamond_step, depends_on=["start"], max_attempts=_max_attempts, backoff=1.0),
-                 Step("right", diamond_step, depends_on=["start"], max_attempts=_max_attempts, backoff=1.0),
-                 Step("join", diamond_step, depends_on=["left", "right"], max_attempts=_max_attempts, backoff=1.0),
-             ])
+    workflow(
+        "jobs.diamond",
+        version=1,
+        params=DiamondParams,
+        demo=True,
+        description="Demo workflow: start; left and right in parallel; join.",
+        steps=[
+            Step("start", diamond_step, max_attempts=_max_attempts, backoff=1.0),
+            Step("left", diamond_step, depends_on=["start"], max_attempts=_max_attempts, backoff=1.0),
+            Step("right", diamond_step, depends_on=["start"], max_attempts=_max_attempts, backoff=1.0),
+            Step("join", diamond_step, depends_on=["left", "right"], max_attempts=_max_attempts, backoff=1.0),
+        ],
+    )

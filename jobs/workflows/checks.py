@@ -26,14 +26,21 @@ def workflow_versions_of_unfinished_runs(app_configs=None, **kwargs):
 
     errors = []
     try:
-        pairs = set(Job.objects.filter(workflow_version__isnull=False, state__in=[*ACTIVE_STATES, JobState.FAILED])
-                    .values_list("job_type", "workflow_version").distinct())
+        pairs = set(
+            Job.objects.filter(workflow_version__isnull=False, state__in=[*ACTIVE_STATES, JobState.FAILED])
+            .values_list("job_type", "workflow_version")
+            .distinct()
+        )
     except DatabaseError:
         return []
     declare.all_workflows()
     for name, version in sorted(pairs):
         if declare.get_version(name, version) is None:
-            errors.append(checks.Error(f"Unfinished runs of workflow {name!r} use version {version}, which is not "
-                                       "declared.", id="jobs.E002",
-                                       hint="Keep that version declared until its runs finish (docs/workflows.md)."))
+            errors.append(
+                checks.Error(
+                    f"Unfinished runs of workflow {name!r} use version {version}, which is not declared.",
+                    id="jobs.E002",
+                    hint="Keep that version declared until its runs finish (docs/workflows.md).",
+                )
+            )
     return errors

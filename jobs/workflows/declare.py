@@ -119,8 +119,9 @@ def topological_order(name: str, steps: list[Step]) -> tuple[str, ...]:
     for s in steps:
         unknown = [p for p in s.depends_on if p not in names]
         if unknown:
-            raise WorkflowDeclarationError(f"Workflow {name!r}: step {s.name!r} depends on unknown step(s) "
-                                           f"{', '.join(map(repr, unknown))}.")
+            raise WorkflowDeclarationError(
+                f"Workflow {name!r}: step {s.name!r} depends on unknown step(s) {', '.join(map(repr, unknown))}."
+            )
         if len(set(s.depends_on)) != len(s.depends_on):
             raise WorkflowDeclarationError(f"Workflow {name!r}: step {s.name!r} lists a parent twice.")
         if not callable(s.max_attempts) and s.max_attempts < 1:
@@ -140,20 +141,37 @@ def topological_order(name: str, steps: list[Step]) -> tuple[str, ...]:
     return tuple(order)
 
 
-def workflow(name: str, *, version: int = 1, steps: list[Step], description: str = "",
-             params: type | None = None, start_form: type | None = None, demo: bool = False) -> Workflow:
+def workflow(
+    name: str,
+    *,
+    version: int = 1,
+    steps: list[Step],
+    description: str = "",
+    params: type | None = None,
+    start_form: type | None = None,
+    demo: bool = False,
+) -> Workflow:
     """Declares (registers) version `version` of workflow `name`; the highest version is the job type `name`
     that `POST /api/jobs/` starts. Raises WorkflowDeclarationError for an invalid graph or a version declared
     twice."""
     from jobs.registry import register_workflow
 
-    steps = [Step(s.name, s.function, tuple(s.depends_on), s.max_attempts, s.backoff, s.timeout, s.condition)
-             for s in steps]
+    steps = [
+        Step(s.name, s.function, tuple(s.depends_on), s.max_attempts, s.backoff, s.timeout, s.condition) for s in steps
+    ]
     order = topological_order(name, steps)
     if version in _versions.get(name, {}):
         raise WorkflowDeclarationError(f"Workflow {name!r} version {version} is declared twice.")
-    wf = Workflow(name=name, version=int(version), steps=tuple(steps), description=description.strip(),
-                  params=params, start_form=start_form, demo=demo, order=order)
+    wf = Workflow(
+        name=name,
+        version=int(version),
+        steps=tuple(steps),
+        description=description.strip(),
+        params=params,
+        start_form=start_form,
+        demo=demo,
+        order=order,
+    )
     _versions.setdefault(name, {})[wf.version] = wf
     register_workflow(latest(name))
     return wf

@@ -88,8 +88,10 @@ def workflow_of(job: Job) -> declare.Workflow | None:
 
 def _missing_version_error(job: Job) -> str:
     known = declare.versions(job.job_type)
-    return (f"Workflow {job.job_type!r} version {job.workflow_version} is not declared (declared: "
-            f"{', '.join(map(str, known)) or 'none'}); keep a version declared while runs of it are unfinished.")
+    return (
+        f"Workflow {job.job_type!r} version {job.workflow_version} is not declared (declared: "
+        f"{', '.join(map(str, known)) or 'none'}); keep a version declared while runs of it are unfinished."
+    )
 
 
 _local = threading.local()
@@ -147,8 +149,11 @@ def _flush(items: list) -> None:
 
 
 def step_event(step: WorkflowStep, **extra) -> None:
-    _emit(step.job_id, JobEventKind.STEP, {"name": step.name, "state": step.state, "attempts": step.attempts,
-                                                 "error": step.error, **extra})
+    _emit(
+        step.job_id,
+        JobEventKind.STEP,
+        {"name": step.name, "state": step.state, "attempts": step.attempts, "error": step.error, **extra},
+    )
 
 
 def _save(step: WorkflowStep, **extra) -> None:
@@ -162,13 +167,23 @@ def _steps(job: Job) -> list[WorkflowStep]:
 
 # --- creating and scheduling ----------------------------------------------------------------------------------
 
+
 def run_create_steps(*, job: Job, wf: declare.Workflow) -> list[WorkflowStep]:
     """The run's steps, all PENDING, in topological order (called in job_create's transaction)."""
     attempts = {name: wf.step(name).attempts_for(job.params) for name in wf.order}
-    return WorkflowStep.objects.bulk_create([
-        WorkflowStep(job=job, name=name, position=i, depends_on=list(wf.step(name).depends_on),
-                     max_attempts=attempts[name], attempts_limit=attempts[name])
-        for i, name in enumerate(wf.order)])
+    return WorkflowStep.objects.bulk_create(
+        [
+            WorkflowStep(
+                job=job,
+                name=name,
+                position=i,
+                depends_on=list(wf.step(name).depends_on),
+                max_attempts=attempts[name],
+                attempts_limit=attempts[name],
+            )
+            for i, name in enumerate(wf.order)
+        ]
+    )
 
 
 def _enqueue(job: Job, steps: list[WorkflowStep], *, run_after: dict | None = None) -> None:
@@ -176,8 +191,12 @@ def _enqueue(job: Job, steps: list[WorkflowStep], *, run_after: dict | None = No
     if not steps:
         return
     run_after = run_after or {}
-    specs = [tracker_services.TaskSpec(WORKFLOW_STEP, {"job_id": str(job.pk), "step_id": s.pk}, job.merchant_id,
-                                       None, run_after.get(s.pk)) for s in steps]
+    specs = [
+        tracker_services.TaskSpec(
+            WORKFLOW_STEP, {"job_id": str(job.pk), "step_id": s.pk}, job.merchant_id, None, run_after.get(s.pk)
+        )
+        for s in steps
+    ]
     for step, task in zip(steps, tracker_services.task_create_many(specs)):
         step.task_id = task.task_id
 
@@ -222,11 +241,13 @@ def _ensure_tasks(job: Job, steps: list[WorkflowStep]) -> int:
     wanted = [s for s in steps if s.state in (ST.QUEUED, ST.RETRY) or (s.state == ST.WAITING and s.wake_at)]
     if not wanted:
         return 0
-    status = dict(ProcessTracker.objects.filter(task_id__in=[s.task_id for s in wanted if s.task_id])
-                  .values_list("task_id", "status"))
+    status = dict(
+        ProcessTracker.objects.filter(task_id__in=[s.task_id for s in wanted if s.task_id]).values_list(
+            "task_id", "status"
+        )
+    )
     missing = [s for s in wanted if status.get(s.task_id) in (None, *FINISHED_STATUSES)]
-    _enqueue(job, missing, run_after={s.pk: s.next_attempt_at if s.state == ST.RETRY else s.wake_at
-                                      for s in missing})
+    _enqueue(job, missing, run_after={s.pk: s.next_attempt_at if s.state == ST.RETRY else s.wake_at for s in missing})
     for step in missing:
         step.save(update_fields=["task_id"])
     return len(missing)
@@ -245,8 +266,9 @@ def _refresh(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], b
     waiting = [s for s in steps if s.state == ST.WAITING]
     if all(st in STEP_DONE_STATES for st in states):
         _to_running(job, by, "steps done")
-        leaves = wf.leaves() if wf is not None else [s.name for s in steps if not any(
-            s.name in o.depends_on for o in steps)]
+        leaves = (
+            wf.leaves() if wf is not None else [s.name for s in steps if not any(s.name in o.depends_on for o in steps)]
+        )
         by_name = {s.name: s for s in steps}
         job.result = {name: by_name[name].result for name in leaves}
         job.wait_signal = ""
@@ -268,8 +290,22 @@ def _refresh(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], b
         job.error_details = failed[0].error_details if failed else ""
         job.wait_signal = ""
         job.fail(by=by, reason=f"steps failed: {names}")
-    job.save(update_fields=["state", "progress", "step", "heartbeat_at", "result", "error", "error_details",
-                            "wait_signal", "attempts", "started_at", "finished_at", "updated_at"])
+    job.save(
+        update_fields=[
+            "state",
+            "progress",
+            "step",
+            "heartbeat_at",
+            "result",
+            "error",
+            "error_details",
+            "wait_signal",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "updated_at",
+        ]
+    )
     if job.state != before[0]:
         _emit_state(job)
     elif job.progress != before[1]:
@@ -319,6 +355,7 @@ def _fail_missing_version(job: Job, steps: list[WorkflowStep], by) -> None:
 
 # --- hooks of the job services (jobs.services), each called with the job row locked ------------------------
 
+
 @_batched
 def run_cancel_steps(*, job: Job, by, reason: str) -> None:
     """Every unfinished step CANCELLED (running ones stop at their next `should_stop()`), their due tasks
@@ -327,8 +364,9 @@ def run_cancel_steps(*, job: Job, by, reason: str) -> None:
         if step.state not in STEP_TERMINAL_STATES:
             step.cancel(by=by, reason=reason)
             _save(step)
-    for task_id in ProcessTracker.objects.filter(task_type=WORKFLOW_STEP, payload__job_id=str(job.pk),
-                                                 status__in=DUE_STATUSES).values_list("task_id", flat=True):
+    for task_id in ProcessTracker.objects.filter(
+        task_type=WORKFLOW_STEP, payload__job_id=str(job.pk), status__in=DUE_STATUSES
+    ).values_list("task_id", flat=True):
         try:
             tracker_services.task_cancel(task_id=task_id, by=by, reason=f"run cancelled: {reason}")
         except TaskStateConflict:  # it started meanwhile; it finds its step CANCELLED
@@ -367,13 +405,15 @@ def workflow_step_retry(*, job_id, name: str, by=None) -> Job:
         if name not in by_name:
             raise JobNotFound(f"Unknown step {name!r}.")
         if job.state != S.FAILED:
-            raise JobStateConflict(f"Run is {job.state}; only FAILED runs can retry a step.",
-                                   details={"state": job.state})
+            raise JobStateConflict(
+                f"Run is {job.state}; only FAILED runs can retry a step.", details={"state": job.state}
+            )
         step = by_name[name]
         blocked = [p for p in step.depends_on if by_name[p].state not in STEP_DONE_STATES]
         if blocked:
-            raise JobStateConflict(f"Step {name!r} cannot run: parent(s) {', '.join(blocked)} not completed.",
-                                   details={"parents": blocked})
+            raise JobStateConflict(
+                f"Step {name!r} cannot run: parent(s) {', '.join(blocked)} not completed.", details={"parents": blocked}
+            )
         downstream = set(_descendants(steps, name))
         _reset([s for s in steps if s.name in downstream], by, f"retry from step {name!r}")
         job.retry(by=by, reason=f"retry from step {name!r}")
@@ -414,6 +454,7 @@ def run_signal(*, job: Job, name: str, by) -> None:
 
 # --- running one step (the WORKFLOW_STEP task) ----------------------------------------------------------------
 
+
 def step_run(*, task, run_ctx) -> str:
     """Runs one attempt of the task's step: begin, call, finish. Completes the task itself (the handler is
     `own_transaction`). Returns the outcome."""
@@ -430,8 +471,15 @@ def step_run(*, task, run_ctx) -> str:
         wf = workflow_of(job)
         parents = {s.name: s.result for s in steps if s.name in step.depends_on and s.state == ST.COMPLETED}
     decl = wf.step(step.name) if wf is not None else None
-    ctx = StepContext(job, step, parents, task_id=task.task_id, worker_id=worker_id, run_ctx=run_ctx,
-                      timeout=decl.timeout if decl else None)
+    ctx = StepContext(
+        job,
+        step,
+        parents,
+        task_id=task.task_id,
+        worker_id=worker_id,
+        run_ctx=run_ctx,
+        timeout=decl.timeout if decl else None,
+    )
     started = time.monotonic()
     result = exc = suspend = None
     try:
@@ -448,8 +496,19 @@ def step_run(*, task, run_ctx) -> str:
     except Exception as e:  # noqa: BLE001  (any error of the step function is the attempt's outcome)
         log.info("workflow %s step %s attempt %d failed: %s", job_id, step.name, step.attempts, e)
         outcome, exc = "error", e
-    return _finish(job_id, step_id, task, worker_id, outcome, result=result, exc=exc, suspend=suspend, ctx=ctx,
-                   decl=decl, elapsed=time.monotonic() - started)
+    return _finish(
+        job_id,
+        step_id,
+        task,
+        worker_id,
+        outcome,
+        result=result,
+        exc=exc,
+        suspend=suspend,
+        ctx=ctx,
+        decl=decl,
+        elapsed=time.monotonic() - started,
+    )
 
 
 def _begin(job: Job, step: WorkflowStep, steps: list[WorkflowStep], task, worker_id: str) -> bool:
@@ -469,8 +528,12 @@ def _begin(job: Job, step: WorkflowStep, steps: list[WorkflowStep], task, worker
             _save(step)
             _refresh(job, workflow_of(job), steps, worker_id)
             return False
-        audit.record_many(WorkflowStep, [(step.pk, ST.RUNNING, ST.RUNNING)], by=worker_id,
-                          reason=f"attempt {step.attempts} interrupted (worker lost); running again")
+        audit.record_many(
+            WorkflowStep,
+            [(step.pk, ST.RUNNING, ST.RUNNING)],
+            by=worker_id,
+            reason=f"attempt {step.attempts} interrupted (worker lost); running again",
+        )
         step.started_at = timezone.now()
     elif step.state in (ST.QUEUED, ST.RETRY):
         step.begin(by=worker_id, reason=f"attempt {step.attempts + 1}")
@@ -484,8 +547,9 @@ def _begin(job: Job, step: WorkflowStep, steps: list[WorkflowStep], task, worker
 
 
 @_batched
-def _finish(job_id, step_id, task, worker_id: str, outcome: str, *, result, exc, suspend, ctx, decl,
-            elapsed: float) -> str:
+def _finish(
+    job_id, step_id, task, worker_id: str, outcome: str, *, result, exc, suspend, ctx, decl, elapsed: float
+) -> str:
     """Closes an attempt in one transaction: the step's outcome, its task COMPLETED, children made ready, the
     run finalised. A step no longer RUNNING under this task (cancelled, rescued) changes nothing."""
     with transaction.atomic():
@@ -505,8 +569,13 @@ def _finish(job_id, step_id, task, worker_id: str, outcome: str, *, result, exc,
                 step.result = to_json(result)
             except (TypeError, ValueError) as err:
                 outcome, exc = "error", PermanentStepError(f"Result is not JSON: {err}")
-        if outcome == "suspend" and suspend.signal and JobSignal.objects.filter(
-                job_id=job.pk, name__in=suspend.signal.split(","), consumed_at__isnull=True).exists():
+        if (
+            outcome == "suspend"
+            and suspend.signal
+            and JobSignal.objects.filter(
+                job_id=job.pk, name__in=suspend.signal.split(","), consumed_at__isnull=True
+            ).exists()
+        ):
             outcome = "stopped"  # the signal arrived after the step looked: run again at once
         wf = workflow_of(job)
         if outcome == "complete":
@@ -521,8 +590,9 @@ def _finish(job_id, step_id, task, worker_id: str, outcome: str, *, result, exc,
             step.wait_signal = suspend.signal[:200]
             step.wake_at = suspend.wake_at
             why = f"waiting for signal {suspend.signal!r}" if suspend.signal else "sleeping"
-            step.suspend(by=worker_id, reason=why + (f" until {suspend.wake_at.isoformat()}" if suspend.wake_at
-                                                       else ""))
+            step.suspend(
+                by=worker_id, reason=why + (f" until {suspend.wake_at.isoformat()}" if suspend.wake_at else "")
+            )
             if suspend.wake_at:
                 _enqueue(job, [step], run_after={step.pk: suspend.wake_at})
         else:
@@ -531,8 +601,9 @@ def _finish(job_id, step_id, task, worker_id: str, outcome: str, *, result, exc,
             if is_retryable(exc) and step.attempts < step.attempts_limit:
                 delay = decl.backoff_seconds(step.attempts) if decl else 1.0
                 step.next_attempt_at = now + dt.timedelta(seconds=delay)
-                step.retry_later(by=worker_id, reason=f"attempt {step.attempts} failed, retry in {delay:g} s: "
-                                                      f"{step.error}")
+                step.retry_later(
+                    by=worker_id, reason=f"attempt {step.attempts} failed, retry in {delay:g} s: {step.error}"
+                )
                 _enqueue(job, [step], run_after={step.pk: step.next_attempt_at})
             else:
                 why = "no attempts left" if is_retryable(exc) else "permanent error"
@@ -556,8 +627,9 @@ class StepContext:
     `sleep_until` (the step waits without holding a worker, and its function is entered again from the start
     with its checkpoint when the signal or the time comes)."""
 
-    def __init__(self, job: Job, step: WorkflowStep, parents: dict, *, task_id, worker_id: str, run_ctx,
-                 timeout: float | None):
+    def __init__(
+        self, job: Job, step: WorkflowStep, parents: dict, *, task_id, worker_id: str, run_ctx, timeout: float | None
+    ):
         self.job_id, self.step_id, self.name = job.pk, step.pk, step.name
         self.params, self.merchant_id, self.owner_id = job.params, job.merchant_id, job.owner_id
         self.parents = parents
@@ -573,9 +645,18 @@ class StepContext:
 
     def progress(self, pct, message: str = "") -> None:
         """Reports the step's own progress (a `step` event with `progress`)."""
-        events.emit(self.job_id, JobEventKind.STEP, {"name": self.name, "state": ST.RUNNING, "attempts": self.attempt,
-                                                     "error": "", "progress": max(0, min(100, int(pct))),
-                                                     "message": str(message)})
+        events.emit(
+            self.job_id,
+            JobEventKind.STEP,
+            {
+                "name": self.name,
+                "state": ST.RUNNING,
+                "attempts": self.attempt,
+                "error": "",
+                "progress": max(0, min(100, int(pct))),
+                "message": str(message),
+            },
+        )
 
     def log(self, message: str, **data) -> None:
         events.emit(self.job_id, JobEventKind.LOG, {"message": f"[{self.name}] {message}", "step": self.name, **data})
@@ -607,10 +688,15 @@ class StepContext:
         the block back) when this attempt no longer owns the step."""
         data = to_json(data)
         with transaction.atomic():
-            step = WorkflowStep.objects.select_for_update().filter(pk=self.step_id).values_list(
-                "state", "task_id").first()
-            if step != (ST.RUNNING, self._task_id) or not ProcessTracker.objects.filter(
-                    task_id=self._task_id, status=TaskStatus.PROCESSING, locked_by=self._worker_id).exists():
+            step = (
+                WorkflowStep.objects.select_for_update().filter(pk=self.step_id).values_list("state", "task_id").first()
+            )
+            if (
+                step != (ST.RUNNING, self._task_id)
+                or not ProcessTracker.objects.filter(
+                    task_id=self._task_id, status=TaskStatus.PROCESSING, locked_by=self._worker_id
+                ).exists()
+            ):
                 raise _Superseded()
             WorkflowStep.objects.filter(pk=self.step_id).update(checkpoint=data, wait_signal="", wake_at=None)
             self.consume_signals()
@@ -621,8 +707,7 @@ class StepContext:
         """Marks the signals this attempt received as consumed (in the checkpoint's or the finish's
         transaction, so a crash before either delivers them again)."""
         if self._received:
-            JobSignal.objects.filter(pk__in=self._received, consumed_at__isnull=True).update(
-                consumed_at=timezone.now())
+            JobSignal.objects.filter(pk__in=self._received, consumed_at__isnull=True).update(consumed_at=timezone.now())
             self._received = []
 
     def wait_for_signal(self, name: str, timeout: float | dt.timedelta | None = None) -> dict | None:
@@ -633,8 +718,12 @@ class StepContext:
         """(name, payload) of the oldest stored signal of `names` not yet consumed; None when an earlier wait
         for them timed out; otherwise suspends the step (WAITING, worker released)."""
         names = [str(n) for n in names]
-        signal = (JobSignal.objects.filter(job_id=self.job_id, name__in=names, consumed_at__isnull=True)
-                  .exclude(pk__in=self._received).order_by("id").first())
+        signal = (
+            JobSignal.objects.filter(job_id=self.job_id, name__in=names, consumed_at__isnull=True)
+            .exclude(pk__in=self._received)
+            .order_by("id")
+            .first()
+        )
         if signal is not None:
             self._received.append(signal.pk)
             self.log(f"signal {signal.name!r} received", signal=signal.name, payload=signal.payload)

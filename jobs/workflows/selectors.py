@@ -25,9 +25,12 @@ def workflow_stats(*, jobs, since: dt.datetime | None = None, workflow: str | No
     by_step.update(dict(steps.values_list("state").annotate(n=Count("pk")).order_by()))
     retrying = steps.filter(state=StepState.RETRY).count()
     exhausted = steps.filter(state=StepState.FAILED).count()
-    finished = (WorkflowStep.objects.filter(job__in=jobs.filter(workflow_version__isnull=False).values("pk"),
-                                            finished_at__gte=since, state=StepState.COMPLETED,
-                                            duration_ms__isnull=False))
+    finished = WorkflowStep.objects.filter(
+        job__in=jobs.filter(workflow_version__isnull=False).values("pk"),
+        finished_at__gte=since,
+        state=StepState.COMPLETED,
+        duration_ms__isnull=False,
+    )
     if workflow:
         finished = finished.filter(job__job_type=workflow)
     sql, params = finished.values("job__job_type", "name", "duration_ms", "attempts").query.sql_with_params()
@@ -46,7 +49,16 @@ def workflow_stats(*, jobs, since: dt.datetime | None = None, workflow: str | No
         "steps": by_step,
         "retrying": retrying,
         "exhausted": exhausted,
-        "slowest_steps": [{"workflow": r[0], "step": r[1], "runs": r[2], "p50_ms": round(r[3], 1),
-                           "p95_ms": round(r[4], 1), "max_ms": r[5], "avg_attempts": round(float(r[6]), 2)}
-                          for r in rows],
+        "slowest_steps": [
+            {
+                "workflow": r[0],
+                "step": r[1],
+                "runs": r[2],
+                "p50_ms": round(r[3], 1),
+                "p95_ms": round(r[4], 1),
+                "max_ms": r[5],
+                "avg_attempts": round(float(r[6]), 2),
+            }
+            for r in rows
+        ],
     }

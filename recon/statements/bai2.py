@@ -83,8 +83,13 @@ class _Reader:
         if len(fields) < 2 or not fields[1].strip():
             raise StatementParseError(FMT, where, "an 03 record without an account number")
         currency = (fields[2].strip() if len(fields) > 2 and fields[2].strip() else self.group_currency).upper()
-        s = Statement(statement_id=f"{fields[1].strip()}:{self.group_date or ''}", account=fields[1].strip(),
-                      currency=currency, opening_date=self.group_date, closing_date=self.group_date)
+        s = Statement(
+            statement_id=f"{fields[1].strip()}:{self.group_date or ''}",
+            account=fields[1].strip(),
+            currency=currency,
+            opening_date=self.group_date,
+            closing_date=self.group_date,
+        )
         self.statement, self.control = s, Decimal(0)
         summary = fields[3:]
         i = 0
@@ -96,7 +101,7 @@ class _Reader:
             elif type_code == CLOSING_LEDGER:
                 s.closing_balance = amount
             funds = summary[i + 3].strip() if i + 3 < len(summary) else ""
-            i += 4 + _funds_extra(funds, summary[i + 4:])
+            i += 4 + _funds_extra(funds, summary[i + 4 :])
 
     def detail(self, fields: list[str], where: str) -> Line | None:
         if len(fields) < 3 or not fields[1].strip().isdigit():
@@ -108,17 +113,26 @@ class _Reader:
         funds = fields[3].strip() if len(fields) > 3 else ""
         extra = _funds_extra(funds, fields[4:])
         value_date = short_date(FMT, where, fields[4].strip()) if funds == "V" and len(fields) > 4 else None
-        refs = fields[4 + extra:]
+        refs = fields[4 + extra :]
         bank_ref = refs[0].strip() if refs else ""
         customer_ref = refs[1].strip() if len(refs) > 1 else ""
         text = ",".join(refs[2:])  # free text: may hold commas
         if not 100 <= type_code <= 699:
             return None
         self.position += 1
-        line = Line(position=self.position, amount=amount, direction=IN if type_code < 400 else OUT,
-                    currency=s.currency, booking_date=self.group_date, value_date=value_date,
-                    bank_reference=bank_ref, structured_reference=customer_ref, remittance_info=clean(text),
-                    bank_transaction_code=f"{type_code:03d}", statement_id=s.statement_id)
+        line = Line(
+            position=self.position,
+            amount=amount,
+            direction=IN if type_code < 400 else OUT,
+            currency=s.currency,
+            booking_date=self.group_date,
+            value_date=value_date,
+            bank_reference=bank_ref,
+            structured_reference=customer_ref,
+            remittance_info=clean(text),
+            bank_transaction_code=f"{type_code:03d}",
+            statement_id=s.statement_id,
+        )
         s.add(line)
         return line
 
@@ -127,8 +141,9 @@ class _Reader:
             raise StatementParseError(FMT, where, "a 49 trailer without an account")
         total = _minor(fields[1], self.statement.currency, where, signed=True) if len(fields) > 1 else None
         if total is not None and total != self.control:
-            raise StatementParseError(FMT, where, f"account control total {total} is not the sum of the account's "
-                                                  f"amounts ({self.control})")
+            raise StatementParseError(
+                FMT, where, f"account control total {total} is not the sum of the account's amounts ({self.control})"
+            )
         yield self.statement
         self.statement = None
 

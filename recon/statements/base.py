@@ -50,9 +50,18 @@ class Line:
     def metadata(self) -> dict:
         """The line's fields for a staging entry's metadata: non-empty text, ISO dates, `reversal` always."""
         out = {}
-        for name in ("bank_reference", "end_to_end_id", "remittance_info", "structured_reference",
-                     "counterparty_name", "counterparty_account", "supplementary_details", "bank_transaction_code",
-                     "statement_id", "batch_reference"):
+        for name in (
+            "bank_reference",
+            "end_to_end_id",
+            "remittance_info",
+            "structured_reference",
+            "counterparty_name",
+            "counterparty_account",
+            "supplementary_details",
+            "bank_transaction_code",
+            "statement_id",
+            "batch_reference",
+        ):
             value = getattr(self, name)
             if value:
                 out[name] = value

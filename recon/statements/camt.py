@@ -20,7 +20,7 @@ OPENING, CLOSING = {"OPBD", "PRCD"}, {"CLBD"}
 
 def _name(element) -> str:
     tag = element.tag
-    return tag[tag.rfind("}") + 1:]
+    return tag[tag.rfind("}") + 1 :]
 
 
 def _flat(element, stop: frozenset = frozenset()) -> dict[str, list]:
@@ -33,7 +33,7 @@ def _flat(element, stop: frozenset = frozenset()) -> dict[str, list]:
             tag = child.tag
             if not isinstance(tag, str):  # comments, processing instructions
                 continue
-            path = prefix + tag[tag.rfind("}") + 1:]
+            path = prefix + tag[tag.rfind("}") + 1 :]
             out.setdefault(path, []).append(child)
             if path not in stop:
                 walk(child, path + "/")
@@ -77,18 +77,24 @@ def _details(flat: dict, direction: str) -> dict:
     creditor of money going out), remittance information."""
     role = "Dbtr" if direction == IN else "Cdtr"
     end_to_end = _text(flat, "Refs/EndToEndId")
-    return {"end_to_end_id": "" if end_to_end.upper() == "NOTPROVIDED" else end_to_end,
-            "counterparty_name": clean(_text(flat, f"RltdPties/{role}/Nm") or _text(flat, f"RltdPties/{role}/Pty/Nm")),
-            "counterparty_account": (_text(flat, f"RltdPties/{role}Acct/Id/IBAN")
-                                     or _text(flat, f"RltdPties/{role}Acct/Id/Othr/Id")),
-            "remittance_info": " ".join(_texts(flat, "RmtInf/Ustrd")),
-            "structured_reference": " ".join(_texts(flat, "RmtInf/Strd/CdtrRefInf/Ref"))}
+    return {
+        "end_to_end_id": "" if end_to_end.upper() == "NOTPROVIDED" else end_to_end,
+        "counterparty_name": clean(_text(flat, f"RltdPties/{role}/Nm") or _text(flat, f"RltdPties/{role}/Pty/Nm")),
+        "counterparty_account": (
+            _text(flat, f"RltdPties/{role}Acct/Id/IBAN") or _text(flat, f"RltdPties/{role}Acct/Id/Othr/Id")
+        ),
+        "remittance_info": " ".join(_texts(flat, "RmtInf/Ustrd")),
+        "structured_reference": " ".join(_texts(flat, "RmtInf/Strd/CdtrRefInf/Ref")),
+    }
 
 
 def _bank_code(flat: dict) -> str:
     if "BkTxCd/Domn" in flat:
-        parts = [_text(flat, "BkTxCd/Domn/Cd"), _text(flat, "BkTxCd/Domn/Fmly/Cd"),
-                 _text(flat, "BkTxCd/Domn/Fmly/SubFmlyCd")]
+        parts = [
+            _text(flat, "BkTxCd/Domn/Cd"),
+            _text(flat, "BkTxCd/Domn/Fmly/Cd"),
+            _text(flat, "BkTxCd/Domn/Fmly/SubFmlyCd"),
+        ]
         return "/".join(p for p in parts if p)
     return _text(flat, "BkTxCd/Prtry/Cd")
 
@@ -144,9 +150,13 @@ class _Reader:
             return  # pending or information only: not an entry (API.md)
         amount, currency = _money((flat.get("Amt") or [None])[0], where)
         direction = _direction(_text(flat, "CdtDbtInd"), where)
-        common = dict(booking_date=_date(flat, "BookgDt", where), value_date=_date(flat, "ValDt", where),
-                      reversal=_text(flat, "RvslInd").lower() in ("true", "1"), statement_id=s.statement_id,
-                      bank_transaction_code="" if self.check_only else _bank_code(flat))
+        common = dict(
+            booking_date=_date(flat, "BookgDt", where),
+            value_date=_date(flat, "ValDt", where),
+            reversal=_text(flat, "RvslInd").lower() in ("true", "1"),
+            statement_id=s.statement_id,
+            bank_transaction_code="" if self.check_only else _bank_code(flat),
+        )
         check = self.check_only
         raw_details = [d for g in flat.get("NtryDtls", ()) for d in g if _name(d) == "TxDtls"]
         if check and len(raw_details) < 2:  # one line whatever its detail says: nothing there can fail
@@ -156,17 +166,27 @@ class _Reader:
         entry_ref = _text(flat, "AcctSvcrRef")
         if len(details) > 1 and all(a is not None for a in amounts):
             batch = next((b for b in (_flat(g) for g in flat.get("NtryDtls", ())) if "Btch" in b), {})
-            reference = (_text(batch, "Btch/PmtInfId") or _text(batch, "Btch/MsgId") or entry_ref
-                         or _text(flat, "NtryRef") or f"{s.statement_id}:{self.entries}")
+            reference = (
+                _text(batch, "Btch/PmtInfId")
+                or _text(batch, "Btch/MsgId")
+                or entry_ref
+                or _text(flat, "NtryRef")
+                or f"{s.statement_id}:{self.entries}"
+            )
             for i, (detail, amount_el) in enumerate(zip(details, amounts), 1):
                 d_where = f"{where}, detail {i}"
                 d_amount, d_currency = _money(amount_el, d_where)
                 own = _text(detail, "CdtDbtInd")
                 d_direction = _direction(own, d_where) if own else direction
-                yield self.line({} if check else _details(detail, d_direction), d_amount, d_direction, d_currency,
-                                common,
-                                bank_reference=_text(detail, "Refs/AcctSvcrRef") or entry_ref,
-                                batch_reference=reference)
+                yield self.line(
+                    {} if check else _details(detail, d_direction),
+                    d_amount,
+                    d_direction,
+                    d_currency,
+                    common,
+                    bank_reference=_text(detail, "Refs/AcctSvcrRef") or entry_ref,
+                    batch_reference=reference,
+                )
             return
         texts = _details(details[0], direction) if len(details) == 1 and not check else {}
         if len(details) > 1 and not check:  # details without amounts: their texts belong to the one line
@@ -177,8 +197,9 @@ class _Reader:
 
     def line(self, texts: dict, amount, direction, currency, common, **refs) -> Line:
         self.position += 1
-        line = Line(position=self.position, amount=amount, direction=direction, currency=currency, **texts,
-                    **common, **refs)
+        line = Line(
+            position=self.position, amount=amount, direction=direction, currency=currency, **texts, **common, **refs
+        )
         self.statement.add(line)
         return line
 
@@ -206,10 +227,10 @@ class _Chain(io.RawIOBase):
 
     def readinto(self, target) -> int:
         if self.head:
-            data, self.head = self.head[:len(target)], self.head[len(target):]
+            data, self.head = self.head[: len(target)], self.head[len(target) :]
         else:
             data = self.stream.read(len(target))
-        target[:len(data)] = data
+        target[: len(data)] = data
         return len(data)
 
 

@@ -15,7 +15,8 @@ FMT = "mt940"
 FIELD = re.compile(r"^:(\d\d[A-Z]?):(.*)$")
 LINE_61 = re.compile(
     r"^(?P<value>\d{6})(?P<booking>\d{4})?(?P<mark>RC|RD|EC|ED|C|D)(?P<funds>[A-Z])?(?P<amount>\d[\d]*,\d*)"
-    r"(?P<type>[A-Z][A-Z0-9]{3})(?P<customer>.*?)(?://(?P<bank>.*))?$")
+    r"(?P<type>[A-Z][A-Z0-9]{3})(?P<customer>.*?)(?://(?P<bank>.*))?$"
+)
 BALANCE = re.compile(r"^(?P<mark>[CD])(?P<date>\d{6})(?P<currency>[A-Z]{3})(?P<amount>\d[\d]*,\d*)$")
 DIRECTIONS = {"C": IN, "RD": IN, "EC": IN, "D": OUT, "RC": OUT, "ED": OUT}
 SUBFIELD = re.compile(r"\?(\d\d)")
@@ -44,8 +45,11 @@ def _information(text: str) -> dict:
     name = "".join(v for k, v in pairs if k in ("32", "33"))
     account = "".join(v for k, v in pairs if k == "31")
     text = "".join(v for k, v in pairs if k == "00")
-    out = {"counterparty_name": clean(name), "counterparty_account": clean(account),
-           "bank_transaction_code": f"{code}/{clean(text)}" if code and text.strip() else code or clean(text)}
+    out = {
+        "counterparty_name": clean(name),
+        "counterparty_account": clean(account),
+        "bank_transaction_code": f"{code}/{clean(text)}" if code and text.strip() else code or clean(text),
+    }
     keyed = SEPA.split(remittance)
     if len(keyed) > 1:
         fields = dict(zip(keyed[1::2], (clean(v) for v in keyed[2::2])))
@@ -121,12 +125,19 @@ class _Reader:
         booking = _booking_date(value_date, m["booking"], self.where()) if m["booking"] else None
         self.position += 1
         customer = m["customer"].strip()
-        return Line(position=self.position, amount=decimal_amount(FMT, self.where(), m["amount"], comma=True),
-                    direction=DIRECTIONS[m["mark"]], currency=self.statement.currency, value_date=value_date,
-                    booking_date=booking, reversal=m["mark"] in ("RC", "RD"),
-                    bank_reference=clean(m["bank"]) or ("" if customer == "NONREF" else customer),
-                    supplementary_details=clean(rest), bank_transaction_code=m["type"],
-                    statement_id=self.statement.statement_id)
+        return Line(
+            position=self.position,
+            amount=decimal_amount(FMT, self.where(), m["amount"], comma=True),
+            direction=DIRECTIONS[m["mark"]],
+            currency=self.statement.currency,
+            value_date=value_date,
+            booking_date=booking,
+            reversal=m["mark"] in ("RC", "RD"),
+            bank_reference=clean(m["bank"]) or ("" if customer == "NONREF" else customer),
+            supplementary_details=clean(rest),
+            bank_transaction_code=m["type"],
+            statement_id=self.statement.statement_id,
+        )
 
     def end_line(self) -> Iterator[Line]:
         if self.line is not None:

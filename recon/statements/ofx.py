@@ -118,13 +118,21 @@ class _Reader:
         if not currency:
             raise StatementParseError(FMT, where, "no currency (CURDEF)")
         self.position += 1
-        line = Line(position=self.position, amount=abs(amount), direction=IN if amount > 0 else OUT,
-                    currency=currency, booking_date=_date(f.get("DTPOSTED", ""), where),
-                    value_date=_date(f.get("DTAVAIL", ""), where), bank_reference=f.get("FITID", ""),
-                    remittance_info=clean(f.get("MEMO", "")),
-                    counterparty_name=clean(f.get("NAME") or f.get("PAYEE.NAME", "")),
-                    counterparty_account=f.get("BANKACCTTO.ACCTID", ""), bank_transaction_code=f.get("TRNTYPE", ""),
-                    structured_reference=f.get("REFNUM", "") or f.get("CHECKNUM", ""), statement_id=self.statement_id())
+        line = Line(
+            position=self.position,
+            amount=abs(amount),
+            direction=IN if amount > 0 else OUT,
+            currency=currency,
+            booking_date=_date(f.get("DTPOSTED", ""), where),
+            value_date=_date(f.get("DTAVAIL", ""), where),
+            bank_reference=f.get("FITID", ""),
+            remittance_info=clean(f.get("MEMO", "")),
+            counterparty_name=clean(f.get("NAME") or f.get("PAYEE.NAME", "")),
+            counterparty_account=f.get("BANKACCTTO.ACCTID", ""),
+            bank_transaction_code=f.get("TRNTYPE", ""),
+            structured_reference=f.get("REFNUM", "") or f.get("CHECKNUM", ""),
+            statement_id=self.statement_id(),
+        )
         s.add(line)
         return line
 

@@ -59,7 +59,8 @@ def test_bulk_retry_of_a_filtered_list(page, django_user_model, cluster):
     screenshot(page, "bulk-retry-confirm")
     page.click("#confirm-bulk")
     page.wait_for_url("**/admin/jobs/job/**")
-    wait_until(lambda: ProcessTracker.objects.filter(queue="held", status="PENDING").count() == 25, 60,
-               message="the bulk job")
+    wait_until(
+        lambda: ProcessTracker.objects.filter(queue="held", status="PENDING").count() == 25, 60, message="the bulk job"
+    )
     page.reload()
     screenshot(page, "bulk-retry-job")

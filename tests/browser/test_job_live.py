@@ -29,8 +29,9 @@ def test_a_running_job_page_rises_live_and_ends_with_exactly_the_stored_log(page
             seen.append(progress)
         if 0 < progress < 100 and not shot:
             # Mid-run: the subtitle (rendered by the server, re-fetched) says RUNNING like the panel.
-            page.wait_for_function("document.querySelector('[data-live-part=subtitle]').textContent"
-                                   ".includes('[RUNNING]')")
+            page.wait_for_function(
+                "document.querySelector('[data-live-part=subtitle]').textContent.includes('[RUNNING]')"
+            )
             assert page.inner_text("#job-state") == "RUNNING"
             assert page.locator("#job-live button[value=pause]").count() == 1  # Pause shows while it can pause
             screenshot(page, "job-page-running")
@@ -47,8 +48,9 @@ def test_a_running_job_page_rises_live_and_ends_with_exactly_the_stored_log(page
     assert page.locator("#job-live button[value=pause]").count() == 0
     stored = list(JobEvent.objects.filter(job=job).order_by("id").values_list("id", "kind", "data"))
     wait_until(lambda: page.locator("#job-log li").count() >= len(stored), 10, message="the log to fill")
-    lines = page.eval_on_selector_all("#job-log li", "els => els.map(e => [Number(e.dataset.id), "
-                                      "e.className, e.querySelector('.text').textContent])")
+    lines = page.eval_on_selector_all(
+        "#job-log li", "els => els.map(e => [Number(e.dataset.id), e.className, e.querySelector('.text').textContent])"
+    )
     assert [(i, f"kind-{k}") for i, k, _ in stored] == [(i, c) for i, c, _ in lines]
     texts = [t for _, _, t in lines]
     assert "countdown of 6 steps started" in texts and "step 6 of 6  (step: 6)" in texts
@@ -61,7 +63,8 @@ def test_a_running_job_page_rises_live_and_ends_with_exactly_the_stored_log(page
     wait_until(lambda: page.locator("#job-log li").count() >= len(stored), 10, message="the log to replay")
     time.sleep(1)
     assert page.eval_on_selector_all("#job-log li", "els => els.map(e => Number(e.dataset.id))") == [
-        i for i, _, _ in stored]
+        i for i, _, _ in stored
+    ]
 
 
 def test_a_watched_list_refreshes_by_itself_and_pauses_on_a_selection(page, django_user_model):
@@ -79,8 +82,9 @@ def test_a_watched_list_refreshes_by_itself_and_pauses_on_a_selection(page, djan
 
     page.locator("#result_list input.action-select").first.check()  # a selection pauses the refresh
     third = services.job_create(job_type="jobs.approval_demo", params={})
-    page.wait_for_function("document.getElementById('live-refresh').textContent.includes('paused (selection)')",
-                           timeout=15_000)
+    page.wait_for_function(
+        "document.getElementById('live-refresh').textContent.includes('paused (selection)')", timeout=15_000
+    )
     time.sleep(6)
     assert page.locator(f"#result_list a:has-text('{third.pk}')").count() == 0
     assert page.locator(".action-counter").inner_text().startswith("1 of")  # the selection survives

@@ -1,2 +1,3 @@
-from tests.recon.conftest import (ledger, merchant, operator, operator_api, other_merchant_operator_api,  # noqa: F401
-                                  viewer, viewer_api)
+from tests.recon.conftest import (
+    other_merchant_operator_api,  # noqa: F401
+)

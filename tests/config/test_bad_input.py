@@ -8,21 +8,30 @@ from recon.models import ReconRule, StagingEntry
 
 
 def _entry(**overrides):
-    return {"entry_type": "DEBIT", "amount": "10.00", "currency": "USD", "effective_date": "2026-11-01",
-            "processing_mode": "TRANSACTION", **overrides}
+    return {
+        "entry_type": "DEBIT",
+        "amount": "10.00",
+        "currency": "USD",
+        "effective_date": "2026-11-01",
+        "processing_mode": "TRANSACTION",
+        **overrides,
+    }
 
 
 def _post_raw(api, path: str, text: str):
     return api.generic("POST", path, text.encode("utf-8", "surrogatepass"), content_type="application/json")
 
 
-@pytest.mark.parametrize("metadata, says", [
-    ({"order_id": "A\u0000B"}, "NUL"),
-    ({"k\u0000": "v"}, "NUL"),
-    ({"order_id": "\ud800"}, "surrogate"),
-    ({"\udfff": 1}, "surrogate"),
-    ({"nested": [{"deep": "x\u0000"}]}, "nested[0].deep"),
-])
+@pytest.mark.parametrize(
+    "metadata, says",
+    [
+        ({"order_id": "A\u0000B"}, "NUL"),
+        ({"k\u0000": "v"}, "NUL"),
+        ({"order_id": "\ud800"}, "surrogate"),
+        ({"\udfff": 1}, "surrogate"),
+        ({"nested": [{"deep": "x\u0000"}]}, "nested[0].deep"),
+    ],
+)
 def test_unstorable_text_in_metadata_is_a_400(operator_api, ledger, metadata, says):
     body = json.dumps(_entry(metadata=metadata))  # \\u escapes, as a client sends them
     resp = _post_raw(operator_api, f"/api/accounts/{ledger.payments.pk}/staging-entries/", body)
@@ -52,8 +61,15 @@ def test_deeply_nested_json_is_a_400(operator_api, ledger, depth):
 def test_integers_out_of_range_are_a_400(staff_api, ledger):
     path = f"/api/merchants/{ledger.merchant.pk}/recon-rules/"
     ledger.rule.delete()
-    resp = staff_api.post(path, {"account_one_id": str(ledger.payments.pk), "account_two_id": str(ledger.bank.pk),
-                                 "date_window_days": 1_000_000_000_000}, format="json")
+    resp = staff_api.post(
+        path,
+        {
+            "account_one_id": str(ledger.payments.pk),
+            "account_two_id": str(ledger.bank.pk),
+            "date_window_days": 1_000_000_000_000,
+        },
+        format="json",
+    )
     assert resp.status_code == 400 and "date_window_days" in resp.json()["error"]
     assert not ReconRule.objects.exists()
     resp = _post_raw(staff_api, path, '{"account_one_id": "x", "date_window_days": 1' + "0" * 5000 + "}")
@@ -91,6 +107,9 @@ def test_metadata_is_capped(operator_api, ledger, settings):
 
 
 def test_default_metadata_cap_is_64_kib(operator_api, ledger):
-    resp = operator_api.post(f"/api/accounts/{ledger.payments.pk}/staging-entries/",
-                             _entry(metadata={"note": "n" * (9 * 1024 * 1024)}), format="json")
+    resp = operator_api.post(
+        f"/api/accounts/{ledger.payments.pk}/staging-entries/",
+        _entry(metadata={"note": "n" * (9 * 1024 * 1024)}),
+        format="json",
+    )
     assert resp.status_code == 400 and "65536" in resp.json()["error"]

@@ -4,9 +4,7 @@ Django's real handler) and ASGI (a real uvicorn); credentials checked before a l
 import http.client
 import io
 import json
-import os
 import socket
-import sys
 import time
 from wsgiref.util import setup_testing_defaults
 
@@ -35,8 +33,11 @@ class Body(io.RawIOBase):
         n = min(len(target), self.size - self.read_bytes)
         if n <= 0:
             return 0
-        chunk = (self.head + b"x" * n)[self.read_bytes:self.read_bytes + n] if self.read_bytes < len(self.head) \
+        chunk = (
+            (self.head + b"x" * n)[self.read_bytes : self.read_bytes + n]
+            if self.read_bytes < len(self.head)
             else b"x" * n
+        )
         target[:n] = chunk[:n].ljust(n, b"x")
         self.read_bytes += n
         return n
@@ -81,8 +82,9 @@ def _token(user) -> str:
 
 def test_wsgi_refuses_a_declared_giant_body_before_reading_it(wsgi, ledger, operator):
     body = Body(1 << 30)
-    status, content = wsgi(f"/api/accounts/{ledger.payments.pk}/staging-entries/files/", body, length=1 << 30,
-                           token=_token(operator))
+    status, content = wsgi(
+        f"/api/accounts/{ledger.payments.pk}/staging-entries/files/", body, length=1 << 30, token=_token(operator)
+    )
     assert status == 413 and json.loads(content)["code"] == "payload_too_large"
     assert body.read_bytes == 0
     assert not Upload.objects.exists()
@@ -91,8 +93,13 @@ def test_wsgi_refuses_a_declared_giant_body_before_reading_it(wsgi, ledger, oper
 def test_wsgi_reads_no_large_body_without_credentials(wsgi, ledger):
     for length, chunked in ((10 * 1024 * 1024, False), (None, True)):
         body = Body(10 * 1024 * 1024)
-        status, content = wsgi(f"/api/accounts/{ledger.payments.pk}/staging-entries/files/", body, length=length,
-                               chunked=chunked, token="not-a-token")
+        status, content = wsgi(
+            f"/api/accounts/{ledger.payments.pk}/staging-entries/files/",
+            body,
+            length=length,
+            chunked=chunked,
+            token="not-a-token",
+        )
         assert status == 401, content
         assert json.loads(content)["code"] == "not_authenticated"
         assert body.read_bytes == 0
@@ -102,8 +109,13 @@ def test_wsgi_reads_no_large_body_without_credentials(wsgi, ledger):
 def test_wsgi_counts_a_chunked_body_while_reading(wsgi, ledger, operator, settings):
     settings.UPLOAD_MAX_BYTES = 256 * 1024
     body = Body(50 * 1024 * 1024)
-    status, content = wsgi(f"/api/accounts/{ledger.payments.pk}/staging-entries/files/", body, length=None,
-                           chunked=True, token=_token(operator))
+    status, content = wsgi(
+        f"/api/accounts/{ledger.payments.pk}/staging-entries/files/",
+        body,
+        length=None,
+        chunked=True,
+        token=_token(operator),
+    )
     assert status == 413 and json.loads(content)["code"] == "payload_too_large"
     assert body.read_bytes <= 256 * 1024 + 64 * 1024 + 2 * 64 * 1024  # stopped at the limit, not at the end
     assert not Upload.objects.exists()
@@ -111,16 +123,28 @@ def test_wsgi_counts_a_chunked_body_while_reading(wsgi, ledger, operator, settin
 
 def _multipart(data: bytes, name: str = "a.csv") -> tuple[bytes, str]:
     boundary = "XyZbOuNdArY"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"processing_mode\"\r\n\r\nTRANSACTION\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            "Content-Type: text/csv\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="processing_mode"\r\n\r\nTRANSACTION\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: text/csv\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
 def test_wsgi_chunked_upload_within_the_limit_is_imported(wsgi, ledger, operator):
     body, ctype = _multipart(CSV + b"".join(f"B-{i},1.00,USD,2026-11-01,Payment\n".encode() for i in range(3000)))
-    status, content = wsgi(f"/api/accounts/{ledger.payments.pk}/staging-entries/files/", io.BytesIO(body),
-                           length=None, chunked=True, token=_token(operator), ctype=ctype)
+    status, content = wsgi(
+        f"/api/accounts/{ledger.payments.pk}/staging-entries/files/",
+        io.BytesIO(body),
+        length=None,
+        chunked=True,
+        token=_token(operator),
+        ctype=ctype,
+    )
     assert status == 202, content
     assert Job.objects.filter(pk=json.loads(content)["job_id"]).exists()
 
@@ -132,12 +156,14 @@ def test_wsgi_small_bodies_need_no_precheck(wsgi, ledger):
 
 def test_other_bodies_have_the_general_limit(wsgi, staff_user, settings):
     settings.REQUEST_MAX_BYTES = 1024
-    status, content = wsgi("/api/merchants/", Body(4096), length=4096, token=_token(staff_user),
-                           ctype="application/json")
+    status, content = wsgi(
+        "/api/merchants/", Body(4096), length=4096, token=_token(staff_user), ctype="application/json"
+    )
     assert status == 413 and json.loads(content)["details"]["max_bytes"] == 1024
 
 
 # --- ASGI: a real uvicorn ------------------------------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -150,8 +176,11 @@ def uvicorn(processes, tmp_path, transactional_db):
     port = _free_port()
     spool = tmp_path / "tmp"
     spool.mkdir()
-    processes.start(["-m", "uvicorn", "config.asgi:application", "--port", str(port), "--log-level", "warning"],
-                    TMPDIR=str(spool), UPLOAD_MAX_BYTES=str(2 * 1024 * 1024))
+    processes.start(
+        ["-m", "uvicorn", "config.asgi:application", "--port", str(port), "--log-level", "warning"],
+        TMPDIR=str(spool),
+        UPLOAD_MAX_BYTES=str(2 * 1024 * 1024),
+    )
 
     def up():
         try:
@@ -203,8 +232,9 @@ def test_asgi_large_body_without_token_never_touches_the_disk(uvicorn, ledger):
 def test_asgi_chunked_upload_gets_413_over_the_limit_and_202_within(uvicorn, ledger, operator):
     path = f"/api/accounts/{ledger.payments.pk}/staging-entries/files/"
     auth = {"Authorization": f"Token {_token(operator)}"}
-    status, body, sent = _send_chunked(uvicorn.port, path, 64 * 1024 * 1024,
-                                       {**auth, "Content-Type": "multipart/form-data; boundary=XyZbOuNdArY"})
+    status, body, sent = _send_chunked(
+        uvicorn.port, path, 64 * 1024 * 1024, {**auth, "Content-Type": "multipart/form-data; boundary=XyZbOuNdArY"}
+    )
     assert status == 413, body
     assert json.loads(body)["code"] == "payload_too_large"
     assert not Upload.objects.exists()

@@ -20,8 +20,11 @@ def test_every_list_endpoint_is_a_paginated_list(schema):
     lists = []
     for path, ops in schema["paths"].items():
         get = ops.get("get")
-        if get is None or "{" in path.rsplit("/", 2)[-2] or path.endswith(("/balances/", "/events/", "/health/",
-                                                                               "/stats/", "/summary/")):
+        if (
+            get is None
+            or "{" in path.rsplit("/", 2)[-2]
+            or path.endswith(("/balances/", "/events/", "/health/", "/stats/", "/summary/"))
+        ):
             continue
         ref = get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
         lists.append(path)
@@ -29,8 +32,11 @@ def test_every_list_endpoint_is_a_paginated_list(schema):
         props = schema["components"]["schemas"][ref.split("/")[-1]]["properties"]
         assert {"count", "next", "previous", "results"} <= set(props), path
     assert len(lists) >= 9
-    assert {"/api/accounts/{account_id}/staging-entries/", "/api/accounts/{account_id}/entries/",
-            "/api/merchants/{merchant_id}/transactions/"} <= set(lists)
+    assert {
+        "/api/accounts/{account_id}/staging-entries/",
+        "/api/accounts/{account_id}/entries/",
+        "/api/merchants/{merchant_id}/transactions/",
+    } <= set(lists)
 
 
 def test_every_operation_documents_its_error_statuses(schema):

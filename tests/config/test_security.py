@@ -1,7 +1,6 @@
 """Secure by default (issue 17, item 10): settings from the environment, one JSON error shape under /api/, a
 Content-Security-Policy the console and Swagger UI pass, a public health endpoint without host names."""
 
-import json
 import os
 import re
 import subprocess
@@ -14,23 +13,34 @@ from tests.conftest import ROOT
 
 DEPLOY_ENV = {
     "DJANGO_SECRET_KEY": "k" * 20 + "9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5",
-    "DJANGO_SECURE_SSL_REDIRECT": "1", "DJANGO_SECURE_HSTS_SECONDS": "31536000",
-    "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS": "1", "DJANGO_SECURE_HSTS_PRELOAD": "1",
-    "DJANGO_SESSION_COOKIE_SECURE": "1", "DJANGO_CSRF_COOKIE_SECURE": "1", "DJANGO_ALLOWED_HOSTS": "recon.example",
+    "DJANGO_SECURE_SSL_REDIRECT": "1",
+    "DJANGO_SECURE_HSTS_SECONDS": "31536000",
+    "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+    "DJANGO_SECURE_HSTS_PRELOAD": "1",
+    "DJANGO_SESSION_COOKIE_SECURE": "1",
+    "DJANGO_CSRF_COOKIE_SECURE": "1",
+    "DJANGO_ALLOWED_HOSTS": "recon.example",
 }
 
 
 def _manage(*args, **env) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env}, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
 def _setting(name: str, **env) -> str:
     code = f"import django; django.setup(); from django.conf import settings; print(repr(settings.{name}))"
     base = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**base, "DJANGO_SETTINGS_MODULE": "config.settings", **env})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+    )
     return proc.stdout.strip() or proc.stderr.strip().splitlines()[-1]
 
 
@@ -115,11 +125,20 @@ def test_csp_is_sent_and_the_console_and_swagger_pass_it(staff_user):
     account = AccountFactory(merchant=MerchantFactory(merchant_id="acme"))
     from jobs import services
 
-    job = services.job_create(job_type="recon.close_period", merchant_id="acme",
-                              params={"merchant_id": "acme", "start_date": "2026-01-01", "end_date": "2026-01-31"})
-    pages = ["/admin/", "/admin/recon/stagingentry/", f"/admin/recon/account/{account.pk}/change/",
-             f"/admin/recon/account/{account.pk}/import-csv/", f"/admin/jobs/job/{job.pk}/change/",
-             "/admin/tracker/processtracker/", "/api/docs/"]
+    job = services.job_create(
+        job_type="recon.close_period",
+        merchant_id="acme",
+        params={"merchant_id": "acme", "start_date": "2026-01-01", "end_date": "2026-01-31"},
+    )
+    pages = [
+        "/admin/",
+        "/admin/recon/stagingentry/",
+        f"/admin/recon/account/{account.pk}/change/",
+        f"/admin/recon/account/{account.pk}/import-csv/",
+        f"/admin/jobs/job/{job.pk}/change/",
+        "/admin/tracker/processtracker/",
+        "/api/docs/",
+    ]
     for page in pages:
         resp = client.get(page)
         assert resp.status_code == 200, page

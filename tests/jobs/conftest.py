@@ -18,8 +18,11 @@ def _listener_hub_stopped():
     yield
     from tests.conftest import wait_until
 
-    wait_until(lambda: not [t for t in threading.enumerate() if t.name in ("jobs-listener-hub", "jobs-events-reader")],
-               10, message="the event streams' hub to stop")
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name in ("jobs-listener-hub", "jobs-events-reader")],
+        10,
+        message="the event streams' hub to stop",
+    )
 
 
 def drain(seconds: float = 10) -> None:

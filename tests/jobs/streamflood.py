@@ -28,8 +28,9 @@ class ConnectionCounter:
 
     def count(self) -> int:
         with self._lock:
-            return self.conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                     "AND pid <> pg_backend_pid()").fetchone()[0]
+            return self.conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
 
     def sample(self):
         """A context manager: samples every 0.1 s while open; `peak` is the highest count seen."""
@@ -87,8 +88,22 @@ def run_async(main):
 def start_uvicorn(processes, **env) -> str:
     """`uvicorn config.asgi:application`, one worker, on the test database; returns its base URL."""
     port = free_port()
-    processes.start(["-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-                     "--log-level", "warning", "--backlog", "4096"], **env)
+    processes.start(
+        [
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--backlog",
+            "4096",
+        ],
+        **env,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -115,15 +130,20 @@ class SSEClient:
     async def open(self):
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         extra = f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id is not None else ""
-        self.writer.write((f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
-                           f"Authorization: Token {self.token}\r\n{extra}\r\n").encode())
+        self.writer.write(
+            (
+                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                f"Authorization: Token {self.token}\r\n{extra}\r\n"
+            ).encode()
+        )
         await self.writer.drain()
         head = await self.reader.readuntil(b"\r\n\r\n")
         self.status = int(head.split(b" ", 2)[1])
         self.chunked = b"transfer-encoding: chunked" in head.lower()
         if self.status != 200:
-            length = [int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-                      if line.startswith(b"content-length:")]
+            length = [
+                int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
+            ]
             self.body = await self.reader.readexactly(length[0]) if length else await self._chunk()
         return self
 
@@ -170,8 +190,12 @@ async def open_many(port: int, path: str, token: str, n: int, batch: int = 50) -
 
 
 def api(url: str, method: str, path: str, token: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(f"{url}{path}", method=method, data=json.dumps(body or {}).encode(),
-                                     headers={"Authorization": f"Token {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}{path}",
+        method=method,
+        data=json.dumps(body or {}).encode(),
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -259,4 +283,3 @@ def flood(processes, staff_user, n: int) -> dict:
         assert events[1:] == expected
     print("event stream flood:", " ".join(f"{k}={v}" for k, v in figures.items()), file=sys.stderr)
     return figures
-

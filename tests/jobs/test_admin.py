@@ -120,8 +120,9 @@ def test_list_actions_report_done_and_skipped(admin_web):
     a = services.job_create(job_type="jobs.countdown", params={"steps": 1})
     b = services.job_create(job_type="jobs.countdown", params={"steps": 1})
     services.job_cancel(job_id=b.pk, by=None)
-    resp = admin_web.post("/admin/jobs/job/", {"action": "cancel_selected", "_selected_action": [a.pk, b.pk]},
-                          follow=True)
+    resp = admin_web.post(
+        "/admin/jobs/job/", {"action": "cancel_selected", "_selected_action": [a.pk, b.pk]}, follow=True
+    )
     assert "1 job(s) cancelled; 1 skipped" in resp.content.decode()
     assert reload(a).state == "CANCELLED"
 

@@ -15,10 +15,28 @@ def noop(ctx, params):
     """A job type that is not a demo type: anyone may start it (personal) or an operator (merchant)."""
     return {"ok": True}
 
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FIELDS = {"job_id", "job_type", "params", "state", "progress", "step", "checkpoint", "result", "error", "attempts",
-          "created_at", "started_at", "finished_at", "heartbeat_at", "schema_version", "workflow", "steps"}
+FIELDS = {
+    "job_id",
+    "job_type",
+    "params",
+    "state",
+    "progress",
+    "step",
+    "checkpoint",
+    "result",
+    "error",
+    "attempts",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "heartbeat_at",
+    "schema_version",
+    "workflow",
+    "steps",
+}
 
 
 def user(name, **extra):
@@ -26,8 +44,9 @@ def user(name, **extra):
 
 
 def test_create_job_returns_201_with_the_documented_fields(staff_api):
-    resp = staff_api.post("/api/jobs/", {"job_type": "jobs.countdown", "params": {"steps": 2, "step_seconds": 0}},
-                          format="json")
+    resp = staff_api.post(
+        "/api/jobs/", {"job_type": "jobs.countdown", "params": {"steps": 2, "step_seconds": 0}}, format="json"
+    )
     assert resp.status_code == 201, resp.json()
     body = resp.json()
     assert set(body) == FIELDS
@@ -38,13 +57,16 @@ def test_create_job_returns_201_with_the_documented_fields(staff_api):
     assert detail["state"] == "COMPLETED" and detail["result"] == {"steps": 2} and detail["progress"] == 100
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"job_type": "nope.nothing", "params": {}}, "job_type"),
-    ({"job_type": "jobs.countdown", "params": {"steps": 0}}, "params"),
-    ({"job_type": "jobs.countdown", "params": {"steps": "many"}}, "params"),
-    ({"job_type": "jobs.countdown", "params": [1, 2]}, "params"),
-    ({"params": {}}, "job_type"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"job_type": "nope.nothing", "params": {}}, "job_type"),
+        ({"job_type": "jobs.countdown", "params": {"steps": 0}}, "params"),
+        ({"job_type": "jobs.countdown", "params": {"steps": "many"}}, "params"),
+        ({"job_type": "jobs.countdown", "params": [1, 2]}, "params"),
+        ({"params": {}}, "job_type"),
+    ],
+)
 def test_bad_type_or_params_are_400_with_details(staff_api, body, field):
     resp = staff_api.post("/api/jobs/", body, format="json")
     assert resp.status_code == 400
@@ -94,13 +116,15 @@ def test_actions_answer_200_or_409_and_record_the_user(staff_api, staff_user):
 
 def test_decimal_numbers_in_params_and_payloads_are_accepted(staff_api):
     """Request numbers are parsed as Decimal (config.api.DecimalJSONParser)."""
-    resp = staff_api.post("/api/jobs/", {"job_type": "jobs.countdown", "params": {"steps": 1, "step_seconds": 0.01}},
-                          format="json")
+    resp = staff_api.post(
+        "/api/jobs/", {"job_type": "jobs.countdown", "params": {"steps": 1, "step_seconds": 0.01}}, format="json"
+    )
     assert resp.status_code == 201, resp.json()
     assert resp.json()["params"]["step_seconds"] == 0.01
     job = services.job_create(job_type="jobs.approval_demo", params={})
-    resp = staff_api.post(f"/api/jobs/{job.pk}/signal/", {"name": "approve", "payload": {"amount": 10.25}},
-                          format="json")
+    resp = staff_api.post(
+        f"/api/jobs/{job.pk}/signal/", {"name": "approve", "payload": {"amount": 10.25}}, format="json"
+    )
     assert resp.status_code == 200, resp.json()
     drain()
     assert reload(job).result["payload"] == {"amount": "10.25"}  # decimals are stored as strings
@@ -124,11 +148,24 @@ def test_retry_of_a_failed_job_via_api(staff_api):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("job_id", ["nope", "00000000-0000-0000-0000-000000000000", "123", "%20"])
-@pytest.mark.parametrize("method, suffix", [("get", ""), ("post", "cancel/"), ("post", "pause/"), ("post", "resume/"),
-                                            ("post", "retry/"), ("post", "signal/"), ("get", "events/")])
+@pytest.mark.parametrize(
+    "method, suffix",
+    [
+        ("get", ""),
+        ("post", "cancel/"),
+        ("post", "pause/"),
+        ("post", "resume/"),
+        ("post", "retry/"),
+        ("post", "signal/"),
+        ("get", "events/"),
+    ],
+)
 def test_unknown_ids_are_404(staff_api, job_id, method, suffix):
-    resp = getattr(staff_api, method)(f"/api/jobs/{job_id}/{suffix}", {"name": "x"}, format="json") \
-        if method == "post" else staff_api.get(f"/api/jobs/{job_id}/{suffix}")
+    resp = (
+        getattr(staff_api, method)(f"/api/jobs/{job_id}/{suffix}", {"name": "x"}, format="json")
+        if method == "post"
+        else staff_api.get(f"/api/jobs/{job_id}/{suffix}")
+    )
     assert resp.status_code == 404
     assert resp.json()["code"] == "not_found"
 

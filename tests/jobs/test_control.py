@@ -40,8 +40,11 @@ def step_logs(job):
 
 
 def unfinished_runs(job):
-    return ProcessTracker.objects.filter(payload__job_id=str(job.pk)).exclude(
-        status__in=["COMPLETED", "FAILED", "CANCELLED"]).count()
+    return (
+        ProcessTracker.objects.filter(payload__job_id=str(job.pk))
+        .exclude(status__in=["COMPLETED", "FAILED", "CANCELLED"])
+        .count()
+    )
 
 
 def test_pause_stops_the_running_slice_and_resume_continues_from_checkpoint(settings):

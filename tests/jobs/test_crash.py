@@ -13,8 +13,12 @@ from tracker.models import ProcessTracker, Transition
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-FAST_RESCUE = {"TRACKER_LEASE_SECONDS": 3, "TRACKER_RESCUE_EVERY_SECONDS": 1, "TRACKER_POLL_SECONDS": 0.2,
-               "JOBS_SLICE_SECONDS": 1}  # several slices per job
+FAST_RESCUE = {
+    "TRACKER_LEASE_SECONDS": 3,
+    "TRACKER_RESCUE_EVERY_SECONDS": 1,
+    "TRACKER_POLL_SECONDS": 0.2,
+    "JOBS_SLICE_SECONDS": 1,
+}  # several slices per job
 
 
 def step_logs(job):
@@ -24,10 +28,13 @@ def step_logs(job):
 def test_job_resumes_from_its_checkpoint_after_the_worker_is_killed(processes):
     job = services.job_create(job_type="jobs.countdown", params={"steps": 20, "step_seconds": 0.25})
     cluster = processes.start(["manage.py", "qcluster"], **FAST_RESCUE)
+
     def mid_slice():
         current = reload(job)
-        return current.checkpoint.get("done", 0) >= 4 and ProcessTracker.objects.filter(
-            pk=current.run_task_id, status="PROCESSING").exists()
+        return (
+            current.checkpoint.get("done", 0) >= 4
+            and ProcessTracker.objects.filter(pk=current.run_task_id, status="PROCESSING").exists()
+        )
 
     wait_until(mid_slice, 60, interval=0.02, message="four steps done, inside a slice")
     os.killpg(cluster.pid, signal.SIGKILL)  # the whole cluster, mid-step
@@ -72,8 +79,15 @@ def test_pause_and_resume_through_the_api_under_a_cluster(processes, staff_api):
     processes.start(["manage.py", "qcluster"], **FAST_RESCUE)
     wait_until(lambda: reload(job).checkpoint.get("done", 0) >= 3, 60, message="three steps done")
     assert staff_api.post(f"/api/jobs/{job.pk}/pause/").json()["state"] == "PAUSED"
-    wait_until(lambda: not ProcessTracker.objects.filter(task_type="JOB_RUN").exclude(
-        status__in=["COMPLETED", "CANCELLED", "FAILED"]).exists(), 30, message="the slice to stop")
+    wait_until(
+        lambda: (
+            not ProcessTracker.objects.filter(task_type="JOB_RUN")
+            .exclude(status__in=["COMPLETED", "CANCELLED", "FAILED"])
+            .exists()
+        ),
+        30,
+        message="the slice to stop",
+    )
     paused_at = reload(job).checkpoint["done"]
     import time
 

@@ -88,8 +88,10 @@ def test_streams_of_a_process_share_one_listen_connection(staff_api):
     assert [parse(next(s))[1]["state"] for s in streams] == ["WAITING"] * 3
     with connection.cursor() as cursor:
         # This test database's connections only, so other test processes (pytest -n) do not count.
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"job_events\"'"
-                       " AND datname = current_database()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"job_events\"'"
+            " AND datname = current_database()"
+        )
         assert cursor.fetchone()[0] == 1
     for job in jobs:
         services.job_signal(job_id=job.pk, name="reject", by=None)
@@ -129,11 +131,24 @@ def test_stream_under_asgi_streams_without_buffering(staff_user, monkeypatch):
     drain()
 
     async def first_chunks():
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-                 "path": f"/api/jobs/{job.pk}/events/", "raw_path": f"/api/jobs/{job.pk}/events/".encode(),
-                 "query_string": b"", "root_path": "", "server": ("testserver", 80), "client": ("127.0.0.1", 1),
-                 "headers": [(b"host", b"testserver"), (b"accept", b"text/event-stream"),
-                             (b"authorization", f"Token {token.key}".encode())]}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": f"/api/jobs/{job.pk}/events/",
+            "raw_path": f"/api/jobs/{job.pk}/events/".encode(),
+            "query_string": b"",
+            "root_path": "",
+            "server": ("testserver", 80),
+            "client": ("127.0.0.1", 1),
+            "headers": [
+                (b"host", b"testserver"),
+                (b"accept", b"text/event-stream"),
+                (b"authorization", f"Token {token.key}".encode()),
+            ],
+        }
         comm = ApplicationCommunicator(application, scope)
         await comm.send_input({"type": "http.request", "body": b"", "more_body": False})
         start = await comm.receive_output(timeout=10)
@@ -215,8 +230,11 @@ def test_every_event_carries_its_id_and_a_reconnect_replays_exactly_what_was_mis
     # The same with the query parameter; the header wins when both are sent.
     by_param = parse_all(staff_api.get(f"/api/jobs/{job.pk}/events/?last_event_id={cut}").streaming_content)
     assert by_param == replay
-    both = parse_all(staff_api.get(f"/api/jobs/{job.pk}/events/?last_event_id=0",
-                                   HTTP_LAST_EVENT_ID=str(events_[-2][0])).streaming_content)
+    both = parse_all(
+        staff_api.get(
+            f"/api/jobs/{job.pk}/events/?last_event_id=0", HTTP_LAST_EVENT_ID=str(events_[-2][0])
+        ).streaming_content
+    )
     assert both == [events_[-1]]
     # From 0: the whole stored log.
     everything = parse_all(staff_api.get(f"/api/jobs/{job.pk}/events/?last_event_id=0").streaming_content)

@@ -32,7 +32,8 @@ def test_running_job_whose_run_task_ran_out_of_attempts_fails():
     job = services.job_create(job_type="jobs.countdown", params={"steps": 2, "step_seconds": 0})
     Job.objects.filter(pk=job.pk).update(state="RUNNING")
     ProcessTracker.objects.filter(pk=reload(job).run_task_id).update(
-        status="FAILED", last_error="Lease expired: the worker stopped renewing it (rescued).")
+        status="FAILED", last_error="Lease expired: the worker stopped renewing it (rescued)."
+    )
     age(job)
     assert services.job_sweep()["failed"] == 1
     job = reload(job)

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def busy_tasks(job):
     """Tracker tasks of the job that hold or want a worker now."""
-    return ProcessTracker.objects.filter(payload__job_id=str(job.pk), status__in=["PENDING", "RETRY", "PROCESSING"],
-                                         task_type="JOB_RUN").count()
+    return ProcessTracker.objects.filter(
+        payload__job_id=str(job.pk), status__in=["PENDING", "RETRY", "PROCESSING"], task_type="JOB_RUN"
+    ).count()
 
 
 def test_signal_wakes_a_waiting_job_and_no_worker_is_held_while_it_waits():

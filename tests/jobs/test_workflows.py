@@ -83,8 +83,15 @@ def test_failed_attempts_retry_with_backoff_then_complete():
     assert job.state == "COMPLETED"
     a = steps(job)["a"]
     assert a.attempts == 3 and a.result == {"attempt": 3}
-    assert [t.to_status for t in history(a)] == ["QUEUED", "RUNNING", "RETRY", "RUNNING", "RETRY", "RUNNING",
-                                                 "COMPLETED"]
+    assert [t.to_status for t in history(a)] == [
+        "QUEUED",
+        "RUNNING",
+        "RETRY",
+        "RUNNING",
+        "RETRY",
+        "RUNNING",
+        "COMPLETED",
+    ]
 
 
 def test_attempts_run_out_then_run_fails_naming_the_step_and_retry_runs_failed_steps_only():
@@ -127,8 +134,10 @@ def test_condition_false_skips_the_step_and_its_dependents_may_still_run():
     job = reload(job)
     assert job.state == "COMPLETED"
     assert states(job) == {"gate": "COMPLETED", "yes": "SKIPPED", "after_yes": "COMPLETED", "end": "COMPLETED"}
-    assert steps(job)["end"].result["parents"] == {"after_yes": {"step": "after_yes", "parents": {}, "n": 0},
-                                                   "gate": {"go": False}}
+    assert steps(job)["end"].result["parents"] == {
+        "after_yes": {"step": "after_yes", "parents": {}, "n": 0},
+        "gate": {"go": False},
+    }
     job2 = services.job_create(job_type="test.condition", params={"go": True})
     drain()
     assert states(job2)["yes"] == "COMPLETED"
@@ -262,8 +271,9 @@ def test_declaration_errors_are_clear():
     e = declare.WorkflowDeclarationError
     f = workflow_defs.echo
     with pytest.raises(e, match="cycle"):
-        declare.workflow("bad.cycle", steps=[declare.Step("a", f, depends_on=["b"]),
-                                             declare.Step("b", f, depends_on=["a"])])
+        declare.workflow(
+            "bad.cycle", steps=[declare.Step("a", f, depends_on=["b"]), declare.Step("b", f, depends_on=["a"])]
+        )
     with pytest.raises(e, match="unknown step"):
         declare.workflow("bad.parent", steps=[declare.Step("a", f, depends_on=["zzz"])])
     with pytest.raises(e, match="duplicate step name"):
@@ -297,8 +307,9 @@ def test_commands_list_graphs_start_with_a_bar_per_step_and_print_stats():
     text = out.getvalue()
     assert "jobs.diamond  v1" in text and "join   <- left, right" in text
     out = StringIO()
-    call_command("jobs_start", "jobs.diamond", "--param", "sleep_seconds=0", "--run-here", "--timeout", "30",
-                 stdout=out)
+    call_command(
+        "jobs_start", "jobs.diamond", "--param", "sleep_seconds=0", "--run-here", "--timeout", "30", stdout=out
+    )
     text = out.getvalue()
     assert '"state": "COMPLETED"' in text and "left" in text and "join" in text
     out = StringIO()

@@ -30,7 +30,7 @@ def test_run_page_draws_the_graph_coloured_by_state_and_retries_from_a_step(admi
     drain()
     assert reload(job).state == "FAILED"
     html = admin_web.get(f"/admin/jobs/job/{job.pk}/change/").content.decode()
-    assert "<svg" in html and html.count("class=\"wf-edge\"") == 4  # four edges
+    assert "<svg" in html and html.count('class="wf-edge"') == 4  # four edges
     assert boxes(html) == {"start": "COMPLETED", "left": "COMPLETED", "right": "FAILED", "join": "PENDING"}
     assert "#c0392b" in html  # the FAILED box's colour
     assert "traceback" in html and "fails attempt 1 on purpose" in html

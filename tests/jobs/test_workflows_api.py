@@ -10,8 +10,20 @@ from tests.jobs.test_api import user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-STEP_FIELDS = {"name", "state", "depends_on", "attempts", "max_attempts", "queued_at", "started_at", "finished_at",
-               "duration_ms", "next_attempt_at", "result", "error"}
+STEP_FIELDS = {
+    "name",
+    "state",
+    "depends_on",
+    "attempts",
+    "max_attempts",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "next_attempt_at",
+    "result",
+    "error",
+}
 
 
 def test_workflows_list_and_detail(staff_api):
@@ -24,7 +36,8 @@ def test_workflows_list_and_detail(staff_api):
         {"name": "start", "depends_on": [], "max_attempts": 3},
         {"name": "left", "depends_on": ["start"], "max_attempts": 3},
         {"name": "right", "depends_on": ["start"], "max_attempts": 3},
-        {"name": "join", "depends_on": ["left", "right"], "max_attempts": 3}]
+        {"name": "join", "depends_on": ["left", "right"], "max_attempts": 3},
+    ]
     assert staff_api.get("/api/workflows/nope.nothing/").status_code == 404
 
 
@@ -58,9 +71,11 @@ def test_idempotency_key_returns_the_existing_run_or_409(staff_api):
 
 
 def test_run_retry_and_step_retry_endpoints(staff_api, scoped_access):
-    run = staff_api.post("/api/jobs/", {"job_type": "jobs.diamond",
-                                        "params": {"fail_attempts": {"right": 1}, "max_attempts": 1}},
-                         format="json").json()
+    run = staff_api.post(
+        "/api/jobs/",
+        {"job_type": "jobs.diamond", "params": {"fail_attempts": {"right": 1}, "max_attempts": 1}},
+        format="json",
+    ).json()
     drain()
     url = f"/api/jobs/{run['job_id']}"
     assert staff_api.get(url).json()["state"] == "FAILED"

@@ -16,8 +16,14 @@ from tracker.models import ProcessTracker, Transition
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-CLUSTER = {"TRACKER_LEASE_SECONDS": 3, "TRACKER_RESCUE_EVERY_SECONDS": 1, "TRACKER_POLL_SECONDS": 0.2,
-           "JOBS_MODULES": "tests.jobs.workflow_defs", "Q_WORKERS": 2, "TRACKER_CONSUMERS": 2}
+CLUSTER = {
+    "TRACKER_LEASE_SECONDS": 3,
+    "TRACKER_RESCUE_EVERY_SECONDS": 1,
+    "TRACKER_POLL_SECONDS": 0.2,
+    "JOBS_MODULES": "tests.jobs.workflow_defs",
+    "Q_WORKERS": 2,
+    "TRACKER_CONSUMERS": 2,
+}
 
 
 def step(job, name) -> WorkflowStep:
@@ -25,15 +31,22 @@ def step(job, name) -> WorkflowStep:
 
 
 def effects(job) -> list[str]:
-    return [e.data["effect"] for e in JobEvent.objects.filter(job_id=job.pk, kind="log").order_by("id")
-            if "effect" in e.data]
+    return [
+        e.data["effect"]
+        for e in JobEvent.objects.filter(job_id=job.pk, kind="log").order_by("id")
+        if "effect" in e.data
+    ]
 
 
 def test_sigkill_during_a_step_reruns_only_that_step_and_applies_no_effect_twice(processes):
     job = services.job_create(job_type="test.effects", params={"sleep": 1.5})
     cluster = processes.start(["manage.py", "qcluster"], **CLUSTER)
-    wait_until(lambda: step(job, "second").state == "RUNNING" and effects(job) == ["first", "second"], 60,
-               interval=0.02, message="the second step running, its effect applied")
+    wait_until(
+        lambda: step(job, "second").state == "RUNNING" and effects(job) == ["first", "second"],
+        60,
+        interval=0.02,
+        message="the second step running, its effect applied",
+    )
     os.killpg(cluster.pid, signal.SIGKILL)
     cluster.wait(timeout=10)
     second = step(job, "second")
@@ -65,8 +78,10 @@ def test_two_consumers_finishing_both_parents_of_a_join_at_once_enqueue_it_once(
         assert join.attempts == 1
         assert ProcessTracker.objects.filter(task_type="WORKFLOW_STEP", payload__step_id=join.pk).count() == 1
         left, right = step(run, "left"), step(run, "right")
-        claimed_by = {Transition.objects.filter(object_id=str(s.task_id), to_status="PROCESSING").get().by_worker
-                      for s in (left, right)}
+        claimed_by = {
+            Transition.objects.filter(object_id=str(s.task_id), to_status="PROCESSING").get().by_worker
+            for s in (left, right)
+        }
         assert len(claimed_by) == 2  # the two parents ran on two consumers at the same time
         gaps.append(abs(left.result["returned_at"] - right.result["returned_at"]))
     # Most pairs returned within 20 ms of each other, so their finishing transactions met at the run's lock.

@@ -27,24 +27,36 @@ def gate(ctx):
     return {"go": bool(ctx.params.get("go"))}
 
 
-workflow("test.retries", version=1, steps=[
-    Step("a", flaky, max_attempts=3, backoff=0.05),
-    Step("b", echo, depends_on=["a"]),
-])
+workflow(
+    "test.retries",
+    version=1,
+    steps=[
+        Step("a", flaky, max_attempts=3, backoff=0.05),
+        Step("b", echo, depends_on=["a"]),
+    ],
+)
 
-workflow("test.permanent", version=1, steps=[
-    Step("a", echo),
-    Step("bad", permanent, depends_on=["a"], max_attempts=5),
-    Step("after_bad", echo, depends_on=["bad"]),
-    Step("side", echo, depends_on=["a"]),
-])
+workflow(
+    "test.permanent",
+    version=1,
+    steps=[
+        Step("a", echo),
+        Step("bad", permanent, depends_on=["a"], max_attempts=5),
+        Step("after_bad", echo, depends_on=["bad"]),
+        Step("side", echo, depends_on=["a"]),
+    ],
+)
 
-workflow("test.condition", version=1, steps=[
-    Step("gate", gate),
-    Step("yes", echo, depends_on=["gate"], condition=lambda parents: parents["gate"]["go"]),
-    Step("after_yes", echo, depends_on=["yes"]),
-    Step("end", echo, depends_on=["after_yes", "gate"]),
-])
+workflow(
+    "test.condition",
+    version=1,
+    steps=[
+        Step("gate", gate),
+        Step("yes", echo, depends_on=["gate"], condition=lambda parents: parents["gate"]["go"]),
+        Step("after_yes", echo, depends_on=["yes"]),
+        Step("end", echo, depends_on=["after_yes", "gate"]),
+    ],
+)
 
 
 def approval(ctx):
@@ -67,13 +79,21 @@ def nap(ctx):
     return {"slept_until": when}
 
 
-workflow("test.signals", version=1, steps=[
-    Step("prepare", echo),
-    Step("approval", approval, depends_on=["prepare"]),
-    Step("nap", nap, depends_on=["prepare"]),
-    Step("close", echo, depends_on=["approval", "nap"],
-         condition=lambda parents: parents["approval"]["decision"] == "approve"),
-])
+workflow(
+    "test.signals",
+    version=1,
+    steps=[
+        Step("prepare", echo),
+        Step("approval", approval, depends_on=["prepare"]),
+        Step("nap", nap, depends_on=["prepare"]),
+        Step(
+            "close",
+            echo,
+            depends_on=["approval", "nap"],
+            condition=lambda parents: parents["approval"]["decision"] == "approve",
+        ),
+    ],
+)
 
 
 def record_effect(job_id, name: str, attempt: int) -> None:
@@ -96,10 +116,14 @@ def effect(ctx):
     return {"step": ctx.name, "attempt": ctx.attempt}
 
 
-workflow("test.effects", version=1, steps=[
-    Step("first", effect, max_attempts=5),
-    Step("second", effect, depends_on=["first"], max_attempts=5),
-])
+workflow(
+    "test.effects",
+    version=1,
+    steps=[
+        Step("first", effect, max_attempts=5),
+        Step("second", effect, depends_on=["first"], max_attempts=5),
+    ],
+)
 
 
 def join_parent(ctx):
@@ -110,11 +134,15 @@ def join_parent(ctx):
     return {"step": ctx.name, "returned_at": time.time()}
 
 
-workflow("test.join_race", version=1, steps=[
-    Step("left", join_parent),
-    Step("right", join_parent),
-    Step("join", echo, depends_on=["left", "right"]),
-])
+workflow(
+    "test.join_race",
+    version=1,
+    steps=[
+        Step("left", join_parent),
+        Step("right", join_parent),
+        Step("join", echo, depends_on=["left", "right"]),
+    ],
+)
 
 
 def slow(ctx):
@@ -126,10 +154,14 @@ def slow(ctx):
     return {"step": ctx.name}
 
 
-workflow("test.slow", version=1, steps=[
-    Step("one", slow),
-    Step("two", slow, depends_on=["one"]),
-])
+workflow(
+    "test.slow",
+    version=1,
+    steps=[
+        Step("one", slow),
+        Step("two", slow, depends_on=["one"]),
+    ],
+)
 
 workflow("test.versioned", version=1, steps=[Step("old", echo)])
 workflow("test.versioned", version=2, steps=[Step("new_a", echo), Step("new_b", echo, depends_on=["new_a"])])

@@ -34,8 +34,9 @@ class ReconRuleFactory(factory.django.DjangoModelFactory):
 
     merchant = factory.SubFactory(MerchantFactory)
     account_one = factory.SubFactory(AccountFactory, merchant=factory.SelfAttribute("..merchant"))
-    account_two = factory.SubFactory(AccountFactory, merchant=factory.SelfAttribute("..merchant"),
-                                     account_type="CREDIT_NORMAL")
+    account_two = factory.SubFactory(
+        AccountFactory, merchant=factory.SelfAttribute("..merchant"), account_type="CREDIT_NORMAL"
+    )
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):
@@ -49,12 +50,29 @@ class MembershipFactory(factory.django.DjangoModelFactory):
 DAY = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
-def stage(account, *, mode="TRANSACTION", amount="100.00", side="DEBIT", currency=None, order_id="o1",
-          when=DAY, metadata=None, **kw):
+def stage(
+    account,
+    *,
+    mode="TRANSACTION",
+    amount="100.00",
+    side="DEBIT",
+    currency=None,
+    order_id="o1",
+    when=DAY,
+    metadata=None,
+    **kw,
+):
     """Creates a staging entry (and its task) through the service."""
     meta = {"order_id": order_id} if order_id is not None else {}
     meta.update(metadata or {})
-    entry, _ = services.staging_entry_create(account=account, entry_type=side, amount=amount,
-                                             currency=currency or account.currency, effective_date=when,
-                                             processing_mode=mode, metadata=meta, **kw)
+    entry, _ = services.staging_entry_create(
+        account=account,
+        entry_type=side,
+        amount=amount,
+        currency=currency or account.currency,
+        effective_date=when,
+        processing_mode=mode,
+        metadata=meta,
+        **kw,
+    )
     return entry

@@ -24,11 +24,19 @@ def drain():
 def test_pages_render(admin_client_, ledger):
     stage(ledger.payments)
     drain()
-    for url in ["/admin/recon/stagingentry/", "/admin/recon/stagingentry/?queue=review",
-                "/admin/recon/stagingentry/summary/", "/admin/recon/transaction/", "/admin/recon/entry/",
-                "/admin/recon/account/", "/admin/recon/reconrule/", "/admin/recon/merchant/",
-                "/admin/recon/closedperiod/", f"/admin/recon/stagingentry/{StagingEntry.objects.get().pk}/change/",
-                f"/admin/recon/transaction/{Transaction.objects.get().pk}/change/"]:
+    for url in [
+        "/admin/recon/stagingentry/",
+        "/admin/recon/stagingentry/?queue=review",
+        "/admin/recon/stagingentry/summary/",
+        "/admin/recon/transaction/",
+        "/admin/recon/entry/",
+        "/admin/recon/account/",
+        "/admin/recon/reconrule/",
+        "/admin/recon/merchant/",
+        "/admin/recon/closedperiod/",
+        f"/admin/recon/stagingentry/{StagingEntry.objects.get().pk}/change/",
+        f"/admin/recon/transaction/{Transaction.objects.get().pk}/change/",
+    ]:
         assert admin_client_.get(url).status_code == 200, url
     assert admin_client_.get("/admin/recon/transaction/add/").status_code == 403
 
@@ -53,8 +61,9 @@ def test_actions_reprocess_and_ignore_report_skips(admin_client_, ledger, staff_
     assert "Ignore 2 staging entries" in page and "1 is in the review queue" in page  # asks for a reason
     review.refresh_from_db()
     assert review.status == "NEEDS_MANUAL_REVIEW"
-    r = admin_client_.post("/admin/recon/stagingentry/", {**selected, "apply": "1", "reason": "duplicate file"},
-                           follow=True)
+    r = admin_client_.post(
+        "/admin/recon/stagingentry/", {**selected, "apply": "1", "reason": "duplicate file"}, follow=True
+    )
     assert "ignore: 1 done, 1 skipped" in r.content.decode().lower()
     review.refresh_from_db()
     assert review.status == "ARCHIVED" and audit.history(review)[-1].by == "staff"

@@ -31,25 +31,39 @@ def test_merchant_visibility(operator_api, other_merchant_operator_api, merchant
 
 
 def test_account_create_list_and_balances(operator_api, merchant):
-    r = operator_api.post("/api/merchants/acme/accounts/", {"account_name": "cash", "account_type": "DEBIT_NORMAL",
-                                                            "currency": "USD", "initial_balance": 12.5}, format="json")
+    r = operator_api.post(
+        "/api/merchants/acme/accounts/",
+        {"account_name": "cash", "account_type": "DEBIT_NORMAL", "currency": "USD", "initial_balance": 12.5},
+        format="json",
+    )
     assert r.status_code == 201, r.json()
     body = r.json()
     assert body["initial_balance"] == "12.50" and body["balances"] == {
-        "posted_balance": "12.50", "pending_balance": "12.50", "available_balance": "12.50"}
+        "posted_balance": "12.50",
+        "pending_balance": "12.50",
+        "available_balance": "12.50",
+    }
     listing = operator_api.get("/api/merchants/acme/accounts").json()
     assert listing["count"] == 1 and listing["results"][0]["account_id"] == body["account_id"]
     r = operator_api.get(f"/api/accounts/{body['account_id']}/balances/")
-    assert r.json() == {"account_id": body["account_id"], "currency": "USD", "posted_balance": "12.50",
-                        "pending_balance": "12.50", "available_balance": "12.50"}
+    assert r.json() == {
+        "account_id": body["account_id"],
+        "currency": "USD",
+        "posted_balance": "12.50",
+        "pending_balance": "12.50",
+        "available_balance": "12.50",
+    }
 
 
-@pytest.mark.parametrize("payload", [
-    {"account_type": "DEBIT_NORMAL", "currency": "USD"},
-    {"account_name": "x", "account_type": "SIDEWAYS", "currency": "USD"},
-    {"account_name": "x", "account_type": "DEBIT_NORMAL", "currency": "ZZZ"},
-    {"account_name": "x", "account_type": "DEBIT_NORMAL", "currency": "USD", "initial_balance": "abc"},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"account_type": "DEBIT_NORMAL", "currency": "USD"},
+        {"account_name": "x", "account_type": "SIDEWAYS", "currency": "USD"},
+        {"account_name": "x", "account_type": "DEBIT_NORMAL", "currency": "ZZZ"},
+        {"account_name": "x", "account_type": "DEBIT_NORMAL", "currency": "USD", "initial_balance": "abc"},
+    ],
+)
 def test_account_validation(operator_api, merchant, payload):
     r = operator_api.post("/api/merchants/acme/accounts/", payload, format="json")
     assert r.status_code == 400 and r.json()["code"] == "validation_error"
@@ -59,8 +73,7 @@ def test_account_unknown_merchant_viewer_and_stranger(operator_api, viewer_api, 
     payload = {"account_name": "x", "account_type": "DEBIT_NORMAL", "currency": "USD"}
     assert operator_api.post("/api/merchants/nope/accounts/", payload, format="json").status_code == 404
     assert viewer_api.post("/api/merchants/acme/accounts/", payload, format="json").status_code == 403
-    assert other_merchant_operator_api.post("/api/merchants/acme/accounts/", payload,
-                                            format="json").status_code == 404
+    assert other_merchant_operator_api.post("/api/merchants/acme/accounts/", payload, format="json").status_code == 404
 
 
 def test_account_rename_and_delete(operator_api, viewer_api, merchant):
@@ -68,7 +81,9 @@ def test_account_rename_and_delete(operator_api, viewer_api, merchant):
     url = f"/api/merchants/acme/accounts/{account.pk}/"
     r = operator_api.put(url, {"account_name": "renamed", "currency": "EUR"}, format="json")
     assert r.status_code == 200 and r.json()["account_name"] == "renamed" and r.json()["currency"] == "USD"
-    assert operator_api.patch(url.rstrip("/"), {"account_name": "again"}, format="json").json()["account_name"] == "again"
+    assert (
+        operator_api.patch(url.rstrip("/"), {"account_name": "again"}, format="json").json()["account_name"] == "again"
+    )
     assert viewer_api.delete(url).status_code == 403
     assert operator_api.delete(url).status_code == 204
     assert not Account.objects.exists()
@@ -86,9 +101,17 @@ def test_account_with_entries_cannot_be_deleted(operator_api, ledger):
 
 def test_recon_rule_create_list_delete(operator_api, merchant):
     one, two, diff = (AccountFactory(merchant=merchant) for _ in range(3))
-    r = operator_api.post("/api/merchants/acme/recon-rules/", {
-        "account_one_id": str(one.pk), "account_two_id": str(two.pk), "amount_tolerance": "0.5",
-        "difference_account_id": str(diff.pk), "date_window_days": 3}, format="json")
+    r = operator_api.post(
+        "/api/merchants/acme/recon-rules/",
+        {
+            "account_one_id": str(one.pk),
+            "account_two_id": str(two.pk),
+            "amount_tolerance": "0.5",
+            "difference_account_id": str(diff.pk),
+            "date_window_days": 3,
+        },
+        format="json",
+    )
     assert r.status_code == 201, r.json()
     rule = r.json()
     assert rule["match_key"] == "order_id" and rule["amount_tolerance"] == "0.50" and rule["date_window_days"] == 3
@@ -118,8 +141,15 @@ def test_recon_rule_validation(operator_api, merchant):
 
 
 def test_negative_initial_balance_and_four_decimals(operator_api, merchant):
-    r = operator_api.post("/api/merchants/acme/accounts/", {"account_name": "overdraft", "account_type": "CREDIT_NORMAL",
-                                                            "currency": "EUR", "initial_balance": "-50.1234"},
-                          format="json")
+    r = operator_api.post(
+        "/api/merchants/acme/accounts/",
+        {
+            "account_name": "overdraft",
+            "account_type": "CREDIT_NORMAL",
+            "currency": "EUR",
+            "initial_balance": "-50.1234",
+        },
+        format="json",
+    )
     assert r.status_code == 201 and r.json()["initial_balance"] == "-50.1234"
     assert r.json()["balances"]["available_balance"] == "-50.1234"

@@ -9,8 +9,14 @@ pytestmark = pytest.mark.django_db
 
 
 def body(**over):
-    data = {"entry_type": "DEBIT", "amount": "100.50", "currency": "USD", "effective_date": "2026-11-01",
-            "processing_mode": "TRANSACTION", "metadata": {"order_id": "o1"}}
+    data = {
+        "entry_type": "DEBIT",
+        "amount": "100.50",
+        "currency": "USD",
+        "effective_date": "2026-11-01",
+        "processing_mode": "TRANSACTION",
+        "metadata": {"order_id": "o1"},
+    }
     data.update(over)
     return data
 
@@ -41,11 +47,21 @@ def test_idempotency_over_api(operator_api, ledger):
     assert StagingEntry.objects.count() == 1 == ProcessTracker.objects.count()
 
 
-@pytest.mark.parametrize("over", [
-    {"amount": "0"}, {"amount": "-5"}, {"amount": "1.23456"}, {"amount": "abc"}, {"currency": "XYZ"},
-    {"entry_type": "SIDEWAYS"}, {"processing_mode": "LATER"}, {"effective_date": "yesterday"},
-    {"effective_date": "2026-11-01T10:00:00"}, {"metadata": [1, 2]},
-])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"amount": "0"},
+        {"amount": "-5"},
+        {"amount": "1.23456"},
+        {"amount": "abc"},
+        {"currency": "XYZ"},
+        {"entry_type": "SIDEWAYS"},
+        {"processing_mode": "LATER"},
+        {"effective_date": "yesterday"},
+        {"effective_date": "2026-11-01T10:00:00"},
+        {"metadata": [1, 2]},
+    ],
+)
 def test_staging_entry_validation(operator_api, ledger, over):
     r = operator_api.post(f"/api/accounts/{ledger.payments.pk}/staging-entries/", body(**over), format="json")
     assert r.status_code == 400 and r.json()["code"] == "validation_error", r.json()
@@ -53,12 +69,13 @@ def test_staging_entry_validation(operator_api, ledger, over):
 
 
 def test_numbers_parsed_as_decimal(operator_api, ledger):
-    r = operator_api.post(f"/api/accounts/{ledger.payments.pk}/staging-entries/", body(amount=0.1),
-                          format="json")
+    r = operator_api.post(f"/api/accounts/{ledger.payments.pk}/staging-entries/", body(amount=0.1), format="json")
     assert r.status_code == 201 and r.json()["amount"] == "0.10"
-    r = operator_api.post(f"/api/accounts/{ledger.payments.pk}/staging-entries/",
-                          body(amount="1.2345", metadata={"order_id": "o2"},
-                               effective_date="2026-11-01T10:00:00+02:00"), format="json")
+    r = operator_api.post(
+        f"/api/accounts/{ledger.payments.pk}/staging-entries/",
+        body(amount="1.2345", metadata={"order_id": "o2"}, effective_date="2026-11-01T10:00:00+02:00"),
+        format="json",
+    )
     assert r.json()["amount"] == "1.2345" and r.json()["effective_date"] == "2026-11-01T08:00:00Z"
 
 
@@ -79,10 +96,16 @@ def test_staging_permissions(viewer_api, other_merchant_operator_api, anon_api, 
     assert viewer_api.get(url).status_code == 200
     entry = stage(ledger.payments)
     assert other_merchant_operator_api.get(f"/api/staging-entries/{entry.pk}/").status_code == 404
-    assert other_merchant_operator_api.post(f"/api/staging-entries/{entry.pk}/resolve/", {"action": "reprocess"},
-                                            format="json").status_code == 404
-    assert viewer_api.post(f"/api/staging-entries/{entry.pk}/resolve/", {"action": "reprocess"},
-                           format="json").status_code == 403
+    assert (
+        other_merchant_operator_api.post(
+            f"/api/staging-entries/{entry.pk}/resolve/", {"action": "reprocess"}, format="json"
+        ).status_code
+        == 404
+    )
+    assert (
+        viewer_api.post(f"/api/staging-entries/{entry.pk}/resolve/", {"action": "reprocess"}, format="json").status_code
+        == 403
+    )
     assert viewer_api.get("/api/staging-entries/12345/").status_code == 404
 
 
@@ -93,8 +116,10 @@ def test_list_filter_by_status(viewer_api, ledger):
     url = f"/api/accounts/{ledger.payments.pk}/staging-entries/"
     assert viewer_api.get(url).json()["count"] == 2
     assert viewer_api.get(url + "?status=PENDING").json()["count"] == 1
-    assert viewer_api.get(url + "?status=PROCESSED").json()["results"][0]["metadata"]["match_type"] == \
-        "NewTransactionGenerated"
+    assert (
+        viewer_api.get(url + "?status=PROCESSED").json()["results"][0]["metadata"]["match_type"]
+        == "NewTransactionGenerated"
+    )
     assert viewer_api.get(url + "?status=bogus").status_code == 400
 
 
@@ -140,8 +165,11 @@ def test_trigger_and_summary(staff_api, operator_api, ledger):
     assert staff_api.post("/api/recon-engine/trigger/", {"timeout_ms": 10}, format="json").status_code == 400
     r = staff_api.post("/api/recon-engine/trigger", {"timeout_ms": 5000}, format="json")
     assert r.status_code == 200
-    assert {k: r.json()[k] for k in ("processed", "succeeded", "failed")} == {"processed": 2, "succeeded": 2,
-                                                                              "failed": 0}
+    assert {k: r.json()[k] for k in ("processed", "succeeded", "failed")} == {
+        "processed": 2,
+        "succeeded": 2,
+        "failed": 0,
+    }
     stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id="zzz")
     staff_api.post("/api/recon-engine/trigger/", {}, format="json")
     summary = operator_api.get("/api/recon-engine/summary/?merchant_id=acme").json()
@@ -150,8 +178,9 @@ def test_trigger_and_summary(staff_api, operator_api, ledger):
     assert summary["match_rate"] == pytest.approx(2 / 3, abs=1e-3)
     assert summary["open_expected_ageing"] == {"<1d": 2, "1-3d": 0, "3-7d": 0, "7-30d": 0, ">30d": 0}
     assert summary["review_queue_ageing"]["<1d"] == 1 and sum(summary["review_queue_ageing"].values()) == 1
-    by_account = {r["account_name"]: (r["matched"], r["decided"], r["match_rate"])
-                  for r in summary["match_rates"]["by_account"]}
+    by_account = {
+        r["account_name"]: (r["matched"], r["decided"], r["match_rate"]) for r in summary["match_rates"]["by_account"]
+    }
     assert by_account == {"payments": (2, 2, 1.0), "bank": (0, 1, 0.0)}
     assert sum(r["decided"] for r in summary["match_rates"]["by_day"]) == 3
     assert summary["amounts_by_currency"]["USD"]["total"] == "300.00"

@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recon import balances, errors, services
 from recon.models import Account, AccountBalance, Entry, StagingEntry, Transaction
@@ -25,19 +26,23 @@ def insert_entries(txn, account, n, *, start=0, status_cycle=("POSTED", "POSTED"
     """bench_balance's raw-SQL insert: n entries on one account in one statement."""
     statuses = "ARRAY[" + ",".join(f"'{s}'" for s in status_cycle) + "]"
     with connection.cursor() as cursor:
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             INSERT INTO {E} (entry_id, transaction_id, account_id, entry_type, amount, currency, status,
                 effective_date, metadata, created_at)
             SELECT gen_random_uuid(), %s, %s, (ARRAY['DEBIT','CREDIT'])[1 + i %% 2], 1 + (i %% 1000) / 100.0, 'USD',
                 ({statuses})[1 + i %% {len(status_cycle)}], now(), '{{}}', now()
-            FROM generate_series(%s, %s) i""", [txn.pk, account.pk, start + 1, start + n])
+            FROM generate_series(%s, %s) i""",
+            [txn.pk, account.pk, start + 1, start + n],
+        )
 
 
 def expected_from_python(account_ids):
     """The four sums per account computed in Python from the entry rows."""
     out = {pk: [Decimal("0")] * 4 for pk in account_ids}
     for pk, side, status, amount in Entry.objects.filter(account_id__in=account_ids).values_list(
-            "account_id", "entry_type", "status", "amount"):
+        "account_id", "entry_type", "status", "amount"
+    ):
         if status == "ARCHIVED":
             continue
         i = 0 if side == "DEBIT" else 1
@@ -48,8 +53,10 @@ def expected_from_python(account_ids):
 
 
 def maintained(account_ids):
-    rows = {a.pk: tuple(getattr(a, s) for s in balances.SUMS)
-            for a in balances.with_balance_sums(Account.objects.filter(pk__in=account_ids))}
+    rows = {
+        a.pk: tuple(getattr(a, s) for s in balances.SUMS)
+        for a in balances.with_balance_sums(Account.objects.filter(pk__in=account_ids))
+    }
     return rows
 
 
@@ -61,35 +68,51 @@ def assert_exact(account_ids):
 
 @pytest.fixture
 def bulk_txn(ledger):
-    return Transaction.objects.create(logical_transaction_id="bulk", version=1, status="POSTED", amount=1,
-                                      currency="USD", merchant=ledger.merchant)
+    return Transaction.objects.create(
+        logical_transaction_id="bulk", version=1, status="POSTED", amount=1, currency="USD", merchant=ledger.merchant
+    )
 
 
 # --- engine activity ------------------------------------------------------------------------------------------
 
 amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("500"), places=2)
 step = st.one_of(
-    st.tuples(st.just("entry"), st.sampled_from(["TRANSACTION", "CONFIRMATION"]),
-              st.sampled_from(["payments", "bank", "orphan"]), st.sampled_from(["DEBIT", "CREDIT"]), amounts,
-              st.sampled_from(["o1", "o2", "o3", None]), st.sampled_from(["USD", "USD", "USD", "EUR"]),
-              st.integers(min_value=0, max_value=4)),
+    st.tuples(
+        st.just("entry"),
+        st.sampled_from(["TRANSACTION", "CONFIRMATION"]),
+        st.sampled_from(["payments", "bank", "orphan"]),
+        st.sampled_from(["DEBIT", "CREDIT"]),
+        amounts,
+        st.sampled_from(["o1", "o2", "o3", None]),
+        st.sampled_from(["USD", "USD", "USD", "EUR"]),
+        st.integers(min_value=0, max_value=4),
+    ),
     st.tuples(st.just("drain")),
     st.tuples(st.just("resolve"), st.sampled_from(["match", "ignore", "reprocess"]), st.integers(0, 5)),
 )
 
 
 @pytest.mark.django_db
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(steps=st.lists(step, min_size=1, max_size=16), tolerance=st.sampled_from(["0", "1.00"]))
 def test_totals_equal_aggregate_after_any_engine_sequence(steps, tolerance):
     with transaction.atomic():
         merchant = MerchantFactory()
-        accounts = {"payments": AccountFactory(merchant=merchant), "orphan": AccountFactory(merchant=merchant),
-                    "bank": AccountFactory(merchant=merchant, account_type="CREDIT_NORMAL")}
+        accounts = {
+            "payments": AccountFactory(merchant=merchant),
+            "orphan": AccountFactory(merchant=merchant),
+            "bank": AccountFactory(merchant=merchant, account_type="CREDIT_NORMAL"),
+        }
         diff = AccountFactory(merchant=merchant)
-        ReconRuleFactory(merchant=merchant, account_one=accounts["payments"], account_two=accounts["bank"],
-                         amount_tolerance=Decimal(tolerance), difference_account=diff)
+        ReconRuleFactory(
+            merchant=merchant,
+            account_one=accounts["payments"],
+            account_two=accounts["bank"],
+            amount_tolerance=Decimal(tolerance),
+            difference_account=diff,
+        )
         ids = [a.pk for a in accounts.values()] + [diff.pk]
         worker = Worker("balances")
         for s in steps:
@@ -97,25 +120,41 @@ def test_totals_equal_aggregate_after_any_engine_sequence(steps, tolerance):
                 worker.drain(budget_seconds=30)
             elif s[0] == "resolve":
                 _, action, pick = s
-                review = list(StagingEntry.objects.filter(account__merchant=merchant,
-                                                          status="NEEDS_MANUAL_REVIEW").order_by("created_at"))
+                review = list(
+                    StagingEntry.objects.filter(account__merchant=merchant, status="NEEDS_MANUAL_REVIEW").order_by(
+                        "created_at"
+                    )
+                )
                 if not review:
                     continue
                 entry = review[pick % len(review)]
-                target = (Entry.objects.filter(account=entry.account, status="EXPECTED", entry_type=entry.entry_type)
-                          .order_by("created_at").first())
+                target = (
+                    Entry.objects.filter(account=entry.account, status="EXPECTED", entry_type=entry.entry_type)
+                    .order_by("created_at")
+                    .first()
+                )
                 try:
                     with transaction.atomic():
-                        services.staging_entry_resolve(staging_entry_id=entry.pk, action=action, by="tester",
-                                                       entry_id=target.pk if target else None, reason="test")
+                        services.staging_entry_resolve(
+                            staging_entry_id=entry.pk,
+                            action=action,
+                            by="tester",
+                            entry_id=target.pk if target else None,
+                            reason="test",
+                        )
                 except (errors.ReconError, ValidationError):
                     pass
             else:
                 _, mode, account, side, amount, order_id, currency, day = s
                 services.staging_entry_create(
-                    account=accounts[account], entry_type=side, amount=amount, currency=currency,
-                    effective_date=dt.datetime(2026, 11, 1 + day, tzinfo=dt.UTC), processing_mode=mode,
-                    metadata={"order_id": order_id} if order_id else {})
+                    account=accounts[account],
+                    entry_type=side,
+                    amount=amount,
+                    currency=currency,
+                    effective_date=dt.datetime(2026, 11, 1 + day, tzinfo=dt.UTC),
+                    processing_mode=mode,
+                    metadata={"order_id": order_id} if order_id else {},
+                )
             assert_exact(ids)
         worker.drain(budget_seconds=30)
         assert_exact(ids)
@@ -136,14 +175,20 @@ def test_randomized_raw_sql_statements(ledger, bulk_txn):
             target = str(rng.choice(ids))
             frac = rng.random()
             if op == "status":
-                cursor.execute(f"UPDATE {E} SET status = %s WHERE random() < %s",
-                               [rng.choice(["POSTED", "EXPECTED", "ARCHIVED"]), frac])
+                cursor.execute(
+                    f"UPDATE {E} SET status = %s WHERE random() < %s",
+                    [rng.choice(["POSTED", "EXPECTED", "ARCHIVED"]), frac],
+                )
             elif op == "side":
-                cursor.execute(f"UPDATE {E} SET entry_type = CASE entry_type WHEN 'DEBIT' THEN 'CREDIT' "
-                               f"ELSE 'DEBIT' END WHERE random() < %s", [frac])
+                cursor.execute(
+                    f"UPDATE {E} SET entry_type = CASE entry_type WHEN 'DEBIT' THEN 'CREDIT' "
+                    f"ELSE 'DEBIT' END WHERE random() < %s",
+                    [frac],
+                )
             elif op == "amount":
-                cursor.execute(f"UPDATE {E} SET amount = amount + 0.0001 * (1 + floor(random() * 50)) "
-                               f"WHERE random() < %s", [frac])
+                cursor.execute(
+                    f"UPDATE {E} SET amount = amount + 0.0001 * (1 + floor(random() * 50)) WHERE random() < %s", [frac]
+                )
             elif op == "move":
                 cursor.execute(f"UPDATE {E} SET account_id = %s WHERE random() < %s", [target, frac / 3])
             elif op == "delete":
@@ -151,8 +196,7 @@ def test_randomized_raw_sql_statements(ledger, bulk_txn):
             elif op == "metadata":
                 cursor.execute(f"UPDATE {E} SET metadata = '{{\"x\": 1}}'")
             else:
-                insert_entries(bulk_txn, Account.objects.get(pk=target), rng.randint(1, 30),
-                               start=rng.randint(0, 999))
+                insert_entries(bulk_txn, Account.objects.get(pk=target), rng.randint(1, 30), start=rng.randint(0, 999))
             assert_exact(ids)
 
 
@@ -162,8 +206,9 @@ def test_raw_insert_update_delete_reflected(ledger, bulk_txn):
     assert_exact([ledger.payments.pk])
     before = balances.balances_of(ledger.payments)
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {E} SET status = 'POSTED' WHERE account_id = %s AND status = 'EXPECTED'",
-                       [ledger.payments.pk])
+        cursor.execute(
+            f"UPDATE {E} SET status = 'POSTED' WHERE account_id = %s AND status = 'EXPECTED'", [ledger.payments.pk]
+        )
     assert_exact([ledger.payments.pk])
     after = balances.balances_of(ledger.payments)
     assert after["pending_balance"] == before["pending_balance"]
@@ -176,7 +221,8 @@ def test_raw_insert_update_delete_reflected(ledger, bulk_txn):
 
 def test_known_figures_and_archived_never_count(ledger, bulk_txn):
     with connection.cursor() as cursor:
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             INSERT INTO {E} (entry_id, transaction_id, account_id, entry_type, amount, currency, status,
                 effective_date, metadata, created_at)
             VALUES (gen_random_uuid(), %(t)s, %(a)s, 'DEBIT', 100, 'USD', 'POSTED', now(), '{{}}', now()),
@@ -184,17 +230,30 @@ def test_known_figures_and_archived_never_count(ledger, bulk_txn):
                    (gen_random_uuid(), %(t)s, %(a)s, 'CREDIT', 30, 'USD', 'POSTED', now(), '{{}}', now()),
                    (gen_random_uuid(), %(t)s, %(a)s, 'CREDIT', 5, 'USD', 'EXPECTED', now(), '{{}}', now()),
                    (gen_random_uuid(), %(t)s, %(a)s, 'CREDIT', 999, 'USD', 'ARCHIVED', now(), '{{}}', now())""",
-                       {"t": bulk_txn.pk, "a": ledger.payments.pk})
+            {"t": bulk_txn.pk, "a": ledger.payments.pk},
+        )
     row = AccountBalance.objects.get(pk=ledger.payments.pk)
     assert (row.posted_debits, row.posted_credits, row.pending_debits, row.pending_credits) == (
-        Decimal("100"), Decimal("30"), Decimal("107"), Decimal("35"))
+        Decimal("100"),
+        Decimal("30"),
+        Decimal("107"),
+        Decimal("35"),
+    )
     assert balances.balances_of(ledger.payments) == {
-        "posted_balance": Decimal("70"), "pending_balance": Decimal("72"), "available_balance": Decimal("65")}
+        "posted_balance": Decimal("70"),
+        "pending_balance": Decimal("72"),
+        "available_balance": Decimal("65"),
+    }
 
 
 def test_new_account_has_no_row_and_zero_balances(ledger, staff_api):
-    account = services.account_create(merchant=ledger.merchant, account_name="new", account_type="CREDIT_NORMAL",
-                                      currency="USD", initial_balance=Decimal("12.50"))
+    account = services.account_create(
+        merchant=ledger.merchant,
+        account_name="new",
+        account_type="CREDIT_NORMAL",
+        currency="USD",
+        initial_balance=Decimal("12.50"),
+    )
     assert not AccountBalance.objects.filter(pk=account.pk).exists()
     body = staff_api.get(f"/api/accounts/{account.pk}/balances/").json()
     assert (body["posted_balance"], body["pending_balance"], body["available_balance"]) == ("12.50",) * 3
@@ -226,6 +285,7 @@ def test_rebuild_repairs_drift(ledger, bulk_txn):
 
 
 # --- the API serves the same figures as the aggregate path ----------------------------------------------------
+
 
 def _aggregate_figures(account):
     return balances.figures(balances.with_aggregated_sums(Account.objects.filter(pk=account.pk)).get())
@@ -259,17 +319,21 @@ def test_balance_reads_are_one_query_without_entry_scan(ledger, bulk_txn, django
 
 # --- lock order ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.django_db(transaction=True)
 def test_statements_lock_balance_rows_in_account_order():
     """T1 holds the lower account's row; T2's statement touching both accounts waits on the lower one before
     locking the higher, so T1 can still write the higher account: no deadlock."""
     merchant = MerchantFactory()
     low, high = sorted([AccountFactory(merchant=merchant), AccountFactory(merchant=merchant)], key=lambda a: a.pk)
-    txn = Transaction.objects.create(logical_transaction_id="lock", version=1, status="POSTED", amount=1,
-                                     currency="USD", merchant=merchant)
-    sql = (f"INSERT INTO {E} (entry_id, transaction_id, account_id, entry_type, amount, currency, status, "
-           f"effective_date, metadata, created_at) SELECT gen_random_uuid(), %s, a, 'DEBIT', 1, 'USD', 'POSTED', "
-           f"now(), '{{}}', now() FROM unnest(%s::uuid[]) a")
+    txn = Transaction.objects.create(
+        logical_transaction_id="lock", version=1, status="POSTED", amount=1, currency="USD", merchant=merchant
+    )
+    sql = (
+        f"INSERT INTO {E} (entry_id, transaction_id, account_id, entry_type, amount, currency, status, "
+        f"effective_date, metadata, created_at) SELECT gen_random_uuid(), %s, a, 'DEBIT', 1, 'USD', 'POSTED', "
+        f"now(), '{{}}', now() FROM unnest(%s::uuid[]) a"
+    )
     both = [str(high.pk), str(low.pk)]  # the statement names the higher account first
     failures = []
 
@@ -295,11 +359,13 @@ def test_statements_lock_balance_rows_in_account_order():
     assert not failures
     assert maintained([low.pk, high.pk]) == {
         low.pk: (Decimal("2"), Decimal("0"), Decimal("2"), Decimal("0")),
-        high.pk: (Decimal("2"), Decimal("0"), Decimal("2"), Decimal("0"))}
+        high.pk: (Decimal("2"), Decimal("0"), Decimal("2"), Decimal("0")),
+    }
     assert balances.balance_drift() == {}
 
 
 # --- migration backfill ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db(transaction=True)
 def test_migration_backfills_existing_entries_and_accounts():
@@ -308,8 +374,9 @@ def test_migration_backfills_existing_entries_and_accounts():
 
     merchant = MerchantFactory()
     busy, idle = AccountFactory(merchant=merchant), AccountFactory(merchant=merchant)
-    txn = Transaction.objects.create(logical_transaction_id="pre", version=1, status="POSTED", amount=1,
-                                     currency="USD", merchant=merchant)
+    txn = Transaction.objects.create(
+        logical_transaction_id="pre", version=1, status="POSTED", amount=1, currency="USD", merchant=merchant
+    )
     executor = MigrationExecutor(connection)
     latest = executor.loader.graph.leaf_nodes("recon")
     executor.migrate([("recon", "0002_upload")])

@@ -28,9 +28,14 @@ def test_batch_outcomes_match_one_by_one(ledger, merchant):
     lonely = AccountFactory(merchant=merchant)
     waiting = stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id="b")
     Worker("w").drain(budget_seconds=10)
-    specs = [dict(account=ledger.payments, order_id="a"), dict(account=ledger.payments, order_id="a"),
-             dict(account=ledger.payments, order_id="b"), dict(account=ledger.payments, currency="EUR"),
-             dict(account=lonely, order_id="c"), dict(account=ledger.payments, order_id=None)]
+    specs = [
+        dict(account=ledger.payments, order_id="a"),
+        dict(account=ledger.payments, order_id="a"),
+        dict(account=ledger.payments, order_id="b"),
+        dict(account=ledger.payments, currency="EUR"),
+        dict(account=lonely, order_id="c"),
+        dict(account=ledger.payments, order_id=None),
+    ]
     entries = []
     for spec in specs:
         entries.append(stage(spec.pop("account"), **spec))
@@ -39,9 +44,16 @@ def test_batch_outcomes_match_one_by_one(ledger, merchant):
     for e in entries:
         e.refresh_from_db()
         outcomes.append(e.metadata.get("match_type") or e.metadata["error_type"])
-    assert sorted(outcomes) == sorted(["NewTransactionGenerated", "DuplicateTransactionError",
-                                       "NewTransactionGenerated", "CurrencyMismatchError", "NoReconRuleFoundError",
-                                       "NewTransactionGenerated"])
+    assert sorted(outcomes) == sorted(
+        [
+            "NewTransactionGenerated",
+            "DuplicateTransactionError",
+            "NewTransactionGenerated",
+            "CurrencyMismatchError",
+            "NoReconRuleFoundError",
+            "NewTransactionGenerated",
+        ]
+    )
     assert Transaction.objects.count() == 3
     waiting.refresh_from_db()
     assert waiting.status == "PENDING"  # re-queued: its expectation appeared

@@ -20,8 +20,11 @@ IN_OCT = dt.datetime(2026, 10, 15, 12, tzinfo=dt.UTC)
 
 
 def start(api, params=OCT):
-    response = api.post("/api/jobs/", {"job_type": "recon.close_period", "params": params,
-                                       "merchant_id": params["merchant_id"]}, format="json")
+    response = api.post(
+        "/api/jobs/",
+        {"job_type": "recon.close_period", "params": params, "merchant_id": params["merchant_id"]},
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     return response.json()["job_id"]
 
@@ -46,18 +49,27 @@ def test_approve_closes_the_period_and_it_is_enforced_everywhere(ledger, operato
     assert job["state"] == "COMPLETED"
     assert job["result"]["status"] == "closed" and job["result"]["approved_by"] == "operator"
     period = ClosedPeriod.objects.get()
-    assert (period.merchant_id, period.start_date, period.end_date) == ("acme", dt.date(2026, 10, 1),
-                                                                        dt.date(2026, 10, 31))
+    assert (period.merchant_id, period.start_date, period.end_date) == (
+        "acme",
+        dt.date(2026, 10, 1),
+        dt.date(2026, 10, 31),
+    )
     assert period.closed_by == operator and period.reopened_at is None
     assert job["result"]["period_id"] == period.pk
 
     # Engine: an entry dated in the period goes to review.
     late = stage(ledger.payments, order_id="late", when=IN_OCT)
     # CSV import: its rows go through the engine the same way.
-    content = (b"order_id,amount,currency,transaction_date,type\n"
-               b"csv-oct,5.00,USD,2026-10-20,Payment\ncsv-nov,5.00,USD,2026-11-20,Payment\n")
-    uploads.file_import_start(account=ledger.payments, file=SimpleUploadedFile("oct.csv", content), name="oct.csv",
-                             processing_mode="TRANSACTION")
+    content = (
+        b"order_id,amount,currency,transaction_date,type\n"
+        b"csv-oct,5.00,USD,2026-10-20,Payment\ncsv-nov,5.00,USD,2026-11-20,Payment\n"
+    )
+    uploads.file_import_start(
+        account=ledger.payments,
+        file=SimpleUploadedFile("oct.csv", content),
+        name="oct.csv",
+        processing_mode="TRANSACTION",
+    )
     drain()
     by_order = {e.metadata["order_id"]: e for e in StagingEntry.objects.all()}
     for key in ("late", "csv-oct"):
@@ -72,8 +84,12 @@ def test_approve_closes_the_period_and_it_is_enforced_everywhere(ledger, operato
 def test_reject_leaves_the_period_open(ledger, operator_api):
     job_id = start(operator_api)
     drain()
-    assert operator_api.post(f"/api/jobs/{job_id}/signal/", {"name": "reject", "payload": {"why": "not yet"}},
-                             format="json").status_code == 200
+    assert (
+        operator_api.post(
+            f"/api/jobs/{job_id}/signal/", {"name": "reject", "payload": {"why": "not yet"}}, format="json"
+        ).status_code
+        == 200
+    )
     drain()
     job = operator_api.get(f"/api/jobs/{job_id}/").json()
     assert job["state"] == "COMPLETED"
@@ -97,11 +113,17 @@ def test_viewers_cannot_approve_and_bad_params_are_400(ledger, operator_api, vie
     job_id = start(operator_api)
     drain()
     assert viewer_api.post(f"/api/jobs/{job_id}/signal/", {"name": "approve"}, format="json").status_code == 403
-    bad = operator_api.post("/api/jobs/", {"job_type": "recon.close_period", "merchant_id": "acme",
-                                           "params": {**OCT, "end_date": "2026-09-01"}}, format="json")
+    bad = operator_api.post(
+        "/api/jobs/",
+        {"job_type": "recon.close_period", "merchant_id": "acme", "params": {**OCT, "end_date": "2026-09-01"}},
+        format="json",
+    )
     assert bad.status_code == 400
-    unknown = operator_api.post("/api/jobs/", {"job_type": "recon.close_period", "merchant_id": "acme",
-                                               "params": {**OCT, "merchant_id": "nope"}}, format="json")
+    unknown = operator_api.post(
+        "/api/jobs/",
+        {"job_type": "recon.close_period", "merchant_id": "acme", "params": {**OCT, "merchant_id": "nope"}},
+        format="json",
+    )
     assert unknown.status_code == 400
 
 
@@ -122,15 +144,25 @@ def test_another_merchants_id_in_params_answers_as_an_unknown_one(ledger, operat
     MerchantFactory(merchant_id="rival")
     answers = []
     for target in ("rival", "no-such-merchant"):
-        resp = operator_api.post("/api/jobs/", {"job_type": "recon.close_period", "merchant_id": ledger.merchant.pk,
-                                                "params": {**OCT, "merchant_id": target}}, format="json")
+        resp = operator_api.post(
+            "/api/jobs/",
+            {
+                "job_type": "recon.close_period",
+                "merchant_id": ledger.merchant.pk,
+                "params": {**OCT, "merchant_id": target},
+            },
+            format="json",
+        )
         answers.append((resp.status_code, resp.json()))
     assert answers[0] == answers[1]
     assert answers[0][0] == 400 and answers[0][1]["details"] == {"params": {"merchant_id": ["Unknown merchant."]}}
     # And as the job's merchant: another's and an unknown one are both 404.
     for target in ("rival", "no-such-merchant"):
-        resp = operator_api.post("/api/jobs/", {"job_type": "recon.close_period", "merchant_id": target,
-                                                "params": {**OCT, "merchant_id": target}}, format="json")
+        resp = operator_api.post(
+            "/api/jobs/",
+            {"job_type": "recon.close_period", "merchant_id": target, "params": {**OCT, "merchant_id": target}},
+            format="json",
+        )
         assert resp.status_code == 404 and resp.json()["error"] == "Merchant not found."
     assert not Job.objects.exists()
 
@@ -184,14 +216,14 @@ def test_periods_are_listed_and_staff_reopen_them(ledger, operator_api, staff_ap
 
 # --- guard rails: open entries keep the period open unless the approver forces it -----------------------
 
+
 def _events(job_id) -> list[str]:
     from jobs.models import JobEvent
 
     return [e.data.get("message", "") for e in JobEvent.objects.filter(job_id=job_id, kind="log").order_by("id")]
 
 
-def test_approve_waits_while_entries_of_the_period_are_open_and_recomputes_the_summary(ledger, operator,
-                                                                                        operator_api):
+def test_approve_waits_while_entries_of_the_period_are_open_and_recomputes_the_summary(ledger, operator, operator_api):
     from tracker import audit
 
     review = stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id="nothing", when=IN_OCT)
@@ -205,8 +237,9 @@ def test_approve_waits_while_entries_of_the_period_are_open_and_recomputes_the_s
     run_slice(job_id)  # only the job's slice, so the new entry stays PENDING
     job = operator_api.get(f"/api/jobs/{job_id}/").json()
     assert job["state"] == "WAITING" and not ClosedPeriod.objects.exists()
-    assert any("2 staging entries dated in the period are still open (1 in review, 1 pending)" in m
-               for m in _events(job_id))
+    assert any(
+        "2 staging entries dated in the period are still open (1 in review, 1 pending)" in m for m in _events(job_id)
+    )
     assert job["checkpoint"]["summary"]["staging_entries"]["total"] == 2  # recomputed at the approve
     assert job["checkpoint"]["refused"] == 1
 
@@ -218,8 +251,9 @@ def test_approve_waits_while_entries_of_the_period_are_open_and_recomputes_the_s
 
     # Resolving the open entries lets a plain approve close the period.
     drain()  # processes the pending entry
-    operator_api.post(f"/api/staging-entries/{review.pk}/resolve/", {"action": "ignore", "reason": "test"},
-                      format="json")
+    operator_api.post(
+        f"/api/staging-entries/{review.pk}/resolve/", {"action": "ignore", "reason": "test"}, format="json"
+    )
     operator_api.post(f"/api/jobs/{job_id}/signal/", {"name": "approve"}, format="json")
     drain()
     job = operator_api.get(f"/api/jobs/{job_id}/").json()
@@ -237,9 +271,11 @@ def test_a_forced_approve_closes_with_open_entries_and_is_audited(ledger, operat
     drain()
     job_id = start(operator_api)
     drain()
-    operator_api.post(f"/api/jobs/{job_id}/signal/",
-                      {"name": "approve", "payload": {"force": True, "reason": "auditor accepted the gap"}},
-                      format="json")
+    operator_api.post(
+        f"/api/jobs/{job_id}/signal/",
+        {"name": "approve", "payload": {"force": True, "reason": "auditor accepted the gap"}},
+        format="json",
+    )
     drain()
     job = operator_api.get(f"/api/jobs/{job_id}/").json()
     assert job["state"] == "COMPLETED" and job["result"]["forced"] is True
@@ -261,6 +297,7 @@ def test_period_close_service_refuses_open_entries_for_every_caller(ledger):
         services.period_close(**kwargs, force=True, force_reason="  ")
     assert not ClosedPeriod.objects.exists()
     # Outside the period: nothing open, the close goes through.
-    period = services.period_close(merchant=ledger.merchant, start_date=dt.date(2026, 9, 1),
-                                   end_date=dt.date(2026, 9, 30))
+    period = services.period_close(
+        merchant=ledger.merchant, start_date=dt.date(2026, 9, 1), end_date=dt.date(2026, 9, 30)
+    )
     assert period.pk and period.reason == "period closed"

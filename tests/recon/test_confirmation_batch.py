@@ -43,8 +43,14 @@ def scenario(batched):
     bank = AccountFactory(merchant=merchant, account_type="CREDIT_NORMAL")
     lonely = AccountFactory(merchant=merchant)
     diff = AccountFactory(merchant=merchant)
-    ReconRuleFactory(merchant=merchant, account_one=payments, account_two=bank, amount_tolerance=Decimal("1.00"),
-                     difference_account=diff, date_window_days=2)
+    ReconRuleFactory(
+        merchant=merchant,
+        account_one=payments,
+        account_two=bank,
+        amount_tolerance=Decimal("1.00"),
+        difference_account=diff,
+        date_window_days=2,
+    )
     ReconRuleFactory(merchant=merchant, account_one=other, account_two=bank)
     ClosedPeriod.objects.create(merchant=merchant, start_date=dt.date(2026, 10, 1), end_date=dt.date(2026, 10, 31))
     for order in ("o1", "o2", "o3", "o4", "o5", "o6", "o7", "o8"):
@@ -52,16 +58,27 @@ def scenario(batched):
     stage(other, order_id="o7")  # a second expectation for o7 on bank: ambiguous
     stage(other, order_id=8, metadata={"order_id": 8})  # a numeric key value
     Worker("setup").drain(budget_seconds=30)
-    specs = [dict(order_id="o1"), dict(order_id="o1"),  # fulfils, then finds nothing left
-             dict(order_id="o2", amount="100.50"),  # within tolerance: difference leg
-             dict(order_id="o3", amount="50.00"), dict(order_id="o3"),  # mismatch, then nothing EXPECTED
-             dict(order_id="o4", currency="EUR"), dict(order_id="o5", side="DEBIT"),
-             dict(order_id="o6", when=DAY + dt.timedelta(days=5)), dict(order_id="o7"), dict(order_id="o9"),
-             dict(order_id=None), dict(order_id="o8", when=DAY - dt.timedelta(days=10)),
-             dict(order_id=8, metadata={"order_id": 8}), dict(order_id="o8", amount="103.00"),
-             dict(order_id="o8", amount="100.20"), dict(account=lonely)]
-    entries = [stage(spec.pop("account", bank), mode="CONFIRMATION", side=spec.pop("side", "CREDIT"), **spec)
-               for spec in specs]
+    specs = [
+        dict(order_id="o1"),
+        dict(order_id="o1"),  # fulfils, then finds nothing left
+        dict(order_id="o2", amount="100.50"),  # within tolerance: difference leg
+        dict(order_id="o3", amount="50.00"),
+        dict(order_id="o3"),  # mismatch, then nothing EXPECTED
+        dict(order_id="o4", currency="EUR"),
+        dict(order_id="o5", side="DEBIT"),
+        dict(order_id="o6", when=DAY + dt.timedelta(days=5)),
+        dict(order_id="o7"),
+        dict(order_id="o9"),
+        dict(order_id=None),
+        dict(order_id="o8", when=DAY - dt.timedelta(days=10)),
+        dict(order_id=8, metadata={"order_id": 8}),
+        dict(order_id="o8", amount="103.00"),
+        dict(order_id="o8", amount="100.20"),
+        dict(account=lonely),
+    ]
+    entries = [
+        stage(spec.pop("account", bank), mode="CONFIRMATION", side=spec.pop("side", "CREDIT"), **spec) for spec in specs
+    ]
     if batched:
         claim_and_batch(len(specs))
     else:  # batches of one: a worker that claims one task at a time
@@ -69,8 +86,9 @@ def scenario(batched):
     outcomes = []
     for e in entries:
         e.refresh_from_db()
-        outcomes.append((e.metadata.get("match_type") or e.metadata["error_type"], e.status,
-                         e.mismatch_transaction_id is not None))
+        outcomes.append(
+            (e.metadata.get("match_type") or e.metadata["error_type"], e.status, e.mismatch_transaction_id is not None)
+        )
     # Staging entry ids differ between the two runs: they are compared by their place in `entries`.
     place = {e.pk: i for i, e in enumerate(entries)}
 
@@ -81,24 +99,52 @@ def scenario(batched):
     txns = {}
     for t in Transaction.objects.filter(merchant=merchant).order_by("version"):
         key = t.logical_transaction_id.split(":", 1)[1]
-        legs = sorted((e.account_id == diff.pk, e.entry_type, e.amount, e.status, e.currency, e.effective_date,
-                       sorted(where(e.metadata).items(), key=str)) for e in t.entries.all())
-        txns.setdefault(key, []).append((t.version, t.status, t.metadata.get("amount_difference"), legs,
-                                         t.metadata, t.currency, t.amount,
-                                         place.get(t.source_staging_entry_id, "setup"),
-                                         t.rule.account_one_id == payments.pk))
+        legs = sorted(
+            (
+                e.account_id == diff.pk,
+                e.entry_type,
+                e.amount,
+                e.status,
+                e.currency,
+                e.effective_date,
+                sorted(where(e.metadata).items(), key=str),
+            )
+            for e in t.entries.all()
+        )
+        txns.setdefault(key, []).append(
+            (
+                t.version,
+                t.status,
+                t.metadata.get("amount_difference"),
+                legs,
+                t.metadata,
+                t.currency,
+                t.amount,
+                place.get(t.source_staging_entry_id, "setup"),
+                t.rule.account_one_id == payments.pk,
+            )
+        )
     return outcomes, txns, entries
 
 
-EXPECTED = [("Fulfilled", "PROCESSED", False), ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
-            ("Fulfilled", "PROCESSED", False),
-            ("MismatchError", "NEEDS_MANUAL_REVIEW", True), ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
-            ("CurrencyMismatchError", "NEEDS_MANUAL_REVIEW", False), ("MismatchError", "NEEDS_MANUAL_REVIEW", True),
-            ("MismatchError", "NEEDS_MANUAL_REVIEW", True), ("AmbiguousMatchError", "NEEDS_MANUAL_REVIEW", False),
-            ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False), ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
-            ("PeriodClosedError", "NEEDS_MANUAL_REVIEW", False), ("Fulfilled", "PROCESSED", False),
-            ("MismatchError", "NEEDS_MANUAL_REVIEW", True), ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
-            ("NoReconRuleFoundError", "NEEDS_MANUAL_REVIEW", False)]
+EXPECTED = [
+    ("Fulfilled", "PROCESSED", False),
+    ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
+    ("Fulfilled", "PROCESSED", False),
+    ("MismatchError", "NEEDS_MANUAL_REVIEW", True),
+    ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
+    ("CurrencyMismatchError", "NEEDS_MANUAL_REVIEW", False),
+    ("MismatchError", "NEEDS_MANUAL_REVIEW", True),
+    ("MismatchError", "NEEDS_MANUAL_REVIEW", True),
+    ("AmbiguousMatchError", "NEEDS_MANUAL_REVIEW", False),
+    ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
+    ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
+    ("PeriodClosedError", "NEEDS_MANUAL_REVIEW", False),
+    ("Fulfilled", "PROCESSED", False),
+    ("MismatchError", "NEEDS_MANUAL_REVIEW", True),
+    ("NoMatchFoundError", "NEEDS_MANUAL_REVIEW", False),
+    ("NoReconRuleFoundError", "NEEDS_MANUAL_REVIEW", False),
+]
 
 
 def test_batch_outcomes_match_one_by_one():
@@ -118,11 +164,14 @@ def test_batch_outcomes_match_one_by_one():
     assert len(legs) == 3
     mine = legs[carried.account_id]
     assert (mine.amount, mine.entry_type, mine.metadata, mine.effective_date) == (
-        carried.amount, "DEBIT", carried.metadata, carried.effective_date)
+        carried.amount,
+        "DEBIT",
+        carried.metadata,
+        carried.effective_date,
+    )
     own = legs[entries[2].account_id]
     assert own.metadata == {"order_id": "o2", "source_staging_entry_id": str(entries[2].pk)}
-    assert (own.amount, own.entry_type, own.effective_date) == (Decimal("100.50"), "CREDIT",
-                                                                 entries[2].effective_date)
+    assert (own.amount, own.entry_type, own.effective_date) == (Decimal("100.50"), "CREDIT", entries[2].effective_date)
     difference = next(e for e in legs.values() if e not in (mine, own))
     assert (difference.amount, difference.entry_type) == (Decimal("0.50"), "DEBIT")
     assert difference.metadata == {**own.metadata, "difference": True}
@@ -140,8 +189,12 @@ def test_batch_outcomes_match_one_by_one():
     assert Transition.objects.filter(object_id=str(old.pk), to_status="ARCHIVED").count() == 1
     for e in Entry.objects.filter(transaction=old):
         assert list(Transition.objects.filter(object_id=str(e.pk)).values_list("to_status", flat=True)) == ["ARCHIVED"]
-    assert Transition.objects.filter(object_id=str(entries[0].pk), to_status="PROCESSED",
-                                     reason__startswith="fulfilled ").count() == 1
+    assert (
+        Transition.objects.filter(
+            object_id=str(entries[0].pk), to_status="PROCESSED", reason__startswith="fulfilled "
+        ).count()
+        == 1
+    )
 
 
 def test_batch_uses_constant_queries(ledger):
@@ -150,8 +203,13 @@ def test_batch_uses_constant_queries(ledger):
             stage(ledger.payments, order_id=f"{prefix}{i}")
         Worker("setup").drain(budget_seconds=60)
         for i in range(n):
-            stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id=f"{prefix}{i}",
-                  amount="100.00" if i else "90.00")  # one mismatch, the rest exact matches
+            stage(
+                ledger.bank,
+                mode="CONFIRMATION",
+                side="CREDIT",
+                order_id=f"{prefix}{i}",
+                amount="100.00" if i else "90.00",
+            )  # one mismatch, the rest exact matches
         stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id=f"{prefix}-none")  # no match
         return claim_and_batch(n + 1)
 
@@ -185,6 +243,8 @@ def test_non_string_key_values_match_in_the_batch(ledger, caplog):
     with caplog.at_level("WARNING", logger="tracker.worker"):
         assert Worker("w").drain(budget_seconds=30).succeeded == 2
     assert "one by one" not in caplog.text
-    outcomes = sorted(e.metadata.get("match_type") or e.metadata["error_type"]
-                      for e in StagingEntry.objects.filter(account=ledger.bank))
+    outcomes = sorted(
+        e.metadata.get("match_type") or e.metadata["error_type"]
+        for e in StagingEntry.objects.filter(account=ledger.bank)
+    )
     assert outcomes == ["Fulfilled", "NoMatchFoundError"]

@@ -41,6 +41,7 @@ def page(client, url, **params) -> str:
 
 # --- 3. the ledger changes only through services ---------------------------------------------------------
 
+
 def test_account_currency_type_and_opening_balance_freeze_once_it_has_entries(console, ledger):
     url = f"/admin/recon/account/{ledger.payments.pk}/change/"
     form = {"account_name": "payments", "account_type": "DEBIT_NORMAL", "currency": "EUR", "initial_balance": "0"}
@@ -57,7 +58,10 @@ def test_account_currency_type_and_opening_balance_freeze_once_it_has_entries(co
     console.post(url, {**form, "account_name": "renamed", "initial_balance": "5000"})
     ledger.payments.refresh_from_db()
     assert (ledger.payments.account_name, ledger.payments.currency, ledger.payments.initial_balance) == (
-        "renamed", "USD", Decimal("0"))
+        "renamed",
+        "USD",
+        Decimal("0"),
+    )
     # The service refuses with a 409 ...
     with pytest.raises(errors.AccountHasEntriesError):
         services.account_update(account=ledger.payments, initial_balance="5000")
@@ -72,17 +76,26 @@ def test_account_currency_type_and_opening_balance_freeze_once_it_has_entries(co
 def test_recon_rule_admin_validates_like_the_api(console, ledger):
     eur = AccountFactory(merchant=ledger.merchant, currency="EUR", account_name="eur")
     stranger = AccountFactory(merchant=MerchantFactory(merchant_id="other"), account_name="stranger")
-    base = {"merchant": "acme", "match_key": "order_id", "amount_tolerance": "0", "amount_tolerance_pct": "0",
-            "date_window_days": ""}
+    base = {
+        "merchant": "acme",
+        "match_key": "order_id",
+        "amount_tolerance": "0",
+        "amount_tolerance_pct": "0",
+        "date_window_days": "",
+    }
     free = AccountFactory(merchant=ledger.merchant, account_name="free")
-    html = console.post("/admin/recon/reconrule/add/", {**base, "account_one": free.pk,
-                                                         "account_two": eur.pk}).content.decode()
+    html = console.post(
+        "/admin/recon/reconrule/add/", {**base, "account_one": free.pk, "account_two": eur.pk}
+    ).content.decode()
     assert "Both accounts must share a currency." in html
-    html = console.post("/admin/recon/reconrule/add/", {**base, "account_one": free.pk,
-                                                         "account_two": stranger.pk}).content.decode()
+    html = console.post(
+        "/admin/recon/reconrule/add/", {**base, "account_one": free.pk, "account_two": stranger.pk}
+    ).content.decode()
     assert "not found" in html
-    html = console.post("/admin/recon/reconrule/add/", {**base, "account_one": free.pk, "account_two": ledger.bank.pk,
-                                                         "amount_tolerance": "1"}).content.decode()
+    html = console.post(
+        "/admin/recon/reconrule/add/",
+        {**base, "account_one": free.pk, "account_two": ledger.bank.pk, "amount_tolerance": "1"},
+    ).content.decode()
     assert "A rule with a tolerance needs a difference account." in html
     assert ReconRule.objects.count() == 1
     ok = console.post("/admin/recon/reconrule/add/", {**base, "account_one": free.pk, "account_two": ledger.bank.pk})
@@ -101,8 +114,12 @@ def test_merchant_and_membership_admins_save_through_the_services(console, djang
 
     assert Merchant.objects.get(pk="shop").merchant_name == "Shop"
     user = django_user_model.objects.create_user("clerk")
-    assert console.post("/admin/recon/merchantmembership/add/", {"user": user.pk, "merchant": "shop",
-                                                                 "role": "operator"}).status_code == 302
+    assert (
+        console.post(
+            "/admin/recon/merchantmembership/add/", {"user": user.pk, "merchant": "shop", "role": "operator"}
+        ).status_code
+        == 302
+    )
     assert MerchantMembership.objects.get(user=user).role == "operator"
 
 
@@ -111,9 +128,12 @@ def test_nothing_of_the_ledger_is_deleted_and_timestamps_are_read_only(console, 
     drain()
     entry.refresh_from_db()
     txn = Transaction.objects.get()
-    for url in [f"/admin/recon/stagingentry/{entry.pk}/delete/", f"/admin/recon/transaction/{txn.pk}/delete/",
-                f"/admin/recon/entry/{Entry.objects.first().pk}/delete/",
-                f"/admin/tracker/processtracker/{entry.task_id}/delete/"]:
+    for url in [
+        f"/admin/recon/stagingentry/{entry.pk}/delete/",
+        f"/admin/recon/transaction/{txn.pk}/delete/",
+        f"/admin/recon/entry/{Entry.objects.first().pk}/delete/",
+        f"/admin/tracker/processtracker/{entry.task_id}/delete/",
+    ]:
         assert console.get(url).status_code in (403, 302), url
         console.post(url, {"post": "yes"})
     assert StagingEntry.objects.filter(pk=entry.pk).exists() and Transaction.objects.filter(pk=txn.pk).exists()
@@ -131,18 +151,29 @@ def test_read_only_pages_have_no_save_button(console, ledger):
     drain()
     html = page(console, f"/admin/recon/stagingentry/{entry.pk}/change/")
     assert 'name="_save"' not in html and 'name="_continue"' not in html and "Reprocess" in html
-    assert 'name="_save"' not in page(console, f"/admin/recon/transaction/{Transaction.objects.first().pk}/change/"
-                                      if Transaction.objects.exists() else "/admin/recon/transaction/")
+    assert 'name="_save"' not in page(
+        console,
+        f"/admin/recon/transaction/{Transaction.objects.first().pk}/change/"
+        if Transaction.objects.exists()
+        else "/admin/recon/transaction/",
+    )
 
 
 # --- 4. the review queue -----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def queue(ledger):
     """Three entries in review (two without a match, one in JPY on another account) and one processed."""
     jpy = AccountFactory(merchant=ledger.merchant, account_name="yen", currency="JPY", account_type="CREDIT_NORMAL")
-    waiting = stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", amount="1409.39", order_id="ord-2001",
-                    metadata={"payout_ref": "PO-77"})
+    waiting = stage(
+        ledger.bank,
+        mode="CONFIRMATION",
+        side="CREDIT",
+        amount="1409.39",
+        order_id="ord-2001",
+        metadata={"payout_ref": "PO-77"},
+    )
     other = stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", amount="5", order_id="ord-2002")
     yen = stage(jpy, mode="CONFIRMATION", side="CREDIT", amount="1500", order_id="ord-3001")
     done = stage(ledger.payments, order_id="ord-9")
@@ -200,15 +231,24 @@ def test_match_form_preselects_the_candidate_with_the_same_key_and_books_a_write
     target = Entry.objects.get(status="EXPECTED", metadata__order_id="ord-5")
     url = f"/admin/recon/stagingentry/{confirmation.pk}/match/"
     html = page(console, url)
-    checked = re.search(r'<input[^>]*value="([0-9a-f-]+)"[^>]*checked', html) or \
-        re.search(r'<input[^>]*checked[^>]*value="([0-9a-f-]+)"', html)
+    checked = re.search(r'<input[^>]*value="([0-9a-f-]+)"[^>]*checked', html) or re.search(
+        r'<input[^>]*checked[^>]*value="([0-9a-f-]+)"', html
+    )
     assert checked and checked.group(1) == str(target.pk)
     assert "ord-5 · 100.00 USD · CREDIT" in html and "same key" in html
     # Beyond tolerance without a write-off: refused, nothing changes.
     refused = console.post(url, {"entry_id": str(target.pk)}, follow=True).content.decode()
     assert "Match failed" in refused and "write-off" in refused
-    done = console.post(url, {"entry_id": str(target.pk), "write_off": "on", "reason": "short payment accepted",
-                              "difference_account": str(writeoffs.pk)}, follow=True).content.decode()
+    done = console.post(
+        url,
+        {
+            "entry_id": str(target.pk),
+            "write_off": "on",
+            "reason": "short payment accepted",
+            "difference_account": str(writeoffs.pk),
+        },
+        follow=True,
+    ).content.decode()
     assert "Matched with a write-off." in done
     confirmation.refresh_from_db()
     assert confirmation.status == "PROCESSED" and confirmation.metadata["write_off"]["amount"] == "3.0000"
@@ -219,8 +259,11 @@ def test_write_off_in_the_console_needs_the_permission(ledger, django_user_model
     from recon.models import MerchantMembership
 
     user = django_user_model.objects.create_user("clerk", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="recon",
-                                                         codename__in=["view_stagingentry", "change_stagingentry"]))
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="recon", codename__in=["view_stagingentry", "change_stagingentry"]
+        )
+    )
     client = Client()
     client.force_login(user)
     MerchantMembership.objects.create(user=user, merchant=ledger.merchant, role="operator")
@@ -232,8 +275,11 @@ def test_write_off_in_the_console_needs_the_permission(ledger, django_user_model
     target = Entry.objects.get(status="EXPECTED")
     url = f"/admin/recon/stagingentry/{confirmation.pk}/match/"
     assert "You do not have the <code>recon.write_off</code> permission." in page(client, url)
-    html = client.post(url, {"entry_id": str(target.pk), "write_off": "on", "reason": "x",
-                             "difference_account": str(writeoffs.pk)}, follow=True).content.decode()
+    html = client.post(
+        url,
+        {"entry_id": str(target.pk), "write_off": "on", "reason": "x", "difference_account": str(writeoffs.pk)},
+        follow=True,
+    ).content.decode()
     assert "Match failed" in html and "recon.write_off" in html
     assert StagingEntry.objects.get(pk=confirmation.pk).status == "NEEDS_MANUAL_REVIEW"
 
@@ -241,8 +287,12 @@ def test_write_off_in_the_console_needs_the_permission(ledger, django_user_model
 @pytest.mark.django_db(transaction=True)
 def test_entry_page_shows_its_audit_trail_links_and_history(console, ledger):
     content = b"order_id,amount,currency,transaction_date,type\nord-7,10.00,usd,2026-11-02,Payment\n"
-    job = uploads.file_import_start(account=ledger.payments, file=SimpleUploadedFile("nov.csv", content),
-                                   name="nov.csv", processing_mode="TRANSACTION")
+    job = uploads.file_import_start(
+        account=ledger.payments,
+        file=SimpleUploadedFile("nov.csv", content),
+        name="nov.csv",
+        processing_mode="TRANSACTION",
+    )
     drain()
     entry = StagingEntry.objects.get()
     assert entry.currency == "USD"  # lowercase accepted, stored upper
@@ -263,13 +313,15 @@ def test_entry_page_shows_its_audit_trail_links_and_history(console, ledger):
 
 def test_bulk_reprocess_on_a_selection(console, queue):
     selected = [str(queue.waiting.pk), str(queue.done.pk)]
-    html = console.post("/admin/recon/stagingentry/", {"action": "reprocess_selected", "_selected_action": selected},
-                        follow=True).content.decode()
+    html = console.post(
+        "/admin/recon/stagingentry/", {"action": "reprocess_selected", "_selected_action": selected}, follow=True
+    ).content.decode()
     assert "Reprocess: 1 done, 1 skipped" in html, re.findall(r'<ul class="messagelist">.*?</ul>', html, re.S)
     assert StagingEntry.objects.get(pk=queue.waiting.pk).status == "PENDING"
 
 
 # --- 5. closing a period: the console's confirmation ------------------------------------------------------
+
 
 @pytest.mark.django_db(transaction=True)
 def test_approve_confirmation_shows_what_is_open_and_forces_with_a_reason(console, ledger, staff_user):
@@ -278,9 +330,12 @@ def test_approve_confirmation_shows_what_is_open_and_forces_with_a_reason(consol
 
     review = stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id="oct-1", amount="12.5", when=IN_OCT)
     drain()
-    job = job_services.job_create(job_type="recon.close_period", merchant_id="acme", owner=staff_user,
-                                  params={"merchant_id": "acme", "start_date": "2026-10-01",
-                                          "end_date": "2026-10-31"})
+    job = job_services.job_create(
+        job_type="recon.close_period",
+        merchant_id="acme",
+        owner=staff_user,
+        params={"merchant_id": "acme", "start_date": "2026-10-01", "end_date": "2026-10-31"},
+    )
     drain()
     assert Job.objects.get(pk=job.pk).state == "WAITING"
     # The job page's Approve leads to the confirmation page instead of approving at once.
@@ -307,11 +362,19 @@ def test_approve_confirmation_shows_what_is_open_and_forces_with_a_reason(consol
 
 # --- 7. readable ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("amount", "currency", "shown"), [
-    ("1409.390000000000", "USD", "1,409.39 USD"), ("240.0000", "USD", "240.00 USD"), ("1500", "JPY", "1,500 JPY"),
-    ("1.2345", "USD", "1.2345 USD"), ("12.5", "BHD", "12.500 BHD"), ("-5000", "EUR", "-5,000.00 EUR"),
-    ("1000.0000", "KRW", "1,000 KRW"),
-])
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [
+        ("1409.390000000000", "USD", "1,409.39 USD"),
+        ("240.0000", "USD", "240.00 USD"),
+        ("1500", "JPY", "1,500 JPY"),
+        ("1.2345", "USD", "1.2345 USD"),
+        ("12.5", "BHD", "12.500 BHD"),
+        ("-5000", "EUR", "-5,000.00 EUR"),
+        ("1000.0000", "KRW", "1,000 KRW"),
+    ],
+)
 def test_money_respects_the_currency_minor_units(amount, currency, shown):
     assert formatting.money(Decimal(amount), currency) == shown
 
@@ -330,10 +393,16 @@ def test_pages_read_for_a_person(console, ledger, queue):
 
 @pytest.mark.django_db(transaction=True)
 def test_import_errors_as_a_table_with_a_csv_download(console, ledger):
-    content = (b"order_id,amount,currency,transaction_date,type\n"
-               b"ok-1,10.00,USD,2026-11-02,Payment\nbad-1,abc,USD,2026-11-02,Payment\nbad-2,5,XXY,2026-11-02,Payment\n")
-    uploads.file_import_start(account=ledger.payments, file=SimpleUploadedFile("mixed.csv", content),
-                             name="mixed.csv", processing_mode="TRANSACTION")
+    content = (
+        b"order_id,amount,currency,transaction_date,type\n"
+        b"ok-1,10.00,USD,2026-11-02,Payment\nbad-1,abc,USD,2026-11-02,Payment\nbad-2,5,XXY,2026-11-02,Payment\n"
+    )
+    uploads.file_import_start(
+        account=ledger.payments,
+        file=SimpleUploadedFile("mixed.csv", content),
+        name="mixed.csv",
+        processing_mode="TRANSACTION",
+    )
     drain()
     from recon.models import Upload
 
@@ -349,10 +418,22 @@ def test_import_errors_as_a_table_with_a_csv_download(console, ledger):
 
 
 def test_currency_codes_in_any_case_over_the_api(operator_api, ledger):
-    r = operator_api.post("/api/merchants/acme/accounts/", {"account_name": "x", "account_type": "DEBIT_NORMAL",
-                                                            "currency": "eur"}, format="json")
+    r = operator_api.post(
+        "/api/merchants/acme/accounts/",
+        {"account_name": "x", "account_type": "DEBIT_NORMAL", "currency": "eur"},
+        format="json",
+    )
     assert r.status_code == 201 and r.json()["currency"] == "EUR"
-    r = operator_api.post(f"/api/accounts/{ledger.payments.pk}/staging-entries/",
-                          {"entry_type": "DEBIT", "amount": "1.00", "currency": "usd", "effective_date": "2026-11-01",
-                           "processing_mode": "TRANSACTION", "metadata": {"order_id": "lc"}}, format="json")
+    r = operator_api.post(
+        f"/api/accounts/{ledger.payments.pk}/staging-entries/",
+        {
+            "entry_type": "DEBIT",
+            "amount": "1.00",
+            "currency": "usd",
+            "effective_date": "2026-11-01",
+            "processing_mode": "TRANSACTION",
+            "metadata": {"order_id": "lc"},
+        },
+        format="json",
+    )
     assert r.status_code == 201 and r.json()["currency"] == "USD"

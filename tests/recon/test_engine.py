@@ -39,7 +39,8 @@ def test_transaction_mode_creates_expected_version_one(ledger):
     assert all(e.metadata["source_staging_entry_id"] == str(entry.pk) for e in txn.entries.all())
     assert ProcessTracker.objects.get(pk=entry.task_id).status == "COMPLETED"
     assert [(t.from_status, t.to_status, t.by) for t in audit.history(entry)] == [
-        ("PENDING", "PROCESSED", "test-worker")]
+        ("PENDING", "PROCESSED", "test-worker")
+    ]
 
 
 def test_confirmation_fulfils_expectation(ledger):
@@ -54,9 +55,13 @@ def test_confirmation_fulfils_expectation(ledger):
     assert v2.source_staging_entry_id == confirmation.pk
     assert set(v1.entries.values_list("status", flat=True)) == {"ARCHIVED"}
     assert sorted(v2.entries.values_list("account_id", "entry_type", "status")) == sorted(
-        [(ledger.payments.pk, "DEBIT", "POSTED"), (ledger.bank.pk, "CREDIT", "POSTED")])
-    assert balances.balances_of(ledger.bank) == {"posted_balance": Decimal("100"), "pending_balance": Decimal("100"),
-                                                 "available_balance": Decimal("100")}
+        [(ledger.payments.pk, "DEBIT", "POSTED"), (ledger.bank.pk, "CREDIT", "POSTED")]
+    )
+    assert balances.balances_of(ledger.bank) == {
+        "posted_balance": Decimal("100"),
+        "pending_balance": Decimal("100"),
+        "available_balance": Decimal("100"),
+    }
 
 
 def test_balances_count_expected_as_pending_with_initial_balance(ledger):
@@ -64,11 +69,16 @@ def test_balances_count_expected_as_pending_with_initial_balance(ledger):
     ledger.bank.save()
     stage(ledger.payments, amount="40.00")
     drain()
-    assert balances.balances_of(ledger.bank) == {"posted_balance": Decimal("10"), "pending_balance": Decimal("50"),
-                                                 "available_balance": Decimal("10")}
-    assert balances.balances_of(ledger.payments) == {"posted_balance": Decimal("40"),
-                                                     "pending_balance": Decimal("40"),
-                                                     "available_balance": Decimal("40")}
+    assert balances.balances_of(ledger.bank) == {
+        "posted_balance": Decimal("10"),
+        "pending_balance": Decimal("50"),
+        "available_balance": Decimal("10"),
+    }
+    assert balances.balances_of(ledger.payments) == {
+        "posted_balance": Decimal("40"),
+        "pending_balance": Decimal("40"),
+        "available_balance": Decimal("40"),
+    }
 
 
 def test_missing_rule_goes_to_review_and_task_completes(merchant):
@@ -139,8 +149,9 @@ def test_mismatch_marks_transaction_and_ignore_reopens_it(ledger, staff_user):
     assert "side differs" in confirmation.metadata["error"] and "amount differs" in confirmation.metadata["error"]
     txn = Transaction.objects.get()
     assert txn.status == "MISMATCH"
-    services.staging_entry_resolve(staging_entry_id=confirmation.pk, action="ignore", reason="bank error",
-                                   by=staff_user)
+    services.staging_entry_resolve(
+        staging_entry_id=confirmation.pk, action="ignore", reason="bank error", by=staff_user
+    )
     assert fresh(confirmation).status == "ARCHIVED"
     assert fresh(txn).status == "EXPECTED"
     assert [(t.from_status, t.to_status, t.by) for t in audit.history(txn)][-1] == ("MISMATCH", "EXPECTED", "staff")
@@ -226,13 +237,15 @@ def test_forced_match_resolves_mismatch(ledger, staff_user):
     ledger.rule.save()
     stage(ledger.payments, amount="100.00")
     drain()
-    confirmation = stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", amount="97.00",
-                         when=DAY + dt.timedelta(days=5))
+    confirmation = stage(
+        ledger.bank, mode="CONFIRMATION", side="CREDIT", amount="97.00", when=DAY + dt.timedelta(days=5)
+    )
     drain()
     assert Transaction.objects.get().status == "MISMATCH"
     expected = Entry.objects.get(status="EXPECTED")
-    services.staging_entry_resolve(staging_entry_id=confirmation.pk, action="match", entry_id=expected.pk,
-                                   by=staff_user)
+    services.staging_entry_resolve(
+        staging_entry_id=confirmation.pk, action="match", entry_id=expected.pk, by=staff_user
+    )
     confirmation = fresh(confirmation)
     assert confirmation.status == "PROCESSED"
     assert sorted(Transaction.objects.values_list("version", "status")) == [(1, "ARCHIVED"), (2, "POSTED")]
@@ -240,8 +253,9 @@ def test_forced_match_resolves_mismatch(ledger, staff_user):
 
 
 def test_closed_period_sends_to_review_and_blocks_resolve(ledger, staff_user):
-    period = services.period_close(merchant=ledger.merchant, start_date=dt.date(2026, 10, 1),
-                                   end_date=dt.date(2026, 11, 30), by=staff_user)
+    period = services.period_close(
+        merchant=ledger.merchant, start_date=dt.date(2026, 10, 1), end_date=dt.date(2026, 11, 30), by=staff_user
+    )
     entry = stage(ledger.payments)
     drain()
     entry = fresh(entry)
@@ -290,5 +304,11 @@ def test_database_rejects_non_positive_amounts_and_duplicate_versions(ledger):
     with pytest.raises(IntegrityError), transaction.atomic():
         Entry.objects.filter(transaction=txn).update(amount=0)
     with pytest.raises(IntegrityError), transaction.atomic():
-        Transaction.objects.create(logical_transaction_id=txn.logical_transaction_id, version=1, status="ARCHIVED",
-                                   amount=1, currency="USD", merchant=ledger.merchant)
+        Transaction.objects.create(
+            logical_transaction_id=txn.logical_transaction_id,
+            version=1,
+            status="ARCHIVED",
+            amount=1,
+            currency="USD",
+            merchant=ledger.merchant,
+        )

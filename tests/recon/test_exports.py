@@ -19,7 +19,7 @@ def worked(ledger):
     stage(ledger.payments, order_id="paid", amount="10.00")
     stage(ledger.payments, order_id="open", amount="20.00")
     stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id="paid", amount="10.00")
-    stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id="=HYPERLINK(\"x\")", amount="5.00")
+    stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id='=HYPERLINK("x")', amount="5.00")
     Worker("exports").drain(budget_seconds=20)
     return ledger
 
@@ -31,7 +31,8 @@ def test_review_queue_csv_streams_rows_with_formulas_made_inert(worked, viewer_a
     assert "attachment" in response["Content-Disposition"] and ".csv" in response["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(body(response).decode("utf-8-sig"))))
     assert [(r["order_id"], r["error_type"], r["amount"], r["account"]) for r in rows] == [
-        ("'=HYPERLINK(\"x\")", "NoMatchFoundError", "5.0000", "bank")]
+        ('\'=HYPERLINK("x")', "NoMatchFoundError", "5.0000", "bank")
+    ]
     assert float(rows[0]["age_days"]) >= 0
 
 
@@ -50,12 +51,16 @@ def test_period_exports_need_dates_and_cover_the_period(worked, viewer_api):
     url = "/api/merchants/acme/exports/transactions/"
     assert viewer_api.get(url).status_code == 400
     assert viewer_api.get(url + "?start_date=2026-11-02&end_date=2026-11-01").status_code == 400
-    rows = list(csv.DictReader(io.StringIO(body(viewer_api.get(
-        url + "?start_date=2000-01-01&end_date=2100-01-01")).decode("utf-8-sig"))))
+    rows = list(
+        csv.DictReader(
+            io.StringIO(body(viewer_api.get(url + "?start_date=2000-01-01&end_date=2100-01-01")).decode("utf-8-sig"))
+        )
+    )
     assert {r["entry_status"] for r in rows} == {"POSTED", "EXPECTED", "ARCHIVED"}
     assert len({r["transaction_id"] for r in rows}) == 3  # open v1, paid v1 (archived) and paid v2
-    summary = viewer_api.get("/api/merchants/acme/exports/period-summary/?start_date=2000-01-01&end_date=2100-01-01"
-                             "&format=xlsx")
+    summary = viewer_api.get(
+        "/api/merchants/acme/exports/period-summary/?start_date=2000-01-01&end_date=2100-01-01&format=xlsx"
+    )
     sheet = load_workbook(io.BytesIO(body(summary)), read_only=True).active
     figures = {r[0]: r[1] for r in sheet.iter_rows(values_only=True)}
     assert figures["in the review queue"] == 1 and figures["staging entries PROCESSED"] == 3

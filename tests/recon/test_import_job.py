@@ -22,8 +22,9 @@ HEADER = "order_id,amount,currency,transaction_date,type\n"
 
 
 def csv_bytes(rows: int, *, prefix: str = "o", start: int = 1) -> bytes:
-    lines = [HEADER] + [f"{prefix}{n},{n % 900 + 1}.25,USD,2026-11-{n % 28 + 1:02d},Payment\n"
-                        for n in range(start, start + rows)]
+    lines = [HEADER] + [
+        f"{prefix}{n},{n % 900 + 1}.25,USD,2026-11-{n % 28 + 1:02d},Payment\n" for n in range(start, start + rows)
+    ]
     return "".join(lines).encode()
 
 
@@ -36,14 +37,17 @@ def upload(api, account_id, content: bytes, *, name="payments.csv", mode="TRANSA
 
 # --- the contract -------------------------------------------------------------------------------------
 
+
 @pytest.mark.django_db(transaction=True)
 def test_upload_starts_a_job_that_creates_entries_and_reports_bad_rows(ledger, operator_api):
-    content = ("\ufeff" + HEADER + "a1,10.00,USD,2026-11-01,Payment\n"
-               "a2,20.50,USD,2026-11-02T10:00:00Z,refund\n"
-               "\n"
-               "a3,abc,,2026-11-03,Payment\n"
-               "a4,5,USD,yesterday,Gift\n"
-               "a5,7.5,USD,2026-11-04,CREDIT\n").encode()
+    content = (
+        "\ufeff" + HEADER + "a1,10.00,USD,2026-11-01,Payment\n"
+        "a2,20.50,USD,2026-11-02T10:00:00Z,refund\n"
+        "\n"
+        "a3,abc,,2026-11-03,Payment\n"
+        "a4,5,USD,yesterday,Gift\n"
+        "a5,7.5,USD,2026-11-04,CREDIT\n"
+    ).encode()
     response = upload(operator_api, ledger.payments.pk, content, name="Nov.CSV")
     assert response.status_code == 202, response.json()
     body = response.json()
@@ -58,20 +62,35 @@ def test_upload_starts_a_job_that_creates_entries_and_reports_bad_rows(ledger, o
     report = status["result"]
     assert report["successful_ingestions"] == 3 and report["failed_ingestions"] == 2
     assert report["errors"] == [
-        {"row_number": 3, "error_details": "currency is empty; amount 'abc' is not a number",
-         "row_data": {"order_id": "a3", "amount": "abc", "currency": "", "transaction_date": "2026-11-03",
-                      "type": "Payment"}},
-        {"row_number": 4, "error_details": "transaction_date 'yesterday' is not a date (YYYY-MM-DD) or a date-time "
-                                           "with timezone; type 'Gift' is not one of Payment, Refund, Debit, Credit",
-         "row_data": {"order_id": "a4", "amount": "5", "currency": "USD", "transaction_date": "yesterday",
-                      "type": "Gift"}},
+        {
+            "row_number": 3,
+            "error_details": "currency is empty; amount 'abc' is not a number",
+            "row_data": {
+                "order_id": "a3",
+                "amount": "abc",
+                "currency": "",
+                "transaction_date": "2026-11-03",
+                "type": "Payment",
+            },
+        },
+        {
+            "row_number": 4,
+            "error_details": "transaction_date 'yesterday' is not a date (YYYY-MM-DD) or a date-time "
+            "with timezone; type 'Gift' is not one of Payment, Refund, Debit, Credit",
+            "row_data": {
+                "order_id": "a4",
+                "amount": "5",
+                "currency": "USD",
+                "transaction_date": "yesterday",
+                "type": "Gift",
+            },
+        },
     ]
     entries = {e.metadata["order_id"]: e for e in StagingEntry.objects.filter(account=ledger.payments)}
     assert set(entries) == {"a1", "a2", "a5"}
     assert entries["a1"].entry_type == "DEBIT" and entries["a2"].entry_type == "CREDIT"
     assert entries["a5"].entry_type == "CREDIT"
-    assert all(e.metadata["source_file"] == "Nov.CSV" and e.processing_mode == "TRANSACTION"
-               for e in entries.values())
+    assert all(e.metadata["source_file"] == "Nov.CSV" and e.processing_mode == "TRANSACTION" for e in entries.values())
     # The engine processed them (drain runs the staging tasks too).
     assert StagingEntry.objects.filter(account=ledger.payments, status="PROCESSED").count() == 3
     stored = Upload.objects.get()
@@ -101,8 +120,7 @@ def test_upload_validation_errors_are_400(ledger, operator_api):
 
 
 @pytest.mark.django_db
-def test_upload_404_before_403_and_viewers_are_refused(ledger, viewer_api, other_merchant_operator_api,
-                                                       operator_api):
+def test_upload_404_before_403_and_viewers_are_refused(ledger, viewer_api, other_merchant_operator_api, operator_api):
     assert upload(operator_api, uuid.uuid4(), csv_bytes(1)).status_code == 404
     assert upload(operator_api, "not-a-uuid", csv_bytes(1)).status_code == 404
     other = upload(other_merchant_operator_api, ledger.payments.pk, csv_bytes(1), mode=None)
@@ -154,12 +172,14 @@ def test_same_content_twice_is_409_unless_forced(ledger, operator_api):
 def test_jobs_api_refuses_an_upload_of_another_account(ledger, staff_api):
     job_id = upload(staff_api, ledger.payments.pk, csv_bytes(1)).json()["job_id"]
     params = dict(Job.objects.get(pk=job_id).params, account_id=str(ledger.bank.pk))
-    response = staff_api.post("/api/jobs/", {"job_type": "recon.import_csv", "params": params,
-                                             "merchant_id": "acme"}, format="json")
+    response = staff_api.post(
+        "/api/jobs/", {"job_type": "recon.import_csv", "params": params, "merchant_id": "acme"}, format="json"
+    )
     assert response.status_code == 400 and "upload_id" in response.json()["details"]["params"]
 
 
 # --- storage ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_stored_upload_is_chunked_and_read_back_lazily(ledger, monkeypatch):
@@ -174,11 +194,17 @@ def test_stored_upload_is_chunked_and_read_back_lazily(ledger, monkeypatch):
 
 # --- running ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.django_db(transaction=True)
 def test_paused_import_resumes_at_the_next_row(ledger):
     account = AccountFactory(merchant=ledger.merchant, account_name="no rule")
-    job = uploads.file_import_start(account=account, file=SimpleUploadedFile("p.csv", csv_bytes(95)), name="p.csv",
-                                   processing_mode="TRANSACTION", chunk_rows=10)
+    job = uploads.file_import_start(
+        account=account,
+        file=SimpleUploadedFile("p.csv", csv_bytes(95)),
+        name="p.csv",
+        processing_mode="TRANSACTION",
+        chunk_rows=10,
+    )
     # One slice whose budget is already spent: it commits one chunk (with its checkpoint) and stops.
     assert runtime.run_slice(job.pk, deadline=time.monotonic()) == "continue"
     assert reload(job).checkpoint["rows_done"] == 10
@@ -191,22 +217,40 @@ def test_paused_import_resumes_at_the_next_row(ledger):
     drain()
     job = reload(job)
     assert job.state == "COMPLETED", job.error
-    assert job.result == {"format": "csv", "statements": [], "duplicates_skipped": 0, "successful_ingestions": 95,
-                          "failed_ingestions": 0, "errors": []}
+    assert job.result == {
+        "format": "csv",
+        "statements": [],
+        "duplicates_skipped": 0,
+        "successful_ingestions": 95,
+        "failed_ingestions": 0,
+        "errors": [],
+    }
     orders = StagingEntry.objects.filter(account=account).values_list("metadata__order_id", flat=True)
     assert len(orders) == 95 and len(set(orders)) == 95
-    assert any("resuming p.csv after row 10" in e.data.get("message", "")
-               for e in JobEvent.objects.filter(job=job, kind="log"))
+    assert any(
+        "resuming p.csv after row 10" in e.data.get("message", "") for e in JobEvent.objects.filter(job=job, kind="log")
+    )
 
 
 @pytest.mark.django_db(transaction=True)
 def test_bad_bytes_further_down_are_row_errors_and_the_other_rows_are_imported(ledger):
     """Issue 17, item 5: invalid UTF-8, a NUL and a field over 128 KiB are each one row error."""
-    content = ((HEADER + "a1,1.00,USD,2026-11-01,Payment\n").encode() + b"a2,\xff\xfe,USD,2026-11-01,Payment\n"
-               + b"a3\x00,1.00,USD,2026-11-01,Payment\n" + b"a4," + b"9" * (129 * 1024) + b",USD,2026-11-01,Payment\n"
-               + b"\xc3(,2.00,USD,2026-11-01,Payment\n" + b"a6,3.00,USD,2026-11-01,Payment\n")
-    job = uploads.file_import_start(account=ledger.payments, file=SimpleUploadedFile("bad.csv", content),
-                                   name="bad.csv", processing_mode="TRANSACTION")
+    content = (
+        (HEADER + "a1,1.00,USD,2026-11-01,Payment\n").encode()
+        + b"a2,\xff\xfe,USD,2026-11-01,Payment\n"
+        + b"a3\x00,1.00,USD,2026-11-01,Payment\n"
+        + b"a4,"
+        + b"9" * (129 * 1024)
+        + b",USD,2026-11-01,Payment\n"
+        + b"\xc3(,2.00,USD,2026-11-01,Payment\n"
+        + b"a6,3.00,USD,2026-11-01,Payment\n"
+    )
+    job = uploads.file_import_start(
+        account=ledger.payments,
+        file=SimpleUploadedFile("bad.csv", content),
+        name="bad.csv",
+        processing_mode="TRANSACTION",
+    )
     drain()
     job = reload(job)
     assert job.state == "COMPLETED", job.error
@@ -221,8 +265,13 @@ def test_bad_bytes_further_down_are_row_errors_and_the_other_rows_are_imported(l
     assert sorted(StagingEntry.objects.values_list("metadata__order_id", flat=True)) == ["a1", "a6"]
 
 
-FAST = {"TRACKER_LEASE_SECONDS": 3, "TRACKER_RESCUE_EVERY_SECONDS": 1, "TRACKER_POLL_SECONDS": 0.2,
-        "JOBS_SLICE_SECONDS": 15, "JOBS_STOP_CHECK_SECONDS": 0.5}
+FAST = {
+    "TRACKER_LEASE_SECONDS": 3,
+    "TRACKER_RESCUE_EVERY_SECONDS": 1,
+    "TRACKER_POLL_SECONDS": 0.2,
+    "JOBS_SLICE_SECONDS": 15,
+    "JOBS_STOP_CHECK_SECONDS": 0.5,
+}
 ROWS = 100_000
 
 
@@ -231,8 +280,13 @@ ROWS = 100_000
 def test_import_of_100k_rows_survives_a_killed_cluster_without_duplicates(ledger, processes):
     account = ledger.payments
     content = csv_bytes(ROWS, prefix="bulk-")
-    job = uploads.file_import_start(account=account, file=SimpleUploadedFile("bulk.csv", content), name="bulk.csv",
-                                   processing_mode="TRANSACTION", chunk_rows=2500)
+    job = uploads.file_import_start(
+        account=account,
+        file=SimpleUploadedFile("bulk.csv", content),
+        name="bulk.csv",
+        processing_mode="TRANSACTION",
+        chunk_rows=2500,
+    )
     cluster = processes.start(["manage.py", "qcluster"], **FAST)
     wait_until(lambda: reload(job).checkpoint.get("rows_done", 0) >= 10_000, 60, message="10,000 rows imported")
     os.killpg(cluster.pid, signal.SIGKILL)
@@ -249,13 +303,14 @@ def test_import_of_100k_rows_survives_a_killed_cluster_without_duplicates(ledger
     assert job.state == "COMPLETED", job.error
     assert job.result == {"successful_ingestions": ROWS, "failed_ingestions": 0, "errors": []}
     assert StagingEntry.objects.filter(account=account).count() == ROWS
-    distinct = (StagingEntry.objects.filter(account=account).values("metadata__order_id").distinct().count())
+    distinct = StagingEntry.objects.filter(account=account).values("metadata__order_id").distinct().count()
     assert distinct == ROWS
     resumed = [e.data for e in JobEvent.objects.filter(job=job, kind="log") if "resum" in e.data["message"]]
     assert resumed and job.attempts >= 2
 
 
 # --- admin --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_admin_upload_form_starts_the_job_and_shows_it(ledger, staff_user, viewer):
@@ -275,14 +330,16 @@ def test_admin_upload_form_starts_the_job_and_shows_it(ledger, staff_user, viewe
     assert again.status_code == 200 and b"already uploaded" in again.content and Job.objects.count() == 1
     bad = client.post(url, {"file": SimpleUploadedFile("b.csv", b"nope,x\n1,2\n"), "processing_mode": "TRANSACTION"})
     assert bad.status_code == 200 and b"header" in bad.content
-    forced = client.post(url, {"file": SimpleUploadedFile("a.csv", csv_bytes(3)), "processing_mode": "TRANSACTION",
-                               "force": "on"})
+    forced = client.post(
+        url, {"file": SimpleUploadedFile("a.csv", csv_bytes(3)), "processing_mode": "TRANSACTION", "force": "on"}
+    )
     assert forced.status_code == 302 and Job.objects.count() == 2
     assert client.get("/admin/recon/upload/").status_code == 200
     assert client.get(f"/admin/recon/upload/{Upload.objects.first().pk}/change/").status_code == 200
 
 
 # --- command ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db(transaction=True)
 def test_recon_import_as_a_job_follows_it_to_the_report(ledger, tmp_path):
@@ -306,8 +363,16 @@ def test_recon_import_as_a_job_follows_it_to_the_report(ledger, tmp_path):
     thread.start()
     out = io.StringIO()
     try:
-        call_command("recon_import", str(path), "--account", str(ledger.payments.pk), "--mode", "TRANSACTION",
-                     "--job", stdout=out)
+        call_command(
+            "recon_import",
+            str(path),
+            "--account",
+            str(ledger.payments.pk),
+            "--mode",
+            "TRANSACTION",
+            "--job",
+            stdout=out,
+        )
     finally:
         stop.set()
         thread.join()
@@ -315,10 +380,29 @@ def test_recon_import_as_a_job_follows_it_to_the_report(ledger, tmp_path):
     assert "4 staging entries created" in text and "1 rows failed" in text and "amount must be positive" in text
     assert Job.objects.get().state == "COMPLETED"
     with pytest.raises(CommandError, match="already uploaded"):
-        call_command("recon_import", str(path), "--account", str(ledger.payments.pk), "--mode", "TRANSACTION",
-                     "--job", "--no-wait", stdout=out)
-    call_command("recon_import", str(path), "--account", str(ledger.payments.pk), "--mode", "TRANSACTION",
-                 "--job", "--no-wait", "--force", stdout=out)
+        call_command(
+            "recon_import",
+            str(path),
+            "--account",
+            str(ledger.payments.pk),
+            "--mode",
+            "TRANSACTION",
+            "--job",
+            "--no-wait",
+            stdout=out,
+        )
+    call_command(
+        "recon_import",
+        str(path),
+        "--account",
+        str(ledger.payments.pk),
+        "--mode",
+        "TRANSACTION",
+        "--job",
+        "--no-wait",
+        "--force",
+        stdout=out,
+    )
     assert Job.objects.count() == 2
 
 
@@ -327,8 +411,9 @@ def test_oversized_form_fields_are_413_not_500(ledger, operator_api, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
     response = upload(operator_api, ledger.payments.pk, csv_bytes(1), mode="T" * 1000)
     assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
-    json_body = operator_api.post(f"/api/accounts/{ledger.payments.pk}/staging-entries/files/",
-                                  {"processing_mode": "TRANSACTION"}, format="json")
+    json_body = operator_api.post(
+        f"/api/accounts/{ledger.payments.pk}/staging-entries/files/", {"processing_mode": "TRANSACTION"}, format="json"
+    )
     assert json_body.status_code == 415
 
 

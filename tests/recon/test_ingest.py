@@ -14,15 +14,27 @@ HEADER = "order_id,amount,currency,transaction_date,type\n"
 
 
 def test_good_and_bad_rows_report(ledger):
-    lines = [HEADER, "o1,10.50,USD,2026-11-01,Payment\n", "o2,-3,USD,2026-11-01,refund\n",
-             "\n", ",abc,XX,someday,gift\n", "o4,5,USD,2026-11-02T10:00:00+01:00,REFUND\n", "o5,1,USD\n"]
+    lines = [
+        HEADER,
+        "o1,10.50,USD,2026-11-01,Payment\n",
+        "o2,-3,USD,2026-11-01,refund\n",
+        "\n",
+        ",abc,XX,someday,gift\n",
+        "o4,5,USD,2026-11-02T10:00:00+01:00,REFUND\n",
+        "o5,1,USD\n",
+    ]
     report = ingest_csv(account=ledger.payments, lines=lines, processing_mode="TRANSACTION", source_file="a.csv")
     assert report["successful_ingestions"] == 2 and report["failed_ingestions"] == 3
     errors = {e["row_number"]: e for e in report["errors"]}
     assert set(errors) == {2, 3, 5}  # the blank line is not a row
     assert errors[2]["error_details"] == "amount must be positive"
-    assert errors[2]["row_data"] == {"order_id": "o2", "amount": "-3", "currency": "USD",
-                                     "transaction_date": "2026-11-01", "type": "refund"}
+    assert errors[2]["row_data"] == {
+        "order_id": "o2",
+        "amount": "-3",
+        "currency": "USD",
+        "transaction_date": "2026-11-01",
+        "type": "refund",
+    }
     details = errors[3]["error_details"]
     assert "order_id is empty" in details and "amount 'abc'" in details and "currency 'XX'" in details
     assert "transaction_date 'someday'" in details and "type 'gift'" in details
@@ -34,18 +46,27 @@ def test_good_and_bad_rows_report(ledger):
 
 
 def test_payment_on_credit_normal_account_is_credit(ledger):
-    ingest_csv(account=ledger.bank, lines=[HEADER, "o1,1,USD,2026-11-01,payment\n", "o2,1,USD,2026-11-01,Debit\n"],
-               processing_mode="CONFIRMATION", source_file="b.csv")
+    ingest_csv(
+        account=ledger.bank,
+        lines=[HEADER, "o1,1,USD,2026-11-01,payment\n", "o2,1,USD,2026-11-01,Debit\n"],
+        processing_mode="CONFIRMATION",
+        source_file="b.csv",
+    )
     sides = dict(StagingEntry.objects.values_list("metadata__order_id", "entry_type"))
     assert sides == {"o1": "CREDIT", "o2": "DEBIT"}
 
 
-@pytest.mark.parametrize("header", ["", "order,amount,currency,transaction_date,type\n",
-                                    "order_id,amount,currency,transaction_date\n"])
+@pytest.mark.parametrize(
+    "header", ["", "order,amount,currency,transaction_date,type\n", "order_id,amount,currency,transaction_date\n"]
+)
 def test_bad_header_is_a_clear_error(ledger, header):
     with pytest.raises(InvalidCsvError) as exc:
-        ingest_csv(account=ledger.payments, lines=[header] if header else [], processing_mode="TRANSACTION",
-                   source_file="x.csv")
+        ingest_csv(
+            account=ledger.payments,
+            lines=[header] if header else [],
+            processing_mode="TRANSACTION",
+            source_file="x.csv",
+        )
     assert "header" in exc.value.message or "empty" in exc.value.message
 
 
@@ -61,16 +82,29 @@ def test_chunks_commit_with_checkpoint_and_resume(ledger):
         seen.append((rows_done, report["successful_ingestions"], StagingEntry.objects.count()))
         return len(seen) < 2
 
-    report = ingest_csv(account=ledger.payments, lines=itertools.chain([HEADER], rows(25)),
-                        processing_mode="TRANSACTION", source_file="big.csv", chunk_rows=10, on_chunk=stop_after_two)
+    report = ingest_csv(
+        account=ledger.payments,
+        lines=itertools.chain([HEADER], rows(25)),
+        processing_mode="TRANSACTION",
+        source_file="big.csv",
+        chunk_rows=10,
+        on_chunk=stop_after_two,
+    )
     assert seen == [(10, 10, 10), (20, 20, 20)]
     assert StagingEntry.objects.count() == 20
-    report = ingest_csv(account=ledger.payments, lines=itertools.chain([HEADER], rows(25)),
-                        processing_mode="TRANSACTION", source_file="big.csv", chunk_rows=10, start_row=20,
-                        report=report)
+    report = ingest_csv(
+        account=ledger.payments,
+        lines=itertools.chain([HEADER], rows(25)),
+        processing_mode="TRANSACTION",
+        source_file="big.csv",
+        chunk_rows=10,
+        start_row=20,
+        report=report,
+    )
     assert report["successful_ingestions"] == 25
-    assert sorted(int(o[1:]) for o in StagingEntry.objects.values_list("metadata__order_id", flat=True)) == \
-        list(range(25))
+    assert sorted(int(o[1:]) for o in StagingEntry.objects.values_list("metadata__order_id", flat=True)) == list(
+        range(25)
+    )
 
 
 def test_chunk_rolls_back_with_failing_checkpoint(ledger):
@@ -78,8 +112,14 @@ def test_chunk_rolls_back_with_failing_checkpoint(ledger):
         raise RuntimeError("checkpoint failed")
 
     with pytest.raises(RuntimeError):
-        ingest_csv(account=ledger.payments, lines=itertools.chain([HEADER], rows(5)),
-                   processing_mode="TRANSACTION", source_file="c.csv", chunk_rows=5, on_chunk=boom)
+        ingest_csv(
+            account=ledger.payments,
+            lines=itertools.chain([HEADER], rows(5)),
+            processing_mode="TRANSACTION",
+            source_file="c.csv",
+            chunk_rows=5,
+            on_chunk=boom,
+        )
     assert not StagingEntry.objects.exists() and not ProcessTracker.objects.exists()
 
 
@@ -101,15 +141,20 @@ def test_recon_import_command(ledger, tmp_path):
 
 def test_other_commands(ledger, tmp_path):
     out = io.StringIO()
-    ingest_csv(account=ledger.payments, lines=[HEADER, "o1,10,USD,2026-11-01,Payment\n"],
-               processing_mode="TRANSACTION", source_file="x.csv")
+    ingest_csv(
+        account=ledger.payments,
+        lines=[HEADER, "o1,10,USD,2026-11-01,Payment\n"],
+        processing_mode="TRANSACTION",
+        source_file="x.csv",
+    )
     call_command("recon_trigger", stdout=out)
     assert "processed=1 succeeded=1 failed=0" in out.getvalue()
     call_command("recon_summary", "--merchant", "acme", "--json", stdout=out)
     assert '"PROCESSED": 1' in out.getvalue()
     call_command("merchant_user_create", "alice", "--merchant", "acme", "--role", "operator", stdout=out)
-    from recon import access
     from django.contrib.auth import get_user_model
+
+    from recon import access
 
     alice = get_user_model().objects.get(username="alice")
     assert access.visible_tenants(alice) == {"acme"} and access.can_operate(alice, "acme")

@@ -41,11 +41,17 @@ def test_demo_types_are_startable_by_staff_only(job_type_name, staff_api):
 
 
 def test_jobs_demo_types_0_removes_them():
-    code = ("import django; django.setup(); from jobs import registry; print(','.join(registry.all_types()))")
+    code = "import django; django.setup(); from jobs import registry; print(','.join(registry.all_types()))"
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
     on = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    off = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "JOBS_DEMO_TYPES": "0"},
-                         capture_output=True, text=True, timeout=60)
+    off = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**env, "JOBS_DEMO_TYPES": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert set(DEMO) <= set(on.stdout.strip().split(",")), on.stderr
     assert not set(DEMO) & set(off.stdout.strip().split(",")), off.stderr
     assert "recon.close_period" in off.stdout
@@ -55,8 +61,11 @@ def test_personal_jobs_are_limited_per_user(settings):
     settings.JOBS = {"PERSONAL_MAX_PER_USER": 2}
     alice, bob = user("alice"), user("bob")
     api = client_for(alice)
-    assert [api.post("/api/jobs/", {"job_type": "tests.personal"}, format="json").status_code
-            for _ in range(3)] == [201, 201, 429]
+    assert [api.post("/api/jobs/", {"job_type": "tests.personal"}, format="json").status_code for _ in range(3)] == [
+        201,
+        201,
+        429,
+    ]
     resp = api.post("/api/jobs/", {"job_type": "tests.personal"}, format="json")
     assert resp.json()["code"] == "throttled" and resp.json()["details"] == {"unfinished": 2, "limit": 2}
     # Per user: bob is not held back; a finished (cancelled) job frees a place.
@@ -70,11 +79,14 @@ def test_side_jobs_run_after_staging_entries_and_merchant_jobs_before(ledger):
     from tests.recon.factories import stage
 
     personal_job = services.job_create(job_type="tests.personal", owner=user("alice"))
-    demo_job = services.job_create(job_type="jobs.countdown", params={"steps": 1, "step_seconds": 0},
-                                   merchant_id=ledger.merchant.pk)
-    merchant_job = services.job_create(job_type="recon.close_period", merchant_id=ledger.merchant.pk,
-                                       params={"merchant_id": ledger.merchant.pk, "start_date": "2026-10-01",
-                                               "end_date": "2026-10-31"})
+    demo_job = services.job_create(
+        job_type="jobs.countdown", params={"steps": 1, "step_seconds": 0}, merchant_id=ledger.merchant.pk
+    )
+    merchant_job = services.job_create(
+        job_type="recon.close_period",
+        merchant_id=ledger.merchant.pk,
+        params={"merchant_id": ledger.merchant.pk, "start_date": "2026-10-01", "end_date": "2026-10-31"},
+    )
     stage(ledger.payments, order_id="o-1")
 
     def priority(job):
@@ -97,9 +109,19 @@ def test_import_params_of_another_merchant_answer_as_unknown_ones(ledger, operat
     theirs = upload_store(account=rival, name="x.csv", source=[b"order_id,amount,currency,transaction_date,type\n"])
     answers = []
     for account_id, upload_id in ((rival.pk, theirs.pk), (uuid.uuid4(), uuid.uuid4())):
-        resp = operator_api.post("/api/jobs/", {"job_type": "recon.import_csv", "merchant_id": ledger.merchant.pk,
-                                                "params": {"account_id": str(account_id), "upload_id": str(upload_id),
-                                                           "processing_mode": "TRANSACTION"}}, format="json")
+        resp = operator_api.post(
+            "/api/jobs/",
+            {
+                "job_type": "recon.import_csv",
+                "merchant_id": ledger.merchant.pk,
+                "params": {
+                    "account_id": str(account_id),
+                    "upload_id": str(upload_id),
+                    "processing_mode": "TRANSACTION",
+                },
+            },
+            format="json",
+        )
         answers.append((resp.status_code, resp.json()))
     assert answers[0] == answers[1] and answers[0][0] == 400
     assert not Job.objects.exists()

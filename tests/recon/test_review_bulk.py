@@ -32,12 +32,15 @@ def test_ignore_all_matching_review_entries_as_a_job(admin_client_, ledger, staf
     assert 'id="review-n">6<' in confirm.content.decode()
     refused = admin_client_.post("/admin/recon/stagingentry/bulk/", {"queue": "review", "action": "ignore"})
     assert refused.status_code == 302 and not Job.objects.filter(job_type="recon.review_bulk").exists()
-    response = admin_client_.post("/admin/recon/stagingentry/bulk/", {"queue": "review", "action": "ignore",
-                                                                      "reason": "duplicates of the old bank feed"})
+    response = admin_client_.post(
+        "/admin/recon/stagingentry/bulk/",
+        {"queue": "review", "action": "ignore", "reason": "duplicates of the old bank feed"},
+    )
     assert response.status_code == 302 and "/admin/jobs/job/" in response["Location"]
     drain()
     job = Job.objects.get(job_type="recon.review_bulk")
     assert job.state == "COMPLETED" and job.result == {"matched": 6, "changed": 6, "skipped": 0}
-    assert set(StagingEntry.objects.filter(pk__in=[e.pk for e in review] + [stuck.pk]).values_list(
-        "status", flat=True)) == {"ARCHIVED"}
+    assert set(
+        StagingEntry.objects.filter(pk__in=[e.pk for e in review] + [stuck.pk]).values_list("status", flat=True)
+    ) == {"ARCHIVED"}
     assert StagingEntry.objects.get(pk=fine.pk).status == "PROCESSED"

@@ -23,12 +23,21 @@ def csv_file(name: str, rows: list[tuple]) -> SimpleUploadedFile:
 
 
 def start(ledger, operator, **extra):
-    provider = csv_file("provider.csv", [("s1", "10.00", "2026-10-03"), ("s2", "20.00", "2026-10-04"),
-                                         ("s3", "30.00", "2026-10-05")])
+    provider = csv_file(
+        "provider.csv", [("s1", "10.00", "2026-10-03"), ("s2", "20.00", "2026-10-04"), ("s3", "30.00", "2026-10-05")]
+    )
     bank = csv_file("bank.csv", [("s1", "10.00", "2026-10-03"), ("s2", "20.00", "2026-10-04")])
-    return settlement_run_start(merchant=ledger.merchant, start_date=dt.date(2026, 10, 1),
-                                end_date=dt.date(2026, 10, 31), provider_account=ledger.payments,
-                                provider_file=provider, bank_account=ledger.bank, bank_file=bank, by=operator, **extra)
+    return settlement_run_start(
+        merchant=ledger.merchant,
+        start_date=dt.date(2026, 10, 1),
+        end_date=dt.date(2026, 10, 31),
+        provider_account=ledger.payments,
+        provider_file=provider,
+        bank_account=ledger.bank,
+        bank_file=bank,
+        by=operator,
+        **extra,
+    )
 
 
 def states(run) -> dict:
@@ -68,8 +77,11 @@ def test_settlement_run_imports_waits_reports_and_closes_on_approval(ledger, ope
     run = reload(run)
     assert run.state == "COMPLETED", run.error
     period = ClosedPeriod.objects.get()
-    assert (period.start_date, period.end_date, period.closed_by) == (dt.date(2026, 10, 1), dt.date(2026, 10, 31),
-                                                                     operator)
+    assert (period.start_date, period.end_date, period.closed_by) == (
+        dt.date(2026, 10, 1),
+        dt.date(2026, 10, 31),
+        operator,
+    )
     result = run.result["close"]
     assert result["status"] == "closed" and result["period_id"] == period.pk and result["approved_by"] == "operator"
     assert set(result["uploads"]) == {str(u.pk) for u in Upload.objects.all()}
@@ -85,22 +97,37 @@ def test_reject_does_not_close_and_a_bad_file_starts_nothing(ledger, operator):
     assert not ClosedPeriod.objects.exists()
     uploads = Upload.objects.count()
     with pytest.raises(InvalidCsvError):
-        settlement_run_start(merchant=ledger.merchant, start_date=dt.date(2026, 10, 1), end_date=dt.date(2026, 10, 2),
-                             provider_account=ledger.payments, provider_file=csv_file("p.csv", []),
-                             bank_account=ledger.bank,
-                             bank_file=SimpleUploadedFile("b.csv", b"nope,header\n1,2\n"), by=operator)
+        settlement_run_start(
+            merchant=ledger.merchant,
+            start_date=dt.date(2026, 10, 1),
+            end_date=dt.date(2026, 10, 2),
+            provider_account=ledger.payments,
+            provider_file=csv_file("p.csv", []),
+            bank_account=ledger.bank,
+            bank_file=SimpleUploadedFile("b.csv", b"nope,header\n1,2\n"),
+            by=operator,
+        )
     assert Upload.objects.count() == uploads
 
 
 def test_started_through_the_api_with_stored_uploads(ledger, operator, operator_api):
     run = start(ledger, operator)
     params = dict(run.params)
-    resp = operator_api.post("/api/jobs/", {"job_type": "recon.settlement_run", "merchant_id": "acme",
-                                            "params": {**params, "bank_upload_id": params["provider_upload_id"]}},
-                             format="json")
+    resp = operator_api.post(
+        "/api/jobs/",
+        {
+            "job_type": "recon.settlement_run",
+            "merchant_id": "acme",
+            "params": {**params, "bank_upload_id": params["provider_upload_id"]},
+        },
+        format="json",
+    )
     assert resp.status_code == 400 and "bank_upload_id" in str(resp.json()["details"])
-    resp = operator_api.post("/api/jobs/", {"job_type": "recon.settlement_run", "merchant_id": "acme",
-                                            "params": params, "idempotency_key": "oct"}, format="json")
+    resp = operator_api.post(
+        "/api/jobs/",
+        {"job_type": "recon.settlement_run", "merchant_id": "acme", "params": params, "idempotency_key": "oct"},
+        format="json",
+    )
     assert resp.status_code == 201 and resp.json()["workflow"]["name"] == "recon.settlement_run"
 
 
@@ -112,10 +139,15 @@ def test_started_from_the_admin_form_with_two_files(ledger, operator, staff_user
     url = "/admin/jobs/workflowstep/start/recon.settlement_run/"
     page = web.get(url)
     assert page.status_code == 200 and 'type="file"' in page.content.decode()
-    body = {"merchant": "acme", "start_date": "2026-10-01", "end_date": "2026-10-31",
-            "provider_account": str(ledger.payments.pk), "bank_account": str(ledger.bank.pk),
-            "provider_file": csv_file("provider.csv", [("a1", "5.00", "2026-10-02")]),
-            "bank_file": csv_file("bank.csv", [("a1", "5.00", "2026-10-02")])}
+    body = {
+        "merchant": "acme",
+        "start_date": "2026-10-01",
+        "end_date": "2026-10-31",
+        "provider_account": str(ledger.payments.pk),
+        "bank_account": str(ledger.bank.pk),
+        "provider_file": csv_file("provider.csv", [("a1", "5.00", "2026-10-02")]),
+        "bank_file": csv_file("bank.csv", [("a1", "5.00", "2026-10-02")]),
+    }
     resp = web.post(url, body)
     assert resp.status_code == 302, resp.content.decode()[:2000]
     from jobs.models import Job
@@ -123,7 +155,9 @@ def test_started_from_the_admin_form_with_two_files(ledger, operator, staff_user
     run = Job.objects.get(job_type="recon.settlement_run")
     assert resp["Location"] == f"/admin/jobs/job/{run.pk}/change/"
     assert run.params["start_date"] == "2026-10-01" and Upload.objects.count() == 2
-    bad = web.post(url, {**body, "end_date": "2026-09-01", "provider_file": csv_file("p.csv", []),
-                         "bank_file": csv_file("b.csv", [])})
+    bad = web.post(
+        url,
+        {**body, "end_date": "2026-09-01", "provider_file": csv_file("p.csv", []), "bank_file": csv_file("b.csv", [])},
+    )
     assert bad.status_code == 200 and "Must not be before" in bad.content.decode()
     assert Job.objects.filter(job_type="recon.settlement_run").count() == 1

@@ -14,32 +14,47 @@ from recon.models import BankStatement, StagingEntry
 from tests.jobs.conftest import drain, reload
 from tests.recon import statement_files as f
 
-MT940_DAY_1 = (b":20:D1\n:25:BANK-1\n:28C:41/1\n:60F:C261031EUR100,00\n"
-               b":61:2611011101C50,00NTRFORD-1//B-1\n:86:?20ORD-1 payout\n"
-               b":61:2611011101D20,00NMSCNONREF//B-2\n:86:fee\n:62F:C261101EUR130,00\n-\n")
-MT940_DAY_1_AND_2 = (MT940_DAY_1.replace(b":20:D1", b":20:D1B")
-                     + b":20:D2\n:25:BANK-1\n:28C:43/1\n:60F:C261101EUR131,00\n"
-                       b":61:2611021102C5,00NTRFNONREF//B-3\n:62F:C261102EUR136,00\n-\n")
+MT940_DAY_1 = (
+    b":20:D1\n:25:BANK-1\n:28C:41/1\n:60F:C261031EUR100,00\n"
+    b":61:2611011101C50,00NTRFORD-1//B-1\n:86:?20ORD-1 payout\n"
+    b":61:2611011101D20,00NMSCNONREF//B-2\n:86:fee\n:62F:C261101EUR130,00\n-\n"
+)
+MT940_DAY_1_AND_2 = (
+    MT940_DAY_1.replace(b":20:D1", b":20:D1B") + b":20:D2\n:25:BANK-1\n:28C:43/1\n:60F:C261101EUR131,00\n"
+    b":61:2611021102C5,00NTRFNONREF//B-3\n:62F:C261102EUR136,00\n-\n"
+)
 
 
 def start(account, content: bytes, *, name="statement.txt", mode="CONFIRMATION", force=False, chunk_rows=None):
-    return uploads.file_import_start(account=account, file=SimpleUploadedFile(name, content), name=name,
-                                     processing_mode=mode, force=force, chunk_rows=chunk_rows)
+    return uploads.file_import_start(
+        account=account,
+        file=SimpleUploadedFile(name, content),
+        name=name,
+        processing_mode=mode,
+        force=force,
+        chunk_rows=chunk_rows,
+    )
 
 
 @pytest.mark.django_db(transaction=True)
 def test_camt_upload_over_the_api_imports_every_line(ledger, operator_api):
-    details = ("<NtryDtls><Btch><PmtInfId>P-9</PmtInfId></Btch>"
-               "<TxDtls><Amt Ccy=\"EUR\">7.00</Amt><RmtInf><Ustrd>ORD-7</Ustrd></RmtInf></TxDtls>"
-               "<TxDtls><Amt Ccy=\"EUR\">3.00</Amt><RmtInf><Ustrd>ORD-3</Ustrd></RmtInf></TxDtls></NtryDtls>")
-    body = f.camt_statement("S-11", f.camt_entry("10.00", "CRDT", ref="R-1", details=details)
-                            + f.camt_entry("4.00", "DBIT", ref="R-2", value="2026-11-02")
-                            + f.camt_entry("1.00", "CRDT", status="<Sts>PDNG</Sts>"),
-                            balances=f.camt_balance("OPBD", "0.00", "2026-10-31")
-                            + f.camt_balance("CLBD", "6.00", "2026-11-01"))
-    response = operator_api.post(f"/api/accounts/{ledger.bank.pk}/staging-entries/files/",
-                                 {"file": SimpleUploadedFile("no-extension", f.camt(body)),
-                                  "processing_mode": "CONFIRMATION"}, format="multipart")
+    details = (
+        "<NtryDtls><Btch><PmtInfId>P-9</PmtInfId></Btch>"
+        '<TxDtls><Amt Ccy="EUR">7.00</Amt><RmtInf><Ustrd>ORD-7</Ustrd></RmtInf></TxDtls>'
+        '<TxDtls><Amt Ccy="EUR">3.00</Amt><RmtInf><Ustrd>ORD-3</Ustrd></RmtInf></TxDtls></NtryDtls>'
+    )
+    body = f.camt_statement(
+        "S-11",
+        f.camt_entry("10.00", "CRDT", ref="R-1", details=details)
+        + f.camt_entry("4.00", "DBIT", ref="R-2", value="2026-11-02")
+        + f.camt_entry("1.00", "CRDT", status="<Sts>PDNG</Sts>"),
+        balances=f.camt_balance("OPBD", "0.00", "2026-10-31") + f.camt_balance("CLBD", "6.00", "2026-11-01"),
+    )
+    response = operator_api.post(
+        f"/api/accounts/{ledger.bank.pk}/staging-entries/files/",
+        {"file": SimpleUploadedFile("no-extension", f.camt(body)), "processing_mode": "CONFIRMATION"},
+        format="multipart",
+    )
     assert response.status_code == 202, response.json()
     job = Job.objects.get(pk=response.json()["job_id"])
     assert (job.job_type, job.params["format"]) == ("recon.import_file", "camt053")
@@ -47,25 +62,63 @@ def test_camt_upload_over_the_api_imports_every_line(ledger, operator_api):
     job = reload(job)
     assert job.state == "COMPLETED", job.error
     result = job.result
-    assert (result["format"], result["successful_ingestions"], result["failed_ingestions"],
-            result["duplicates_skipped"], result["errors"]) == ("camt053", 3, 0, 0, [])
-    assert result["statements"] == [{
-        "statement_id": "S-11", "account": "DE89370400440532013000", "currency": "EUR", "sequence": "1",
-        "opening_balance": "0.00", "closing_balance": "6.00", "opening_date": "2026-10-31",
-        "closing_date": "2026-11-01", "lines": 3, "lines_total": "6.00", "balanced": True}]
+    assert (
+        result["format"],
+        result["successful_ingestions"],
+        result["failed_ingestions"],
+        result["duplicates_skipped"],
+        result["errors"],
+    ) == ("camt053", 3, 0, 0, [])
+    assert result["statements"] == [
+        {
+            "statement_id": "S-11",
+            "account": "DE89370400440532013000",
+            "currency": "EUR",
+            "sequence": "1",
+            "opening_balance": "0.00",
+            "closing_balance": "6.00",
+            "opening_date": "2026-10-31",
+            "closing_date": "2026-11-01",
+            "lines": 3,
+            "lines_total": "6.00",
+            "balanced": True,
+        }
+    ]
     entries = sorted(StagingEntry.objects.filter(account=ledger.bank), key=lambda e: e.amount)
     assert [(e.amount, e.entry_type, e.currency, e.processing_mode) for e in entries] == [
-        (Decimal("3.0000"), "CREDIT", "EUR", "CONFIRMATION"), (Decimal("4.0000"), "DEBIT", "EUR", "CONFIRMATION"),
-        (Decimal("7.0000"), "CREDIT", "EUR", "CONFIRMATION")]  # money in is CREDIT on a CREDIT_NORMAL account
+        (Decimal("3.0000"), "CREDIT", "EUR", "CONFIRMATION"),
+        (Decimal("4.0000"), "DEBIT", "EUR", "CONFIRMATION"),
+        (Decimal("7.0000"), "CREDIT", "EUR", "CONFIRMATION"),
+    ]  # money in is CREDIT on a CREDIT_NORMAL account
     three, four, _ = entries
-    assert {k: three.metadata[k] for k in ("remittance_info", "batch_reference", "bank_reference", "format",
-                                           "source_file", "statement_id", "reversal")} == {
-        "remittance_info": "ORD-3", "batch_reference": "P-9", "bank_reference": "R-1", "format": "camt053",
-        "source_file": "no-extension", "statement_id": "S-11", "reversal": False}
+    assert {
+        k: three.metadata[k]
+        for k in (
+            "remittance_info",
+            "batch_reference",
+            "bank_reference",
+            "format",
+            "source_file",
+            "statement_id",
+            "reversal",
+        )
+    } == {
+        "remittance_info": "ORD-3",
+        "batch_reference": "P-9",
+        "bank_reference": "R-1",
+        "format": "camt053",
+        "source_file": "no-extension",
+        "statement_id": "S-11",
+        "reversal": False,
+    }
     assert four.effective_date.date().isoformat() == "2026-11-02" and four.metadata["booking_date"] == "2026-11-01"
     stored = BankStatement.objects.get()
     assert (stored.statement_id, stored.line_count, stored.closing_balance, stored.problems) == (
-        "S-11", 3, Decimal("6.00"), [])
+        "S-11",
+        3,
+        Decimal("6.00"),
+        [],
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -74,16 +127,21 @@ def test_money_in_is_a_debit_on_a_debit_normal_account(ledger):
     drain()
     assert reload(job).state == "COMPLETED"
     assert sorted(StagingEntry.objects.values_list("amount", "entry_type")) == [
-        (Decimal("1.0000"), "CREDIT"), (Decimal("12.3400"), "DEBIT")]
+        (Decimal("1.0000"), "CREDIT"),
+        (Decimal("12.3400"), "DEBIT"),
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("content,where", [
-    (MT940_DAY_1.replace(b":61:2611011101D20,00", b":61:2611011101X20,00"), "mt940: :61:"),
-    (f.camt(f.camt_statement("S", f.camt_entry("1.00", "CRDT") * 3))[:-30], "camt053: the XML is not well-formed"),
-    (f.render_ofx([(Decimal("1"), "IN", "A", "b")]).replace(b"<TRNAMT>1", b"<TRNAMT>x"), "ofx: amount"),
-    (f.render_bai2([(Decimal("1"), "IN", "A", "b")]).replace(b"49,100", b"49,101"), "bai2: account control"),
-])
+@pytest.mark.parametrize(
+    "content,where",
+    [
+        (MT940_DAY_1.replace(b":61:2611011101D20,00", b":61:2611011101X20,00"), "mt940: :61:"),
+        (f.camt(f.camt_statement("S", f.camt_entry("1.00", "CRDT") * 3))[:-30], "camt053: the XML is not well-formed"),
+        (f.render_ofx([(Decimal("1"), "IN", "A", "b")]).replace(b"<TRNAMT>1", b"<TRNAMT>x"), "ofx: amount"),
+        (f.render_bai2([(Decimal("1"), "IN", "A", "b")]).replace(b"49,100", b"49,101"), "bai2: account control"),
+    ],
+)
 def test_a_broken_statement_fails_the_job_and_writes_nothing(ledger, content, where):
     job = start(ledger.bank, content, chunk_rows=10)
     drain()
@@ -178,8 +236,9 @@ def test_a_line_in_another_currency_is_imported_and_ends_in_review(ledger):
 def test_statements_api_lists_bank_and_ledger_balances(ledger, operator_api, other_merchant_operator_api):
     from recon.models import Account
 
-    account = Account.objects.create(merchant=ledger.merchant, account_name="eur bank", account_type="CREDIT_NORMAL",
-                                     currency="EUR")
+    account = Account.objects.create(
+        merchant=ledger.merchant, account_name="eur bank", account_type="CREDIT_NORMAL", currency="EUR"
+    )
     start(account, MT940_DAY_1, mode="TRANSACTION")  # no rule: the entries go to review, the ledger stays at 0
     drain()
     response = operator_api.get(f"/api/accounts/{account.pk}/statements/")
@@ -187,11 +246,35 @@ def test_statements_api_lists_bank_and_ledger_balances(ledger, operator_api, oth
     body = response.json()
     assert body["count"] == 1
     (item,) = body["results"]
-    assert {k: item[k] for k in ("statement_id", "format", "bank_account", "sequence", "opening_balance",
-                                 "closing_balance", "closing_date", "line_count", "lines_total", "problems",
-                                 "ledger_balance", "difference")} == {
-        "statement_id": "D1/41/1", "format": "mt940", "bank_account": "BANK-1", "sequence": "41/1",
-        "opening_balance": "100.00", "closing_balance": "130.00", "closing_date": "2026-11-01", "line_count": 2,
-        "lines_total": "30.00", "problems": [], "ledger_balance": "0.00", "difference": "130.00"}
+    assert {
+        k: item[k]
+        for k in (
+            "statement_id",
+            "format",
+            "bank_account",
+            "sequence",
+            "opening_balance",
+            "closing_balance",
+            "closing_date",
+            "line_count",
+            "lines_total",
+            "problems",
+            "ledger_balance",
+            "difference",
+        )
+    } == {
+        "statement_id": "D1/41/1",
+        "format": "mt940",
+        "bank_account": "BANK-1",
+        "sequence": "41/1",
+        "opening_balance": "100.00",
+        "closing_balance": "130.00",
+        "closing_date": "2026-11-01",
+        "line_count": 2,
+        "lines_total": "30.00",
+        "problems": [],
+        "ledger_balance": "0.00",
+        "difference": "130.00",
+    }
     assert other_merchant_operator_api.get(f"/api/accounts/{account.pk}/statements/").status_code == 404
     assert operator_api.get(f"/api/accounts/{account.pk}/statements").status_code == 200

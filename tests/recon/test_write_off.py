@@ -44,8 +44,11 @@ def balanced(txn: Transaction) -> bool:
 
 def test_outside_tolerance_is_422_without_write_off(operator_api, mismatch):
     confirmation, expected = mismatch
-    r = operator_api.post(f"/api/staging-entries/{confirmation.pk}/resolve/",
-                          {"action": "match", "entry_id": str(expected.pk)}, format="json")
+    r = operator_api.post(
+        f"/api/staging-entries/{confirmation.pk}/resolve/",
+        {"action": "match", "entry_id": str(expected.pk)},
+        format="json",
+    )
     assert r.status_code == 422 and r.json()["code"] == "outside_tolerance"
     assert StagingEntry.objects.get(pk=confirmation.pk).status == "NEEDS_MANUAL_REVIEW"
 
@@ -58,8 +61,9 @@ def test_write_off_needs_the_permission_a_reason_and_a_difference_account(operat
     no_perm = operator_api.post(url, {**body, "difference_account_id": str(writeoffs.pk)}, format="json")
     assert no_perm.status_code == 403
     grant_write_off(operator)
-    no_reason = operator_api.post(url, {**body, "reason": "", "difference_account_id": str(writeoffs.pk)},
-                                  format="json")
+    no_reason = operator_api.post(
+        url, {**body, "reason": "", "difference_account_id": str(writeoffs.pk)}, format="json"
+    )
     assert no_reason.status_code == 400
     no_account = operator_api.post(url, body, format="json")  # the rule has no difference account
     assert no_account.status_code == 400 and "difference_account_id" in no_account.json()["details"]
@@ -92,12 +96,24 @@ def test_write_off_books_on_the_rule_difference_account(staff_user, ledger, mism
     ledger.rule.save()
     other = AccountFactory(merchant=ledger.merchant)
     with pytest.raises(Exception) as refused:  # the rule decides the account
-        services.staging_entry_resolve(staging_entry_id=confirmation.pk, action="match", entry_id=expected.pk,
-                                       by=staff_user, write_off=True, reason="fee",
-                                       difference_account_id=other.pk)
+        services.staging_entry_resolve(
+            staging_entry_id=confirmation.pk,
+            action="match",
+            entry_id=expected.pk,
+            by=staff_user,
+            write_off=True,
+            reason="fee",
+            difference_account_id=other.pk,
+        )
     assert "difference_account_id" in str(refused.value)
-    entry = services.staging_entry_resolve(staging_entry_id=confirmation.pk, action="match", entry_id=expected.pk,
-                                           by=staff_user, write_off=True, reason="fee")
+    entry = services.staging_entry_resolve(
+        staging_entry_id=confirmation.pk,
+        action="match",
+        entry_id=expected.pk,
+        by=staff_user,
+        write_off=True,
+        reason="fee",
+    )
     assert entry.status == "PROCESSED" and entry.metadata["write_off"]["account_id"] == str(fees.pk)
     posted = Transaction.objects.get(status="POSTED")
     assert balanced(posted) and Entry.objects.get(transaction=posted, account=fees).amount == Decimal("2.5")
@@ -114,6 +130,7 @@ def test_within_tolerance_needs_no_write_off(staff_user, ledger):
     confirmation = stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", amount="97.50", order_id="other")
     drain()
     expected = Entry.objects.get(status="EXPECTED")
-    entry = services.staging_entry_resolve(staging_entry_id=confirmation.pk, action="match", entry_id=expected.pk,
-                                           by=staff_user)
+    entry = services.staging_entry_resolve(
+        staging_entry_id=confirmation.pk, action="match", entry_id=expected.pk, by=staff_user
+    )
     assert entry.status == "PROCESSED" and "write_off" not in entry.metadata

@@ -40,8 +40,10 @@ def api_routes(resolver) -> dict[str, set[str]]:
         if actions:
             methods = {m.upper() for m in actions}
         elif view is not None:
-            methods = {m.upper() for m in getattr(view, "http_method_names", []) if hasattr(view, m)} - {"OPTIONS",
-                                                                                                           "HEAD"}
+            methods = {m.upper() for m in getattr(view, "http_method_names", []) if hasattr(view, m)} - {
+                "OPTIONS",
+                "HEAD",
+            }
         else:
             methods = {"GET"}
         routes.setdefault(path, set()).update(methods)

@@ -14,8 +14,20 @@ def free_port() -> int:
 
 def start_uvicorn(processes, **env) -> str:
     port = free_port()
-    processes.start(["-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-                     "--log-level", "warning"], **env)
+    processes.start(
+        [
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        **env,
+    )
 
     def up():
         try:

@@ -38,15 +38,26 @@ print("EVENTS", json.dumps([list(r) for r in rows]))
 
 
 def manage(env, *args) -> str:
-    out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=180, check=False)
+    out = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
 
 def post(url, token, path, body=None):
-    request = urllib.request.Request(f"{url}{path}", method="POST", data=json.dumps(body or {}).encode(),
-                                     headers={"Authorization": f"Token {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}{path}",
+        method="POST",
+        data=json.dumps(body or {}).encode(),
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -55,16 +66,37 @@ def test_a_stream_survives_a_postgresql_restart_and_loses_nothing(tmp_path):
     server = Server().start()
     uvicorn = None
     try:
-        env = dict(os.environ, DATABASE_URL=server.url, PYTHONUNBUFFERED="1", JOBS_KEEPALIVE_SECONDS="2",
-                   JOBS_HUB_LINGER_SECONDS="0")
+        env = dict(
+            os.environ,
+            DATABASE_URL=server.url,
+            PYTHONUNBUFFERED="1",
+            JOBS_KEEPALIVE_SECONDS="2",
+            JOBS_HUB_LINGER_SECONDS="0",
+        )
         manage(env, "migrate", "--noinput")
         setup = next(line for line in manage(env, "shell", "-c", SETUP).splitlines() if line.startswith("SETUP"))
         _, token, job_id = setup.split()
         port = free_port()
         log = open(tmp_path / "uvicorn.log", "wb")  # noqa: SIM115 (the server's output, open while it runs)
-        uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-                                    "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        uvicorn = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}"
 
         def up():
@@ -82,9 +114,25 @@ def test_a_stream_survives_a_postgresql_restart_and_loses_nothing(tmp_path):
             first = await asyncio.wait_for(client.next_event(), 30)
             assert first[1] == "state" and first[2]["state"] == "WAITING"
             started = time.monotonic()
-            await asyncio.to_thread(subprocess.run, server._as_user(
-                [f"{server.bindir}/pg_ctl", "-D", server.data, "-l", os.path.join(server.root, "server.log"),
-                 "-m", "fast", "-w", "restart"]), check=True, stdout=subprocess.DEVNULL, start_new_session=True)
+            await asyncio.to_thread(
+                subprocess.run,
+                server._as_user(
+                    [
+                        f"{server.bindir}/pg_ctl",
+                        "-D",
+                        server.data,
+                        "-l",
+                        os.path.join(server.root, "server.log"),
+                        "-m",
+                        "fast",
+                        "-w",
+                        "restart",
+                    ]
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             figures["restart_seconds"] = round(time.monotonic() - started, 2)
             # At once, before the hub has noticed: this event must still reach the stream.
             restarted = time.monotonic()
@@ -109,8 +157,12 @@ def test_a_stream_survives_a_postgresql_restart_and_loses_nothing(tmp_path):
         assert got == [e for e in stored if e[0] > first[0]]
         assert got[-1][2]["state"] == "CANCELLED"
         assert any(k == "log" and d["message"].startswith("signal 'approve' sent") for _, k, d in got)
-        print("event stream across a PostgreSQL restart:", " ".join(f"{k}={v}" for k, v in figures.items()),
-              f"events={len(got)}", file=sys.stderr)
+        print(
+            "event stream across a PostgreSQL restart:",
+            " ".join(f"{k}={v}" for k, v in figures.items()),
+            f"events={len(got)}",
+            file=sys.stderr,
+        )
     finally:
         if uvicorn is not None:
             uvicorn.kill()

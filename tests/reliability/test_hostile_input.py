@@ -25,18 +25,52 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 DEEP = 200
 VALUES = {
-    "nul": "a\u0000b", "surrogate": "\ud800", "low_surrogate": "x\udfff", "long": "x" * 300,
-    "huge_field": "h" * (1 << 20), "huge_int": 10 ** 40, "negative_huge": -(10 ** 40), "huge_exp": "1e999999",
-    "float": 1.5, "bool": True, "null": None, "list": [1, 2], "object": {"a": 1},
-    "deep": json.loads("[" * DEEP + "]" * DEEP), "long_key": {"k" * 10_000: 1},
-    "formula": "=cmd|' /C calc'!A0", "path": "../../etc/passwd", "html": "<script>alert(1)</script>",
-    "sql": "' OR 1=1 --", "arabic_digits": "\u0663\u0664", "emoji": "\U0001f642", "empty": "",
+    "nul": "a\u0000b",
+    "surrogate": "\ud800",
+    "low_surrogate": "x\udfff",
+    "long": "x" * 300,
+    "huge_field": "h" * (1 << 20),
+    "huge_int": 10**40,
+    "negative_huge": -(10**40),
+    "huge_exp": "1e999999",
+    "float": 1.5,
+    "bool": True,
+    "null": None,
+    "list": [1, 2],
+    "object": {"a": 1},
+    "deep": json.loads("[" * DEEP + "]" * DEEP),
+    "long_key": {"k" * 10_000: 1},
+    "formula": "=cmd|' /C calc'!A0",
+    "path": "../../etc/passwd",
+    "html": "<script>alert(1)</script>",
+    "sql": "' OR 1=1 --",
+    "arabic_digits": "\u0663\u0664",
+    "emoji": "\U0001f642",
+    "empty": "",
 }
 HEAVY = {"huge_field", "deep", "long_key"}
-QUERY_VALUES = ("nul", "surrogate", "long", "huge_int", "negative_huge", "float", "formula", "sql", "emoji",
-                "arabic_digits", "empty")
-RAW_BODIES = {"invalid_utf8": b'{"a": "\xff\xfe"}', "not_json": b"{nope", "array": b"[]", "string": b'"x"',
-              "number": b"1", "deep_100k": b"[" * 100_000 + b"]" * 100_000, "nul_raw": b'{"a": "\x00"}'}
+QUERY_VALUES = (
+    "nul",
+    "surrogate",
+    "long",
+    "huge_int",
+    "negative_huge",
+    "float",
+    "formula",
+    "sql",
+    "emoji",
+    "arabic_digits",
+    "empty",
+)
+RAW_BODIES = {
+    "invalid_utf8": b'{"a": "\xff\xfe"}',
+    "not_json": b"{nope",
+    "array": b"[]",
+    "string": b'"x"',
+    "number": b"1",
+    "deep_100k": b"[" * 100_000 + b"]" * 100_000,
+    "nul_raw": b'{"a": "\x00"}',
+}
 
 
 def _encode(value) -> bytes:
@@ -109,8 +143,9 @@ def test_hostile_api_input_corpus():
                 for name in ("nul", "surrogate", "long", "path", "sql", "emoji", "arabic_digits"):
                     bad = urllib.parse.quote(str(VALUES[name]).replace("/", "%2F"), safe="%", errors="surrogatepass")
                     bad_path = path.replace(world.params[part], bad, 1)
-                    resp = client.generic(method, bad_path, b"{}" if method != "GET" else "",
-                                          content_type="application/json")
+                    resp = client.generic(
+                        method, bad_path, b"{}" if method != "GET" else "", content_type="application/json"
+                    )
                     _check(resp, f"{method} {template} {{{part}}}={name}", problems, counts)
                     cases += 1
     # Bad Host and an unknown path, without credentials.
@@ -130,16 +165,35 @@ GOOD = b"ok-%d,10.00,USD,2026-11-01,Payment\r\n"
 # name: (file bytes, data rows, rows that must import)
 FILES = {
     "nul": (HEADER + GOOD % 1 + b"n\x00ul,1.00,USD,2026-11-01,Payment\r\n" + GOOD % 2, 3, 2),
-    "invalid_utf8": (HEADER + GOOD % 1 + b"\xff\xfe,1.00,USD,2026-11-01,Payment\r\n" + b"ok,\xc3(,USD,2026-11-01,Payment\r\n"
-                     + GOOD % 2, 4, 2),
+    "invalid_utf8": (
+        HEADER
+        + GOOD % 1
+        + b"\xff\xfe,1.00,USD,2026-11-01,Payment\r\n"
+        + b"ok,\xc3(,USD,2026-11-01,Payment\r\n"
+        + GOOD % 2,
+        4,
+        2,
+    ),
     "huge_field": (HEADER + GOOD % 1 + b"big," + b"9" * (200 * 1024) + b",USD,2026-11-01,Payment\r\n" + GOOD % 2, 3, 2),
-    "formula": (HEADER + b"\"=cmd|' /C calc'!A0\",1.00,USD,2026-11-01,Payment\r\n+SUM(A1),2.00,USD,2026-11-01,Payment\r\n"
-                b"@x,3.00,USD,2026-11-01,Payment\r\n-2+3,4.00,USD,2026-11-01,Payment\r\n", 4, 4),
-    "huge_numbers": (HEADER + b"a,1" + b"0" * 400 + b",USD,2026-11-01,Payment\r\nb,1e999999,USD,2026-11-01,Payment\r\n"
-                     b"c,-5,USD,2026-11-01,Payment\r\n" + GOOD % 1, 4, 1),
+    "formula": (
+        HEADER + b"\"=cmd|' /C calc'!A0\",1.00,USD,2026-11-01,Payment\r\n+SUM(A1),2.00,USD,2026-11-01,Payment\r\n"
+        b"@x,3.00,USD,2026-11-01,Payment\r\n-2+3,4.00,USD,2026-11-01,Payment\r\n",
+        4,
+        4,
+    ),
+    "huge_numbers": (
+        HEADER + b"a,1" + b"0" * 400 + b",USD,2026-11-01,Payment\r\nb,1e999999,USD,2026-11-01,Payment\r\n"
+        b"c,-5,USD,2026-11-01,Payment\r\n" + GOOD % 1,
+        4,
+        1,
+    ),
     "long_order_id": (HEADER + b"x" * 10_000 + b",1.00,USD,2026-11-01,Payment\r\n" + GOOD % 1, 2, 1),
-    "surrogate_text": (HEADER + "\ud800,1.00,USD,2026-11-01,Payment\r\n".encode("utf-8", "surrogatepass") + GOOD % 1, 2, 1),
-    "unterminated_quote": (HEADER + GOOD % 1 + b"\"open,1.00,USD,2026-11-01,Payment\r\n", 2, 1),
+    "surrogate_text": (
+        HEADER + "\ud800,1.00,USD,2026-11-01,Payment\r\n".encode("utf-8", "surrogatepass") + GOOD % 1,
+        2,
+        1,
+    ),
+    "unterminated_quote": (HEADER + GOOD % 1 + b'"open,1.00,USD,2026-11-01,Payment\r\n', 2, 1),
     "bom_crlf": (b"\xef\xbb\xbf" + HEADER + GOOD % 1 + GOOD % 2, 2, 2),
     "many_columns": (HEADER + b",".join([b"c"] * 10_000) + b"\r\n" + GOOD % 1, 2, 1),
     "header_only": (HEADER, 0, 0),
@@ -156,8 +210,11 @@ def test_hostile_csv_corpus(ledger, operator):
     problems = []
     for name, (content, rows, good) in FILES.items():
         before = StagingEntry.objects.count()
-        resp = api.post(f"{path}?force=true", {"file": SimpleUploadedFile(f"{name}.csv", content),
-                                               "processing_mode": "TRANSACTION"}, format="multipart")
+        resp = api.post(
+            f"{path}?force=true",
+            {"file": SimpleUploadedFile(f"{name}.csv", content), "processing_mode": "TRANSACTION"},
+            format="multipart",
+        )
         figures[resp.status_code] += 1
         if resp.status_code != 202:
             problems.append(f"{name}: upload answered {resp.status_code} {resp.content[:200]!r}")
@@ -170,27 +227,36 @@ def test_hostile_csv_corpus(ledger, operator):
         report = job.result
         imported = StagingEntry.objects.count() - before
         if (report["successful_ingestions"], report["failed_ingestions"], imported) != (good, rows - good, good):
-            problems.append(f"{name}: report {report['successful_ingestions']}/{report['failed_ingestions']}, "
-                            f"{imported} imported; expected {good}/{rows - good}")
+            problems.append(
+                f"{name}: report {report['successful_ingestions']}/{report['failed_ingestions']}, "
+                f"{imported} imported; expected {good}/{rows - good}"
+            )
         figures["rows"] += rows
         figures["row_errors"] += report["failed_ingestions"]
     for name, content in REFUSED.items():
-        resp = api.post(path, {"file": SimpleUploadedFile(f"{name}.csv", content), "processing_mode": "TRANSACTION"},
-                        format="multipart")
+        resp = api.post(
+            path,
+            {"file": SimpleUploadedFile(f"{name}.csv", content), "processing_mode": "TRANSACTION"},
+            format="multipart",
+        )
         figures[resp.status_code] += 1
         if resp.status_code != 400 or resp.json()["code"] not in ("invalid_csv", "validation_error"):
             problems.append(f"{name}: {resp.status_code} {resp.content[:200]!r}")
     for bad_name in (b"a\x00.csv", b"\xed\xa0\x80.csv", b"\xff.csv", b"=cmd|calc.csv"):
-        body = (b"--BoUnDaRy\r\nContent-Disposition: form-data; name=\"processing_mode\"\r\n\r\nTRANSACTION\r\n"
-                b"--BoUnDaRy\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + bad_name + b"\"\r\n"
-                b"Content-Type: text/csv\r\n\r\n" + HEADER + GOOD % 9 + b"\r\n--BoUnDaRy--\r\n")
+        body = (
+            b'--BoUnDaRy\r\nContent-Disposition: form-data; name="processing_mode"\r\n\r\nTRANSACTION\r\n'
+            b'--BoUnDaRy\r\nContent-Disposition: form-data; name="file"; filename="' + bad_name + b'"\r\n'
+            b"Content-Type: text/csv\r\n\r\n" + HEADER + GOOD % 9 + b"\r\n--BoUnDaRy--\r\n"
+        )
         resp = api.generic("POST", f"{path}?force=true", body, content_type="multipart/form-data; boundary=BoUnDaRy")
         figures[resp.status_code] += 1
         if resp.status_code >= 500:
             problems.append(f"file name {bad_name!r}: {resp.status_code}")
     stored = set(StagingEntry.objects.values_list("metadata__order_id", flat=True))
     assert {"=cmd|' /C calc'!A0", "+SUM(A1)", "@x", "-2+3"} <= stored  # formula-like text stays text
-    print(f"\nhostile CSV corpus: {len(FILES) + len(REFUSED) + 4} files, {figures['rows']} rows, "
-          f"{figures['row_errors']} row errors, statuses {{202: {figures[202]}, 400: {figures[400]}}}, "
-          f"failures {len(problems)}")
+    print(
+        f"\nhostile CSV corpus: {len(FILES) + len(REFUSED) + 4} files, {figures['rows']} rows, "
+        f"{figures['row_errors']} row errors, statuses {{202: {figures[202]}, 400: {figures[400]}}}, "
+        f"failures {len(problems)}"
+    )
     assert not problems, "\n".join(problems)

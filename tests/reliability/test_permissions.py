@@ -17,16 +17,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 PUBLIC = {"/api/health/"}
 SKIP = {"/api/docs/"}  # HTML (Swagger UI); its schema is /api/schema/
-STAFF_ONLY = {("POST", "/api/merchants/"), ("POST", "/api/recon-engine/trigger/"),
-              ("POST", "/api/merchants/{merchant_id}/periods/{period_id}/reopen/")}
+STAFF_ONLY = {
+    ("POST", "/api/merchants/"),
+    ("POST", "/api/recon-engine/trigger/"),
+    ("POST", "/api/merchants/{merchant_id}/periods/{period_id}/reopen/"),
+}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 ORDER = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 ROLES = ("anonymous", "stranger", "viewer", "operator", "staff")
 
 
 def _call(client, method: str, path: str):
-    resp = client.generic(method, path, json.dumps({}) if method in UNSAFE else "", content_type="application/json",
-                          HTTP_ACCEPT="application/json")
+    resp = client.generic(
+        method,
+        path,
+        json.dumps({}) if method in UNSAFE else "",
+        content_type="application/json",
+        HTTP_ACCEPT="application/json",
+    )
     if getattr(resp, "streaming", False):
         body = b"".join(resp.streaming_content) if "events" not in path else b""
         resp.close()
@@ -62,11 +70,18 @@ def test_permission_matrix_over_every_endpoint():
     counts: dict[int, int] = {}
     for role in ROLES:
         world = World(role)
-        user = {"anonymous": None, "stranger": world.stranger, "viewer": world.viewer, "operator": world.operator,
-                "staff": world.staff}[role]
+        user = {
+            "anonymous": None,
+            "stranger": world.stranger,
+            "viewer": world.viewer,
+            "operator": world.operator,
+            "staff": world.staff,
+        }[role]
         client = client_for(user)
         for template, methods in sorted(routes.items()):
-            for method in sorted((m for m in methods if m in ORDER), key=ORDER.index):  # DELETE last: it may remove the object
+            for method in sorted(
+                (m for m in methods if m in ORDER), key=ORDER.index
+            ):  # DELETE last: it may remove the object
                 status, body = _call(client, method, world.path(template))
                 cells += 1
                 counts[status] = counts.get(status, 0) + 1
@@ -88,9 +103,12 @@ def test_permission_matrix_over_every_endpoint():
                     bad = bad or set(shape) != {"error", "code", "details"}
                 if bad:
                     failures += 1
-                    problems.append(f"{role} {method} {template}: {status} (expected {expected or 'allowed'}) "
-                                    f"{body[:160]}")
-    print(f"\npermission matrix: {len(routes)} routes, {cells} cells, {len(ROLES)} roles, statuses {counts}, "
-          f"failures {failures}")
+                    problems.append(
+                        f"{role} {method} {template}: {status} (expected {expected or 'allowed'}) {body[:160]}"
+                    )
+    print(
+        f"\npermission matrix: {len(routes)} routes, {cells} cells, {len(ROLES)} roles, statuses {counts}, "
+        f"failures {failures}"
+    )
     assert not problems, "\n".join(problems)
     assert cells >= 5 * 40

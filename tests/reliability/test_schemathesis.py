@@ -12,8 +12,11 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.reliability.server import start_uvicorn
 from tests.reliability.world import World
@@ -44,8 +47,13 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(processes):
             continue  # a stream: covered by the jobs tests; generated ids are unknown (404) anyway
         operations += 1
 
-        @settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate], database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            phases=[Phase.explicit, Phase.generate],
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy())
         def run(case):
             case.headers = {**(case.headers or {}), **headers}
@@ -57,14 +65,19 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(processes):
                 response = case.call_and_validate(base_url=base, session=session, checks=CHECKS)
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001  (counted and reported, not raised)
                 inner = getattr(exc, "exceptions", None) or [exc]
-                failures.extend(f"{operation.method.upper()} {operation.path}: {type(e).__name__}: "
-                                f"{' '.join(str(e).split())[:300]}" for e in inner)
+                failures.extend(
+                    f"{operation.method.upper()} {operation.path}: {type(e).__name__}: "  # noqa: B023
+                    f"{' '.join(str(e).split())[:300]}"
+                    for e in inner
+                )
                 return
             statuses[response.status_code] += 1
 
         run()
     elapsed = time.monotonic() - started
-    print(f"\nschemathesis: {operations} operations, {sum(statuses.values())} passing calls, statuses "
-          f"{dict(sorted(statuses.items()))}, failures {len(failures)}, {elapsed:.0f}s")
+    print(
+        f"\nschemathesis: {operations} operations, {sum(statuses.values())} passing calls, statuses "
+        f"{dict(sorted(statuses.items()))}, failures {len(failures)}, {elapsed:.0f}s"
+    )
     assert not [s for s in statuses if s >= 500]
     assert not failures, "\n".join(dict.fromkeys(failures))

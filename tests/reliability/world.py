@@ -31,21 +31,43 @@ class World:
         MerchantMembership.objects.create(user=self.viewer, merchant=self.merchant, role="viewer")
         MerchantMembership.objects.create(user=self.stranger, merchant=self.rival, role="operator")
         self.job = job_services.job_create(
-            job_type="recon.close_period", merchant_id=self.merchant.pk,
-            params={"merchant_id": self.merchant.pk, "start_date": "2020-01-01", "end_date": "2020-01-31"})
-        self.period = services.period_close(merchant=self.merchant, start_date=dt.date(2019, 1, 1),
-                                            end_date=dt.date(2019, 1, 31), by=self.staff, reason="matrix")
-        self.params = {"merchant_id": self.merchant.pk, "account_id": str(self.account.pk),
-                       "rule_id": str(self.rule.pk), "staging_entry_id": str(self.entry.pk),
-                       "job_id": str(self.job.pk), "task_id": str(self.entry.task_id), "period_id": str(self.period.pk)}
+            job_type="recon.close_period",
+            merchant_id=self.merchant.pk,
+            params={"merchant_id": self.merchant.pk, "start_date": "2020-01-01", "end_date": "2020-01-31"},
+        )
+        self.period = services.period_close(
+            merchant=self.merchant,
+            start_date=dt.date(2019, 1, 1),
+            end_date=dt.date(2019, 1, 31),
+            by=self.staff,
+            reason="matrix",
+        )
+        self.params = {
+            "merchant_id": self.merchant.pk,
+            "account_id": str(self.account.pk),
+            "rule_id": str(self.rule.pk),
+            "staging_entry_id": str(self.entry.pk),
+            "job_id": str(self.job.pk),
+            "task_id": str(self.entry.task_id),
+            "period_id": str(self.period.pk),
+        }
         # Strings that must never appear in an answer to another merchant's user.
-        self.secrets = {self.merchant.pk, str(self.account.pk), str(self.bank.pk), str(self.entry.pk),
-                        str(self.job.pk), str(self.entry.task_id), f"secret-order-{tag}"}
+        self.secrets = {
+            self.merchant.pk,
+            str(self.account.pk),
+            str(self.bank.pk),
+            str(self.entry.pk),
+            str(self.job.pk),
+            str(self.entry.task_id),
+            f"secret-order-{tag}",
+        }
 
     def path(self, template: str) -> str:
         out = template
         for name in [p.split("}")[0] for p in template.split("{")[1:]]:
-            assert name in self.params, f"no object for path parameter {{{name}}}: add one to tests/reliability/world.py"
+            assert name in self.params, (
+                f"no object for path parameter {{{name}}}: add one to tests/reliability/world.py"
+            )
             out = out.replace("{" + name + "}", self.params[name])
         return out
 

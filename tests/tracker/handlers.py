@@ -13,8 +13,13 @@ from tracker.registry import TaskHandler, register
 
 def record_effect(task) -> None:
     """A visible side effect in the handler's transaction: one audit row marked EFFECT."""
-    Transition.objects.create(content_type=ContentType.objects.get_for_model(ProcessTracker),
-                              object_id=str(task.task_id), from_status="", to_status="EFFECT", reason="effect")
+    Transition.objects.create(
+        content_type=ContentType.objects.get_for_model(ProcessTracker),
+        object_id=str(task.task_id),
+        from_status="",
+        to_status="EFFECT",
+        reason="effect",
+    )
 
 
 def effects(task_id) -> int:

@@ -47,7 +47,9 @@ def test_detail_has_error_details_and_transitions(staff_api, tasks):
     body = staff_api.get(f"/api/tasks/{failed.task_id}").json()
     assert body["status"] == "FAILED" and "Traceback" in body["error_details"]
     assert [(t["from_status"], t["to_status"]) for t in body["transitions"]] == [
-        ("PENDING", "PROCESSING"), ("PROCESSING", "FAILED")]
+        ("PENDING", "PROCESSING"),
+        ("PROCESSING", "FAILED"),
+    ]
     assert body["transitions"][0]["by"] == "w"
     listed = staff_api.get("/api/tasks/").json()["results"][0]
     assert "transitions" not in listed and "error_details" not in listed
@@ -55,8 +57,11 @@ def test_detail_has_error_details_and_transitions(staff_api, tasks):
 
 @pytest.mark.parametrize("task_id", ["nope", "00000000-0000-0000-0000-000000000000", "123"])
 def test_unknown_task_ids_are_404(staff_api, task_id):
-    for method, path in [("get", f"/api/tasks/{task_id}/"), ("post", f"/api/tasks/{task_id}/retry/"),
-                         ("post", f"/api/tasks/{task_id}/cancel")]:
+    for method, path in [
+        ("get", f"/api/tasks/{task_id}/"),
+        ("post", f"/api/tasks/{task_id}/retry/"),
+        ("post", f"/api/tasks/{task_id}/cancel"),
+    ]:
         response = getattr(staff_api, method)(path)
         assert response.status_code == 404 and response.json()["code"] == "not_found"
 

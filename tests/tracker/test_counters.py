@@ -15,8 +15,12 @@ from tracker.worker import Worker
 
 
 def row_status_counts() -> dict:
-    return {(q, t, s): n for q, t, s, n in ProcessTracker.objects.order_by().values_list(
-        "queue", "task_type", "status").annotate(n=Count("pk"))}
+    return {
+        (q, t, s): n
+        for q, t, s, n in ProcessTracker.objects.order_by()
+        .values_list("queue", "task_type", "status")
+        .annotate(n=Count("pk"))
+    }
 
 
 def counted_status() -> dict:
@@ -34,7 +38,8 @@ def expected_finished() -> dict:
     names = {"COMPLETED": "completed", "FAILED": "failed", "RETRY": "retried", "CANCELLED": "cancelled"}
     out = {}
     for object_id, src, dst in Transition.objects.filter(to_status__in=names).values_list(
-            "object_id", "from_status", "to_status"):
+        "object_id", "from_status", "to_status"
+    ):
         if dst != "CANCELLED" and src != "PROCESSING":
             continue
         key = (types[object_id], names[dst])
@@ -63,8 +68,9 @@ def test_counts_follow_every_change_in_process():
     # Counters are per statement, not per task: one row per (minute, tenant, type, queue, outcome, worker).
     assert TaskCounter.objects.count() < 15
     # Operator retry and a bulk cancel move the status counts too; the retried rows are not "finished".
-    services.task_act_ids(action="retry", task_ids=[t.task_id for t in ProcessTracker.objects.filter(
-        status="FAILED")], by="op")
+    services.task_act_ids(
+        action="retry", task_ids=[t.task_id for t in ProcessTracker.objects.filter(status="FAILED")], by="op"
+    )
     services.task_bulk_run(action="cancel", filter={"task_type": "test.permanent"}, by="op")
     assert counted_status() == row_status_counts()
     assert finished_by_type_outcome() == expected_finished()
@@ -80,7 +86,8 @@ def test_pruning_and_rollup_keep_counters_true():
     Worker("w").drain(budget_seconds=10)
     before = finished_by_type_outcome()
     ProcessTracker.objects.filter(pk__in=list(ProcessTracker.objects.values_list("pk", flat=True)[:12])).update(
-        completed_at=timezone.now() - dt.timedelta(days=60))
+        completed_at=timezone.now() - dt.timedelta(days=60)
+    )
     assert services.task_prune(older_than_days=30) == 12
     counters.compact()
     assert counted_status() == row_status_counts() == {("default", "test.noop", "COMPLETED"): 8}
@@ -114,13 +121,22 @@ def test_counters_agree_with_rows_after_a_real_cluster_with_retries_rescues_and_
     services.task_create_many([services.TaskSpec("test.batched", {"bad": i % 10 == 0}) for i in range(50)])
     services.task_create_many([services.TaskSpec("test.flaky", {"succeed_on": 3}) for _ in range(5)])
     services.task_create_many([services.TaskSpec("test.kill", {"kill_on": [1], "delay": 0.1}) for _ in range(2)])
-    later = services.task_create_many([services.TaskSpec("test.noop", {}, run_after=timezone.now()
-                                                         + dt.timedelta(hours=1)) for _ in range(4)])
-    processes.start(["manage.py", "qcluster"], TRACKER_LEASE_SECONDS=2, TRACKER_RESCUE_EVERY_SECONDS=0.5,
-                    TRACKER_POLL_SECONDS=0.2, Q_WORKERS=2)
+    later = services.task_create_many(
+        [services.TaskSpec("test.noop", {}, run_after=timezone.now() + dt.timedelta(hours=1)) for _ in range(4)]
+    )
+    processes.start(
+        ["manage.py", "qcluster"],
+        TRACKER_LEASE_SECONDS=2,
+        TRACKER_RESCUE_EVERY_SECONDS=0.5,
+        TRACKER_POLL_SECONDS=0.2,
+        Q_WORKERS=2,
+    )
     unfinished = ProcessTracker.objects.exclude(status__in=("COMPLETED", "FAILED", "CANCELLED"))
-    services.task_bulk_run(action="cancel", filter={"status": "PENDING", "task_type": "test.noop",
-                                                    "created_after": later[0].created_at.isoformat()}, by="op")
+    services.task_bulk_run(
+        action="cancel",
+        filter={"status": "PENDING", "task_type": "test.noop", "created_after": later[0].created_at.isoformat()},
+        by="op",
+    )
     wait_until(lambda: not unfinished.exists(), 120, interval=0.3, message="every task finished")
     assert Transition.objects.filter(by_worker="rescuer").exists()  # the killed workers' tasks were rescued
     counters.compact()

@@ -29,8 +29,9 @@ def test_dashboard_is_the_admin_index_with_linked_figures(admin_client_logged):
         assert "Tasks finished per" in html and "<svg" in html and "Review queue" in html
         assert "Jobs and workflows by state" in html and "Consumer slots" in html and "Queues" in html
         assert 'href="/admin/tracker/processtracker/?status__exact=FAILED"' in html
-        assert re.search(r'href="/admin/tracker/processtracker/\?task_type=test.noop&amp;status__exact=COMPLETED">6<',
-                         html)
+        assert re.search(
+            r'href="/admin/tracker/processtracker/\?task_type=test.noop&amp;status__exact=COMPLETED">6<', html
+        )
     panel = admin_client_logged.get("/admin/dashboard/panel/", {"range": "day"})
     assert panel.status_code == 200 and "<html" not in panel.content.decode()
 
@@ -58,11 +59,13 @@ def test_task_list_offers_bulk_retry_of_the_whole_filter(admin_client_logged):
     services.queue_set_paused(name="held", paused=True)
     page = admin_client_logged.get("/admin/tracker/processtracker/", {"status__exact": "FAILED"}).content.decode()
     assert "Retry all 60 matching" in page and "Cancel all" not in page
-    confirm = admin_client_logged.get("/admin/tracker/processtracker/bulk/",
-                                      {"status__exact": "FAILED", "action": "retry"}).content.decode()
+    confirm = admin_client_logged.get(
+        "/admin/tracker/processtracker/bulk/", {"status__exact": "FAILED", "action": "retry"}
+    ).content.decode()
     assert 'id="matched">60<' in confirm and 'id="legal">60<' in confirm
-    response = admin_client_logged.post("/admin/tracker/processtracker/bulk/",
-                                        {"status__exact": "FAILED", "action": "retry"})
+    response = admin_client_logged.post(
+        "/admin/tracker/processtracker/bulk/", {"status__exact": "FAILED", "action": "retry"}
+    )
     assert response.status_code == 302 and "/admin/jobs/job/" in response["Location"]
     drain()
     assert ProcessTracker.objects.filter(task_type="test.permanent", status="PENDING").count() == 60

@@ -44,8 +44,12 @@ def _round(payments, order_id: str) -> dict:
     txn = Transaction.objects.get(source_staging_entry=entry)
     legs = list(Entry.objects.filter(transaction=txn))
     assert len(legs) == 2
-    return {"task": [ProcessTracker.objects.get(pk=entry.task_id).pk], "staging": [entry.pk],
-            "transaction": [txn.pk], "entry": [e.pk for e in legs]}
+    return {
+        "task": [ProcessTracker.objects.get(pk=entry.task_id).pk],
+        "staging": [entry.pk],
+        "transaction": [txn.pk],
+        "entry": [e.pk for e in legs],
+    }
 
 
 def test_new_rows_get_time_ordered_version_7_ids():
@@ -65,19 +69,30 @@ def test_new_rows_get_time_ordered_version_7_ids():
         assert max(first[kind]) < min(second[kind]), kind
         assert str(max(first[kind])) < str(min(second[kind])), kind
     all_tasks = first["task"] + second["task"]
-    assert list(ProcessTracker.objects.filter(pk__in=all_tasks).order_by("pk").values_list("pk", flat=True)) \
-        == all_tasks
+    assert (
+        list(ProcessTracker.objects.filter(pk__in=all_tasks).order_by("pk").values_list("pk", flat=True)) == all_tasks
+    )
 
 
 def test_bulk_producers_make_version_7_ids():
     """The bulk path (COPY on PostgreSQL) sets the task ids itself, and the CSV rows path lets the database
     make both ids: version 7 as well."""
     account = AccountFactory()
-    rows = [{"entry_type": "DEBIT", "amount": Decimal("1.5"), "currency": "USD", "effective_date": DAY,
-             "processing_mode": "TRANSACTION", "metadata": {"order_id": f"b{i}"}} for i in range(3)]
+    rows = [
+        {
+            "entry_type": "DEBIT",
+            "amount": Decimal("1.5"),
+            "currency": "USD",
+            "effective_date": DAY,
+            "processing_mode": "TRANSACTION",
+            "metadata": {"order_id": f"b{i}"},
+        }
+        for i in range(3)
+    ]
     entries = recon_services.staging_entries_create_many(account=account, rows=rows)
     recon_services.staging_entries_create_rows(
-        account=account, rows=[("DEBIT", "2.5", "USD", DAY, "TRANSACTION", {"order_id": "r1"})])
+        account=account, rows=[("DEBIT", "2.5", "USD", DAY, "TRANSACTION", {"order_id": "r1"})]
+    )
     staged = list(StagingEntry.objects.filter(account=account).values_list("pk", "task_id"))
     assert len(staged) == 4 and {e.pk for e in entries} <= {pk for pk, _ in staged}
     for pk, task_id in staged:

@@ -28,10 +28,15 @@ def test_any_selects_what_in_selects(ledger):
     txns = list(Transaction.objects.order_by("pk").values_list("pk", flat=True))
     assert len(txns) == 4
     some = txns[:2]
-    for field, values in [("pk", some), ("pk", [str(t) for t in some]), ("transaction_id", some),
-                          ("account_id", [ledger.pk])]:
-        assert sorted(Entry.objects.filter(**{f"{field}__any": values}).values_list("pk", flat=True)) == \
-            sorted(Entry.objects.filter(**{f"{field}__in": values}).values_list("pk", flat=True)), field
+    for field, values in [
+        ("pk", some),
+        ("pk", [str(t) for t in some]),
+        ("transaction_id", some),
+        ("account_id", [ledger.pk]),
+    ]:
+        assert sorted(Entry.objects.filter(**{f"{field}__any": values}).values_list("pk", flat=True)) == sorted(
+            Entry.objects.filter(**{f"{field}__in": values}).values_list("pk", flat=True)
+        ), field
     logicals = list(Transaction.objects.values_list("logical_transaction_id", flat=True))[:3]
     assert Transaction.objects.filter(logical_transaction_id__any=logicals + ["it's:none"]).count() == 3
     assert ProcessTracker.objects.filter(task_id__any=[]).count() == 0

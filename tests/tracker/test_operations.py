@@ -25,7 +25,8 @@ def insert_tasks(n: int, *, status: str, queue: str = "default", task_type: str 
             " created_at, updated_at, processing_started_at, completed_at)"
             " SELECT gen_random_uuid(), %s, %s, 100, %s, '{}', %s, 1, 3, now(), NULL, '', NULL, 'boom', '',"
             " now() - (g || ' milliseconds')::interval, now(), now(), now() FROM generate_series(1, %s) AS g",
-            [task_type, queue, tenant, status, n])
+            [task_type, queue, tenant, status, n],
+        )
 
 
 @pytest.fixture
@@ -36,13 +37,20 @@ def scoped_access(settings):
 
 # --- queues ---------------------------------------------------------------------------------------------
 
+
 def test_queue_list_pause_resume(staff_api, plain_api):
     services.task_create_many([services.TaskSpec("test.noop", {}) for _ in range(3)])
     body = staff_api.get("/api/queues/").json()
     assert set(body) == {"count", "next", "previous", "results"}
     (row,) = body["results"]
-    assert row == {"name": "default", "paused": False, "due": 3, "running": 0,
-                   "oldest_due_seconds": row["oldest_due_seconds"], "completed_last_minute": 0}
+    assert row == {
+        "name": "default",
+        "paused": False,
+        "due": 3,
+        "running": 0,
+        "oldest_due_seconds": row["oldest_due_seconds"],
+        "completed_last_minute": 0,
+    }
     assert plain_api.post("/api/queues/default/pause/").status_code == 403
     for _ in range(2):  # 200 also when already paused
         response = staff_api.post("/api/queues/default/pause")
@@ -71,24 +79,32 @@ def test_paused_queue_is_not_claimed_by_running_clusters(processes, staff_api):
     time.sleep(1.0)
     held = services.task_create_many([services.TaskSpec("test.noop", {}) for _ in range(5)])
     time.sleep(3)
-    assert set(ProcessTracker.objects.filter(pk__in=[t.pk for t in held]).values_list("status", flat=True)) == \
-        {"PENDING"}
+    assert set(ProcessTracker.objects.filter(pk__in=[t.pk for t in held]).values_list("status", flat=True)) == {
+        "PENDING"
+    }
     assert staff_api.post("/api/queues/default/resume/").status_code == 200
-    wait_until(lambda: ProcessTracker.objects.filter(pk__in=[t.pk for t in held], status="COMPLETED").count() == 5,
-               30, message="the paused tasks to run after resume")
+    wait_until(
+        lambda: ProcessTracker.objects.filter(pk__in=[t.pk for t in held], status="COMPLETED").count() == 5,
+        30,
+        message="the paused tasks to run after resume",
+    )
 
 
 # --- bulk -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("body, field", [
-    ({"action": "retry", "filter": {}}, "filter"),
-    ({"action": "retry"}, "filter"),
-    ({"action": "retry", "filter": {"statuz": "FAILED"}}, "filter"),
-    ({"action": "retry", "filter": {"status": "BROKEN"}}, "filter"),
-    ({"action": "retry", "filter": {"created_after": "yesterday"}}, "filter"),
-    ({"action": "explode", "filter": {"status": "FAILED"}}, "action"),
-    ({"action": "retry", "filter": {"status": "FAILED"}, "extra": 1}, "extra"),
-])
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"action": "retry", "filter": {}}, "filter"),
+        ({"action": "retry"}, "filter"),
+        ({"action": "retry", "filter": {"statuz": "FAILED"}}, "filter"),
+        ({"action": "retry", "filter": {"status": "BROKEN"}}, "filter"),
+        ({"action": "retry", "filter": {"created_after": "yesterday"}}, "filter"),
+        ({"action": "explode", "filter": {"status": "FAILED"}}, "action"),
+        ({"action": "retry", "filter": {"status": "FAILED"}, "extra": 1}, "extra"),
+    ],
+)
 def test_bulk_rejects_bad_requests_and_changes_nothing(staff_api, body, field):
     insert_tasks(3, status="FAILED")
     response = staff_api.post("/api/tasks/bulk/", body, format="json")
@@ -119,8 +135,9 @@ def test_bulk_retry_as_a_job_with_result_and_audit(staff_api, staff_user):
 @pytest.mark.django_db(transaction=True)
 def test_bulk_dry_run_changes_nothing(staff_api):
     insert_tasks(4, status="CANCELLED")
-    response = staff_api.post("/api/tasks/bulk/", {"action": "retry", "filter": {"status": "CANCELLED"},
-                                                   "dry_run": True}, format="json")
+    response = staff_api.post(
+        "/api/tasks/bulk/", {"action": "retry", "filter": {"status": "CANCELLED"}, "dry_run": True}, format="json"
+    )
     drain()
     job = staff_api.get(response.json()["status_url"]).json()
     assert job["result"] == {"matched": 4, "changed": 4, "skipped": 0, "dry_run": True}
@@ -139,8 +156,7 @@ def test_bulk_is_limited_to_the_callers_merchants_and_operators(scoped_access, d
     response = operator.post("/api/tasks/bulk/", body, format="json")
     assert response.status_code == 202
     drain()
-    assert operator.get(response.json()["status_url"]).json()["result"] == {"matched": 3, "changed": 3,
-                                                                            "skipped": 0}
+    assert operator.get(response.json()["status_url"]).json()["result"] == {"matched": 3, "changed": 3, "skipped": 0}
     assert ProcessTracker.objects.filter(tenant="m2", status="FAILED").count() == 4
 
 
@@ -160,15 +176,18 @@ def test_bulk_retry_of_100000_tasks_completes_as_a_job(processes, staff_api):
     insert_tasks(100_000, status="FAILED", queue="bulk-held")
     services.queue_set_paused(name="bulk-held", paused=True)
     started = time.monotonic()
-    response = staff_api.post("/api/tasks/bulk/", {"action": "retry", "filter": {"queue": "bulk-held"}},
-                              format="json")
+    response = staff_api.post("/api/tasks/bulk/", {"action": "retry", "filter": {"queue": "bulk-held"}}, format="json")
     assert response.status_code == 202
     answered = time.monotonic() - started
     job_url = response.json()["status_url"]
     assert staff_api.get(job_url).json()["state"] in ("CREATED", "RUNNING")  # the request did not do the work
     processes.start(["manage.py", "qcluster"], Q_WORKERS=2)
-    job = wait_until(lambda: (j := staff_api.get(job_url).json())["state"] in ("COMPLETED", "FAILED") and j, 600,
-                     interval=1, message="the bulk job")
+    job = wait_until(
+        lambda: (j := staff_api.get(job_url).json())["state"] in ("COMPLETED", "FAILED") and j,
+        600,
+        interval=1,
+        message="the bulk job",
+    )
     assert job["state"] == "COMPLETED", job
     assert job["result"] == {"matched": 100_000, "changed": 100_000, "skipped": 0}
     assert ProcessTracker.objects.filter(queue="bulk-held", status="PENDING").count() == 100_000
@@ -176,6 +195,7 @@ def test_bulk_retry_of_100000_tasks_completes_as_a_job(processes, staff_api):
 
 
 # --- metrics --------------------------------------------------------------------------------------------
+
 
 def test_metrics_families_and_auth(staff_api, plain_api, anon_api, settings):
     services.task_create_many([services.TaskSpec("test.noop", {}) for _ in range(4)])
@@ -188,8 +208,16 @@ def test_metrics_families_and_auth(staff_api, plain_api, anon_api, settings):
     response = staff_api.get("/metrics")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.content.decode())}
-    assert {"tracker_tasks", "tracker_tasks_finished", "tracker_queue_lag_seconds", "tracker_queue_paused",
-            "tracker_consumers_alive", "jobs", "recon_staging_entries", "recon_review_queue"} <= set(families)
+    assert {
+        "tracker_tasks",
+        "tracker_tasks_finished",
+        "tracker_queue_lag_seconds",
+        "tracker_queue_paused",
+        "tracker_consumers_alive",
+        "jobs",
+        "recon_staging_entries",
+        "recon_review_queue",
+    } <= set(families)
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
     assert samples[("tracker_tasks", (("queue", "default"), ("status", "COMPLETED"), ("task_type", "test.noop")))] == 4
     assert samples[("tracker_tasks", (("queue", "default"), ("status", "PENDING"), ("task_type", "test.noop")))] == 1
@@ -205,6 +233,7 @@ def test_metrics_families_and_auth(staff_api, plain_api, anon_api, settings):
 
 
 # --- payload search -------------------------------------------------------------------------------------
+
 
 def test_payload_ids_are_found_by_index(client, staff_user):
     job_id, entry_id = str(uuid.uuid4()), str(uuid.uuid4())

@@ -18,13 +18,13 @@ FAST_RESCUE = {"TRACKER_LEASE_SECONDS": 2, "TRACKER_RESCUE_EVERY_SECONDS": 0.5, 
 
 def test_concurrent_consumers_in_separate_processes_never_claim_the_same_task(processes):
     tasks = services.task_create_many([services.TaskSpec("test.noop", {"i": i}) for i in range(600)])
-    drainers = [processes.start(["manage.py", "tracker_drain", "--batch-size", "7", "--seconds", "60"])
-                for _ in range(4)]
+    drainers = [
+        processes.start(["manage.py", "tracker_drain", "--batch-size", "7", "--seconds", "60"]) for _ in range(4)
+    ]
     for proc in drainers:
         assert proc.wait(timeout=120) == 0, processes.output()
     assert ProcessTracker.objects.filter(status="COMPLETED").count() == 600
-    claims = (Transition.objects.filter(to_status="PROCESSING").values("object_id").annotate(n=Count("id"))
-              .order_by())
+    claims = Transition.objects.filter(to_status="PROCESSING").values("object_id").annotate(n=Count("id")).order_by()
     assert len(claims) == 600 and {c["n"] for c in claims} == {1}
     effect_counts = Transition.objects.filter(to_status="EFFECT").values("object_id").annotate(n=Count("id"))
     assert len(effect_counts) == 600 and {c["n"] for c in effect_counts} == {1}
@@ -48,8 +48,11 @@ def test_killed_cluster_task_is_rescued_and_completes_exactly_once(processes):
     wait_until(lambda: ProcessTracker.objects.get(pk=task.pk).status == "COMPLETED", 60, message="completion")
     task.refresh_from_db()
     assert task.attempts == 2 and effects(task.task_id) == 1
-    history = [(t.from_status, t.to_status) for t in Transition.objects.filter(object_id=str(task.pk))
-               if t.to_status != "EFFECT"]
+    history = [
+        (t.from_status, t.to_status)
+        for t in Transition.objects.filter(object_id=str(task.pk))
+        if t.to_status != "EFFECT"
+    ]
     assert ("PROCESSING", "RETRY") in history and history[-1] == ("PROCESSING", "COMPLETED")
 
 

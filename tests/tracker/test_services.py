@@ -131,7 +131,8 @@ def test_rescue_moves_expired_leases_to_retry_or_failed():
     alive, dead, spent = make(), make(), make("test.kill")
     services.task_claim(worker_id="w", limit=10)
     ProcessTracker.objects.filter(pk__in=[dead.pk, spent.pk]).update(
-        lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+        lease_expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
     ProcessTracker.objects.filter(pk=spent.pk).update(attempts=3)
     assert services.task_rescue() == {"retried": 1, "failed": 1}
     statuses = dict(ProcessTracker.objects.values_list("task_id", "status"))
@@ -161,8 +162,10 @@ def test_renewing_leases_extends_only_own_tasks():
     services.task_claim(worker_id="b", limit=1)
     ProcessTracker.objects.update(lease_expires_at=timezone.now())
     assert services.task_renew_leases(worker_id="a") == 1
-    assert ProcessTracker.objects.get(locked_by="a").lease_expires_at > ProcessTracker.objects.get(
-        locked_by="b").lease_expires_at
+    assert (
+        ProcessTracker.objects.get(locked_by="a").lease_expires_at
+        > ProcessTracker.objects.get(locked_by="b").lease_expires_at
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -200,8 +203,10 @@ def test_renewing_leases_skips_rows_a_running_batch_holds():
     holder.join(10)
     beat.join(10)
     assert not waited and result["renewed"] == 1
-    assert ProcessTracker.objects.get(pk=free.pk).lease_expires_at > ProcessTracker.objects.get(
-        pk=held.pk).lease_expires_at
+    assert (
+        ProcessTracker.objects.get(pk=free.pk).lease_expires_at
+        > ProcessTracker.objects.get(pk=held.pk).lease_expires_at
+    )
 
 
 def test_dedupe_key_is_unique_while_unfinished():
@@ -272,13 +277,28 @@ def test_task_insert_from_table_writes_tasks_like_task_create():
     ids = [uuid.uuid4() for _ in range(3)]
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("CREATE TEMPORARY TABLE new_tasks ON COMMIT DROP AS SELECT id AS task_id,"
-                           " jsonb_build_object('n', n) AS payload FROM unnest(%s::uuid[]) WITH ORDINALITY AS u(id, n)",
-                           [ids])
+            cursor.execute(
+                "CREATE TEMPORARY TABLE new_tasks ON COMMIT DROP AS SELECT id AS task_id,"
+                " jsonb_build_object('n', n) AS payload FROM unnest(%s::uuid[]) WITH ORDINALITY AS u(id, n)",
+                [ids],
+            )
         assert services.task_insert_from_table(task_type="test.kill", tenant="t1", table="new_tasks") == 3
         assert services.task_insert_from_table(task_type="test.kill", tenant="t1", table="new_tasks") == 0
-    fields = ("task_type", "queue", "priority", "tenant", "status", "attempts", "max_attempts", "dedupe_key",
-              "last_error", "error_details", "locked_by", "lease_expires_at", "completed_at")
+    fields = (
+        "task_type",
+        "queue",
+        "priority",
+        "tenant",
+        "status",
+        "attempts",
+        "max_attempts",
+        "dedupe_key",
+        "last_error",
+        "error_details",
+        "locked_by",
+        "lease_expires_at",
+        "completed_at",
+    )
     want = {f: getattr(reference, f) for f in fields}
     for n, task in enumerate(ProcessTracker.objects.filter(pk__in=ids).order_by("payload__n"), start=1):
         reference.refresh_from_db()
@@ -298,8 +318,11 @@ def test_audit_rows_keep_any_text():
     reason = 'tab\there\nnew line\\back slash\r "quoted" \\N not null'
     at = timezone.now()
     with transaction.atomic():
-        audit.record_rows([(ct.pk, "id\twith tab", "PENDING", "PROCESSING", reason),
-                           (ct.pk, "plain", "PROCESSING", "COMPLETED", "")], by="host:1\\slot\t0", at=at)
+        audit.record_rows(
+            [(ct.pk, "id\twith tab", "PENDING", "PROCESSING", reason), (ct.pk, "plain", "PROCESSING", "COMPLETED", "")],
+            by="host:1\\slot\t0",
+            at=at,
+        )
         user = User.objects.create(username="auditor")
         audit.record_rows([(ct.pk, "by user", "FAILED", "PENDING", "retry")], by=user, at=at)
     first = Transition.objects.get(object_id="id\twith tab")

@@ -26,6 +26,14 @@ class Command(BaseCommand):
             qs = qs.filter(merchant_id=opts["merchant"])
         table = Table("job_id", "type", "state", "progress", "step", "merchant", "created", "error")
         for job in qs[: opts["limit"]]:
-            table.add_row(str(job.pk), job.job_type, job.state, f"{job.progress}%", job.step, job.merchant_id or "-",
-                          job.created_at.strftime("%Y-%m-%d %H:%M:%S"), (job.error or "")[:60])
+            table.add_row(
+                str(job.pk),
+                job.job_type,
+                job.state,
+                f"{job.progress}%",
+                job.step,
+                job.merchant_id or "-",
+                job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                (job.error or "")[:60],
+            )
         Console(file=self.stdout, width=200).print(table)

@@ -8,7 +8,7 @@ from jobs.management.commands._common import BY, get_job, parse_json
 
 
 class Command(BaseCommand):
-    help = "Send a signal to a job: jobs_signal <job_id> approve --payload '{\"note\": \"ok\"}'"
+    help = 'Send a signal to a job: jobs_signal <job_id> approve --payload \'{"note": "ok"}\''
 
     def add_arguments(self, parser):
         parser.add_argument("job_id")
@@ -18,8 +18,9 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         job = get_job(opts["job_id"])
         try:
-            services.job_signal(job_id=job.pk, name=opts["name"], payload=parse_json(opts["payload"], "--payload"),
-                                by=BY)
+            services.job_signal(
+                job_id=job.pk, name=opts["name"], payload=parse_json(opts["payload"], "--payload"), by=BY
+            )
         except AppError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(f"signal {opts['name']!r} sent to {job.pk} ({get_job(job.pk).state})")

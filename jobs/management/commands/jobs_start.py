@@ -15,18 +15,26 @@ from jobs.models import STEP_TERMINAL_STATES, TERMINAL_STATES, Job, WorkflowStep
 
 
 class Command(BaseCommand):
-    help = ("Start a job or a workflow run (a bar per step): jobs_start jobs.countdown --param steps=5 "
-            "--param step_seconds=0.5")
+    help = (
+        "Start a job or a workflow run (a bar per step): jobs_start jobs.countdown --param steps=5 "
+        "--param step_seconds=0.5"
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("job_type", help="One of the registered types (see --list-types).", nargs="?")
-        parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                            help="A parameter; VALUE is read as JSON when it parses (5, true, [1]), else a string.")
+        parser.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="A parameter; VALUE is read as JSON when it parses (5, true, [1]), else a string.",
+        )
         parser.add_argument("--params", help="All parameters as a JSON object (merged under --param).")
         parser.add_argument("--merchant", default="", help="Merchant id the job belongs to.")
         parser.add_argument("--no-follow", action="store_true", help="Print the job id and return at once.")
-        parser.add_argument("--run-here", action="store_true",
-                            help="Also run a tracker worker in this process (no qcluster needed).")
+        parser.add_argument(
+            "--run-here", action="store_true", help="Also run a tracker worker in this process (no qcluster needed)."
+        )
         parser.add_argument("--timeout", type=float, default=0, help="Stop following after this many seconds.")
         parser.add_argument("--list-types", action="store_true", help="List the job types and exit.")
 
@@ -57,31 +65,48 @@ class Command(BaseCommand):
             job = self._follow(job, opts["timeout"])
         finally:
             stop.set()
-        self.stdout.write(json.dumps({"job_id": str(job.pk), "state": job.state, "result": job.result,
-                                      "error": job.error or None}, default=str))
+        self.stdout.write(
+            json.dumps(
+                {"job_id": str(job.pk), "state": job.state, "result": job.result, "error": job.error or None},
+                default=str,
+            )
+        )
         if job.state != "COMPLETED":
-            raise CommandError(f"Job {job.pk} ended {job.state}" + (f": {job.error}" if job.error else "")
-                               if job.state in TERMINAL_STATES else f"Job {job.pk} is still {job.state}.")
+            raise CommandError(
+                f"Job {job.pk} ended {job.state}" + (f": {job.error}" if job.error else "")
+                if job.state in TERMINAL_STATES
+                else f"Job {job.pk} is still {job.state}."
+            )
 
     def _follow(self, job: Job, timeout: float) -> Job:
         console = Console(file=self.stdout, force_terminal=None)
         deadline = time.monotonic() + timeout if timeout else None
-        columns = [TextColumn("[bold]{task.fields[state]:<9}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                   TimeElapsedColumn(), TextColumn("{task.description}")]
+        columns = [
+            TextColumn("[bold]{task.fields[state]:<9}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+        ]
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task(job.job_type, total=100, state=job.state)
             step_bars: dict[str, int] = {}  # a workflow run: one bar per step
             while True:
                 job = Job.objects.get(pk=job.pk)
-                bar.update(task, completed=job.progress, state=job.state,
-                           description=job.step or job.wait_signal and f"waiting for {job.wait_signal}" or job.job_type)
+                bar.update(
+                    task,
+                    completed=job.progress,
+                    state=job.state,
+                    description=job.step or job.wait_signal and f"waiting for {job.wait_signal}" or job.job_type,
+                )
                 for step in WorkflowStep.objects.filter(job_id=job.pk).order_by("position"):
                     if step.name not in step_bars:
                         step_bars[step.name] = bar.add_task(f"  {step.name}", total=100, state=step.state)
                     done = 100 if step.state in STEP_TERMINAL_STATES else 50 if step.state == "RUNNING" else 0
                     extra = f" (attempt {step.attempts})" if step.attempts > 1 else ""
-                    bar.update(step_bars[step.name], completed=done, state=step.state,
-                               description=f"  {step.name}{extra}")
+                    bar.update(
+                        step_bars[step.name], completed=done, state=step.state, description=f"  {step.name}{extra}"
+                    )
                 if job.state in TERMINAL_STATES or (deadline and time.monotonic() > deadline):
                     return job
                 time.sleep(0.3)

@@ -11,7 +11,10 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         for wf in declare.all_workflows():
             older = [v for v in declare.versions(wf.name) if v != wf.version]
-            self.stdout.write(f"{wf.name}  v{wf.version}" + (f" (also declared: {older})" if older else "")
-                              + (f"  {wf.description}" if wf.description else ""))
+            self.stdout.write(
+                f"{wf.name}  v{wf.version}"
+                + (f" (also declared: {older})" if older else "")
+                + (f"  {wf.description}" if wf.description else "")
+            )
             self.stdout.write(wf.as_text())
             self.stdout.write("")

@@ -19,8 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print JSON.")
 
     def handle(self, *args, **opts):
-        stats = workflow_stats(jobs=Job.objects.all(), since=timezone.now() - dt.timedelta(hours=opts["hours"]),
-                               workflow=opts["workflow"])
+        stats = workflow_stats(
+            jobs=Job.objects.all(), since=timezone.now() - dt.timedelta(hours=opts["hours"]), workflow=opts["workflow"]
+        )
         if opts["json"]:
             self.stdout.write(json.dumps(stats, default=str, indent=2))
             return
@@ -28,8 +29,11 @@ class Command(BaseCommand):
         self.stdout.write("runs:  " + "  ".join(f"{k} {v}" for k, v in stats["runs"].items() if v))
         self.stdout.write("steps: " + "  ".join(f"{k} {v}" for k, v in stats["steps"].items() if v))
         self.stdout.write(f"retrying {stats['retrying']}  exhausted {stats['exhausted']}")
-        self.stdout.write(f"{'workflow':<28} {'step':<20} {'runs':>6} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9} "
-                          f"{'attempts':>8}")
+        self.stdout.write(
+            f"{'workflow':<28} {'step':<20} {'runs':>6} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9} {'attempts':>8}"
+        )
         for s in stats["slowest_steps"]:
-            self.stdout.write(f"{s['workflow']:<28} {s['step']:<20} {s['runs']:>6} {s['p50_ms']:>9} {s['p95_ms']:>9} "
-                              f"{s['max_ms']:>9} {s['avg_attempts']:>8}")
+            self.stdout.write(
+                f"{s['workflow']:<28} {s['step']:<20} {s['runs']:>6} {s['p50_ms']:>9} {s['p95_ms']:>9} "
+                f"{s['max_ms']:>9} {s['avg_attempts']:>8}"
+            )

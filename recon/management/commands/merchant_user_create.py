@@ -17,8 +17,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, username, merchant, role, password, **opts):
         try:
-            membership = services.merchant_user_create(username=username, merchant_id=merchant, role=role,
-                                                       password=password)
+            membership = services.merchant_user_create(
+                username=username, merchant_id=merchant, role=role, password=password
+            )
         except ReconError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(f"{membership.user.username} is {membership.role} of {membership.merchant_id}")

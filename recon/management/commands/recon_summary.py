@@ -9,8 +9,10 @@ from recon.serializers import money_str
 
 
 class Command(BaseCommand):
-    help = ("Counts by status, match rate (per day and account), amounts per currency and ageing of open expected "
-            "entries and of the review queue.")
+    help = (
+        "Counts by status, match rate (per day and account), amounts per currency and ageing of open expected "
+        "entries and of the review queue."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--merchant", default=None)

@@ -13,5 +13,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, timeout_ms, **opts):
         result = services.engine_trigger(timeout_ms=timeout_ms)
-        self.stdout.write("processed={processed} succeeded={succeeded} failed={failed} "
-                          "duration_ms={duration_ms}".format(**result))
+        self.stdout.write(
+            "processed={processed} succeeded={succeeded} failed={failed} duration_ms={duration_ms}".format(**result)
+        )

@@ -12,8 +12,10 @@ from recon.workflows import settlement_run_start
 
 
 class Command(BaseCommand):
-    help = ("settlement_run_start --merchant acme --start 2026-11-01 --end 2026-11-30 --provider-account <id> "
-            "--provider-file provider.csv --bank-account <id> --bank-file bank.csv")
+    help = (
+        "settlement_run_start --merchant acme --start 2026-11-01 --end 2026-11-30 --provider-account <id> "
+        "--provider-file provider.csv --bank-account <id> --bank-file bank.csv"
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--merchant", required=True)
@@ -37,10 +39,16 @@ class Command(BaseCommand):
                 raise CommandError(f"No account {opts[f'{side}_account']!r} of merchant {merchant.pk}.") from None
         try:
             with open(opts["provider_file"], "rb") as provider, open(opts["bank_file"], "rb") as bank:
-                run = settlement_run_start(merchant=merchant, start_date=opts["start"], end_date=opts["end"],
-                                           provider_account=accounts["provider"], provider_file=provider,
-                                           bank_account=accounts["bank"], bank_file=bank,
-                                           idempotency_key=opts["idempotency_key"])
+                run = settlement_run_start(
+                    merchant=merchant,
+                    start_date=opts["start"],
+                    end_date=opts["end"],
+                    provider_account=accounts["provider"],
+                    provider_file=provider,
+                    bank_account=accounts["bank"],
+                    bank_file=bank,
+                    idempotency_key=opts["idempotency_key"],
+                )
         except OSError as exc:
             raise CommandError(str(exc)) from None
         except AppError as exc:

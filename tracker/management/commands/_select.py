@@ -24,9 +24,12 @@ def act(command, options, action: str) -> None:
     verb = "would " + action if options["dry_run"] else {"retry": "retried", "cancel": "cancelled"}[action]
     if not options["task_ids"]:
         try:
-            result = services.task_bulk_run(action=action, filter={"status": options["status"],
-                                                                   "task_type": options["task_type"]},
-                                            by="command line", dry_run=options["dry_run"])
+            result = services.task_bulk_run(
+                action=action,
+                filter={"status": options["status"], "task_type": options["task_type"]},
+                by="command line",
+                dry_run=options["dry_run"],
+            )
         except InvalidBulkRequest as exc:
             raise CommandError(exc.message) from None
         command.stdout.write(f"{verb}: {result['changed']}, skipped (not in a legal state): {result['skipped']}")
@@ -42,6 +45,5 @@ def act(command, options, action: str) -> None:
         qs = qs.filter(status=options["status"])
     if options["task_type"]:
         qs = qs.filter(task_type=options["task_type"])
-    done, skipped = services.task_act_many(queryset=qs, action=action, dry_run=options["dry_run"],
-                                           by="command line")
+    done, skipped = services.task_act_many(queryset=qs, action=action, dry_run=options["dry_run"], by="command line")
     command.stdout.write(f"{verb}: {done}, skipped (not in a legal state): {skipped}")

@@ -30,7 +30,11 @@ class Command(BaseCommand):
             table.add_row(task_type, *[str(counts.get(s, 0)) for s in statuses])
         table.add_row("[b]all[/b]", *[f"[b]{stats['by_status'][s]}[/b]" for s in statuses])
         console.print(table)
-        console.print(f"oldest due task: {stats['oldest_due_age_seconds']} s; completed last minute: "
-                      f"{stats['throughput']['last_minute']}, last hour: {stats['throughput']['last_hour']}")
-        console.print(f"consumers alive: {cluster['consumers_alive']}/{cluster['consumers_wanted']}; "
-                      f"queue lag: {cluster['queue_lag_seconds']} s")
+        console.print(
+            f"oldest due task: {stats['oldest_due_age_seconds']} s; completed last minute: "
+            f"{stats['throughput']['last_minute']}, last hour: {stats['throughput']['last_hour']}"
+        )
+        console.print(
+            f"consumers alive: {cluster['consumers_alive']}/{cluster['consumers_wanted']}; "
+            f"queue lag: {cluster['queue_lag_seconds']} s"
+        )

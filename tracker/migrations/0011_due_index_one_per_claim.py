@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tracker', '0007_attention_index_in_list_order'),
+        ('tracker', '0010_counters_queues_payload_search'),
     ]
 
     operations = [

@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('recon', '0004_uuid7_index_diet'),
+        ('recon', '0005_ledger_guards_review_search'),
     ]
 
     operations = [

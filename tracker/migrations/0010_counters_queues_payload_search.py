@@ -9,7 +9,7 @@ from tracker.counters import STATUS_TRIGGERS_REVERSE_SQL, STATUS_TRIGGERS_SQL
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tracker', '0007_attention_index_in_list_order'),
+        ('tracker', '0009_transition_by_name'),
     ]
 
     operations = [
