@@ -141,3 +141,14 @@ def cluster(processes):
 @pytest.fixture(autouse=True)
 def _fast_password_hashing():
     """Overrides the suite's MD5 hasher: the server process checks passwords with the project's hashers."""
+
+
+def wait_for_js(page, expression: str, timeout: float = 15_000) -> None:
+    """Waits until a JavaScript expression is truthy in the page, polling `page.evaluate` (which the console's
+    Content-Security-Policy allows; Playwright's `wait_for_function` compiles the expression in the page, which
+    the CSP refuses as eval)."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} ms waiting for {expression}")
+        time.sleep(0.1)

@@ -1,6 +1,6 @@
 """The dashboard, the queue page and a bulk retry in Chromium, against uvicorn and a real cluster."""
 
-from tests.browser.conftest import login, screenshot
+from tests.browser.conftest import login, screenshot, wait_for_js
 from tests.conftest import wait_until
 from tracker import services
 from tracker.models import ProcessTracker
@@ -21,12 +21,12 @@ def test_dashboard_shows_charts_and_refreshes_live(page, django_user_model):
     assert page.locator("#dashboard").get_by_text("Review queue").count() == 1
     screenshot(page, "dashboard-hour")
     page.click("#dashboard a[data-range=week]")
-    page.wait_for_function("document.querySelector('#dashboard .dash-ranges a.current').dataset.range === 'week'")
+    wait_for_js(page, "document.querySelector('#dashboard .dash-ranges a.current').dataset.range === 'week'")
     screenshot(page, "dashboard-week")
     before = page.get_attribute("#dashboard", "data-refreshed")
     services.task_create_many([services.TaskSpec("test.noop", {}) for _ in range(5)])
     Worker("w2").drain(budget_seconds=10)
-    page.wait_for_function(f"document.querySelector('#dashboard').dataset.refreshed !== {before!r}", timeout=15000)
+    wait_for_js(page, f"document.querySelector('#dashboard').dataset.refreshed !== {before!r}", timeout=15_000)
     page.click("#dashboard .legend a:has-text('failed')")
     page.wait_for_load_state("domcontentloaded")
     assert "status__exact=FAILED" in page.url

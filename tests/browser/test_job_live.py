@@ -6,7 +6,7 @@ import time
 
 from jobs import services
 from jobs.models import JobEvent
-from tests.browser.conftest import login, screenshot
+from tests.browser.conftest import login, screenshot, wait_for_js
 from tests.conftest import wait_until
 
 
@@ -29,9 +29,7 @@ def test_a_running_job_page_rises_live_and_ends_with_exactly_the_stored_log(page
             seen.append(progress)
         if 0 < progress < 100 and not shot:
             # Mid-run: the subtitle (rendered by the server, re-fetched) says RUNNING like the panel.
-            page.wait_for_function(
-                "document.querySelector('[data-live-part=subtitle]').textContent.includes('[RUNNING]')"
-            )
+            wait_for_js(page, "document.querySelector('[data-live-part=subtitle]').textContent.includes('[RUNNING]')")
             assert page.inner_text("#job-state") == "RUNNING"
             assert page.locator("#job-live button[value=pause]").count() == 1  # Pause shows while it can pause
             screenshot(page, "job-page-running")
@@ -43,7 +41,7 @@ def test_a_running_job_page_rises_live_and_ends_with_exactly_the_stored_log(page
     rising = [p for p in seen if 0 < p < 100]
     assert len(set(rising)) >= 2 and rising == sorted(rising), seen
     assert page.evaluate("window.__notReloaded") is True  # all of it without a reload
-    page.wait_for_function("document.querySelector('[data-live-part=subtitle]').textContent.includes('[COMPLETED]')")
+    wait_for_js(page, "document.querySelector('[data-live-part=subtitle]').textContent.includes('[COMPLETED]')")
     assert page.inner_text("#job-step") == "-"  # the step cleared with the completion
     assert page.locator("#job-live button[value=pause]").count() == 0
     stored = list(JobEvent.objects.filter(job=job).order_by("id").values_list("id", "kind", "data"))
@@ -82,8 +80,8 @@ def test_a_watched_list_refreshes_by_itself_and_pauses_on_a_selection(page, djan
 
     page.locator("#result_list input.action-select").first.check()  # a selection pauses the refresh
     third = services.job_create(job_type="jobs.approval_demo", params={})
-    page.wait_for_function(
-        "document.getElementById('live-refresh').textContent.includes('paused (selection)')", timeout=15_000
+    wait_for_js(
+        page, "document.getElementById('live-refresh').textContent.includes('paused (selection)')", timeout=15_000
     )
     time.sleep(6)
     assert page.locator(f"#result_list a:has-text('{third.pk}')").count() == 0
