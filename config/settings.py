@@ -111,9 +111,9 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.csp",
-            ],
+            ]
         },
-    },
+    }
 ]
 
 # Database: PostgreSQL only, from DATABASE_URL (docs/decisions/0001-postgresql-only.md). `make run` and `make test`
@@ -129,13 +129,7 @@ DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_m
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-AUTH_PASSWORD_VALIDATORS = (
-    []
-    if DEBUG
-    else [
-        {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-    ]
-)
+AUTH_PASSWORD_VALIDATORS = [] if DEBUG else [{"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"}]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -16,14 +16,7 @@ from rest_framework import serializers
 from jobs.workflows import Step, workflow
 from recon import reports, services
 from recon.jobs import import_upload
-from recon.models import (
-    Account,
-    Merchant,
-    ProcessingMode,
-    StagingEntry,
-    StagingStatus,
-    Upload,
-)
+from recon.models import Account, Merchant, ProcessingMode, StagingEntry, StagingStatus, Upload
 from tracker.models import FINISHED_STATUSES, ProcessTracker
 
 SETTLEMENT_RUN = "recon.settlement_run"
@@ -280,14 +273,7 @@ def settlement_run_start(
     the caller may operate the merchant. Returns the run (a Job)."""
     from jobs import services as job_services
     from recon.ingest import InvalidCsvError
-    from recon.uploads import (
-        _file_chunks,
-        _first_bytes,
-        header_check,
-        max_bytes,
-        too_large,
-        upload_store,
-    )
+    from recon.uploads import _file_chunks, _first_bytes, header_check, max_bytes, too_large, upload_store
 
     for file in (provider_file, bank_file):
         name = getattr(file, "name", "") or ""

@@ -292,7 +292,7 @@ class TaskCounter(models.Model):
             models.UniqueConstraint(
                 fields=["resolution", "bucket", "tenant", "task_type", "queue", "outcome", "worker"],
                 name="tracker_counter_key",
-            ),
+            )
         ]
 
     def __str__(self):

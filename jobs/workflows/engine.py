@@ -39,13 +39,7 @@ from jobs.runtime import Suspend, to_json
 from jobs.workflows import declare
 from tracker import audit
 from tracker import services as tracker_services
-from tracker.errors import (
-    LeaseLost,
-    PermanentError,
-    RetryableError,
-    TaskStateConflict,
-    is_retryable,
-)
+from tracker.errors import LeaseLost, PermanentError, RetryableError, TaskStateConflict, is_retryable
 from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus
 
 S, ST = JobState, StepState

@@ -28,12 +28,7 @@ def gate(ctx):
 
 
 workflow(
-    "test.retries",
-    version=1,
-    steps=[
-        Step("a", flaky, max_attempts=3, backoff=0.05),
-        Step("b", echo, depends_on=["a"]),
-    ],
+    "test.retries", version=1, steps=[Step("a", flaky, max_attempts=3, backoff=0.05), Step("b", echo, depends_on=["a"])]
 )
 
 workflow(
@@ -119,10 +114,7 @@ def effect(ctx):
 workflow(
     "test.effects",
     version=1,
-    steps=[
-        Step("first", effect, max_attempts=5),
-        Step("second", effect, depends_on=["first"], max_attempts=5),
-    ],
+    steps=[Step("first", effect, max_attempts=5), Step("second", effect, depends_on=["first"], max_attempts=5)],
 )
 
 
@@ -137,11 +129,7 @@ def join_parent(ctx):
 workflow(
     "test.join_race",
     version=1,
-    steps=[
-        Step("left", join_parent),
-        Step("right", join_parent),
-        Step("join", echo, depends_on=["left", "right"]),
-    ],
+    steps=[Step("left", join_parent), Step("right", join_parent), Step("join", echo, depends_on=["left", "right"])],
 )
 
 
@@ -154,14 +142,7 @@ def slow(ctx):
     return {"step": ctx.name}
 
 
-workflow(
-    "test.slow",
-    version=1,
-    steps=[
-        Step("one", slow),
-        Step("two", slow, depends_on=["one"]),
-    ],
-)
+workflow("test.slow", version=1, steps=[Step("one", slow), Step("two", slow, depends_on=["one"])])
 
 workflow("test.versioned", version=1, steps=[Step("old", echo)])
 workflow("test.versioned", version=2, steps=[Step("new_a", echo), Step("new_b", echo, depends_on=["new_a"])])
