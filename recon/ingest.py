@@ -163,8 +163,9 @@ MAPPING_OPTIONS = ("date_format", "decimal_separator", "delimiter")
 @dataclasses.dataclass(frozen=True)
 class CsvLayout:
     """Where a file keeps our fields (API.md "File import", `mapping`): `columns` maps each field to its column
-    index (a mapped file without a `type` column: a negative amount is a Refund, a positive one a Payment), `extras` the other columns
-    (header name, index), kept in the entry's metadata. `plain` is the default layout with nothing extra."""
+    index (a mapped file without a `type` column: a negative amount is a Refund, a positive one a Payment),
+    `extras` the other columns (header name, index), kept in the entry's metadata. `plain` is the default layout
+    with nothing extra."""
 
     header: list[str]
     columns: dict[str, int]
