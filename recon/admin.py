@@ -5,6 +5,7 @@ trail) and the summary page. Money and dates read through `recon.formatting`."""
 import csv
 import datetime as dt
 import io
+import json
 import uuid
 
 from django import forms
@@ -24,6 +25,7 @@ from django.utils.safestring import mark_safe
 from config.errors import AppError
 from recon import access, balances, formatting, reports, services, uploads
 from recon.admin_bulk import ReviewBulkMixin
+from recon.ingest import mapping_problems
 from recon.models import (
     Account,
     BankStatement,
@@ -266,7 +268,26 @@ class CsvImportForm(forms.Form):
         required=False,
         help_text="auto: recognised from the content.",
     )
+    mapping = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text='CSV only, JSON: the file\'s columns for our fields, e.g. {"order_id": "Reference", "amount": "Net", '
+        '"transaction_date": "Created (UTC)", "date_format": "%d.%m.%Y", "decimal_separator": ",", "delimiter": ";"}. '
+        "Without a type column a negative amount is a Refund. Filled with the account's last mapping.",
+    )
     force = forms.BooleanField(required=False, help_text="Import even if this file was uploaded to the account before.")
+
+    def clean_mapping(self):
+        text = (self.cleaned_data.get("mapping") or "").strip()
+        if not text:
+            return None
+        try:
+            mapping = json.loads(text)
+        except ValueError:
+            raise ValidationError("Not JSON text.") from None
+        if problems := mapping_problems(mapping):
+            raise ValidationError([f"{k}: {' '.join(v)}" for k, v in problems.items()])
+        return mapping
 
 
 class AccountForm(ServiceForm):
@@ -344,7 +365,10 @@ class AccountAdmin(ServiceAdmin):
         if not access.can_operate(request.user, account.merchant_id):
             self.message_user(request, "Only operators of this merchant may import files.", messages.ERROR)
             return redirect("admin:recon_account_change", account.pk)
-        form = CsvImportForm(request.POST or None, request.FILES or None)
+        last = uploads.last_mapping(account)
+        form = CsvImportForm(
+            request.POST or None, request.FILES or None, initial={"mapping": json.dumps(last) if last else ""}
+        )
         if request.method == "POST" and form.is_valid():
             file = form.cleaned_data["file"]
             try:
@@ -354,6 +378,7 @@ class AccountAdmin(ServiceAdmin):
                     name=file.name,
                     processing_mode=form.cleaned_data["processing_mode"],
                     file_format_name=form.cleaned_data["format"] or "auto",
+                    mapping=form.cleaned_data["mapping"],
                     force=form.cleaned_data["force"],
                     by=request.user,
                 )
@@ -367,7 +392,7 @@ class AccountAdmin(ServiceAdmin):
             "opts": self.model._meta,
             "original": account,
             "form": form,
-            "title": "Import CSV",
+            "title": "Import a file",
         }
         return render(request, "admin/recon/account/import_csv.html", context)
 

@@ -5,6 +5,7 @@ chunks; each chunk (its staging entries and their tracker tasks) commits in one 
 with the caller's checkpoint (`on_chunk`)."""
 
 import csv
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -55,8 +56,15 @@ def side_for(type_value: str, account_type: str) -> str:
     return normal if kind == "payment" else other
 
 
-def parse_when(text: str) -> dt.datetime | None:
-    """A date (midnight UTC) or a date-time with timezone; None when neither."""
+def parse_when(text: str, date_format: str | None = None) -> dt.datetime | None:
+    """A date (midnight UTC) or a date-time with timezone, or with `date_format` (strftime) whatever that reads
+    (UTC unless it carries an offset); None when neither."""
+    if date_format:
+        try:
+            when = dt.datetime.strptime(text, date_format)
+        except ValueError:
+            return None
+        return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
     try:
         day = parse_date(text)
         if day is not None:
@@ -101,9 +109,18 @@ def _csv_amount(raw: str) -> tuple[Decimal | None, str | None]:
     return amount, amount_problem(amount)
 
 
-def validate_row(row: dict, *, account: Account, processing_mode: str, source_file: str) -> tuple[dict | None, list]:
-    """Returns (staging entry fields, []) for a good row or (None, problems)."""
-    problems = []
+def validate_row(
+    row: dict,
+    *,
+    account: Account,
+    processing_mode: str,
+    source_file: str,
+    date_format: str | None = None,
+    extras: dict | None = None,
+) -> tuple[dict | None, list]:
+    """Returns (staging entry fields, []) for a good row (our fields under their default names; `extras`: the
+    file's other columns, kept in the metadata) or (None, problems)."""
+    problems = [p for name, text in (extras or {}).items() if (p := cell_problem(name, text)) is not None]
     for column in COLUMNS:
         if not (row.get(column) or "").strip():
             problems.append(f"{column} is empty")
@@ -122,10 +139,9 @@ def validate_row(row: dict, *, account: Account, processing_mode: str, source_fi
     if currency and not is_currency(currency):
         problems.append(f"currency {report_text(currency)!r} is not an ISO 4217 code")
     raw_date = (row.get("transaction_date") or "").strip()
-    if raw_date and (when := parse_when(raw_date)) is None:
-        problems.append(
-            f"transaction_date {report_text(raw_date)!r} is not a date (YYYY-MM-DD) or a date-time with timezone"
-        )
+    if raw_date and (when := parse_when(raw_date, date_format)) is None:
+        expected = f"a date as {date_format}" if date_format else "a date (YYYY-MM-DD) or a date-time with timezone"
+        problems.append(f"transaction_date {report_text(raw_date)!r} is not {expected}")
     kind = (row.get("type") or "").strip()
     if kind and kind.lower() not in TYPES:
         problems.append(f"type {report_text(kind)!r} is not one of Payment, Refund, Debit, Credit")
@@ -137,25 +153,122 @@ def validate_row(row: dict, *, account: Account, processing_mode: str, source_fi
         "currency": currency,
         "effective_date": when,
         "processing_mode": processing_mode,
-        "metadata": {"order_id": row["order_id"].strip(), "source_file": source_file},
+        "metadata": {**(extras or {}), "order_id": row["order_id"].strip(), "source_file": source_file},
     }, []
 
 
-def _rows(lines: Iterable[str]) -> tuple[list[str], Iterator[list[str]]]:
-    reader = csv.reader(iter(lines))
+MAPPING_OPTIONS = ("date_format", "decimal_separator", "delimiter")
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvLayout:
+    """Where a file keeps our fields (API.md "File import", `mapping`): `columns` maps each field to its column
+    index (a mapped file without a `type` column: a negative amount is a Refund, a positive one a Payment),
+    `extras` the other columns (header name, index), kept in the entry's metadata. `plain` is the default layout
+    with nothing extra."""
+
+    header: list[str]
+    columns: dict[str, int]
+    extras: list[tuple[str, int]]
+    date_format: str | None = None
+    decimal_separator: str = "."
+    delimiter: str = ","
+
+    @property
+    def plain(self) -> bool:
+        return (
+            not self.extras
+            and self.date_format is None
+            and self.decimal_separator == "."
+            and "type" in self.columns
+            and all(self.header[i] == f for f, i in self.columns.items())
+        )
+
+
+def mapping_problems(mapping) -> dict:
+    """Field -> problems of a `mapping` (a JSON object: our fields to the file's column names, plus
+    MAPPING_OPTIONS); {} when it is usable."""
+    if not isinstance(mapping, dict):
+        return {"mapping": ["A JSON object: our field names to the file's column names."]}
+    problems: dict[str, list[str]] = {}
+    for key, value in mapping.items():
+        if key not in (*COLUMNS, *MAPPING_OPTIONS):
+            problems[key] = [f"Not a field ({', '.join(COLUMNS)}) or an option ({', '.join(MAPPING_OPTIONS)})."]
+        elif not isinstance(value, str) or not value.strip() or cell_problem(key, value) is not None:
+            problems[key] = ["A non-empty text."]
+    if mapping.get("decimal_separator", ".") not in (".", ","):
+        problems["decimal_separator"] = ["`.` or `,`."]
+    if len(mapping.get("delimiter", ",")) != 1 or mapping.get("delimiter", ",") in ('"', "\n", "\r"):
+        problems["delimiter"] = ["One character (not a quote or a line break)."]
+    if "date_format" in mapping and "date_format" not in problems:
+        sample, fmt = dt.datetime(2026, 11, 23, 14, 5, 6), mapping["date_format"]
+        try:
+            readable = dt.datetime.strptime(sample.strftime(fmt), fmt).date() == sample.date()
+        except ValueError:
+            readable = False
+        if not readable:
+            problems["date_format"] = ["A strftime format that reads a whole date, e.g. `%d.%m.%Y`."]
+    return problems
+
+
+def csv_layout(header: list[str], mapping: dict | None = None) -> CsvLayout:
+    """The layout of a file with this header (cells as read) under `mapping`; InvalidCsvError (400) naming the
+    missing columns. Default column names are matched in any case, mapped names exactly (then in any case)."""
+    mapping = mapping or {}
+    names = [h.strip().lstrip("\ufeff").strip() for h in header]
+    lowered = [n.lower() for n in names]
+    if len(set(lowered)) != len(lowered):
+        raise InvalidCsvError("The header names a column twice.", details={"header": names})
+    columns, missing = {}, []
+    for field in COLUMNS:
+        wanted = mapping.get(field, field)
+        index = (
+            names.index(wanted)
+            if wanted in names
+            else (lowered.index(wanted.lower()) if wanted.lower() in lowered else None)
+        )
+        if index is not None:
+            columns[field] = index
+        elif field != "type" or "type" in mapping or not mapping:  # a mapped file may leave the type to the sign
+            missing.append(wanted)
+    if missing:
+        raise InvalidCsvError(
+            f"The header must name the columns {', '.join(mapping.get(c, c) for c in COLUMNS)}; missing: "
+            f"{', '.join(missing)}.",
+            details={"header": names, "missing": missing},
+        )
+    taken = set(columns.values())
+    return CsvLayout(
+        header=names,
+        columns=columns,
+        extras=[(n, i) for i, n in enumerate(names) if i not in taken],
+        date_format=mapping.get("date_format"),
+        decimal_separator=mapping.get("decimal_separator", "."),
+        delimiter=mapping.get("delimiter", ","),
+    )
+
+
+def _rows(lines: Iterable[str], mapping: dict | None = None) -> tuple[CsvLayout, Iterator[list[str]]]:
+    reader = csv.reader(iter(lines), delimiter=(mapping or {}).get("delimiter", ","))
     header = next(reader, None)
     if header is None:
         raise InvalidCsvError(f"The file is empty: a header row is required ({', '.join(COLUMNS)}).")
-    header = [h.strip().lstrip("\ufeff").strip().lower() for h in header]
-    missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        raise InvalidCsvError(
-            f"The header must name the columns {', '.join(COLUMNS)}; missing: {', '.join(missing)}.",
-            details={"header": header, "missing": missing},
-        )
-    if len(set(header)) != len(header):
-        raise InvalidCsvError("The header names a column twice.", details={"header": header})
-    return header, _guarded(reader)
+    return csv_layout(header, mapping), _guarded(reader)
+
+
+def mapped_row(cells: list[str], layout: CsvLayout) -> tuple[dict, dict]:
+    """(our fields as the default layout's texts, the other columns for the metadata) of a row read with
+    `layout`: amounts with a decimal comma get a point, and without a type column the sign gives the type."""
+    row = {field: cells[i] if i < len(cells) else "" for field, i in layout.columns.items()}
+    amount = row.get("amount", "").strip()
+    if layout.decimal_separator == "," and "." not in amount:
+        amount = amount.replace(",", ".", 1)
+    if "type" not in layout.columns:
+        row["type"] = "refund" if amount.startswith("-") else "payment"
+        amount = amount.removeprefix("-")
+    row["amount"] = amount
+    extras = {name: cells[i] for name, i in layout.extras if i < len(cells)}
+    return row, extras
 
 
 class UnreadableRow(str):
@@ -286,111 +399,119 @@ class ChunkWriter:
             self.flush(rows_done)
 
 
+def _fast_path(layout: CsvLayout, account: Account, processing_mode: str, source_file: str):
+    """For the default layout: a function from a row's cells to its staging row, or None when the row needs
+    the full check. A row it accepts would pass `validate_row` too and gives the same fields; any other row goes
+    through `validate_row`, so the report's error texts never change."""
+    width = len(layout.header)
+    pick = operator.itemgetter(*[layout.columns[c] for c in COLUMNS])
+    sides = {kind: side_for(kind, account.account_type) for kind in TYPES}
+    currencies, amount_ok, unstorable = ISO_4217, _AMOUNT_FAST.fullmatch, _UNSTORABLE.search
+    when_cache: dict[str, str | None] = {}
+    # metadata {"order_id": ..., "source_file": ...} as JSON text, built by concatenation
+    md_head, md_tail = '{"order_id": ', f', "source_file": {json.dumps(source_file)}}}'
+    quote = json.encoder.encode_basestring_ascii
+
+    def row(cells: list[str]) -> tuple | None:
+        if len(cells) != width:
+            return None
+        order_id, raw_amount, currency, raw_date, kind = pick(cells)
+        order_id, raw_amount, currency, raw_date = (
+            order_id.strip(),
+            raw_amount.strip(),
+            currency.strip().upper(),
+            raw_date.strip(),
+        )
+        side = sides.get(kind.strip().lower())
+        if (
+            side is None
+            or not order_id
+            or currency not in currencies
+            or not raw_date
+            or len(order_id) > MATCH_VALUE_MAX_CHARS
+            or unstorable(order_id)
+            or not amount_ok(raw_amount)
+            or not raw_amount.strip("0.")
+            or (when := _when_text(raw_date, when_cache)) is None
+        ):
+            return None
+        return side, raw_amount, currency, when, processing_mode, md_head + quote(order_id) + md_tail
+
+    return row
+
+
+def _checked_row(cells: list[str], layout: CsvLayout, **context) -> tuple[tuple | None, list[str], dict]:
+    """The full check of one row: (staging row or None, problems, the row's data for the report)."""
+    row, extras = mapped_row(cells, layout)
+    problems = [] if len(cells) == len(layout.header) else [f"expected {len(layout.header)} columns, got {len(cells)}"]
+    fields, row_problems = validate_row(row, date_format=layout.date_format, extras=extras, **context)
+    problems += row_problems
+    row_data = {c: report_text(row.get(c, "")) for c in COLUMNS}
+    if problems:
+        return None, problems, row_data
+    return (
+        (
+            fields["entry_type"],
+            fields["amount"],
+            fields["currency"],
+            fields["effective_date"],
+            fields["processing_mode"],
+            fields["metadata"],
+        ),
+        [],
+        row_data,
+    )
+
+
 def ingest_csv(
     *,
     account: Account,
     lines: Iterable[str],
     processing_mode: str,
     source_file: str,
+    mapping: dict | None = None,
     start_row: int = 0,
     chunk_rows: int = CHUNK_ROWS,
     on_chunk: Callable[[int, dict], bool | None] | None = None,
     report: dict | None = None,
     max_errors: int = MAX_ERRORS_KEPT,
 ) -> dict:
-    """Streams `lines` (text lines of a CSV file, header first) into staging entries and their tracker tasks.
+    """Streams `lines` (text lines of a CSV file, header first; its columns per `mapping`) into staging entries
+    and their tracker tasks.
 
     Rows 1..`start_row` (data rows, the header is not a row) are skipped, so a caller resumes from its
     checkpoint by passing the `rows_done` it last saw and the `report` it saved. Every `chunk_rows` data rows,
     the chunk's valid rows are inserted in ONE database transaction, and `on_chunk(rows_done, report)` is
     called inside it (checkpoint there); returning False stops the import after that chunk. Returns the
     report {"successful_ingestions", "failed_ingestions", "errors": [{"row_number", "error_details",
-    "row_data"}]} (at most `max_errors` errors are kept; `failed_ingestions` counts all).
-
-    Valid rows are kept as plain tuples (no model instances) and written with
-    `services.staging_entries_create_rows` (COPY on PostgreSQL)."""
+    "row_data"}]} (at most `max_errors` errors are kept; `failed_ingestions` counts all)."""
     if processing_mode not in ProcessingMode.values:
         raise InvalidCsvError(f"processing_mode must be one of {', '.join(ProcessingMode.values)}.")
     report = report if report is not None else empty_report()
-    header, reader = _rows(lines)
-    width = len(header)
-    pick = operator.itemgetter(*[header.index(c) for c in COLUMNS])
-    sides = {kind: side_for(kind, account.account_type) for kind in TYPES}
-    currencies = ISO_4217
-    amount_ok = _AMOUNT_FAST.fullmatch
-    unstorable = _UNSTORABLE.search
-    order_id_max = MATCH_VALUE_MAX_CHARS
-    when_cache: dict[str, str | None] = {}
-    # metadata {"order_id": ..., "source_file": ...} as JSON text, built by concatenation
-    md_head = '{"order_id": '
-    md_tail = f', "source_file": {json.dumps(source_file)}}}'
-    quote = json.encoder.encode_basestring_ascii
-    row_number = 0
+    layout, reader = _rows(lines, mapping)
+    fast = _fast_path(layout, account, processing_mode, source_file) if layout.plain else None
+    context = {"account": account, "processing_mode": processing_mode, "source_file": source_file}
     chunks = ChunkWriter(
         account=account, report=report, on_chunk=on_chunk, chunk_rows=chunk_rows, max_errors=max_errors
     )
-
+    row_number = 0
     for cells in reader:
-        if isinstance(cells, UnreadableRow):
-            row_number += 1
-            if row_number <= start_row:
-                continue
-            chunks.fail(row_number, str(cells), {c: "" for c in COLUMNS})
-            if chunks.full() and not chunks.flush(row_number):
-                return report
-            continue
-        if not cells or all(not c.strip() for c in cells):
+        unreadable = isinstance(cells, UnreadableRow)
+        if not unreadable and (not cells or all(not c.strip() for c in cells)):
             continue  # blank lines are not rows
         row_number += 1
         if row_number <= start_row:
             continue
-        if len(cells) == width:
-            order_id, raw_amount, currency, raw_date, kind = pick(cells)
-            order_id, raw_amount, currency, raw_date = (
-                order_id.strip(),
-                raw_amount.strip(),
-                currency.strip().upper(),
-                raw_date.strip(),
-            )
-            side = sides.get(kind.strip().lower())
-            if (
-                side is not None
-                and order_id
-                and currency in currencies
-                and raw_date
-                and len(order_id) <= order_id_max
-                and not unstorable(order_id)
-                and amount_ok(raw_amount)
-                and raw_amount.strip("0.")
-                and (when := _when_text(raw_date, when_cache)) is not None
-            ):
-                chunks.add((side, raw_amount, currency, when, processing_mode, md_head + quote(order_id) + md_tail))
-                if chunks.full() and not chunks.flush(row_number):
-                    return report
-                continue
-        # Slow path: the full check, with the exact problem texts.
-        row = dict(zip(header, cells))
-        row_data = {c: report_text(row.get(c, "")) for c in COLUMNS}
-        problems = []
-        if len(cells) != width:
-            problems.append(f"expected {width} columns, got {len(cells)}")
-        fields, row_problems = validate_row(
-            row, account=account, processing_mode=processing_mode, source_file=source_file
-        )
-        problems += row_problems
-        if problems:
-            chunks.fail(row_number, "; ".join(problems), row_data)
+        if unreadable:
+            chunks.fail(row_number, str(cells), {c: "" for c in COLUMNS})
+        elif fast is not None and (values := fast(cells)) is not None:
+            chunks.add(values)
         else:
-            chunks.add(
-                (
-                    fields["entry_type"],
-                    fields["amount"],
-                    fields["currency"],
-                    fields["effective_date"],
-                    fields["processing_mode"],
-                    fields["metadata"],
-                )
-            )
+            values, problems, row_data = _checked_row(cells, layout, **context)
+            if problems:
+                chunks.fail(row_number, "; ".join(problems), row_data)
+            else:
+                chunks.add(values)
         if chunks.full() and not chunks.flush(row_number):
             return report
     chunks.finish(row_number)

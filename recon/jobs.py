@@ -19,7 +19,7 @@ from rest_framework import serializers
 from jobs.registry import job_type
 from jobs.runtime import JobContext
 from recon import access, errors, reports, services, statements
-from recon.ingest import CHUNK_ROWS, ingest_csv, ingest_statement, statement_check
+from recon.ingest import CHUNK_ROWS, ingest_csv, ingest_statement, mapping_problems, statement_check
 from recon.models import Account, Merchant, ProcessingMode, Upload
 from recon.uploads import open_bytes, open_lines
 
@@ -29,6 +29,7 @@ class ImportFileParams(serializers.Serializer):
     upload_id = serializers.UUIDField()
     processing_mode = serializers.ChoiceField(choices=ProcessingMode.values)
     format = serializers.ChoiceField(choices=statements.FORMATS, default="csv")
+    mapping = serializers.JSONField(required=False, help_text="CSV only: the file's own columns (API.md).")
     chunk_rows = serializers.IntegerField(
         min_value=10, max_value=50_000, default=CHUNK_ROWS, help_text="Rows per database transaction (and checkpoint)."
     )
@@ -41,6 +42,8 @@ class ImportFileParams(serializers.Serializer):
             uploads = uploads.filter(account__merchant_id=self.context["merchant_id"])
         if not uploads.exists():
             raise serializers.ValidationError({"upload_id": ["No such upload for this account."]})
+        if attrs.get("mapping") and (problems := mapping_problems(attrs["mapping"])):
+            raise serializers.ValidationError({"mapping": problems})
         return attrs
 
 
@@ -101,7 +104,7 @@ def import_upload(ctx, params: dict) -> dict | None:
         on_chunk=on_chunk,
     )
     if fmt == "csv":
-        report = ingest_csv(lines=open_lines(upload), **common)
+        report = ingest_csv(lines=open_lines(upload), mapping=params.get("mapping"), **common)
     else:
         report = ingest_statement(fmt=fmt, stream=open_bytes(upload), upload_id=upload.pk, **common)
     if ctx.stop_reason:

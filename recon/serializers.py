@@ -2,6 +2,7 @@
 parse the few input types that need it (decimals, dates)."""
 
 import datetime as dt
+import json
 from decimal import Decimal, InvalidOperation
 
 from drf_spectacular.types import OpenApiTypes
@@ -10,7 +11,7 @@ from rest_framework import serializers
 
 from config.schema import ErrorSerializer  # noqa: F401  (re-exported: the views describe errors with it)
 from recon import balances
-from recon.ingest import PLAIN_AMOUNT, parse_when
+from recon.ingest import PLAIN_AMOUNT, mapping_problems, parse_when
 from recon.models import (
     MONEY_QUANTUM,
     Account,
@@ -304,6 +305,25 @@ class FileUploadSerializer(serializers.Serializer):
         default="auto",
         help_text="`auto` recognises the format from the content, never the name.",
     )
+    mapping = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=4000,
+        help_text='CSV only, JSON text: the file\'s columns for our fields, e.g. {"order_id": "Reference", '
+        '"amount": "Net"}, plus "date_format" (strftime), "decimal_separator" ("." or ","), "delimiter". '
+        "Without a type column a negative amount is a Refund; unmapped columns go to the metadata.",
+    )
+
+    def validate_mapping(self, value):
+        if not value.strip():
+            return None
+        try:
+            mapping = json.loads(value)
+        except ValueError:
+            raise serializers.ValidationError("Not JSON text.") from None
+        if problems := mapping_problems(mapping):
+            raise serializers.ValidationError([f"{k}: {' '.join(v)}" for k, v in problems.items()])
+        return mapping
 
 
 class FileUploadAcceptedSerializer(serializers.Serializer):

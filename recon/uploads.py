@@ -18,7 +18,7 @@ from django.db import transaction
 
 from config.textcheck import text_problem
 from recon import errors, statements
-from recon.ingest import COLUMNS, InvalidCsvError, _rows
+from recon.ingest import COLUMNS, InvalidCsvError, _rows, mapping_problems
 from recon.models import Account, ProcessingMode, Upload, UploadChunk
 
 CHUNK_BYTES = 1024 * 1024
@@ -136,15 +136,15 @@ def open_lines(upload: Upload) -> Iterator[str]:
     )
 
 
-def header_check(first_bytes: bytes) -> None:
-    """Raises InvalidCsvError (400) unless the file starts with a valid header row (checked at upload time,
-    so a file with a bad header never becomes a job)."""
+def header_check(first_bytes: bytes, mapping: dict | None = None) -> None:
+    """Raises InvalidCsvError (400) unless the file starts with a header row that has every column the
+    `mapping` names (checked at upload time, so a file with a bad header never becomes a job)."""
     text = codecs.getincrementaldecoder("utf-8-sig")(errors="replace").decode(first_bytes, final=False)
     if not text.strip():
         raise InvalidCsvError(f"The file is empty: a header row is required ({', '.join(COLUMNS)}).")
     first_line = io.StringIO(text, newline="").readline()
     try:
-        _rows([first_line])
+        _rows([first_line], mapping)
     except csv.Error as exc:
         raise InvalidCsvError(f"Malformed CSV header: {exc}") from None
 
@@ -189,6 +189,7 @@ def file_import_start(
     name: str,
     processing_mode: str,
     file_format_name: str = "auto",
+    mapping: dict | None = None,
     force: bool = False,
     by=None,
     chunk_rows: int | None = None,
@@ -196,7 +197,8 @@ def file_import_start(
     """Stores `file` (a Django UploadedFile or any binary file object) and creates the `recon.import_file` job
     of the account's merchant, in one transaction. 400 for a bad mode, an unsupported format
     (`unsupported_format`) or a CSV whose header lacks a column (`invalid_csv`); 413 above the size limit; 409
-    when the same content was uploaded to this account before, unless `force`. Returns the job."""
+    when the same content was uploaded to this account before, unless `force`. `mapping` (CSV only) names the
+    file's own columns (recon.ingest.csv_layout). Returns the job."""
     from jobs import services as job_services
 
     if name and (problem := text_problem(name)) is not None:
@@ -211,8 +213,14 @@ def file_import_start(
         raise too_large(size)
     head = _first_bytes(file)
     fmt = file_format(head, file_format_name)
+    if mapping and (problems := mapping_problems(mapping)):
+        raise InvalidCsvError("The mapping is not usable.", details={"mapping": problems})
+    if mapping and fmt != "csv":
+        raise InvalidCsvError(
+            f"A mapping applies to CSV files; this one is {fmt}.", details={"mapping": ["Only for CSV files."]}
+        )
     if fmt == "csv":
-        header_check(head)
+        header_check(head, mapping)
     with transaction.atomic():
         upload = upload_store(account=account, name=name or "upload", source=_file_chunks(file), created_by=by)
         # One upload decision at a time per account, so two identical uploads cannot both pass the check.
@@ -232,6 +240,21 @@ def file_import_start(
             "processing_mode": processing_mode,
             "format": fmt,
         }
+        if mapping:
+            params["mapping"] = mapping
         if chunk_rows:
             params["chunk_rows"] = chunk_rows
         return job_services.job_create(job_type=IMPORT_JOB, params=params, owner=by, merchant_id=account.merchant_id)
+
+
+def last_mapping(account: Account) -> dict | None:
+    """The mapping of the account's latest CSV import that had one (the console offers it again)."""
+    from jobs.models import Job
+
+    job = (
+        Job.objects.filter(job_type=IMPORT_JOB, params__account_id=str(account.pk), params__has_key="mapping")
+        .order_by("-created_at")
+        .only("params")
+        .first()
+    )
+    return job.params["mapping"] if job is not None else None

@@ -369,6 +369,7 @@ class StagingEntryFileView(GenericAPIView):
             name=file.name,
             processing_mode=data.validated_data["processing_mode"],
             file_format_name=data.validated_data["format"],
+            mapping=data.validated_data.get("mapping"),
             force=_truthy(request.query_params.get("force")),
             by=request.user,
         )
