@@ -182,25 +182,8 @@ def file_format(first_bytes: bytes, requested: str = "auto") -> str:
     return fmt
 
 
-def file_import_start(
-    *,
-    account: Account,
-    file,
-    name: str,
-    processing_mode: str,
-    file_format_name: str = "auto",
-    mapping: dict | None = None,
-    force: bool = False,
-    by=None,
-    chunk_rows: int | None = None,
-):
-    """Stores `file` (a Django UploadedFile or any binary file object) and creates the `recon.import_file` job
-    of the account's merchant, in one transaction. 400 for a bad mode, an unsupported format
-    (`unsupported_format`) or a CSV whose header lacks a column (`invalid_csv`); 413 above the size limit; 409
-    when the same content was uploaded to this account before, unless `force`. `mapping` (CSV only) names the
-    file's own columns (recon.ingest.csv_layout). Returns the job."""
-    from jobs import services as job_services
-
+def _import_checks(*, file, name: str, processing_mode: str, file_format_name: str, mapping: dict | None) -> str:
+    """What is refused before anything is stored (400 / 413); returns the file's format."""
     if name and (problem := text_problem(name)) is not None:
         raise InvalidCsvError(f"The file name {problem}.", details={"file": [f"The file name {problem}."]})
     if processing_mode not in ProcessingMode.values:
@@ -221,6 +204,31 @@ def file_import_start(
         )
     if fmt == "csv":
         header_check(head, mapping)
+    return fmt
+
+
+def file_import_start(
+    *,
+    account: Account,
+    file,
+    name: str,
+    processing_mode: str,
+    file_format_name: str = "auto",
+    mapping: dict | None = None,
+    force: bool = False,
+    by=None,
+    chunk_rows: int | None = None,
+):
+    """Stores `file` (a Django UploadedFile or any binary file object) and creates the `recon.import_file` job
+    of the account's merchant, in one transaction. 400 for a bad mode, an unsupported format
+    (`unsupported_format`) or a CSV whose header lacks a column (`invalid_csv`); 413 above the size limit; 409
+    when the same content was uploaded to this account before, unless `force`. `mapping` (CSV only) names the
+    file's own columns (recon.ingest.csv_layout). Returns the job."""
+    from jobs import services as job_services
+
+    fmt = _import_checks(
+        file=file, name=name, processing_mode=processing_mode, file_format_name=file_format_name, mapping=mapping
+    )
     with transaction.atomic():
         upload = upload_store(account=account, name=name or "upload", source=_file_chunks(file), created_by=by)
         # One upload decision at a time per account, so two identical uploads cannot both pass the check.
@@ -239,11 +247,9 @@ def file_import_start(
             "upload_id": str(upload.pk),
             "processing_mode": processing_mode,
             "format": fmt,
+            **({"mapping": mapping} if mapping else {}),
+            **({"chunk_rows": chunk_rows} if chunk_rows else {}),
         }
-        if mapping:
-            params["mapping"] = mapping
-        if chunk_rows:
-            params["chunk_rows"] = chunk_rows
         return job_services.job_create(job_type=IMPORT_JOB, params=params, owner=by, merchant_id=account.merchant_id)
 
 

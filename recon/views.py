@@ -454,6 +454,7 @@ class AccountEntryListView(GenericAPIView):
 
 class AccountStatementListView(GenericAPIView):
     serializer_class = BankStatementSerializer
+    queryset = BankStatement.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(operation_id="accounts_statements_list", responses={200: BankStatementSerializer(many=True)})
     def get(self, request, account_id):
