@@ -301,7 +301,14 @@ def test_import_of_100k_rows_survives_a_killed_cluster_without_duplicates(ledger
     wait_until(lambda: reload(job).state in ("COMPLETED", "FAILED"), 90, message="import completed after restart")
     job = reload(job)
     assert job.state == "COMPLETED", job.error
-    assert job.result == {"successful_ingestions": ROWS, "failed_ingestions": 0, "errors": []}
+    assert job.result == {
+        "format": "csv",
+        "statements": [],
+        "duplicates_skipped": 0,
+        "successful_ingestions": ROWS,
+        "failed_ingestions": 0,
+        "errors": [],
+    }
     assert StagingEntry.objects.filter(account=account).count() == ROWS
     distinct = StagingEntry.objects.filter(account=account).values("metadata__order_id").distinct().count()
     assert distinct == ROWS
