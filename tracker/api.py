@@ -17,8 +17,8 @@ from rest_framework.views import APIView
 
 from tracker import access, services
 from tracker.errors import InvalidBulkRequest
-from tracker.models import ProcessTracker, TaskStatus
-from tracker.serializers import TaskDetailSerializer, TaskSerializer
+from tracker.models import ProcessTracker, TaskQueue, TaskStatus
+from tracker.serializers import QueueSerializer, TaskDetailSerializer, TaskSerializer
 
 
 class TaskFilter(django_filters.FilterSet):
@@ -125,8 +125,10 @@ class QueueViewSet(viewsets.GenericViewSet):
 
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
+    serializer_class = QueueSerializer
+    queryset = TaskQueue.objects.none()  # for the schema only: queues are listed by tracker.services.queue_list
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=QueueSerializer(many=True))
     def list(self, request):
         rows = services.queue_list(tenants=access.policy().visible_tenants(request.user))
         return self.get_paginated_response(self.paginate_queryset(rows))
@@ -148,13 +150,13 @@ class QueueViewSet(viewsets.GenericViewSet):
             }
         )
 
-    @extend_schema(request=None, responses=dict)
+    @extend_schema(request=None, responses=QueueSerializer)
     @action(detail=True, methods=["post"])
     def pause(self, request, name=None):
         """Consumers of every cluster stop claiming this queue's tasks within a second (staff only)."""
         return self._set(request, name, True)
 
-    @extend_schema(request=None, responses=dict)
+    @extend_schema(request=None, responses=QueueSerializer)
     @action(detail=True, methods=["post"])
     def resume(self, request, name=None):
         """Consumers claim this queue's tasks again (staff only)."""

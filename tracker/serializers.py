@@ -44,3 +44,15 @@ class TaskDetailSerializer(TaskSerializer):
         from tracker.audit import history
 
         return TransitionSerializer(history(task), many=True).data
+
+
+class QueueSerializer(serializers.Serializer):
+    """A queue (API.md "Queues"): its tasks due and running, the age of its oldest due task, its completions in the
+    last minute, and whether it is paused."""
+
+    name = serializers.CharField()
+    paused = serializers.BooleanField()
+    due = serializers.IntegerField()
+    running = serializers.IntegerField()
+    oldest_due_seconds = serializers.FloatField()
+    completed_last_minute = serializers.IntegerField()
