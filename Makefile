@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 RUNS ?= 1
+# pytest-xdist workers of `make test` (one per core here); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 # Python >= 3.12: the pinned 3.13 from pyenv when present, else whatever python3.1x is on PATH.
 PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
@@ -41,12 +43,12 @@ run: $(VENV)/.run-installed
 
 # Tests on a real PostgreSQL: the one in DATABASE_URL, or a throwaway server started for the run.
 test: venv
-	@export $(DEV_ENV); $(PY) -m tests.pgserver --reuse -- $(PY) -m pytest $(PYTEST_ARGS)
+	@export $(DEV_ENV); $(PY) -m tests.pgserver --reuse -- $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The reliability suite (tests/reliability/, marker `reliability`, left out of `make test`): faults, floods and
 # hostile input against real clusters, on a throwaway PostgreSQL that the tests may restart (a few minutes).
 test-reliability: venv
-	@$(PY) -m tests.pgserver --reuse -- $(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
+	@export $(DEV_ENV); $(PY) -m tests.pgserver --reuse -- $(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
 
 # The edit-test loop: no real-process tests (marker `slow`), Hypothesis's small profile (tests/conftest.py).
 # `make test` (the full suite) stays the CI command.
