@@ -105,6 +105,8 @@ STORAGES = {
 # migrate + a web server + qcluster is enough, DESIGN.md "Running it").
 WHITENOISE_USE_FINDERS = True
 
+# Grouped matching: the most expectations one payout (one_to_many) may settle (AmbiguousMatchError above).
+RECON_GROUP_MAX = env_int("RECON_GROUP_MAX", 10_000)
 # Uploads above this size answer 413 (bytes).
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 200 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024)

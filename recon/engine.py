@@ -47,11 +47,13 @@ def staging_entries_process(*, items: Sequence[WorkItem], by: str) -> dict:
     counts = {"processed": 0, "review": 0}
     for mode in MODE_ORDER:
         group = [(item, entry) for item, entry in pairs if entry.processing_mode == mode]
-        if not group:
-            continue
-        plan = _pass(batch_load(mode=mode, pairs=group), by=by, guard=len(pairs) == 1)
-        for key, value in plan.counts().items():
-            counts[key] += value
+        while group:
+            plan = _pass(batch_load(mode=mode, pairs=group), by=by, guard=len(pairs) == 1)
+            for key, value in plan.counts().items():
+                counts[key] += value
+            # Instalments for an expectation an earlier entry has just paid part of: another pass, in batch order.
+            deferred = {e.pk for e in plan.deferred}
+            group = [(item, entry) for item, entry in group if entry.pk in deferred]
     return counts
 
 

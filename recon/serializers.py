@@ -10,7 +10,8 @@ from rest_framework import serializers
 
 from recon import balances
 from recon.ingest import parse_when
-from recon.models import MONEY_QUANTUM, Account, ClosedPeriod, Entry, Merchant, ReconRule, StagingEntry, Transaction
+from recon.models import (MONEY_QUANTUM, Account, ClosedPeriod, Entry, MatchMode, Merchant, ReconRule, StagingEntry,
+                          Transaction)
 
 
 def money_str(value) -> str | None:
@@ -119,7 +120,8 @@ class ReconRuleSerializer(serializers.ModelSerializer):
     class Meta:
         model = ReconRule
         fields = ["id", "merchant_id", "account_one_id", "account_two_id", "match_key", "amount_tolerance",
-                  "amount_tolerance_pct", "date_window_days", "difference_account_id", "created_at"]
+                  "amount_tolerance_pct", "date_window_days", "difference_account_id", "confirmation_key",
+                  "confirmation_key_pattern", "match_mode", "group_key", "created_at"]
 
 
 class ReconRuleCreateSerializer(serializers.Serializer):
@@ -130,6 +132,16 @@ class ReconRuleCreateSerializer(serializers.Serializer):
     amount_tolerance_pct = MoneyField(required=False, default=Decimal("0"))
     date_window_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
     difference_account_id = serializers.CharField(required=False, allow_null=True, default=None)
+    confirmation_key = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None,
+                                             help_text="Metadata field of CONFIRMATION entries (default: match_key).")
+    confirmation_key_pattern = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, default=None, trim_whitespace=False,
+        help_text="A regular expression with one group: the confirmation's key is the group's first match in the "
+                  "confirmation_key field; no match sends the entry to review (NoMatchFoundError).")
+    match_mode = serializers.ChoiceField(choices=MatchMode.choices, required=False, default=MatchMode.ONE_TO_ONE)
+    group_key = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None,
+                                      help_text="one_to_many (required): the expectations' metadata field a group "
+                                                "shares, e.g. payout_id.")
 
     def validate(self, attrs):
         for name in ("amount_tolerance", "amount_tolerance_pct"):

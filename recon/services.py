@@ -17,9 +17,9 @@ from django.utils.crypto import get_random_string
 
 from recon import engine, errors, queries
 from recon.currencies import is_currency
-from recon.models import (MONEY_QUANTUM, Account, AccountType, ClosedPeriod, Entry, Merchant, MerchantMembership,
-                          ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus, Transaction,
-                          TransactionStatus)
+from recon.models import (MONEY_QUANTUM, Account, AccountType, ClosedPeriod, Entry, MatchMode, Merchant,
+                          MerchantMembership, ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus,
+                          Transaction, TransactionStatus)
 from recon.selectors import task_is_stuck
 from tracker.bulk import copy_rows, copy_text, json_text
 from tracker.ids import uuid7, uuid7_texts
@@ -143,10 +143,32 @@ def _merchant_account(merchant: Merchant, account_id, field: str) -> Account:
     return account
 
 
+def _is_field_name(value) -> bool:
+    return isinstance(value, str) and len(value) <= 100 \
+        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*(_[A-Za-z0-9-]+)*", value) is not None
+
+
+def _pattern_problem(pattern) -> str | None:
+    """Why `pattern` is not a usable confirmation-key pattern (a regular expression with one group), or None."""
+    if not isinstance(pattern, str) or len(pattern) > 500:
+        return "A regular expression of at most 500 characters."
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        return f"Not a valid regular expression: {exc}."
+    if compiled.groups != 1:
+        return f"The pattern must have exactly one group; it has {compiled.groups}."
+    return None
+
+
 def recon_rule_create(*, merchant: Merchant, account_one_id, account_two_id, match_key: str | None = None,
                       amount_tolerance="0", amount_tolerance_pct="0", date_window_days=None,
-                      difference_account_id=None) -> ReconRule:
-    """Validates the pair and the matching options; unknown accounts (or another merchant's) are 404."""
+                      difference_account_id=None, confirmation_key: str | None = None,
+                      confirmation_key_pattern: str | None = None, match_mode: str | None = None,
+                      group_key: str | None = None) -> ReconRule:
+    """Validates the pair and the matching options (the console's rule form comes here too); unknown accounts (or
+    another merchant's) are 404. `confirmation_key_pattern` is a regular expression with exactly one group;
+    `group_key` is required for (and only taken by) `one_to_many`."""
     for field, value in (("account_one_id", account_one_id), ("account_two_id", account_two_id)):
         if value in (None, ""):
             raise ValidationError({field: ["This field is required."]})
@@ -162,9 +184,26 @@ def recon_rule_create(*, merchant: Merchant, account_one_id, account_two_id, mat
     if diff is not None and diff.currency != one.currency:
         problems["difference_account_id"] = ["The difference account must share the rule's currency."]
     match_key = match_key if match_key is not None else "order_id"
-    if not isinstance(match_key, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*(_[A-Za-z0-9-]+)*", match_key) \
-            or len(match_key) > 100:
+    if not _is_field_name(match_key):
         problems["match_key"] = ["A metadata field name (letters, digits, single underscores or dashes)."]
+    confirmation_key = confirmation_key or ""
+    if confirmation_key and not _is_field_name(confirmation_key):
+        problems["confirmation_key"] = ["A metadata field name (letters, digits, single underscores or dashes)."]
+    pattern = confirmation_key_pattern or ""
+    if pattern:
+        problem = _pattern_problem(pattern)
+        if problem:
+            problems["confirmation_key_pattern"] = [problem]
+    match_mode = match_mode or MatchMode.ONE_TO_ONE
+    if match_mode not in MatchMode.values:
+        problems["match_mode"] = [f"One of {', '.join(MatchMode.values)}."]
+    group_key = group_key or ""
+    if match_mode == MatchMode.ONE_TO_MANY and not group_key:
+        problems["group_key"] = ["A one_to_many rule needs a group_key."]
+    elif group_key and match_mode != MatchMode.ONE_TO_MANY:
+        problems["group_key"] = ["Only a one_to_many rule has a group_key."]
+    elif group_key and not _is_field_name(group_key):
+        problems["group_key"] = ["A metadata field name (letters, digits, single underscores or dashes)."]
     tolerance = pct = None
     try:
         tolerance = parse_amount(amount_tolerance if amount_tolerance is not None else "0",
@@ -193,7 +232,9 @@ def recon_rule_create(*, merchant: Merchant, account_one_id, account_two_id, mat
         with transaction.atomic():
             return ReconRule.objects.create(merchant=merchant, account_one=one, account_two=two, match_key=match_key,
                                             amount_tolerance=tolerance, amount_tolerance_pct=pct,
-                                            date_window_days=date_window_days, difference_account=diff)
+                                            date_window_days=date_window_days, difference_account=diff,
+                                            confirmation_key=confirmation_key, confirmation_key_pattern=pattern,
+                                            match_mode=match_mode, group_key=group_key)
     except IntegrityError:
         raise ValidationError({"non_field_errors": ["A rule for this account pair already exists."]}) from None
 

@@ -5,6 +5,7 @@ import uuid
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.files.uploadhandler import FileUploadHandler
+from django.db.models.fields.json import KeyTextTransform
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
@@ -343,7 +344,9 @@ class TransactionListView(GenericAPIView):
 
     @extend_schema(parameters=[OpenApiParameter("status", str, enum=TransactionStatus.values),
                                OpenApiParameter("logical_transaction_id", str),
-                               OpenApiParameter("version", int)])
+                               OpenApiParameter("version", int),
+                               OpenApiParameter("match_group", str, description="The transactions of one group "
+                                                "(grouped matching: metadata.match_group).")])
     def get(self, request, merchant_id):
         merchant = get_merchant(request, merchant_id)
         qs = Transaction.objects.filter(merchant=merchant).prefetch_related("entries").order_by(
@@ -356,6 +359,8 @@ class TransactionListView(GenericAPIView):
             if not version.isdigit():
                 raise exceptions.ValidationError({"version": ["A positive integer is required."]})
             qs = qs.filter(version=int(version))
+        if group := request.query_params.get("match_group"):
+            qs = qs.alias(match_group=KeyTextTransform("match_group", "metadata")).filter(match_group=group)
         return paginated(self, request, qs, TransactionSerializer)
 
 
