@@ -129,7 +129,7 @@ class ReconRule(models.Model):
     difference_account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.PROTECT,
                                            related_name="rules_as_difference")
     confirmation_key = models.CharField(max_length=100, blank=True, default="",
-                                        help_text="The confirmations' metadata field holding the key (empty: match_key).")
+                                        help_text="The confirmations' metadata field of the key (empty: match_key).")
     confirmation_key_pattern = models.CharField(max_length=500, blank=True, default="",
                                                 help_text="A regular expression with one group: the key is the "
                                                           "group's first match in the confirmation's field.")

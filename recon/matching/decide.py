@@ -180,7 +180,9 @@ def no_rule(entry: StagingEntry, role: str) -> errors.NoReconRuleFoundError:
     return errors.NoReconRuleFoundError(f"No recon rule has account {entry.account_id} as {role}.")
 
 
-def review(entry: StagingEntry, exc: errors.OutcomeError, *, mismatch: Any = None, extra: dict | None = None) -> Outcome:
+def review(
+    entry: StagingEntry, exc: errors.OutcomeError, *, mismatch: Any = None, extra: dict | None = None
+) -> Outcome:
     return Outcome(
         entry,
         StagingStatus.NEEDS_MANUAL_REVIEW,
@@ -416,7 +418,7 @@ def decide_confirmations(batch: Batch, *, new_ids: IdSource = uuid7_texts) -> Pl
     for each in sorted(batch.rules.values(), key=lambda r: r.pk):
         rules_of[each.account_two_id].append(each)
     gone: set = set()  # transactions fulfilled or put in MISMATCH by an earlier entry of the batch
-    partial: set = set()  # transactions an earlier instalment of the batch paid part of (their new version is unwritten)
+    partial: set = set()  # paid in part by an earlier instalment of the batch (the new version is not written yet)
     for entry in batch.entries:
         try:
             rule, found, grouped = _candidates(entry, rules_of.get(entry.account_id, []), batch, gone, partial)
@@ -600,7 +602,8 @@ def _decide_instalment(
     group_id = str(old.metadata.get("match_group") or old.pk)
     paid = old.amount - remaining + entry.amount
     final = entry.amount >= remaining - allowed
-    extra = {"match_group": group_id, "paid": str(paid), "remaining": str(Decimal(0) if final else remaining - entry.amount)}
+    left = MONEY_QUANTUM * 0 if final else remaining - entry.amount
+    extra = {"match_group": group_id, "paid": str(paid), "remaining": str(left)}
     live = batch.live.get(old.pk, [])
     if final:
         done = plan_fulfilment(staging=entry, expected=expected, rule=rule, old_legs=live, new_ids=new_ids, extra=extra)
@@ -623,7 +626,11 @@ def _decide_instalment(
         Outcome(
             entry,
             StagingStatus.PROCESSED,
-            {**client_metadata(entry), "match_type": MATCH_FULFILLED if final else MATCH_PARTIAL, "match_group": group_id},
+            {
+                **client_metadata(entry),
+                "match_type": MATCH_FULFILLED if final else MATCH_PARTIAL,
+                "match_group": group_id,
+            },
             f"{'fulfilled' if final else 'paid part of'} {old.logical_transaction_id}",
         )
     )

@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='reconrule',
             name='confirmation_key',
-            field=models.CharField(blank=True, default='', help_text="The confirmations' metadata field holding the key (empty: match_key).", max_length=100),
+            field=models.CharField(blank=True, default='', help_text="The confirmations' metadata field of the key (empty: match_key).", max_length=100),
         ),
         migrations.AddField(
             model_name='reconrule',

@@ -123,7 +123,7 @@ def test_instalments_pay_part_then_the_rest():
     plan = decide(batch_of(r, [staging(BANK, "CONFIRMATION", amount="69.96", order_id="inv1")], [(txn, legs)]),
                   now=DAY, new_ids=ids())
     (f,) = plan.fulfilments
-    assert (f.status, f.difference, f.extra["remaining"]) == ("POSTED", Decimal("-0.04"), "0")
+    assert (f.status, f.difference, f.extra["remaining"]) == ("POSTED", Decimal("-0.04"), "0.0000")
 
 
 def test_an_overpaying_instalment_is_a_mismatch_and_the_expectation_stays_open():
