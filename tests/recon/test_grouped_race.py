@@ -1,0 +1,48 @@
+"""Real processes: two consumers (`manage.py tracker_drain`), one taking a payout (one_to_many) and the other a
+single confirmation for one member of the same group, race for that expectation; exactly one of them wins it, and
+it is fulfilled once (the group is loaded and locked in one statement, in id order)."""
+
+import pytest
+
+from recon.models import Entry, StagingEntry, Transaction
+from tests.conftest import wait_until
+from tests.recon.factories import AccountFactory, MerchantFactory, ReconRuleFactory, stage
+from tracker.models import ProcessTracker, Transition
+from tracker.worker import Worker
+
+GROUPS = 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_payout_and_a_single_confirmation_never_both_win_one_expectation(processes):
+    merchant = MerchantFactory()
+    payments, fees = AccountFactory(merchant=merchant), AccountFactory(merchant=merchant)
+    bank = AccountFactory(merchant=merchant, account_type="CREDIT_NORMAL")
+    ReconRuleFactory(merchant=merchant, account_one=payments, account_two=bank, match_mode="one_to_many",
+                     group_key="payout_id", difference_account=fees)
+    for g in range(GROUPS):
+        for part in ("a", "b"):
+            stage(payments, order_id=f"o{g}{part}", amount="50.00", metadata={"payout_id": f"P{g}"})
+    Worker("setup").drain(budget_seconds=60)
+    for g in range(GROUPS):  # the payout (key P{g} in order_id, the confirmation key) and a confirmation of o{g}a
+        stage(bank, mode="CONFIRMATION", side="CREDIT", order_id=f"P{g}", amount="100.00")
+        stage(bank, mode="CONFIRMATION", side="CREDIT", order_id=f"o{g}a", amount="50.00")
+    for i in range(2):
+        processes.start(["manage.py", "tracker_drain", "--batch-size", "1", "--seconds", "60"])
+    wait_until(lambda: all(p.poll() is not None for p in processes.procs), timeout=120, message="consumers")
+    assert not ProcessTracker.objects.exclude(status="COMPLETED").exists(), processes.output()
+    for g in range(GROUPS):
+        payout = StagingEntry.objects.get(metadata__order_id=f"P{g}")
+        single = StagingEntry.objects.get(metadata__order_id=f"o{g}a", processing_mode="CONFIRMATION")
+        won = (payout.status == "PROCESSED", single.status == "PROCESSED")
+        assert won in ((True, False), (False, True)), (g, payout.metadata, single.metadata)
+        loser = single if won[0] else payout
+        assert loser.metadata["error_type"] == ("NoMatchFoundError" if won[0] else "MismatchError")
+        a = Transaction.objects.filter(logical_transaction_id=f"{payments.pk}:o{g}a")
+        assert sorted(a.values_list("version", "status")) == [(1, "ARCHIVED"), (2, "POSTED")]
+    workers = set(Transition.objects.filter(to_status="PROCESSING").exclude(by_worker="setup")
+                  .values_list("by_worker", flat=True))
+    assert len(workers) == 2, workers  # both consumers took part
+    for txn in Transaction.objects.exclude(status="ARCHIVED"):
+        legs = Entry.objects.filter(transaction=txn).exclude(status="ARCHIVED")
+        assert sum(e.amount if e.entry_type == "DEBIT" else -e.amount for e in legs) == 0
