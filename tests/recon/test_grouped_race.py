@@ -27,7 +27,7 @@ def test_a_payout_and_a_single_confirmation_never_both_win_one_expectation(proce
     for g in range(GROUPS):  # the payout (key P{g} in order_id, the confirmation key) and a confirmation of o{g}a
         stage(bank, mode="CONFIRMATION", side="CREDIT", order_id=f"P{g}", amount="100.00")
         stage(bank, mode="CONFIRMATION", side="CREDIT", order_id=f"o{g}a", amount="50.00")
-    for i in range(2):
+    for _ in range(2):
         processes.start(["manage.py", "tracker_drain", "--batch-size", "1", "--seconds", "60"])
     wait_until(lambda: all(p.poll() is not None for p in processes.procs), timeout=120, message="consumers")
     assert not ProcessTracker.objects.exclude(status="COMPLETED").exists(), processes.output()
