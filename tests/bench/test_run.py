@@ -24,7 +24,7 @@ def test_bench_suite_runs_at_a_tiny_size():
     for key in ["pgbench_tpcb_tps", "recon_transaction_entries_per_s", "recon_confirmation_entries_per_s",
                 "latency_p50_ms", "csv_import_rows_per_s", "tracker_noop_tasks_per_s", "djangoq_noop_tasks_per_s",
                 "admin_task_list_ms", "account_balance_ms", "csv_import_alone_1_writer_rows_per_s",
-                "csv_import_alone_2_writers_rows_per_s"]:
+                "csv_import_alone_2_writers_rows_per_s", "recon_one_to_many_expectations_per_s"]:
         assert results[key]["value"] > 0, key
     for writers in ("1_writer", "2_writers"):  # the import's CPU per row, split between Python and PostgreSQL
         alone = results[f"csv_import_alone_{writers}_rows_per_s"]
