@@ -3,11 +3,12 @@ that call services) and the summary page."""
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import OuterRef, Subquery
 from django.shortcuts import redirect, render
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 
 from config.errors import AppError
 from recon import access, reports, services, uploads
@@ -180,7 +181,7 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     paginator = CappedCountPaginator
     readonly_fields = ["staging_entry_id", "account", "entry_type", "amount", "currency", "effective_date",
                        "processing_mode", "metadata", "idempotency_key", "task_id", "mismatch_transaction",
-                       "created_at", "updated_at", "discarded_at"]
+                       "created_at", "updated_at", "discarded_at", "group_link"]
     exclude = ["request_hash"]
     actions = ["reprocess_selected", "ignore_selected", "match_selected"]
 
@@ -190,6 +191,15 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         task_status = ProcessTracker.objects.filter(pk=OuterRef("task_id")).values("status")[:1]
         return super().get_queryset(request).annotate(task_status=Subquery(task_status))
+
+    @admin.display(description="group")
+    def group_link(self, obj):
+        group = (obj.metadata or {}).get("group")
+        if not group:
+            return "-"
+        return format_html('<a href="{}">{} members, sum {}, confirmation {}, difference {}</a>',
+                           reverse("admin:recon_stagingentry_group", args=[obj.pk]), group["members"],
+                           group["sum"], group["confirmation_amount"], group["difference"])
 
     @admin.display(description="task")
     def task_status(self, obj):
@@ -254,6 +264,8 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
             path("summary/", self.admin_site.admin_view(self.summary_view), name="recon_summary"),
             path("<uuid:object_id>/match/", self.admin_site.admin_view(self.match_view),
                  name="recon_stagingentry_match"),
+            path("<uuid:object_id>/group/", self.admin_site.admin_view(self.group_view),
+                 name="recon_stagingentry_group"),
             *super().get_urls(),
         ]
 
@@ -283,6 +295,34 @@ class StagingEntryAdmin(AuditedFSMAdminMixin, admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": entry,
                    "form": form, "title": "Match to an expected entry"}
         return render(request, "admin/recon/stagingentry/match.html", context)
+
+    def group_view(self, request, object_id):
+        """A payout's grouped mismatch (recon.grouped): the members, their sum, the confirmation amount and the
+        difference; accept with a write-off, or split (settle the chosen members, leave the rest open)."""
+        from recon.grouped import GroupResolveForm, group_members
+
+        entry = self.get_queryset(request).filter(pk=object_id).select_related("account").first()
+        group = (entry.metadata or {}).get("group") if entry is not None else None
+        if not group:
+            self.message_user(request, "This staging entry has no group.", messages.ERROR)
+            return redirect("admin:recon_stagingentry_changelist")
+        members = group_members(group)
+        form = GroupResolveForm(request.POST or None, members=members)
+        can_resolve = entry.status == StagingStatus.NEEDS_MANUAL_REVIEW and access.can_operate(
+            request.user, entry.account.merchant_id)
+        if request.method == "POST" and can_resolve and form.is_valid():
+            try:
+                services.staging_entry_resolve_group(
+                    staging_entry_id=entry.pk, by=request.user, reason=form.cleaned_data["reason"],
+                    transaction_ids=form.cleaned_data["members"], write_off=form.cleaned_data["write_off"])
+                self.message_user(request, "Group resolved.", messages.SUCCESS)
+                return redirect("admin:recon_stagingentry_change", entry.pk)
+            except (AppError, ValidationError, PermissionDenied) as exc:
+                self.message_user(request, f"Resolve failed: {getattr(exc, 'message', exc)}", messages.ERROR)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": entry,
+                   "group": group, "members": members, "form": form, "can_resolve": can_resolve,
+                   "title": "Grouped match"}
+        return render(request, "admin/recon/stagingentry/group.html", context)
 
     def summary_view(self, request):
         tenants = access.visible_tenants(request.user)

@@ -175,6 +175,7 @@ class StagingEntry(FSMModelMixin, models.Model):
     class Meta:
         verbose_name_plural = "staging entries"
         ordering = ["-created_at", "staging_entry_id"]
+        permissions = [("write_off", "Can book a forced match's difference as a write-off")]
         # Status changes are non-HOT updates: every non-partial index costs an insertion per transition.
         indexes = [
             models.Index(fields=["account", "status"], name="recon_staging_account_status"),

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
@@ -462,6 +462,34 @@ def _resolve_match(entry: StagingEntry, *, entry_id, by, reason: str) -> Staging
         raise ValidationError({"entry_id": ["This field is required."]})
     target_pk = _uuid_or_404(entry_id, "Entry")
     return engine.staging_entry_force_match(entry=entry, target_entry_id=target_pk, by=by, reason=reason)
+
+
+def staging_entry_resolve_group(*, staging_entry_id, by, reason: str, transaction_ids=None,
+                                write_off: bool = False) -> StagingEntry:
+    """An operator's resolution of a payout in review with a grouped mismatch (metadata.group): accept the
+    group's members named by `transaction_ids` (default all; a subset is a split, the rest stay open), with
+    `write_off` booking the whole difference on the rule's difference account (needs the `recon.write_off`
+    permission). A reason is required; the change is audited with it. 409 when the entry is not in review or in
+    a closed period, 422 when the members no longer add up (or are not open)."""
+    if not (reason or "").strip():
+        raise ValidationError({"reason": ["A reason is required."]})
+    if write_off and not (by is not None and by.has_perm("recon.write_off")):
+        raise PermissionDenied("A write-off needs the recon.write_off permission.")
+    pk = _uuid_or_404(staging_entry_id, "Staging entry")
+    with transaction.atomic():
+        entry = StagingEntry.objects.select_for_update(of=("self",)).select_related("account").filter(pk=pk).first()
+        if entry is None:
+            raise errors.NotFoundError("Staging entry not found.")
+        group = (entry.metadata or {}).get("group")
+        if entry.status != StagingStatus.NEEDS_MANUAL_REVIEW or not group:
+            raise errors.IllegalStateError("Only a payout in review with a grouped mismatch can be resolved so.")
+        if engine.period_is_closed(merchant_id=entry.account.merchant_id, when=entry.effective_date):
+            raise errors.PeriodClosedConflict()
+        chosen = group["member_transaction_ids"] if transaction_ids is None else list(transaction_ids)
+        if not chosen or any(str(t) not in group["member_transaction_ids"] for t in chosen):
+            raise ValidationError({"transaction_ids": ["Members of the entry's group, at least one."]})
+        return engine.staging_entry_force_group(entry=entry, transaction_ids=chosen, by=by, reason=reason,
+                                                write_off=write_off)
 
 
 # --- closed periods -----------------------------------------------------------------------------------

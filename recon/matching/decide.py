@@ -66,6 +66,7 @@ class Batch:
     candidates: dict[tuple[Any, KeyForm], list[Entry]] = field(default_factory=dict)
     groups: dict[tuple[Any, str], list[Entry]] = field(default_factory=dict)
     group_max: int = 10_000
+    chosen: set | None = None  # an operator's group resolution: the members (transaction ids) to settle
     live: dict[Any, list[Entry]] = field(default_factory=dict)
     targets: dict[Any, Entry] = field(default_factory=dict)
     transactions: dict[Any, Transaction] = field(default_factory=dict)
@@ -528,6 +529,10 @@ def _decide_group(
             f"The group {rule.group_key}={key} has {len(members)} open expectations; a group holds at most "
             f"{batch.group_max} (RECON_GROUP_MAX)."
         )
+    if batch.chosen is not None:
+        members = [m for m in members if m.transaction_id in batch.chosen]
+        if len(members) != len(batch.chosen):
+            raise errors.UnprocessableError("A chosen member is not an open expectation of this group.")
     total = sum((m.amount for m in members), Decimal(0))
     difference = entry.amount - total
     allowed = allowed_difference(rule, total)
@@ -541,7 +546,7 @@ def _decide_group(
         "difference": str(difference),
     }
     problems = sorted({p for m in members for p in agreement_problems(entry, m, rule, check_amount=False)})
-    if not problems and abs(difference) > allowed:
+    if not problems and abs(difference) > allowed and not batch.write_off:
         problems = [
             f"the group's {len(members)} expectations sum to {total}, the confirmation is {entry.amount} "
             f"(difference {difference}, tolerance {allowed})"
