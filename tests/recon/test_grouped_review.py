@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.test import Client
 
 from recon import services
+from recon.errors import UnprocessableError
 from recon.models import Entry, MerchantMembership, StagingEntry, Transaction
 from tests.recon.factories import AccountFactory, ReconRuleFactory, stage
 from tracker.models import Transition
@@ -59,7 +60,8 @@ def test_split_settles_the_chosen_members_and_leaves_the_rest_open(staff_user, m
     assert r.status_code == 302
     mismatch.entry.refresh_from_db()
     assert mismatch.entry.status == "PROCESSED" and mismatch.entry.metadata["resolved_by_operator"] is True
-    assert sorted(Transaction.objects.filter(status="POSTED").values_list("metadata__order_id", flat=True)) == ["a", "b"]
+    posted = Transaction.objects.filter(status="POSTED").values_list("metadata__order_id", flat=True)
+    assert sorted(posted) == ["a", "b"]
     assert Transaction.objects.get(status="EXPECTED").metadata["order_id"] == "c"
     audit = Transition.objects.filter(object_id=str(mismatch.entry.pk), to_status="PROCESSED").get()
     assert "c is in the next payout" in audit.reason and audit.by_user_id == staff_user.pk
@@ -73,7 +75,7 @@ def test_write_off_needs_the_permission_and_books_the_difference(django_user_mod
                                              write_off=True)
     user.user_permissions.add(Permission.objects.get(codename="write_off"))
     user = django_user_model.objects.get(pk=user.pk)
-    with pytest.raises(Exception):  # within no tolerance: a write-off is needed
+    with pytest.raises(UnprocessableError):  # outside the rule's (zero) tolerance: a write-off is needed
         services.staging_entry_resolve_group(staging_entry_id=mismatch.entry.pk, by=user, reason="fees")
     services.staging_entry_resolve_group(staging_entry_id=mismatch.entry.pk, by=user, reason="fees", write_off=True)
     assert Transaction.objects.filter(status="POSTED").count() == 3
