@@ -232,6 +232,141 @@ def bench_admin_task_list(scale: float) -> None:
     record("admin_task_list_ms", max(timings.values()), "ms", rows=n, pages=timings)
 
 
+def _noop_rate(n: int, workers: int, **env) -> float:
+    """No-op tasks per second of a fresh cluster (queued first; rate from the rows' own timestamps)."""
+    from django.db.models import Max, Min
+
+    from tracker import services
+    from tracker.models import ProcessTracker
+
+    ProcessTracker.objects.filter(task_type="bench.noop").delete()
+    with services.transaction.atomic():
+        for offset in range(0, n, 10_000):
+            services.task_create_many([services.TaskSpec("bench.noop", {"i": i})
+                                       for i in range(offset, min(n, offset + 10_000))])
+    done = ProcessTracker.objects.filter(task_type="bench.noop", status="COMPLETED")
+    with Cluster(Q_WORKERS=workers, **env):
+        wait_for(lambda: done.count() >= n, 900, "no-op tasks", interval=0.2)
+    span = done.aggregate(first=Min("processing_started_at"), last=Max("completed_at"))
+    return n / (span["last"] - span["first"]).total_seconds()
+
+
+def bench_counters_cost(scale: float, workers: int) -> None:
+    """The tracker no-op rate with the counters (finished-task upserts, status-count triggers) and without them
+    (TRACKER_COUNTERS=0 and the task table's triggers disabled), alternated twice in the same run; the ratio of the
+    medians. The status counts are rebuilt from the rows afterwards."""
+    from django.db import connection
+
+    from tracker import counters
+
+    n = max(2000, int(100_000 * scale))
+    rates = {"on": [], "off": []}
+    try:
+        for mode in ("off", "on", "off", "on"):
+            with connection.cursor() as cursor:
+                cursor.execute(f"ALTER TABLE process_tracker {'ENABLE' if mode == 'on' else 'DISABLE'} TRIGGER USER")
+            rates[mode].append(_noop_rate(n, workers, TRACKER_COUNTERS="1" if mode == "on" else "0"))
+            log(f"no-op rate, counters {mode}: {rates[mode][-1]:,.0f}/s")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE process_tracker ENABLE TRIGGER USER")
+            cursor.execute(f"DELETE FROM {counters.DELTA}; DELETE FROM {counters.COUNT};"
+                           f" INSERT INTO {counters.COUNT} (tenant, queue, task_type, status, n)"
+                           f" SELECT tenant, queue, task_type, status, count(*) FROM process_tracker"
+                           f" GROUP BY tenant, queue, task_type, status")
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    record("tracker_noop_counters_on_per_s", on, "tasks/s", runs=[round(r) for r in rates["on"]], tasks=n)
+    record("tracker_noop_counters_off_per_s", off, "tasks/s", runs=[round(r) for r in rates["off"]], tasks=n)
+
+
+def _fill_counters(finished: int) -> None:
+    """`finished` tasks spread over the retention window as the counters hold them: minute rows for the last
+    COUNTER_MINUTES_HOURS (2 workers, 5 types, 4 outcomes, 3 tenants), hourly rows before, up to 90 days."""
+    from django.conf import settings
+    from django.db import connection
+
+    minutes = settings.TRACKER["COUNTER_MINUTES_HOURS"] * 60
+    hours = settings.TRACKER["COUNTER_RETENTION_DAYS"] * 24 - settings.TRACKER["COUNTER_MINUTES_HOURS"]
+    combos = 2 * 5 * 4 * 3
+    per_row = max(1, finished // (minutes * combos + hours * combos // 2))
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            INSERT INTO tracker_task_counter (resolution, bucket, tenant, task_type, queue, outcome, worker, count,
+                                              run_seconds, wait_seconds, run_max)
+            SELECT 60, date_trunc('minute', now()) - (m || ' minutes')::interval, 'm' || t, 'bench.type' || ty,
+                   'default', (ARRAY['completed','failed','retried','cancelled'])[o], 'host:1:slot' || w,
+                   %s, %s * 0.01, %s * 0.002, 0.5
+            FROM generate_series(0, %s - 1) m, generate_series(0, 2) t, generate_series(0, 4) ty,
+                 generate_series(1, 4) o, generate_series(0, 1) w
+            ON CONFLICT DO NOTHING""", [per_row, per_row, per_row, minutes])
+        cursor.execute("""
+            INSERT INTO tracker_task_counter (resolution, bucket, tenant, task_type, queue, outcome, worker, count,
+                                              run_seconds, wait_seconds, run_max)
+            SELECT 3600, date_trunc('hour', now()) - ((h + %s) || ' hours')::interval, 'm' || t, 'bench.type' || ty,
+                   'default', (ARRAY['completed','failed','retried','cancelled'])[o], '', %s, %s * 0.01, %s * 0.002, 1
+            FROM generate_series(1, %s) h, generate_series(0, 2) t, generate_series(0, 4) ty, generate_series(1, 4) o
+            ON CONFLICT DO NOTHING""", [settings.TRACKER["COUNTER_MINUTES_HOURS"], per_row * 2, per_row * 2,
+                                        per_row * 2, hours])
+        cursor.execute("SELECT sum(count), count(*) FROM tracker_task_counter")
+        total, rows = cursor.fetchone()
+        cursor.execute("VACUUM ANALYZE tracker_task_counter")
+    log(f"counters hold {total:,} finished tasks in {rows:,} rows")
+    return int(total)
+
+
+def bench_observe(scale: float) -> None:
+    """What operators and scrapes read, at 1,000,000 tasks (the admin step's rows, or as many inserted here)
+    and 10,000,000 finished in the counters' retention: task_stats, /api/tasks/stats/, /metrics, the dashboard
+    (hour, day, week) and the queue list; median of five requests each."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from tracker import counters, services
+    from tracker.models import ProcessTracker
+
+    n = max(1000, int(1_000_000 * scale))
+    have = ProcessTracker.objects.count()
+    if have < n:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("""
+                INSERT INTO process_tracker (task_id, task_type, queue, priority, tenant, payload, status, attempts,
+                    max_attempts, run_after, locked_by, last_error, error_details, created_at, updated_at)
+                SELECT gen_random_uuid(), 'bench.noop', 'default', 100, 'm' || (i %% 50), jsonb_build_object('i', i),
+                    (ARRAY['COMPLETED','COMPLETED','COMPLETED','FAILED','CANCELLED','PENDING'])[1 + i %% 6], 1, 10,
+                    now() + interval '1 day', '', '', '', now() - (i || ' seconds')::interval, now()
+                FROM generate_series(1, %s) i""", [n - have])
+            cursor.execute("VACUUM ANALYZE process_tracker")
+    counters.compact()
+    finished = _fill_counters(max(10_000, int(10_000_000 * scale)))
+    counters.fold_totals()  # as the consumers do every few seconds
+    user, _ = get_user_model().objects.get_or_create(username="bench-ops", defaults={"is_staff": True,
+                                                                                   "is_superuser": True})
+    client = Client()
+    client.force_login(user)
+
+    def timed(fn) -> float:
+        fn()
+        samples = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t) * 1000)
+        return round(statistics.median(samples), 1)
+
+    def get(url):
+        return lambda: client.get(url).status_code == 200 or (_ for _ in ()).throw(AssertionError(url))
+
+    tasks = ProcessTracker.objects.count()
+    record("task_stats_ms", timed(lambda: services.task_stats()), "ms", tasks=tasks, finished=finished)
+    record("api_task_stats_ms", timed(get("/api/tasks/stats/")), "ms", tasks=tasks)
+    record("metrics_scrape_ms", timed(get("/metrics")), "ms", tasks=tasks, bytes=len(client.get("/metrics").content))
+    pages = {r: timed(get(f"/admin/?range={r}")) for r in ("hour", "day", "week")}
+    record("dashboard_ms", max(pages.values()), "ms", tasks=tasks, pages=pages)
+    record("queue_list_ms", timed(get("/api/queues/")), "ms", tasks=tasks)
+
+
 def _ledger(name: str):
     """A fresh merchant with a receivable (DEBIT_NORMAL) and a bank (CREDIT_NORMAL) account and a rule."""
     from recon.models import Account, Merchant, ReconRule
@@ -394,6 +529,55 @@ def bench_import(scale: float, cluster: "Cluster") -> None:
     record("csv_import_peak_rss_mb", rss / 1024, "MB", rows=n)
 
 
+def _statement_file(path: Path, fmt: str, n: int) -> Path:
+    """A generated statement of `n` lines (one statement, balances that add up), written as it goes."""
+    total = 0
+    with path.open("w") as f:
+        if fmt == "camt053":
+            f.write('<?xml version="1.0" encoding="UTF-8"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:'
+                    'camt.053.001.02"><BkToCstmrStmt><GrpHdr><MsgId>B</MsgId></GrpHdr><Stmt><Id>BENCH</Id>'
+                    '<Acct><Id><IBAN>DE89370400440532013000</IBAN></Id></Acct>\n')
+            for i in range(n):
+                cents = 1000 + i % 99_000
+                total += cents
+                f.write(f'<Ntry><Amt Ccy="USD">{cents // 100}.{cents % 100:02d}</Amt><CdtDbtInd>CRDT</CdtDbtInd>'
+                        f"<Sts>BOOK</Sts><BookgDt><Dt>2026-11-{1 + i % 28:02d}</Dt></BookgDt>"
+                        f"<AcctSvcrRef>B{i}</AcctSvcrRef><NtryDtls><TxDtls><Refs><EndToEndId>E{i}</EndToEndId>"
+                        f"</Refs><RmtInf><Ustrd>stmt-{i} payout</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>\n")
+            f.write("</Stmt></BkToCstmrStmt></Document>\n")
+        else:
+            f.write(":20:BENCH\n:25:DE89370400440532013000\n:28C:1/1\n:60F:C261031USD0,00\n")
+            for i in range(n):
+                cents = 1000 + i % 99_000
+                total += cents
+                f.write(f":61:2611{1 + i % 28:02d}C{cents // 100},{cents % 100:02d}NTRFNONREF//B{i}\n"
+                        f":86:?20stmt-{i} payout\n")
+            f.write(f":62F:C261128USD{total // 100},{total % 100:02d}\n-\n")
+    return path
+
+
+def bench_statement_import(scale: float, cluster: "Cluster", fmt: str) -> None:
+    """A bank statement of 200,000 lines (camt.053 or MT940) imported like the CSV: lines per second from upload
+    to the job's end (both passes: the check, then the write), and the cluster's peak RSS meanwhile."""
+    from jobs.models import Job
+
+    n = max(1000, int(200_000 * scale))
+    _, payments, _ = _ledger(f"stmt-{fmt}")
+    path = _statement_file(OUT / f"statement.{fmt}", fmt, n)
+    client = _staff_client()
+    cluster.rss_reset()
+    start = time.perf_counter()
+    job_id = _upload(client, payments, path, "TRANSACTION")
+    job = Job.objects.filter(pk=job_id)
+    wait_for(lambda: job.filter(state__in=["COMPLETED", "FAILED", "CANCELLED"]).exists(), 1800, f"{fmt} import",
+             interval=0.2)
+    elapsed = time.perf_counter() - start
+    state, result = job.values_list("state", "result").get()
+    assert state == "COMPLETED" and result["successful_ingestions"] == n, (state, result and result.get("errors"))
+    record(f"{fmt}_import_lines_per_s", n / elapsed, "lines/s", lines=n, bytes=path.stat().st_size)
+    record(f"{fmt}_import_peak_rss_mb", _cluster_rss_kb(cluster) / 1024, "MB", lines=n)
+
+
 def bench_import_alone(scale: float) -> None:
     """Where the import's time goes: the same number of rows imported with no cluster running, by one writer
     process (`bench.import_writer`), then split over two writers at once (the machine's ceiling with every core
@@ -448,6 +632,58 @@ def bench_balance(scale: float) -> None:
     record("account_balance_ms", statistics.median(samples), "ms", entries=n)
 
 
+def bench_review_search(scale: float) -> None:
+    """The admin review queue searched by a metadata value (`?queue=review&q=ord-...`: the figure) with many
+    staging entries, 1% of them in review: median response time of 5 requests, plus the search statement's own
+    execution time from EXPLAIN ANALYZE (partial GIN index recon_staging_meta_values). For comparison, the same
+    search over every status (`?q=`, reads the table) and the review queue's first page."""
+    from django.db import connection
+
+    from recon.admin import metadata_search
+    from recon.models import StagingEntry
+
+    n = max(1000, int(1_000_000 * scale))
+    merchant, payments, bank = _ledger("review")
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO {StagingEntry._meta.db_table} (staging_entry_id, account_id, entry_type, amount, currency,
+                effective_date, processing_mode, status, metadata, request_hash, created_at, updated_at)
+            SELECT gen_random_uuid(), %s, 'CREDIT', 1 + (i %% 1000) / 100.0, 'USD',
+                now() - (i %% 30 || ' days')::interval,
+                'CONFIRMATION', CASE WHEN i %% 100 = 0 THEN 'NEEDS_MANUAL_REVIEW' ELSE 'PROCESSED' END,
+                CASE WHEN i %% 100 = 0 THEN jsonb_build_object('order_id', 'ord-' || i, 'source_file', 'bench.csv',
+                    'error', 'No expected entry with order_id', 'error_type', 'NoMatchFoundError')
+                ELSE jsonb_build_object('order_id', 'ord-' || i, 'source_file', 'bench.csv',
+                    'match_type', 'Fulfilled') END,
+                '', now() - (i || ' seconds')::interval, now()
+            FROM generate_series(1, %s) i""", [bank.pk, n])
+        cursor.execute(f"VACUUM ANALYZE {StagingEntry._meta.db_table}")
+        target = f"ord-{(n // 200) * 100}"  # an entry in review, mid-table
+        sql, params = metadata_search(StagingEntry.objects.order_by(), target, within="review").query.sql_with_params()
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+        plan = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
+    client = _staff_client()
+    timings = {}
+    for label, query in [("review+q", f"?queue=review&q={target}"), ("all+q", f"?q={target}"),
+                         ("review", "?queue=review")]:
+        url = "/admin/recon/stagingentry/" + query
+        response = client.get(url)
+        assert response.status_code == 200 and (label == "review" or target in response.content.decode()), url
+        samples = []
+        for _ in range(5):
+            t = time.perf_counter()
+            client.get(url)
+            samples.append((time.perf_counter() - t) * 1000)
+        timings[label] = round(statistics.median(samples), 1)
+    def indexes(node: dict) -> list[str]:
+        return ([node["Index Name"]] if "Index Name" in node else []) + [
+            name for child in node.get("Plans", []) for name in indexes(child)]
+
+    record("admin_review_search_ms", timings["review+q"], "ms", rows=n, pages=timings,
+           search_sql_ms=round(plan["Execution Time"], 2), indexes=sorted(set(indexes(plan["Plan"]))))
+
+
 # --- report -------------------------------------------------------------------------------------------------
 
 RATIOS = {
@@ -458,6 +694,9 @@ RATIOS = {
     # issue 15: >= 0.7 (expectations settled by payouts per second / 1:1 confirmations per second)
     "recon one_to_many / 1:1 CONFIRMATION": ("recon_one_to_many_expectations_per_s",
                                              "recon_confirmation_entries_per_s"),
+    "tracker no-op, counters on / off": ("tracker_noop_counters_on_per_s", "tracker_noop_counters_off_per_s"),
+    "camt.053 import / CSV import": ("camt053_import_lines_per_s", "csv_import_rows_per_s"),
+    "MT940 import / CSV import": ("mt940_import_lines_per_s", "csv_import_rows_per_s"),
 }
 
 
@@ -506,10 +745,10 @@ def report(scale: float, runs: list[dict]) -> None:
     log(f"wrote var/bench/bench-{stamp}.json")
 
 
-STEPS = ["pgbench", "recon", "grouped", "latency", "tracker", "import", "import_alone", "djangoq", "procrastinate", "admin",
-         "balance"]
-# Steps that run in one shared tracker cluster (started once, in this order; import leaves a backlog, so last).
-CLUSTER_STEPS = ("recon", "grouped", "latency", "tracker", "import")
+STEPS = ["pgbench", "recon", "grouped", "latency", "tracker", "import", "camt053", "mt940", "import_alone", "djangoq",
+         "procrastinate", "counters", "admin", "observe", "balance", "review_search"]
+# Steps that run in one shared tracker cluster (started once, in this order; the imports leave a backlog, so last).
+CLUSTER_STEPS = ("recon", "grouped", "latency", "tracker", "import", "camt053", "mt940")
 
 
 def main() -> int:
@@ -558,12 +797,17 @@ def run_steps(steps: list[str], args) -> None:
         "djangoq": lambda: bench_djangoq_noop(args.scale, args.workers),
         "procrastinate": lambda: bench_procrastinate_noop(args.scale, args.workers),
         "admin": lambda: bench_admin_task_list(args.scale),
+        "counters": lambda: bench_counters_cost(args.scale, args.workers),
+        "observe": lambda: bench_observe(args.scale),
         "recon": lambda: bench_recon(args.scale),
         "grouped": lambda: bench_grouped(args.scale),
         "latency": lambda: bench_latency(args.scale),
         "import": lambda: bench_import(args.scale, cluster),
+        "camt053": lambda: bench_statement_import(args.scale, cluster, "camt053"),
+        "mt940": lambda: bench_statement_import(args.scale, cluster, "mt940"),
         "import_alone": lambda: bench_import_alone(args.scale),
         "balance": lambda: bench_balance(args.scale),
+        "review_search": lambda: bench_review_search(args.scale),
     }
     try:
         for step in steps:

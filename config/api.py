@@ -1,10 +1,11 @@
-"""Project-wide API plumbing: error shape, pagination, throttling, Decimal-safe JSON parsing."""
+"""Project-wide API plumbing: error shape, pagination, throttling, Decimal-safe JSON parsing (the schema's
+side of the error shape is config.schema)."""
 
 import decimal
 import json
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError as DjangoValidationError
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError as DjangoValidationError
 from django.http import Http404
 from django_fsm import TransitionNotAllowed
 from rest_framework import exceptions
@@ -15,12 +16,22 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.errors import AppError
+from config.textcheck import MAX_JSON_DEPTH, json_problem
 
 
 class Pagination(PageNumberPagination):
+    """DRF page-number pagination; `page_size` that is not a positive integer is a 400 (not silently the
+    default), above the maximum it is the maximum."""
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw not in (None, "") and not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+            raise exceptions.ValidationError({self.page_size_query_param: ["A positive integer is required."]})
+        return super().get_page_size(request)
 
 
 class WriteThrottle(UserRateThrottle):
@@ -40,9 +51,14 @@ class DecimalJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            return json.loads(stream.read().decode(encoding), parse_float=decimal.Decimal)
+            data = json.loads(stream.read().decode(encoding), parse_float=decimal.Decimal)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise exceptions.ParseError(f"JSON parse error - {exc}")
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+        except RecursionError:
+            raise exceptions.ParseError(f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels.") from None
+        if (problem := json_problem(data)) is not None:
+            raise exceptions.ParseError(f"JSON parse error - {problem}.")
+        return data
 
 
 _CODES = {
@@ -79,6 +95,12 @@ def exception_handler(exc, context):
     """Maps every error to {"error", "code", "details"} (shared/API.md, "Errors")."""
     if isinstance(exc, AppError):
         return error_response(exc.message, exc.code, exc.status, exc.details)
+    if isinstance(exc, RequestDataTooBig):
+        from config.limits import body_limit
+
+        limit = body_limit(context["request"].path_info) if context.get("request") else None
+        return error_response(f"The request body is larger than the limit of {limit} bytes.", "payload_too_large",
+                              413, {"max_bytes": limit})
     if isinstance(exc, TransitionNotAllowed):
         return error_response(str(exc) or "Illegal state transition.", "illegal_transition", 409)
     if isinstance(exc, DjangoValidationError):
@@ -102,3 +124,4 @@ def exception_handler(exc, context):
         code = "validation_error"
     response.data = {"error": message, "code": code or "error", "details": details}
     return response
+

@@ -277,6 +277,7 @@ class ConsoleSite(admin.AdminSite):
     site_header = "Recon ledger operations"
     site_title = "Recon ledger"
     index_title = "Operations console"
+    site_url = "/admin/"  # "View site" leads to the console (the project has no other site)
     login_form = ConsoleLoginForm
 
     def has_permission(self, request):

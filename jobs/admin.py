@@ -201,6 +201,10 @@ class JobAdmin(admin.ModelAdmin):
                 signal = name.split(":", 1)[1].strip()
                 if not signal:
                     raise AppError("A signal name is required.")
+                confirm = (registry.get(job.job_type).signal_views or {}).get(signal) \
+                    if job.job_type in registry.all_types() else None
+                if confirm:  # the job type confirms this signal on its own page first
+                    return HttpResponseRedirect(reverse(confirm, args=[job.pk]))
                 services.job_signal(job_id=job.pk, name=signal, payload={"via": "admin"}, by=request.user)
                 self.message_user(request, f"Signal {signal!r} sent.", messages.SUCCESS)
             elif name in ACTIONS:

@@ -1,4 +1,4 @@
-"""Built-in job types, for demos and tests. They show the handler contract (jobs.runtime): resume from the
+"""Built-in job types, for demos and tests: startable by staff only, removed with JOBS_DEMO_TYPES=0. They show the handler contract (jobs.runtime): resume from the
 checkpoint, one atomic block per unit of work ending with `ctx.checkpoint`, `should_stop()` between units."""
 
 import datetime as dt
@@ -22,7 +22,7 @@ class CountdownParams(serializers.Serializer):
                                              help_text="Fail only while the job's attempt is at most this.")
 
 
-@job_type("jobs.countdown", params=CountdownParams)
+@job_type("jobs.countdown", params=CountdownParams, demo=True)
 def countdown(ctx: JobContext, params: dict) -> dict | None:
     """Counts `steps` steps of `step_seconds` each, checkpointing after every step."""
     steps = params["steps"]
@@ -48,7 +48,7 @@ class ApprovalParams(serializers.Serializer):
     timeout_seconds = serializers.FloatField(min_value=0.1, required=False, allow_null=True, default=None)
 
 
-@job_type("jobs.approval_demo", params=ApprovalParams)
+@job_type("jobs.approval_demo", params=ApprovalParams, demo=True)
 def approval_demo(ctx: JobContext, params: dict) -> dict:
     """Waits for an `approve` or `reject` signal (or the timeout), then finishes with the decision."""
     ctx.progress(10, "waiting for approve or reject")
@@ -62,7 +62,7 @@ class SleepParams(serializers.Serializer):
     seconds = serializers.FloatField(min_value=0, max_value=30 * 24 * 3600, default=5)
 
 
-@job_type("jobs.sleep_demo", params=SleepParams)
+@job_type("jobs.sleep_demo", params=SleepParams, demo=True)
 def sleep_demo(ctx: JobContext, params: dict) -> dict:
     """Sleeps on a durable timer (no worker held), then finishes."""
     wake_at = ctx.checkpoint_data.get("wake_at")

@@ -18,6 +18,13 @@ DEFAULTS = {
     "HUB_LINGER_SECONDS": ("JOBS_HUB_LINGER_SECONDS", 30.0),
     # Minimum interval between two progress events of the same job with the same percentage (seconds).
     "PROGRESS_EVERY_SECONDS": ("JOBS_PROGRESS_EVERY_SECONDS", 1.0),
+    # The demo job types (jobs.builtin; staff only): 0 removes them.
+    "DEMO_TYPES": ("JOBS_DEMO_TYPES", 1),
+    # Unfinished personal jobs (no merchant) a non-staff user may have at once; one more is a 429.
+    "PERSONAL_MAX_PER_USER": ("JOBS_PERSONAL_MAX_PER_USER", 3),
+    # Tracker priority of the run tasks of personal and demo jobs (lower runs first): after staging entries
+    # (150), so they never hold back the main path; merchant jobs (imports, period closes) run at 100.
+    "SIDE_PRIORITY": ("JOBS_SIDE_PRIORITY", 200),
 }
 
 

@@ -38,6 +38,20 @@ class JobStateConflict(JobError, IllegalTransition):
     status = 409
 
 
+class JobTypeForbidden(JobError):
+    """Only staff may start this job type."""
+
+    code = "permission_denied"
+    status = 403
+
+
+class PersonalJobLimit(JobError):
+    """Too many unfinished personal jobs; wait for one to finish or cancel one."""
+
+    code = "throttled"
+    status = 429
+
+
 class JobRunSuperseded(JobError):
     """This run no longer owns the job (its tracker task was rescued or finished); its writes roll back."""
 

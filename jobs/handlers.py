@@ -8,6 +8,7 @@ import time
 from django.db import transaction
 
 from jobs import builtin  # noqa: F401  (registers the built-in job types)
+from jobs import operations  # noqa: F401  (registers tracker.bulk_tasks)
 from jobs import conf, runtime, services
 from jobs.errors import JobRunFailed, JobRunSuperseded
 from jobs.models import Job, JobState

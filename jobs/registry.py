@@ -24,16 +24,22 @@ class JobType:
     params: type | None = None  # a DRF Serializer class
     schema_version: int = 1
     description: str = ""
+    # Demo types (jobs.builtin): startable by staff only, removed with JOBS_DEMO_TYPES=0 (shared/API.md, "Jobs").
+    demo: bool = False
+    # signal name -> admin URL name (taking the job id) of a page that confirms before sending it
+    signal_views: dict | None = None
 
-    def validate(self, params) -> dict:
-        """Validated params (JSON-ready) or InvalidJobParams (400) with the serializer's errors as details."""
+    def validate(self, params, context: dict | None = None) -> dict:
+        """Validated params (JSON-ready) or InvalidJobParams (400) with the serializer's errors as details.
+        `context` reaches the params serializer: `merchant_id` (the job's merchant) and `user` (who starts it),
+        so a type can refuse objects the job may not touch with the answer it gives for unknown ones."""
         if params is None:
             params = {}
         if not isinstance(params, dict):
             raise InvalidJobParams("params must be a JSON object.", details={"params": ["Must be an object."]})
         if self.params is None:
             return params
-        serializer = self.params(data=params)
+        serializer = self.params(data=params, context=context or {})
         if not serializer.is_valid():
             details = {"params": serializer.errors}
             first = next(iter(serializer.errors.items()), ("params", ["invalid"]))
@@ -47,12 +53,24 @@ _registry: dict[str, JobType] = {}
 _loaded = False
 
 
-def job_type(name: str, *, params: type | None = None, schema_version: int = 1):
-    """Registers `handler(ctx, params) -> dict | None` as job type `name`."""
+def demo_types_enabled() -> bool:
+    from jobs import conf
+
+    return bool(conf.get("DEMO_TYPES"))
+
+
+def job_type(name: str, *, params: type | None = None, schema_version: int = 1, demo: bool = False,
+             signal_views: dict | None = None):
+    """Registers `handler(ctx, params) -> dict | None` as job type `name`. A `demo` type is startable by staff
+    only and not registered at all with JOBS_DEMO_TYPES=0; `signal_views` maps a signal to the admin page that
+    confirms before sending it."""
 
     def decorate(handler: Callable) -> Callable:
+        if demo and not demo_types_enabled():
+            return handler
         _registry[name] = JobType(name=name, handler=handler, params=params, schema_version=schema_version,
-                                  description=(handler.__doc__ or "").strip().split("\n")[0])
+                                  description=(handler.__doc__ or "").strip().split("\n")[0], demo=demo,
+                                  signal_views=signal_views)
         return handler
 
     return decorate

@@ -7,10 +7,11 @@ import logging
 import uuid
 
 from django.db import IntegrityError, transaction
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
-from jobs import events, registry
-from jobs.errors import JobNotFound, JobStateConflict
+from jobs import conf, events, registry
+from jobs.errors import JobNotFound, JobStateConflict, JobTypeForbidden, PersonalJobLimit
 from jobs.models import TERMINAL_STATES, Job, JobEvent, JobEventKind, JobSignal, JobState
 from jobs.runtime import JOB_RUN, JOB_WAKE, run_dedupe_key, to_json
 from tracker import services as tracker_services
@@ -41,6 +42,14 @@ def _conflict(job: Job, action: str, allowed: str) -> JobStateConflict:
                             details={"state": job.state})
 
 
+def run_priority(job: Job) -> int | None:
+    """Tracker priority of the job's run tasks: the type's (100) for merchant jobs (imports, period closes);
+    after staging entries for personal and demo jobs, so nobody's side job holds back the main path."""
+    if not job.merchant_id or registry.get(job.job_type).demo:
+        return int(conf.get("SIDE_PRIORITY"))
+    return None
+
+
 def _enqueue_run(job: Job) -> ProcessTracker | None:
     """Creates the job's JOB_RUN task unless one is unfinished (at most one per job: dedupe key
     `job:<id>`). Called inside a transaction with the job row locked; commits with it."""
@@ -49,7 +58,7 @@ def _enqueue_run(job: Job) -> ProcessTracker | None:
         return None
     try:
         task = tracker_services.task_create(task_type=JOB_RUN, payload={"job_id": str(job.pk)},
-                                            tenant=job.merchant_id, dedupe_key=key)
+                                            tenant=job.merchant_id, dedupe_key=key, priority=run_priority(job))
     except IntegrityError:  # a concurrent enqueue won; its task runs the job
         return None
     job.run_task_id = task.task_id
@@ -59,8 +68,10 @@ def _enqueue_run(job: Job) -> ProcessTracker | None:
 
 def _cancel_due_tasks(job: Job, by, reason: str) -> None:
     """Cancels the job's run/timer tasks that have not started (a running slice stops on its own)."""
-    ids = ProcessTracker.objects.filter(task_type__in=[JOB_RUN, JOB_WAKE], status__in=DUE_STATUSES,
-                                        payload__job_id=str(job.pk)).values_list("task_id", flat=True)
+    # The job's tasks by the payload's job id (an index lookup: tracker_payload_job_idx), not a scan.
+    ids = (ProcessTracker.objects.filter(payload__has_key="job_id").alias(job_ref=KT("payload__job_id"))
+           .filter(job_ref=str(job.pk), task_type__in=[JOB_RUN, JOB_WAKE], status__in=DUE_STATUSES)
+           .values_list("task_id", flat=True))
     for task_id in list(ids):
         try:
             tracker_services.task_cancel(task_id=task_id, by=by, reason=reason)
@@ -68,12 +79,34 @@ def _cancel_due_tasks(job: Job, by, reason: str) -> None:
             pass  # it started meanwhile; it will find the job not runnable
 
 
+def _check_start_limits(jt: registry.JobType, owner, merchant_id: str) -> None:
+    """Demo types: staff only (403). Personal jobs (no merchant) of a non-staff user: at most
+    JOBS_PERSONAL_MAX_PER_USER unfinished at once (429), counted with the user's row locked so two requests
+    cannot both pass. `owner=None` (the system, commands) is not limited."""
+    if owner is None or not getattr(owner, "pk", None) or owner.is_staff:
+        return
+    if jt.demo:
+        raise JobTypeForbidden(f"Only staff may start the demo job type {jt.name!r}.")
+    if merchant_id:
+        return
+    type(owner).objects.select_for_update().filter(pk=owner.pk).first()
+    limit = int(conf.get("PERSONAL_MAX_PER_USER"))
+    unfinished = Job.objects.filter(owner=owner, merchant_id="").exclude(state__in=TERMINAL_STATES).count()
+    if unfinished >= limit:
+        raise PersonalJobLimit(f"You have {unfinished} unfinished personal jobs; at most {limit} may run at once.",
+                               details={"unfinished": unfinished, "limit": limit})
+
+
 def job_create(*, job_type: str, params: dict | None = None, owner=None, merchant_id: str = "") -> Job:
-    """Validates `params` with the type's serializer (InvalidJobParams/UnknownJobType -> 400) and, in the
-    caller's transaction, creates the job (CREATED) and its first JOB_RUN task."""
+    """Validates `params` with the type's serializer (InvalidJobParams/UnknownJobType -> 400; the serializer
+    gets the job's `merchant_id` and the `user` in its context) and, in the caller's transaction, creates the
+    job (CREATED) and its first JOB_RUN task. Start limits (`_check_start_limits`): demo types are for staff
+    (403), personal jobs are limited per user (429)."""
     jt = registry.get(job_type)
-    clean = jt.validate(params)
+    user = owner if getattr(owner, "pk", None) else None
+    clean = jt.validate(params, context={"merchant_id": str(merchant_id or ""), "user": user})
     with transaction.atomic():
+        _check_start_limits(jt, user, str(merchant_id or ""))
         job = Job.objects.create(job_type=job_type, params=to_json(clean), owner=owner if owner and owner.pk else None,
                                  merchant_id=str(merchant_id or ""), schema_version=jt.schema_version)
         events.emit_state(job)

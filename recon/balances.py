@@ -8,7 +8,7 @@ check and repair the totals."""
 from decimal import Decimal
 
 from django.db import connections, transaction
-from django.db.models import DecimalField, F, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from recon.models import Account, AccountBalance, AccountType, Entry, EntryStatus
@@ -97,3 +97,17 @@ def balance_totals_rebuild() -> int:
                 posted_credits = EXCLUDED.posted_credits, pending_debits = EXCLUDED.pending_debits,
                 pending_credits = EXCLUDED.pending_credits, updated_at = EXCLUDED.updated_at""")
         return cursor.rowcount
+
+
+def posted_balance_on(account: Account, day) -> Decimal:
+    """The account's posted balance counting the POSTED entries dated up to the end of `day` (UTC), as the
+    ledger knows them now: what a bank statement closing that day is compared with."""
+    import datetime as dt
+
+    end = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
+    sums = Entry.objects.filter(account=account, status=EntryStatus.POSTED, effective_date__lt=end).aggregate(
+        debits=Coalesce(Sum("amount", filter=Q(entry_type="DEBIT")), ZERO),
+        credits=Coalesce(Sum("amount", filter=Q(entry_type="CREDIT")), ZERO))
+    up, down = ((sums["debits"], sums["credits"]) if account.account_type == AccountType.DEBIT_NORMAL
+                else (sums["credits"], sums["debits"]))
+    return account.initial_balance + up - down

@@ -15,15 +15,20 @@ def is_currency(code) -> bool:
     return isinstance(code, str) and code in ISO_4217
 
 
-# ISO 4217 minor units where they are not 2 (the currency's smallest unit is 10 ** -minor_units).
-_MINOR_UNITS = {
+def normalize_currency(code):
+    """The code in upper case (codes are accepted in any case and stored upper); other values unchanged, so
+    `is_currency` rejects them."""
+    return code.strip().upper() if isinstance(code, str) else code
+
+
+# Decimal places of the currencies whose minor unit is not 2 (ISO 4217); every other code has 2.
+MINOR_UNITS = {
     **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0),
     **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
     **dict.fromkeys("CLF UYW".split(), 4),
-    **dict.fromkeys("XAG XAU XBA XBB XBC XBD XDR XPD XPT XSU XTS XUA XXX".split(), 4),  # no minor unit: the column's
 }
 
 
 def minor_units(code: str) -> int:
-    """The currency's number of decimal places (ISO 4217; 2 when it is not listed otherwise)."""
-    return _MINOR_UNITS.get(code, 2)
+    """Decimal places of the currency's minor unit (2 unless ISO 4217 says otherwise)."""
+    return MINOR_UNITS.get(code, 2)

@@ -47,6 +47,25 @@ class AccountInUseError(ReconConflict):
     code = "account_in_use"
 
 
+class AccountHasEntriesError(ReconConflict):
+    """The account has entries: its currency, type and opening balance can no longer change."""
+
+    code = "account_has_entries"
+
+
+class PeriodHasOpenEntriesError(ReconConflict):
+    """Entries dated in the period are still in the review queue or PENDING."""
+
+    code = "period_has_open_entries"
+
+
+class WriteOffNotAllowed(ReconError):
+    """Booking a difference as a write-off needs the recon.write_off permission."""
+
+    code = "permission_denied"
+    status = 403
+
+
 class PeriodClosedConflict(ReconConflict):
     """The entry's date lies in a closed period."""
 
@@ -61,6 +80,12 @@ class UnprocessableError(ReconError):
 
 
 # --- engine outcomes (recorded on the staging entry) ------------------------------------------------
+
+class OutsideToleranceError(UnprocessableError):
+    """The amounts differ beyond the rule's tolerance."""
+
+    code = "outside_tolerance"
+
 
 class OutcomeError(ReconError):
     """The staging entry needs manual review."""

@@ -13,13 +13,15 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils.dateparse import parse_date, parse_datetime
 
-from recon import services
+from recon import services, statements
 from recon.currencies import ISO_4217, is_currency
 from recon.errors import ReconError
-from recon.models import MONEY_QUANTUM, Account, AccountType, ProcessingMode
+from recon.models import MONEY_QUANTUM, Account, AccountType, ProcessingMode, StagingEntry
+from recon.validation import MATCH_VALUE_MAX_CHARS, match_value_problem
+from tracker.bulk import array_literal
 
 COLUMNS = ("order_id", "amount", "currency", "transaction_date", "type")
 TYPES = {"payment", "refund", "debit", "credit"}
@@ -65,14 +67,32 @@ def parse_when(text: str) -> dt.datetime | None:
     return when if when is not None and when.tzinfo is not None else None
 
 
+def _parses(text: str) -> bool:
+    try:
+        return Decimal(text).is_finite()
+    except (InvalidOperation, ValueError):
+        return False
+
+
 def validate_row(row: dict, *, account: Account, processing_mode: str, source_file: str) -> tuple[dict | None, list]:
     """Returns (staging entry fields, []) for a good row or (None, problems)."""
     problems = []
     for column in COLUMNS:
         if not (row.get(column) or "").strip():
             problems.append(f"{column} is empty")
+    for column in COLUMNS:
+        if (text := row.get(column)) and (problem := cell_problem(column, text)) is not None:
+            problems.append(problem)
+    if (problem := match_value_problem("order_id", (row.get("order_id") or "").strip())) is not None:
+        problems.append(problem)
     amount = when = None
     raw_amount = (row.get("amount") or "").strip()
+    if raw_amount and not PLAIN_AMOUNT.fullmatch(raw_amount):
+        hint = ""
+        if "," in raw_amount or _parses(raw_amount):
+            hint = " (digits 0-9 and one '.' only: no thousands separators, underscores, exponents or other digits)"
+        problems.append(f"amount {report_text(raw_amount)!r} is not a number{hint}")
+        raw_amount = ""
     if raw_amount:
         try:
             amount = Decimal(raw_amount)
@@ -85,16 +105,17 @@ def validate_row(row: dict, *, account: Account, processing_mode: str, source_fi
             elif amount > services.MAX_AMOUNT:
                 problems.append("amount is too large")
         except (InvalidOperation, ValueError):
-            problems.append(f"amount {raw_amount!r} is not a number")
-    currency = (row.get("currency") or "").strip()
+            problems.append(f"amount {report_text(raw_amount)!r} is not a number")
+    currency = (row.get("currency") or "").strip().upper()  # any case accepted, stored upper
     if currency and not is_currency(currency):
-        problems.append(f"currency {currency!r} is not an ISO 4217 code")
+        problems.append(f"currency {report_text(currency)!r} is not an ISO 4217 code")
     raw_date = (row.get("transaction_date") or "").strip()
     if raw_date and (when := parse_when(raw_date)) is None:
-        problems.append(f"transaction_date {raw_date!r} is not a date (YYYY-MM-DD) or a date-time with timezone")
+        problems.append(f"transaction_date {report_text(raw_date)!r} is not a date (YYYY-MM-DD) or a date-time "
+                        "with timezone")
     kind = (row.get("type") or "").strip()
     if kind and kind.lower() not in TYPES:
-        problems.append(f"type {kind!r} is not one of Payment, Refund, Debit, Credit")
+        problems.append(f"type {report_text(kind)!r} is not one of Payment, Refund, Debit, Credit")
     if problems:
         return None, problems
     return {"entry_type": side_for(kind, account.account_type), "amount": amount.quantize(MONEY_QUANTUM),
@@ -118,11 +139,44 @@ def _rows(lines: Iterable[str]) -> tuple[list[str], Iterator[list[str]]]:
     return header, _guarded(reader)
 
 
-def _guarded(reader) -> Iterator[list[str]]:
-    try:
-        yield from reader
-    except csv.Error as exc:
-        raise InvalidCsvError(f"Malformed CSV near line {reader.line_num}: {exc}") from None
+class UnreadableRow(str):
+    """Yielded by `_guarded` in place of a row the csv module could not read (e.g. a field over its 128 KiB
+    limit): the problem text. The reader goes on with the next line, so it is one row error."""
+
+
+def _guarded(reader) -> Iterator[list[str] | UnreadableRow]:
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield UnreadableRow(f"the row cannot be read as CSV (line {reader.line_num}): {exc}")
+
+
+# Invalid UTF-8 is decoded with "surrogateescape" (recon.uploads.open_lines): each bad byte becomes a lone
+# surrogate U+DC80..U+DCFF, so a row holding one is a row error and the other rows are imported.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPORT_CELL_MAX_CHARS = 200
+
+
+def cell_problem(column: str, text: str) -> str | None:
+    """Why a cell's text cannot be imported (a NUL, bytes that are not UTF-8), else None."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return f"{column} contains a NUL character"
+    if "\udc80" <= found.group() <= "\udcff":
+        return f"{column} is not valid UTF-8 text"
+    return f"{column} contains a lone surrogate"
+
+
+def report_text(text: str) -> str:
+    """A cell as the report shows it: storable (NUL and undecodable bytes as U+FFFD) and at most
+    REPORT_CELL_MAX_CHARS characters (longer ones end in "...")."""
+    text = _UNSTORABLE.sub("\ufffd", text)
+    return text if len(text) <= REPORT_CELL_MAX_CHARS else text[:REPORT_CELL_MAX_CHARS] + "..."
 
 
 def empty_report() -> dict:
@@ -132,6 +186,9 @@ def empty_report() -> dict:
 # Fast path of the per-row check. A row that passes it would pass `validate_row` too and gives the same
 # fields; any other row goes through `validate_row`, so the report's error texts never change.
 _AMOUNT_FAST = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,4})?")  # <= 4 decimals and <= MAX_AMOUNT by construction
+# What a CSV amount may look like at all (ASCII digits, an optional sign and '.'): `1,000.00`, `5_000`, `1e3`
+# and non-ASCII digits are all refused alike (docs/recon.md, "CSV amounts").
+PLAIN_AMOUNT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _WHEN_CACHE_MAX = 4096
 
 
@@ -148,6 +205,58 @@ def _when_text(raw_date: str, cache: dict) -> str | None:
         cache.clear()
     cache[raw_date] = text
     return text
+
+
+class ChunkWriter:
+    """The one writer of every import format: collects a chunk's valid rows (tuples for
+    `services.staging_entries_create_rows`), row errors and skipped duplicates, and commits them in ONE database
+    transaction together with the caller's checkpoint (`on_chunk(rows_done, report)`, called inside it;
+    returning False stops the import after that chunk). `before_write(rows)` may drop rows just before they are
+    written, inside that transaction (overlapping statement lines); it returns the rows to keep."""
+
+    def __init__(self, *, account: Account, report: dict, on_chunk=None, chunk_rows: int = CHUNK_ROWS,
+                 max_errors: int = MAX_ERRORS_KEPT, before_write: Callable[[list], list] | None = None):
+        self.account, self.report, self.on_chunk = account, report, on_chunk
+        self.chunk_rows, self.max_errors, self.before_write = chunk_rows, max_errors, before_write
+        self.pending: list = []
+        self.errors: list[dict] = []
+        self.failed = self.seen = 0
+
+    def add(self, row) -> None:
+        self.pending.append(row)
+        self.seen += 1
+
+    def fail(self, row_number: int, details: str, row_data: dict) -> None:
+        self.failed += 1
+        self.seen += 1
+        if len(self.errors) < self.max_errors:
+            self.errors.append({"row_number": row_number, "error_details": details, "row_data": row_data})
+
+    def full(self) -> bool:
+        return self.seen >= self.chunk_rows
+
+    def flush(self, rows_done: int) -> bool:
+        """Commits the chunk; False when the caller asked to stop."""
+        report = self.report
+        with transaction.atomic():
+            services.commit_asynchronously()
+            rows = self.before_write(self.pending) if self.before_write else self.pending
+            if rows:
+                services.staging_entries_create_rows(account=self.account, rows=rows)
+            report["successful_ingestions"] += len(rows)
+            report["failed_ingestions"] += self.failed
+            if len(rows) != len(self.pending):
+                report["duplicates_skipped"] = report.get("duplicates_skipped", 0) + len(self.pending) - len(rows)
+            room = max(0, self.max_errors - len(report["errors"]))
+            report["errors"].extend(self.errors[:room])
+            keep_going = self.on_chunk(rows_done, report) if self.on_chunk else None
+        self.pending, self.errors, self.failed, self.seen = [], [], 0, 0
+        return keep_going is not False
+
+    def finish(self, rows_done: int) -> None:
+        """Commits the last chunk (also an empty one when a checkpoint is kept, so the caller's state is saved)."""
+        if self.seen or self.on_chunk is not None:
+            self.flush(rows_done)
 
 
 def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, source_file: str,
@@ -174,54 +283,47 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
     sides = {kind: side_for(kind, account.account_type) for kind in TYPES}
     currencies = ISO_4217
     amount_ok = _AMOUNT_FAST.fullmatch
+    unstorable = _UNSTORABLE.search
+    order_id_max = MATCH_VALUE_MAX_CHARS
     when_cache: dict[str, str | None] = {}
     # metadata {"order_id": ..., "source_file": ...} as JSON text, built by concatenation
     md_head = '{"order_id": '
     md_tail = f', "source_file": {json.dumps(source_file)}}}'
     quote = json.encoder.encode_basestring_ascii
     row_number = 0
-    pending: list[tuple] = []
-    chunk_errors: list[dict] = []
-    chunk_failed = 0
-    seen_in_chunk = 0
-
-    def flush() -> bool:
-        nonlocal pending, chunk_errors, chunk_failed, seen_in_chunk
-        with transaction.atomic():
-            services.commit_asynchronously()
-            if pending:
-                services.staging_entries_create_rows(account=account, rows=pending)
-            report["successful_ingestions"] += len(pending)
-            report["failed_ingestions"] += chunk_failed
-            room = max(0, max_errors - len(report["errors"]))
-            report["errors"].extend(chunk_errors[:room])
-            keep_going = on_chunk(row_number, report) if on_chunk else None
-        pending, chunk_errors, chunk_failed, seen_in_chunk = [], [], 0, 0
-        return keep_going is not False
+    chunks = ChunkWriter(account=account, report=report, on_chunk=on_chunk, chunk_rows=chunk_rows,
+                         max_errors=max_errors)
 
     for cells in reader:
+        if isinstance(cells, UnreadableRow):
+            row_number += 1
+            if row_number <= start_row:
+                continue
+            chunks.fail(row_number, str(cells), {c: "" for c in COLUMNS})
+            if chunks.full() and not chunks.flush(row_number):
+                return report
+            continue
         if not cells or all(not c.strip() for c in cells):
             continue  # blank lines are not rows
         row_number += 1
         if row_number <= start_row:
             continue
-        seen_in_chunk += 1
         if len(cells) == width:
             order_id, raw_amount, currency, raw_date, kind = pick(cells)
-            order_id, raw_amount, currency, raw_date = (order_id.strip(), raw_amount.strip(), currency.strip(),
-                                                        raw_date.strip())
+            order_id, raw_amount, currency, raw_date = (order_id.strip(), raw_amount.strip(),
+                                                        currency.strip().upper(), raw_date.strip())
             side = sides.get(kind.strip().lower())
             if (side is not None and order_id and currency in currencies and raw_date
+                    and len(order_id) <= order_id_max and not unstorable(order_id)
                     and amount_ok(raw_amount) and raw_amount.strip("0.")
                     and (when := _when_text(raw_date, when_cache)) is not None):
-                pending.append((side, raw_amount, currency, when, processing_mode,
-                                md_head + quote(order_id) + md_tail))
-                if seen_in_chunk >= chunk_rows and not flush():
+                chunks.add((side, raw_amount, currency, when, processing_mode, md_head + quote(order_id) + md_tail))
+                if chunks.full() and not chunks.flush(row_number):
                     return report
                 continue
         # Slow path: the full check, with the exact problem texts.
         row = dict(zip(header, cells))
-        row_data = {c: row.get(c, "") for c in COLUMNS}
+        row_data = {c: report_text(row.get(c, "")) for c in COLUMNS}
         problems = []
         if len(cells) != width:
             problems.append(f"expected {width} columns, got {len(cells)}")
@@ -229,15 +331,139 @@ def ingest_csv(*, account: Account, lines: Iterable[str], processing_mode: str, 
                                             source_file=source_file)
         problems += row_problems
         if problems:
-            chunk_failed += 1
-            if len(chunk_errors) < max_errors:
-                chunk_errors.append({"row_number": row_number, "error_details": "; ".join(problems),
-                                     "row_data": row_data})
+            chunks.fail(row_number, "; ".join(problems), row_data)
         else:
-            pending.append((fields["entry_type"], fields["amount"], fields["currency"], fields["effective_date"],
-                            fields["processing_mode"], fields["metadata"]))
-        if seen_in_chunk >= chunk_rows and not flush():
+            chunks.add((fields["entry_type"], fields["amount"], fields["currency"], fields["effective_date"],
+                        fields["processing_mode"], fields["metadata"]))
+        if chunks.full() and not chunks.flush(row_number):
             return report
-    if seen_in_chunk or on_chunk is not None:
-        flush()
+    chunks.finish(row_number)
     return report
+
+
+# Statements -----------------------------------------------------------------------------------------------------
+
+def statement_check(fmt: str, stream) -> int:
+    """Parses a statement file through without writing (bounded memory: only what can fail is read) and returns
+    its number of lines; raises StatementParseError (naming the format and where it stopped) for a broken file."""
+    return sum(1 for item in statements.parse(fmt, stream, check_only=True) if isinstance(item, statements.Line))
+
+
+def line_key(line: statements.Line) -> str:
+    """The overlap key of a statement line (API.md "Overlapping statements"): the bank reference, booking date,
+    direction, amount and currency; without a reference, the remittance info instead of it."""
+    amount = format(line.amount.quantize(MONEY_QUANTUM), "f")
+    parts = [line.bank_reference or "\x00" + line.remittance_info, str(line.booking_date or line.effective_date),
+             line.direction, amount, line.currency]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def statement_row(line: statements.Line, *, account: Account, processing_mode: str,
+                  metadata: dict) -> tuple[tuple | None, list[str]]:
+    """(row for `staging_entries_create_rows`, []) for a line that can be a staging entry, else (None, problems).
+    Money in is the account's normal side (DEBIT on DEBIT_NORMAL), money out the other."""
+    problems = []
+    amount = line.amount
+    if amount <= 0:
+        problems.append("amount must be positive")
+    elif amount != amount.quantize(MONEY_QUANTUM):
+        problems.append("amount has more than 4 decimal places")
+    elif amount > services.MAX_AMOUNT:
+        problems.append("amount is too large")
+    if not is_currency(line.currency):
+        problems.append(f"currency {line.currency!r} is not an ISO 4217 code")
+    when = line.effective_date
+    if when is None:
+        problems.append("the line has neither a value date nor a booking date")
+    if problems:
+        return None, problems
+    side = side_for("payment" if line.direction == statements.IN else "refund", account.account_type)
+    effective = dt.datetime(when.year, when.month, when.day, tzinfo=dt.UTC)
+    return (side, amount.quantize(MONEY_QUANTUM), line.currency, effective, processing_mode, metadata), []
+
+
+# -- statement_line_counts --
+# How many staging entries of the account, imported from other uploads, carry each of these overlap keys
+# (recon_staging_line_key: statement lines only).
+STATEMENT_LINE_COUNTS = f"""
+SELECT metadata ->> 'line_key', count(*) FROM {StagingEntry._meta.db_table}
+WHERE account_id = %(account)s AND metadata ? 'line_key' AND metadata ->> 'line_key' = ANY(%(keys)s::text[])
+  AND metadata ->> 'upload_id' <> %(upload)s
+GROUP BY 1"""
+
+
+class _Overlaps:
+    """Drops the lines of a chunk that an earlier file already imported to the account: a line whose key is the
+    k-th of that key in this file is a duplicate when other uploads imported k or more lines with that key."""
+
+    def __init__(self, account: Account, upload_id: str):
+        self.account, self.upload_id = account, str(upload_id)
+        self.occurrence: dict[str, int] = {}
+
+    def count(self, key: str) -> int:
+        self.occurrence[key] = n = self.occurrence.get(key, 0) + 1
+        return n
+
+    def keep(self, rows: list) -> list:
+        """Inside the chunk's transaction, with the account locked (one import decides at a time)."""
+        if not rows:
+            return rows
+        Account.objects.select_for_update().filter(pk=self.account.pk).first()
+        with connection.cursor() as cursor:
+            cursor.execute(STATEMENT_LINE_COUNTS, {"account": self.account.pk, "upload": self.upload_id,
+                                                   "keys": array_literal(sorted({r[-1][1] for r in rows}))})
+            earlier = dict(cursor.fetchall())
+        return [r[:-1] for r in rows if r[-1][0] > earlier.get(r[-1][1], 0)]
+
+
+def ingest_statement(*, account: Account, fmt: str, stream, processing_mode: str, source_file: str,
+                     upload_id, start_row: int = 0, chunk_rows: int = CHUNK_ROWS,
+                     on_chunk: Callable[[int, dict], bool | None] | None = None, report: dict | None = None,
+                     max_errors: int = MAX_ERRORS_KEPT) -> dict:
+    """Streams the lines of a statement file (already checked by `statement_check`) into staging entries, with
+    the same chunks and checkpoints as `ingest_csv` (`start_row` counts lines, `on_chunk(rows_done, report)`).
+    Lines that an earlier upload to the account already imported are skipped (`duplicates_skipped`). The
+    report also holds `statements`: each statement's figures (`statement_summary`), once the file is read."""
+    report = report if report is not None else empty_report()
+    report.setdefault("duplicates_skipped", 0)
+    overlaps = _Overlaps(account, upload_id)
+    chunks = ChunkWriter(account=account, report=report, on_chunk=on_chunk, chunk_rows=chunk_rows,
+                         max_errors=max_errors, before_write=overlaps.keep)
+    base = {"source_file": source_file, "format": fmt, "upload_id": str(upload_id)}
+    found: list[statements.Statement] = []
+    position = 0
+    for item in statements.parse(fmt, stream):
+        if isinstance(item, statements.Statement):
+            found.append(item)
+            continue
+        position = item.position
+        key = line_key(item)
+        occurrence = overlaps.count(key)
+        if position <= start_row:
+            continue
+        row, problems = statement_row(item, account=account, processing_mode=processing_mode,
+                                      metadata={**item.metadata(), **base, "line_key": key})
+        if problems:
+            chunks.fail(position, "; ".join(problems), _line_data(item))
+        else:
+            chunks.add((*row, (occurrence, key)))
+        if chunks.full() and not chunks.flush(position):
+            return report
+    report["statements"] = [statement_summary(s) for s in found]
+    chunks.finish(position)
+    return report
+
+
+def _line_data(line: statements.Line) -> dict:
+    return {"amount": str(line.amount), "direction": line.direction, "currency": line.currency,
+            "booking_date": str(line.booking_date or ""), "bank_reference": line.bank_reference}
+
+
+def statement_summary(s: statements.Statement) -> dict:
+    """A statement's figures as JSON values (the import's result, and what `BankStatement` stores)."""
+    money = lambda v: None if v is None else str(v)  # noqa: E731
+    day = lambda v: None if v is None else v.isoformat()  # noqa: E731
+    return {"statement_id": s.statement_id, "account": s.account, "currency": s.currency, "sequence": s.sequence,
+            "opening_balance": money(s.opening_balance), "closing_balance": money(s.closing_balance),
+            "opening_date": day(s.opening_date), "closing_date": day(s.closing_date), "lines": s.line_count,
+            "lines_total": str(s.lines_total), "balanced": s.balanced}

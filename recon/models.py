@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
@@ -148,7 +148,16 @@ class ReconRule(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.account_one_id} -> {self.account_two_id}"
+        return f"{self.account_one.account_name} -> {self.account_two.account_name} ({self.match_key})"
+
+
+class MetadataValues(models.Func):
+    """The values of a JSON object as a JSON array, `jsonb_path_query_array(metadata, '$.*')`: an immutable
+    expression, indexed (GIN, jsonb_path_ops) for the review queue's search by any metadata value."""
+
+    function = "jsonb_path_query_array"
+    template = "%(function)s(%(expressions)s, '$.*')"
+    output_field = models.JSONField()
 
 
 class StagingEntry(FSMModelMixin, models.Model):
@@ -176,15 +185,24 @@ class StagingEntry(FSMModelMixin, models.Model):
         verbose_name_plural = "staging entries"
         ordering = ["-created_at", "staging_entry_id"]
         permissions = [("write_off", "Can book a forced match's difference as a write-off")]
+        # Also (migration 0005, raw SQL): recon_staging_meta_values, a GIN index (jsonb_path_ops) on
+        # MetadataValues(metadata), for the review queue's search by any metadata value.
         # Status changes are non-HOT updates: every non-partial index costs an insertion per transition.
         indexes = [
+
             models.Index(fields=["account", "status"], name="recon_staging_account_status"),
             # The only lookups by task_id: PENDING entries whose task FAILED or was CANCELLED (reports, admin);
             # everything else goes from the entry to its task.
             models.Index(fields=["task_id"], name="recon_staging_pending_task", condition=Q(status="PENDING")),
+            # The review queue (few rows: written only when an entry goes to review), newest first.
+            models.Index(fields=["-created_at"], name="recon_staging_review",
+                         condition=Q(status="NEEDS_MANUAL_REVIEW")),
             # Few entries have one; serves SET_NULL when a transaction is deleted.
             models.Index(fields=["mismatch_transaction"], name="recon_staging_mismatch_txn",
                          condition=Q(mismatch_transaction__isnull=False)),
+            # Statement lines only (CSV rows have no line_key): the overlap check of statement imports.
+            models.Index(F("account"), KeyTextTransform("line_key", "metadata"), name="recon_staging_line_key",
+                         condition=Q(metadata__has_key="line_key")),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="recon_staging_amount_positive"),
@@ -193,7 +211,10 @@ class StagingEntry(FSMModelMixin, models.Model):
         ]
 
     def __str__(self):
-        return f"{self.processing_mode} {self.entry_type} {self.amount} {self.currency} [{self.status}]"
+        from recon.formatting import entry_label
+
+        return f"{entry_label(key=(self.metadata or {}).get('order_id'), amount=self.amount, currency=self.currency)}" \
+               f" [{self.status}]"
 
     @property
     def merchant_id(self) -> str:
@@ -226,8 +247,9 @@ class StagingEntry(FSMModelMixin, models.Model):
     def ignore(self, by=None, reason="ignored"):
         self.discarded_at = timezone.now()
 
-    @transition(field=status, source=StagingStatus.NEEDS_MANUAL_REVIEW, target=StagingStatus.PENDING,
-                custom={"admin": True, "label": "Reprocess"})
+    # From PENDING too when its task FAILED or was CANCELLED: a new task (the engine's writer follows this).
+    @transition(field=status, source=[StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING],
+                target=StagingStatus.PENDING, conditions=[in_review_queue], custom={"admin": True, "label": "Reprocess"})
     def reprocess(self, by=None, reason="reprocess"):
         pass
 
@@ -405,3 +427,33 @@ class AccountBalance(models.Model):
 
     def __str__(self):
         return f"balance totals of {self.account_id}"
+
+
+class BankStatement(models.Model):
+    """One statement (or report) of an imported bank file, with the bank's figures, and what did not add up:
+    `problems` lists `lines_do_not_add_up` (lines != closing - opening), `opening_differs` (opening balance is not
+    the previous statement's closing balance) and `sequence_gap` (a statement number is missing in between)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="statements")
+    upload = models.ForeignKey(Upload, on_delete=models.PROTECT, related_name="statements")
+    format = models.CharField(max_length=16)
+    statement_id = models.CharField(max_length=200)
+    bank_account = models.CharField(max_length=100, blank=True, default="", help_text="The account as the file names it.")
+    sequence = models.CharField(max_length=64, blank=True, default="")
+    currency = models.CharField(max_length=3, blank=True, default="")
+    opening_balance = models.DecimalField(max_digits=24, decimal_places=4, null=True, blank=True)
+    closing_balance = models.DecimalField(max_digits=24, decimal_places=4, null=True, blank=True)
+    opening_date = models.DateField(null=True, blank=True)
+    closing_date = models.DateField(null=True, blank=True)
+    line_count = models.PositiveIntegerField(default=0)
+    lines_total = models.DecimalField(max_digits=24, decimal_places=4, default=0)
+    problems = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-closing_date", "-created_at"]
+        indexes = [models.Index(fields=["account", "bank_account", "closing_date"], name="recon_stmt_account_close")]
+
+    def __str__(self):
+        return f"{self.statement_id} ({self.closing_date or '?'})"

@@ -3,20 +3,57 @@
 import datetime as dt
 from decimal import Decimal
 
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from recon.models import (MONEY_QUANTUM, Entry, EntryStatus, StagingEntry, StagingStatus, Transaction,
                           TransactionStatus)
-from recon.selectors import staging_entries_stuck
+from recon.selectors import staging_entries_in_review, staging_entries_stuck
 
-AGE_BUCKETS = (("0-1d", 0, 1), ("1-7d", 1, 7), ("7-30d", 7, 30), (">30d", 30, None))
+# Ageing buckets of API.md (days since the row was created): name, from (inclusive), to (exclusive).
+AGE_BUCKETS = (("<1d", 0, 1), ("1-3d", 1, 3), ("3-7d", 3, 7), ("7-30d", 7, 30), (">30d", 30, None))
+MATCH_RATE_DAYS = 30  # days of the per-day match rate in the summary
+
+
+def ageing(queryset: QuerySet, now: dt.datetime, field: str = "created_at") -> dict[str, int]:
+    """Rows of `queryset` per age bucket, in one query."""
+    counts = {}
+    for name, lo, hi in AGE_BUCKETS:
+        q = Q(**{f"{field}__lte": now - dt.timedelta(days=lo)})
+        if hi is not None:
+            q &= Q(**{f"{field}__gt": now - dt.timedelta(days=hi)})
+        counts[name] = Count("pk", filter=q)
+    return queryset.order_by().aggregate(**counts)
+
+
+def _rate(matched: int, decided: int) -> float | None:
+    return round(matched / decided, 4) if decided else None
+
+
+def match_rates(staging: QuerySet[StagingEntry], now: dt.datetime) -> dict:
+    """The share of decided staging entries (PROCESSED or in review) that matched, per day of arrival
+    (`created_at`, UTC) over the last MATCH_RATE_DAYS days and per account: two grouped queries."""
+    decided = staging.filter(status__in=(StagingStatus.PROCESSED, StagingStatus.NEEDS_MANUAL_REVIEW)).order_by()
+    figures = dict(matched=Count("pk", filter=Q(status=StagingStatus.PROCESSED)), decided=Count("pk"))
+    since = now - dt.timedelta(days=MATCH_RATE_DAYS)
+    by_day = (decided.filter(created_at__gte=since).annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
+              .values("day").annotate(**figures).order_by("day"))
+    by_account = (decided.values("account_id", "account__account_name").annotate(**figures)
+                  .order_by("account__account_name", "account_id"))
+    return {
+        "by_day": [{"date": r["day"].isoformat(), "matched": r["matched"], "decided": r["decided"],
+                    "match_rate": _rate(r["matched"], r["decided"])} for r in by_day],
+        "by_account": [{"account_id": str(r["account_id"]), "account_name": r["account__account_name"],
+                        "matched": r["matched"], "decided": r["decided"],
+                        "match_rate": _rate(r["matched"], r["decided"])} for r in by_account],
+    }
 
 
 def summary(merchant_id: str | None = None, *, merchant_ids: set[str] | None = None) -> dict:
-    """Counts by staging and transaction status, amounts per currency, match rate, entries whose task FAILED
-    or was CANCELLED, and age buckets of open EXPECTED entries. `merchant_id` narrows to one merchant;
-    `merchant_ids` (access control) to a set."""
+    """Counts by staging and transaction status, amounts per currency, match rate (overall, per day, per
+    account), entries whose task FAILED or was CANCELLED, and age buckets of open EXPECTED entries and of the
+    review queue. `merchant_id` narrows to one merchant; `merchant_ids` (access control) to a set."""
     staging = StagingEntry.objects.all()
     txns = Transaction.objects.all()
     entries = Entry.objects.all()
@@ -46,20 +83,16 @@ def summary(merchant_id: str | None = None, *, merchant_ids: set[str] | None = N
     now = timezone.now()
     open_expected = entries.filter(status=EntryStatus.EXPECTED,
                                    transaction__status__in=(TransactionStatus.EXPECTED, TransactionStatus.MISMATCH))
-    ageing = {}
-    for name, lo, hi in AGE_BUCKETS:
-        qs = open_expected.filter(created_at__lte=now - dt.timedelta(days=lo))
-        if hi is not None:
-            qs = qs.filter(created_at__gt=now - dt.timedelta(days=hi))
-        ageing[name] = qs.count()
     return {
         "merchant_id": merchant_id,
         "staging_entries": {"by_status": by_staging, "total": sum(by_staging.values())},
         "transactions": {"by_status": by_txn, "total": sum(by_txn.values())},
         "amounts_by_currency": amounts,
-        "match_rate": round(matched / decided, 4) if decided else None,
+        "match_rate": _rate(matched, decided),
+        "match_rates": match_rates(staging, now),
         "failed_or_cancelled_tasks": stuck,
-        "open_expected_ageing": ageing,
+        "open_expected_ageing": ageing(open_expected, now),
+        "review_queue_ageing": ageing(staging_entries_in_review(staging), now),
         "generated_at": now,
     }
 

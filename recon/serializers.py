@@ -8,10 +8,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.schema import ErrorSerializer  # noqa: F401  (re-exported: the views describe errors with it)
 from recon import balances
-from recon.ingest import parse_when
-from recon.models import (MONEY_QUANTUM, Account, ClosedPeriod, Entry, MatchMode, Merchant, ReconRule, StagingEntry,
-                          Transaction)
+from recon.ingest import PLAIN_AMOUNT, parse_when
+from recon.models import (MONEY_QUANTUM, Account, BankStatement, ClosedPeriod, Entry, MatchMode, Merchant,
+                          ProcessingMode, ReconRule, StagingEntry, Transaction)
 
 
 def money_str(value) -> str | None:
@@ -34,6 +35,9 @@ class MoneyField(serializers.Field):
     def to_internal_value(self, data):
         if isinstance(data, (bool, float)):
             raise serializers.ValidationError("Send amounts as strings or JSON numbers.")
+        if isinstance(data, str) and not PLAIN_AMOUNT.fullmatch(data.strip()):
+            raise serializers.ValidationError("A valid decimal number is required (digits 0-9 and one '.': no "
+                                              "thousands separators, underscores, exponents or other digits).")
         try:
             value = Decimal(str(data).strip())
         except (InvalidOperation, ValueError):
@@ -130,7 +134,8 @@ class ReconRuleCreateSerializer(serializers.Serializer):
     match_key = serializers.CharField(required=False, max_length=100)
     amount_tolerance = MoneyField(required=False, default=Decimal("0"))
     amount_tolerance_pct = MoneyField(required=False, default=Decimal("0"))
-    date_window_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
+    date_window_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0,
+                                                max_value=3650)
     difference_account_id = serializers.CharField(required=False, allow_null=True, default=None)
     confirmation_key = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None,
                                              help_text="Metadata field of CONFIRMATION entries (default: match_key).")
@@ -167,7 +172,7 @@ class StagingEntryCreateSerializer(serializers.Serializer):
     amount = MoneyField()
     currency = serializers.CharField(max_length=3)
     effective_date = EffectiveDateField()
-    processing_mode = serializers.ChoiceField(choices=["TRANSACTION", "CONFIRMATION"])
+    processing_mode = serializers.ChoiceField(choices=ProcessingMode.choices)
     metadata = serializers.DictField(required=False, default=dict)
     idempotency_key = serializers.CharField(required=False, allow_null=True, max_length=200, default=None)
 
@@ -176,12 +181,20 @@ class ResolveSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=["match", "ignore", "reprocess"])
     entry_id = serializers.CharField(required=False)
     reason = serializers.CharField(required=False, allow_blank=True, default="")
+    write_off = serializers.BooleanField(required=False, default=False,
+                                         help_text="match only: book a difference beyond the rule's tolerance on "
+                                                   "the difference account (needs recon.write_off and a reason).")
+    difference_account_id = serializers.CharField(required=False, allow_null=True, default=None,
+                                                  help_text="match with write_off, when the rule has no difference "
+                                                            "account: an account of the same merchant and currency.")
 
     def validate(self, attrs):
         if attrs["action"] == "match" and not attrs.get("entry_id"):
             raise serializers.ValidationError({"entry_id": "Required for action match."})
         if attrs["action"] == "ignore" and not attrs.get("reason", "").strip():
             raise serializers.ValidationError({"reason": "Required for action ignore."})
+        if attrs["action"] == "match" and attrs.get("write_off") and not attrs.get("reason", "").strip():
+            raise serializers.ValidationError({"reason": "Required for a write-off."})
         return attrs
 
 
@@ -219,33 +232,70 @@ class TriggerResultSerializer(serializers.Serializer):
     duration_ms = serializers.IntegerField()
 
 
-class CsvUploadSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="CSV with the header order_id, amount, currency, transaction_date, type; "
-                                           "the name must end in .csv.")
-    processing_mode = serializers.ChoiceField(choices=["TRANSACTION", "CONFIRMATION"])
-
-    def validate_file(self, value):
-        if not (value.name or "").lower().endswith(".csv"):
-            raise serializers.ValidationError("The file name must end in .csv.")
-        return value
+class FileUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="CSV (header order_id, amount, currency, transaction_date, type) or a "
+                                           "bank statement (camt.052/053/054, MT940/942, OFX, BAI2); any name.")
+    processing_mode = serializers.ChoiceField(choices=ProcessingMode.choices)
+    format = serializers.ChoiceField(choices=["auto", "csv", "camt053", "mt940", "ofx", "bai2"], default="auto",
+                                     help_text="`auto` recognises the format from the content, never the name.")
 
 
-class CsvUploadAcceptedSerializer(serializers.Serializer):
+class FileUploadAcceptedSerializer(serializers.Serializer):
     job_id = serializers.UUIDField()
     status_url = serializers.CharField(help_text="The job: GET it for state, progress and (when COMPLETED) the "
                                                  "import report as `result`.")
 
 
-class ErrorSerializer(serializers.Serializer):
-    error = serializers.CharField()
-    code = serializers.CharField()
-    details = serializers.DictField()
+@extend_schema_field({"type": "string", "nullable": True, "readOnly": True})
+class UsernameField(serializers.SlugRelatedField):
+    """The username of a user reference, or null (none, or the user was deleted)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="username", read_only=True, **kwargs)
+
+
+class BankStatementSerializer(serializers.ModelSerializer):
+    """A statement of an imported bank file with the bank's balances, what did not add up (`problems`:
+    `lines_do_not_add_up`, `opening_differs`, `sequence_gap`), and the ledger's posted balance on its closing day
+    next to the bank's closing balance."""
+
+    account_id = serializers.UUIDField(read_only=True)
+    upload_id = serializers.UUIDField(read_only=True)
+    opening_balance = MoneyField(read_only=True, allow_null=True)
+    closing_balance = MoneyField(read_only=True, allow_null=True)
+    lines_total = MoneyField(read_only=True)
+    ledger_balance = serializers.SerializerMethodField(help_text="The account's posted balance of entries dated "
+                                                                 "up to the closing day (null without one).")
+    difference = serializers.SerializerMethodField(help_text="closing_balance - ledger_balance.")
+
+    class Meta:
+        model = BankStatement
+        fields = ["id", "account_id", "upload_id", "format", "statement_id", "bank_account", "sequence", "currency",
+                  "opening_balance", "opening_date", "closing_balance", "closing_date", "line_count", "lines_total",
+                  "problems", "ledger_balance", "difference", "created_at"]
+        read_only_fields = fields
+
+    def _ledger(self, obj):
+        if obj.closing_date is None:
+            return None
+        if not hasattr(obj, "_ledger_balance"):
+            obj._ledger_balance = balances.posted_balance_on(obj.account, obj.closing_date)
+        return obj._ledger_balance
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_ledger_balance(self, obj) -> str | None:
+        return money_str(self._ledger(obj))
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_difference(self, obj) -> str | None:
+        value = self._ledger(obj)
+        return None if value is None or obj.closing_balance is None else money_str(obj.closing_balance - value)
 
 
 class ClosedPeriodSerializer(serializers.ModelSerializer):
     merchant_id = serializers.CharField(read_only=True)
-    closed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    reopened_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    closed_by = UsernameField()
+    reopened_by = UsernameField()
 
     class Meta:
         model = ClosedPeriod

@@ -12,15 +12,17 @@ from decimal import Decimal, InvalidOperation
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from recon import engine, errors, queries
-from recon.currencies import is_currency
+from recon import engine, errors, queries, validation
+from recon.currencies import is_currency, normalize_currency
 from recon.models import (MONEY_QUANTUM, Account, AccountType, ClosedPeriod, Entry, MatchMode, Merchant,
                           MerchantMembership, ProcessingMode, ReconRule, Role, Side, StagingEntry, StagingStatus,
                           Transaction, TransactionStatus)
 from recon.selectors import task_is_stuck
+from tracker import audit
 from tracker.bulk import copy_rows, copy_text, json_text
 from tracker.ids import uuid7, uuid7_texts
 from tracker.models import ProcessTracker
@@ -70,6 +72,27 @@ def merchant_create(*, merchant_name: str, merchant_id: str | None = None) -> Me
         raise ValidationError({"merchant_id": ["A merchant with this id already exists."]}) from None
 
 
+def merchant_rename(*, merchant: Merchant, merchant_name: str) -> Merchant:
+    if not (merchant_name or "").strip():
+        raise ValidationError({"merchant_name": ["This field is required."]})
+    merchant.merchant_name = merchant_name.strip()
+    merchant.save(update_fields=["merchant_name", "updated_at"])
+    return merchant
+
+
+def membership_set(*, user, merchant: Merchant, role: str) -> MerchantMembership:
+    """Links an existing user to the merchant with `role` (updating an existing link)."""
+    if role not in Role.values:
+        raise ValidationError({"role": [f"One of {', '.join(Role.values)}."]})
+    membership, _ = MerchantMembership.objects.update_or_create(user=user, merchant=merchant,
+                                                                defaults={"role": role})
+    return membership
+
+
+def membership_delete(*, membership: MerchantMembership) -> None:
+    membership.delete()
+
+
 def merchant_user_create(*, username: str, merchant_id: str, role: str = Role.VIEWER,
                          password: str | None = None) -> MerchantMembership:
     """Creates the user if needed and links it to the merchant with `role` (updating an existing link)."""
@@ -87,16 +110,31 @@ def merchant_user_create(*, username: str, merchant_id: str, role: str = Role.VI
             else:
                 user.set_unusable_password()
             user.save()
-        membership, _ = MerchantMembership.objects.update_or_create(user=user, merchant=merchant,
-                                                                    defaults={"role": role})
+        membership = membership_set(user=user, merchant=merchant, role=role)
     return membership
 
 
 # --- accounts -----------------------------------------------------------------------------------------
 
+def parse_balance(value, *, field: str = "initial_balance") -> Decimal:
+    """A signed Decimal (an opening balance may be negative) with at most 4 decimal places; None is 0."""
+    text = str(value if value is not None else "0").strip()
+    negative = text.startswith("-") and not isinstance(value, (bool, float))
+    balance = parse_amount(text[1:] if negative else value if value is not None else "0", field=field,
+                           allow_zero=True)
+    return -balance if negative else balance
+
+
+def account_has_entries(account: Account) -> bool:
+    """True once ledger entries or staging entries were written to the account."""
+    return (Entry.objects.filter(account=account).exists()
+            or StagingEntry.objects.filter(account=account).exists())
+
+
 def account_create(*, merchant: Merchant, account_name: str, account_type: str, currency: str,
                    initial_balance="0") -> Account:
     problems = {}
+    currency = normalize_currency(currency)
     if not (account_name or "").strip():
         problems["account_name"] = ["This field is required."]
     if account_type not in AccountType.values:
@@ -105,20 +143,53 @@ def account_create(*, merchant: Merchant, account_name: str, account_type: str, 
         problems["currency"] = ["An ISO 4217 currency code is required."]
     if problems:
         raise ValidationError(problems)
-    text = str(initial_balance if initial_balance is not None else "0").strip()
-    negative = text.startswith("-") and not isinstance(initial_balance, (bool, float))
-    balance = parse_amount(text[1:] if negative else initial_balance if initial_balance is not None else "0",
-                           field="initial_balance", allow_zero=True)
-    balance = -balance if negative else balance
+    balance = parse_balance(initial_balance)
     return Account.objects.create(merchant=merchant, account_name=account_name.strip(), account_type=account_type,
                                   currency=currency, initial_balance=balance)
 
 
 def account_rename(*, account: Account, account_name: str) -> Account:
-    if not (account_name or "").strip():
-        raise ValidationError({"account_name": ["This field is required."]})
-    account.account_name = account_name.strip()
-    account.save(update_fields=["account_name", "updated_at"])
+    return account_update(account=account, account_name=account_name)
+
+
+def account_update(*, account: Account, account_name: str | None = None, account_type: str | None = None,
+                   currency: str | None = None, initial_balance=None) -> Account:
+    """Changes the given fields (None: unchanged). The name can always change; the type, the currency and the
+    opening balance only while the account has no entries and no staging entries (409 `account_has_entries`;
+    a trigger of migration 0005 refuses it in the database too)."""
+    problems, changes = {}, {}
+    if account_name is not None:
+        if not account_name.strip():
+            problems["account_name"] = ["This field is required."]
+        changes["account_name"] = account_name.strip()
+    if account_type is not None:
+        if account_type not in AccountType.values:
+            problems["account_type"] = [f"One of {', '.join(AccountType.values)}."]
+        changes["account_type"] = account_type
+    if currency is not None:
+        currency = normalize_currency(currency)
+        if not is_currency(currency):
+            problems["currency"] = ["An ISO 4217 currency code is required."]
+        changes["currency"] = currency
+    if initial_balance is not None:
+        try:
+            changes["initial_balance"] = parse_balance(initial_balance)
+        except ValidationError as exc:
+            problems.update(exc.message_dict)
+    if problems:
+        raise ValidationError(problems)
+    with transaction.atomic():
+        account = Account.objects.select_for_update().get(pk=account.pk)
+        changed = {k: v for k, v in changes.items() if getattr(account, k) != v}
+        frozen = sorted(set(changed) & {"account_type", "currency", "initial_balance"})
+        if frozen and account_has_entries(account):
+            raise errors.AccountHasEntriesError(
+                f"The account has entries: its {', '.join(frozen)} can no longer change.",
+                details={"fields": frozen})
+        for field, value in changed.items():
+            setattr(account, field, value)
+        if changed:
+            account.save(update_fields=[*changed, "updated_at"])
     return account
 
 
@@ -253,7 +324,8 @@ def request_hash(*, entry_type, amount: Decimal, currency, effective_date: dt.da
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _validate_entry(*, entry_type, amount, currency, effective_date, processing_mode, metadata) -> tuple:
+def _validate_entry(*, entry_type, amount, currency, effective_date, processing_mode, metadata,
+                    match_keys=(validation.DEFAULT_MATCH_KEY,)) -> tuple:
     problems = {}
     if entry_type not in Side.values:
         problems["entry_type"] = [f"One of {', '.join(Side.values)}."]
@@ -267,6 +339,8 @@ def _validate_entry(*, entry_type, amount, currency, effective_date, processing_
         metadata = {}
     if not isinstance(metadata, dict):
         problems["metadata"] = ["Must be a JSON object."]
+    elif metadata_problems := validation.metadata_problems(metadata, match_keys=match_keys):
+        problems["metadata"] = metadata_problems
     parsed = None
     try:
         parsed = parse_amount(amount)
@@ -282,10 +356,11 @@ def staging_entry_create(*, account: Account, entry_type: str, amount, currency:
                          ) -> tuple[StagingEntry, bool]:
     """Inserts the staging entry and its PROCESS_STAGING_ENTRY task in one database transaction. Returns
     (entry, created); a repeated idempotency key with the same body returns the original entry, with a
-    different body raises IdempotencyConflictError."""
+    different body raises IdempotencyConflictError. The currency code is accepted in any case."""
+    currency = normalize_currency(currency)
     amount, metadata = _validate_entry(entry_type=entry_type, amount=amount, currency=currency,
                                        effective_date=effective_date, processing_mode=processing_mode,
-                                       metadata=metadata)
+                                       metadata=metadata, match_keys=validation.match_keys_of(account))
     digest = request_hash(entry_type=entry_type, amount=amount, currency=currency, effective_date=effective_date,
                           processing_mode=processing_mode, metadata=metadata)
     key = idempotency_key or None
@@ -418,10 +493,12 @@ def _reopen_mismatch(entry: StagingEntry, by, reason: str) -> None:
     entry.save(update_fields=["mismatch_transaction", "updated_at"])
 
 
-def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=None, reason: str = "") -> StagingEntry:
-    """Operator resolution: `match` (force a match with an EXPECTED entry on the same account), `ignore`
-    (ARCHIVED; a MISMATCH it caused reopens; a due task is cancelled) or `reprocess` (PENDING with a new
-    task). 409 when illegal in the entry's state or when it would post into a closed period."""
+def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=None, reason: str = "",
+                          write_off: bool = False, difference_account_id=None) -> StagingEntry:
+    """Operator resolution: `match` (force a match with an EXPECTED entry on the same account; beyond the
+    rule's tolerance only with `write_off`, see `staging_entry_force_match`), `ignore` (ARCHIVED; a MISMATCH it
+    caused reopens; a due task is cancelled) or `reprocess` (PENDING with a new task). 409 when illegal in the
+    entry's state or when it would post into a closed period."""
     if action not in ("match", "ignore", "reprocess"):
         raise ValidationError({"action": ["One of match, ignore, reprocess."]})
     pk = _uuid_or_404(staging_entry_id, "Staging entry")
@@ -453,15 +530,77 @@ def staging_entry_resolve(*, staging_entry_id, action: str, by=None, entry_id=No
                                            from_status=entry.status)
             entry.refresh_from_db()
             return entry
-        return _resolve_match(entry, entry_id=entry_id, by=by, reason=reason)
+        if entry_id in (None, ""):
+            raise ValidationError({"entry_id": ["This field is required."]})
+        target = Entry.objects.filter(pk=_uuid_or_404(entry_id, "Entry"), account=entry.account).first()
+        if target is None:
+            raise errors.NotFoundError("Entry not found on this account.")
+        return staging_entry_force_match(entry=entry, target=target, by=by, reason=reason, write_off=write_off,
+                                         difference_account_id=difference_account_id)
 
 
-def _resolve_match(entry: StagingEntry, *, entry_id, by, reason: str) -> StagingEntry:
-    """The operator's forced match, through the engine as a batch of one."""
-    if entry_id in (None, ""):
-        raise ValidationError({"entry_id": ["This field is required."]})
-    target_pk = _uuid_or_404(entry_id, "Entry")
-    return engine.staging_entry_force_match(entry=entry, target_entry_id=target_pk, by=by, reason=reason)
+def staging_entry_force_match(*, entry: StagingEntry, target: Entry, by, reason: str = "", write_off: bool = False,
+                              difference_account_id=None) -> StagingEntry:
+    """An operator's forced match of `entry` (in review, locked by the caller inside `transaction.atomic()`) with
+    the open expectation `target` on its account, written by the engine as a batch of one. An amount difference
+    within the rule's tolerance is booked on the rule's difference account as usual; beyond it the match needs
+    `write_off=True` (else 422 `outside_tolerance`), a `reason` (400), the `recon.write_off` permission of `by`
+    (403) and a difference account: the rule's, or `difference_account_id` (same merchant and currency) when
+    the rule has none (400 otherwise). A write-off is audited on the staging entry's transition (who, amount,
+    account, reason) and kept in its metadata (`write_off`). Side, currency and state are the engine's checks."""
+    rule = ReconRule.objects.filter(pk=Transaction.objects.filter(pk=target.transaction_id)
+                                    .values("rule_id")[:1]).select_related("difference_account").first()
+    difference = entry.amount - target.amount
+    beyond = (target.entry_type == entry.entry_type and target.currency == entry.currency
+              and abs(difference) > engine.allowed_difference(rule, target.amount))
+    if not beyond:
+        return engine.staging_entry_force_match(entry=entry, target_entry_id=target.pk, by=by, reason=reason)
+    if not write_off:
+        raise errors.OutsideToleranceError(
+            f"The amount differs beyond the rule's tolerance: expected {target.amount}, got {entry.amount}. "
+            "Book the difference as a write-off to match anyway.",
+            details={"expected": str(target.amount), "amount": str(entry.amount), "difference": str(difference)})
+    account = _write_off_account(entry=entry, rule=rule, difference_account_id=difference_account_id)
+    if not (reason or "").strip():
+        raise ValidationError({"reason": ["A reason is required for a write-off."]})
+    if by is None or not hasattr(by, "has_perm") or not by.has_perm("recon.write_off"):
+        raise errors.WriteOffNotAllowed()
+    why = (f"write-off of {abs(difference)} {entry.currency} to {account.account_name} ({account.pk}), matched to "
+           f"entry {target.pk}: {reason.strip()}")
+    entry = engine.staging_entry_force_match(entry=entry, target_entry_id=target.pk, by=by, reason=why,
+                                             write_off=True, difference_account_id=account.pk)
+    entry.refresh_from_db()
+    posted = Transaction.objects.filter(source_staging_entry=entry).order_by("-version").first()
+    entry.metadata = {**entry.metadata, "write_off": {
+        "amount": str(abs(difference)), "currency": entry.currency, "account_id": str(account.pk),
+        "reason": reason.strip(), "transaction_id": str(posted.pk) if posted else None,
+        "by": by.get_username() if getattr(by, "pk", None) else str(by)}}
+    StagingEntry.objects.filter(pk=entry.pk).update(metadata=entry.metadata)
+    return entry
+
+
+def _write_off_account(*, entry: StagingEntry, rule: ReconRule | None, difference_account_id) -> Account:
+    """The account a write-off books on: the rule's difference account, else `difference_account_id`."""
+    chosen = None
+    if difference_account_id not in (None, ""):
+        chosen = Account.objects.filter(pk=_uuid_or_404(difference_account_id, "Account"),
+                                        merchant_id=entry.account.merchant_id).first()
+        if chosen is None:
+            raise errors.NotFoundError(f"Account {difference_account_id} not found.",
+                                       details={"field": "difference_account_id"})
+    ruled = rule.difference_account if rule is not None and rule.difference_account_id else None
+    if ruled is not None:
+        if chosen is not None and chosen.pk != ruled.pk:
+            raise ValidationError({"difference_account_id": [
+                "The rule books differences on its own difference account; leave this empty."]})
+        return ruled
+    if chosen is None:
+        raise ValidationError({"difference_account_id": [
+            "The rule has no difference account: choose the account that takes the write-off."]})
+    if chosen.currency != entry.currency or chosen.pk == entry.account_id:
+        raise ValidationError({"difference_account_id": [
+            "The difference account must be another account in the entry's currency."]})
+    return chosen
 
 
 def staging_entry_resolve_group(*, staging_entry_id, by, reason: str, transaction_ids=None,
@@ -494,14 +633,57 @@ def staging_entry_resolve_group(*, staging_entry_id, by, reason: str, transactio
 
 # --- closed periods -----------------------------------------------------------------------------------
 
-def period_close(*, merchant: Merchant, start_date: dt.date, end_date: dt.date, by=None,
-                 reason: str = "") -> ClosedPeriod:
-    """Closes [start_date, end_date] of the merchant's books (staff). PENDING entries dated in it will go to
-    review with PeriodClosedError when processed; resolving into it is refused."""
+def _period_bounds(start_date: dt.date, end_date: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) in UTC of the days start_date..end_date (both included)."""
+    return (dt.datetime.combine(start_date, dt.time.min, tzinfo=dt.UTC),
+            dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC))
+
+
+def period_open_entries(*, merchant_id: str, start_date: dt.date, end_date: dt.date):
+    """The merchant's staging entries dated in the period (UTC dates of `effective_date`) that are still in
+    the review queue or PENDING: what keeps the period from closing."""
+    start, end = _period_bounds(start_date, end_date)
+    return StagingEntry.objects.filter(account__merchant_id=merchant_id, effective_date__gte=start,
+                                       effective_date__lt=end,
+                                       status__in=(StagingStatus.NEEDS_MANUAL_REVIEW, StagingStatus.PENDING))
+
+
+def period_open_counts(*, merchant_id: str, start_date: dt.date, end_date: dt.date) -> dict:
+    """{"in_review": n, "pending": n, "total": n} of `period_open_entries`."""
+    counts = dict(period_open_entries(merchant_id=merchant_id, start_date=start_date, end_date=end_date)
+                  .order_by().values_list("status").annotate(n=Count("pk")))
+    review, pending = counts.get(StagingStatus.NEEDS_MANUAL_REVIEW, 0), counts.get(StagingStatus.PENDING, 0)
+    return {"in_review": review, "pending": pending, "total": review + pending}
+
+
+def period_close(*, merchant: Merchant, start_date: dt.date, end_date: dt.date, by=None, reason: str = "",
+                 force: bool = False, force_reason: str = "") -> ClosedPeriod:
+    """Closes [start_date, end_date] of the merchant's books. The one rule for every way to close (the
+    `recon.close_period` job's approve from the console, the API or a workflow step): while staging entries
+    dated in the period are in the review queue or PENDING, it raises PeriodHasOpenEntriesError (409, with the
+    counts in `details`) unless `force` is set with a `force_reason` (400 without one); a forced close is
+    audited with the counts and the reason. Every close writes an audit row (OPEN -> CLOSED, by, reason).
+    Afterwards PENDING entries dated in it go to review with PeriodClosedError; resolving into it is refused."""
     if end_date < start_date:
         raise ValidationError({"end_date": ["Must not be before start_date."]})
-    return ClosedPeriod.objects.create(merchant=merchant, start_date=start_date, end_date=end_date,
-                                       closed_by=by if getattr(by, "pk", None) else None, reason=reason)
+    if force and not (force_reason or "").strip():
+        raise ValidationError({"reason": ["A forced close needs a reason."]})
+    user = by if getattr(by, "pk", None) else None
+    with transaction.atomic():
+        Merchant.objects.select_for_update().filter(pk=merchant.pk).first()  # one close of a merchant at a time
+        open_counts = period_open_counts(merchant_id=merchant.pk, start_date=start_date, end_date=end_date)
+        if open_counts["total"] and not force:
+            raise errors.PeriodHasOpenEntriesError(
+                f"{open_counts['total']} staging entries dated in the period are still open "
+                f"({open_counts['in_review']} in review, {open_counts['pending']} pending).", details=open_counts)
+        why = reason or "period closed"
+        if force and open_counts["total"]:
+            why = (f"{why}; forced with {open_counts['total']} open entries ({open_counts['in_review']} in review, "
+                   f"{open_counts['pending']} pending): {force_reason.strip()}")
+        period = ClosedPeriod.objects.create(merchant=merchant, start_date=start_date, end_date=end_date,
+                                             closed_by=user, reason=why)
+        audit.record_many(ClosedPeriod, [(period.pk, "OPEN", "CLOSED")], by=by, reason=why)
+    return period
 
 
 def period_reopen(*, period: ClosedPeriod, by=None) -> ClosedPeriod:
@@ -513,6 +695,7 @@ def period_reopen(*, period: ClosedPeriod, by=None) -> ClosedPeriod:
         period.reopened_at = timezone.now()
         period.reopened_by = by if getattr(by, "pk", None) else None
         period.save(update_fields=["reopened_at", "reopened_by"])
+        audit.record_many(ClosedPeriod, [(period.pk, "CLOSED", "OPEN")], by=by, reason="period reopened")
     return period
 
 
@@ -529,3 +712,88 @@ def engine_trigger(*, timeout_ms: int, worker_id: str | None = None) -> dict:
     totals = Worker(worker_id or make_worker_id("trigger")).drain(budget_seconds=timeout_ms / 1000)
     return {"processed": totals.processed, "succeeded": totals.succeeded, "failed": totals.failed,
             "duration_ms": int((time.monotonic() - started) * 1000)}
+
+
+# --- the review queue, whole filter at a time (the console's "Reprocess/Ignore all N matching") --------------
+
+REVIEW_BULK_ACTIONS = ("reprocess", "ignore")
+
+
+def review_queue_matching(*, which: str = "review", merchant_ids=None, created_after=None, created_before=None):
+    """Staging entries of the review queue: `review` = NEEDS_MANUAL_REVIEW and PENDING entries whose task FAILED
+    or was CANCELLED; `stuck` = only the latter (recon.selectors). `merchant_ids` None means every merchant."""
+    from recon.selectors import staging_entries_in_review, staging_entries_stuck
+
+    qs = staging_entries_stuck() if which == "stuck" else staging_entries_in_review()
+    if merchant_ids is not None:
+        qs = qs.filter(account__merchant_id__in=sorted(merchant_ids))
+    if created_after:
+        qs = qs.filter(created_at__gte=created_after)
+    if created_before:
+        qs = qs.filter(created_at__lt=created_before)
+    return qs
+
+
+def review_queue_resolve_chunk(*, action: str, which: str = "review", merchant_ids=None, created_after=None,
+                               created_before=None, after=None, limit: int = 200, by=None, reason: str = "") -> dict:
+    """One chunk of a bulk reprocess/ignore: the next `limit` review-queue entries (in id order after `after`),
+    each resolved by `staging_entry_resolve` (the one path for the rule; an entry that changed meanwhile or sits in
+    a closed period is skipped). Returns {"seen", "changed", "after"} (`after` None when done)."""
+    if action not in REVIEW_BULK_ACTIONS:
+        raise ValidationError({"action": ["One of reprocess, ignore."]})
+    qs = review_queue_matching(which=which, merchant_ids=merchant_ids, created_after=created_after,
+                               created_before=created_before)
+    if after:
+        qs = qs.filter(pk__gt=after)
+    ids = list(qs.order_by("pk").values_list("pk", flat=True)[:limit])
+    changed = 0
+    for pk in ids:
+        try:
+            staging_entry_resolve(staging_entry_id=pk, action=action, by=by, reason=reason)
+            changed += 1
+        except (errors.ReconError, ValidationError):
+            pass  # not in a legal state any more, or in a closed period: skipped
+    return {"seen": len(ids), "changed": changed, "after": str(ids[-1]) if len(ids) == limit else None}
+
+
+def bank_statements_record(*, account: Account, upload, fmt: str, summaries: list[dict]) -> list:
+    """Stores the statements of an imported file (`recon.ingest.statement_summary` dicts, in file order) and
+    flags each one whose lines do not add up, whose opening balance is not the previous statement's closing
+    balance, or that leaves a gap in the statement numbers (the previous one: the same bank account's latest
+    statement closed on an earlier day; one delivered again is not its own previous). Called inside the import's
+    last transaction."""
+    from recon.models import BankStatement
+
+    if BankStatement.objects.filter(upload=upload).exists():  # a resumed import's last chunk, committed before
+        return []
+    stored = []
+    for s in summaries:
+        previous = None
+        if s["closing_date"] is not None:
+            previous = (BankStatement.objects.filter(account=account, bank_account=s["account"],
+                                                     closing_date__lt=s["closing_date"])
+                        .order_by("-closing_date", "-created_at").first())
+        problems = []
+        if s["balanced"] is False:
+            problems.append("lines_do_not_add_up")
+        if previous is not None and previous.closing_balance is not None and s["opening_balance"] is not None:
+            if Decimal(s["opening_balance"]) != previous.closing_balance:
+                problems.append("opening_differs")
+        if previous is not None and _sequence_gap(previous.sequence, s["sequence"]):
+            problems.append("sequence_gap")
+        stored.append(BankStatement.objects.create(
+            account=account, upload=upload, format=fmt, statement_id=s["statement_id"][:200],
+            bank_account=s["account"][:100], sequence=s["sequence"][:64], currency=s["currency"][:3],
+            opening_balance=s["opening_balance"], closing_balance=s["closing_balance"],
+            opening_date=s["opening_date"], closing_date=s["closing_date"], line_count=s["lines"],
+            lines_total=s["lines_total"], problems=problems))
+    return stored
+
+
+def _sequence_gap(previous: str, current: str) -> bool:
+    """Statement numbers (MT940 `:28C:` before the `/`, camt sequence numbers) that skip one or more."""
+    try:
+        before, now = int(previous.split("/")[0]), int(current.split("/")[0])
+    except (ValueError, AttributeError):
+        return False
+    return now > before + 1

@@ -1,11 +1,11 @@
-"""CSV uploads stored in the database (shared/API.md, "CSV import"; DESIGN.md, "Running it"): every worker on
-every machine reads the file from PostgreSQL, never from the web server's disk.
+"""Imported files (CSV and bank statements) stored in the database (API.md, "File import"; DESIGN.md, "Running
+it"): every worker on every machine reads the file from PostgreSQL, never from the web server's disk.
 
 The bytes are kept in `UploadChunk` rows of `CHUNK_BYTES` each, so memory stays bounded when storing (the
 uploaded file is read piece by piece) and when reading (`open_lines` fetches one chunk at a time).
-`csv_import_start` is the service the API, the admin and `recon_import --job` call: it stores the upload,
-checks the header, refuses the same content twice on an account (unless forced) and creates the
-`recon.import_csv` job, all in one database transaction."""
+`file_import_start` is the service the API, the admin and `recon_import --job` call: it recognises the format
+from the content, checks a CSV's header, stores the upload, refuses the same content twice on an account (unless
+forced) and creates the `recon.import_file` job, all in one database transaction."""
 
 import codecs
 import csv
@@ -16,13 +16,22 @@ from collections.abc import Iterable, Iterator
 from django.conf import settings
 from django.db import transaction
 
-from recon import errors
+from config.textcheck import text_problem
+from recon import errors, statements
 from recon.ingest import COLUMNS, InvalidCsvError, _rows
 from recon.models import Account, ProcessingMode, Upload, UploadChunk
 
 CHUNK_BYTES = 1024 * 1024
 HEADER_PROBE_BYTES = 64 * 1024
-IMPORT_JOB = "recon.import_csv"
+IMPORT_JOB = "recon.import_file"
+FORMAT_CHOICES = ("auto", *statements.FORMATS)
+
+
+class UnsupportedFormatError(errors.ReconError):
+    """The file is none of the formats the import reads (CSV, camt.052/053/054, MT940/942, OFX, BAI2)."""
+
+    code = "unsupported_format"
+    status = 400
 
 
 class UploadTooLargeError(errors.ReconError):
@@ -104,16 +113,17 @@ class _ChunkStream(io.RawIOBase):
         return n
 
 
+def open_bytes(upload: Upload) -> io.BufferedReader:
+    """The upload's bytes as a binary stream, read lazily across chunks (statement parsers take this)."""
+    return io.BufferedReader(_ChunkStream(upload.pk), CHUNK_BYTES)
+
+
 def open_lines(upload: Upload) -> Iterator[str]:
     """The upload's text lines (utf-8-sig, line endings kept, as `open(newline="")` gives them), read lazily
-    across chunks. Invalid UTF-8 raises InvalidCsvError."""
-    text = io.TextIOWrapper(io.BufferedReader(_ChunkStream(upload.pk), CHUNK_BYTES), encoding="utf-8-sig",
-                            newline="")
-    try:
-        yield from text
-    except UnicodeDecodeError as exc:
-        raise InvalidCsvError(f"The file is not valid UTF-8 text ({exc.reason} at byte {exc.start} of a "
-                              "block).") from None
+    across chunks. Bytes that are not UTF-8 become lone surrogates ("surrogateescape"), so the row that holds
+    them is a row error (recon.ingest.cell_problem) and the other rows are imported."""
+    yield from io.TextIOWrapper(io.BufferedReader(_ChunkStream(upload.pk), CHUNK_BYTES), encoding="utf-8-sig",
+                                errors="surrogateescape", newline="")
 
 
 def header_check(first_bytes: bytes) -> None:
@@ -148,32 +158,48 @@ def _first_bytes(file) -> bytes:
     return data
 
 
-def csv_import_start(*, account: Account, file, name: str, processing_mode: str, force: bool = False, by=None,
-                     chunk_rows: int | None = None):
-    """Stores `file` (a Django UploadedFile or any binary file object) and creates the `recon.import_csv` job
-    of the account's merchant, in one transaction. 400 (InvalidCsvError) for a name not ending in .csv, a bad
-    mode or a bad header; 413 above the size limit; 409 when the same content was uploaded to this account
-    before, unless `force`. Returns the job."""
+def file_format(first_bytes: bytes, requested: str = "auto") -> str:
+    """The format to import a file as: `requested`, or recognised from the content when it is `auto` (never
+    from the file name). 400 `unsupported_format` when the content is none of the formats."""
+    if requested not in FORMAT_CHOICES:
+        raise UnsupportedFormatError(f"format must be one of {', '.join(FORMAT_CHOICES)}.",
+                                     details={"format": [f"One of {', '.join(FORMAT_CHOICES)}."]})
+    fmt = statements.detect_format(first_bytes) if requested == "auto" else requested
+    if fmt is None:
+        raise UnsupportedFormatError("The file is not CSV, camt.052/053/054, MT940/942, OFX or BAI2.")
+    return fmt
+
+
+def file_import_start(*, account: Account, file, name: str, processing_mode: str, file_format_name: str = "auto",
+                      force: bool = False, by=None, chunk_rows: int | None = None):
+    """Stores `file` (a Django UploadedFile or any binary file object) and creates the `recon.import_file` job
+    of the account's merchant, in one transaction. 400 for a bad mode, an unsupported format
+    (`unsupported_format`) or a CSV whose header lacks a column (`invalid_csv`); 413 above the size limit; 409
+    when the same content was uploaded to this account before, unless `force`. Returns the job."""
     from jobs import services as job_services
 
-    if not name or not name.lower().endswith(".csv"):
-        raise InvalidCsvError("The file name must end in .csv.", details={"file": ["The file name must end in .csv."]})
+    if name and (problem := text_problem(name)) is not None:
+        raise InvalidCsvError(f"The file name {problem}.", details={"file": [f"The file name {problem}."]})
     if processing_mode not in ProcessingMode.values:
         raise InvalidCsvError(f"processing_mode must be one of {', '.join(ProcessingMode.values)}.",
                               details={"processing_mode": [f"One of {', '.join(ProcessingMode.values)}."]})
     size = getattr(file, "size", None)
     if size is not None and size > max_bytes():
         raise too_large(size)
-    header_check(_first_bytes(file))
+    head = _first_bytes(file)
+    fmt = file_format(head, file_format_name)
+    if fmt == "csv":
+        header_check(head)
     with transaction.atomic():
-        upload = upload_store(account=account, name=name, source=_file_chunks(file), created_by=by)
+        upload = upload_store(account=account, name=name or "upload", source=_file_chunks(file), created_by=by)
         # One upload decision at a time per account, so two identical uploads cannot both pass the check.
         Account.objects.select_for_update().filter(pk=account.pk).first()
         earlier = Upload.objects.filter(account=account, sha256=upload.sha256).exclude(pk=upload.pk).first()
         if earlier is not None and not force:
             raise DuplicateUploadError(details={"upload_id": str(earlier.pk), "name": earlier.name,
                                                 "uploaded_at": earlier.created_at.isoformat()})
-        params = {"account_id": str(account.pk), "upload_id": str(upload.pk), "processing_mode": processing_mode}
+        params = {"account_id": str(account.pk), "upload_id": str(upload.pk), "processing_mode": processing_mode,
+                  "format": fmt}
         if chunk_rows:
             params["chunk_rows"] = chunk_rows
         return job_services.job_create(job_type=IMPORT_JOB, params=params, owner=by,

@@ -1,9 +1,13 @@
 """Recon HTTP API (shared/API.md). Thin: look up objects the caller can see (404 otherwise, before any role
 check), check the role, call a service, render."""
 
+import datetime as dt
 import uuid
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db.models import F
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from django.core.files.uploadhandler import FileUploadHandler
 from django.db.models.fields.json import KeyTextTransform
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -13,12 +17,13 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from config.api import Pagination
-from recon import access, balances, reports, services, uploads
+from recon import access, balances, exports, reports, services, uploads
 from recon.balances import with_balance_sums
-from recon.models import (Account, ClosedPeriod, Entry, EntryStatus, Merchant, ReconRule, StagingEntry, StagingStatus,
+from recon.models import (Account, BankStatement, ClosedPeriod, Entry, EntryStatus, Merchant, ReconRule, StagingEntry, StagingStatus,
                           Transaction, TransactionStatus)
 from recon.serializers import (AccountCreateSerializer, AccountRenameSerializer, AccountSerializer,
-                               BalanceSerializer, ClosedPeriodSerializer, CsvUploadAcceptedSerializer, CsvUploadSerializer,
+                               BankStatementSerializer,
+                               BalanceSerializer, ClosedPeriodSerializer, FileUploadAcceptedSerializer, FileUploadSerializer,
                                EntrySerializer, ErrorSerializer, MerchantSerializer, ReconRuleCreateSerializer,
                                ReconRuleSerializer, ResolveSerializer, StagingEntryCreateSerializer,
                                StagingEntrySerializer, TransactionSerializer, TriggerResultSerializer,
@@ -82,12 +87,14 @@ def status_filter(request, choices) -> str | None:
 
 class MerchantListView(GenericAPIView):
     serializer_class = MerchantSerializer
+    queryset = Merchant.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(operation_id="merchants_list", responses={200: MerchantSerializer(many=True)})
     def get(self, request):
         return paginated(self, request, scope(request, Merchant.objects.order_by("merchant_id"), "pk"),
                          MerchantSerializer)
 
+    @extend_schema(request=MerchantSerializer, responses={201: MerchantSerializer})
     def post(self, request):
         if not request.user.is_staff:
             raise exceptions.PermissionDenied("Only staff create merchants.")
@@ -109,6 +116,7 @@ class MerchantDetailView(GenericAPIView):
 
 class AccountListView(GenericAPIView):
     serializer_class = AccountSerializer
+    queryset = Account.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(operation_id="merchants_accounts_list", responses={200: AccountSerializer(many=True)})
     def get(self, request, merchant_id):
@@ -136,18 +144,23 @@ class AccountDetailView(GenericAPIView):
     def get(self, request, merchant_id, account_id):
         return Response(AccountSerializer(self._get(request, merchant_id, account_id)).data)
 
-    @extend_schema(request=AccountRenameSerializer, responses={200: AccountSerializer})
-    def put(self, request, merchant_id, account_id):
+    def _rename(self, request, merchant_id, account_id, *, partial: bool):
         account = self._get(request, merchant_id, account_id)
         require_operator(request, account.merchant_id)
-        data = AccountRenameSerializer(data=request.data)
+        data = AccountRenameSerializer(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
-        account = services.account_rename(account=account, account_name=data.validated_data["account_name"])
+        if "account_name" in data.validated_data:
+            account = services.account_rename(account=account, account_name=data.validated_data["account_name"])
         return Response(AccountSerializer(account).data)
 
     @extend_schema(request=AccountRenameSerializer, responses={200: AccountSerializer})
+    def put(self, request, merchant_id, account_id):
+        return self._rename(request, merchant_id, account_id, partial=False)
+
+    @extend_schema(request=AccountRenameSerializer, responses={200: AccountSerializer})
     def patch(self, request, merchant_id, account_id):
-        return self.put(request, merchant_id, account_id)
+        """Like PUT, but `account_name` may be left out (then nothing changes)."""
+        return self._rename(request, merchant_id, account_id, partial=True)
 
     def delete(self, request, merchant_id, account_id):
         account = self._get(request, merchant_id, account_id)
@@ -169,6 +182,7 @@ class AccountBalancesView(GenericAPIView):
 
 class ReconRuleListView(GenericAPIView):
     serializer_class = ReconRuleSerializer
+    queryset = ReconRule.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(operation_id="merchants_recon_rules_list", responses={200: ReconRuleSerializer(many=True)})
     def get(self, request, merchant_id):
@@ -210,8 +224,10 @@ class ReconRuleDetailView(GenericAPIView):
 
 class StagingEntryListView(GenericAPIView):
     serializer_class = StagingEntrySerializer
+    queryset = StagingEntry.objects.none()  # for the schema only; lists are scoped per request
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=StagingStatus.values)])
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=StagingStatus.values)],
+                   responses={200: StagingEntrySerializer(many=True)})
     def get(self, request, account_id):
         account = get_account(request, account_id)
         qs = StagingEntry.objects.filter(account=account).order_by("-created_at", "staging_entry_id")
@@ -257,7 +273,7 @@ def _truthy(value) -> bool:
 
 
 class StagingEntryFileView(GenericAPIView):
-    serializer_class = CsvUploadSerializer
+    serializer_class = FileUploadSerializer
     parser_classes = [MultiPartParser, FormParser]
 
     def initialize_request(self, request, *args, **kwargs):
@@ -266,16 +282,17 @@ class StagingEntryFileView(GenericAPIView):
 
     @extend_schema(
         operation_id="accounts_staging_entries_files_create",
-        request={"multipart/form-data": CsvUploadSerializer},
+        request={"multipart/form-data": FileUploadSerializer},
         parameters=[OpenApiParameter("force", bool, description="Import even if the same file content was "
                                                                 "uploaded to this account before.")],
         responses={
-            202: CsvUploadAcceptedSerializer,
-            400: OpenApiResponse(ErrorSerializer, description="No file, a name not ending in .csv, a missing or "
-                                                              "invalid processing_mode, or a bad header row "
-                                                              "(code `invalid_csv`; checked at upload). Problems "
-                                                              "in data rows end in the job's report; malformed "
-                                                              "CSV further down fails the job."),
+            202: FileUploadAcceptedSerializer,
+            400: OpenApiResponse(ErrorSerializer, description="No file, a missing or invalid processing_mode, a "
+                                                              "file of no supported format (code "
+                                                              "`unsupported_format`), or a CSV header that lacks a "
+                                                              "column (code `invalid_csv`). Problems in CSV rows "
+                                                              "end in the job's report; a statement file that "
+                                                              "cannot be parsed fails the job, writing nothing."),
             403: OpenApiResponse(ErrorSerializer, description="Not an operator of the account's merchant."),
             404: OpenApiResponse(ErrorSerializer, description="Unknown account, or another merchant's."),
             409: OpenApiResponse(ErrorSerializer, description="Same content already uploaded to this account "
@@ -284,8 +301,8 @@ class StagingEntryFileView(GenericAPIView):
                                                               "`payload_too_large`)."),
         })
     def post(self, request, account_id):
-        """Uploads a CSV file of staging entries; the import runs as a `recon.import_csv` job whose `result`
-        is the report. The file is stored in the database, so any worker can run the job."""
+        """Uploads a CSV or bank-statement file of staging entries; the import runs as a `recon.import_file` job
+        whose `result` is the report. The file is stored in the database, so any worker can run the job."""
         account = get_account(request, account_id)
         require_operator(request, account.merchant_id)
         try:
@@ -295,16 +312,17 @@ class StagingEntryFileView(GenericAPIView):
         if length > uploads.max_bytes() + MULTIPART_SLACK:
             raise uploads.too_large(length)
         try:
-            data = CsvUploadSerializer(data=request.data)
+            data = FileUploadSerializer(data=request.data)
         except RequestDataTooBig:
             raise uploads.too_large() from None
         except SuspiciousOperation as exc:
             raise exceptions.ValidationError({"file": [str(exc) or "Malformed upload."]}) from None
         data.is_valid(raise_exception=True)
         file = data.validated_data["file"]
-        job = uploads.csv_import_start(account=account, file=file, name=file.name,
-                                       processing_mode=data.validated_data["processing_mode"],
-                                       force=_truthy(request.query_params.get("force")), by=request.user)
+        job = uploads.file_import_start(account=account, file=file, name=file.name,
+                                        processing_mode=data.validated_data["processing_mode"],
+                                        file_format_name=data.validated_data["format"],
+                                        force=_truthy(request.query_params.get("force")), by=request.user)
         return Response({"job_id": str(job.pk), "status_url": f"/api/jobs/{job.pk}/"},
                         status=status.HTTP_202_ACCEPTED)
 
@@ -341,12 +359,14 @@ class StagingEntryResolveView(GenericAPIView):
 
 class TransactionListView(GenericAPIView):
     serializer_class = TransactionSerializer
+    queryset = Transaction.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(parameters=[OpenApiParameter("status", str, enum=TransactionStatus.values),
                                OpenApiParameter("logical_transaction_id", str),
                                OpenApiParameter("version", int),
                                OpenApiParameter("match_group", str, description="The transactions of one group "
-                                                "(grouped matching: metadata.match_group).")])
+                                                "(grouped matching: metadata.match_group).")],
+                   responses={200: TransactionSerializer(many=True)})
     def get(self, request, merchant_id):
         merchant = get_merchant(request, merchant_id)
         qs = Transaction.objects.filter(merchant=merchant).prefetch_related("entries").order_by(
@@ -366,8 +386,10 @@ class TransactionListView(GenericAPIView):
 
 class AccountEntryListView(GenericAPIView):
     serializer_class = EntrySerializer
+    queryset = Entry.objects.none()  # for the schema only; lists are scoped per request
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=EntryStatus.values)])
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=EntryStatus.values)],
+                   responses={200: EntrySerializer(many=True)})
     def get(self, request, account_id):
         account = get_account(request, account_id)
         qs = Entry.objects.filter(account=account).order_by("-effective_date", "-created_at", "entry_id")
@@ -376,10 +398,83 @@ class AccountEntryListView(GenericAPIView):
         return paginated(self, request, qs, EntrySerializer)
 
 
+class AccountStatementListView(GenericAPIView):
+    serializer_class = BankStatementSerializer
+
+    @extend_schema(operation_id="accounts_statements_list", responses={200: BankStatementSerializer(many=True)})
+    def get(self, request, account_id):
+        """The bank statements imported to the account, newest closing day first, each with the bank's balances,
+        the problems found (lines not adding up, an opening balance that is not the previous closing one, a gap
+        in the statement numbers) and the ledger's posted balance on its closing day."""
+        account = get_account(request, account_id)
+        qs = BankStatement.objects.filter(account=account).select_related("account").order_by(
+            F("closing_date").desc(nulls_last=True), "-created_at")
+        return paginated(self, request, qs, BankStatementSerializer)
+
+
+class ExportView(GenericAPIView):
+    serializer_class = None
+    TABLES = ("review-queue", "unmatched-expectations", "transactions", "period-summary")
+
+    def perform_content_negotiation(self, request, force=False):
+        """`?format=` names the export's file format here, not a DRF renderer (errors stay JSON)."""
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        operation_id="merchants_exports_retrieve",
+        parameters=[OpenApiParameter("table", str, OpenApiParameter.PATH, enum=TABLES),
+                    OpenApiParameter("format", str, enum=exports.FORMATS, description="csv (default) or xlsx"),
+                    OpenApiParameter("account_id", str, description="review-queue, unmatched-expectations: one "
+                                                                     "account only"),
+                    OpenApiParameter("start_date", str, description="transactions, period-summary (YYYY-MM-DD)"),
+                    OpenApiParameter("end_date", str, description="transactions, period-summary (YYYY-MM-DD)")],
+        responses={(200, "text/csv"): OpenApiTypes.BINARY,
+                   400: OpenApiResponse(ErrorSerializer, description="Bad format, account or dates."),
+                   404: OpenApiResponse(ErrorSerializer, description="Unknown merchant or table.")})
+    def get(self, request, merchant_id, table):
+        """A table streamed as CSV or XLSX: the review queue, unmatched expectations with their age, a
+        period's ledger legs, or the period-close summary. Formula-like text is written inert."""
+        merchant = get_merchant(request, merchant_id)
+        if table not in self.TABLES:
+            raise exceptions.NotFound("Unknown export.")
+        fmt = request.query_params.get("format") or "csv"
+        if fmt not in exports.FORMATS:
+            raise exceptions.ValidationError({"format": [f"One of {', '.join(exports.FORMATS)}."]})
+        account_id = request.query_params.get("account_id")
+        if table in ("review-queue", "unmatched-expectations"):
+            scope = {"account__merchant": merchant}
+            if account_id:
+                scope["account"] = get_account(request, account_id, Account.objects.filter(merchant=merchant))
+            data = (exports.review_queue(StagingEntry.objects.filter(**scope)) if table == "review-queue"
+                    else exports.unmatched_expectations(Entry.objects.filter(**scope)))
+        else:
+            dates = _period_dates(request)
+            make = exports.period_transactions if table == "transactions" else exports.period_summary
+            data = make(merchant_id=merchant.pk, **dates)
+        response = StreamingHttpResponse(exports.RENDERERS[fmt](data), content_type=exports.CONTENT_TYPES[fmt])
+        response["Content-Disposition"] = f'attachment; filename="{exports.filename(data, fmt)}"'
+        return response
+
+
+def _period_dates(request) -> dict:
+    problems, dates = {}, {}
+    for name in ("start_date", "end_date"):
+        try:
+            dates[name] = dt.date.fromisoformat(request.query_params.get(name) or "")
+        except ValueError:
+            problems[name] = ["A date (YYYY-MM-DD) is required."]
+    if not problems and dates["end_date"] < dates["start_date"]:
+        problems["end_date"] = ["Must not be before start_date."]
+    if problems:
+        raise exceptions.ValidationError(problems)
+    return dates
+
+
 # --- closed periods -----------------------------------------------------------------------------------
 
 class ClosedPeriodListView(GenericAPIView):
     serializer_class = ClosedPeriodSerializer
+    queryset = ClosedPeriod.objects.none()  # for the schema only; lists are scoped per request
 
     @extend_schema(operation_id="merchants_periods_list", responses={200: ClosedPeriodSerializer(many=True)})
     def get(self, request, merchant_id):

@@ -85,17 +85,18 @@ class Processes:
         return dict(os.environ, DATABASE_URL=database_url(), PYTHONUNBUFFERED="1",
                     **{k: str(v) for k, v in extra.items()})
 
-    def start(self, args: list[str], **env) -> subprocess.Popen:
-        """Starts `python *args` in its own process group; output goes to a log file (see `output`)."""
+    def start(self, args: list[str], *, prefix: tuple[str, ...] = (), **env) -> subprocess.Popen:
+        """Starts `python *args` (behind `prefix`, such as `unshare ...`) in its own process group; output goes
+        to a log file (see `output`)."""
         log = open(self.log_dir / f"proc{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env(**env),
+        proc = subprocess.Popen([*prefix, sys.executable, *args], cwd=ROOT, env=self.env(**env),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.log_path = log.name
         self.procs.append(proc)
         return proc
 
     def output(self) -> str:
-        return "\n".join(f"--- {' '.join(p.args[1:])} (pid {p.pid})\n" + Path(p.log_path).read_text()[-4000:]
+        return "\n".join(f"--- {' '.join(p.args)} (pid {p.pid})\n" + Path(p.log_path).read_text()[-4000:]
                          for p in self.procs)
 
     def kill_all(self):

@@ -3,9 +3,9 @@ persistent one of `make run`.
 
     python -m tests.pgserver [--durable] [--data DIR] [--reuse] -- COMMAND ...
 
-Starts a server on a random free port (TCP on 127.0.0.1 only), runs COMMAND with DATABASE_URL (and PGBINDIR)
-exported, and stops the server when COMMAND ends. SIGINT, SIGTERM and SIGHUP are passed on to COMMAND, and so is
-the death of this process's parent (as SIGTERM): the server is stopped only after COMMAND has exited.
+Starts a server on a random free port (TCP on 127.0.0.1 only), runs COMMAND with DATABASE_URL (and PGBINDIR,
+PGDATA) exported, and stops the server when COMMAND ends. SIGINT, SIGTERM and SIGHUP are passed on to COMMAND, and so
+is the death of this process's parent (as SIGTERM): the server is stopped only after COMMAND has exited.
 
 - Throwaway (default): initdb into a temporary directory, fsync off; deleted afterwards. `--durable` keeps fsync
   on, with the usual write-heavy settings (max_wal_size 4GB, random_page_cost 1.1; benchmarks).
@@ -217,7 +217,9 @@ def main(argv: list[str]) -> int:
         print(f"pgserver: PostgreSQL {server_version(server.bindir)} on {server.url} ({server.bindir}, fsync "
               f"{'on' if server.durable else 'off'}{', data in ' + server.data if server.persistent else ''})",
               flush=True)
-        return run_command(cmd, dict(os.environ, DATABASE_URL=server.url, PGBINDIR=server.bindir))
+        # PGDATA lets the reliability suite restart the server mid-run (tests/reliability).
+        return run_command(cmd, dict(os.environ, DATABASE_URL=server.url, PGBINDIR=server.bindir,
+                                     PGDATA=server.data))
     finally:
         server.stop()
 

@@ -19,8 +19,8 @@ from django.urls import reverse
 from config.console import ConsoleSite, StaffOnly, TenantScoped
 from jobs import services as job_services
 from jobs.models import Job, JobEvent
-from recon import uploads
-from recon.models import (Account, ClosedPeriod, Entry, MerchantMembership, ReconRule, StagingEntry, StagingStatus,
+from recon import services, uploads
+from recon.models import (Account, BankStatement, ClosedPeriod, Entry, MerchantMembership, ReconRule, StagingEntry, StagingStatus,
                           Transaction, Upload)
 from tests.recon.factories import AccountFactory, MerchantFactory, ReconRuleFactory, stage
 from tracker.models import ProcessTracker
@@ -34,7 +34,7 @@ LEVEL = {
     "recon.merchant": "view", "recon.merchantmembership": "staff", "recon.account": "operate",
     "recon.reconrule": "operate", "recon.transaction": "view", "recon.entry": "view", "recon.stagingentry": "operate",
     "recon.closedperiod": "view", "recon.upload": "view", "tracker.processtracker": "operate",
-    "tracker.workerheartbeat": "staff", "jobs.job": "operate", "jobs.jobevent": "view",
+    "tracker.workerheartbeat": "staff", "jobs.job": "operate", "jobs.jobevent": "view", "recon.bankstatement": "view",
 }
 # An object of the given merchant, per tenant-scoped admin.
 OBJECT_OF = {
@@ -47,6 +47,7 @@ OBJECT_OF = {
                                                                status=StagingStatus.NEEDS_MANUAL_REVIEW).first(),
     "recon.closedperiod": lambda m: ClosedPeriod.objects.filter(merchant=m).first(),
     "recon.upload": lambda m: Upload.objects.filter(account__merchant=m).first(),
+    "recon.bankstatement": lambda m: BankStatement.objects.filter(account__merchant=m).first(),
     "tracker.processtracker": lambda m: ProcessTracker.objects.filter(tenant=m.pk).order_by("created_at").first(),
     "jobs.job": lambda m: Job.objects.filter(merchant_id=m.pk).first(),
     "jobs.jobevent": lambda m: JobEvent.objects.filter(job__merchant_id=m.pk).first(),
@@ -86,10 +87,18 @@ class World:
             Worker("matrix").drain(budget_seconds=20)
             ClosedPeriod.objects.create(merchant=merchant, start_date=dt.date(2020, 1, 1),
                                         end_date=dt.date(2020, 1, 31), closed_by=self.staff)
-            uploads.csv_import_start(account=payments, file=io.BytesIO(
+            uploads.file_import_start(account=payments, file=io.BytesIO(
                 b"order_id,amount,currency,transaction_date,type\nx,1.00,USD,2026-11-01,Payment\n"),
                 name=f"{name}.csv", processing_mode="TRANSACTION", by=by)
-        self.personal = job_services.job_create(job_type="jobs.countdown", params={"steps": 1}, owner=self.op_a)
+            services.bank_statements_record(account=bank, upload=Upload.objects.filter(account=payments).first(),
+                                            fmt="mt940", summaries=[{
+                "statement_id": f"{name}-1", "account": "IBAN", "currency": "USD", "sequence": "1",
+                "opening_balance": "0", "closing_balance": "1", "opening_date": None, "closing_date": "2026-11-01",
+                "lines": 1, "lines_total": "1", "balanced": True}])
+        # Demo types are staff-only to start (issue 17, item 7): the personal job is created by the system for op_a.
+        self.personal = job_services.job_create(job_type="jobs.countdown", params={"steps": 1})
+        Job.objects.filter(pk=self.personal.pk).update(owner=self.op_a)
+        self.personal.refresh_from_db()
         self.clients = {}
         for who in ("staff", "op_a", "viewer_a", "op_b"):
             client = Client()
@@ -164,7 +173,8 @@ def test_admin_pages_matrix(world):
 
 
 # Values for the other URL parameters of custom views (django-fsm-2's transition view).
-URL_PARAMS = {"recon.stagingentry": {"transition_name": "ignore"}, "tracker.processtracker": {"transition_name": "cancel"}}
+URL_PARAMS = {"recon.stagingentry": {"transition_name": "ignore"}, "tracker.processtracker": {"transition_name": "cancel"},
+              "recon.closedperiod": {"job_id": "00000000-0000-7000-8000-000000000000"}}  # no such job: redirect
 
 
 def custom_urls(model_admin):
@@ -252,7 +262,8 @@ def test_operators_actions_change_only_their_merchants_rows(world):
     review = {m: StagingEntry.objects.get(account__merchant=m, status=StagingStatus.NEEDS_MANUAL_REVIEW)
               for m in (world.alpha, world.beta)}
     resp = world.clients["op_a"].post(reverse("admin:recon_stagingentry_changelist"), follow=True, data={
-        "action": "ignore_selected", "_selected_action": [str(review[world.alpha].pk), str(review[world.beta].pk)]})
+        "action": "ignore_selected", "_selected_action": [str(review[world.alpha].pk), str(review[world.beta].pk)],
+        "apply": "1", "reason": "duplicate"})
     assert resp.status_code == 200
     statuses = {m.pk: StagingEntry.objects.get(pk=e.pk).status for m, e in review.items()}
     assert statuses == {"alpha-co": StagingStatus.ARCHIVED, "beta-co": StagingStatus.NEEDS_MANUAL_REVIEW}

@@ -17,3 +17,13 @@ def scope(queryset, user, field: str = "tenant"):
 
 def can_operate(user, tenant: str) -> bool:
     return policy().can_operate(user, tenant)
+
+
+def operable_tenants(user) -> set[str] | None:
+    """The tenants `user` may change (None: every tenant, for staff); empty for users who operate none."""
+    if hasattr(policy(), "operable_tenants"):
+        return policy().operable_tenants(user)
+    tenants = policy().visible_tenants(user)
+    if tenants is None:
+        return None
+    return {t for t in tenants if can_operate(user, t)}

@@ -16,9 +16,10 @@ from tracker.models import Transition
 
 
 def _actor(by) -> dict:
+    """A user (its id and, kept for good, its name) or a worker id / system name."""
     if isinstance(by, AbstractBaseUser):
-        return {"by_user": by if by.pk else None, "by_worker": ""}
-    return {"by_user": None, "by_worker": str(by or "")}
+        return {"by_user": by if by.pk else None, "by_worker": "", "by_name": by.get_username()[:150]}
+    return {"by_user": None, "by_worker": str(by or ""), "by_name": ""}
 
 
 def record_many(model, changes: Iterable[tuple[object, str, str]], *, by=None, reason: str = "") -> int:
@@ -38,9 +39,10 @@ def record_rows(rows: Iterable[tuple[int, object, str, str, str]], *, by=None, a
     if not rows:
         return 0
     # The COPY text is built here: statuses are plain words.
-    common = f"\t{at.isoformat()}\t{'\\N' if user_id is None else user_id}\t{copy_text(actor['by_worker'])}\t"
+    common = (f"\t{at.isoformat()}\t{'\\N' if user_id is None else user_id}\t{copy_text(actor['by_worker'])}"
+              f"\t{copy_text(actor['by_name'])}\t")
     copy_rows(Transition._meta.db_table, ("content_type_id", "object_id", "from_status", "to_status", "at",
-                                          "by_user_id", "by_worker", "reason"),
+                                          "by_user_id", "by_worker", "by_name", "reason"),
               "".join([f"{ct_id}\t{copy_text(str(oid))}\t{src}\t{dst}{common}{copy_text(reason[:2000])}\n"
                        for ct_id, oid, src, dst, reason in rows]))
     return len(rows)

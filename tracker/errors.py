@@ -49,6 +49,13 @@ class TaskStateConflict(Conflict):
     code = "illegal_transition"
 
 
+class InvalidBulkRequest(TrackerError):
+    """The bulk action or its filter is not valid."""
+
+    code = "invalid_bulk_request"
+    status = 400
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Errors say whether they are retryable; unknown exceptions are retryable until attempts run out."""
     return getattr(exc, "retryable", True)

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KT
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
 
@@ -21,6 +22,8 @@ class TaskStatus(models.TextChoices):
 
 S = TaskStatus
 DUE_STATUSES = (S.PENDING, S.RETRY)
+# Payload keys whose values the task search finds by an index (a staging entry id, a job id, an upload id).
+PAYLOAD_SEARCH_KEYS = ("staging_entry_id", "job_id", "upload_id")
 FINISHED_STATUSES = (S.COMPLETED, S.FAILED, S.CANCELLED)
 
 
@@ -75,6 +78,14 @@ class ProcessTracker(FSMModelMixin, models.Model):
             # In the lists' exact order (created_at, task_id), so the planner never prefers walking created_at.
             models.Index(fields=["status", "created_at", "task_id"], name="tracker_attention_idx",
                          condition=Q(status__in=["FAILED", "CANCELLED", "RETRY"])),
+            # Queue lag and due counts per queue (tracker.counters.queue_rows): the oldest due task of a queue
+            # is the first entry of its range, and the not-yet-due ones a short range after `now`.
+            models.Index(fields=["queue", "run_after"], name="tracker_queue_due_idx",
+                         condition=Q(status__in=["PENDING", "RETRY"])),
+            # Payload search (the admin's search box, jobs._cancel_due_tasks): the ids that payloads carry,
+            # each a partial expression index over the tasks that have the key (PAYLOAD_SEARCH_KEYS).
+            *[models.Index(KT(f"payload__{key}"), name=f"tracker_payload_{key.split('_')[0]}_idx",
+                           condition=Q(payload__has_key=key)) for key in PAYLOAD_SEARCH_KEYS],
         ]
         constraints = [
             models.UniqueConstraint(fields=["dedupe_key"], name="tracker_dedupe_unfinished",
@@ -147,6 +158,8 @@ class Transition(models.Model):
     by_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                 related_name="+", db_index=False)  # audit_by_user_idx (partial)
     by_worker = models.CharField(max_length=128, blank=True, default="")
+    # The user's name when the row was written: who made a change survives the user's deletion.
+    by_name = models.CharField(max_length=150, blank=True, default="")
     reason = models.TextField(blank=True, default="")
 
     class Meta:
@@ -162,21 +175,29 @@ class Transition(models.Model):
     @property
     def by(self) -> str:
         if self.by_user_id:
-            return self.by_user.get_username() if self.by_user else f"user:{self.by_user_id}"
-        return self.by_worker or "system"
+            return self.by_user.get_username()
+        return self.by_name or self.by_worker or "system"
 
     def __str__(self):
         return f"{self.from_status} -> {self.to_status} by {self.by}"
 
 
 class WorkerHeartbeat(models.Model):
-    """One consumer slot of the cluster. A consumer loop owns a slot while it beats; a slot whose beat is
-    stale is free, and the maintenance schedule starts a consumer for it."""
+    """One consumer slot of one cluster process (`TRACKER_CONSUMERS` slots per cluster). A consumer loop owns
+    its cluster's slot while it beats; only that cluster starts consumers for its slots (tracker.worker). Rows of
+    clusters that stopped beating long ago are deleted by the maintenance schedule."""
 
-    slot = models.PositiveSmallIntegerField(primary_key=True)
-    worker_id = models.CharField(max_length=128, blank=True, default="")
+    id = models.BigAutoField(primary_key=True)
+    cluster = models.CharField(max_length=32, help_text="Random id of the cluster process (tracker.cluster).")
+    slot = models.PositiveSmallIntegerField()
+    host = models.CharField(max_length=100, blank=True, default="")
+    cluster_pid = models.PositiveIntegerField(null=True, blank=True, help_text="The cluster's sentinel process.")
+    machine = models.CharField(max_length=255, blank=True, default="",
+                              help_text="Host, boot and PID namespace: where the pids can be checked.")
+    worker_id = models.CharField(max_length=128, blank=True, default="", help_text="The owner; empty when free.")
+    pid = models.PositiveIntegerField(null=True, blank=True, help_text="The owner's process.")
     started_at = models.DateTimeField(null=True, blank=True)
-    beat_at = models.DateTimeField(null=True, blank=True)
+    beat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the slot's cluster.")
     enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When a consumer was last asked to start.")
     request_token = models.CharField(max_length=32, blank=True, default="",
                                      help_text="Token of the current start request; older requests exit at once.")
@@ -184,6 +205,127 @@ class WorkerHeartbeat(models.Model):
 
     class Meta:
         db_table = "tracker_worker_heartbeat"
+        ordering = ["cluster", "slot"]
+        constraints = [models.UniqueConstraint(fields=["cluster", "slot"], name="tracker_heartbeat_cluster_slot")]
 
     def __str__(self):
-        return f"slot {self.slot}: {self.worker_id or '-'}"
+        return f"{self.host}:{self.cluster_pid} ({self.cluster}) slot {self.slot}: {self.worker_id or '-'}"
+
+
+
+class Outcome(models.TextChoices):
+    """How a task left PROCESSING (or, for CANCELLED, a due state), as the finished-task counters see it."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRIED = "retried"
+    CANCELLED = "cancelled"
+
+
+class TaskCounter(models.Model):
+    """Tasks finished in one minute (resolution 60) or, after the rollup, one hour (3600), by tenant, type, queue,
+    outcome and the worker that finished them, with the sums of their run and wait seconds. Written by an upsert
+    in the transaction that finishes the tasks (tracker.counters), one per statement, never a row per task; the
+    worker column keeps two consumers from ever updating the same row (rolled-up rows have worker '')."""
+
+    id = models.BigAutoField(primary_key=True)
+    resolution = models.PositiveIntegerField(default=60, help_text="Seconds covered by the bucket: 60 or 3600.")
+    bucket = models.DateTimeField(help_text="Start of the minute or hour.")
+    tenant = models.CharField(max_length=64, blank=True, default="")
+    task_type = models.CharField(max_length=64)
+    queue = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    worker = models.CharField(max_length=128, blank=True, default="")
+    count = models.BigIntegerField(default=0)
+    run_seconds = models.FloatField(default=0.0, help_text="Sum of the tasks' run durations.")
+    wait_seconds = models.FloatField(default=0.0, help_text="Sum of the time from due to claimed.")
+    run_max = models.FloatField(default=0.0, help_text="Longest run duration.")
+
+    class Meta:
+        db_table = "tracker_task_counter"
+        indexes = [models.Index(fields=["bucket"], name="tracker_counter_bucket_idx")]  # reads by time range
+        constraints = [
+            models.UniqueConstraint(fields=["resolution", "bucket", "tenant", "task_type", "queue", "outcome",
+                                            "worker"], name="tracker_counter_key"),
+        ]
+
+    def __str__(self):
+        return f"{self.bucket:%Y-%m-%d %H:%M} {self.task_type} {self.outcome}: {self.count}"
+
+
+class TaskTotal(models.Model):
+    """Finished tasks of all time up to `CounterWatermark("totals")` (the counters' rows before it, folded in by
+    tracker.counters.fold_totals), so a scrape adds only the minutes since; they outlive the counters' retention."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.CharField(max_length=64, blank=True, default="")
+    task_type = models.CharField(max_length=64)
+    queue = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    count = models.BigIntegerField(default=0)
+    run_seconds = models.FloatField(default=0.0)
+    wait_seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        db_table = "tracker_task_total"
+        constraints = [models.UniqueConstraint(fields=["tenant", "task_type", "queue", "outcome"],
+                                               name="tracker_total_key")]
+
+
+class CounterWatermark(models.Model):
+    """How far the counters have been folded into `TaskTotal` (counter buckets before `at`)."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        db_table = "tracker_counter_watermark"
+
+
+class TaskStatusCount(models.Model):
+    """Tasks now in each status per tenant, queue and type: what `tracker_status_delta` rows (written by statement
+    triggers on the task table, migration 0008) add up to after compaction (tracker.counters.compact). Readers
+    add both tables, so they never count the task table."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.CharField(max_length=64, blank=True, default="")
+    queue = models.CharField(max_length=64)
+    task_type = models.CharField(max_length=64)
+    status = models.CharField(max_length=16)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "tracker_status_count"
+        constraints = [models.UniqueConstraint(fields=["tenant", "queue", "task_type", "status"],
+                                               name="tracker_status_count_key")]
+
+
+class TaskQueue(models.Model):
+    """A queue's control row: paused queues are not claimed by any consumer (the claim reads this table)."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    paused = models.BooleanField(default=False)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    changed_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        db_table = "tracker_queue"
+
+    def __str__(self):
+        return f"{self.name}{' (paused)' if self.paused else ''}"
+
+
+class QueueSample(models.Model):
+    """A queue's depth and lag in one minute (the last sample taken in it), for the dashboard's charts over time.
+    Taken by the consumers every few seconds (tracker.services.counters_tick); kept COUNTER_RETENTION_DAYS."""
+
+    id = models.BigAutoField(primary_key=True)
+    minute = models.DateTimeField()
+    queue = models.CharField(max_length=64)
+    due = models.BigIntegerField(default=0)
+    running = models.BigIntegerField(default=0)
+    lag_seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        db_table = "tracker_queue_sample"
+        constraints = [models.UniqueConstraint(fields=["minute", "queue"], name="tracker_queue_sample_key")]

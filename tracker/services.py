@@ -12,14 +12,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Case, Count, Min, Subquery, Value, When
+from django.db.models import Case, Q, TextField, Value, When
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.module_loading import import_string
 
-from tracker import audit, registry, wakeup
-from tracker.bulk import insert_select_sql, models_from_rows, select_columns
-from tracker.errors import LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
-from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus, Transition
+from tracker import audit, counters, registry, wakeup
+from tracker.bulk import array_literal, insert_select_sql, models_from_rows, select_columns
+from tracker.errors import InvalidBulkRequest, LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
+from tracker.models import (DUE_STATUSES, FINISHED_STATUSES, PAYLOAD_SEARCH_KEYS, Outcome, ProcessTracker, TaskQueue,
+                            TaskStatus, Transition)
 
 S = TaskStatus
 log = logging.getLogger(__name__)
@@ -32,20 +38,22 @@ class TaskSpec:
     tenant: str = ""
     dedupe_key: str | None = None
     run_after: dt.datetime | None = None
+    priority: int | None = None  # None: the handler's
 
 
 def _build(spec: TaskSpec, now: dt.datetime) -> ProcessTracker:
     handler = registry.get(spec.task_type)
+    priority = handler.priority if spec.priority is None else spec.priority
     return ProcessTracker(task_type=spec.task_type, payload=spec.payload, tenant=str(spec.tenant or ""),
-                          queue=handler.queue, priority=handler.priority, max_attempts=handler.get_max_attempts(),
+                          queue=handler.queue, priority=priority, max_attempts=handler.get_max_attempts(),
                           dedupe_key=spec.dedupe_key, run_after=spec.run_after or now, created_at=now)
 
 
 def task_create(*, task_type: str, payload: dict, tenant: str = "", dedupe_key: str | None = None,
-                run_after: dt.datetime | None = None) -> ProcessTracker:
+                run_after: dt.datetime | None = None, priority: int | None = None) -> ProcessTracker:
     """Inserts a PENDING task in the caller's transaction (transactional outbox) and wakes the consumers
-    when that transaction commits."""
-    return task_create_many([TaskSpec(task_type, payload, tenant, dedupe_key, run_after)])[0]
+    when that transaction commits. `priority` overrides the handler's (lower runs first)."""
+    return task_create_many([TaskSpec(task_type, payload, tenant, dedupe_key, run_after, priority)])[0]
 
 
 def task_create_many(specs: Sequence[TaskSpec]) -> list[ProcessTracker]:
@@ -102,7 +110,7 @@ def _lease_seconds_by_type() -> tuple[int, dict[str, int]]:
 def _lease_until(now: dt.datetime) -> Case | Value:
     """Lease expiry per task type, as an ORM expression."""
     default, overrides = _lease_seconds_by_type()
-    at = lambda seconds: Value(now + dt.timedelta(seconds=seconds))  # noqa: E731
+    at = lambda seconds: Value(now + dt.timedelta(seconds=seconds))
     return Case(*[When(task_type=t, then=at(s)) for t, s in overrides.items()], default=at(default))
 
 
@@ -135,6 +143,7 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
         WITH due AS (
             SELECT task_id, status FROM {table}
             WHERE status IN ('PENDING', 'RETRY') AND run_after <= %s {queue_sql}
+              AND queue <> ALL(ARRAY(SELECT name FROM {TaskQueue._meta.db_table} WHERE paused))
             ORDER BY priority, run_after, task_id LIMIT %s FOR UPDATE SKIP LOCKED)
         UPDATE {table} AS t SET status = 'PROCESSING', attempts = t.attempts + 1, locked_by = %s,
             lease_expires_at = {lease_sql}, processing_started_at = %s, updated_at = %s
@@ -152,21 +161,39 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
 def task_renew_leases(*, worker_id: str) -> int:
     """Extends the leases of every task `worker_id` is processing (its heartbeat). Skips rows locked right now
     (SKIP LOCKED): the worker's own batch completes its tasks at the start of its transaction, and the
-    heartbeat must not wait for that batch to commit."""
+    heartbeat must not wait for that batch to commit. One statement whose locking read runs once (a CTE) and
+    whose update walks the primary key over the ids it locked (as the claim does): a `task_id IN (locking
+    subquery)` let the planner re-run the subquery or scan the table under load."""
     now = timezone.now()
-    held = ProcessTracker.objects.filter(status=S.PROCESSING, locked_by=worker_id).select_for_update(
-        skip_locked=True).values("task_id")
-    with transaction.atomic():
-        return ProcessTracker.objects.filter(task_id__in=Subquery(held)).update(lease_expires_at=_lease_until(now),
-                                                                              updated_at=now)
+    table = ProcessTracker._meta.db_table
+    default, overrides = _lease_seconds_by_type()
+    lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
+    lease_params = [v for t, s in overrides.items() for v in (t, now + dt.timedelta(seconds=s))]
+    lease_params.append(now + dt.timedelta(seconds=default))
+    sql = f"""
+        WITH held AS MATERIALIZED (
+            SELECT task_id FROM {table} WHERE status = 'PROCESSING' AND locked_by = %s FOR UPDATE SKIP LOCKED)
+        UPDATE {table} AS t SET lease_expires_at = {lease_sql}, updated_at = %s
+        FROM unnest(ARRAY(SELECT task_id FROM held)) AS h(task_id)
+        WHERE t.task_id = h.task_id"""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, [worker_id, *lease_params, now])
+        return cursor.rowcount
 
 
 def task_complete_many(*, task_ids: Sequence, worker_id: str) -> None:
-    """Marks tasks COMPLETED. Called inside the handler's transaction; raises LeaseLost (rolling the
-    handler's writes back) when any of them is no longer held by `worker_id`."""
+    """Marks tasks COMPLETED and counts them (tracker.counters) in the same statement. Called inside the
+    handler's transaction; raises LeaseLost (rolling the handler's writes back) when any of them is no longer held
+    by `worker_id`."""
     now = timezone.now()
-    done = ProcessTracker.objects.filter(task_id__any=task_ids, status=S.PROCESSING, locked_by=worker_id).update(
-        status=S.COMPLETED, completed_at=now, lease_expires_at=None, updated_at=now, last_error="")
+    update = (f"UPDATE {ProcessTracker._meta.db_table} SET status = 'COMPLETED', completed_at = %s,"
+              f" lease_expires_at = NULL, updated_at = %s, last_error = ''"
+              f" WHERE task_id = ANY(%s::uuid[]) AND status = 'PROCESSING' AND locked_by = %s"
+              f" RETURNING {counters.RETURNING}")
+    with connection.cursor() as cursor:
+        cursor.execute(counters.count_finished_sql(update), [now, now, array_literal(task_ids), worker_id,
+                                                             *counters.finished_params(worker=worker_id, now=now)])
+        done = cursor.fetchone()[0]
     if done != len(task_ids):
         raise LeaseLost(f"{len(task_ids) - done} of {len(task_ids)} tasks are no longer held by {worker_id}.")
     audit.record_many(ProcessTracker, [(tid, S.PROCESSING, S.COMPLETED) for tid in task_ids], by=worker_id,
@@ -194,46 +221,49 @@ def task_record_failure(*, task: ProcessTracker, worker_id: str, exc: BaseExcept
             task_id=task.task_id, status=S.PROCESSING, locked_by=worker_id).update(**values)
         if not changed:
             return None
+        counters.record_finished(task_ids=[task.task_id], worker=worker_id, now=now)
         audit.record_many(ProcessTracker, [(task.task_id, S.PROCESSING, values["status"])], by=worker_id,
                           reason=message)
     return values["status"]
 
 
-def task_rescue(*, limit: int = 1000) -> dict:
-    """Tasks whose lease expired (their worker died or hung): back to RETRY (the attempt counts) or FAILED
-    when no attempts are left. Skips rows a live worker is updating right now."""
+def task_rescue(*, limit: int = 1000, holders: Sequence[str] | None = None) -> dict:
+    """Tasks whose lease expired (their worker died or hung), or, with `holders`, every task those worker ids
+    hold (workers known to be dead, or a consumer putting back what a database error left it holding): RETRY,
+    due at once (a dead worker is not the task's fault; the attempt counts, so a task that kills its worker
+    still ends FAILED), or FAILED when no attempts are left. Skips rows a live worker is updating right now."""
     now = timezone.now()
+    processing = ProcessTracker.objects.filter(status=S.PROCESSING)
+    processing = processing.filter(locked_by__in=list(holders)) if holders else processing.filter(
+        lease_expires_at__lt=now)
     with transaction.atomic():
-        rows = list(ProcessTracker.objects.filter(status=S.PROCESSING, lease_expires_at__lt=now)
-                    .select_for_update(skip_locked=True)
-                    .values_list("task_id", "attempts", "max_attempts", "task_type", "locked_by")[:limit])
+        rows = list(processing.select_for_update(skip_locked=True)
+                    .values_list("task_id", "attempts", "max_attempts")[:limit])
         if not rows:
             return {"retried": 0, "failed": 0}
-        fail_ids = [r[0] for r in rows if r[1] >= r[2]]
-        retry_rows = [r for r in rows if r[1] < r[2]]
-        error = "Lease expired: the worker stopped renewing it (rescued)."
+        fail_ids = {r[0] for r in rows if r[1] >= r[2]}
+        retry_ids = [r[0] for r in rows if r[1] < r[2]]
+        error = ("Lease expired: the worker stopped renewing it (rescued)." if not holders else
+                 "The worker holding it died or lost its database connection (rescued).")
         common = {"lease_expires_at": None, "updated_at": now, "last_error": error}
         if fail_ids:
             ProcessTracker.objects.filter(task_id__in=fail_ids, status=S.PROCESSING).update(
                 status=S.FAILED, completed_at=now, **common)
-        if retry_rows:
-            delays = {(r[3], r[1]) for r in retry_rows}
-            run_after = Case(*[When(task_type=t, attempts=a, then=Value(now + dt.timedelta(
-                seconds=_handler_or_default(t).backoff(a)))) for t, a in delays], default=Value(now))
-            ProcessTracker.objects.filter(task_id__in=[r[0] for r in retry_rows], status=S.PROCESSING).update(
-                status=S.RETRY, run_after=run_after, **common)
+        if retry_ids:
+            ProcessTracker.objects.filter(task_id__in=retry_ids, status=S.PROCESSING).update(
+                status=S.RETRY, run_after=now, **common)
+        counters.record_finished(task_ids=[r[0] for r in rows], worker="rescuer", now=now)
         audit.record_many(ProcessTracker, [(r[0], S.PROCESSING, S.FAILED if r[0] in fail_ids else S.RETRY)
                                            for r in rows], by="rescuer", reason=error)
-    if rows:
-        log.warning("rescued %d tasks with expired leases (%d failed)", len(rows), len(fail_ids))
-    return {"retried": len(retry_rows), "failed": len(fail_ids)}
+        wakeup.notify()
+    log.warning("rescued %d tasks (%d failed)", len(rows), len(fail_ids))
+    return {"retried": len(retry_ids), "failed": len(fail_ids)}
 
 
-def _handler_or_default(task_type: str) -> registry.TaskHandler:
-    try:
-        return registry.get(task_type)
-    except Exception:
-        return registry.TaskHandler()
+def task_first_lease_expiry() -> dt.datetime | None:
+    """When the first lease of a PROCESSING task expires (the lease index's first row)."""
+    return (ProcessTracker.objects.filter(status=S.PROCESSING).order_by("lease_expires_at")
+            .values_list("lease_expires_at", flat=True).first())
 
 
 # --- operator actions ---------------------------------------------------------------------------------
@@ -268,23 +298,226 @@ def task_retry(*, task_id, by=None, reason: str = "retried by operator") -> Proc
     return task
 
 
+def actor_name(by) -> str:
+    """How counters and job params name an actor: a user's username, else the worker or command string."""
+    if isinstance(by, AbstractBaseUser):
+        return by.get_username()
+    return str(by or "")
+
+
+def task_act_ids(*, action: str, task_ids: Sequence, by=None, reason: str = "") -> int:
+    """Set-based `retry` or `cancel` of the given tasks that are in a legal state for it (others are left as
+    they are); returns how many changed. Locks the rows, changes them with one UPDATE, writes their audit rows
+    and (cancel) counts them as finished, in one transaction. A retry skips a task whose dedupe key another
+    unfinished task holds (and all but one of the same key among `task_ids`)."""
+    legal = BULK_LEGAL[action]
+    table = ProcessTracker._meta.db_table
+    now = timezone.now()
+    reason = reason or f"{action} by operator"
+    with transaction.atomic():
+        rows = list(ProcessTracker.objects.filter(task_id__any=list(task_ids), status__in=legal)
+                    .select_for_update().order_by("task_id").values_list("task_id", "status", "dedupe_key"))
+        if action == "retry":
+            keys = {k for _, _, k in rows if k}
+            busy = set(ProcessTracker.objects.filter(dedupe_key__any=list(keys)).exclude(
+                status__in=FINISHED_STATUSES).values_list("dedupe_key", flat=True)) if keys else set()
+            kept = []
+            for task_id, status, key in rows:
+                if key and key in busy:
+                    continue
+                busy.add(key) if key else None
+                kept.append((task_id, status))
+            sql = (f"UPDATE {table} SET status = 'PENDING', attempts = 0, run_after = %s, lease_expires_at = NULL,"
+                   f" locked_by = '', completed_at = NULL, updated_at = %s"
+                   f" WHERE task_id = ANY(%s::uuid[]) AND status IN ('FAILED', 'CANCELLED')")
+            target = S.PENDING
+        else:
+            kept = [(task_id, status) for task_id, status, _ in rows]
+            sql = (f"UPDATE {table} SET status = 'CANCELLED', completed_at = %s, updated_at = %s"
+                   f" WHERE task_id = ANY(%s::uuid[]) AND status IN ('PENDING', 'RETRY')")
+            target = S.CANCELLED
+        if not kept:
+            return 0
+        ids = [task_id for task_id, _ in kept]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [now, now, array_literal(ids)])
+        if action == "cancel":
+            counters.record_finished(task_ids=ids, worker=actor_name(by), now=now)
+        else:
+            wakeup.notify()
+        audit.record_many(ProcessTracker, [(task_id, src, target) for task_id, src in kept], by=by, reason=reason)
+    return len(kept)
+
+
 def task_act_many(*, queryset, action: str, by=None, dry_run: bool = False) -> tuple[int, int]:
-    """Applies `retry` or `cancel` to each task of `queryset` that is in a legal state for it; returns
-    (done, skipped). Meant for operator-sized selections (admin actions, commands)."""
-    legal = {"retry": (S.FAILED, S.CANCELLED), "cancel": DUE_STATUSES}[action]
-    service = {"retry": task_retry, "cancel": task_cancel}[action]
+    """Applies `retry` or `cancel` to the tasks of `queryset` (an operator's selection: a page at most) that are
+    in a legal state for it; returns (done, skipped)."""
     total = queryset.count()
-    ids = list(queryset.filter(status__in=legal).values_list("task_id", flat=True))
+    ids = list(queryset.filter(status__in=BULK_LEGAL[action]).values_list("task_id", flat=True))
     if dry_run:
         return len(ids), total - len(ids)
-    done = 0
-    for task_id in ids:
-        try:
-            service(task_id=task_id, by=by)
-            done += 1
-        except TaskStateConflict:
-            pass  # changed state since we looked
+    done = task_act_ids(action=action, task_ids=ids, by=by) if ids else 0
     return done, total - done
+
+
+# --- bulk actions on a whole filter (shared/API.md: POST /api/tasks/bulk/) ------------------------------
+
+BULK_ACTIONS = ("retry", "cancel")
+BULK_LEGAL = {"retry": (S.FAILED, S.CANCELLED), "cancel": DUE_STATUSES}
+BULK_FILTER_FIELDS = ("status", "task_type", "queue", "created_after", "created_before")
+
+
+def task_bulk_clean(*, action: str, filter) -> dict:
+    """The bulk filter, validated and JSON-ready (dates as ISO strings); InvalidBulkRequest (400) for an
+    unknown action, a filter that is not an object, empty, or has an unknown field or a bad value."""
+    if action not in BULK_ACTIONS:
+        raise InvalidBulkRequest(f"action must be one of {', '.join(BULK_ACTIONS)}.",
+                                 details={"action": [f"Unknown action {action!r}."]})
+    if not isinstance(filter, dict):
+        raise InvalidBulkRequest("filter must be an object.", details={"filter": ["Must be an object."]})
+    unknown = sorted(set(filter) - set(BULK_FILTER_FIELDS))
+    if unknown:
+        raise InvalidBulkRequest(f"Unknown filter field(s): {', '.join(unknown)}.",
+                                 details={"filter": [f"Unknown field {f!r}." for f in unknown]})
+    clean = {k: v for k, v in filter.items() if v not in (None, "")}
+    if not clean:
+        raise InvalidBulkRequest("The filter is empty: a bulk action needs at least one condition.",
+                                 details={"filter": ["Give at least one of " + ", ".join(BULK_FILTER_FIELDS)]})
+    if "status" in clean and clean["status"] not in S.values:
+        raise InvalidBulkRequest(f"Unknown status {clean['status']!r}.", details={"filter": {"status": [
+            f"One of {', '.join(S.values)}."]}})
+    for key in ("task_type", "queue"):
+        if key in clean and (not isinstance(clean[key], str) or len(clean[key]) > 64):
+            raise InvalidBulkRequest(f"{key} must be a string.", details={"filter": {key: ["Must be a string."]}})
+    for key in ("created_after", "created_before"):
+        if key in clean:
+            value = clean[key]
+            when = parse_datetime(value) if isinstance(value, str) else None
+            if when is None and isinstance(value, str) and (day := parse_date(value)):
+                when = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+            if when is None:
+                raise InvalidBulkRequest(f"{key} must be a date or a date-time.",
+                                         details={"filter": {key: ["A date or an ISO 8601 date-time."]}})
+            if timezone.is_naive(when):
+                when = timezone.make_aware(when, dt.UTC)
+            clean[key] = when.isoformat()
+    return clean
+
+
+def task_bulk_queryset(*, filter: dict, tenants=None):
+    """The tasks a (clean) bulk filter matches, limited to `tenants` (None: every tenant)."""
+    qs = ProcessTracker.objects.all()
+    if tenants is not None:
+        qs = qs.filter(tenant__in=sorted(tenants))
+    if "status" in filter:
+        qs = qs.filter(status=filter["status"])
+    if "task_type" in filter:
+        qs = qs.filter(task_type=filter["task_type"])
+    if "queue" in filter:
+        qs = qs.filter(queue=filter["queue"])
+    if "created_after" in filter:
+        qs = qs.filter(created_at__gte=parse_datetime(filter["created_after"]))
+    if "created_before" in filter:
+        qs = qs.filter(created_at__lt=parse_datetime(filter["created_before"]))
+    return qs
+
+
+def task_bulk_count(*, filter: dict, tenants=None, statuses=None) -> int:
+    """How many tasks a (clean) bulk filter matches, in `statuses` if given: from the status counts when the
+    filter has no dates (no table scan), else a count of the rows."""
+    if "created_after" in filter or "created_before" in filter:
+        qs = task_bulk_queryset(filter=filter, tenants=tenants)
+        return (qs.filter(status__in=statuses) if statuses is not None else qs).count()
+    return sum(n for q, t, s, n in counters.status_counts(tenants=tenants)
+               if (statuses is None or s in statuses) and filter.get("status", s) == s
+               and filter.get("task_type", t) == t and filter.get("queue", q) == q)
+
+
+def task_bulk_chunk(*, action: str, filter: dict, tenants=None, after: tuple | None = None, limit: int = 1000,
+                    by=None, reason: str = "", dry_run: bool = False) -> dict:
+    """One chunk of a bulk action: the next `limit` tasks (in created_at, task_id order, after the `after`
+    position) that the filter matches and that are in a legal state for `action`, changed set-based
+    (`task_act_ids`). Returns {"seen", "changed", "after"}: `after` is the position to continue from (None when
+    the filter is exhausted). With `dry_run` nothing changes and `changed` counts what would."""
+    qs = task_bulk_queryset(filter=filter, tenants=tenants).filter(status__in=BULK_LEGAL[action])
+    if after is not None:
+        at, task_id = parse_datetime(after[0]), uuid.UUID(str(after[1]))
+        qs = qs.filter(Q(created_at__gt=at) | Q(created_at=at, task_id__gt=task_id))
+    rows = list(qs.order_by("created_at", "task_id").values_list("created_at", "task_id")[:limit])
+    if not rows:
+        return {"seen": 0, "changed": 0, "after": None}
+    ids = [task_id for _, task_id in rows]
+    changed = len(ids) if dry_run else task_act_ids(action=action, task_ids=ids, by=by, reason=reason)
+    last = rows[-1]
+    return {"seen": len(rows), "changed": changed,
+            "after": (last[0].isoformat(), str(last[1])) if len(rows) == limit else None}
+
+
+def task_bulk_run(*, action: str, filter: dict, tenants=None, by=None, dry_run: bool = False,
+                  chunk: int = 1000) -> dict:
+    """A whole bulk action in this process, chunk after chunk (the command line's path; the API and the admin
+    run the same chunks in a job): {"matched", "changed", "skipped"}."""
+    filter = task_bulk_clean(action=action, filter=filter)
+    matched = task_bulk_count(filter=filter, tenants=tenants)
+    changed, after = 0, None
+    while True:
+        step = task_bulk_chunk(action=action, filter=filter, tenants=tenants, after=after, limit=chunk, by=by,
+                               dry_run=dry_run, reason=f"bulk {action} by {actor_name(by) or 'operator'}")
+        changed += step["changed"]
+        after = step["after"]
+        if after is None:
+            break
+    return {"matched": matched, "changed": changed, "skipped": max(0, matched - changed)}
+
+
+# --- queues -------------------------------------------------------------------------------------------
+
+def queue_set_paused(*, name: str, paused: bool, by=None) -> TaskQueue:
+    """Pauses or resumes a queue (200 also when already so): consumers of every cluster read the paused set in
+    each claim, so they stop claiming its tasks at their next claim (within POLL_SECONDS) and start again at
+    resume (which wakes them). Tasks can still be created in a paused queue; running ones finish. Audited."""
+    name = str(name)[:64]
+    with transaction.atomic():
+        queue, _ = TaskQueue.objects.select_for_update().get_or_create(name=name)
+        if queue.paused != paused:
+            before = "PAUSED" if queue.paused else "ACTIVE"
+            queue.paused, queue.changed_at, queue.changed_by = paused, timezone.now(), actor_name(by)[:150]
+            queue.save()
+            audit.record_many(TaskQueue, [(name, before, "PAUSED" if paused else "ACTIVE")], by=by,
+                              reason="queue paused" if paused else "queue resumed")
+        if not paused:
+            wakeup.notify()
+    return queue
+
+
+def queue_list(*, tenants=None, now: dt.datetime | None = None) -> list[dict]:
+    """Every queue that has tasks or is paused: {"name", "paused", "due", "running", "oldest_due_seconds",
+    "completed_last_minute"}, from the status counts, the minute counters and two index range scans per queue;
+    limited to `tenants` (None: every tenant; then the not-yet-due tasks of a queue are not told apart by tenant,
+    so `due` counts a merchant's PENDING and RETRY tasks)."""
+    now = now or timezone.now()
+    counts: dict[str, dict[str, int]] = {}
+    for queue, _type, status, n in counters.status_counts(tenants=tenants):
+        if n > 0:
+            by = counts.setdefault(queue, {})
+            by[status] = by.get(status, 0) + n
+    paused = dict(TaskQueue.objects.values_list("name", "paused"))
+    names = sorted(set(counts) | {n for n, p in paused.items() if p})
+    due_info = counters.queue_due(names=[n for n in names if counts.get(n, {}).get(S.PENDING, 0) +
+                                         counts.get(n, {}).get(S.RETRY, 0)], now=now)
+    completed = counters.last_minute_completed(now=now, tenants=tenants, by="queue")
+    out = []
+    for name in names:
+        by = counts.get(name, {})
+        oldest, future = due_info.get(name, (None, 0))
+        due = by.get(S.PENDING, 0) + by.get(S.RETRY, 0)
+        if tenants is None:
+            due = max(0, due - future)
+        out.append({"name": name, "paused": bool(paused.get(name, False)), "due": due,
+                    "running": by.get(S.PROCESSING, 0),
+                    "oldest_due_seconds": round((now - oldest).total_seconds(), 3) if oldest else 0.0,
+                    "completed_last_minute": completed.get(name, 0)})
+    return out
 
 
 # --- maintenance and reads ----------------------------------------------------------------------------
@@ -307,24 +540,77 @@ def task_prune(*, older_than_days: int | None = None, batch: int = 5000) -> int:
             deleted += ProcessTracker.objects.filter(task_id__in=ids).delete()[0]
 
 
-def task_stats(*, queryset=None) -> dict:
-    """Counts per status and per type, oldest due task age, throughput of the last minute and hour."""
-    qs = ProcessTracker.objects.all() if queryset is None else queryset
+def counters_tick(*, now: dt.datetime | None = None) -> None:
+    """Every few seconds (consumers) and every minute (maintenance): folds the status deltas into the counts and
+    samples every queue's depth and lag into this minute's `QueueSample` rows."""
+    now = now or timezone.now()
+    counters.compact()
+    counters.fold_totals(now=now)
+    rows = queue_list(now=now)
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO tracker_queue_sample (minute, queue, due, running, lag_seconds)"
+            " SELECT %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::float8[]) ORDER BY 2"
+            " ON CONFLICT (minute, queue) DO UPDATE SET due = EXCLUDED.due, running = EXCLUDED.running,"
+            " lag_seconds = EXCLUDED.lag_seconds",
+            [counters.minute(now), [r["name"] for r in rows], [r["due"] for r in rows],
+             [r["running"] for r in rows], [r["oldest_due_seconds"] for r in rows]])
+
+
+def task_search(queryset, term: str):
+    """Tasks of `queryset` a search term finds: a UUID is a task id or an id a payload carries under one of
+    PAYLOAD_SEARCH_KEYS (a staging entry, a job, an upload), each an index lookup; other text is looked for
+    inside the payload (a scan: narrow the list with its filters first)."""
+    term = term.strip()
+    if not term:
+        return queryset
+    try:
+        value = uuid.UUID(term)
+    except ValueError:
+        return queryset.alias(payload_text=Cast("payload", TextField())).filter(payload_text__icontains=term)
+    match = Q(task_id=value)
+    for key in PAYLOAD_SEARCH_KEYS:
+        match |= Q(payload__has_key=key) & Q(**{f"payload_{key}": str(value)})
+    for expander in settings.TRACKER.get("SEARCH_EXPANDERS", ()):  # ids of jobs about this id (an upload's import)
+        for job_id in import_string(expander)(str(value)):
+            match |= Q(payload__has_key="job_id") & Q(payload_job_id=str(job_id))
+    return queryset.alias(**{f"payload_{key}": KT(f"payload__{key}") for key in PAYLOAD_SEARCH_KEYS}).filter(match)
+
+
+def task_stats(*, tenants=None, task_type: str | None = None, queue: str | None = None) -> dict:
+    """Counts per status and per type (tasks now), oldest due task age, tasks completed in the last minute and
+    hour and finished in the last hour by outcome: from the status counts and the finished-task counters
+    (tracker.counters), never the task table. `tenants` limits to those merchants (None: all)."""
     now = timezone.now()
     by_status = {s: 0 for s in S.values}
-    by_status.update(dict(qs.values_list("status").annotate(n=Count("pk")).order_by()))
     by_type: dict[str, dict[str, int]] = {}
-    for task_type, status, n in qs.values_list("task_type", "status").annotate(n=Count("pk")).order_by():
-        by_type.setdefault(task_type, {})[status] = n
-    oldest = qs.filter(status__in=DUE_STATUSES, run_after__lte=now).aggregate(m=Min("run_after"))["m"]
-    done = qs.filter(status=S.COMPLETED)
+    queues = set()
+    for q, t, status, n in counters.status_counts(tenants=tenants):
+        if (task_type and t != task_type) or (queue and q != queue):
+            continue
+        by_status[status] = by_status.get(status, 0) + n
+        by_type.setdefault(t, {})[status] = by_type.get(t, {}).get(status, 0) + n
+        if status in DUE_STATUSES:
+            queues.add(q)
+    oldest = [o for o, _ in counters.queue_due(names=queues, now=now).values() if o] if tenants is None else []
+    hour: dict[str, int] = {o: 0 for o in Outcome.values}
+    for t, q, outcome, n, *_ in counters.finished_totals(since=counters.minute(now - dt.timedelta(hours=1)),
+                                                           tenants=tenants, group_by=("task_type", "queue",
+                                                                                      "outcome")):
+        if (task_type and t != task_type) or (queue and q != queue):
+            continue
+        hour[outcome] = hour.get(outcome, 0) + n
+    minute = counters.last_minute_completed(now=now, tenants=tenants, by="task_type")
     return {
         "by_status": by_status,
         "by_type": by_type,
-        "oldest_due_age_seconds": round((now - oldest).total_seconds(), 3) if oldest else None,
+        "oldest_due_age_seconds": round((now - min(oldest)).total_seconds(), 3) if oldest else None,
         "throughput": {
-            "last_minute": done.filter(completed_at__gte=now - dt.timedelta(minutes=1)).count(),
-            "last_hour": done.filter(completed_at__gte=now - dt.timedelta(hours=1)).count(),
+            "last_minute": sum(n for t, n in minute.items() if not task_type or t == task_type),
+            "last_hour": hour[Outcome.COMPLETED],
         },
-        "failed_last_hour": qs.filter(status=S.FAILED, completed_at__gte=now - dt.timedelta(hours=1)).count(),
+        "failed_last_hour": hour[Outcome.FAILED],
+        "finished_last_hour": hour,
     }

@@ -4,7 +4,7 @@ import logging
 
 from django.db import close_old_connections
 
-from tracker import services, worker
+from tracker import cluster, counters, services, worker
 
 log = logging.getLogger(__name__)
 
@@ -14,9 +14,17 @@ def consume(slot: int, token: str = "") -> dict:
 
 
 def maintain() -> dict:
-    """Every minute: rescue expired leases and make sure every consumer slot has a live consumer."""
+    """Every minute, in whichever cluster runs it: rescue expired leases, make sure each of this cluster's slots
+    has a live consumer, forget clusters gone for an hour, fold the status deltas into the counts and roll old
+    minute counters up."""
     rescued = services.task_rescue()
-    return {"rescued": rescued, "consumers_started": worker.consumers_ensure()}
+    services.counters_tick()
+    return {
+        "rescued": rescued,
+        "consumers_started": worker.consumers_ensure(),
+        "clusters_pruned": worker.clusters_prune(),
+        "counters": counters.rollup(),
+    }
 
 
 def prune() -> int:
@@ -24,8 +32,10 @@ def prune() -> int:
 
 
 def on_worker_spawn(sender=None, proc_name=None, **kwargs):
-    """A django-q2 worker process started (cluster start or reincarnation): start consumers for free
-    slots at once, so work already due is drained without waiting for the scheduler's tick."""
+    """A django-q2 worker process started (cluster start or reincarnation): SIGTERM now asks it to stop after
+    the work in hand, and consumers start for free slots at once, so work already due is drained without
+    waiting for the scheduler's tick."""
+    cluster.install_worker_signals()
     close_old_connections()
     try:
         worker.consumers_ensure()

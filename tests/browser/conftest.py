@@ -33,9 +33,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the session. Missing Chromium fails on CI and skips elsewhere."""
+    """One headless Chromium per test module, closed after it: Playwright's sync API keeps an event loop
+    running in the main thread while it is open, which later `asyncio.run()` calls (ASGI tests) refuse.
+    Missing Chromium fails on CI and skips elsewhere."""
     if not shutil.which(CHROMIUM):
         if os.environ.get("CI"):
             pytest.fail(f"Chromium not found at {CHROMIUM} (.ci/run installs Debian's chromium)")

@@ -48,12 +48,17 @@ def test_actions_reprocess_and_ignore_report_skips(admin_client_, ledger, staff_
     review = stage(ledger.bank, mode="CONFIRMATION", side="CREDIT", order_id="none")
     done = stage(ledger.payments, order_id="ok")
     drain()
-    r = admin_client_.post("/admin/recon/stagingentry/", {"action": "ignore_selected",
-                                                            "_selected_action": [str(review.pk), str(done.pk)]},
+    selected = {"action": "ignore_selected", "_selected_action": [str(review.pk), str(done.pk)]}
+    page = admin_client_.post("/admin/recon/stagingentry/", selected).content.decode()
+    assert "Ignore 2 staging entries" in page and "1 is in the review queue" in page  # asks for a reason
+    review.refresh_from_db()
+    assert review.status == "NEEDS_MANUAL_REVIEW"
+    r = admin_client_.post("/admin/recon/stagingentry/", {**selected, "apply": "1", "reason": "duplicate file"},
                            follow=True)
     assert "ignore: 1 done, 1 skipped" in r.content.decode().lower()
     review.refresh_from_db()
     assert review.status == "ARCHIVED" and audit.history(review)[-1].by == "staff"
+    assert audit.history(review)[-1].reason == "duplicate file"
 
 
 def test_fsm_button_reprocess_creates_task(admin_client_, ledger):

@@ -148,6 +148,11 @@ def test_trigger_and_summary(staff_api, operator_api, ledger):
     assert summary["staging_entries"]["by_status"]["PROCESSED"] == 2
     assert summary["staging_entries"]["by_status"]["NEEDS_MANUAL_REVIEW"] == 1
     assert summary["match_rate"] == pytest.approx(2 / 3, abs=1e-3)
-    assert summary["open_expected_ageing"]["0-1d"] == 2
+    assert summary["open_expected_ageing"] == {"<1d": 2, "1-3d": 0, "3-7d": 0, "7-30d": 0, ">30d": 0}
+    assert summary["review_queue_ageing"]["<1d"] == 1 and sum(summary["review_queue_ageing"].values()) == 1
+    by_account = {r["account_name"]: (r["matched"], r["decided"], r["match_rate"])
+                  for r in summary["match_rates"]["by_account"]}
+    assert by_account == {"payments": (2, 2, 1.0), "bank": (0, 1, 0.0)}
+    assert sum(r["decided"] for r in summary["match_rates"]["by_day"]) == 3
     assert summary["amounts_by_currency"]["USD"]["total"] == "300.00"
     assert operator_api.get("/api/recon-engine/summary/?merchant_id=other").status_code == 404

@@ -12,7 +12,10 @@ pytestmark = pytest.mark.django_db
 
 
 def test_too_long_match_key_value_goes_to_review_without_retries(ledger):
-    entry = stage(ledger.payments, order_id="x" * 300)
+    # Every door refuses such a value now (recon.validation, issue 17 item 4); an entry stored before that limit
+    # still ends in review.
+    entry = stage(ledger.payments, order_id="x")
+    StagingEntry.objects.filter(pk=entry.pk).update(metadata={"order_id": "x" * 300})
     totals = Worker("w").drain(budget_seconds=20)
     entry.refresh_from_db()
     assert (totals.succeeded, totals.failed) == (1, 0)

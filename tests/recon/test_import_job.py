@@ -49,7 +49,7 @@ def test_upload_starts_a_job_that_creates_entries_and_reports_bad_rows(ledger, o
     body = response.json()
     assert set(body) == {"job_id", "status_url"} and body["status_url"] == f"/api/jobs/{body['job_id']}/"
     job = Job.objects.get(pk=body["job_id"])
-    assert job.job_type == "recon.import_csv" and job.merchant_id == "acme"
+    assert job.job_type == "recon.import_file" and job.merchant_id == "acme"
     assert job.params["processing_mode"] == "TRANSACTION"
 
     drain()
@@ -84,8 +84,10 @@ def test_upload_validation_errors_are_400(ledger, operator_api):
     no_file = operator_api.post(url, {"processing_mode": "TRANSACTION"}, format="multipart")
     assert no_file.status_code == 400 and no_file.json()["code"] == "validation_error"
     assert "file" in no_file.json()["details"]
-    txt = upload(operator_api, ledger.payments.pk, csv_bytes(1), name="rows.txt")
-    assert txt.status_code == 400 and "file" in txt.json()["details"]
+    png = upload(operator_api, ledger.payments.pk, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", name="rows.csv")
+    assert png.status_code == 400 and png.json()["code"] == "unsupported_format"
+    bad_format = upload(operator_api, ledger.payments.pk, csv_bytes(1), query="", name="x.csv", mode="TRANSACTION")
+    assert bad_format.status_code == 202  # the name does not matter, and neither does its extension
     missing_mode = upload(operator_api, ledger.payments.pk, csv_bytes(1), mode=None)
     assert missing_mode.status_code == 400 and "processing_mode" in missing_mode.json()["details"]
     bad_mode = upload(operator_api, ledger.payments.pk, csv_bytes(1), mode="MATCHING")
@@ -93,9 +95,9 @@ def test_upload_validation_errors_are_400(ledger, operator_api):
     bad_header = upload(operator_api, ledger.payments.pk, b"order,amount\nx,1\n")
     assert bad_header.status_code == 400 and bad_header.json()["code"] == "invalid_csv"
     assert bad_header.json()["details"]["missing"] == ["order_id", "currency", "transaction_date", "type"]
-    empty_ok_name = upload(operator_api, ledger.payments.pk, b"\n\n")
-    assert empty_ok_name.status_code == 400
-    assert not Upload.objects.exists() and not Job.objects.exists()
+    empty = upload(operator_api, ledger.payments.pk, b"\n\n")
+    assert empty.status_code == 400 and empty.json()["code"] == "unsupported_format"
+    assert Upload.objects.count() == 1 and Job.objects.count() == 1  # only the good one
 
 
 @pytest.mark.django_db
@@ -175,7 +177,7 @@ def test_stored_upload_is_chunked_and_read_back_lazily(ledger, monkeypatch):
 @pytest.mark.django_db(transaction=True)
 def test_paused_import_resumes_at_the_next_row(ledger):
     account = AccountFactory(merchant=ledger.merchant, account_name="no rule")
-    job = uploads.csv_import_start(account=account, file=SimpleUploadedFile("p.csv", csv_bytes(95)), name="p.csv",
+    job = uploads.file_import_start(account=account, file=SimpleUploadedFile("p.csv", csv_bytes(95)), name="p.csv",
                                    processing_mode="TRANSACTION", chunk_rows=10)
     # One slice whose budget is already spent: it commits one chunk (with its checkpoint) and stops.
     assert runtime.run_slice(job.pk, deadline=time.monotonic()) == "continue"
@@ -189,7 +191,8 @@ def test_paused_import_resumes_at_the_next_row(ledger):
     drain()
     job = reload(job)
     assert job.state == "COMPLETED", job.error
-    assert job.result == {"successful_ingestions": 95, "failed_ingestions": 0, "errors": []}
+    assert job.result == {"format": "csv", "statements": [], "duplicates_skipped": 0, "successful_ingestions": 95,
+                          "failed_ingestions": 0, "errors": []}
     orders = StagingEntry.objects.filter(account=account).values_list("metadata__order_id", flat=True)
     assert len(orders) == 95 and len(set(orders)) == 95
     assert any("resuming p.csv after row 10" in e.data.get("message", "")
@@ -197,13 +200,25 @@ def test_paused_import_resumes_at_the_next_row(ledger):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_malformed_csv_further_down_fails_the_job_with_a_clear_error(ledger):
-    content = (HEADER + "a1,1.00,USD,2026-11-01,Payment\n").encode() + b"a2,\xff\xfe,USD,2026-11-01,Payment\n"
-    job = uploads.csv_import_start(account=ledger.payments, file=SimpleUploadedFile("bad.csv", content),
+def test_bad_bytes_further_down_are_row_errors_and_the_other_rows_are_imported(ledger):
+    """Issue 17, item 5: invalid UTF-8, a NUL and a field over 128 KiB are each one row error."""
+    content = ((HEADER + "a1,1.00,USD,2026-11-01,Payment\n").encode() + b"a2,\xff\xfe,USD,2026-11-01,Payment\n"
+               + b"a3\x00,1.00,USD,2026-11-01,Payment\n" + b"a4," + b"9" * (129 * 1024) + b",USD,2026-11-01,Payment\n"
+               + b"\xc3(,2.00,USD,2026-11-01,Payment\n" + b"a6,3.00,USD,2026-11-01,Payment\n")
+    job = uploads.file_import_start(account=ledger.payments, file=SimpleUploadedFile("bad.csv", content),
                                    name="bad.csv", processing_mode="TRANSACTION")
     drain()
     job = reload(job)
-    assert job.state == "FAILED" and "not valid UTF-8" in job.error
+    assert job.state == "COMPLETED", job.error
+    report = job.result
+    assert (report["successful_ingestions"], report["failed_ingestions"]) == (2, 4)
+    errors = {e["row_number"]: e for e in report["errors"]}
+    assert "amount is not valid UTF-8 text" in errors[2]["error_details"]
+    assert errors[2]["row_data"]["amount"] == "\ufffd\ufffd"
+    assert "order_id contains a NUL character" in errors[3]["error_details"]
+    assert "field larger than field limit (131072)" in errors[4]["error_details"]
+    assert "order_id is not valid UTF-8 text" in errors[5]["error_details"]
+    assert sorted(StagingEntry.objects.values_list("metadata__order_id", flat=True)) == ["a1", "a6"]
 
 
 FAST = {"TRACKER_LEASE_SECONDS": 3, "TRACKER_RESCUE_EVERY_SECONDS": 1, "TRACKER_POLL_SECONDS": 0.2,
@@ -216,7 +231,7 @@ ROWS = 100_000
 def test_import_of_100k_rows_survives_a_killed_cluster_without_duplicates(ledger, processes):
     account = ledger.payments
     content = csv_bytes(ROWS, prefix="bulk-")
-    job = uploads.csv_import_start(account=account, file=SimpleUploadedFile("bulk.csv", content), name="bulk.csv",
+    job = uploads.file_import_start(account=account, file=SimpleUploadedFile("bulk.csv", content), name="bulk.csv",
                                    processing_mode="TRANSACTION", chunk_rows=2500)
     cluster = processes.start(["manage.py", "qcluster"], **FAST)
     wait_until(lambda: reload(job).checkpoint.get("rows_done", 0) >= 10_000, 60, message="10,000 rows imported")
@@ -255,10 +270,10 @@ def test_admin_upload_form_starts_the_job_and_shows_it(ledger, staff_user, viewe
     response = client.post(url, {"file": SimpleUploadedFile("a.csv", csv_bytes(3)), "processing_mode": "TRANSACTION"})
     job = Job.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/admin/jobs/job/{job.pk}/change/"
-    assert job.job_type == "recon.import_csv" and job.merchant_id == "acme" and job.owner == staff_user
+    assert job.job_type == "recon.import_file" and job.merchant_id == "acme" and job.owner == staff_user
     again = client.post(url, {"file": SimpleUploadedFile("a.csv", csv_bytes(3)), "processing_mode": "TRANSACTION"})
     assert again.status_code == 200 and b"already uploaded" in again.content and Job.objects.count() == 1
-    bad = client.post(url, {"file": SimpleUploadedFile("b.csv", b"nope\n1\n"), "processing_mode": "TRANSACTION"})
+    bad = client.post(url, {"file": SimpleUploadedFile("b.csv", b"nope,x\n1,2\n"), "processing_mode": "TRANSACTION"})
     assert bad.status_code == 200 and b"header" in bad.content
     forced = client.post(url, {"file": SimpleUploadedFile("a.csv", csv_bytes(3)), "processing_mode": "TRANSACTION",
                                "force": "on"})

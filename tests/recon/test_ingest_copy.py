@@ -57,9 +57,11 @@ def test_copy_columns_cover_every_model_column():
 def test_copy_path_writes_the_same_rows_as_the_orm(ledger, chunk_rows):
     copy_report = ingest_csv(account=ledger.payments, lines=LINES, processing_mode="TRANSACTION",
                              source_file="same.csv", chunk_rows=chunk_rows)
-    assert copy_report["successful_ingestions"] == 9 and copy_report["failed_ingestions"] == 10
+    # o4 (1e2) and o18 (1_000) are not plain decimals: refused like 1,000.00 (issue 17, item 11).
+    assert copy_report["successful_ingestions"] == 8 and copy_report["failed_ingestions"] == 11
     copied = snapshot(ledger.payments)
-    assert set(copied) == {"o1", "o2", "o3", "o4", "o5", "o6", "o7", "o18", "o19"}
+    assert set(copied) == {"o1", "o2", "o3", "o5", "o6", "o7", "o10", "o19"}
+    assert copied["o10"][0]["currency"] == "USD"  # any case accepted, stored upper
     # The same rows through the API's service, one ORM save each, on the other account.
     for line in LINES[1:]:
         row = dict(zip(COLUMNS, next(csv.reader([line]), [])))
@@ -78,12 +80,12 @@ def test_copy_path_writes_the_same_rows_as_the_orm(ledger, chunk_rows):
             entry["entry_type"] = flip[entry["entry_type"]]
     assert copied == orm
     assert copied["o1"][0]["amount"] == Decimal("10.5000") and copied["o2"][0]["amount"] == Decimal("7")
-    assert copied["o4"][0]["amount"] == Decimal("100") and copied["o5"][0]["currency"] == "EUR"
+    assert copied["o5"][0]["currency"] == "EUR"
     assert copied["o6"][0]["metadata"] == {"order_id": "o6", "source_file": "same.csv"}
     entry, task = copied["o1"]
     assert (entry["status"], task["status"], task["task_type"], task["tenant"], task["priority"]) == \
         ("PENDING", "PENDING", "PROCESS_STAGING_ENTRY", "acme", 150)
-    assert StagingEntry.objects.count() == ProcessTracker.objects.count() == 18
+    assert StagingEntry.objects.count() == ProcessTracker.objects.count() == 16
 
 
 def test_rerun_of_a_chunk_after_a_crash_before_commit_creates_no_duplicates(ledger):

@@ -9,7 +9,8 @@ from recon.serializers import money_str
 
 
 class Command(BaseCommand):
-    help = "Counts by status, match rate, amounts per currency and ageing of open expected entries."
+    help = ("Counts by status, match rate (per day and account), amounts per currency and ageing of open expected "
+            "entries and of the review queue.")
 
     def add_arguments(self, parser):
         parser.add_argument("--merchant", default=None)
@@ -35,4 +36,10 @@ class Command(BaseCommand):
         table.add_row("entries whose task failed/cancelled", str(data["failed_or_cancelled_tasks"]))
         for bucket, n in data["open_expected_ageing"].items():
             table.add_row(f"open expected {bucket}", str(n))
+        for bucket, n in data["review_queue_ageing"].items():
+            table.add_row(f"review queue {bucket}", str(n))
+        for row in data["match_rates"]["by_account"]:
+            table.add_row(f"match rate {row['account_name']}", f"{row['match_rate']:.1%} of {row['decided']}")
+        for row in data["match_rates"]["by_day"]:
+            table.add_row(f"match rate {row['date']}", f"{row['match_rate']:.1%} of {row['decided']}")
         console.print(table)

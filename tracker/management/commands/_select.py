@@ -5,6 +5,7 @@ import uuid
 from django.core.management.base import CommandError
 
 from tracker import services
+from tracker.errors import InvalidBulkRequest
 from tracker.models import ProcessTracker, TaskStatus
 
 
@@ -16,22 +17,31 @@ def add_selection_arguments(parser) -> None:
 
 
 def act(command, options, action: str) -> None:
+    """By ids: those tasks (`task_act_many`). By --status/--type: every matching task, in chunks, through the
+    bulk service the API's and the admin's bulk jobs use (`task_bulk_run`)."""
     if not options["task_ids"] and not (options["status"] or options["task_type"]):
         raise CommandError("Give task ids, or --status and/or --type.")
-    qs = ProcessTracker.objects.all()
-    if options["task_ids"]:
+    verb = "would " + action if options["dry_run"] else {"retry": "retried", "cancel": "cancelled"}[action]
+    if not options["task_ids"]:
         try:
-            qs = qs.filter(task_id__in=[uuid.UUID(t) for t in options["task_ids"]])
-        except ValueError as exc:
-            raise CommandError(f"Not a task id: {exc}") from None
-        missing = len(set(options["task_ids"])) - qs.count()
-        if missing:
-            command.stderr.write(f"{missing} of the given ids do not exist.")
+            result = services.task_bulk_run(action=action, filter={"status": options["status"],
+                                                                   "task_type": options["task_type"]},
+                                            by="command line", dry_run=options["dry_run"])
+        except InvalidBulkRequest as exc:
+            raise CommandError(exc.message) from None
+        command.stdout.write(f"{verb}: {result['changed']}, skipped (not in a legal state): {result['skipped']}")
+        return
+    try:
+        qs = ProcessTracker.objects.filter(task_id__in=[uuid.UUID(t) for t in options["task_ids"]])
+    except ValueError as exc:
+        raise CommandError(f"Not a task id: {exc}") from None
+    missing = len(set(options["task_ids"])) - qs.count()
+    if missing:
+        command.stderr.write(f"{missing} of the given ids do not exist.")
     if options["status"]:
         qs = qs.filter(status=options["status"])
     if options["task_type"]:
         qs = qs.filter(task_type=options["task_type"])
     done, skipped = services.task_act_many(queryset=qs, action=action, dry_run=options["dry_run"],
                                            by="command line")
-    verb = "would " + action if options["dry_run"] else action.rstrip("e") + "ed"
     command.stdout.write(f"{verb}: {done}, skipped (not in a legal state): {skipped}")

@@ -7,14 +7,11 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('recon', '0004_uuid7_index_diet'),
+        ('recon', '0005_bank_statements'),
+        ('recon', '0005_ledger_guards_review_search'),
     ]
 
     operations = [
-        migrations.AlterModelOptions(
-            name='stagingentry',
-            options={'ordering': ['-created_at', 'staging_entry_id'], 'permissions': [('write_off', "Can book a forced match's difference as a write-off")], 'verbose_name_plural': 'staging entries'},
-        ),
         migrations.RemoveConstraint(
             model_name='transaction',
             name='recon_txn_one_version_per_staging',
