@@ -505,6 +505,46 @@ def bench_latency(scale: float) -> None:
     record("latency_p99_ms", p99, "ms", entries=n)
 
 
+def bench_workflows(scale: float) -> None:
+    """Workflows on the shared cluster. (1) `jobs.diamond` runs with sleep_seconds=0 started one by one over the
+    API on an idle cluster: POST to COMPLETED. (2) Runs of the 10-step `bench.fan10` created at once (1,000 at
+    scale 1): steps completed per second, from the steps' own timestamps (first start to last finish), and the
+    ratio to the tracker's no-op rate measured in the same run."""
+    from django.db.models import Max, Min
+
+    from jobs import services as job_services
+    from jobs.models import Job, WorkflowStep
+
+    client = _staff_client()
+    n = max(10, int(200 * scale))
+    samples = []
+    for i in range(-3, n):  # three warm-up runs first, not counted
+        start = time.perf_counter()
+        response = client.post("/api/jobs/", {"job_type": "jobs.diamond", "params": {"sleep_seconds": 0}},
+                               content_type="application/json")
+        assert response.status_code == 201, response.content
+        run = Job.objects.filter(pk=response.json()["job_id"])
+        wait_for(lambda: run.filter(state="COMPLETED").exists(), 30, "diamond run", interval=0.002)
+        if i >= 0:
+            samples.append((time.perf_counter() - start) * 1000)
+        time.sleep(0.05)  # idle cluster when the next run starts
+    samples.sort()
+    record("workflow_diamond_p50_ms", statistics.median(samples), "ms", runs=n)
+    record("workflow_diamond_p99_ms", samples[min(len(samples) - 1, int(len(samples) * 0.99))], "ms", runs=n)
+
+    runs = max(10, int(1000 * scale))
+    with job_services.transaction.atomic():  # committed together: every root step is due at once
+        ids = [job_services.job_create(job_type="bench.fan10", params={}).pk for _ in range(runs)]
+    finished = Job.objects.filter(pk__in=ids, state__in=["COMPLETED", "FAILED", "CANCELLED"])
+    wait_for(lambda: finished.count() >= runs, 1800, "fan10 runs", interval=0.2)
+    steps = WorkflowStep.objects.filter(job_id__in=ids)
+    span = steps.aggregate(first=Min("started_at"), last=Max("finished_at"))
+    elapsed = (span["last"] - span["first"]).total_seconds()
+    done = steps.filter(state="COMPLETED").count()
+    record("workflow_steps_per_s", done / elapsed, "steps/s", runs=runs, steps=done,
+           failed_runs=Job.objects.filter(pk__in=ids).exclude(state="COMPLETED").count())
+
+
 def bench_import(scale: float, cluster: "Cluster") -> None:
     """CSV import of a large file: rows per second from upload to the job's end (staging entries and their
     tasks written), and the peak RSS during the import of the cluster's largest process (the importing worker
@@ -697,6 +737,7 @@ RATIOS = {
     "tracker no-op, counters on / off": ("tracker_noop_counters_on_per_s", "tracker_noop_counters_off_per_s"),
     "camt.053 import / CSV import": ("camt053_import_lines_per_s", "csv_import_rows_per_s"),
     "MT940 import / CSV import": ("mt940_import_lines_per_s", "csv_import_rows_per_s"),
+    "workflow steps / tracker no-op": ("workflow_steps_per_s", "tracker_noop_tasks_per_s"),
 }
 
 
@@ -745,10 +786,10 @@ def report(scale: float, runs: list[dict]) -> None:
     log(f"wrote var/bench/bench-{stamp}.json")
 
 
-STEPS = ["pgbench", "recon", "grouped", "latency", "tracker", "import", "camt053", "mt940", "import_alone", "djangoq",
-         "procrastinate", "counters", "admin", "observe", "balance", "review_search"]
+STEPS = ["pgbench", "recon", "grouped", "latency", "tracker", "workflows", "import", "camt053", "mt940",
+         "import_alone", "djangoq", "procrastinate", "counters", "admin", "observe", "balance", "review_search"]
 # Steps that run in one shared tracker cluster (started once, in this order; the imports leave a backlog, so last).
-CLUSTER_STEPS = ("recon", "grouped", "latency", "tracker", "import", "camt053", "mt940")
+CLUSTER_STEPS = ("recon", "grouped", "latency", "tracker", "workflows", "import", "camt053", "mt940")
 
 
 def main() -> int:
@@ -764,6 +805,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     os.environ["DATABASE_URL"] = recreate_database(args.database)
     os.environ["TRACKER_TASK_MODULES"] = "bench.handlers"
+    os.environ["JOBS_MODULES"] = "bench.workflows"
     os.environ["DJANGO_DEBUG"] = "0"  # as in production: no query log in every process
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost")
@@ -802,6 +844,7 @@ def run_steps(steps: list[str], args) -> None:
         "recon": lambda: bench_recon(args.scale),
         "grouped": lambda: bench_grouped(args.scale),
         "latency": lambda: bench_latency(args.scale),
+        "workflows": lambda: bench_workflows(args.scale),
         "import": lambda: bench_import(args.scale, cluster),
         "camt053": lambda: bench_statement_import(args.scale, cluster, "camt053"),
         "mt940": lambda: bench_statement_import(args.scale, cluster, "mt940"),

@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from config.errors import AppError
-from jobs import registry, services
+from jobs import admin_workflows, registry, services
 from jobs.models import ACTIVE_STATES, TERMINAL_STATES, Job, JobEvent, JobSignal, JobState
 from tracker import audit
 from tracker.admin_base import ReadOnlyAdmin
@@ -172,6 +172,7 @@ class JobAdmin(admin.ModelAdmin):
                 "job_waiting_for": job.wait_signal.split(",") if job.state == S.WAITING and job.wait_signal else [],
                 "job_actions": [(name, name in self._legal_now(job)) for name in ACTIONS],
                 "job_terminal": job.state in TERMINAL_STATES,
+                "workflow_panel": admin_workflows.run_panel(request, job),
                 "show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
                 "show_delete": False,
             })

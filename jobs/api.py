@@ -71,7 +71,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     lookup_value_regex = "[^/]+"
 
     def get_queryset(self):
-        return visible_jobs(self.request.user, Job.objects.order_by("-created_at", "job_id"))
+        return visible_jobs(self.request.user, Job.objects.order_by("-created_at", "job_id")).prefetch_related(
+            "workflow_steps")
 
     def get_object(self) -> Job:
         try:
@@ -83,9 +84,10 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise NotFound("Job not found.")
         return job
 
-    @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
+    @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer, 200: JobSerializer})
     def create(self, request):
-        """Creates a job of a registered type; unknown type or invalid params -> 400."""
+        """Creates a job of a registered type; unknown type or invalid params -> 400. A repeated
+        `idempotency_key` (same user, same body) answers 200 with the existing job; another body -> 409."""
         body = JobCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         merchant_id = body.validated_data["merchant_id"]
@@ -96,8 +98,10 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             if not policy().can_operate(request.user, merchant_id):
                 raise PermissionDenied("Only operators may start jobs for this merchant.")
         job = services.job_create(job_type=body.validated_data["job_type"], params=body.validated_data["params"],
-                                  owner=request.user, merchant_id=merchant_id)
-        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+                                  owner=request.user, merchant_id=merchant_id,
+                                  idempotency_key=body.validated_data["idempotency_key"])
+        return Response(JobSerializer(Job.objects.get(pk=job.pk)).data,
+                        status=status.HTTP_200_OK if job.replayed else status.HTTP_201_CREATED)
 
     def _operate(self, service, **kwargs) -> Response:
         job = self.get_object()
@@ -133,6 +137,15 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         body = JobRetrySerializer(data=request.data or {})
         body.is_valid(raise_exception=True)
         return self._operate(services.job_retry, from_start=body.validated_data["from_start"])
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"], url_path=r"steps/(?P<step_name>[^/]+)/retry")
+    def step_retry(self, request, job_id=None, step_name=None):
+        """Runs a step of a FAILED workflow run and everything downstream of it again; 409 unless the run is
+        FAILED and the step's parents are COMPLETED or SKIPPED; 404 for an unknown step. Operators only."""
+        from jobs.workflows import engine
+
+        return self._operate(engine.workflow_step_retry, name=step_name)
 
     @extend_schema(request=JobSignalSerializer, responses=JobSerializer)
     @action(detail=True, methods=["post"])

@@ -71,3 +71,10 @@ class JobRunFailed(JobError):
 
     code = "job_failed"
     retryable = False
+
+
+class IdempotencyConflict(JobError):
+    """This idempotency key was used for a different request."""
+
+    code = "idempotency_conflict"
+    status = 409

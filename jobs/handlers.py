@@ -9,6 +9,8 @@ from django.db import transaction
 
 from jobs import builtin  # noqa: F401  (registers the built-in job types)
 from jobs import operations  # noqa: F401  (registers tracker.bulk_tasks)
+from jobs.workflows import builtin as workflow_builtin  # noqa: F401  (jobs.diamond)
+from jobs.workflows import tasks as workflow_tasks  # noqa: F401  (WORKFLOW_STEP)
 from jobs import conf, runtime, services
 from jobs.errors import JobRunFailed, JobRunSuperseded
 from jobs.models import Job, JobState

@@ -57,6 +57,13 @@ class Job(FSMModelMixin, models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    workflow_version = models.PositiveIntegerField(null=True, blank=True,
+                                                   help_text="Version of the workflow a run started with (workflow "
+                                                             "runs only).")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True,
+                                       help_text="Client key of POST /api/jobs/: a repeated key returns this job.")
+    request_hash = models.CharField(max_length=64, blank=True, default="",
+                                    help_text="Hash of the creating request's body (idempotency conflicts).")
 
     class Meta:
         db_table = "jobs_job"
@@ -68,6 +75,8 @@ class Job(FSMModelMixin, models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=Q(progress__lte=100), name="jobs_progress_le_100"),
+            models.UniqueConstraint(fields=["owner", "idempotency_key"], name="jobs_owner_idempotency_key",
+                                    condition=Q(idempotency_key__isnull=False)),
         ]
 
     def __str__(self):
@@ -159,6 +168,7 @@ class JobEventKind(models.TextChoices):
     STATE = "state"
     PROGRESS = "progress"
     LOG = "log"
+    STEP = "step"
 
 
 class JobEvent(models.Model):
@@ -177,3 +187,114 @@ class JobEvent(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.data}"
+
+
+# --- workflows (jobs.workflows): a run is a Job; its steps are rows of their own ------------------------------
+
+class StepState(models.TextChoices):
+    PENDING = "PENDING"  # a parent is not done
+    QUEUED = "QUEUED"  # ready: its task is enqueued
+    RUNNING = "RUNNING"
+    RETRY = "RETRY"  # an attempt failed; waiting for its backoff
+    WAITING = "WAITING"  # suspended on a signal or a timer
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"  # its condition on its parents' results was false
+    CANCELLED = "CANCELLED"
+
+
+ST = StepState
+STEP_DONE_STATES = (ST.COMPLETED, ST.SKIPPED)  # a child may start
+STEP_TERMINAL_STATES = (ST.COMPLETED, ST.SKIPPED, ST.FAILED, ST.CANCELLED)
+STEP_ACTIVE_STATES = (ST.QUEUED, ST.RUNNING, ST.RETRY)  # the run is RUNNING while one is in these
+
+
+class WorkflowStep(FSMModelMixin, models.Model):
+    """One step of one workflow run. `state` moves only through the transitions below (each writes an audit
+    row); changes happen in jobs.workflows.engine with the run's Job row locked."""
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="workflow_steps")
+    name = models.CharField(max_length=100)
+    position = models.PositiveSmallIntegerField(help_text="Place in the run's topological order.")
+    depends_on = models.JSONField(default=list, blank=True)
+    state = FSMField(max_length=16, choices=StepState.choices, default=ST.PENDING, protected=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Attempts over the run's life (retries included).")
+    max_attempts = models.PositiveIntegerField(default=3)
+    attempts_limit = models.PositiveIntegerField(default=3, help_text="attempts may grow to this (a retry adds "
+                                                                      "max_attempts).")
+    task_id = models.UUIDField(null=True, blank=True, help_text="The step's current tracker task.")
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Of the last attempt.")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    error_details = models.TextField(blank=True, default="")
+    checkpoint = models.JSONField(default=dict, blank=True)
+    wait_signal = models.CharField(max_length=200, blank=True, default="")
+    wake_at = models.DateTimeField(null=True, blank=True)
+    wait_seq = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "jobs_workflow_step"
+        ordering = ["job", "position"]
+        constraints = [models.UniqueConstraint(fields=["job", "name"], name="jobs_workflow_step_unique_name")]
+        indexes = [models.Index(fields=["finished_at"], name="jobs_wfstep_finished_idx",
+                                condition=Q(finished_at__isnull=False))]
+
+    def __str__(self):
+        return f"{self.name} [{self.state}]"
+
+    @transition(field=state, source=ST.PENDING, target=ST.QUEUED)
+    def queue(self, by=None, reason="ready"):
+        self.queued_at = timezone.now()
+
+    @transition(field=state, source=[ST.QUEUED, ST.RETRY], target=ST.RUNNING)
+    def begin(self, by=None, reason="started"):
+        self.started_at = timezone.now()
+        self.next_attempt_at = None
+
+    @transition(field=state, source=ST.RUNNING, target=ST.COMPLETED)
+    def complete(self, by=None, reason="completed"):
+        self.finished_at = timezone.now()
+        self.error = self.error_details = ""
+
+    @transition(field=state, source=ST.RUNNING, target=ST.RETRY)
+    def retry_later(self, by=None, reason="retry"):
+        pass
+
+    @transition(field=state, source=[ST.QUEUED, ST.RUNNING, ST.RETRY], target=ST.FAILED)
+    def fail(self, by=None, reason="failed"):
+        self.finished_at = timezone.now()
+        self.next_attempt_at = None
+
+    @transition(field=state, source=ST.PENDING, target=ST.SKIPPED)
+    def skip(self, by=None, reason="condition false"):
+        self.finished_at = timezone.now()
+
+    @transition(field=state, source=ST.RUNNING, target=ST.WAITING)
+    def suspend(self, by=None, reason="waiting"):
+        pass
+
+    @transition(field=state, source=[ST.WAITING, ST.RUNNING], target=ST.QUEUED)
+    def requeue(self, by=None, reason="woken"):
+        self.queued_at = timezone.now()
+
+    @transition(field=state, source=[ST.PENDING, ST.QUEUED, ST.RUNNING, ST.RETRY, ST.WAITING], target=ST.CANCELLED)
+    def cancel(self, by=None, reason="cancelled"):
+        self.finished_at = timezone.now()
+        self.next_attempt_at = None
+
+    @transition(field=state, source=[ST.FAILED, ST.CANCELLED, ST.COMPLETED, ST.SKIPPED, ST.PENDING],
+                target=ST.PENDING)
+    def reset(self, by=None, reason="retried"):
+        """A fresh set of attempts (the count keeps going); result, error and checkpoint cleared."""
+        self.attempts_limit = self.attempts + self.max_attempts
+        self.result = None
+        self.error = self.error_details = ""
+        self.checkpoint = {}
+        self.queued_at = self.started_at = self.finished_at = self.next_attempt_at = None
+        self.duration_ms = None
+        self.wait_signal, self.wake_at = "", None

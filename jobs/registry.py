@@ -6,7 +6,7 @@
 
 The handler is called once per slice and resumes from `ctx.checkpoint_data` (`{}` at first); its return value
 becomes the job's `result` (see jobs.runtime). Modules that define job types are imported on first use:
-every app's `handlers` and `jobs` modules, and the comma-separated modules in env JOBS_MODULES."""
+every app's `handlers`, `jobs` and `workflows` modules, and the comma-separated modules in env JOBS_MODULES."""
 
 import os
 from collections.abc import Callable
@@ -24,6 +24,10 @@ class JobType:
     params: type | None = None  # a DRF Serializer class
     schema_version: int = 1
     description: str = ""
+    # `upgrade(checkpoint, from_version) -> checkpoint` reads a checkpoint written by an older schema_version;
+    # without it such a job is refused (fails with a clear error) instead of misreading its checkpoint.
+    upgrade: Callable | None = None
+    workflow: object = None  # the latest jobs.workflows.declare.Workflow of a workflow type
     # Demo types (jobs.builtin): startable by staff only, removed with JOBS_DEMO_TYPES=0 (shared/API.md, "Jobs").
     demo: bool = False
     # signal name -> admin URL name (taking the job id) of a page that confirms before sending it
@@ -60,20 +64,31 @@ def demo_types_enabled() -> bool:
 
 
 def job_type(name: str, *, params: type | None = None, schema_version: int = 1, demo: bool = False,
-             signal_views: dict | None = None):
+             signal_views: dict | None = None, upgrade: Callable | None = None):
     """Registers `handler(ctx, params) -> dict | None` as job type `name`. A `demo` type is startable by staff
     only and not registered at all with JOBS_DEMO_TYPES=0; `signal_views` maps a signal to the admin page that
-    confirms before sending it."""
+    confirms before sending it. Bump `schema_version` when the checkpoint's shape changes, and pass
+    `upgrade(checkpoint, from_version)` if older checkpoints can be read."""
 
     def decorate(handler: Callable) -> Callable:
         if demo and not demo_types_enabled():
             return handler
         _registry[name] = JobType(name=name, handler=handler, params=params, schema_version=schema_version,
                                   description=(handler.__doc__ or "").strip().split("\n")[0], demo=demo,
-                                  signal_views=signal_views)
+                                  signal_views=signal_views, upgrade=upgrade)
         return handler
 
     return decorate
+
+
+def _workflow_handler(ctx, params):
+    raise RuntimeError("A workflow run has no slices: its steps run as tracker tasks (jobs.workflows.engine).")
+
+
+def register_workflow(wf) -> None:
+    """Registers (or updates to a newer version) the job type of a workflow (jobs.workflows.declare)."""
+    _registry[wf.name] = JobType(name=wf.name, handler=_workflow_handler, params=wf.params, schema_version=1,
+                                 description=wf.description.split("\n")[0], workflow=wf, demo=wf.demo)
 
 
 def _load() -> None:
@@ -81,7 +96,7 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    import_app_modules("handlers", "jobs", skip=("jobs.jobs",))
+    import_app_modules("handlers", "jobs", "workflows", skip=("jobs.jobs",))
     for module in [m for m in os.environ.get("JOBS_MODULES", "").split(",") if m]:
         import_module(module)
 

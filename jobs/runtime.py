@@ -225,6 +225,13 @@ def _start(job_id, task, worker_id: str) -> Job | None:
                 job.attempts += 1
         else:
             return None
+        refusal = _upgrade_checkpoint(job)
+        if refusal:
+            job.error = refusal
+            job.fail(by=worker_id, reason=refusal)
+            job.save()
+            events.emit_state(job)
+            return None
         # Signals received after the last durable checkpoint are delivered again (the handler restarts there).
         JobSignal.objects.filter(job=job, consumed_at__isnull=False, consumed_seq__gte=job.checkpoint_seq).update(
             consumed_at=None, consumed_seq=None)
@@ -238,6 +245,30 @@ def _start(job_id, task, worker_id: str) -> Job | None:
         if started:
             events.emit_state(job)
     return job
+
+
+def _upgrade_checkpoint(job: Job) -> str:
+    """Brings a checkpoint written by an older schema_version of the job type up to date with the type's
+    `upgrade(checkpoint, from_version)` (in place). Returns why the job cannot run ("" when it can): a newer
+    schema than the code knows, or an older non-empty checkpoint without an upgrade."""
+    try:
+        jt = registry.get(job.job_type)
+    except Exception as exc:
+        return str(exc)
+    if job.schema_version == jt.schema_version:
+        return ""
+    if job.schema_version > jt.schema_version:
+        return (f"Checkpoint schema version {job.schema_version} is newer than job type {job.job_type!r} knows "
+                f"({jt.schema_version}); run it with the code that wrote it.")
+    if job.checkpoint and jt.upgrade is None:
+        return (f"Checkpoint schema version {job.schema_version} of job type {job.job_type!r} cannot be read by "
+                f"version {jt.schema_version} (the type declares no upgrade); retry it from the start.")
+    if job.checkpoint:
+        job.checkpoint = to_json(jt.upgrade(dict(job.checkpoint), job.schema_version))
+        events.emit(job.pk, JobEventKind.LOG, {"message": f"checkpoint upgraded from schema version "
+                                                          f"{job.schema_version} to {jt.schema_version}"})
+    job.schema_version = jt.schema_version
+    return ""
 
 
 def _finish(job_id, task, worker_id: str, outcome: str, *, result=None, exc: BaseException | None = None,

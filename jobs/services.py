@@ -3,15 +3,18 @@ job has its run task; the sweeper. Each runs in one transaction with the job row
 transition's audit row (tracker.audit, from `by=`/`reason=`) and a state event (jobs.events)."""
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import uuid
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from jobs import conf, events, registry
-from jobs.errors import JobNotFound, JobStateConflict, JobTypeForbidden, PersonalJobLimit
+from jobs.errors import IdempotencyConflict, JobNotFound, JobStateConflict, JobTypeForbidden, PersonalJobLimit
 from jobs.models import TERMINAL_STATES, Job, JobEvent, JobEventKind, JobSignal, JobState
 from jobs.runtime import JOB_RUN, JOB_WAKE, run_dedupe_key, to_json
 from tracker import services as tracker_services
@@ -52,7 +55,12 @@ def run_priority(job: Job) -> int | None:
 
 def _enqueue_run(job: Job) -> ProcessTracker | None:
     """Creates the job's JOB_RUN task unless one is unfinished (at most one per job: dedupe key
-    `job:<id>`). Called inside a transaction with the job row locked; commits with it."""
+    `job:<id>`); a workflow run instead gets its ready steps queued (jobs.workflows.engine.run_ensure). Called
+    inside a transaction with the job row locked; commits with it."""
+    if job.workflow_version is not None:
+        from jobs.workflows import engine
+
+        return engine.run_ensure(job=job)
     key = run_dedupe_key(job.pk)
     if ProcessTracker.objects.filter(dedupe_key=key).exclude(status__in=FINISHED_STATUSES).exists():
         return None
@@ -79,6 +87,24 @@ def _cancel_due_tasks(job: Job, by, reason: str) -> None:
             pass  # it started meanwhile; it will find the job not runnable
 
 
+def _request_hash(job_type: str, params: dict, merchant_id: str) -> str:
+    body = json.dumps({"job_type": job_type, "params": params, "merchant_id": merchant_id}, sort_keys=True,
+                      cls=DjangoJSONEncoder)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _replay(owner, idempotency_key: str, request_hash: str) -> Job | None:
+    """The job an earlier request with this key created (marked `replayed`), or None; 409 for another body."""
+    job = Job.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+    if job is None:
+        return None
+    if job.request_hash != request_hash:
+        raise IdempotencyConflict(f"Idempotency key {idempotency_key!r} was used for a different request.",
+                                  details={"idempotency_key": idempotency_key, "job_id": str(job.pk)})
+    job.replayed = True
+    return job
+
+
 def _check_start_limits(jt: registry.JobType, owner, merchant_id: str) -> None:
     """Demo types: staff only (403). Personal jobs (no merchant) of a non-staff user: at most
     JOBS_PERSONAL_MAX_PER_USER unfinished at once (429), counted with the user's row locked so two requests
@@ -97,20 +123,38 @@ def _check_start_limits(jt: registry.JobType, owner, merchant_id: str) -> None:
                                details={"unfinished": unfinished, "limit": limit})
 
 
-def job_create(*, job_type: str, params: dict | None = None, owner=None, merchant_id: str = "") -> Job:
+def job_create(*, job_type: str, params: dict | None = None, owner=None, merchant_id: str = "",
+               idempotency_key: str | None = None) -> Job:
     """Validates `params` with the type's serializer (InvalidJobParams/UnknownJobType -> 400; the serializer
     gets the job's `merchant_id` and the `user` in its context) and, in the caller's transaction, creates the
-    job (CREATED) and its first JOB_RUN task. Start limits (`_check_start_limits`): demo types are for staff
-    (403), personal jobs are limited per user (429)."""
+    job (CREATED) and its first JOB_RUN task (a workflow run: its steps and the tasks of its root steps). Start
+    limits (`_check_start_limits`): demo types are for staff (403), personal jobs are limited per user (429).
+    With an `idempotency_key` (per owner), a repeated request with the same body returns the existing job with
+    `job.replayed = True`; another body -> IdempotencyConflict (409)."""
     jt = registry.get(job_type)
     user = owner if getattr(owner, "pk", None) else None
-    clean = jt.validate(params, context={"merchant_id": str(merchant_id or ""), "user": user})
-    with transaction.atomic():
-        _check_start_limits(jt, user, str(merchant_id or ""))
-        job = Job.objects.create(job_type=job_type, params=to_json(clean), owner=owner if owner and owner.pk else None,
-                                 merchant_id=str(merchant_id or ""), schema_version=jt.schema_version)
-        events.emit_state(job)
-        _enqueue_run(job)
+    clean = to_json(jt.validate(params, context={"merchant_id": str(merchant_id or ""), "user": user}))
+    key = idempotency_key if user is not None and idempotency_key else None
+    request_hash = _request_hash(job_type, clean, str(merchant_id or "")) if key else ""
+    if key and (existing := _replay(user, key, request_hash)) is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            _check_start_limits(jt, user, str(merchant_id or ""))
+            job = Job.objects.create(job_type=job_type, params=clean, owner=user, merchant_id=str(merchant_id or ""),
+                                     schema_version=jt.schema_version, idempotency_key=key, request_hash=request_hash,
+                                     workflow_version=jt.workflow.version if jt.workflow is not None else None)
+            events.emit_state(job)
+            if jt.workflow is not None:
+                from jobs.workflows import engine
+
+                engine.run_create_steps(job=job, wf=jt.workflow)
+            _enqueue_run(job)
+    except IntegrityError:
+        if key and (existing := _replay(user, key, request_hash)) is not None:
+            return existing  # a concurrent request with the same key won
+        raise
+    job.replayed = False
     return job
 
 
@@ -121,6 +165,10 @@ def job_cancel(*, job_id, by=None, reason: str = "cancelled") -> Job:
         job = _locked(job_id)
         if not job.can_cancel():
             raise _conflict(job, "cancelled", "CREATED, RUNNING, WAITING or PAUSED")
+        if job.workflow_version is not None:
+            from jobs.workflows import engine
+
+            engine.run_cancel_steps(job=job, by=by, reason=reason)
         job.cancel(by=by, reason=reason)
         job.wait_signal, job.wake_at = "", None
         job.save()
@@ -162,6 +210,10 @@ def job_retry(*, job_id, by=None, reason: str = "retried", from_start: bool = Fa
         job = _locked(job_id)
         if not job.can_retry():
             raise _conflict(job, "retried", "FAILED")
+        if job.workflow_version is not None:
+            from jobs.workflows import engine
+
+            engine.run_reset_for_retry(job=job, from_start=from_start, by=by)
         job.retry(by=by, reason=reason)
         if from_start:
             job.checkpoint, job.progress, job.step = {}, 0, ""
@@ -184,7 +236,11 @@ def job_signal(*, job_id, name: str, payload=None, by=None) -> JobSignal:
         events.emit(job.pk, JobEventKind.LOG, {"message": f"signal {name!r} sent"
                                                + (f" by {by.get_username()}" if getattr(by, "pk", None) else ""),
                                                "signal": name})
-        if job.state == S.WAITING and name in job.wait_signal.split(","):
+        if job.workflow_version is not None:
+            from jobs.workflows import engine
+
+            engine.run_signal(job=job, name=name, by=by)
+        elif job.state == S.WAITING and name in job.wait_signal.split(","):
             job.wake(by=by, reason=f"signal {name!r}")
             job.wait_signal, job.wake_at = "", None
             job.save()

@@ -55,6 +55,13 @@ class StatementFileError(Exception):
 @job_type("recon.import_file", params=ImportFileParams)
 def import_file(ctx: JobContext, params: dict) -> dict | None:
     """Imports an uploaded file (CSV or a bank statement) into staging entries, resuming from its checkpoint."""
+    return import_upload(ctx, params)
+
+
+def import_upload(ctx, params: dict) -> dict | None:
+    """The import of one stored upload (`params`: account_id, upload_id, processing_mode, format?, chunk_rows?)
+    by a job or a workflow step (`ctx`: checkpoint_data, checkpoint, progress, log, should_stop, merchant_id).
+    Returns the ingest report, or None when told to stop (its checkpoint says where to resume)."""
     upload = Upload.objects.select_related("account").get(pk=params["upload_id"])
     account: Account = upload.account
     if str(account.pk) != str(params["account_id"]) or account.merchant_id != ctx.merchant_id:

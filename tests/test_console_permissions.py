@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from config.console import ConsoleSite, StaffOnly, TenantScoped
 from jobs import services as job_services
-from jobs.models import Job, JobEvent
+from jobs.models import Job, JobEvent, WorkflowStep
 from recon import services, uploads
 from recon.models import (Account, BankStatement, ClosedPeriod, Entry, MerchantMembership, ReconRule, StagingEntry, StagingStatus,
                           Transaction, Upload)
@@ -35,6 +35,7 @@ LEVEL = {
     "recon.reconrule": "operate", "recon.transaction": "view", "recon.entry": "view", "recon.stagingentry": "operate",
     "recon.closedperiod": "view", "recon.upload": "view", "tracker.processtracker": "operate",
     "tracker.workerheartbeat": "staff", "jobs.job": "operate", "jobs.jobevent": "view", "recon.bankstatement": "view",
+    "jobs.workflowstep": "operate",
 }
 # An object of the given merchant, per tenant-scoped admin.
 OBJECT_OF = {
@@ -51,6 +52,7 @@ OBJECT_OF = {
     "tracker.processtracker": lambda m: ProcessTracker.objects.filter(tenant=m.pk).order_by("created_at").first(),
     "jobs.job": lambda m: Job.objects.filter(merchant_id=m.pk).first(),
     "jobs.jobevent": lambda m: JobEvent.objects.filter(job__merchant_id=m.pk).first(),
+    "jobs.workflowstep": lambda m: WorkflowStep.objects.filter(job__merchant_id=m.pk).order_by("id").first(),
 }
 OWN = ("changelist", "add", "change", "delete", "history")
 # Answers of a view that let the user in: a page, a redirect after an action, GET on a POST-only view, or 400
@@ -95,6 +97,7 @@ class World:
                 "statement_id": f"{name}-1", "account": "IBAN", "currency": "USD", "sequence": "1",
                 "opening_balance": "0", "closing_balance": "1", "opening_date": None, "closing_date": "2026-11-01",
                 "lines": 1, "lines_total": "1", "balanced": True}])
+            job_services.job_create(job_type="jobs.diamond", params={}, merchant_id=merchant.pk)
         # Demo types are staff-only to start (issue 17, item 7): the personal job is created by the system for op_a.
         self.personal = job_services.job_create(job_type="jobs.countdown", params={"steps": 1})
         Job.objects.filter(pk=self.personal.pk).update(owner=self.op_a)
@@ -174,7 +177,8 @@ def test_admin_pages_matrix(world):
 
 # Values for the other URL parameters of custom views (django-fsm-2's transition view).
 URL_PARAMS = {"recon.stagingentry": {"transition_name": "ignore"}, "tracker.processtracker": {"transition_name": "cancel"},
-              "recon.closedperiod": {"job_id": "00000000-0000-7000-8000-000000000000"}}  # no such job: redirect
+              "recon.closedperiod": {"job_id": "00000000-0000-7000-8000-000000000000"},  # no such job: redirect
+              "jobs.workflowstep": {"name": "recon.settlement_run"}}
 
 
 def custom_urls(model_admin):
@@ -267,7 +271,7 @@ def test_operators_actions_change_only_their_merchants_rows(world):
     assert resp.status_code == 200
     statuses = {m.pk: StagingEntry.objects.get(pk=e.pk).status for m, e in review.items()}
     assert statuses == {"alpha-co": StagingStatus.ARCHIVED, "beta-co": StagingStatus.NEEDS_MANUAL_REVIEW}
-    jobs = {m: Job.objects.get(merchant_id=m.pk) for m in (world.alpha, world.beta)}
+    jobs = {m: Job.objects.get(merchant_id=m.pk, job_type="recon.import_file") for m in (world.alpha, world.beta)}
     world.clients["op_b"].post(reverse("admin:jobs_job_changelist"), {
         "action": "cancel_selected", "_selected_action": [str(jobs[world.alpha].pk), str(jobs[world.beta].pk)]})
     assert {m.pk: Job.objects.get(pk=j.pk).state for m, j in jobs.items()} == \

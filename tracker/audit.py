@@ -3,7 +3,9 @@
 FSM transitions are recorded by the `post_transition` receiver (pass `by=` a user or a worker id, and
 `reason=`); set-based paths call `record_many` with the rows they changed."""
 
+import threading
 from collections.abc import Iterable
+from contextlib import contextmanager
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.contenttypes.models import ContentType
@@ -29,9 +31,47 @@ def record_many(model, changes: Iterable[tuple[object, str, str]], *, by=None, r
     return record_rows([(ct_id, oid, src, dst, reason) for oid, src, dst in changes], by=by)
 
 
+_local = threading.local()
+
+
+@contextmanager
+def batch():
+    """Inside the block, audit rows are collected and written with one COPY per actor at its end (still inside
+    the caller's transaction; each actor's rows carry the time of its first): for code that makes several
+    transitions in one transaction (workflow steps)."""
+    outer = getattr(_local, "rows", None) is None
+    if outer:
+        _local.rows = []
+    try:
+        yield
+        if outer:
+            rows, _local.rows = _local.rows, None
+            groups: dict = {}
+            for by, at, row in rows:
+                actor = _actor(by)
+                key = (actor["by_user"].pk if actor["by_user"] else None, actor["by_worker"])
+                groups.setdefault(key, (by, at, []))[2].append(row)
+            for by, at, group in groups.values():
+                _write(group, by=by, at=at)
+    finally:
+        if outer:
+            _local.rows = None
+
+
 def record_rows(rows: Iterable[tuple[int, object, str, str, str]], *, by=None, at=None) -> int:
     """Audit rows (content type id, object id, from_status, to_status, reason), each with its own model and
-    reason, in one COPY. Called inside the transaction that made the changes."""
+    reason, in one COPY. Called inside the transaction that made the changes (inside `batch()`,
+    written at the block's end)."""
+    rows = list(rows)
+    buffer = getattr(_local, "rows", None)
+    if buffer is not None:
+        at = at or timezone.now()
+        buffer.extend((by, at, row) for row in rows)
+        return len(rows)
+    return _write(rows, by=by, at=at)
+
+
+def _write(rows: list, *, by=None, at=None) -> int:
     at = at or timezone.now()
     actor = _actor(by)
     user_id = actor["by_user"].pk if actor["by_user"] else None

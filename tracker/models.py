@@ -24,6 +24,9 @@ S = TaskStatus
 DUE_STATUSES = (S.PENDING, S.RETRY)
 # Payload keys whose values the task search finds by an index (a staging entry id, a job id, an upload id).
 PAYLOAD_SEARCH_KEYS = ("staging_entry_id", "job_id", "upload_id")
+# Task types claimed at most one per claim (handlers with `one_per_claim`: workflow steps). They have a due index
+# of their own and the main due index leaves them out, so neither half of the claim walks past the other's rows.
+ONE_PER_CLAIM_TYPES = ("WORKFLOW_STEP",)
 FINISHED_STATUSES = (S.COMPLETED, S.FAILED, S.CANCELLED)
 
 
@@ -63,7 +66,9 @@ class ProcessTracker(FSMModelMixin, models.Model):
         indexes = [
             # The claim query: due PENDING/RETRY rows in its exact order (tasks created together share run_after).
             models.Index(fields=["priority", "run_after", "task_id"], name="tracker_due_idx",
-                         condition=Q(status__in=["PENDING", "RETRY"])),
+                         condition=Q(status__in=["PENDING", "RETRY"]) & ~Q(task_type__in=ONE_PER_CLAIM_TYPES)),
+            models.Index(fields=["priority", "run_after", "task_id"], name="tracker_due_one_per_claim_idx",
+                         condition=Q(status__in=["PENDING", "RETRY"], task_type__in=ONE_PER_CLAIM_TYPES)),
             # Rescue: expired leases.
             models.Index(fields=["lease_expires_at"], name="tracker_lease_idx", condition=Q(status="PROCESSING")),
             # Pruning and throughput stats.

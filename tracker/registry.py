@@ -35,6 +35,12 @@ class TaskHandler:
     batched: bool | None = None
     # Long handlers (job slices) run after the short work claimed with them, so they do not hold it back.
     long_running: bool = False
+    # At most one task of this type per claim, so a consumer never runs two of them one after the other while
+    # other consumers idle (workflow steps: independent steps run on different consumers).
+    one_per_claim: bool = False
+    # `run` is called outside a transaction and completes its task itself (tracker.services.task_complete_many
+    # in its last transaction), for handlers that must commit intermediate state (workflow steps).
+    own_transaction: bool = False
 
     def decide(self, task) -> "TaskHandler":
         return self
@@ -80,6 +86,10 @@ _loaded = False
 def register(cls: type[TaskHandler]) -> type[TaskHandler]:
     """Class decorator: registers a handler for `cls.task_type`."""
     assert cls.task_type, f"{cls.__name__} has no task_type"
+    from tracker.models import ONE_PER_CLAIM_TYPES
+
+    assert cls.one_per_claim == (cls.task_type in ONE_PER_CLAIM_TYPES), (
+        f"{cls.task_type}: one_per_claim types are listed in tracker.models.ONE_PER_CLAIM_TYPES (their due index)")
     _registry[cls.task_type] = cls()
     return cls
 

@@ -24,8 +24,8 @@ from django.utils.module_loading import import_string
 from tracker import audit, counters, registry, wakeup
 from tracker.bulk import array_literal, insert_select_sql, models_from_rows, select_columns
 from tracker.errors import InvalidBulkRequest, LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
-from tracker.models import (DUE_STATUSES, FINISHED_STATUSES, PAYLOAD_SEARCH_KEYS, Outcome, ProcessTracker, TaskQueue,
-                            TaskStatus, Transition)
+from tracker.models import (DUE_STATUSES, FINISHED_STATUSES, ONE_PER_CLAIM_TYPES, PAYLOAD_SEARCH_KEYS, Outcome,
+                            ProcessTracker, TaskQueue, TaskStatus, Transition)
 
 S = TaskStatus
 log = logging.getLogger(__name__)
@@ -132,25 +132,34 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     with their previous status. The update joins the picked (id, status) pairs as an unnest of two arrays
     read from the same materialized CTE (so in the same order): the planner then loops over the primary key,
     where a join with the CTE itself let it hash the whole table when its statistics lagged behind a
-    fast-changing queue."""
+    fast-changing queue. Task types that are `one_per_claim` (ONE_PER_CLAIM_TYPES) are picked at most once per
+    claim, each half of the pick walking its own partial due index."""
     table = ProcessTracker._meta.db_table
     default, overrides = _lease_seconds_by_type()
     lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
     lease_params = [v for t, s in overrides.items() for v in (t, now + dt.timedelta(seconds=s))]
     lease_params.append(now + dt.timedelta(seconds=default))
     queue_sql = "AND queue = ANY(%s)" if queues else ""
-    sql = f"""
-        WITH due AS (
-            SELECT task_id, status FROM {table}
-            WHERE status IN ('PENDING', 'RETRY') AND run_after <= %s {queue_sql}
+    single = list(ONE_PER_CLAIM_TYPES)
+    pick = f"""SELECT task_id, status FROM {table}
+            WHERE status IN ('PENDING', 'RETRY') AND run_after <= %s {queue_sql} {{type_sql}}
               AND queue <> ALL(ARRAY(SELECT name FROM {TaskQueue._meta.db_table} WHERE paused))
-            ORDER BY priority, run_after, task_id LIMIT %s FOR UPDATE SKIP LOCKED)
+            ORDER BY priority, run_after, task_id LIMIT %s FOR UPDATE SKIP LOCKED"""
+    not_single = " AND ".join(["task_type <> %s"] * len(single))
+    any_single = " OR ".join(["task_type = %s"] * len(single))
+    due_sql = (f"rest AS ({pick.format(type_sql=f'AND {not_single}')}), "
+               f"one AS ({pick.format(type_sql=f'AND ({any_single})')}), "
+               "due AS MATERIALIZED (SELECT task_id, status FROM rest UNION ALL SELECT task_id, status FROM one)")
+    due_params = [now, *([queues] if queues else []), *single, limit,
+                  now, *([queues] if queues else []), *single, 1]
+    sql = f"""
+        WITH {due_sql}
         UPDATE {table} AS t SET status = 'PROCESSING', attempts = t.attempts + 1, locked_by = %s,
             lease_expires_at = {lease_sql}, processing_started_at = %s, updated_at = %s
         FROM unnest(ARRAY(SELECT task_id FROM due), ARRAY(SELECT status FROM due)) AS d(task_id, status)
         WHERE t.task_id = d.task_id
         RETURNING {select_columns(ProcessTracker, "t")}, d.status"""
-    params = [now, *([queues] if queues else []), limit, worker_id, *lease_params, now, now]
+    params = [*due_params, worker_id, *lease_params, now, now]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

@@ -134,6 +134,11 @@ class Worker:
 
     def _run_one(self, handler: registry.TaskHandler, task, totals: Totals) -> None:
         try:
+            if handler.own_transaction:
+                handler.validate(task)
+                handler.run(task, self.ctx)
+                totals.succeeded += 1
+                return
             with transaction.atomic():
                 handler.validate(task)
                 handler.run(task, self.ctx)

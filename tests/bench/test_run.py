@@ -27,7 +27,7 @@ def test_bench_suite_runs_at_a_tiny_size():
                 "csv_import_alone_2_writers_rows_per_s", "tracker_noop_counters_on_per_s",
                 "tracker_noop_counters_off_per_s", "task_stats_ms", "metrics_scrape_ms", "dashboard_ms",
                 "camt053_import_lines_per_s", "mt940_import_lines_per_s", "camt053_import_peak_rss_mb",
-                "recon_one_to_many_expectations_per_s"]:
+                "workflow_diamond_p50_ms", "workflow_steps_per_s", "recon_one_to_many_expectations_per_s"]:
         assert results[key]["value"] > 0, key
     for writers in ("1_writer", "2_writers"):  # the import's CPU per row, split between Python and PostgreSQL
         alone = results[f"csv_import_alone_{writers}_rows_per_s"]

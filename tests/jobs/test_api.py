@@ -18,7 +18,7 @@ def noop(ctx, params):
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FIELDS = {"job_id", "job_type", "params", "state", "progress", "step", "checkpoint", "result", "error", "attempts",
-          "created_at", "started_at", "finished_at", "heartbeat_at"}
+          "created_at", "started_at", "finished_at", "heartbeat_at", "schema_version", "workflow", "steps"}
 
 
 def user(name, **extra):

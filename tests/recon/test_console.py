@@ -241,7 +241,7 @@ def test_write_off_in_the_console_needs_the_permission(ledger, django_user_model
 @pytest.mark.django_db(transaction=True)
 def test_entry_page_shows_its_audit_trail_links_and_history(console, ledger):
     content = b"order_id,amount,currency,transaction_date,type\nord-7,10.00,usd,2026-11-02,Payment\n"
-    job = uploads.csv_import_start(account=ledger.payments, file=SimpleUploadedFile("nov.csv", content),
+    job = uploads.file_import_start(account=ledger.payments, file=SimpleUploadedFile("nov.csv", content),
                                    name="nov.csv", processing_mode="TRANSACTION")
     drain()
     entry = StagingEntry.objects.get()
@@ -332,7 +332,7 @@ def test_pages_read_for_a_person(console, ledger, queue):
 def test_import_errors_as_a_table_with_a_csv_download(console, ledger):
     content = (b"order_id,amount,currency,transaction_date,type\n"
                b"ok-1,10.00,USD,2026-11-02,Payment\nbad-1,abc,USD,2026-11-02,Payment\nbad-2,5,XXY,2026-11-02,Payment\n")
-    uploads.csv_import_start(account=ledger.payments, file=SimpleUploadedFile("mixed.csv", content),
+    uploads.file_import_start(account=ledger.payments, file=SimpleUploadedFile("mixed.csv", content),
                              name="mixed.csv", processing_mode="TRANSACTION")
     drain()
     from recon.models import Upload

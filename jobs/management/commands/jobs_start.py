@@ -11,11 +11,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from config.errors import AppError
 from jobs import registry, services
 from jobs.management.commands._common import parse_json, parse_value
-from jobs.models import TERMINAL_STATES, Job
+from jobs.models import STEP_TERMINAL_STATES, TERMINAL_STATES, Job, WorkflowStep
 
 
 class Command(BaseCommand):
-    help = "Start a job: jobs_start jobs.countdown --param steps=5 --param step_seconds=0.5"
+    help = ("Start a job or a workflow run (a bar per step): jobs_start jobs.countdown --param steps=5 "
+            "--param step_seconds=0.5")
 
     def add_arguments(self, parser):
         parser.add_argument("job_type", help="One of the registered types (see --list-types).", nargs="?")
@@ -69,10 +70,18 @@ class Command(BaseCommand):
                    TimeElapsedColumn(), TextColumn("{task.description}")]
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task(job.job_type, total=100, state=job.state)
+            step_bars: dict[str, int] = {}  # a workflow run: one bar per step
             while True:
                 job = Job.objects.get(pk=job.pk)
                 bar.update(task, completed=job.progress, state=job.state,
                            description=job.step or job.wait_signal and f"waiting for {job.wait_signal}" or job.job_type)
+                for step in WorkflowStep.objects.filter(job_id=job.pk).order_by("position"):
+                    if step.name not in step_bars:
+                        step_bars[step.name] = bar.add_task(f"  {step.name}", total=100, state=step.state)
+                    done = 100 if step.state in STEP_TERMINAL_STATES else 50 if step.state == "RUNNING" else 0
+                    extra = f" (attempt {step.attempts})" if step.attempts > 1 else ""
+                    bar.update(step_bars[step.name], completed=done, state=step.state,
+                               description=f"  {step.name}{extra}")
                 if job.state in TERMINAL_STATES or (deadline and time.monotonic() > deadline):
                     return job
                 time.sleep(0.3)

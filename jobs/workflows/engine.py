@@ -1,0 +1,653 @@
+"""Workflow runs (docs/workflows.md): a run is a `Job` whose steps are `WorkflowStep` rows; each ready step is one
+WORKFLOW_STEP tracker task.
+
+Every change of a run's steps happens with the run's `Job` row locked (`SELECT ... FOR UPDATE`), so readiness is
+decided once: two consumers finishing the two parents of a join at the same moment are serialised on that lock,
+and only the second sees both parents done and enqueues the join. A step runs in three parts: `_begin` (one
+transaction: the step RUNNING, an attempt counted), the step function (no transaction open; its own atomic blocks
+commit with `ctx.checkpoint`), `_finish` (one transaction: the step's outcome, its tracker task COMPLETED, the
+children made ready, the run finalised). A worker killed during the function leaves the step RUNNING with its task
+PROCESSING; the tracker's rescue re-delivers the task and `_begin` counts a new attempt."""
+
+import datetime as dt
+import functools
+import logging
+import threading
+import time
+import traceback
+import uuid
+from contextlib import contextmanager
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from jobs import conf, events
+from jobs.errors import JobStateConflict
+from jobs.models import (
+    STEP_ACTIVE_STATES,
+    STEP_DONE_STATES,
+    STEP_TERMINAL_STATES,
+    Job,
+    JobEvent,
+    JobEventKind,
+    JobSignal,
+    JobState,
+    StepState,
+    WorkflowStep,
+)
+from jobs.runtime import Suspend, to_json
+from jobs.workflows import declare
+from tracker import audit
+from tracker import services as tracker_services
+from tracker.errors import (
+    LeaseLost,
+    PermanentError,
+    RetryableError,
+    TaskStateConflict,
+    is_retryable,
+)
+from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus
+
+S, ST = JobState, StepState
+log = logging.getLogger(__name__)
+
+WORKFLOW_STEP = "WORKFLOW_STEP"
+
+
+class StepError(RetryableError):
+    """A step attempt failed; it is retried with the step's backoff while attempts are left."""
+
+    code = "step_error"
+
+
+class PermanentStepError(PermanentError):
+    """A step failed in a way retrying cannot fix: the step fails at once."""
+
+    code = "step_permanent_error"
+
+
+class StepTimeout(StepError):
+    """The step attempt ran longer than the step's timeout."""
+
+    code = "step_timeout"
+
+
+class WorkflowVersionMissing(PermanentStepError):
+    """The run's workflow version is not declared any more."""
+
+    code = "workflow_version_missing"
+
+
+def workflow_of(job: Job) -> declare.Workflow | None:
+    """The declared version the run started with (None when it is not registered any more)."""
+    from jobs import registry
+
+    registry.all_types()
+    return declare.get_version(job.job_type, job.workflow_version)
+
+
+def _missing_version_error(job: Job) -> str:
+    known = declare.versions(job.job_type)
+    return (f"Workflow {job.job_type!r} version {job.workflow_version} is not declared (declared: "
+            f"{', '.join(map(str, known)) or 'none'}); keep a version declared while runs of it are unfinished.")
+
+
+_local = threading.local()
+
+
+@contextmanager
+def _event_batch():
+    """Collects the events the engine writes in one transaction and writes them at the end of the block with one
+    INSERT and one NOTIFY statement (what jobs.events.emit does per event), in the order they were made."""
+    outer = getattr(_local, "events", None) is None
+    if outer:
+        _local.events = []
+    try:
+        with audit.batch():
+            yield
+        if outer:
+            _flush(_local.events)
+    finally:
+        if outer:
+            _local.events = None
+
+
+def _batched(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with _event_batch():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def _emit(job_id, kind: str, data: dict) -> None:
+    buffer = getattr(_local, "events", None)
+    if buffer is None:
+        events.emit(job_id, kind, data)
+    else:
+        buffer.append((job_id, kind, data))
+
+
+def _emit_state(job: Job) -> None:
+    _emit(job.pk, JobEventKind.STATE, events.state_data(job))
+
+
+def _flush(items: list) -> None:
+    if not items:
+        return
+    rows = JobEvent.objects.bulk_create([JobEvent(job_id=j, kind=k, data=to_json(d)) for j, k, d in items])
+    last = {row.job_id: row.id for row in rows}
+    parts, params = [], []
+    for job_id, event_id in last.items():
+        parts += ["pg_notify(%s, %s)", "pg_notify(%s, %s)"]
+        params += [events.EVENTS_CHANNEL, uuid.UUID(str(job_id)).hex, events.channel(job_id), str(event_id)]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts), params)
+
+
+def step_event(step: WorkflowStep, **extra) -> None:
+    _emit(step.job_id, JobEventKind.STEP, {"name": step.name, "state": step.state, "attempts": step.attempts,
+                                                 "error": step.error, **extra})
+
+
+def _save(step: WorkflowStep, **extra) -> None:
+    step.save()
+    step_event(step, **extra)
+
+
+def _steps(job: Job) -> list[WorkflowStep]:
+    return list(WorkflowStep.objects.filter(job_id=job.pk).order_by("position"))
+
+
+# --- creating and scheduling ----------------------------------------------------------------------------------
+
+def run_create_steps(*, job: Job, wf: declare.Workflow) -> list[WorkflowStep]:
+    """The run's steps, all PENDING, in topological order (called in job_create's transaction)."""
+    attempts = {name: wf.step(name).attempts_for(job.params) for name in wf.order}
+    return WorkflowStep.objects.bulk_create([
+        WorkflowStep(job=job, name=name, position=i, depends_on=list(wf.step(name).depends_on),
+                     max_attempts=attempts[name], attempts_limit=attempts[name])
+        for i, name in enumerate(wf.order)])
+
+
+def _enqueue(job: Job, steps: list[WorkflowStep], *, run_after: dict | None = None) -> None:
+    """One WORKFLOW_STEP task per step (one INSERT), the step's task_id set (saved by the caller)."""
+    if not steps:
+        return
+    run_after = run_after or {}
+    specs = [tracker_services.TaskSpec(WORKFLOW_STEP, {"job_id": str(job.pk), "step_id": s.pk}, job.merchant_id,
+                                       None, run_after.get(s.pk)) for s in steps]
+    for step, task in zip(steps, tracker_services.task_create_many(specs)):
+        step.task_id = task.task_id
+
+
+def _advance(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], by) -> None:
+    """Makes ready every PENDING step whose parents are all COMPLETED or SKIPPED: its condition false ->
+    SKIPPED (which may make its children ready), else QUEUED with a task. Called with the job row locked."""
+    by_name = {s.name: s for s in steps}
+    queued: list[WorkflowStep] = []
+    changed = True
+    while changed:
+        changed = False
+        for step in steps:
+            if step.state != ST.PENDING:
+                continue
+            parents = [by_name[p] for p in step.depends_on]
+            if any(p.state not in STEP_DONE_STATES for p in parents):
+                continue
+            decl = wf.step(step.name) if wf is not None else None
+            if decl is not None and decl.condition is not None:
+                results = {p.name: p.result for p in parents if p.state == ST.COMPLETED}
+                try:
+                    run_it = bool(decl.condition(results))
+                except Exception as exc:  # noqa: BLE001  (a condition that raises skips the step, with why)
+                    step.error = f"condition raised {type(exc).__name__}: {exc}"[:2000]
+                    run_it = False
+                if not run_it:
+                    step.skip(by=by, reason=step.error or "condition false")
+                    _save(step)
+                    changed = True
+                    continue
+            step.queue(by=by, reason="parents done" if parents else "root step")
+            queued.append(step)
+    _enqueue(job, queued)
+    for step in queued:
+        _save(step)
+
+
+def _ensure_tasks(job: Job, steps: list[WorkflowStep]) -> int:
+    """Gives every QUEUED/RETRY step (and WAITING step with a timer) whose task is finished or missing a new
+    task: after a resume, and the sweeper's repair. Returns how many it created."""
+    wanted = [s for s in steps if s.state in (ST.QUEUED, ST.RETRY) or (s.state == ST.WAITING and s.wake_at)]
+    if not wanted:
+        return 0
+    status = dict(ProcessTracker.objects.filter(task_id__in=[s.task_id for s in wanted if s.task_id])
+                  .values_list("task_id", "status"))
+    missing = [s for s in wanted if status.get(s.task_id) in (None, *FINISHED_STATUSES)]
+    _enqueue(job, missing, run_after={s.pk: s.next_attempt_at if s.state == ST.RETRY else s.wake_at
+                                      for s in missing})
+    for step in missing:
+        step.save(update_fields=["task_id"])
+    return len(missing)
+
+
+def _refresh(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], by) -> None:
+    """The run's state, progress and result from its steps (finalisation). Called with the job row locked;
+    saves the job and writes its state event when the state changed."""
+    if job.state in (S.PAUSED, S.COMPLETED, S.FAILED, S.CANCELLED):
+        return
+    before = (job.state, job.progress)
+    states = [s.state for s in steps]
+    job.progress = int(100 * sum(st in STEP_TERMINAL_STATES for st in states) / max(1, len(states)))
+    job.step = ", ".join(s.name for s in steps if s.state in (ST.RUNNING, ST.WAITING))[:200]
+    job.heartbeat_at = timezone.now()
+    waiting = [s for s in steps if s.state == ST.WAITING]
+    if all(st in STEP_DONE_STATES for st in states):
+        _to_running(job, by, "steps done")
+        leaves = wf.leaves() if wf is not None else [s.name for s in steps if not any(
+            s.name in o.depends_on for o in steps)]
+        by_name = {s.name: s for s in steps}
+        job.result = {name: by_name[name].result for name in leaves}
+        job.wait_signal = ""
+        job.complete(by=by, reason="every step completed or skipped")
+    elif any(st in STEP_ACTIVE_STATES for st in states):
+        _to_running(job, by, "a step is ready")
+        job.wait_signal = ""
+    elif waiting:
+        _to_running(job, by, "a step waits")
+        signals = sorted({n for s in waiting for n in s.wait_signal.split(",") if n})
+        job.wait_signal = ",".join(signals)[:100]
+        job.wait(by=by, reason="steps wait: " + ", ".join(s.name for s in waiting))
+    else:
+        failed = [s for s in steps if s.state == ST.FAILED]
+        _to_running(job, by, "finishing")
+        names = ", ".join(s.name for s in failed) or "none"
+        first = failed[0].error if failed else "steps were cancelled"
+        job.error = f"Steps failed: {names}. {failed[0].name if failed else ''}: {first}"[:2000]
+        job.error_details = failed[0].error_details if failed else ""
+        job.wait_signal = ""
+        job.fail(by=by, reason=f"steps failed: {names}")
+    job.save(update_fields=["state", "progress", "step", "heartbeat_at", "result", "error", "error_details",
+                            "wait_signal", "attempts", "started_at", "finished_at", "updated_at"])
+    if job.state != before[0]:
+        _emit_state(job)
+    elif job.progress != before[1]:
+        _emit(job.pk, JobEventKind.PROGRESS, {"progress": job.progress, "step": job.step})
+
+
+def _to_running(job: Job, by, why: str) -> None:
+    if job.state == S.CREATED:
+        job.start(by=by, reason=why)
+        job.attempts += 1
+    elif job.state == S.WAITING:
+        job.wake(by=by, reason=why)
+
+
+@_batched
+def run_ensure(*, job: Job, by="system") -> int | None:
+    """Schedules a run (called by jobs.services with the job row locked: after create, resume, retry, and by
+    the sweeper): ready steps queued, tasks of queued steps present, the run finalised. Returns the number of
+    tasks it had to re-create (0 when nothing was missing)."""
+    steps = _steps(job)
+    if job.state not in (S.CREATED, S.RUNNING, S.WAITING):
+        return None
+    wf = workflow_of(job)
+    if wf is None:
+        _fail_missing_version(job, steps, by)
+        return None
+    known = {s.pk for s in steps if s.task_id}
+    _advance(job, wf, steps, by)
+    repaired = _ensure_tasks(job, [s for s in steps if s.pk in known])
+    _refresh(job, wf, steps, by)
+    return repaired
+
+
+def _fail_missing_version(job: Job, steps: list[WorkflowStep], by) -> None:
+    message = _missing_version_error(job)
+    for step in steps:
+        if step.state in (ST.QUEUED, ST.RETRY):
+            step.error = message
+            step.fail(by=by, reason=message)
+            _save(step)
+    _to_running(job, by, "version check")
+    job.error = message
+    job.fail(by=by, reason=message)
+    job.save()
+    _emit_state(job)
+
+
+# --- hooks of the job services (jobs.services), each called with the job row locked ------------------------
+
+@_batched
+def run_cancel_steps(*, job: Job, by, reason: str) -> None:
+    """Every unfinished step CANCELLED (running ones stop at their next `should_stop()`), their due tasks
+    cancelled; the step events come before the run's terminal state event."""
+    for step in _steps(job):
+        if step.state not in STEP_TERMINAL_STATES:
+            step.cancel(by=by, reason=reason)
+            _save(step)
+    for task_id in ProcessTracker.objects.filter(task_type=WORKFLOW_STEP, payload__job_id=str(job.pk),
+                                                 status__in=DUE_STATUSES).values_list("task_id", flat=True):
+        try:
+            tracker_services.task_cancel(task_id=task_id, by=by, reason=f"run cancelled: {reason}")
+        except TaskStateConflict:  # it started meanwhile; it finds its step CANCELLED
+            pass
+
+
+def _reset(steps: list[WorkflowStep], by, reason: str) -> None:
+    for step in steps:
+        step.reset(by=by, reason=reason)
+        _save(step)
+
+
+@_batched
+def run_reset_for_retry(*, job: Job, from_start: bool, by) -> None:
+    """Before a FAILED run goes back to CREATED: its FAILED steps (every step with `from_start`) get a fresh set
+    of attempts; COMPLETED steps keep their results."""
+    steps = _steps(job)
+    targets = steps if from_start else [s for s in steps if s.state in (ST.FAILED, ST.CANCELLED)]
+    _reset(targets, by, "run retried from the start" if from_start else "run retried")
+
+
+@_batched
+def workflow_step_retry(*, job_id, name: str, by=None) -> Job:
+    """Runs step `name` of a FAILED run and everything downstream of it again (each with a fresh set of
+    attempts), keeping the other steps: the run goes back to CREATED. 409 unless the run is FAILED and the
+    step's parents are COMPLETED or SKIPPED; 404 for an unknown step."""
+    from jobs import services
+    from jobs.errors import JobNotFound
+
+    with transaction.atomic():
+        job = services._locked(job_id)
+        if job.workflow_version is None:
+            raise JobNotFound("This job is not a workflow run.")
+        steps = _steps(job)
+        by_name = {s.name: s for s in steps}
+        if name not in by_name:
+            raise JobNotFound(f"Unknown step {name!r}.")
+        if job.state != S.FAILED:
+            raise JobStateConflict(f"Run is {job.state}; only FAILED runs can retry a step.",
+                                   details={"state": job.state})
+        step = by_name[name]
+        blocked = [p for p in step.depends_on if by_name[p].state not in STEP_DONE_STATES]
+        if blocked:
+            raise JobStateConflict(f"Step {name!r} cannot run: parent(s) {', '.join(blocked)} not completed.",
+                                   details={"parents": blocked})
+        downstream = set(_descendants(steps, name))
+        _reset([s for s in steps if s.name in downstream], by, f"retry from step {name!r}")
+        job.retry(by=by, reason=f"retry from step {name!r}")
+        job.save()
+        _emit_state(job)
+        run_ensure(job=job, by=by)
+    return job
+
+
+def _descendants(steps: list[WorkflowStep], name: str) -> list[str]:
+    out, todo = [], [name]
+    while todo:
+        current = todo.pop()
+        if current not in out:
+            out.append(current)
+            todo.extend(s.name for s in steps if current in s.depends_on)
+    return out
+
+
+@_batched
+def run_signal(*, job: Job, name: str, by) -> None:
+    """A signal arrived: steps WAITING for it are queued again (their timer task, if any, cancelled)."""
+    woken = []
+    for step in _steps(job):
+        if step.state == ST.WAITING and name in step.wait_signal.split(","):
+            if step.task_id and ProcessTracker.objects.filter(task_id=step.task_id, status__in=DUE_STATUSES).exists():
+                tracker_services.task_cancel(task_id=step.task_id, by=by, reason=f"step woken by signal {name!r}")
+            step.requeue(by=by, reason=f"signal {name!r}")
+            woken.append(step)
+    if not woken:
+        return
+    if job.state in (S.CREATED, S.RUNNING, S.WAITING):
+        _enqueue(job, woken)
+    for step in woken:
+        _save(step)
+    _refresh(job, workflow_of(job), _steps(job), by)
+
+
+# --- running one step (the WORKFLOW_STEP task) ----------------------------------------------------------------
+
+def step_run(*, task, run_ctx) -> str:
+    """Runs one attempt of the task's step: begin, call, finish. Completes the task itself (the handler is
+    `own_transaction`). Returns the outcome."""
+    worker_id = run_ctx.worker_id
+    job_id, step_id = task.payload["job_id"], task.payload["step_id"]
+    with transaction.atomic(), _event_batch():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        steps = _steps(job) if job is not None else []
+        step = next((s for s in steps if s.pk == step_id), None)
+        begun = step is not None and _begin(job, step, steps, task, worker_id)
+        if not begun:
+            tracker_services.task_complete_many(task_ids=[task.task_id], worker_id=worker_id)
+            return "skipped"
+        wf = workflow_of(job)
+        parents = {s.name: s.result for s in steps if s.name in step.depends_on and s.state == ST.COMPLETED}
+    decl = wf.step(step.name) if wf is not None else None
+    ctx = StepContext(job, step, parents, task_id=task.task_id, worker_id=worker_id, run_ctx=run_ctx,
+                      timeout=decl.timeout if decl else None)
+    started = time.monotonic()
+    result = exc = suspend = None
+    try:
+        if decl is None:
+            raise WorkflowVersionMissing(_missing_version_error(job))
+        result = decl.function(ctx)
+        if ctx.stop_reason == "timeout" or (decl.timeout and time.monotonic() - started > decl.timeout):
+            raise StepTimeout(f"Step {step.name!r} ran longer than its timeout of {decl.timeout:g} s.")
+        outcome = "stopped" if ctx.stop_reason else "complete"
+    except Suspend as s:
+        outcome, suspend = "suspend", s
+    except _Superseded:
+        outcome = "superseded"
+    except Exception as e:  # noqa: BLE001  (any error of the step function is the attempt's outcome)
+        log.info("workflow %s step %s attempt %d failed: %s", job_id, step.name, step.attempts, e)
+        outcome, exc = "error", e
+    return _finish(job_id, step_id, task, worker_id, outcome, result=result, exc=exc, suspend=suspend, ctx=ctx,
+                   decl=decl, elapsed=time.monotonic() - started)
+
+
+def _begin(job: Job, step: WorkflowStep, steps: list[WorkflowStep], task, worker_id: str) -> bool:
+    """Opens an attempt (job row locked): False when the task is stale or the run cannot run a step now (paused:
+    the step stays QUEUED and resume enqueues it again)."""
+    if step.task_id != task.task_id or job.state not in (S.CREATED, S.RUNNING, S.WAITING):
+        return False
+    if step.state == ST.WAITING:  # its timer
+        if not step.wake_at or step.wake_at > timezone.now():
+            return False
+        step.requeue(by=worker_id, reason="timer")
+    if step.state == ST.RUNNING:  # the worker of the previous attempt died (its task was rescued)
+        if step.attempts >= step.attempts_limit:
+            step.error = f"Worker lost during attempt {step.attempts}; no attempts left."
+            step.fail(by=worker_id, reason=step.error)
+            step.duration_ms = None
+            _save(step)
+            _refresh(job, workflow_of(job), steps, worker_id)
+            return False
+        audit.record_many(WorkflowStep, [(step.pk, ST.RUNNING, ST.RUNNING)], by=worker_id,
+                          reason=f"attempt {step.attempts} interrupted (worker lost); running again")
+        step.started_at = timezone.now()
+    elif step.state in (ST.QUEUED, ST.RETRY):
+        step.begin(by=worker_id, reason=f"attempt {step.attempts + 1}")
+    else:
+        return False
+    step.attempts += 1
+    _save(step)
+    if job.state != S.RUNNING:  # a run goes RUNNING with its first step (or back from WAITING)
+        _refresh(job, None, steps, worker_id)
+    return True
+
+
+@_batched
+def _finish(job_id, step_id, task, worker_id: str, outcome: str, *, result, exc, suspend, ctx, decl,
+            elapsed: float) -> str:
+    """Closes an attempt in one transaction: the step's outcome, its task COMPLETED, children made ready, the
+    run finalised. A step no longer RUNNING under this task (cancelled, rescued) changes nothing."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        step = WorkflowStep.objects.get(pk=step_id)
+        try:
+            tracker_services.task_complete_many(task_ids=[task.task_id], worker_id=worker_id)
+        except LeaseLost:
+            return "superseded"
+        if outcome == "superseded" or step.task_id != task.task_id or step.state != ST.RUNNING:
+            return "superseded"
+        ctx.consume_signals()
+        step.duration_ms = int(elapsed * 1000)
+        now = timezone.now()
+        if outcome == "complete":
+            try:
+                step.result = to_json(result)
+            except (TypeError, ValueError) as err:
+                outcome, exc = "error", PermanentStepError(f"Result is not JSON: {err}")
+        if outcome == "suspend" and suspend.signal and JobSignal.objects.filter(
+                job_id=job.pk, name__in=suspend.signal.split(","), consumed_at__isnull=True).exists():
+            outcome = "stopped"  # the signal arrived after the step looked: run again at once
+        wf = workflow_of(job)
+        if outcome == "complete":
+            step.complete(by=worker_id, reason=f"attempt {step.attempts} completed")
+        elif outcome == "stopped":
+            step.attempts -= 1  # not a failed attempt
+            step.requeue(by=worker_id, reason=f"stopped ({ctx.stop_reason or 'signal arrived'})")
+            if job.state in (S.CREATED, S.RUNNING, S.WAITING):
+                _enqueue(job, [step])
+        elif outcome == "suspend":
+            step.wait_seq += 1
+            step.wait_signal = suspend.signal[:200]
+            step.wake_at = suspend.wake_at
+            why = f"waiting for signal {suspend.signal!r}" if suspend.signal else "sleeping"
+            step.suspend(by=worker_id, reason=why + (f" until {suspend.wake_at.isoformat()}" if suspend.wake_at
+                                                       else ""))
+            if suspend.wake_at:
+                _enqueue(job, [step], run_after={step.pk: suspend.wake_at})
+        else:
+            step.error = f"{type(exc).__name__}: {exc}"[:2000]
+            step.error_details = "".join(traceback.format_exception(exc))[-20000:]
+            if is_retryable(exc) and step.attempts < step.attempts_limit:
+                delay = decl.backoff_seconds(step.attempts) if decl else 1.0
+                step.next_attempt_at = now + dt.timedelta(seconds=delay)
+                step.retry_later(by=worker_id, reason=f"attempt {step.attempts} failed, retry in {delay:g} s: "
+                                                      f"{step.error}")
+                _enqueue(job, [step], run_after={step.pk: step.next_attempt_at})
+            else:
+                why = "no attempts left" if is_retryable(exc) else "permanent error"
+                step.fail(by=worker_id, reason=f"{why}: {step.error}")
+        _save(step)
+        if job.state in (S.CREATED, S.RUNNING, S.WAITING):
+            steps = _steps(job)
+            if outcome == "complete":
+                _advance(job, wf, steps, worker_id)
+            _refresh(job, wf, steps, worker_id)
+    return outcome
+
+
+class _Superseded(Exception):
+    """Internal: this attempt no longer owns its step (cancelled, or its task was rescued)."""
+
+
+class StepContext:
+    """What a step function gets: `parents` (results by parent name, COMPLETED parents only), `params` (the
+    run's), `progress`/`log`, `should_stop()`, `checkpoint`/`checkpoint_data`, `wait_for_signal`/`wait_for_any`/
+    `sleep_until` (the step waits without holding a worker, and its function is entered again from the start
+    with its checkpoint when the signal or the time comes)."""
+
+    def __init__(self, job: Job, step: WorkflowStep, parents: dict, *, task_id, worker_id: str, run_ctx,
+                 timeout: float | None):
+        self.job_id, self.step_id, self.name = job.pk, step.pk, step.name
+        self.params, self.merchant_id, self.owner_id = job.params, job.merchant_id, job.owner_id
+        self.parents = parents
+        self.attempt = step.attempts
+        self.checkpoint_data: dict = dict(step.checkpoint or {})
+        self._task_id, self._worker_id, self._run_ctx = task_id, worker_id, run_ctx
+        self._wait_signal, self._wake_at = step.wait_signal, step.wake_at
+        self._deadline = time.monotonic() + timeout if timeout else None
+        self._stop_every = conf.get("STOP_CHECK_SECONDS")
+        self._last_check = time.monotonic()
+        self._received: list[int] = []
+        self.stop_reason = ""
+
+    def progress(self, pct, message: str = "") -> None:
+        """Reports the step's own progress (a `step` event with `progress`)."""
+        events.emit(self.job_id, JobEventKind.STEP, {"name": self.name, "state": ST.RUNNING, "attempts": self.attempt,
+                                                     "error": "", "progress": max(0, min(100, int(pct))),
+                                                     "message": str(message)})
+
+    def log(self, message: str, **data) -> None:
+        events.emit(self.job_id, JobEventKind.LOG, {"message": f"[{self.name}] {message}", "step": self.name, **data})
+
+    def heartbeat(self) -> None:
+        if self._run_ctx is not None:
+            self._run_ctx.heartbeat()
+
+    def should_stop(self) -> bool:
+        """True when the run was paused or cancelled, the step was cancelled, or its timeout passed."""
+        if self.stop_reason:
+            return True
+        now = time.monotonic()
+        if self._deadline is not None and now >= self._deadline:
+            self.stop_reason = "timeout"
+            return True
+        if now - self._last_check >= self._stop_every:
+            self._last_check = now
+            job_state = Job.objects.filter(pk=self.job_id).values_list("state", flat=True).first()
+            step = WorkflowStep.objects.filter(pk=self.step_id).values_list("state", "task_id").first()
+            if job_state not in (S.RUNNING, S.CREATED) or step is None or step != (ST.RUNNING, self._task_id):
+                self.stop_reason = job_state if job_state != S.RUNNING else "step cancelled"
+                return True
+        return False
+
+    def checkpoint(self, data: dict) -> None:
+        """Saves `data` as the step's checkpoint in the current transaction (call it last in the atomic block
+        whose work it describes): after a crash the next attempt starts with `checkpoint_data`. Raises (rolling
+        the block back) when this attempt no longer owns the step."""
+        data = to_json(data)
+        with transaction.atomic():
+            step = WorkflowStep.objects.select_for_update().filter(pk=self.step_id).values_list(
+                "state", "task_id").first()
+            if step != (ST.RUNNING, self._task_id) or not ProcessTracker.objects.filter(
+                    task_id=self._task_id, status=TaskStatus.PROCESSING, locked_by=self._worker_id).exists():
+                raise _Superseded()
+            WorkflowStep.objects.filter(pk=self.step_id).update(checkpoint=data, wait_signal="", wake_at=None)
+            self.consume_signals()
+        self.checkpoint_data = data
+        self._wait_signal, self._wake_at = "", None
+
+    def consume_signals(self) -> None:
+        """Marks the signals this attempt received as consumed (in the checkpoint's or the finish's
+        transaction, so a crash before either delivers them again)."""
+        if self._received:
+            JobSignal.objects.filter(pk__in=self._received, consumed_at__isnull=True).update(
+                consumed_at=timezone.now())
+            self._received = []
+
+    def wait_for_signal(self, name: str, timeout: float | dt.timedelta | None = None) -> dict | None:
+        got = self.wait_for_any(name, timeout=timeout)
+        return None if got is None else got[1]
+
+    def wait_for_any(self, *names: str, timeout: float | dt.timedelta | None = None) -> tuple[str, dict] | None:
+        """(name, payload) of the oldest stored signal of `names` not yet consumed; None when an earlier wait
+        for them timed out; otherwise suspends the step (WAITING, worker released)."""
+        names = [str(n) for n in names]
+        signal = (JobSignal.objects.filter(job_id=self.job_id, name__in=names, consumed_at__isnull=True)
+                  .exclude(pk__in=self._received).order_by("id").first())
+        if signal is not None:
+            self._received.append(signal.pk)
+            self.log(f"signal {signal.name!r} received", signal=signal.name, payload=signal.payload)
+            return signal.name, signal.payload if isinstance(signal.payload, dict) else {"value": signal.payload}
+        now = timezone.now()
+        if self._wait_signal == ",".join(names) and self._wake_at and self._wake_at <= now:
+            return None
+        if isinstance(timeout, (int, float)):
+            timeout = dt.timedelta(seconds=timeout)
+        raise Suspend(signal=",".join(names), wake_at=now + timeout if timeout is not None else None)
+
+    def sleep_until(self, when: dt.datetime) -> None:
+        """Returns at once when `when` has passed; otherwise suspends the step until then (worker released)."""
+        if timezone.now() >= when:
+            return
+        raise Suspend(wake_at=when)
