@@ -219,6 +219,25 @@ def _is_field_name(value) -> bool:
         and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*(_[A-Za-z0-9-]+)*", value) is not None
 
 
+def _grouping_problems(confirmation_key: str, pattern: str, match_mode: str, group_key: str) -> dict:
+    """What is wrong with a rule's confirmation key, its pattern, its match mode and group key."""
+    problems = {}
+    field_words = ["A metadata field name (letters, digits, single underscores or dashes)."]
+    if confirmation_key and not _is_field_name(confirmation_key):
+        problems["confirmation_key"] = field_words
+    if pattern and (problem := _pattern_problem(pattern)):
+        problems["confirmation_key_pattern"] = [problem]
+    if match_mode not in MatchMode.values:
+        problems["match_mode"] = [f"One of {', '.join(MatchMode.values)}."]
+    if match_mode == MatchMode.ONE_TO_MANY and not group_key:
+        problems["group_key"] = ["A one_to_many rule needs a group_key."]
+    elif group_key and match_mode != MatchMode.ONE_TO_MANY:
+        problems["group_key"] = ["Only a one_to_many rule has a group_key."]
+    elif group_key and not _is_field_name(group_key):
+        problems["group_key"] = field_words
+    return problems
+
+
 def _pattern_problem(pattern) -> str | None:
     """Why `pattern` is not a usable confirmation-key pattern (a regular expression with one group), or None."""
     if not isinstance(pattern, str) or len(pattern) > 500:
@@ -237,9 +256,8 @@ def recon_rule_create(*, merchant: Merchant, account_one_id, account_two_id, mat
                       difference_account_id=None, confirmation_key: str | None = None,
                       confirmation_key_pattern: str | None = None, match_mode: str | None = None,
                       group_key: str | None = None) -> ReconRule:
-    """Validates the pair and the matching options (the console's rule form comes here too); unknown accounts (or
-    another merchant's) are 404. `confirmation_key_pattern` is a regular expression with exactly one group;
-    `group_key` is required for (and only taken by) `one_to_many`."""
+    """Validates the pair and the matching options (the console's rule form too; `_grouping_problems` for the
+    confirmation key, its pattern, the match mode and group key); unknown accounts (or another merchant's) are 404."""
     for field, value in (("account_one_id", account_one_id), ("account_two_id", account_two_id)):
         if value in (None, ""):
             raise ValidationError({field: ["This field is required."]})
@@ -257,24 +275,9 @@ def recon_rule_create(*, merchant: Merchant, account_one_id, account_two_id, mat
     match_key = match_key if match_key is not None else "order_id"
     if not _is_field_name(match_key):
         problems["match_key"] = ["A metadata field name (letters, digits, single underscores or dashes)."]
-    confirmation_key = confirmation_key or ""
-    if confirmation_key and not _is_field_name(confirmation_key):
-        problems["confirmation_key"] = ["A metadata field name (letters, digits, single underscores or dashes)."]
-    pattern = confirmation_key_pattern or ""
-    if pattern:
-        problem = _pattern_problem(pattern)
-        if problem:
-            problems["confirmation_key_pattern"] = [problem]
-    match_mode = match_mode or MatchMode.ONE_TO_ONE
-    if match_mode not in MatchMode.values:
-        problems["match_mode"] = [f"One of {', '.join(MatchMode.values)}."]
-    group_key = group_key or ""
-    if match_mode == MatchMode.ONE_TO_MANY and not group_key:
-        problems["group_key"] = ["A one_to_many rule needs a group_key."]
-    elif group_key and match_mode != MatchMode.ONE_TO_MANY:
-        problems["group_key"] = ["Only a one_to_many rule has a group_key."]
-    elif group_key and not _is_field_name(group_key):
-        problems["group_key"] = ["A metadata field name (letters, digits, single underscores or dashes)."]
+    confirmation_key, pattern = confirmation_key or "", confirmation_key_pattern or ""
+    match_mode, group_key = match_mode or MatchMode.ONE_TO_ONE, group_key or ""
+    problems.update(_grouping_problems(confirmation_key, pattern, match_mode, group_key))
     tolerance = pct = None
     try:
         tolerance = parse_amount(amount_tolerance if amount_tolerance is not None else "0",

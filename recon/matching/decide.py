@@ -555,21 +555,7 @@ def _decide_group(
         plan.outcomes.append(review(entry, errors.MismatchError("; ".join(problems)), extra={"group": info}))
         return
     group_id = str(entry.pk)
-    shares = group_shares(difference, [m.amount for m in members], entry.currency)
-    done = []
-    for member, share in zip(members, shares):
-        done.append(
-            plan_fulfilment(
-                staging=entry,
-                expected=member,
-                rule=rule,
-                old_legs=batch.live.get(member.transaction_id, []),
-                new_ids=new_ids,
-                why=f"fulfilled by payout {group_id}",
-                amount=member.amount + share,
-                extra={"match_group": group_id},
-            )
-        )
+    done = _group_fulfilments(entry, rule, members, batch, difference, group_id, new_ids)
     gone.update(m.transaction_id for m in members)
     plan.fulfilments.extend(done)
     plan.outcomes.append(
@@ -580,6 +566,32 @@ def _decide_group(
             f"fulfilled the group {rule.group_key}={key} ({len(members)} expectations)",
         )
     )
+
+
+def _group_fulfilments(
+    entry: StagingEntry,
+    rule: ReconRule,
+    members: list[Entry],
+    batch: Batch,
+    difference: Decimal,
+    group_id: str,
+    new_ids: IdSource,
+) -> list[Fulfilment]:
+    """Each member's version + 1, its own leg its amount plus its pro-rata share of `difference`."""
+    shares = group_shares(difference, [m.amount for m in members], entry.currency)
+    return [
+        plan_fulfilment(
+            staging=entry,
+            expected=member,
+            rule=rule,
+            old_legs=batch.live.get(member.transaction_id, []),
+            new_ids=new_ids,
+            why=f"fulfilled by payout {group_id}",
+            amount=member.amount + share,
+            extra={"match_group": group_id},
+        )
+        for member, share in zip(members, shares)
+    ]
 
 
 def _decide_instalment(
