@@ -562,7 +562,12 @@ def _decide_group(
         Outcome(
             entry,
             StagingStatus.PROCESSED,
-            {**client_metadata(entry), "match_type": MATCH_FULFILLED, "match_group": group_id, "group": info},
+            {
+                **client_metadata(entry),
+                "match_type": MATCH_FULFILLED,
+                "match_group": group_id,
+                "group": {k: v for k, v in info.items() if k != "member_transaction_ids"},  # ?match_group= lists them
+            },
             f"fulfilled the group {rule.group_key}={key} ({len(members)} expectations)",
         )
     )
