@@ -40,6 +40,7 @@ from tracker.bulk import load_models
 from tracker.errors import PermanentError
 
 FORCED = "FORCED"  # the mode of an operator's forced match
+LOCK_ROUNDS = 3  # candidate locks per batch, at most (see _load_candidates)
 
 
 class WorkItem(NamedTuple):
@@ -186,12 +187,13 @@ def _load_candidates(batch: Batch) -> None:
     q = _candidate_transactions(batch)
     if q is None:
         return
-    txns = {
-        t.pk: t
-        for t in load_models(
-            Transaction.objects.filter(q, status=TransactionStatus.EXPECTED).order_by("pk").select_for_update()
-        )
-    }
+    open_ = Transaction.objects.filter(q, status=TransactionStatus.EXPECTED)
+    for _ in range(LOCK_ROUNDS):
+        txns = {t.pk: t for t in load_models(open_.order_by("pk").select_for_update())}
+        # A consumer we waited for may have written a new open version (an instalment's remainder), which the
+        # locking statement's snapshot did not see: lock again until a fresh read finds nothing new.
+        if set(open_.values_list("pk", flat=True)) <= set(txns):
+            break
     batch.transactions = txns
     if not txns:
         return

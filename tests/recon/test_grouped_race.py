@@ -10,7 +10,7 @@ from tests.recon.factories import AccountFactory, MerchantFactory, ReconRuleFact
 from tracker.models import ProcessTracker, Transition
 from tracker.worker import Worker
 
-GROUPS = 12
+GROUPS = 60  # enough work that both consumers are running when the races happen
 
 
 @pytest.mark.django_db(transaction=True)
@@ -46,3 +46,30 @@ def test_a_payout_and_a_single_confirmation_never_both_win_one_expectation(proce
     for txn in Transaction.objects.exclude(status="ARCHIVED"):
         legs = Entry.objects.filter(transaction=txn).exclude(status="ARCHIVED")
         assert sum(e.amount if e.entry_type == "DEBIT" else -e.amount for e in legs) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_instalments_racing_for_one_expectation_both_pay(processes):
+    """The instalment that waited for the other's lock pays against the new open version (the remainder)."""
+    merchant = MerchantFactory()
+    invoices = AccountFactory(merchant=merchant)
+    bank = AccountFactory(merchant=merchant, account_type="CREDIT_NORMAL")
+    ReconRuleFactory(merchant=merchant, account_one=invoices, account_two=bank, match_mode="many_to_one")
+    for g in range(GROUPS):
+        stage(invoices, order_id=f"inv{g}", amount="100.00")
+    Worker("setup").drain(budget_seconds=60)
+    for g in range(GROUPS):
+        for _ in range(2):
+            stage(bank, mode="CONFIRMATION", side="CREDIT", order_id=f"inv{g}", amount="30.00")
+    for _ in range(2):
+        processes.start(["manage.py", "tracker_drain", "--batch-size", "1", "--seconds", "60"])
+    wait_until(lambda: all(p.poll() is not None for p in processes.procs), timeout=120, message="consumers")
+    assert not ProcessTracker.objects.exclude(status="COMPLETED").exists(), processes.output()
+    assert not StagingEntry.objects.exclude(status="PROCESSED").exists()
+    for g in range(GROUPS):
+        versions = Transaction.objects.filter(logical_transaction_id=f"{invoices.pk}:inv{g}")
+        assert sorted(versions.values_list("version", "status")) == [(1, "ARCHIVED"), (2, "ARCHIVED"), (3, "EXPECTED")]
+        assert versions.get(version=3).metadata["remaining"] == "40.0000"
+    workers = set(Transition.objects.filter(to_status="PROCESSING").exclude(by_worker="setup")
+                  .values_list("by_worker", flat=True))
+    assert len(workers) == 2, workers
