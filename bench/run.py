@@ -499,6 +499,81 @@ def bench_recon(scale: float) -> None:
         record(f"recon_{mode.lower()}_entries_per_s", n / elapsed, "entries/s", entries=n, not_processed=review)
 
 
+def bench_grouped(scale: float) -> None:
+    """One-to-many end to end: 1,000 payouts of 100 payments each (at scale 1). The payments (TRANSACTION, each
+    with its payout_id) are written by the COPY producer and processed; then the payouts (CONFIRMATION, each 1%
+    short: the fee, booked pro rata) are written and timed until every payout is PROCESSED. The figure counts the
+    expectations settled per second, to compare with the 1:1 CONFIRMATION rate of the same run."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from recon import services
+    from recon.models import Account, ReconRule, StagingEntry, Transaction
+
+    payouts, size = max(10, int(1000 * scale)), 100
+    merchant, payments, bank = _ledger("grouped")
+    fees = Account.objects.create(merchant=merchant, account_name="Fees", account_type="DEBIT_NORMAL", currency="USD")
+    ReconRule.objects.filter(account_one=payments).update(
+        match_mode="one_to_many",
+        group_key="payout_id",
+        confirmation_key="payout_id",
+        amount_tolerance_pct=Decimal("1.5"),
+        difference_account=fees,
+    )
+    when = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    amounts = {
+        p: [Decimal(10 + (p * size + i) % 997) + Decimal((p + i) % 100) / 100 for i in range(size)]
+        for p in range(payouts)
+    }
+    start = time.perf_counter()
+    for first in range(0, payouts, 100):  # chunks of 10,000 rows
+        services.staging_entries_create_rows(
+            account=payments,
+            rows=[
+                ("DEBIT", amount, "USD", when, "TRANSACTION", {"order_id": f"pay-{p}-{i}", "payout_id": f"po-{p}"})
+                for p in range(first, min(first + 100, payouts))
+                for i, amount in enumerate(amounts[p])
+            ],
+        )
+    done = StagingEntry.objects.filter(account=payments, status="PROCESSED")
+    wait_for(lambda: done.count() >= payouts * size, 1800, "payments processed", interval=0.2)
+    record(
+        "grouped_payments_entries_per_s",
+        payouts * size / (time.perf_counter() - start),
+        "entries/s",
+        entries=payouts * size,
+    )
+    start = time.perf_counter()
+    services.staging_entries_create_rows(
+        account=bank,
+        rows=[
+            (
+                "CREDIT",
+                (sum(amounts[p]) * Decimal("0.99")).quantize(Decimal("0.01")),
+                "USD",
+                when,
+                "CONFIRMATION",
+                {"payout_id": f"po-{p}"},
+            )
+            for p in range(payouts)
+        ],
+    )
+    settled = StagingEntry.objects.filter(account=bank).exclude(status="PENDING")
+    wait_for(lambda: settled.count() >= payouts, 1800, "payouts processed", interval=0.2)
+    elapsed = time.perf_counter() - start
+    review = StagingEntry.objects.filter(account=bank).exclude(status="PROCESSED").count()
+    posted = Transaction.objects.filter(merchant=merchant, status="POSTED").count()
+    record(
+        "recon_one_to_many_expectations_per_s",
+        payouts * size / elapsed,
+        "expectations/s",
+        payouts=payouts,
+        expectations=payouts * size,
+        posted=posted,
+        not_processed=review,
+    )
+
+
 def bench_latency(scale: float) -> None:
     """Staging entries posted one by one over the API at a low rate: time until each is PROCESSED."""
     from recon.models import StagingEntry
@@ -809,6 +884,11 @@ RATIOS = {
     "tracker no-op / procrastinate": ("tracker_noop_tasks_per_s", "procrastinate_noop_tasks_per_s"),
     "recon TRANSACTION / pgbench tps": ("recon_transaction_entries_per_s", "pgbench_tpcb_tps"),
     "recon CONFIRMATION / pgbench tps": ("recon_confirmation_entries_per_s", "pgbench_tpcb_tps"),
+    # issue 15: >= 0.7 (expectations settled by payouts per second / 1:1 confirmations per second)
+    "recon one_to_many / 1:1 CONFIRMATION": (
+        "recon_one_to_many_expectations_per_s",
+        "recon_confirmation_entries_per_s",
+    ),
     "tracker no-op, counters on / off": ("tracker_noop_counters_on_per_s", "tracker_noop_counters_off_per_s"),
     "camt.053 import / CSV import": ("camt053_import_lines_per_s", "csv_import_rows_per_s"),
     "MT940 import / CSV import": ("mt940_import_lines_per_s", "csv_import_rows_per_s"),
@@ -878,6 +958,7 @@ def report(scale: float, runs: list[dict]) -> None:
 STEPS = [
     "pgbench",
     "recon",
+    "grouped",
     "latency",
     "tracker",
     "workflows",
@@ -894,7 +975,7 @@ STEPS = [
     "review_search",
 ]
 # Steps that run in one shared tracker cluster (started once, in this order; the imports leave a backlog, so last).
-CLUSTER_STEPS = ("recon", "latency", "tracker", "workflows", "import", "camt053", "mt940")
+CLUSTER_STEPS = ("recon", "grouped", "latency", "tracker", "workflows", "import", "camt053", "mt940")
 
 
 def main() -> int:
@@ -947,6 +1028,7 @@ def run_steps(steps: list[str], args) -> None:
         "counters": lambda: bench_counters_cost(args.scale, args.workers),
         "observe": lambda: bench_observe(args.scale),
         "recon": lambda: bench_recon(args.scale),
+        "grouped": lambda: bench_grouped(args.scale),
         "latency": lambda: bench_latency(args.scale),
         "workflows": lambda: bench_workflows(args.scale),
         "import": lambda: bench_import(args.scale, cluster),

@@ -149,6 +149,8 @@ STORAGES = {
 # migrate + a web server + qcluster is enough, DESIGN.md "Running it").
 WHITENOISE_USE_FINDERS = True
 
+# Grouped matching: the most expectations one payout (one_to_many) may settle (AmbiguousMatchError above).
+RECON_GROUP_MAX = env_int("RECON_GROUP_MAX", 10_000)
 # Request-body limits (config.limits; docs/operations.md, "Limits"), enforced while the body is read, under WSGI
 # and ASGI, before anything is stored. Uploads above UPLOAD_MAX_BYTES answer 413 (bytes); other bodies above
 # REQUEST_MAX_BYTES too; a body above UNAUTHENTICATED_BODY_MAX_BYTES (or of unknown length) is read only after its

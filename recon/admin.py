@@ -761,7 +761,7 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
                 ]
             },
         ),
-        ("Links", {"fields": ["links"]}),
+        ("Links", {"fields": ["links", "group_link"]}),
         ("Audit trail", {"fields": ["audit_trail"]}),
         ("Timestamps", {"fields": ["created_at", "updated_at", "discarded_at"]}),
     ]
@@ -780,6 +780,7 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
         "created_at",
         "updated_at",
         "discarded_at",
+        "group_link",
     ]
     actions = ["reprocess_selected", "ignore_selected", "match_selected"]
 
@@ -821,6 +822,20 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
     @admin.display(description="entry")
     def entry(self, obj):
         return f"{formatting.entry_label(key=self._key(obj), amount=obj.amount, currency=obj.currency)} ({obj.pk})"
+
+    @admin.display(description="group")
+    def group_link(self, obj):
+        group = (obj.metadata or {}).get("group")
+        if not group:
+            return "-"
+        return format_html(
+            '<a href="{}">{} members, sum {}, confirmation {}, difference {}</a>',
+            reverse("admin:recon_stagingentry_group", args=[obj.pk]),
+            group["members"],
+            group["sum"],
+            group["confirmation_amount"],
+            group["difference"],
+        )
 
     @admin.display(description="task")
     def task_status(self, obj):
@@ -963,6 +978,9 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
             path(
                 "<uuid:object_id>/match/", self.admin_site.admin_view(self.match_view), name="recon_stagingentry_match"
             ),
+            path(
+                "<uuid:object_id>/group/", self.admin_site.admin_view(self.group_view), name="recon_stagingentry_group"
+            ),
             *super().get_urls(),
         ]
 
@@ -1039,6 +1057,46 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
             "can_write_off": request.user.has_perm("recon.write_off"),
         }
         return render(request, "admin/recon/stagingentry/match.html", context)
+
+    def group_view(self, request, object_id):
+        """A payout's grouped mismatch (recon.grouped): the members, their sum, the confirmation amount and the
+        difference; accept with a write-off, or split (settle the chosen members, leave the rest open)."""
+        from recon.grouped import GroupResolveForm, group_members
+
+        entry = self.get_queryset(request).filter(pk=object_id).select_related("account").first()
+        group = (entry.metadata or {}).get("group") if entry is not None else None
+        if not group:
+            self.message_user(request, "This staging entry has no group.", messages.ERROR)
+            return redirect("admin:recon_stagingentry_changelist")
+        members = group_members(group)
+        form = GroupResolveForm(request.POST or None, members=members)
+        can_resolve = entry.status == StagingStatus.NEEDS_MANUAL_REVIEW and access.can_operate(
+            request.user, entry.account.merchant_id
+        )
+        if request.method == "POST" and can_resolve and form.is_valid():
+            try:
+                services.staging_entry_resolve_group(
+                    staging_entry_id=entry.pk,
+                    by=request.user,
+                    reason=form.cleaned_data["reason"],
+                    transaction_ids=form.cleaned_data["members"],
+                    write_off=form.cleaned_data["write_off"],
+                )
+                self.message_user(request, "Group resolved.", messages.SUCCESS)
+                return redirect("admin:recon_stagingentry_change", entry.pk)
+            except (AppError, ValidationError, PermissionDenied) as exc:
+                self.message_user(request, f"Resolve failed: {getattr(exc, 'message', exc)}", messages.ERROR)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": entry,
+            "group": group,
+            "members": members,
+            "form": form,
+            "can_resolve": can_resolve,
+            "title": "Grouped match",
+        }
+        return render(request, "admin/recon/stagingentry/group.html", context)
 
     def summary_view(self, request):
         tenants = access.visible_tenants(request.user)

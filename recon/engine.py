@@ -7,6 +7,8 @@ expectations), then CONFIRMATION entries, each in batch order.
 
 Everything here runs inside a `transaction.atomic()` opened by the caller (the tracker worker or a service)."""
 
+import dataclasses
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +20,7 @@ from recon import errors
 from recon.matching.decide import Batch, Plan, allowed_difference, client_metadata, decide, review
 from recon.matching.load import FORCED, WorkItem, batch_load, entries_lock, period_is_closed
 from recon.matching.write import TASK_TYPE, plan_write, staging_entries_reprocess, task_spec
-from recon.models import ProcessingMode, StagingEntry
+from recon.models import ProcessingMode, StagingEntry, StagingStatus
 
 MODE_ORDER = (ProcessingMode.TRANSACTION, ProcessingMode.CONFIRMATION)
 
@@ -30,6 +32,7 @@ __all__ = [
     "period_is_closed",
     "staging_entries_process",
     "staging_entries_reprocess",
+    "staging_entry_force_group",
     "staging_entry_force_match",
     "task_spec",
 ]
@@ -47,11 +50,13 @@ def staging_entries_process(*, items: Sequence[WorkItem], by: str) -> dict:
     counts = {"processed": 0, "review": 0}
     for mode in MODE_ORDER:
         group = [(item, entry) for item, entry in pairs if entry.processing_mode == mode]
-        if not group:
-            continue
-        plan = _pass(batch_load(mode=mode, pairs=group), by=by, guard=len(pairs) == 1)
-        for key, value in plan.counts().items():
-            counts[key] += value
+        while group:
+            plan = _pass(batch_load(mode=mode, pairs=group), by=by, guard=len(pairs) == 1)
+            for key, value in plan.counts().items():
+                counts[key] += value
+            # Instalments for an expectation an earlier entry has just paid part of: another pass, in batch order.
+            deferred = {e.pk for e in plan.deferred}
+            group = [(item, entry) for item, entry in group if entry.pk in deferred]
     return counts
 
 
@@ -96,4 +101,35 @@ def staging_entry_force_match(
     batch.write_off, batch.difference_account_id = write_off, difference_account_id
     now = timezone.now()
     plan_write(decide(batch, now=now), by=by, now=now)
+    return pairs[0][1]
+
+
+def staging_entry_force_group(
+    *, entry: StagingEntry, transaction_ids: Sequence[Any], by, reason: str, write_off: bool = False
+) -> StagingEntry:
+    """An operator's resolution of a payout in review (one_to_many, locked by the caller): settle the chosen
+    members of its group (a split leaves the others open) as a batch of one. Without `write_off` the sums must
+    agree within the rule's tolerance; with it the whole difference is booked pro rata on the rule's difference
+    account. Raises IllegalStateError or UnprocessableError (nothing written) when it is not possible."""
+    pairs = entries_lock([WorkItem(entry.pk, target_entry_id="group")])
+    if not pairs:
+        raise errors.IllegalStateError(f"Cannot resolve a staging entry that is {entry.status}.")
+    batch = batch_load(mode=ProcessingMode.CONFIRMATION, pairs=pairs)
+    batch.chosen, batch.write_off = {uuid.UUID(str(t)) for t in transaction_ids}, write_off
+    now = timezone.now()
+    plan = decide(batch, now=now)
+    (outcome,) = plan.outcomes
+    if outcome.to_status != StagingStatus.PROCESSED or "group" not in outcome.metadata:
+        raise errors.UnprocessableError(outcome.metadata.get("error") or "The entry is not a payout of a group.")
+    why = "forced group match with write-off" if write_off else "forced group match"
+    plan.outcomes = [
+        dataclasses.replace(
+            outcome,
+            from_status=StagingStatus.NEEDS_MANUAL_REVIEW,
+            metadata={**outcome.metadata, "resolved_by_operator": True},
+            reason=f"{why}: {reason}",
+        )
+    ]
+    plan.fulfilments = [dataclasses.replace(f, why=why) for f in plan.fulfilments]
+    plan_write(plan, by=by, now=now)
     return pairs[0][1]

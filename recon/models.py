@@ -57,6 +57,14 @@ class EntryStatus(models.TextChoices):
     ARCHIVED = "ARCHIVED"
 
 
+class MatchMode(models.TextChoices):
+    """How a rule's confirmations settle its expectations (docs/recon.md, "Grouped matching")."""
+
+    ONE_TO_ONE = "one_to_one"
+    ONE_TO_MANY = "one_to_many"  # one confirmation (a payout) settles every open expectation of its group
+    MANY_TO_ONE = "many_to_one"  # several confirmations (instalments) settle one expectation
+
+
 class Role(models.TextChoices):
     VIEWER = "viewer"
     OPERATOR = "operator"
@@ -120,6 +128,26 @@ class ReconRule(models.Model):
     date_window_days = models.PositiveIntegerField(null=True, blank=True)
     difference_account = models.ForeignKey(
         Account, null=True, blank=True, on_delete=models.PROTECT, related_name="rules_as_difference"
+    )
+    confirmation_key = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="The confirmations' metadata field of the key (empty: match_key).",
+    )
+    confirmation_key_pattern = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="A regular expression with one group: the key is the "
+        "group's first match in the confirmation's field.",
+    )
+    match_mode = models.CharField(max_length=16, choices=MatchMode.choices, default=MatchMode.ONE_TO_ONE)
+    group_key = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="one_to_many: the expectations' metadata field a group shares.",
     )
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -294,19 +322,39 @@ class Transaction(FSMModelMixin, models.Model):
         help_text="The staging entry whose processing created this version.",
     )
     metadata = models.JSONField(default=dict, blank=True)
+    group_value = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text="one_to_many rules: the expectation's group_key value (as text), by which a payout finds its group.",
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "transaction_id"]
-        indexes = [models.Index(fields=["merchant", "status"], name="recon_txn_merchant_status")]
+        indexes = [
+            models.Index(fields=["merchant", "status"], name="recon_txn_merchant_status"),
+            # A payout's group: the open expectations of a one_to_many rule with one group_key value.
+            models.Index(
+                fields=["rule", "group_value"],
+                name="recon_txn_open_group",
+                condition=Q(status="EXPECTED", group_value__isnull=False),
+            ),
+            models.Index(
+                KeyTextTransform("match_group", "metadata"),
+                name="recon_txn_match_group",
+                condition=Q(metadata__has_key="match_group"),
+            ),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="recon_txn_amount_positive"),
             models.UniqueConstraint(fields=["logical_transaction_id", "version"], name="recon_txn_version_unique"),
             models.UniqueConstraint(
                 fields=["logical_transaction_id"], name="recon_txn_one_open_version", condition=~Q(status="ARCHIVED")
             ),
+            # One version per transaction a staging entry settles (a payout settles many).
             models.UniqueConstraint(
-                fields=["source_staging_entry"],
+                fields=["source_staging_entry", "logical_transaction_id"],
                 name="recon_txn_one_version_per_staging",
                 condition=Q(source_staging_entry__isnull=False),
             ),

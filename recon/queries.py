@@ -23,22 +23,23 @@ WHERE t.transaction_id = u.id AND t.status = u.from_status
 """.format(**_TABLES)
 
 # -- versions_insert --
-# The next version (POSTED) of each fulfilled transaction, copied from its old row in the database; the amount
-# difference a tolerance accepted is added to the metadata.
+# The next version of each fulfilled transaction (POSTED, or EXPECTED after an instalment that leaves a
+# remainder), copied from its old row in the database; `extra` (the amount difference a tolerance accepted, the
+# match group, what an instalment paid) is added to the metadata.
 VERSIONS_INSERT = """
 INSERT INTO {transaction} (transaction_id, logical_transaction_id, version, status, amount, currency, merchant_id,
-                           rule_id, source_staging_entry_id, metadata, created_at)
-SELECT u.id, t.logical_transaction_id, t.version + 1, %(status)s, t.amount, t.currency, t.merchant_id, t.rule_id,
-       u.staging, CASE WHEN u.difference IS NULL THEN t.metadata
-                       ELSE t.metadata || jsonb_build_object('amount_difference', u.difference) END, %(now)s
-FROM unnest(%(ids)s::uuid[], %(old)s::uuid[], %(staging)s::uuid[], %(difference)s::text[])
-     AS u(id, old, staging, difference)
+                           rule_id, source_staging_entry_id, metadata, group_value, created_at)
+SELECT u.id, t.logical_transaction_id, t.version + 1, u.status, t.amount, t.currency, t.merchant_id, t.rule_id,
+       u.staging, t.metadata || u.extra::jsonb, t.group_value, %(now)s
+FROM unnest(%(ids)s::uuid[], %(old)s::uuid[], %(staging)s::uuid[], %(statuses)s::text[], %(extra)s::text[])
+     AS u(id, old, staging, status, extra)
 JOIN {transaction} AS t ON t.transaction_id = u.old
 """.format(**_TABLES)
 
 # -- legs_insert --
 # The legs of the new versions: the carried-over legs copied from their old rows, then each staging entry's own
-# leg (and its difference leg, whose account, side and amount are given) from the staging row.
+# leg (and its difference or remainder leg, whose account, side and amount are given; a payout member's own leg
+# has its own amount) from the staging row; POSTED unless a status is given (an instalment's EXPECTED remainder).
 LEGS_INSERT = """
 INSERT INTO {entry} (entry_id, transaction_id, account_id, entry_type, amount, currency, status, effective_date,
                      metadata, created_at)
@@ -48,10 +49,10 @@ FROM unnest(%(carried_ids)s::uuid[], %(carried_txns)s::uuid[], %(carried_old)s::
 JOIN {entry} AS e ON e.entry_id = c.old
 UNION ALL
 SELECT o.id, o.txn, coalesce(o.account, s.account_id), coalesce(o.side, s.entry_type), coalesce(o.amount, s.amount),
-       s.currency, %(status)s, s.effective_date, o.metadata::jsonb, %(now)s
+       s.currency, coalesce(o.status, %(status)s), s.effective_date, o.metadata::jsonb, %(now)s
 FROM unnest(%(own_ids)s::uuid[], %(own_txns)s::uuid[], %(own_staging)s::uuid[], %(own_accounts)s::uuid[],
-            %(own_sides)s::text[], %(own_amounts)s::numeric[], %(own_metadata)s::text[])
-     AS o(id, txn, staging, account, side, amount, metadata)
+            %(own_sides)s::text[], %(own_amounts)s::numeric[], %(own_metadata)s::text[], %(own_statuses)s::text[])
+     AS o(id, txn, staging, account, side, amount, metadata, status)
 JOIN {staging} AS s ON s.staging_entry_id = o.staging
 """.format(**_TABLES)
 
@@ -70,16 +71,19 @@ WHERE s.staging_entry_id = u.id AND s.status = u.from_status
 
 # -- waiting_confirmations_lock --
 # Confirmations in review because nothing matched them (NoMatchFoundError) whose match-key value is one of the
-# (account, key, value) triples whose expectation has just appeared; locked in id order. jsonb equality, as
-# `metadata__key=value`.
+# (account, key, value, pattern) rows whose expectation has just appeared; locked in id order. jsonb equality, as
+# `metadata__key=value`, or, with a rule's confirmation_key_pattern, its group's match (PostgreSQL's `substring`
+# reads the pattern as a POSIX regular expression: the re-queued entry is decided again by the engine).
 WAITING_CONFIRMATIONS_LOCK = """
 SELECT s.staging_entry_id, s.account_id, s.metadata
 FROM {staging} AS s
 WHERE s.account_id = ANY(%(accounts)s::uuid[]) AND s.status = %(status)s AND s.processing_mode = %(mode)s
   AND s.metadata ->> 'error_type' = %(error_type)s
-  AND EXISTS (SELECT 1 FROM unnest(%(w_accounts)s::uuid[], %(w_keys)s::text[], %(w_values)s::jsonb[])
-                            AS w(account_id, k, v)
-              WHERE s.account_id = w.account_id AND s.metadata -> w.k = w.v)
+  AND EXISTS (SELECT 1 FROM unnest(%(w_accounts)s::uuid[], %(w_keys)s::text[], %(w_values)s::jsonb[],
+                                   %(w_patterns)s::text[]) AS w(account_id, k, v, pattern)
+              WHERE s.account_id = w.account_id
+                AND CASE WHEN w.pattern IS NULL THEN s.metadata -> w.k = w.v
+                         ELSE substring(s.metadata ->> w.k FROM w.pattern) = w.v #>> '{{}}' END)
 ORDER BY s.staging_entry_id
 FOR UPDATE
 """.format(**_TABLES)

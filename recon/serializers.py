@@ -18,6 +18,7 @@ from recon.models import (
     BankStatement,
     ClosedPeriod,
     Entry,
+    MatchMode,
     Merchant,
     ProcessingMode,
     ReconRule,
@@ -155,6 +156,10 @@ class ReconRuleSerializer(serializers.ModelSerializer):
             "amount_tolerance_pct",
             "date_window_days",
             "difference_account_id",
+            "confirmation_key",
+            "confirmation_key_pattern",
+            "match_mode",
+            "group_key",
             "created_at",
         ]
 
@@ -169,6 +174,30 @@ class ReconRuleCreateSerializer(serializers.Serializer):
         required=False, allow_null=True, default=None, min_value=0, max_value=3650
     )
     difference_account_id = serializers.CharField(required=False, allow_null=True, default=None)
+    confirmation_key = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        default=None,
+        help_text="Metadata field of CONFIRMATION entries (default: match_key).",
+    )
+    confirmation_key_pattern = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        default=None,
+        trim_whitespace=False,
+        help_text="A regular expression with one group: the confirmation's key is the group's first match in the "
+        "confirmation_key field; no match sends the entry to review (NoMatchFoundError).",
+    )
+    match_mode = serializers.ChoiceField(choices=MatchMode.choices, required=False, default=MatchMode.ONE_TO_ONE)
+    group_key = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        default=None,
+        help_text="one_to_many (required): the expectations' metadata field a group shares, e.g. payout_id.",
+    )
 
     def validate(self, attrs):
         for name in ("amount_tolerance", "amount_tolerance_pct"):

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -24,6 +24,7 @@ from recon.models import (
     AccountType,
     ClosedPeriod,
     Entry,
+    MatchMode,
     Merchant,
     MerchantMembership,
     ProcessingMode,
@@ -244,6 +245,46 @@ def _merchant_account(merchant: Merchant, account_id, field: str) -> Account:
     return account
 
 
+def _is_field_name(value) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) <= 100
+        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*(_[A-Za-z0-9-]+)*", value) is not None
+    )
+
+
+def _grouping_problems(confirmation_key: str, pattern: str, match_mode: str, group_key: str) -> dict:
+    """What is wrong with a rule's confirmation key, its pattern, its match mode and group key."""
+    problems = {}
+    field_words = ["A metadata field name (letters, digits, single underscores or dashes)."]
+    if confirmation_key and not _is_field_name(confirmation_key):
+        problems["confirmation_key"] = field_words
+    if pattern and (problem := _pattern_problem(pattern)):
+        problems["confirmation_key_pattern"] = [problem]
+    if match_mode not in MatchMode.values:
+        problems["match_mode"] = [f"One of {', '.join(MatchMode.values)}."]
+    if match_mode == MatchMode.ONE_TO_MANY and not group_key:
+        problems["group_key"] = ["A one_to_many rule needs a group_key."]
+    elif group_key and match_mode != MatchMode.ONE_TO_MANY:
+        problems["group_key"] = ["Only a one_to_many rule has a group_key."]
+    elif group_key and not _is_field_name(group_key):
+        problems["group_key"] = field_words
+    return problems
+
+
+def _pattern_problem(pattern) -> str | None:
+    """Why `pattern` is not a usable confirmation-key pattern (a regular expression with one group), or None."""
+    if not isinstance(pattern, str) or len(pattern) > 500:
+        return "A regular expression of at most 500 characters."
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        return f"Not a valid regular expression: {exc}."
+    if compiled.groups != 1:
+        return f"The pattern must have exactly one group; it has {compiled.groups}."
+    return None
+
+
 def recon_rule_create(
     *,
     merchant: Merchant,
@@ -254,8 +295,13 @@ def recon_rule_create(
     amount_tolerance_pct="0",
     date_window_days=None,
     difference_account_id=None,
+    confirmation_key: str | None = None,
+    confirmation_key_pattern: str | None = None,
+    match_mode: str | None = None,
+    group_key: str | None = None,
 ) -> ReconRule:
-    """Validates the pair and the matching options; unknown accounts (or another merchant's) are 404."""
+    """Validates the pair and the matching options (the console's rule form too; `_grouping_problems` for the
+    confirmation key, its pattern, the match mode and group key); unknown accounts (or another merchant's) are 404."""
     for field, value in (("account_one_id", account_one_id), ("account_two_id", account_two_id)):
         if value in (None, ""):
             raise ValidationError({field: ["This field is required."]})
@@ -274,12 +320,11 @@ def recon_rule_create(
     if diff is not None and diff.currency != one.currency:
         problems["difference_account_id"] = ["The difference account must share the rule's currency."]
     match_key = match_key if match_key is not None else "order_id"
-    if (
-        not isinstance(match_key, str)
-        or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*(_[A-Za-z0-9-]+)*", match_key)
-        or len(match_key) > 100
-    ):
+    if not _is_field_name(match_key):
         problems["match_key"] = ["A metadata field name (letters, digits, single underscores or dashes)."]
+    confirmation_key, pattern = confirmation_key or "", confirmation_key_pattern or ""
+    match_mode, group_key = match_mode or MatchMode.ONE_TO_ONE, group_key or ""
+    problems.update(_grouping_problems(confirmation_key, pattern, match_mode, group_key))
     tolerance = pct = None
     try:
         tolerance = parse_amount(
@@ -320,6 +365,10 @@ def recon_rule_create(
                 amount_tolerance_pct=pct,
                 date_window_days=date_window_days,
                 difference_account=diff,
+                confirmation_key=confirmation_key,
+                confirmation_key_pattern=pattern,
+                match_mode=match_mode,
+                group_key=group_key,
             )
     except IntegrityError:
         raise ValidationError({"non_field_errors": ["A rule for this account pair already exists."]}) from None
@@ -727,6 +776,36 @@ def _write_off_account(*, entry: StagingEntry, rule: ReconRule | None, differenc
             {"difference_account_id": ["The difference account must be another account in the entry's currency."]}
         )
     return chosen
+
+
+def staging_entry_resolve_group(
+    *, staging_entry_id, by, reason: str, transaction_ids=None, write_off: bool = False
+) -> StagingEntry:
+    """An operator's resolution of a payout in review with a grouped mismatch (metadata.group): accept the
+    group's members named by `transaction_ids` (default all; a subset is a split, the rest stay open), with
+    `write_off` booking the whole difference on the rule's difference account (needs the `recon.write_off`
+    permission). A reason is required; the change is audited with it. 409 when the entry is not in review or in
+    a closed period, 422 when the members no longer add up (or are not open)."""
+    if not (reason or "").strip():
+        raise ValidationError({"reason": ["A reason is required."]})
+    if write_off and not (by is not None and by.has_perm("recon.write_off")):
+        raise PermissionDenied("A write-off needs the recon.write_off permission.")
+    pk = _uuid_or_404(staging_entry_id, "Staging entry")
+    with transaction.atomic():
+        entry = StagingEntry.objects.select_for_update(of=("self",)).select_related("account").filter(pk=pk).first()
+        if entry is None:
+            raise errors.NotFoundError("Staging entry not found.")
+        group = (entry.metadata or {}).get("group")
+        if entry.status != StagingStatus.NEEDS_MANUAL_REVIEW or not group:
+            raise errors.IllegalStateError("Only a payout in review with a grouped mismatch can be resolved so.")
+        if engine.period_is_closed(merchant_id=entry.account.merchant_id, when=entry.effective_date):
+            raise errors.PeriodClosedConflict()
+        chosen = group["member_transaction_ids"] if transaction_ids is None else list(transaction_ids)
+        if not chosen or any(str(t) not in group["member_transaction_ids"] for t in chosen):
+            raise ValidationError({"transaction_ids": ["Members of the entry's group, at least one."]})
+        return engine.staging_entry_force_group(
+            entry=entry, transaction_ids=chosen, by=by, reason=reason, write_off=write_off
+        )
 
 
 # --- closed periods -----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import uuid
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.files.uploadhandler import FileUploadHandler
 from django.db.models import F
+from django.db.models.fields.json import KeyTextTransform
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -415,6 +416,11 @@ class TransactionListView(GenericAPIView):
             OpenApiParameter("status", str, enum=TransactionStatus.values),
             OpenApiParameter("logical_transaction_id", str),
             OpenApiParameter("version", int),
+            OpenApiParameter(
+                "match_group",
+                str,
+                description="The transactions of one group (grouped matching: metadata.match_group).",
+            ),
         ],
         responses={200: TransactionSerializer(many=True)},
     )
@@ -433,6 +439,8 @@ class TransactionListView(GenericAPIView):
             if not version.isdigit():
                 raise exceptions.ValidationError({"version": ["A positive integer is required."]})
             qs = qs.filter(version=int(version))
+        if group := request.query_params.get("match_group"):
+            qs = qs.alias(match_group=KeyTextTransform("match_group", "metadata")).filter(match_group=group)
         return paginated(self, request, qs, TransactionSerializer)
 
 

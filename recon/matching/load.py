@@ -9,15 +9,26 @@ from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple
 
+from django.conf import settings
 from django.db.models import Q, Subquery
 
 from recon import errors
-from recon.matching.decide import Batch, Period, has_value, key_form, logical_id, utc_day
+from recon.matching.decide import (
+    Batch,
+    Period,
+    confirmation_value,
+    group_text,
+    has_value,
+    key_form,
+    logical_id,
+    utc_day,
+)
 from recon.models import (
     Account,
     ClosedPeriod,
     Entry,
     EntryStatus,
+    MatchMode,
     ProcessingMode,
     ReconRule,
     StagingEntry,
@@ -29,6 +40,7 @@ from tracker.bulk import load_models
 from tracker.errors import PermanentError
 
 FORCED = "FORCED"  # the mode of an operator's forced match
+LOCK_ROUNDS = 3  # candidate locks per batch, at most (see _load_candidates)
 
 
 class WorkItem(NamedTuple):
@@ -110,6 +122,7 @@ def batch_load(*, mode: str, pairs: list[tuple[WorkItem, StagingEntry]], reason:
         )
     elif mode == ProcessingMode.CONFIRMATION:
         batch.rules = {r.pk: r for r in ReconRule.objects.filter(account_two_id__in=accounts).order_by("pk")}
+        batch.group_max = settings.RECON_GROUP_MAX
         _load_candidates(batch)
     else:
         _load_forced(batch, pairs)
@@ -141,16 +154,18 @@ def expected_with_key(rule: ReconRule, values: list) -> Q:
 
 def _candidate_transactions(batch: Batch) -> Q | None:
     """A superset of the batch's candidate transactions (decide checks every leg): by logical id for string key
-    values, through the expected legs for the others."""
+    values, through the expected legs for the others; a one_to_many rule's open groups by their group value."""
     wanted: dict = defaultdict(list)  # rule id -> the batch's key values
     for entry in batch.entries:
         for rule in batch.rules.values():
-            value = entry.metadata.get(rule.match_key)
+            value = confirmation_value(rule, entry)
             if rule.account_two_id == entry.account_id and has_value(value):
                 wanted[rule.pk].append(value)
     q = Q()
     for rule_id, values in wanted.items():
         rule = batch.rules[rule_id]
+        if rule.match_mode == MatchMode.ONE_TO_MANY:
+            q |= Q(rule_id=rule.pk, group_value__in=sorted({group_text(v) for v in values}))
         strings = [v for v in values if isinstance(v, str)]
         if strings:
             q |= Q(rule_id=rule.pk, logical_transaction_id__any=[logical_id(rule.account_one_id, v) for v in strings])
@@ -172,16 +187,18 @@ def _load_candidates(batch: Batch) -> None:
     q = _candidate_transactions(batch)
     if q is None:
         return
-    txns = {
-        t.pk: t
-        for t in load_models(
-            Transaction.objects.filter(q, status=TransactionStatus.EXPECTED).order_by("pk").select_for_update()
-        )
-    }
+    open_ = Transaction.objects.filter(q, status=TransactionStatus.EXPECTED)
+    for _ in range(LOCK_ROUNDS):
+        txns = {t.pk: t for t in load_models(open_.order_by("pk").select_for_update())}
+        # A consumer we waited for may have written a new open version (an instalment's remainder), which the
+        # locking statement's snapshot did not see: lock again until a fresh read finds nothing new.
+        if set(open_.values_list("pk", flat=True)) <= set(txns):
+            break
     batch.transactions = txns
     if not txns:
         return
     candidates: dict = defaultdict(list)
+    groups: dict = defaultdict(list)
     # Not ordered by the database (that tempts the planner into a primary-key walk): by id, in memory.
     for leg in sorted(
         load_models(Entry.objects.filter(transaction_id__any=list(txns)).exclude(status=EntryStatus.ARCHIVED)),
@@ -194,7 +211,9 @@ def _load_candidates(batch: Batch) -> None:
             value = leg.metadata.get(rule.match_key)
             if has_value(value):
                 candidates[(rule.pk, key_form(value))].append(leg)
-    batch.candidates = dict(candidates)
+            if rule.match_mode == MatchMode.ONE_TO_MANY and txn.group_value is not None:
+                groups[(rule.pk, txn.group_value)].append(leg)
+    batch.candidates, batch.groups = dict(candidates), dict(groups)
 
 
 def _load_forced(batch: Batch, pairs: list[tuple[WorkItem, StagingEntry]]) -> None:

@@ -112,7 +112,7 @@ def plan_write(plan: Plan, *, by, now: dt.datetime) -> None:
     rows += [audit_reopened(pk, reason) for pk, reason in plan.reopened]
     rows += [audit_outcome(o) for o in plan.outcomes]
     audit_write(rows, by=by, at=now)
-    waiting = [c.waiting for c in plan.created if c.waiting is not None]
+    waiting = [w for c in plan.created for w in c.waiting]
     if waiting:
         _waiting_reprocess(waiting, by=by)
     archived = [leg.pk for f in plan.fulfilments for leg in f.old_legs]
@@ -146,19 +146,12 @@ def _versions_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> Non
     """The new versions (their old versions archived first, as one version per logical transaction may be open)."""
     if not fulfilments:
         return
-    ids, old, staging, difference = array_columns(
-        [(f.new_id, f.old.pk, f.staging.pk, f.difference or None) for f in fulfilments], 4
+    ids, old, staging, statuses, extra = array_columns(
+        [(f.new_id, f.old.pk, f.staging.pk, f.status, json_text(f.extra)) for f in fulfilments], 5
     )
     _execute(
         queries.VERSIONS_INSERT,
-        {
-            "status": TransactionStatus.POSTED,
-            "now": now,
-            "ids": ids,
-            "old": old,
-            "staging": staging,
-            "difference": difference,
-        },
+        {"now": now, "ids": ids, "old": old, "staging": staging, "statuses": statuses, "extra": extra},
     )
 
 
@@ -167,9 +160,14 @@ def _legs_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
     if not fulfilments:
         return
     carried = [(new_id, f.new_id, leg.pk) for f in fulfilments for leg, new_id in f.carried]
-    own = []  # (id, transaction, staging entry, account, side, amount, metadata); None: the staging entry's
+    own = []  # (id, transaction, staging entry, account, side, amount, metadata, status); None: the staging entry's
     for f in fulfilments:
-        own.append((f.leg_id, f.new_id, f.staging.pk, None, None, None, json_text(f.leg_metadata)))
+        own.append((f.leg_id, f.new_id, f.staging.pk, None, None, f.amount, json_text(f.leg_metadata), None))
+        if f.remainder_leg:
+            leg_id, account_id, side, amount, metadata = f.remainder_leg
+            own.append(
+                (leg_id, f.new_id, f.staging.pk, account_id, side, amount, json_text(metadata), EntryStatus.EXPECTED)
+            )
         if f.difference_leg:
             leg_id, account_id, side, amount = f.difference_leg
             own.append(
@@ -181,10 +179,11 @@ def _legs_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
                     side,
                     amount,
                     json_text({**f.leg_metadata, "difference": True}),
+                    None,
                 )
             )
     c_ids, c_txns, c_old = array_columns(carried, 3)
-    o_ids, o_txns, o_staging, o_accounts, o_sides, o_amounts, o_metadata = array_columns(own, 7)
+    o_ids, o_txns, o_staging, o_accounts, o_sides, o_amounts, o_metadata, o_statuses = array_columns(own, 8)
     _execute(
         queries.LEGS_INSERT,
         {
@@ -200,6 +199,7 @@ def _legs_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
             "own_sides": o_sides,
             "own_amounts": o_amounts,
             "own_metadata": o_metadata,
+            "own_statuses": o_statuses,
         },
     )
 
@@ -244,26 +244,28 @@ def task_spec(entry: StagingEntry, merchant_id: str) -> TaskSpec:
 
 
 def _waiting_reprocess(waiting: list[tuple], *, by) -> int:
-    """Expectations for (account, match key, value) appeared: the confirmations in review with NoMatchFoundError
-    for one of them go back to PENDING with a new task, each audited with the value it waited for."""
-    accounts, keys, values = array_columns([(a, k, json_text(v)) for a, k, v in waiting], 3)
+    """Expectations for (account, confirmation key, value, pattern) appeared: the confirmations in review with
+    NoMatchFoundError for one of them go back to PENDING with a new task, each audited with the value it waited
+    for."""
+    accounts, keys, values, patterns = array_columns([(a, k, json_text(v), p) for a, k, v, p in waiting], 4)
     with connection.cursor() as cursor:
         cursor.execute(
             queries.WAITING_CONFIRMATIONS_LOCK,
             {
-                "accounts": array_literal(sorted({a for a, _, _ in waiting})),
+                "accounts": array_literal(sorted({a for a, *_ in waiting})),
                 "status": StagingStatus.NEEDS_MANUAL_REVIEW,
                 "mode": ProcessingMode.CONFIRMATION,
                 "error_type": "NoMatchFoundError",
                 "w_accounts": accounts,
                 "w_keys": keys,
                 "w_values": values,
+                "w_patterns": patterns,
             },
         )
         found = cursor.fetchall()
     if not found:
         return 0
-    by_value = {(str(a), k, key_form(v)): (k, v) for a, k, v in waiting}
+    by_value = {(str(a), k, key_form(v)): (k, v) for a, k, v, _ in waiting}
     reasons = {}
     for staging_id, account_id, metadata in found:
         metadata = metadata if isinstance(metadata, dict) else {}
