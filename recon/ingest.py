@@ -86,10 +86,10 @@ def amount_problem(amount: Decimal) -> str | None:
     """Why an amount cannot be a staging entry's (every import format), else None."""
     if amount <= 0:
         return "amount must be positive"
+    if amount > services.MAX_AMOUNT:  # first: quantizing a huge number raises
+        return "amount is too large"
     if amount != amount.quantize(MONEY_QUANTUM):
         return "amount has more than 4 decimal places"
-    if amount > services.MAX_AMOUNT:
-        return "amount is too large"
     return None
 
 

@@ -1,6 +1,7 @@
 """Workflows API (shared/API.md, "Workflows (DAG jobs)"): the declared workflows and the runs' analytics. Runs
 themselves are jobs (jobs.api)."""
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
@@ -33,7 +34,10 @@ class WorkflowViewSet(viewsets.GenericViewSet):
             raise NotFound("Workflow not found.")
         return Response(WorkflowSerializer(wf).data)
 
-    @extend_schema(parameters=[OpenApiParameter("since", str), OpenApiParameter("workflow", str)])
+    @extend_schema(
+        parameters=[OpenApiParameter("since", str), OpenApiParameter("workflow", str)],
+        responses={200: OpenApiTypes.OBJECT},
+    )
     @action(detail=False, methods=["get"])
     def stats(self, request):
         """Runs and steps by state, steps retrying and exhausted, the ten slowest steps (p50/p95/max) since

@@ -24,7 +24,7 @@ def detect_format(head: bytes) -> str | None:
         return "bai2"
     if text.startswith(("{1:", ":20:")) or re.search(r"^:20:.*?^:(25|28C):", text, re.DOTALL | re.MULTILINE):
         return "mt940"
-    first = text.split("\n", 1)[0]
+    first = text.splitlines()[0] if text else ""
     if CSV_HEADER.match(first) and "\x00" not in first:
         return "csv"
     return None

@@ -433,6 +433,7 @@ def test_broken_bai2_names_the_line(data, where):
     [
         (b"order_id,amount,currency,transaction_date,type\n1,2,USD,2026-11-01,Payment\n", "csv"),
         (b"\xef\xbb\xbfReference;Net;Currency\n", "csv"),
+        (b"a,b\r\n1,2\r\n", "csv"),
         (MT940, "mt940"),
         (b":20:X\r\n:25:Y\r\n", "mt940"),
         (BAI2, "bai2"),

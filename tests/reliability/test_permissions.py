@@ -22,6 +22,10 @@ STAFF_ONLY = {
     ("POST", "/api/recon-engine/trigger/"),
     ("POST", "/api/merchants/{merchant_id}/periods/{period_id}/reopen/"),
 }
+# Staff only and naming no merchant's object: every other user is refused (403), whoever they are.
+GLOBAL_STAFF_ONLY = {("POST", "/api/queues/{name}/pause/"), ("POST", "/api/queues/{name}/resume/")}
+# Readable by every user and naming no merchant's object (declared workflows are code, not data).
+GLOBAL_READ = {("GET", "/api/workflows/{name}/")}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 ORDER = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 ROLES = ("anonymous", "stranger", "viewer", "operator", "staff")
@@ -49,6 +53,10 @@ def _expected(role: str, method: str, template: str) -> set[int] | None:
         return {200}
     if role == "anonymous":
         return {401}
+    if (method, template) in GLOBAL_STAFF_ONLY:
+        return None if role == "staff" else {403}
+    if (method, template) in GLOBAL_READ:
+        return None
     names_object = "{" in template
     if role == "stranger":
         if names_object:

@@ -30,11 +30,8 @@ class World:
         MerchantMembership.objects.create(user=self.operator, merchant=self.merchant, role="operator")
         MerchantMembership.objects.create(user=self.viewer, merchant=self.merchant, role="viewer")
         MerchantMembership.objects.create(user=self.stranger, merchant=self.rival, role="operator")
-        self.job = job_services.job_create(
-            job_type="recon.close_period",
-            merchant_id=self.merchant.pk,
-            params={"merchant_id": self.merchant.pk, "start_date": "2020-01-01", "end_date": "2020-01-31"},
-        )
+        # A workflow run (a job like any other), so the step paths (`steps/{step_name}/retry/`) name a real step.
+        self.job = job_services.job_create(job_type="jobs.diamond", merchant_id=self.merchant.pk, params={})
         self.period = services.period_close(
             merchant=self.merchant,
             start_date=dt.date(2019, 1, 1),
@@ -48,6 +45,9 @@ class World:
             "rule_id": str(self.rule.pk),
             "staging_entry_id": str(self.entry.pk),
             "job_id": str(self.job.pk),
+            "step_name": "start",
+            "name": "jobs.diamond",
+            "table": "review-queue",
             "task_id": str(self.entry.task_id),
             "period_id": str(self.period.pk),
         }
