@@ -404,7 +404,7 @@ def _version_one_rows(
         "status": EntryStatus.EXPECTED,
         "metadata": {**meta, rule.match_key: value},
     }
-    return Created(txn, [posted, expected], None)
+    return Created(txn, [posted, expected])
 
 
 # --- CONFIRMATION mode ----------------------------------------------------------------------------------

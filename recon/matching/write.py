@@ -160,7 +160,9 @@ def _legs_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
     if not fulfilments:
         return
     carried = [(new_id, f.new_id, leg.pk) for f in fulfilments for leg, new_id in f.carried]
-    own = []  # (id, transaction, staging entry, account, side, amount, metadata, status); None: the staging entry's
+    own: list[
+        tuple
+    ] = []  # (id, transaction, staging entry, account, side, amount, metadata, status); None: the staging entry's
     for f in fulfilments:
         own.append((f.leg_id, f.new_id, f.staging.pk, None, None, f.amount, json_text(f.leg_metadata), None))
         if f.remainder_leg:
