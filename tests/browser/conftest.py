@@ -5,15 +5,14 @@ process to see it. Screenshots go to `var/screenshots/` (`screenshot(page, name)
 import os
 import shutil
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, database_url
 from tests.pgserver import free_port
+from tests.reliability.server import answers, uvicorn_command
 
 # Playwright's sync API runs an event loop in the test's thread; Django's ORM calls in the same test are safe
 # (they run before or after a page call, never inside one).
@@ -67,35 +66,15 @@ def live_url(django_db_setup, django_db_blocker, tmp_path_factory):
         env = dict(os.environ, DATABASE_URL=database_url(), PYTHONUNBUFFERED="1")
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        uvicorn_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/health/", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"uvicorn did not start:\n{Path(log_path).read_text()[-3000:]}")
-            time.sleep(0.2)
+    while not answers(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"uvicorn did not start:\n{Path(log_path).read_text()[-3000:]}")
+        time.sleep(0.2)
     yield url
     proc.terminate()
     try:

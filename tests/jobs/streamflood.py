@@ -11,8 +11,7 @@ import urllib.request
 import psycopg
 from django.db import connection
 
-from tests.conftest import wait_until
-from tests.pgserver import free_port
+from tests.reliability.server import start_uvicorn
 
 
 class ConnectionCounter:
@@ -83,37 +82,6 @@ def run_async(main):
     if "error" in box:
         raise box["error"]
     return box.get("result")
-
-
-def start_uvicorn(processes, **env) -> str:
-    """`uvicorn config.asgi:application`, one worker, on the test database; returns its base URL."""
-    port = free_port()
-    processes.start(
-        [
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--backlog",
-            "4096",
-        ],
-        **env,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return urllib.request.urlopen(f"{url}/api/health/", timeout=2).status == 200
-        except OSError:
-            return False
-
-    wait_until(up, 60, interval=0.2, message="uvicorn to answer")
-    return url
 
 
 class SSEClient:
@@ -218,7 +186,9 @@ def flood(processes, staff_user, n: int) -> dict:
     token = Token.objects.get_or_create(user=staff_user)[0].key
     jobs = [services.job_create(job_type="jobs.approval_demo", params={}) for _ in range(2)]
     drain()
-    base = start_uvicorn(processes, JOBS_STREAMS_PER_USER=n, JOBS_KEEPALIVE_SECONDS=5, JOBS_HUB_LINGER_SECONDS=0)
+    base = start_uvicorn(
+        processes, "--backlog", "4096", JOBS_STREAMS_PER_USER=n, JOBS_KEEPALIVE_SECONDS=5, JOBS_HUB_LINGER_SECONDS=0
+    )
     port = int(base.rsplit(":", 1)[1])
     figures = {"streams": n}
     counter = ConnectionCounter()

@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import ROOT, wait_until
 from tests.jobs.streamflood import SSEClient, run_async
 from tests.pgserver import Server, free_port
+from tests.reliability.server import answers, uvicorn_command
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -79,33 +80,11 @@ def test_a_stream_survives_a_postgresql_restart_and_loses_nothing(tmp_path):
         port = free_port()
         log = open(tmp_path / "uvicorn.log", "wb")  # noqa: SIM115 (the server's output, open while it runs)
         uvicorn = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            uvicorn_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         url = f"http://127.0.0.1:{port}"
 
-        def up():
-            try:
-                return urllib.request.urlopen(f"{url}/api/health/", timeout=2).status == 200
-            except OSError:
-                return False
-
-        wait_until(up, 60, interval=0.2, message="uvicorn to answer")
+        wait_until(lambda: answers(url), 60, interval=0.2, message="uvicorn to answer")
         figures = {}
 
         async def scenario():
