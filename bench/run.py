@@ -398,7 +398,7 @@ def bench_observe(scale: float) -> None:
             cursor.execute("VACUUM ANALYZE process_tracker")
     counters.compact()
     finished = _fill_counters(max(10_000, int(10_000_000 * scale)))
-    counters.fold_totals()  # as the consumers do every few seconds
+    counters.rollup()  # as the maintenance schedule does every minute: the ended hours rolled up, totals folded
     user, _ = get_user_model().objects.get_or_create(
         username="bench-ops", defaults={"is_staff": True, "is_superuser": True}
     )
