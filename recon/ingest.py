@@ -605,9 +605,9 @@ def statement_spool_path(*, upload_id, fmt: str, processing_mode: str, account_t
 
 
 def spool_dir() -> Path:
-    """settings.RECON_IMPORT_SPOOL_DIR, else `recon-import-spool` in the system's temporary directory: local disk
-    of the worker (a resume on another machine parses the file again)."""
-    configured = getattr(settings, "RECON_IMPORT_SPOOL_DIR", None)
+    """settings.RECON_IMPORT_SPOOL_DIR (or the environment variable), else `recon-import-spool` in the system's
+    temporary directory: local disk of the worker (a resume on another machine parses the file again)."""
+    configured = getattr(settings, "RECON_IMPORT_SPOOL_DIR", None) or os.environ.get("RECON_IMPORT_SPOOL_DIR")
     return Path(configured) if configured else Path(tempfile.gettempdir()) / "recon-import-spool"
 
 
