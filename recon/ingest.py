@@ -4,16 +4,22 @@ Memory stays bounded for any file size: rows are read lazily from an iterable of
 chunks; each chunk (its staging entries and their tracker tasks) commits in one database transaction together
 with the caller's checkpoint (`on_chunk`)."""
 
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
 import hashlib
 import json
 import operator
+import os
 import re
+import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -521,12 +527,6 @@ def ingest_csv(
 # Statements -----------------------------------------------------------------------------------------------------
 
 
-def statement_check(fmt: str, stream) -> int:
-    """Parses a statement file through without writing (bounded memory: only what can fail is read) and returns
-    its number of lines; raises StatementParseError (naming the format and where it stopped) for a broken file."""
-    return sum(1 for item in statements.parse(fmt, stream, check_only=True) if isinstance(item, statements.Line))
-
-
 def line_key(line: statements.Line) -> str:
     """The overlap key of a statement line (API.md "Overlapping statements"): the bank reference, booking date,
     direction, amount and currency; without a reference, the remittance info instead of it."""
@@ -574,15 +574,11 @@ GROUP BY 1"""
 
 class _Overlaps:
     """Drops the lines of a chunk that an earlier file already imported to the account: a line whose key is the
-    k-th of that key in this file is a duplicate when other uploads imported k or more lines with that key."""
+    k-th of that key in this file (its spool row says which) is a duplicate when other uploads imported k or more
+    lines with that key."""
 
     def __init__(self, account: Account, upload_id: str):
         self.account, self.upload_id = account, str(upload_id)
-        self.occurrence: dict[str, int] = {}
-
-    def count(self, key: str) -> int:
-        self.occurrence[key] = n = self.occurrence.get(key, 0) + 1
-        return n
 
     def keep(self, rows: list) -> list:
         """Inside the chunk's transaction, with the account locked (one import decides at a time)."""
@@ -602,13 +598,109 @@ class _Overlaps:
         return [r[:-1] for r in rows if r[-1][0] > earlier.get(r[-1][1], 0)]
 
 
+def statement_spool_path(*, upload_id, fmt: str, processing_mode: str, account_type: str) -> Path:
+    """Where the parsed rows of an upload's statement import are kept between the parse and the writes (one file
+    per upload and what its rows depend on; SPOOL_VERSION changes with the file's layout)."""
+    return spool_dir() / f"{upload_id}-{fmt}-{processing_mode}-{account_type}-v{SPOOL_VERSION}.rows"
+
+
+def spool_dir() -> Path:
+    """settings.RECON_IMPORT_SPOOL_DIR (or the environment variable), else `recon-import-spool` in the system's
+    temporary directory: local disk of the worker (a resume on another machine parses the file again)."""
+    configured = getattr(settings, "RECON_IMPORT_SPOOL_DIR", None) or os.environ.get("RECON_IMPORT_SPOOL_DIR")
+    return Path(configured) if configured else Path(tempfile.gettempdir()) / "recon-import-spool"
+
+
+SPOOL_VERSION = 1
+SPOOL_MAX_AGE_SECONDS = 2 * 86400  # spools older than this are left-overs of imports that never finished
+
+
+def statement_spool(
+    *, account: Account, fmt: str, stream, processing_mode: str, source_file: str, upload_id, path: Path
+) -> dict:
+    """The one parse of a statement file: every line becomes its spool row (a staging row as COPY-ready text, or
+    its row error) in the file `path`, and the statements' figures go to `path` + ".json"; returns that
+    {"lines", "statements"}. Both files appear only once the whole file has parsed (written under temporary
+    names, then renamed), so a StatementParseError (a broken file: the format and where) leaves no spool and
+    nothing is written to the database. The spool holds one line per statement line, tab-separated: occurrence
+    of its overlap key in this file, the key, position, then `entry_type, amount, currency, effective_date,
+    metadata` (JSON), or `!`, the problems and the row's data (JSON). JSON text has no raw tab or newline."""
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    _spool_sweep(directory)
+    base = {"source_file": source_file, "format": fmt, "upload_id": str(upload_id)}
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    occurrences: dict[str, int] = {}
+    found: list[statements.Statement] = []
+    lines = 0
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="ascii", buffering=1 << 20) as out:
+            write = out.write
+            for item in statements.parse(fmt, stream):
+                if isinstance(item, statements.Statement):
+                    found.append(item)
+                    continue
+                lines += 1
+                key = line_key(item)
+                occurrences[key] = occurrence = occurrences.get(key, 0) + 1
+                row, problems = statement_row(
+                    item,
+                    account=account,
+                    processing_mode=processing_mode,
+                    metadata={**item.metadata(), **base, "line_key": key},
+                )
+                head = f"{occurrence}\t{key}\t{item.position}\t"
+                if problems:
+                    write(f"{head}!\t{dumps('; '.join(problems))}\t{dumps(_line_data(item))}\n")
+                else:
+                    side, amount, currency, when, _, metadata = row
+                    write(f"{head}{side}\t{amount}\t{currency}\t{when.isoformat()}\t{dumps(metadata)}\n")
+        meta = {"lines": lines, "statements": [statement_summary(s) for s in found]}
+        meta_path = path.with_name(path.name + ".json")
+        meta_tmp = f"{tmp}.json"
+        Path(meta_tmp).write_text(json.dumps(meta))
+        os.replace(meta_tmp, meta_path)
+        os.replace(tmp, path)
+    except BaseException:
+        for leftover in (tmp, f"{tmp}.json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        raise
+    return meta
+
+
+def statement_spool_meta(path: Path) -> dict | None:
+    """The {"lines", "statements"} of a complete spool at `path`, None when there is none (never made, made on
+    another machine, or removed)."""
+    try:
+        if path.exists():
+            return json.loads(path.with_name(path.name + ".json").read_text())
+    except (FileNotFoundError, ValueError):
+        pass
+    return None
+
+
+def statement_spool_remove(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".json")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
+def _spool_sweep(directory: Path) -> None:
+    """Removes spools (and half-written ones) older than SPOOL_MAX_AGE_SECONDS: imports that never finished."""
+    cutoff = time.time() - SPOOL_MAX_AGE_SECONDS
+    for old in directory.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+
+
 def ingest_statement(
     *,
     account: Account,
-    fmt: str,
-    stream,
+    spool: Path,
     processing_mode: str,
-    source_file: str,
     upload_id,
     start_row: int = 0,
     chunk_rows: int = CHUNK_ROWS,
@@ -616,46 +708,39 @@ def ingest_statement(
     report: dict | None = None,
     max_errors: int = MAX_ERRORS_KEPT,
 ) -> dict:
-    """Streams the lines of a statement file (already checked by `statement_check`) into staging entries, with
-    the same chunks and checkpoints as `ingest_csv` (`start_row` counts lines, `on_chunk(rows_done, report)`).
-    Lines that an earlier upload to the account already imported are skipped (`duplicates_skipped`). The
-    report also holds `statements`: each statement's figures (`statement_summary`), once the file is read."""
+    """Streams the rows of a statement file's spool (`statement_spool`: parsed once, whole) into staging entries,
+    with the same chunks and checkpoints as `ingest_csv` (`start_row` counts lines, `on_chunk(rows_done,
+    report)`). Lines that an earlier upload to the account already imported are skipped (`duplicates_skipped`).
+    The report also holds `statements`: each statement's figures (`statement_summary`), once every row is read."""
     report = report if report is not None else empty_report()
     report.setdefault("duplicates_skipped", 0)
-    overlaps = _Overlaps(account, upload_id)
     chunks = ChunkWriter(
         account=account,
         report=report,
         on_chunk=on_chunk,
         chunk_rows=chunk_rows,
         max_errors=max_errors,
-        before_write=overlaps.keep,
+        before_write=_Overlaps(account, upload_id).keep,
     )
-    base = {"source_file": source_file, "format": fmt, "upload_id": str(upload_id)}
-    found: list[statements.Statement] = []
+    meta = statement_spool_meta(spool)
+    if meta is None:
+        raise FileNotFoundError(f"no statement spool at {spool}")
     position = 0
-    for item in statements.parse(fmt, stream):
-        if isinstance(item, statements.Statement):
-            found.append(item)
-            continue
-        position = item.position
-        key = line_key(item)
-        occurrence = overlaps.count(key)
-        if position <= start_row:
-            continue
-        row, problems = statement_row(
-            item,
-            account=account,
-            processing_mode=processing_mode,
-            metadata={**item.metadata(), **base, "line_key": key},
-        )
-        if problems:
-            chunks.fail(position, "; ".join(problems), _line_data(item))
-        else:
-            chunks.add((*row, (occurrence, key)))
-        if chunks.full() and not chunks.flush(position):
-            return report
-    report["statements"] = [statement_summary(s) for s in found]
+    with open(spool, encoding="ascii") as rows:
+        for text in rows:
+            occurrence, key, number, side, rest = text.rstrip("\n").split("\t", 4)
+            position = int(number)
+            if position <= start_row:
+                continue
+            if side == "!":
+                details, data = rest.split("\t")
+                chunks.fail(position, json.loads(details), json.loads(data))
+            else:
+                amount, currency, when, metadata = rest.split("\t")
+                chunks.add((side, amount, currency, when, processing_mode, metadata, (int(occurrence), key)))
+            if chunks.full() and not chunks.flush(position):
+                return report
+    report["statements"] = meta["statements"]
     chunks.finish(position)
     return report
 

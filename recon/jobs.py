@@ -1,10 +1,12 @@
 """Recon job types (jobs.registry imports this module on first use).
 
 - `recon.import_file` (and `recon.import_csv`, the name of imports started before statements were read): streams
-  a stored upload (recon.uploads) through `recon.ingest` (`ingest_csv`, or `ingest_statement` after a first pass
-  that parses the whole statement file, so a broken file writes nothing). Each chunk of rows commits together with
-  the job's checkpoint `{"rows_done", "report"}`, so a crash, a pause or the end of a slice resumes at the next
-  row without duplicates. Result: the ingest report with `format` and `statements`.
+  a stored upload (recon.uploads) through `recon.ingest` (`ingest_csv`; a statement file is parsed once, whole,
+  into a spool of ready rows on the worker's disk (`statement_spool`), so a broken file writes nothing, then
+  `ingest_statement` writes the spool's rows). Each chunk of rows commits together with the job's checkpoint
+  `{"rows_done", "report"}`, so a crash, a pause or the end of a slice resumes at the next row without
+  duplicates (a statement's spool is parsed again when it is gone). Result: the ingest report with `format` and
+  `statements`.
 - `recon.close_period`: computes the period's summary, waits for an operator's `approve` or `reject` signal,
   then closes the period (`recon.services.period_close`, which refuses while entries of the period are open,
   unless forced with a reason) or completes with `{"status": "rejected"}`. The console's Approve goes through
@@ -18,8 +20,8 @@ from rest_framework import serializers
 
 from jobs.registry import job_type
 from jobs.runtime import JobContext
-from recon import access, errors, reports, services, statements
-from recon.ingest import CHUNK_ROWS, ingest_csv, ingest_statement, mapping_problems, statement_check
+from recon import access, errors, ingest, reports, services, statements
+from recon.ingest import CHUNK_ROWS, ingest_csv, ingest_statement, mapping_problems
 from recon.models import Account, Merchant, ProcessingMode, Upload
 from recon.uploads import open_bytes, open_lines
 
@@ -72,8 +74,12 @@ def import_upload(ctx, params: dict) -> dict | None:
     fmt = params.get("format") or "csv"
     state = dict(ctx.checkpoint_data)
     rows_done, report = int(state.get("rows_done", 0)), state.get("report")
-    if fmt != "csv" and "lines" not in state:
-        state["lines"] = _statement_lines(ctx, upload, fmt)
+    spool = None
+    if fmt != "csv":
+        spool = ingest.statement_spool_path(
+            upload_id=upload.pk, fmt=fmt, processing_mode=params["processing_mode"], account_type=account.account_type
+        )
+        state["lines"] = _statement_spooled(ctx, upload, fmt, spool, params["processing_mode"])["lines"]
     total = state["lines"] if fmt != "csv" else max(1, upload.line_count - 1)  # CSV: newlines minus the header
     unit = "rows" if fmt == "csv" else "statement lines"
     if rows_done == 0:
@@ -97,16 +103,17 @@ def import_upload(ctx, params: dict) -> dict | None:
     common = dict(
         account=account,
         processing_mode=params["processing_mode"],
-        source_file=upload.name,
         start_row=rows_done,
         report=report,
         chunk_rows=params.get("chunk_rows") or CHUNK_ROWS,
         on_chunk=on_chunk,
     )
     if fmt == "csv":
-        report = ingest_csv(lines=open_lines(upload), mapping=params.get("mapping"), **common)
+        report = ingest_csv(lines=open_lines(upload), mapping=params.get("mapping"), source_file=upload.name, **common)
     else:
-        report = ingest_statement(fmt=fmt, stream=open_bytes(upload), upload_id=upload.pk, **common)
+        report = ingest_statement(spool=spool, upload_id=upload.pk, **common)
+    if spool is not None and ctx.stop_reason != "budget" and ctx.stop_reason != "PAUSED":
+        ingest.statement_spool_remove(spool)  # done or cancelled (a pause or a slice's end keeps it for the resume)
     if ctx.stop_reason:
         return None  # paused, cancelled or out of time: the runtime decides what comes next
     skipped = report.get("duplicates_skipped", 0)
@@ -120,16 +127,28 @@ def import_upload(ctx, params: dict) -> dict | None:
 job_type("recon.import_csv", params=ImportFileParams)(import_file)
 
 
-def _statement_lines(ctx: JobContext, upload: Upload, fmt: str) -> int:
-    """The first pass over a statement file: parses it whole (nothing written); a broken file fails the job."""
+def _statement_spooled(ctx: JobContext, upload: Upload, fmt: str, spool, processing_mode: str) -> dict:
+    """The statement file's spool ({"lines", "statements"}): the one made by an earlier slice on this machine, or
+    made now by parsing the whole file (nothing written to the database); a broken file fails the job."""
+    meta = ingest.statement_spool_meta(spool)
+    if meta is not None:
+        return meta
     try:
-        lines = statement_check(fmt, open_bytes(upload))
+        meta = ingest.statement_spool(
+            account=upload.account,
+            fmt=fmt,
+            stream=open_bytes(upload),
+            processing_mode=processing_mode,
+            source_file=upload.name,
+            upload_id=upload.pk,
+            path=spool,
+        )
     except statements.StatementParseError as e:
         raise StatementFileError(
             f"{upload.name} cannot be read as {e.format}: {e.problem} ({e.where}); nothing was imported"
         ) from None
-    ctx.log(f"{upload.name}: a {fmt} file of {lines} statement lines, checked")
-    return lines
+    ctx.log(f"{upload.name}: a {fmt} file of {meta['lines']} statement lines, parsed and checked")
+    return meta
 
 
 class ClosePeriodParams(serializers.Serializer):

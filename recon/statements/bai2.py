@@ -160,7 +160,7 @@ def _funds_extra(funds: str, rest: list[str]) -> int:
     return 0
 
 
-def parse(stream, *, check_only: bool = False) -> Iterator[Line | Statement]:
+def parse(stream) -> Iterator[Line | Statement]:
     """Lines of every account in the file, each account's `Statement` after its lines."""
     reader = _Reader()
     seen = False

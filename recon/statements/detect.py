@@ -30,7 +30,6 @@ def detect_format(head: bytes) -> str | None:
     return None
 
 
-def parse(fmt: str, stream, *, check_only: bool = False) -> Iterator[Line | Statement]:
-    """Statement lines and statements of a binary stream in a statement format (not CSV). `check_only`: a
-    parser may leave out the lines' texts (references, remittance, parties), which cannot fail to parse."""
-    return PARSERS[fmt](stream, check_only=check_only)
+def parse(fmt: str, stream) -> Iterator[Line | Statement]:
+    """Statement lines and statements of a binary stream in a statement format (not CSV)."""
+    return PARSERS[fmt](stream)

@@ -61,8 +61,7 @@ def _information(text: str) -> dict:
 
 
 class _Reader:
-    def __init__(self, check_only: bool = False):
-        self.check_only = check_only
+    def __init__(self):
         self.position = 0
         self.statement: Statement | None = None
         self.line: Line | None = None
@@ -96,7 +95,7 @@ class _Reader:
         elif tag == "61":
             self.line = self.statement_line(value)
         elif tag == "86" and self.line is not None:
-            for key, text in ({} if self.check_only else _information(value)).items():
+            for key, text in _information(value).items():
                 if text:
                     setattr(self.line, key, text)
             yield from self.end_line()
@@ -151,10 +150,10 @@ class _Reader:
             self.statement = None
 
 
-def parse(stream, *, check_only: bool = False) -> Iterator[Line | Statement]:
+def parse(stream) -> Iterator[Line | Statement]:
     """Lines of every MT940/MT942 message in the file, each statement's `Statement` after them. `stream` is
     binary; text is read as UTF-8, falling back to Latin-1 per line (SWIFT's character set is a subset)."""
-    reader = _Reader(check_only)
+    reader = _Reader()
     tag, value, seen = None, [], False
     for number, raw in enumerate(stream, 1):
         try:

@@ -137,7 +137,7 @@ class _Reader:
         return line
 
 
-def parse(stream, *, check_only: bool = False) -> Iterator[Line | Statement]:
+def parse(stream) -> Iterator[Line | Statement]:
     """Lines of every statement in the file (positive TRNAMT in, negative out), each `Statement` after them.
     OFX has no opening balance; LEDGERBAL is the closing one."""
     reader = _Reader()
