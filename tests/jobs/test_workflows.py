@@ -64,12 +64,14 @@ def test_join_is_enqueued_only_when_both_parents_are_done():
     assert ProcessTracker.objects.filter(task_type="WORKFLOW_STEP", payload__step_id=steps(job)["join"].pk).count() == 1
 
 
-def test_a_claim_takes_at_most_one_step_task():
+def test_a_claim_takes_at_most_as_many_step_tasks_as_the_consumer_has_step_threads(settings):
+    settings.JOBS = {"WORKFLOW_STEP_THREADS": 2}
     jobs = [services.job_create(job_type="jobs.diamond", params={}) for _ in range(3)]
     from tracker import services as tracker_services
 
     claimed = tracker_services.task_claim(worker_id="w", limit=50)
-    assert [t.task_type for t in claimed] == ["WORKFLOW_STEP"]
+    assert [t.task_type for t in claimed] == ["WORKFLOW_STEP"] * 2
+    assert len(tracker_services.task_claim(worker_id="w", limit=1)) == 1  # and never more than the claim's limit
     assert len(jobs) == 3
 
 
