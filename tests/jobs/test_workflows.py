@@ -75,6 +75,51 @@ def test_a_claim_takes_at_most_as_many_step_tasks_as_the_consumer_has_step_threa
     assert len(jobs) == 3
 
 
+def test_a_claimed_batch_of_steps_runs_at_once_and_one_transaction_closes_what_ends_together():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tracker.worker import Worker
+
+    job = services.job_create(job_type="test.barrier", params={"parties": 4})
+    worker = Worker("w1")
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            worker.run_once()  # claims p0..p3: they meet at the barrier only if they all run at once
+        st = states(job)
+        assert [st[f"p{i}"] for i in range(4)] == ["COMPLETED"] * 4, steps(job)["p0"].error
+        assert st["end"] == "QUEUED"
+        # The consumer's own statements: the claim, one begin and at most four finishes (no per-step begin).
+        begins = [q for q in queries.captured_queries if "FOR UPDATE" in q["sql"] and "jobs_job" in q["sql"]]
+        assert 2 <= len(begins) <= 5
+        worker.run_once()
+        assert reload(job).state == "COMPLETED"
+    finally:
+        worker.close()
+
+
+def test_a_lost_lease_in_a_finishing_batch_closes_only_the_held_attempts():
+    from tracker import services as tracker_services
+    from tracker.registry import RunContext
+
+    jobs = [services.job_create(job_type="jobs.diamond", params={}) for _ in range(2)]
+    tasks = tracker_services.task_claim(worker_id="w1", limit=10)
+    attempts = engine.steps_begin_many(tasks=tasks, worker_id="w1")
+    assert len(attempts) == 2
+    for attempt in attempts:
+        attempt.call(RunContext(worker_id="w1", heartbeat=lambda: None))
+    lost = attempts[0]
+    ProcessTracker.objects.filter(task_id=lost.task.task_id).update(locked_by="someone-else")  # taken over
+    engine.steps_finish_many(attempts=attempts, worker_id="w1")
+    assert lost.outcome == "superseded" and attempts[1].outcome == "complete"
+    lost_job = next(j for j in jobs if str(j.pk) == lost.job_id)
+    kept_job = next(j for j in jobs if str(j.pk) == attempts[1].job_id)
+    assert states(lost_job)["start"] == "RUNNING"  # untouched: the task's new holder decides
+    assert ProcessTracker.objects.get(task_id=lost.task.task_id).status == "PROCESSING"
+    assert states(kept_job) == {"start": "COMPLETED", "left": "QUEUED", "right": "QUEUED", "join": "PENDING"}
+    assert ProcessTracker.objects.get(task_id=attempts[1].task.task_id).status == "COMPLETED"
+
+
 def test_failed_attempts_retry_with_backoff_then_complete():
     job = services.job_create(job_type="test.retries", params={"fail": 2})
     deadline = time.monotonic() + 10
