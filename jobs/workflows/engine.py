@@ -189,7 +189,7 @@ JOB_FIELDS = [
 def _deferred_saves():
     """Inside the block (one transaction, the runs locked), `_save`, `_save_job` and `_enqueue` collect their rows;
     at its end the tasks are inserted with one `task_create_many` (their ids set on the steps), then the steps and
-    the runs are written with one `bulk_update` each. Code inside the block must not read those rows back."""
+    the runs are written with one UPDATE each. Code inside the block must not read those rows back."""
     _local.saves = ({}, {}, [])
     try:
         yield
@@ -198,15 +198,32 @@ def _deferred_saves():
         for (step, _), task in zip(enqueues, tracker_services.task_create_many(specs) if specs else []):
             step.task_id = task.task_id
             steps[step.pk] = step
-        if steps:
-            WorkflowStep.objects.bulk_update(list(steps.values()), STEP_FIELDS)
-        if jobs:
-            now = timezone.now()
-            for job in jobs.values():
-                job.updated_at = now
-            Job.objects.bulk_update(list(jobs.values()), JOB_FIELDS)
+        _update_rows(WorkflowStep, list(steps.values()), STEP_FIELDS)
+        now = timezone.now()
+        for job in jobs.values():
+            job.updated_at = now
+        _update_rows(Job, list(jobs.values()), JOB_FIELDS)
     finally:
         _local.saves = None
+
+
+def _update_rows(model, objects: list, fields: list[str]) -> None:
+    """Writes `fields` of `objects` (rows of `model`) with one `UPDATE ... FROM (VALUES ...)`: what `bulk_update`
+    does, without its CASE expression per field and row (which costs milliseconds of Python per row)."""
+    if not objects:
+        return
+    meta = model._meta
+    columns = [meta.pk, *[meta.get_field(name) for name in fields]]
+    casts = [f"%s::{field.db_type(connection)}" for field in columns]
+    row = "(" + ", ".join(casts) + ")"
+    params = [field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objects for field in columns]
+    names = [field.column for field in columns]
+    sql = (
+        f"UPDATE {meta.db_table} AS t SET {', '.join(f'{n} = v.{n}' for n in names[1:])} "
+        f"FROM (VALUES {', '.join([row] * len(objects))}) AS v({', '.join(names)}) WHERE t.{names[0]} = v.{names[0]}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _save(step: WorkflowStep, **extra) -> None:
