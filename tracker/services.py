@@ -191,13 +191,22 @@ CLAIM_PLAN_SQL = f"""SELECT current_setting('enable_sort'), set_config('enable_s
                             ARRAY(SELECT name FROM {TaskQueue._meta.db_table} WHERE paused ORDER BY name)"""
 
 
+def _claim_limit(task_type: str) -> int:
+    from tracker.errors import UnknownTaskType
+
+    try:
+        return registry.get(task_type).get_claim_limit()
+    except UnknownTaskType:  # not registered in this process: it runs none of them anyway
+        return 1
+
+
 def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     """One statement: pick due rows in claim order, skip locked ones, mark them PROCESSING, return them
     with their previous status. The update joins the picked (id, status) pairs as an unnest of two arrays
     read from the same materialized CTE (so in the same order): the planner then loops over the primary key,
     where a join with the CTE itself let it hash the whole table when its statistics lagged behind a
-    fast-changing queue. Task types that are `one_per_claim` (ONE_PER_CLAIM_TYPES) are picked at most once per
-    claim, each half of the pick walking its own partial due index."""
+    fast-changing queue. Task types that are `claim_limited` (ONE_PER_CLAIM_TYPES) are picked at most
+    `get_claim_limit()` per claim (and at most `limit`), each half of the pick walking its own partial due index."""
     table = ProcessTracker._meta.db_table
     default, overrides = _lease_seconds_by_type()
     lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
@@ -209,6 +218,7 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     queue_sql = ("AND queue = ANY(%s) " if queues else "") + ("AND queue <> ALL(%s)" if paused else "")
     queue_params = [*([queues] if queues else []), *([paused] if paused else [])]
     single = list(ONE_PER_CLAIM_TYPES)
+    single_limit = min(limit, max(_claim_limit(t) for t in single))
     pick = f"""SELECT task_id, status FROM {table}
             WHERE status IN ('PENDING', 'RETRY') AND run_after <= %s {queue_sql} {{type_sql}}
             ORDER BY priority, run_after, task_id LIMIT %s FOR UPDATE SKIP LOCKED"""
@@ -219,7 +229,7 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
         f"one AS ({pick.format(type_sql=f'AND ({any_single})')}), "
         "due AS MATERIALIZED (SELECT task_id, status FROM rest UNION ALL SELECT task_id, status FROM one)"
     )
-    due_params = [now, *queue_params, *single, limit, now, *queue_params, *single, 1]
+    due_params = [now, *queue_params, *single, limit, now, *queue_params, *single, single_limit]
     sql = f"""
         WITH {due_sql}
         UPDATE {table} AS t SET status = 'PROCESSING', attempts = t.attempts + 1, locked_by = %s,
