@@ -94,7 +94,7 @@ class Counting:
             self.seconds[key] += time.perf_counter() - start
 
 
-def main() -> int:
+def main() -> int:  # noqa: C901  (a measuring script: one option per branch)
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--mode", default="CONFIRMATION", choices=["CONFIRMATION", "TRANSACTION"])
@@ -102,7 +102,9 @@ def main() -> int:
     parser.add_argument("--explain", action="store_true")
     parser.add_argument("--top", type=int, default=35)
     parser.add_argument("--dump", help="write the cProfile stats to this file (for pstats)")
-    parser.add_argument("--gc", choices=["on", "off", "freeze"], default="on", help="Python's cyclic GC while measuring")
+    parser.add_argument(
+        "--gc", choices=["on", "off", "freeze"], default="on", help="Python's cyclic GC while measuring"
+    )
     parser.add_argument("--analyze", action="store_true", help="ANALYZE the database before measuring")
     parser.add_argument("--no-profile", action="store_true", help="phases and statements only (true CPU figures)")
     args = parser.parse_args()
@@ -164,7 +166,9 @@ def main() -> int:
     if args.no_profile:
         from recon import engine
         from recon.matching import write
-        from tracker import audit, bulk, services as tracker_services, worker as worker_module
+        from tracker import audit, bulk
+        from tracker import services as tracker_services
+        from tracker import worker as worker_module
 
         phases.wrap(worker_module.services, "task_claim", "claim (own transaction)")
         phases.wrap(tracker_services, "task_complete_many", "task_complete_many")

@@ -240,7 +240,8 @@ def all_time_totals(*, group_by=("task_type", "outcome")) -> list[tuple]:
     sql = f"""SELECT {cols}, sum(count)::bigint, sum(run_seconds), sum(wait_seconds) FROM (
                   SELECT {cols}, count, run_seconds, wait_seconds FROM tracker_task_total
                   UNION ALL SELECT {cols}, count, run_seconds, wait_seconds FROM {COUNTER}
-                  WHERE resolution = 60 AND bucket >= coalesce((SELECT at FROM tracker_counter_watermark WHERE name = 'totals'),
+                  WHERE resolution = 60
+                    AND bucket >= coalesce((SELECT at FROM tracker_counter_watermark WHERE name = 'totals'),
                                            '-infinity')) AS s
               GROUP BY {cols} ORDER BY {cols}"""
     with connection.cursor() as cursor:
