@@ -159,7 +159,8 @@ def _legs_write(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
         return
     archived = [leg.pk for f in fulfilments for leg in f.old_legs]
     carried = [(new_id, f.new_id, leg.pk) for f in fulfilments for leg, new_id in f.carried]
-    own = []  # (id, transaction, staging entry, account, side, amount, metadata, status); None: the staging entry's
+    # (id, transaction, staging entry, account, side, amount, metadata, status); None: the staging entry's
+    own: list[tuple] = []
     for f in fulfilments:
         own.append((f.leg_id, f.new_id, f.staging.pk, None, None, f.amount, json_text(f.leg_metadata), None))
         if f.remainder_leg:
