@@ -81,27 +81,36 @@ def test_stream_sends_keep_alives_when_idle_and_wakes_on_notify(staff_api, setti
 def test_streams_of_a_process_share_one_listen_connection(staff_api):
     from django.db import connection
 
+    from tests.conftest import wait_until
+
+    def listening() -> int:
+        # This test database's connections only, so other test processes (pytest -n) do not count.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"job_events\"'"
+                " AND datname = current_database()"
+            )
+            return cursor.fetchone()[0]
+
     jobs = [services.job_create(job_type="jobs.approval_demo", params={}) for _ in range(3)]
     drain()
     responses = [staff_api.get(f"/api/jobs/{job.pk}/events/") for job in jobs]
-    streams = [iter(r.streaming_content) for r in responses]
-    assert [parse(next(s))[1]["state"] for s in streams] == ["WAITING"] * 3
-    with connection.cursor() as cursor:
-        # This test database's connections only, so other test processes (pytest -n) do not count.
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"job_events\"'"
-            " AND datname = current_database()"
-        )
-        assert cursor.fetchone()[0] == 1
-    for job in jobs:
-        services.job_signal(job_id=job.pk, name="reject", by=None)
-    for stream in streams:
-        kinds = []
-        while "state" not in kinds:
-            kinds.append(parse(next(stream))[0])
-        assert kinds == ["log", "state"]
-    for r in responses:
-        r.close()
+    try:
+        streams = [iter(r.streaming_content) for r in responses]
+        assert [parse(next(s))[1]["state"] for s in streams] == ["WAITING"] * 3
+        # The replay is served while the listener may still be connecting: wait for it, then it must be the only one.
+        wait_until(listening, 10, message="the hub's LISTEN connection")
+        assert listening() == 1
+        for job in jobs:
+            services.job_signal(job_id=job.pk, name="reject", by=None)
+        for stream in streams:
+            kinds = []
+            while "state" not in kinds:
+                kinds.append(parse(next(stream))[0])
+            assert kinds == ["log", "state"]
+    finally:
+        for r in responses:
+            r.close()
 
 
 def test_async_stream_for_asgi_yields_the_same_events():
