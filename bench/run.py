@@ -398,7 +398,7 @@ def bench_observe(scale: float) -> None:
             cursor.execute("VACUUM ANALYZE process_tracker")
     counters.compact()
     finished = _fill_counters(max(10_000, int(10_000_000 * scale)))
-    counters.fold_totals()  # as the consumers do every few seconds
+    counters.rollup()  # as the maintenance schedule does every minute: the ended hours rolled up, totals folded
     user, _ = get_user_model().objects.get_or_create(
         username="bench-ops", defaults={"is_staff": True, "is_superuser": True}
     )
@@ -637,6 +637,7 @@ def bench_workflows(scale: float) -> None:
     record("workflow_diamond_p99_ms", samples[min(len(samples) - 1, int(len(samples) * 0.99))], "ms", runs=n)
 
     runs = max(10, int(1000 * scale))
+    commits_before = _database_commits()
     with job_services.transaction.atomic():  # committed together: every root step is due at once
         ids = [job_services.job_create(job_type="bench.fan10", params={}).pk for _ in range(runs)]
     finished = Job.objects.filter(pk__in=ids, state__in=["COMPLETED", "FAILED", "CANCELLED"])
@@ -645,6 +646,8 @@ def bench_workflows(scale: float) -> None:
     span = steps.aggregate(first=Min("started_at"), last=Max("finished_at"))
     elapsed = (span["last"] - span["first"]).total_seconds()
     done = steps.filter(state="COMPLETED").count()
+    time.sleep(1.1)  # backends report their transaction counts at most once a second
+    commits = _database_commits() - commits_before
     record(
         "workflow_steps_per_s",
         done / elapsed,
@@ -652,7 +655,18 @@ def bench_workflows(scale: float) -> None:
         runs=runs,
         steps=done,
         failed_runs=Job.objects.filter(pk__in=ids).exclude(state="COMPLETED").count(),
+        commits_per_step=round(commits / max(1, done), 2),
     )
+
+
+def _database_commits() -> int:
+    """Transactions committed in the bench database so far, by every process (pg_stat_database): the whole
+    cluster's commits, its polls and heartbeats included."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
 
 
 def bench_import(scale: float, cluster: "Cluster") -> None:

@@ -11,8 +11,8 @@ review queue, match rate and jobs; queues and consumer slots are tracker-wide, s
 import datetime as dt
 from urllib.parse import urlencode
 
-from django.db.models import Count, Q
-from django.db.models.functions import TruncDate
+from django.db import connection
+from django.db.models import Count
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -22,7 +22,7 @@ from tracker.models import Outcome, QueueSample, TaskStatus
 
 RANGES = {  # name: (span, bucket seconds, axis time format)
     "hour": (dt.timedelta(hours=1), 60, "%H:%M"),
-    "day": (dt.timedelta(days=1), 600, "%H:%M"),
+    "day": (dt.timedelta(days=1), 3600, "%H:00"),  # hourly rows (tracker.counters.COUNTED)
     "week": (dt.timedelta(days=7), 3600, "%a %H:00"),
 }
 OUTCOME_STATUS = {
@@ -31,7 +31,6 @@ OUTCOME_STATUS = {
     Outcome.RETRIED: TaskStatus.RETRY,
     Outcome.CANCELLED: TaskStatus.CANCELLED,
 }
-AGE_BUCKETS = (("<1d", 0, 1), ("1-3d", 1, 3), ("3-7d", 3, 7), ("7-30d", 7, 30), (">30d", 30, None))
 
 
 def _url(name: str, **params) -> str:
@@ -96,18 +95,21 @@ def _tasks(tenants, since, step: int, fmt: str) -> dict:
     }
 
 
+QUEUE_SAMPLES_SQL = f"""
+SELECT date_bin(make_interval(secs => %s), minute, 'epoch'::timestamptz), queue, max(due), max(lag_seconds)
+FROM {QueueSample._meta.db_table} WHERE minute >= %s GROUP BY 1, 2 ORDER BY 1, 2"""
+
+
 def _queues(since, step: int, fmt: str) -> dict:
     rows = services.queue_list()
     for row in rows:
         row["url"] = _url("admin:tracker_processtracker_queues")
         row["due_url"] = task_list(queue=row["name"], status__exact="PENDING")
         row["running_url"] = task_list(queue=row["name"], status__exact="PROCESSING")
-    samples = list(
-        QueueSample.objects.filter(minute__gte=since)
-        .order_by("minute")
-        .values_list("minute", "queue", "due", "lag_seconds")
-    )
     start = dt.datetime.fromtimestamp((since.timestamp() // step) * step, tz=dt.UTC)
+    with connection.cursor() as cursor:  # the largest sample of each bar (a range of tracker_queue_sample_key)
+        cursor.execute(QUEUE_SAMPLES_SQL, [step, start])
+        samples = cursor.fetchall()
     buckets, at, now = [], start, timezone.now()
     while at <= now:
         buckets.append(at)
@@ -143,67 +145,52 @@ def _queues(since, step: int, fmt: str) -> dict:
 
 
 def _review(tenants) -> dict:
-    from recon.models import StagingEntry, StagingStatus
-    from recon.selectors import staging_entries_stuck
+    """The review queue's size and ageing (recon.reports.ageing: one query)."""
+    from recon.models import StagingEntry
+    from recon.reports import AGE_BUCKETS, ageing
+    from recon.selectors import staging_entries_in_review
 
     entries = StagingEntry.objects.all()
     if tenants is not None:
         entries = entries.filter(account__merchant_id__in=sorted(tenants))
-    review = entries.filter(status=StagingStatus.NEEDS_MANUAL_REVIEW)
-    stuck = staging_entries_stuck(entries)  # with `review`: the review queue (recon.selectors)
     now = timezone.now()
+    counts = ageing(staging_entries_in_review(entries), now)
     changelist = "admin:recon_stagingentry_changelist"
-    ageing = []
+    rows = []
     for name, lo, hi in AGE_BUCKETS:
-        q = Q(created_at__lte=now - dt.timedelta(days=lo))
-        if hi is not None:
-            q &= Q(created_at__gt=now - dt.timedelta(days=hi))
         params = {"queue": "review", "created_at__lte": (now - dt.timedelta(days=lo)).isoformat()}
         if hi is not None:
             params["created_at__gt"] = (now - dt.timedelta(days=hi)).isoformat()
-        ageing.append(
-            {"name": name, "n": review.filter(q).count() + stuck.filter(q).count(), "url": _url(changelist, **params)}
-        )
-    size = review.count() + stuck.count()
+        rows.append({"name": name, "n": counts[name], "url": _url(changelist, **params)})
     return {
-        "size": size,
-        "ageing": ageing,
-        "top": max([a["n"] for a in ageing] + [1]),
+        "size": sum(counts.values()),
+        "ageing": rows,
+        "top": max([a["n"] for a in rows] + [1]),
         "url": _url(changelist, queue="review"),
         "stuck_url": _url(changelist, queue="stuck"),
     }
 
 
 def _match_rate(tenants, days: int) -> list[dict]:
-    """Per day of creation: staging entries decided (PROCESSED or NEEDS_MANUAL_REVIEW) and the share matched."""
-    from recon.models import StagingEntry, StagingStatus
+    """Per day of arrival over the last `days` days (recon.reports.match_rates_by_day), each linked to its
+    entries."""
+    from recon.models import StagingEntry
+    from recon.reports import match_rates_by_day
 
     since = (timezone.now() - dt.timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    entries = StagingEntry.objects.filter(created_at__gte=since)
+    entries = StagingEntry.objects.all()
     if tenants is not None:
         entries = entries.filter(account__merchant_id__in=sorted(tenants))
-    rows = (
-        entries.order_by()
-        .annotate(day=TruncDate("created_at"))
-        .values("day")
-        .annotate(
-            matched=Count("pk", filter=Q(status=StagingStatus.PROCESSED)),
-            review=Count("pk", filter=Q(status=StagingStatus.NEEDS_MANUAL_REVIEW)),
-            total=Count("pk"),
-        )
-        .order_by("day")
-    )
     out = []
-    for row in rows:
-        decided = row["matched"] + row["review"]
-        day = row["day"]
+    for row in match_rates_by_day(entries, since=since):
+        day = dt.date.fromisoformat(row["date"])
+        rate = row["match_rate"]
         out.append(
             {
+                **row,
                 "day": day,
-                "matched": row["matched"],
-                "review": row["review"],
-                "total": row["total"],
-                "rate": round(100 * row["matched"] / decided, 1) if decided else None,
+                "review": row["decided"] - row["matched"],
+                "percent": None if rate is None else round(100 * rate, 1),
                 "url": _url(
                     "admin:recon_stagingentry_changelist",
                     created_at__gte=day.isoformat(),

@@ -25,6 +25,9 @@ DEFAULTS = {
     # Tracker priority of the run tasks of personal and demo jobs (lower runs first): after staging entries
     # (150), so they never hold back the main path; merchant jobs (imports, period closes) run at 100.
     "SIDE_PRIORITY": ("JOBS_SIDE_PRIORITY", 200),
+    # Step threads per consumer: a claim takes at most this many workflow step tasks, and the consumer runs them
+    # all at once, one thread (and one database connection) each (docs/workflows.md, "How steps run").
+    "WORKFLOW_STEP_THREADS": ("JOBS_WORKFLOW_STEP_THREADS", 8),
 }
 
 

@@ -36,24 +36,37 @@ FROM unnest(%(ids)s::uuid[], %(old)s::uuid[], %(staging)s::uuid[], %(statuses)s:
 JOIN {transaction} AS t ON t.transaction_id = u.old
 """.format(**_TABLES)
 
-# -- legs_insert --
-# The legs of the new versions: the carried-over legs copied from their old rows, then each staging entry's own
-# leg (and its difference or remainder leg, whose account, side and amount are given; a payout member's own leg
-# has its own amount) from the staging row; POSTED unless a status is given (an instalment's EXPECTED remainder).
-LEGS_INSERT = """
-INSERT INTO {entry} (entry_id, transaction_id, account_id, entry_type, amount, currency, status, effective_date,
-                     metadata, created_at)
-SELECT c.id, c.txn, e.account_id, e.entry_type, e.amount, e.currency, %(status)s, e.effective_date, e.metadata,
-       %(now)s
-FROM unnest(%(carried_ids)s::uuid[], %(carried_txns)s::uuid[], %(carried_old)s::uuid[]) AS c(id, txn, old)
-JOIN {entry} AS e ON e.entry_id = c.old
-UNION ALL
-SELECT o.id, o.txn, coalesce(o.account, s.account_id), coalesce(o.side, s.entry_type), coalesce(o.amount, s.amount),
-       s.currency, coalesce(o.status, %(status)s), s.effective_date, o.metadata::jsonb, %(now)s
-FROM unnest(%(own_ids)s::uuid[], %(own_txns)s::uuid[], %(own_staging)s::uuid[], %(own_accounts)s::uuid[],
-            %(own_sides)s::text[], %(own_amounts)s::numeric[], %(own_metadata)s::text[], %(own_statuses)s::text[])
-     AS o(id, txn, staging, account, side, amount, metadata, status)
-JOIN {staging} AS s ON s.staging_entry_id = o.staging
+# -- legs_write --
+# The fulfilled versions' legs, in one statement: the old versions' live legs (`archived`) become ARCHIVED, and the
+# new versions' legs are inserted: the carried-over legs copied from their old rows (the statement's snapshot still
+# sees them as they were), then each staging entry's own leg (and its difference or remainder leg, whose account,
+# side and amount are given; a payout member's own leg has its own amount) from the staging row; POSTED unless a
+# status is given (an instalment's EXPECTED remainder). Returns (legs archived, legs inserted) for the caller to
+# check. One statement, so the running-balance triggers of both changes run at its end, back to back: the balance
+# rows they lock (held until commit) are taken as late as possible.
+LEGS_WRITE = """
+WITH archived AS (
+    UPDATE {entry} SET status = %(archived_status)s
+    WHERE entry_id = ANY(%(archived)s::uuid[])
+    RETURNING 1
+), inserted AS (
+    INSERT INTO {entry} (entry_id, transaction_id, account_id, entry_type, amount, currency, status, effective_date,
+                         metadata, created_at)
+    SELECT c.id, c.txn, e.account_id, e.entry_type, e.amount, e.currency, %(status)s, e.effective_date, e.metadata,
+           %(now)s
+    FROM unnest(%(carried_ids)s::uuid[], %(carried_txns)s::uuid[], %(carried_old)s::uuid[]) AS c(id, txn, old)
+    JOIN {entry} AS e ON e.entry_id = c.old
+    UNION ALL
+    SELECT o.id, o.txn, coalesce(o.account, s.account_id), coalesce(o.side, s.entry_type),
+           coalesce(o.amount, s.amount), s.currency, coalesce(o.status, %(status)s), s.effective_date,
+           o.metadata::jsonb, %(now)s
+    FROM unnest(%(own_ids)s::uuid[], %(own_txns)s::uuid[], %(own_staging)s::uuid[], %(own_accounts)s::uuid[],
+                %(own_sides)s::text[], %(own_amounts)s::numeric[], %(own_metadata)s::text[], %(own_statuses)s::text[])
+         AS o(id, txn, staging, account, side, amount, metadata, status)
+    JOIN {staging} AS s ON s.staging_entry_id = o.staging
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM archived), (SELECT count(*) FROM inserted)
 """.format(**_TABLES)
 
 # -- staging_outcomes_update --

@@ -30,34 +30,47 @@ def _rate(matched: int, decided: int) -> float | None:
     return round(matched / decided, 4) if decided else None
 
 
+def _decided(staging: QuerySet[StagingEntry]) -> QuerySet[StagingEntry]:
+    return staging.filter(status__in=(StagingStatus.PROCESSED, StagingStatus.NEEDS_MANUAL_REVIEW)).order_by()
+
+
+DECIDED_FIGURES = dict(matched=Count("pk", filter=Q(status=StagingStatus.PROCESSED)), decided=Count("pk"))
+
+
+def match_rates_by_day(staging: QuerySet[StagingEntry], *, since: dt.datetime) -> list[dict]:
+    """Per day of arrival (`created_at`, UTC) from `since` on: decided staging entries (PROCESSED or in review),
+    how many matched and the share that did (None when none was decided); one grouped query."""
+    rows = (
+        _decided(staging)
+        .filter(created_at__gte=since)
+        .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
+        .values("day")
+        .annotate(**DECIDED_FIGURES)
+        .order_by("day")
+    )
+    return [
+        {
+            "date": r["day"].isoformat(),
+            "matched": r["matched"],
+            "decided": r["decided"],
+            "match_rate": _rate(r["matched"], r["decided"]),
+        }
+        for r in rows
+    ]
+
+
 def match_rates(staging: QuerySet[StagingEntry], now: dt.datetime) -> dict:
     """The share of decided staging entries (PROCESSED or in review) that matched, per day of arrival
     (`created_at`, UTC) over the last MATCH_RATE_DAYS days and per account: two grouped queries."""
-    decided = staging.filter(status__in=(StagingStatus.PROCESSED, StagingStatus.NEEDS_MANUAL_REVIEW)).order_by()
-    figures = dict(matched=Count("pk", filter=Q(status=StagingStatus.PROCESSED)), decided=Count("pk"))
-    since = now - dt.timedelta(days=MATCH_RATE_DAYS)
-    by_day = (
-        decided.filter(created_at__gte=since)
-        .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
-        .values("day")
-        .annotate(**figures)
-        .order_by("day")
-    )
+    decided = _decided(staging)
+    figures = DECIDED_FIGURES
     by_account = (
         decided.values("account_id", "account__account_name")
         .annotate(**figures)
         .order_by("account__account_name", "account_id")
     )
     return {
-        "by_day": [
-            {
-                "date": r["day"].isoformat(),
-                "matched": r["matched"],
-                "decided": r["decided"],
-                "match_rate": _rate(r["matched"], r["decided"]),
-            }
-            for r in by_day
-        ],
+        "by_day": match_rates_by_day(staging, since=now - dt.timedelta(days=MATCH_RATE_DAYS)),
         "by_account": [
             {
                 "account_id": str(r["account_id"]),

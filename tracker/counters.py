@@ -3,8 +3,10 @@
 Finished tasks (`tracker_task_counter`): every statement that finishes tasks (complete, fail, retry, rescue,
 cancel) feeds its changed rows to `FINISHED_UPSERT` in the same statement or transaction: one upsert per
 statement, keyed by minute, tenant, type, queue, outcome and worker (so two consumers never wait for each other's
-counter row), with the sums of run and wait seconds. Rows older than COUNTER_MINUTES_HOURS are rolled up into
-hourly rows (worker ''), and hourly rows older than COUNTER_RETENTION_DAYS are deleted (`rollup`).
+counter row), with the sums of run and wait seconds. Every hour that ended (FOLD_MARGIN ago) is rolled up into
+hourly rows (worker '') up to the `hours` watermark, so a day or a week is read from hourly rows plus the minutes
+since the watermark (`COUNTED`); minute rows are kept COUNTER_MINUTES_HOURS (for the hour view), hourly rows
+COUNTER_RETENTION_DAYS (`rollup`).
 
 Tasks by status (`tracker_status_count` + `tracker_status_delta`): statement-level triggers on the task table
 (migration 0008, `STATUS_TRIGGERS_SQL`) append one delta row per (tenant, queue, type, status) a statement changed,
@@ -21,7 +23,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tracker.models import Outcome, TaskStatus
+from tracker.models import Outcome, TaskCounter, TaskStatus
 
 S = TaskStatus
 COUNTER = "tracker_task_counter"
@@ -158,26 +160,33 @@ ORDER BY tenant, queue, task_type, status
 ON CONFLICT (tenant, queue, task_type, status) DO UPDATE SET n = c.n + EXCLUDED.n
 """
 
-# -- rollup -- minute rows before the cutoff become (are added to) hourly rows of worker ''.
+# -- rollup_hours -- the minute rows of the hours in [watermark, new watermark) added to hourly rows of worker ''
+# (the minute rows stay, for the hour view, until COUNTER_MINUTES_HOURS).
 ROLLUP_SQL = f"""
-WITH moved AS (DELETE FROM {COUNTER} WHERE resolution = 60 AND bucket < %s
-               RETURNING bucket, tenant, task_type, queue, outcome, count, run_seconds, wait_seconds, run_max)
 INSERT INTO {COUNTER} AS c (resolution, bucket, tenant, task_type, queue, outcome, worker, count, run_seconds,
                             wait_seconds, run_max)
 SELECT 3600, date_trunc('hour', bucket), tenant, task_type, queue, outcome, '', sum(count), sum(run_seconds),
        sum(wait_seconds), max(run_max)
-FROM moved GROUP BY 2, 3, 4, 5, 6 ORDER BY 2, 3, 4, 5, 6
+FROM {COUNTER} WHERE resolution = 60 AND bucket >= %s AND bucket < %s
+GROUP BY 2, 3, 4, 5, 6 ORDER BY 2, 3, 4, 5, 6
 ON CONFLICT (resolution, bucket, tenant, task_type, queue, outcome, worker) DO UPDATE
 SET count = c.count + EXCLUDED.count, run_seconds = c.run_seconds + EXCLUDED.run_seconds,
     wait_seconds = c.wait_seconds + EXCLUDED.wait_seconds, run_max = greatest(c.run_max, EXCLUDED.run_max)
 """
+HOURS_MARK_SQL = "(SELECT at FROM tracker_counter_watermark WHERE name = 'hours')"
+# Each finished task counted once over the whole retention: hourly rows before the `hours` watermark, minute rows
+# from it on. Both halves are range scans of tracker_counter_key (resolution, bucket, ...).
+COUNTED = (
+    f"((resolution = 3600 AND bucket < coalesce({HOURS_MARK_SQL}, '-infinity'))"
+    f" OR (resolution = 60 AND bucket >= coalesce({HOURS_MARK_SQL}, '-infinity')))"
+)
 
 
 # -- fold_totals -- the counters' rows in [watermark, new watermark) added to the all-time totals.
 FOLD_SQL = f"""
 INSERT INTO tracker_task_total AS t (tenant, task_type, queue, outcome, count, run_seconds, wait_seconds)
 SELECT tenant, task_type, queue, outcome, sum(count), sum(run_seconds), sum(wait_seconds) FROM {COUNTER}
-WHERE bucket >= %s AND bucket < %s GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+WHERE resolution = 60 AND bucket >= %s AND bucket < %s GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 ON CONFLICT (tenant, task_type, queue, outcome) DO UPDATE
 SET count = t.count + EXCLUDED.count, run_seconds = t.run_seconds + EXCLUDED.run_seconds,
     wait_seconds = t.wait_seconds + EXCLUDED.wait_seconds
@@ -190,18 +199,37 @@ FOLD_MARGIN = dt.timedelta(minutes=15)
 def fold_totals(*, now: dt.datetime | None = None) -> None:
     """Adds the counter rows that are older than FOLD_MARGIN and not yet folded to `tracker_task_total`, and moves
     the watermark; concurrent calls serialize on the watermark row."""
+    _advance(name="totals", sql=FOLD_SQL, upto=minute((now or timezone.now()) - FOLD_MARGIN))
+
+
+def rollup_hours(*, now: dt.datetime | None = None) -> int:
+    """Adds the minute rows of every hour that ended more than FOLD_MARGIN ago and is not yet rolled up to the
+    hourly rows, and moves the `hours` watermark (readers of COUNTED switch from those minute rows to the hourly
+    ones in the same commit); concurrent calls serialize on the watermark row. Returns the hourly rows written."""
+    upto = ((now or timezone.now()) - FOLD_MARGIN).replace(minute=0, second=0, microsecond=0)
+    return _advance(name="hours", sql=ROLLUP_SQL, upto=upto)
+
+
+def _advance(*, name: str, sql: str, upto: dt.datetime) -> int:
+    """Runs `sql` (parameters: watermark, upto) over the minute rows in [watermark `name`, upto) and moves the
+    watermark to `upto`, in one transaction. A watermark not yet set starts at the first minute row's hour (the
+    minute rows before the first rollup have no hourly rows)."""
     from tracker.models import CounterWatermark
 
-    upto = minute((now or timezone.now()) - FOLD_MARGIN)
     with transaction.atomic():
-        mark, _ = CounterWatermark.objects.select_for_update().get_or_create(
-            name="totals", defaults={"at": dt.datetime(2000, 1, 1, tzinfo=dt.UTC)}
-        )
+        mark = CounterWatermark.objects.select_for_update().filter(name=name).first()
+        if mark is None:
+            first = TaskCounter.objects.filter(resolution=60).order_by("bucket").values_list("bucket", flat=True)
+            start = first.first()
+            start = start.replace(minute=0, second=0, microsecond=0) if start else upto
+            mark, _ = CounterWatermark.objects.select_for_update().get_or_create(name=name, defaults={"at": start})
         if upto <= mark.at:
-            return
+            return 0
         with connection.cursor() as cursor:
-            cursor.execute(FOLD_SQL, [mark.at, upto])
-        CounterWatermark.objects.filter(name="totals").update(at=upto)
+            cursor.execute(sql, [mark.at, upto])
+            written = cursor.rowcount
+        CounterWatermark.objects.filter(name=name).update(at=upto)
+    return written
 
 
 def all_time_totals(*, group_by=("task_type", "outcome")) -> list[tuple]:
@@ -212,7 +240,8 @@ def all_time_totals(*, group_by=("task_type", "outcome")) -> list[tuple]:
     sql = f"""SELECT {cols}, sum(count)::bigint, sum(run_seconds), sum(wait_seconds) FROM (
                   SELECT {cols}, count, run_seconds, wait_seconds FROM tracker_task_total
                   UNION ALL SELECT {cols}, count, run_seconds, wait_seconds FROM {COUNTER}
-                  WHERE bucket >= coalesce((SELECT at FROM tracker_counter_watermark WHERE name = 'totals'),
+                  WHERE resolution = 60
+                    AND bucket >= coalesce((SELECT at FROM tracker_counter_watermark WHERE name = 'totals'),
                                            '-infinity')) AS s
               GROUP BY {cols} ORDER BY {cols}"""
     with connection.cursor() as cursor:
@@ -227,19 +256,26 @@ def compact() -> None:
 
 
 def rollup(*, now: dt.datetime | None = None) -> dict:
-    """Minute counters older than COUNTER_MINUTES_HOURS (whole hours) become hourly ones; hourly ones older than
-    COUNTER_RETENTION_DAYS are deleted. Returns the numbers of rows moved and deleted."""
+    """Every minute (maintenance): the ended hours rolled up (`rollup_hours`) and the minutes folded into the totals
+    (`fold_totals`); minute rows older than COUNTER_MINUTES_HOURS (and so in both) deleted, and every row older
+    than COUNTER_RETENTION_DAYS. Returns the numbers of hourly rows written and of rows deleted."""
     now = now or timezone.now()
     cfg = settings.TRACKER
-    cutoff = (now - dt.timedelta(hours=cfg["COUNTER_MINUTES_HOURS"])).replace(minute=0, second=0, microsecond=0)
+    rolled = rollup_hours(now=now)
+    fold_totals(now=now)
+    cutoff = now - dt.timedelta(hours=cfg["COUNTER_MINUTES_HOURS"])
+    expired = now - dt.timedelta(days=cfg["COUNTER_RETENTION_DAYS"])
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(ROLLUP_SQL, [cutoff])
-        moved = cursor.rowcount
-        expired = now - dt.timedelta(days=cfg["COUNTER_RETENTION_DAYS"])
-        cursor.execute(f"DELETE FROM {COUNTER} WHERE bucket < %s", [expired])
+        cursor.execute(
+            f"DELETE FROM {COUNTER} WHERE resolution = 60 AND bucket < least(%s, {HOURS_MARK_SQL},"
+            " (SELECT at FROM tracker_counter_watermark WHERE name = 'totals'))",
+            [cutoff],
+        )
         deleted = cursor.rowcount
+        cursor.execute(f"DELETE FROM {COUNTER} WHERE bucket < %s", [expired])
+        deleted += cursor.rowcount
         cursor.execute("DELETE FROM tracker_queue_sample WHERE minute < %s", [expired])
-    return {"rolled_up": moved, "deleted": deleted}
+    return {"rolled_up": rolled, "deleted": deleted}
 
 
 # --- reads ----------------------------------------------------------------------------------------------
@@ -268,10 +304,13 @@ def finished_totals(
     *, since: dt.datetime | None = None, tenants=None, group_by=("task_type", "outcome"), worker: str | None = None
 ) -> list[tuple]:
     """Finished-task counts summed over the buckets that start at or after `since` (None: everything kept),
-    grouped by `group_by` columns; each row: (*group values, count, run_seconds, wait_seconds, run_max)."""
+    grouped by `group_by` columns; each row: (*group values, count, run_seconds, wait_seconds, run_max). A `since`
+    within the minute rows' retention reads minute rows (exact to the minute; `worker` is known there only), an
+    older one or None the hourly rows and the minutes after them (COUNTED)."""
     allowed = {"task_type", "queue", "outcome", "tenant", "worker"}
     assert set(group_by) <= allowed, group_by
     where, params = _tenant_sql(tenants)
+    where += " AND " + _resolution_sql(since)
     if since is not None:
         where += " AND bucket >= %s"
         params.append(since)
@@ -288,6 +327,15 @@ def finished_totals(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def _resolution_sql(since: dt.datetime | None, step_seconds: int = 60) -> str:
+    """Which counter rows a read from `since` on adds up: minute rows when its steps are minutes and they reach back
+    to `since` (kept COUNTER_MINUTES_HOURS), else hourly rows and the minutes after them (COUNTED)."""
+    kept = timezone.now() - dt.timedelta(hours=settings.TRACKER["COUNTER_MINUTES_HOURS"] - 1)
+    if step_seconds % 3600 and since is not None and since >= kept:
+        return "resolution = 60"
+    return COUNTED
 
 
 def last_minute_completed(*, now: dt.datetime, tenants=None, by: str = "queue") -> dict[str, int]:
@@ -310,19 +358,21 @@ def last_minute_completed(*, now: dt.datetime, tenants=None, by: str = "queue") 
 
 
 def series(*, since: dt.datetime, step_seconds: int, tenants=None, by=("outcome",)) -> dict:
-    """Finished tasks per bucket of `step_seconds` (60 or a multiple) since `since`, split by each of the `by`
+    """Finished tasks per bucket of `step_seconds` (60 or a multiple; a multiple of 3600 reads the hourly rows and
+    the minutes since the last rollup, anything else minute rows) since `since`, split by each of the `by`
     columns (outcome, task_type, queue) from one query: {"buckets": [datetime...], column: {key: [count per
     bucket]}, "totals": {(values of `by`): [count, run_seconds, wait_seconds, run_max]}}."""
     by = tuple(by)
     assert set(by) <= {"outcome", "task_type", "queue"}
     where, params = _tenant_sql(tenants)
     cols = ", ".join(by)
+    start = dt.datetime.fromtimestamp((since.timestamp() // step_seconds) * step_seconds, tz=dt.UTC)
     sql = (
         f"SELECT date_bin(make_interval(secs => %s), bucket, 'epoch'::timestamptz) AS b, {cols},"
         f" sum(count)::bigint, sum(run_seconds), sum(wait_seconds), max(run_max)"
-        f" FROM {COUNTER} WHERE bucket >= %s AND {where} GROUP BY 1, {cols}"
+        f" FROM {COUNTER} WHERE {_resolution_sql(start, step_seconds)} AND bucket >= %s AND {where}"
+        f" GROUP BY 1, {cols}"
     )
-    start = dt.datetime.fromtimestamp((since.timestamp() // step_seconds) * step_seconds, tz=dt.UTC)
     with connection.cursor() as cursor:
         cursor.execute(sql, [step_seconds, start, *params])
         rows = cursor.fetchall()

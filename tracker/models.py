@@ -24,7 +24,7 @@ S = TaskStatus
 DUE_STATUSES = (S.PENDING, S.RETRY)
 # Payload keys whose values the task search finds by an index (a staging entry id, a job id, an upload id).
 PAYLOAD_SEARCH_KEYS = ("staging_entry_id", "job_id", "upload_id")
-# Task types claimed at most one per claim (handlers with `one_per_claim`: workflow steps). They have a due index
+# Task types claimed at most a few per claim (handlers with `claim_limited`: workflow steps). They have a due index
 # of their own and the main due index leaves them out, so neither half of the claim walks past the other's rows.
 ONE_PER_CLAIM_TYPES = ("WORKFLOW_STEP",)
 FINISHED_STATUSES = (S.COMPLETED, S.FAILED, S.CANCELLED)

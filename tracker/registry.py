@@ -6,7 +6,7 @@ variants), `validate(task)` rejects bad payloads with a PermanentError, `run(tas
 Database writes of `run`/`run_batch` commit together with the task's completion."""
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module
 
 from django.conf import settings
@@ -20,6 +20,17 @@ class RunContext:
 
     worker_id: str
     heartbeat: "callable"  # renews the leases this worker holds
+    # What handlers keep for the worker's life (workflow step threads), closed by `close()` at its end.
+    resources: dict = field(default_factory=dict)
+
+    def resource(self, key: str, make):
+        if key not in self.resources:
+            self.resources[key] = make()
+        return self.resources[key]
+
+    def close(self) -> None:
+        while self.resources:
+            self.resources.popitem()[1].close()
 
 
 class TaskHandler:
@@ -35,9 +46,9 @@ class TaskHandler:
     batched: bool | None = None
     # Long handlers (job slices) run after the short work claimed with them, so they do not hold it back.
     long_running: bool = False
-    # At most one task of this type per claim, so a consumer never runs two of them one after the other while
-    # other consumers idle (workflow steps: independent steps run on different consumers).
-    one_per_claim: bool = False
+    # At most `get_claim_limit()` tasks of this type per claim (workflow steps: as many as the consumer has step
+    # threads, which run them all at once). Such types are listed in tracker.models.ONE_PER_CLAIM_TYPES.
+    claim_limited: bool = False
     # `run` is called outside a transaction and completes its task itself (tracker.services.task_complete_many
     # in its last transaction), for handlers that must commit intermediate state (workflow steps).
     own_transaction: bool = False
@@ -50,6 +61,17 @@ class TaskHandler:
 
     def run(self, task, ctx: RunContext) -> None:
         raise NotImplementedError
+
+    # Handlers that run a claimed group of their tasks themselves (`run_group`), completing them on their own.
+    def run_group(self, tasks: list, ctx: RunContext) -> list[tuple[object, BaseException]]:
+        """Runs `tasks` (outside a transaction) and returns the (task, error) pairs to record as failures."""
+        raise NotImplementedError
+
+    def runs_group(self) -> bool:
+        return type(self).run_group is not TaskHandler.run_group
+
+    def get_claim_limit(self) -> int:
+        return 1
 
     def run_batch(self, tasks: list, ctx: RunContext) -> None:
         """All of `tasks` in the caller's transaction; raising rolls the whole batch back and the worker
@@ -88,8 +110,8 @@ def register(cls: type[TaskHandler]) -> type[TaskHandler]:
     assert cls.task_type, f"{cls.__name__} has no task_type"
     from tracker.models import ONE_PER_CLAIM_TYPES
 
-    assert cls.one_per_claim == (cls.task_type in ONE_PER_CLAIM_TYPES), (
-        f"{cls.task_type}: one_per_claim types are listed in tracker.models.ONE_PER_CLAIM_TYPES (their due index)"
+    assert cls.claim_limited == (cls.task_type in ONE_PER_CLAIM_TYPES), (
+        f"{cls.task_type}: claim_limited types are listed in tracker.models.ONE_PER_CLAIM_TYPES (their due index)"
     )
     _registry[cls.task_type] = cls()
     return cls

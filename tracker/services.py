@@ -181,23 +181,46 @@ def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = Non
     return [t for t, _ in rows]
 
 
+# -- claim_plan -- before the claim, in its transaction: sorts off (the previous setting is restored after it) and
+# the paused queues (a constant in the claim; none: no condition). The backlog is often younger than the table's
+# statistics (a million tasks queued at once): the planner then expected a few due rows and sorted the whole backlog
+# read through the smaller tracker_queue_due_idx instead of walking tracker_due_idx in claim order, and a paused
+# filter `queue <> ALL(ARRAY(subquery))` made it expect none. At 100,000 due tasks that took a claim 260 µs a task
+# instead of 95 (docs/operations.md, "What the counters cost").
+CLAIM_PLAN_SQL = f"""SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true),
+                            ARRAY(SELECT name FROM {TaskQueue._meta.db_table} WHERE paused ORDER BY name)"""
+
+
+def _claim_limit(task_type: str) -> int:
+    from tracker.errors import UnknownTaskType
+
+    try:
+        return registry.get(task_type).get_claim_limit()
+    except UnknownTaskType:  # not registered in this process: it runs none of them anyway
+        return 1
+
+
 def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     """One statement: pick due rows in claim order, skip locked ones, mark them PROCESSING, return them
     with their previous status. The update joins the picked (id, status) pairs as an unnest of two arrays
     read from the same materialized CTE (so in the same order): the planner then loops over the primary key,
     where a join with the CTE itself let it hash the whole table when its statistics lagged behind a
-    fast-changing queue. Task types that are `one_per_claim` (ONE_PER_CLAIM_TYPES) are picked at most once per
-    claim, each half of the pick walking its own partial due index."""
+    fast-changing queue. Task types that are `claim_limited` (ONE_PER_CLAIM_TYPES) are picked at most
+    `get_claim_limit()` per claim (and at most `limit`), each half of the pick walking its own partial due index."""
     table = ProcessTracker._meta.db_table
     default, overrides = _lease_seconds_by_type()
     lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
     lease_params = [v for t, s in overrides.items() for v in (t, now + dt.timedelta(seconds=s))]
     lease_params.append(now + dt.timedelta(seconds=default))
-    queue_sql = "AND queue = ANY(%s)" if queues else ""
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM_PLAN_SQL)
+        sort_before, _, paused = cursor.fetchone()
+    queue_sql = ("AND queue = ANY(%s) " if queues else "") + ("AND queue <> ALL(%s)" if paused else "")
+    queue_params = [*([queues] if queues else []), *([paused] if paused else [])]
     single = list(ONE_PER_CLAIM_TYPES)
+    single_limit = min(limit, max(_claim_limit(t) for t in single))
     pick = f"""SELECT task_id, status FROM {table}
             WHERE status IN ('PENDING', 'RETRY') AND run_after <= %s {queue_sql} {{type_sql}}
-              AND queue <> ALL(ARRAY(SELECT name FROM {TaskQueue._meta.db_table} WHERE paused))
             ORDER BY priority, run_after, task_id LIMIT %s FOR UPDATE SKIP LOCKED"""
     not_single = " AND ".join(["task_type <> %s"] * len(single))
     any_single = " OR ".join(["task_type = %s"] * len(single))
@@ -206,7 +229,7 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
         f"one AS ({pick.format(type_sql=f'AND ({any_single})')}), "
         "due AS MATERIALIZED (SELECT task_id, status FROM rest UNION ALL SELECT task_id, status FROM one)"
     )
-    due_params = [now, *([queues] if queues else []), *single, limit, now, *([queues] if queues else []), *single, 1]
+    due_params = [now, *queue_params, *single, limit, now, *queue_params, *single, single_limit]
     sql = f"""
         WITH {due_sql}
         UPDATE {table} AS t SET status = 'PROCESSING', attempts = t.attempts + 1, locked_by = %s,
@@ -218,6 +241,7 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
+        cursor.execute("SELECT set_config('enable_sort', %s, true)", [sort_before])
     return sorted(
         zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
         key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id),

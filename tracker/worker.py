@@ -105,6 +105,12 @@ class Worker:
             except Exception as exc:
                 self._record(totals, task, exc)
         for handler, group in sorted(groups.items(), key=lambda item: item[0].long_running):
+            if handler.runs_group():  # it completes its tasks itself (workflow steps: all at once, on threads)
+                failures = handler.run_group(group, self.ctx)
+                totals.succeeded += len(group) - len(failures)
+                for task, exc in failures:
+                    self._record(totals, task, exc)
+                continue
             if handler.is_batched() and len(group) > 1:
                 try:
                     # One transaction: the tasks' completion first (it fails fast on a lost lease), then the
@@ -123,6 +129,10 @@ class Worker:
                 self._run_one(handler, task, totals)
         self._adapt(len(tasks), time.monotonic() - started, fell_back)
         return totals
+
+    def close(self) -> None:
+        """Ends what the handlers kept for this worker (workflow step threads and their connections)."""
+        self.ctx.close()
 
     def _adapt(self, claimed: int, seconds: float, fell_back: bool) -> None:
         """The claim size adapts: it doubles (up to BATCH_MAX) while full batches finish within
@@ -172,6 +182,7 @@ class Worker:
                 if not batch.processed:
                     break
         finally:
+            self.close()
             heartbeat.stop()
         return totals
 
@@ -418,6 +429,7 @@ def consume(slot: int, token: str) -> dict:
                     break
         successor = not heartbeat.slot_lost and not cluster.stopping() and time.monotonic() < give_up
     finally:
+        worker.close()
         heartbeat.stop()
         listener.close()
         _release(slot, worker_id, successor=successor, until=give_up)

@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 import uuid
+from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import contextmanager
 
 from django.db import connection, transaction
@@ -39,7 +40,7 @@ from jobs.runtime import Suspend, to_json
 from jobs.workflows import declare
 from tracker import audit
 from tracker import services as tracker_services
-from tracker.errors import LeaseLost, PermanentError, RetryableError, TaskStateConflict, is_retryable
+from tracker.errors import PermanentError, RetryableError, TaskStateConflict, is_retryable
 from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus
 
 S, ST = JobState, StepState
@@ -150,9 +151,96 @@ def step_event(step: WorkflowStep, **extra) -> None:
     )
 
 
+# The step and run columns the engine changes (the batched paths write them with one UPDATE per model; the
+# checkpoint is written by the step function's own transactions and never here).
+STEP_FIELDS = [
+    "state",
+    "attempts",
+    "task_id",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "next_attempt_at",
+    "duration_ms",
+    "result",
+    "error",
+    "error_details",
+    "wait_signal",
+    "wake_at",
+    "wait_seq",
+]
+JOB_FIELDS = [
+    "state",
+    "progress",
+    "step",
+    "heartbeat_at",
+    "result",
+    "error",
+    "error_details",
+    "wait_signal",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "updated_at",
+]
+
+
+@contextmanager
+def _deferred_saves():
+    """Inside the block (one transaction, the runs locked), `_save`, `_save_job` and `_enqueue` collect their rows;
+    at its end the tasks are inserted with one `task_create_many` (their ids set on the steps), then the steps and
+    the runs are written with one UPDATE each. Code inside the block must not read those rows back."""
+    _local.saves = ({}, {}, [])
+    try:
+        yield
+        steps, jobs, enqueues = _local.saves
+        specs = [spec for _, spec in enqueues]
+        for (step, _), task in zip(enqueues, tracker_services.task_create_many(specs) if specs else []):
+            step.task_id = task.task_id
+            steps[step.pk] = step
+        _update_rows(WorkflowStep, list(steps.values()), STEP_FIELDS)
+        now = timezone.now()
+        for job in jobs.values():
+            job.updated_at = now
+        _update_rows(Job, list(jobs.values()), JOB_FIELDS)
+    finally:
+        _local.saves = None
+
+
+def _update_rows(model, objects: list, fields: list[str]) -> None:
+    """Writes `fields` of `objects` (rows of `model`) with one `UPDATE ... FROM (VALUES ...)`: what `bulk_update`
+    does, without its CASE expression per field and row (which costs milliseconds of Python per row)."""
+    if not objects:
+        return
+    meta = model._meta
+    columns = [meta.pk, *[meta.get_field(name) for name in fields]]
+    casts = [f"%s::{field.db_type(connection)}" for field in columns]
+    row = "(" + ", ".join(casts) + ")"
+    params = [field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objects for field in columns]
+    names = [field.column for field in columns]
+    sql = (
+        f"UPDATE {meta.db_table} AS t SET {', '.join(f'{n} = v.{n}' for n in names[1:])} "
+        f"FROM (VALUES {', '.join([row] * len(objects))}) AS v({', '.join(names)}) WHERE t.{names[0]} = v.{names[0]}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
 def _save(step: WorkflowStep, **extra) -> None:
-    step.save()
+    saves = getattr(_local, "saves", None)
+    if saves is None:
+        step.save()
+    else:
+        saves[0][step.pk] = step
     step_event(step, **extra)
+
+
+def _save_job(job: Job) -> None:
+    saves = getattr(_local, "saves", None)
+    if saves is None:
+        job.save(update_fields=JOB_FIELDS)
+    else:
+        saves[1][job.pk] = job
 
 
 def _steps(job: Job) -> list[WorkflowStep]:
@@ -191,6 +279,10 @@ def _enqueue(job: Job, steps: list[WorkflowStep], *, run_after: dict | None = No
         )
         for s in steps
     ]
+    saves = getattr(_local, "saves", None)
+    if saves is not None:  # inserted with the batch's other tasks at the end of _deferred_saves
+        saves[2].extend(zip(steps, specs))
+        return
     for step, task in zip(steps, tracker_services.task_create_many(specs)):
         step.task_id = task.task_id
 
@@ -284,22 +376,7 @@ def _refresh(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], b
         job.error_details = failed[0].error_details if failed else ""
         job.wait_signal = ""
         job.fail(by=by, reason=f"steps failed: {names}")
-    job.save(
-        update_fields=[
-            "state",
-            "progress",
-            "step",
-            "heartbeat_at",
-            "result",
-            "error",
-            "error_details",
-            "wait_signal",
-            "attempts",
-            "started_at",
-            "finished_at",
-            "updated_at",
-        ]
-    )
+    _save_job(job)
     if job.state != before[0]:
         _emit_state(job)
     elif job.progress != before[1]:
@@ -446,63 +523,146 @@ def run_signal(*, job: Job, name: str, by) -> None:
     _refresh(job, workflow_of(job), _steps(job), by)
 
 
-# --- running one step (the WORKFLOW_STEP task) ----------------------------------------------------------------
+# --- running steps (WORKFLOW_STEP tasks), a claimed batch at a time ------------------------------------------
 
 
-def step_run(*, task, run_ctx) -> str:
-    """Runs one attempt of the task's step: begin, call, finish. Completes the task itself (the handler is
-    `own_transaction`). Returns the outcome."""
-    worker_id = run_ctx.worker_id
-    job_id, step_id = task.payload["job_id"], task.payload["step_id"]
-    with transaction.atomic(), _event_batch():
-        job = Job.objects.select_for_update().filter(pk=job_id).first()
-        steps = _steps(job) if job is not None else []
-        step = next((s for s in steps if s.pk == step_id), None)
-        begun = step is not None and _begin(job, step, steps, task, worker_id)
-        if not begun:
-            tracker_services.task_complete_many(task_ids=[task.task_id], worker_id=worker_id)
-            return "skipped"
-        wf = workflow_of(job)
-        parents = {s.name: s.result for s in steps if s.name in step.depends_on and s.state == ST.COMPLETED}
-    decl = wf.step(step.name) if wf is not None else None
-    ctx = StepContext(
-        job,
-        step,
-        parents,
-        task_id=task.task_id,
-        worker_id=worker_id,
-        run_ctx=run_ctx,
-        timeout=decl.timeout if decl else None,
-    )
-    started = time.monotonic()
-    result = exc = suspend = None
+class Attempt:
+    """One attempt of one step in a claimed batch: opened by `steps_begin_many`, its function called by `call`
+    (in a step thread), closed by `steps_finish_many`."""
+
+    def __init__(self, task, job: Job, step: WorkflowStep, steps: list[WorkflowStep]):
+        self.task, self.job, self.step = task, job, step
+        self.job_id, self.step_id = str(job.pk), step.pk
+        self.parents = {s.name: s.result for s in steps if s.name in step.depends_on and s.state == ST.COMPLETED}
+        self.ctx: StepContext | None = None
+        self.decl: declare.Step | None = None
+        self.outcome, self.result, self.exc, self.suspend, self.elapsed = "", None, None, None, 0.0
+
+    def call(self, run_ctx) -> "Attempt":
+        """Runs the step function (no transaction open) and keeps its outcome; never raises for the function's
+        errors (they are the attempt's outcome)."""
+        wf = workflow_of(self.job)
+        decl = self.decl = wf.step(self.step.name) if wf is not None else None
+        timeout = decl.timeout if decl else None
+        self.ctx = StepContext(
+            self.job, self.step, self.parents, task_id=self.task.task_id, worker_id=run_ctx.worker_id,
+            run_ctx=run_ctx, timeout=timeout,
+        )  # fmt: skip
+        started = time.monotonic()
+        try:
+            if decl is None:
+                raise WorkflowVersionMissing(_missing_version_error(self.job))
+            self.result = decl.function(self.ctx)
+            if self.ctx.stop_reason == "timeout" or (timeout and time.monotonic() - started > timeout):
+                raise StepTimeout(f"Step {self.step.name!r} ran longer than its timeout of {timeout:g} s.")
+            self.outcome = "stopped" if self.ctx.stop_reason else "complete"
+        except Suspend as s:
+            self.outcome, self.suspend = "suspend", s
+        except _Superseded:
+            self.outcome = "superseded"
+        except Exception as e:  # noqa: BLE001  (any error of the step function is the attempt's outcome)
+            log.info("workflow %s step %s attempt %d failed: %s", self.job_id, self.step.name, self.step.attempts, e)
+            self.outcome, self.exc = "error", e
+        self.elapsed = time.monotonic() - started
+        return self
+
+
+def steps_run_many(*, tasks: list, run_ctx, pool) -> list[tuple[object, BaseException]]:
+    """Runs one attempt of the step of each claimed WORKFLOW_STEP task: one transaction opens them all, their
+    functions run at the same time on `pool` (a StepPool: one thread each; a lone attempt runs in the caller's
+    thread), and as they end, one transaction closes the ones that ended together (after the first to end, those
+    ending within GATHER_SECONDS join it). Completes the tasks itself. Returns the (task, error) pairs the caller
+    must record as failed tasks (an error of the engine itself, not of a step function)."""
     try:
-        if decl is None:
-            raise WorkflowVersionMissing(_missing_version_error(job))
-        result = decl.function(ctx)
-        if ctx.stop_reason == "timeout" or (decl.timeout and time.monotonic() - started > decl.timeout):
-            raise StepTimeout(f"Step {step.name!r} ran longer than its timeout of {decl.timeout:g} s.")
-        outcome = "stopped" if ctx.stop_reason else "complete"
-    except Suspend as s:
-        outcome, suspend = "suspend", s
-    except _Superseded:
-        outcome = "superseded"
-    except Exception as e:  # noqa: BLE001  (any error of the step function is the attempt's outcome)
-        log.info("workflow %s step %s attempt %d failed: %s", job_id, step.name, step.attempts, e)
-        outcome, exc = "error", e
-    return _finish(
-        job_id,
-        step_id,
-        task,
-        worker_id,
-        outcome,
-        result=result,
-        exc=exc,
-        suspend=suspend,
-        ctx=ctx,
-        decl=decl,
-        elapsed=time.monotonic() - started,
+        attempts = steps_begin_many(tasks=tasks, worker_id=run_ctx.worker_id)
+    except Exception as exc:  # noqa: BLE001  (the tasks are recorded as failed and delivered again)
+        log.exception("opening %d workflow step attempts failed", len(tasks))
+        return [(task, exc) for task in tasks]
+    if len(attempts) == 1:
+        return _finish_safely([attempts[0].call(run_ctx)], run_ctx.worker_id)
+    futures = {pool.submit(attempt.call, run_ctx): attempt for attempt in attempts}
+    failures: list = []
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        if pending:
+            more, pending = wait(pending, timeout=GATHER_SECONDS)
+            done |= more
+        ended = []
+        for future in done:
+            attempt = futures[future]
+            if future.exception() is not None:  # a BaseException out of the function (SystemExit ...)
+                attempt.outcome, attempt.exc = "error", future.exception()
+            ended.append(attempt)
+        failures += _finish_safely(ended, run_ctx.worker_id)
+    return failures
+
+
+GATHER_SECONDS = 0.003
+
+
+def _finish_safely(attempts: list[Attempt], worker_id: str) -> list[tuple[object, BaseException]]:
+    """`steps_finish_many`; when that fails, each attempt on its own, so one bad attempt does not sink the others.
+    Returns the (task, error) pairs that could not be closed."""
+    try:
+        steps_finish_many(attempts=attempts, worker_id=worker_id)
+        return []
+    except Exception as exc:  # noqa: BLE001
+        if len(attempts) == 1:
+            log.exception("closing workflow step attempt of task %s failed", attempts[0].task.task_id)
+            return [(attempts[0].task, exc)]
+    failures = []
+    for attempt in attempts:
+        failures += _finish_safely([attempt], worker_id)
+    return failures
+
+
+def _lock_runs(job_ids) -> tuple[dict[str, Job], dict[str, list[WorkflowStep]]]:
+    """The runs' Job rows locked in primary-key order (two batches sharing runs never deadlock), and their
+    steps (one query), by job id."""
+    jobs = {str(j.pk): j for j in Job.objects.select_for_update().filter(pk__in=sorted(job_ids)).order_by("pk")}
+    steps: dict[str, list[WorkflowStep]] = {job_id: [] for job_id in jobs}
+    for step in WorkflowStep.objects.filter(job_id__in=list(jobs)).order_by("job_id", "position"):
+        steps[str(step.job_id)].append(step)
+    return jobs, steps
+
+
+def _held(task_ids: list, worker_id: str) -> set:
+    """The tasks of `task_ids` still leased to `worker_id`, locked (a rescue cannot take them before the commit)."""
+    if not task_ids:
+        return set()
+    return set(
+        ProcessTracker.objects.select_for_update()
+        .filter(task_id__in=task_ids, status=TaskStatus.PROCESSING, locked_by=worker_id)
+        .values_list("task_id", flat=True)
     )
+
+
+def _complete_held(task_ids: list, worker_id: str) -> set:
+    held = _held(task_ids, worker_id)
+    if held:
+        tracker_services.task_complete_many(task_ids=[t for t in task_ids if t in held], worker_id=worker_id)
+    return held
+
+
+def steps_begin_many(*, tasks: list, worker_id: str) -> list[Attempt]:
+    """Opens the attempts of a claimed batch of WORKFLOW_STEP tasks in one transaction: the runs locked, each step
+    begun by `_begin`'s rules, the steps and runs written with one UPDATE each. A task whose step cannot run now
+    (stale task, paused run, timer not due) is completed at once (when still held). Assumes `tasks` are claimed
+    by `worker_id`. Returns the attempts to run."""
+    attempts, idle = [], []
+    with transaction.atomic(), _event_batch(), _deferred_saves():
+        jobs, steps_of = _lock_runs({t.payload["job_id"] for t in tasks})
+        for task in tasks:
+            job = jobs.get(task.payload["job_id"])
+            steps = steps_of.get(task.payload["job_id"], [])
+            step = next((s for s in steps if s.pk == task.payload["step_id"]), None)
+            if step is not None and _begin(job, step, steps, task, worker_id):
+                attempts.append(Attempt(task, job, step, steps))
+            else:
+                idle.append(task.task_id)
+        _complete_held(idle, worker_id)
+    return attempts
 
 
 def _begin(job: Job, step: WorkflowStep, steps: list[WorkflowStep], task, worker_id: str) -> bool:
@@ -540,75 +700,94 @@ def _begin(job: Job, step: WorkflowStep, steps: list[WorkflowStep], task, worker
     return True
 
 
-@_batched
-def _finish(
-    job_id, step_id, task, worker_id: str, outcome: str, *, result, exc, suspend, ctx, decl, elapsed: float
-) -> str:
-    """Closes an attempt in one transaction: the step's outcome, its task COMPLETED, children made ready, the
-    run finalised. A step no longer RUNNING under this task (cancelled, rescued) changes nothing."""
-    with transaction.atomic():
-        job = Job.objects.select_for_update().get(pk=job_id)
-        step = WorkflowStep.objects.get(pk=step_id)
-        try:
-            tracker_services.task_complete_many(task_ids=[task.task_id], worker_id=worker_id)
-        except LeaseLost:
-            return "superseded"
-        if outcome == "superseded" or step.task_id != task.task_id or step.state != ST.RUNNING:
-            return "superseded"
-        ctx.consume_signals()
-        step.duration_ms = int(elapsed * 1000)
-        now = timezone.now()
-        if outcome == "complete":
-            try:
-                step.result = to_json(result)
-            except (TypeError, ValueError) as err:
-                outcome, exc = "error", PermanentStepError(f"Result is not JSON: {err}")
-        if (
-            outcome == "suspend"
-            and suspend.signal
-            and JobSignal.objects.filter(
-                job_id=job.pk, name__in=suspend.signal.split(","), consumed_at__isnull=True
-            ).exists()
-        ):
-            outcome = "stopped"  # the signal arrived after the step looked: run again at once
-        wf = workflow_of(job)
-        if outcome == "complete":
-            step.complete(by=worker_id, reason=f"attempt {step.attempts} completed")
-        elif outcome == "stopped":
-            step.attempts -= 1  # not a failed attempt
-            step.requeue(by=worker_id, reason=f"stopped ({ctx.stop_reason or 'signal arrived'})")
+def steps_finish_many(*, attempts: list[Attempt], worker_id: str) -> None:
+    """Closes ended attempts in one transaction: the runs locked, the tasks still held by `worker_id` COMPLETED
+    (one UPDATE; an attempt whose task was rescued meanwhile changes nothing), each step's outcome applied, the
+    children made ready across the runs (one INSERT of tasks), the runs finalised, steps and runs written with
+    one UPDATE each. An attempt whose step is no longer RUNNING under its task (cancelled, rescued) is
+    "superseded": its task completed, its step untouched. Sets each attempt's `outcome`."""
+    with transaction.atomic(), _event_batch(), _deferred_saves():
+        jobs, steps_of = _lock_runs({a.job_id for a in attempts})
+        held = _complete_held([a.task.task_id for a in attempts], worker_id)
+        advance: dict[str, bool] = {}
+        for attempt in attempts:
+            job = jobs.get(attempt.job_id)
+            step = next((s for s in steps_of.get(attempt.job_id, []) if s.pk == attempt.step_id), None)
+            if (
+                attempt.task.task_id not in held
+                or attempt.outcome == "superseded"
+                or step is None
+                or step.task_id != attempt.task.task_id
+                or step.state != ST.RUNNING
+            ):
+                attempt.outcome = "superseded"
+                continue
+            _close(attempt, job, step, worker_id)
+            advance[attempt.job_id] = advance.get(attempt.job_id, False) or attempt.outcome == "complete"
+        for job_id, completed in advance.items():
+            job = jobs[job_id]
             if job.state in (S.CREATED, S.RUNNING, S.WAITING):
-                _enqueue(job, [step])
-        elif outcome == "suspend":
-            step.wait_seq += 1
-            step.wait_signal = suspend.signal[:200]
-            step.wake_at = suspend.wake_at
-            why = f"waiting for signal {suspend.signal!r}" if suspend.signal else "sleeping"
-            step.suspend(
-                by=worker_id, reason=why + (f" until {suspend.wake_at.isoformat()}" if suspend.wake_at else "")
-            )
-            if suspend.wake_at:
-                _enqueue(job, [step], run_after={step.pk: suspend.wake_at})
-        else:
-            step.error = f"{type(exc).__name__}: {exc}"[:2000]
-            step.error_details = "".join(traceback.format_exception(exc))[-20000:]
-            if is_retryable(exc) and step.attempts < step.attempts_limit:
-                delay = decl.backoff_seconds(step.attempts) if decl else 1.0
-                step.next_attempt_at = now + dt.timedelta(seconds=delay)
-                step.retry_later(
-                    by=worker_id, reason=f"attempt {step.attempts} failed, retry in {delay:g} s: {step.error}"
-                )
-                _enqueue(job, [step], run_after={step.pk: step.next_attempt_at})
-            else:
-                why = "no attempts left" if is_retryable(exc) else "permanent error"
-                step.fail(by=worker_id, reason=f"{why}: {step.error}")
-        _save(step)
+                wf = workflow_of(job)
+                if completed:
+                    _advance(job, wf, steps_of[job_id], worker_id)
+                _refresh(job, wf, steps_of[job_id], worker_id)
+
+
+def _close(attempt: Attempt, job: Job, step: WorkflowStep, worker_id: str) -> None:
+    """Applies an ended attempt's outcome to its step (job row locked): COMPLETED with its result, QUEUED again
+    (stopped), WAITING (suspended), RETRY with backoff or FAILED (error). Tasks for what runs again are enqueued."""
+    attempt.ctx.consume_signals()
+    step.duration_ms = int(attempt.elapsed * 1000)
+    outcome, exc, suspend = attempt.outcome, attempt.exc, attempt.suspend
+    if outcome == "complete":
+        try:
+            step.result = to_json(attempt.result)
+        except (TypeError, ValueError) as err:
+            outcome, exc = "error", PermanentStepError(f"Result is not JSON: {err}")
+    if outcome == "suspend" and suspend.signal and _signal_waiting(job, suspend.signal):
+        outcome = "stopped"  # the signal arrived after the step looked: run again at once
+    if outcome == "complete":
+        step.complete(by=worker_id, reason=f"attempt {step.attempts} completed")
+    elif outcome == "stopped":
+        step.attempts -= 1  # not a failed attempt
+        step.requeue(by=worker_id, reason=f"stopped ({attempt.ctx.stop_reason or 'signal arrived'})")
         if job.state in (S.CREATED, S.RUNNING, S.WAITING):
-            steps = _steps(job)
-            if outcome == "complete":
-                _advance(job, wf, steps, worker_id)
-            _refresh(job, wf, steps, worker_id)
-    return outcome
+            _enqueue(job, [step])
+    elif outcome == "suspend":
+        _suspend(job, step, suspend, worker_id)
+    else:
+        _fail_attempt(job, step, exc, attempt.decl, worker_id)
+    attempt.outcome = outcome
+    _save(step)
+
+
+def _signal_waiting(job: Job, signal: str) -> bool:
+    return JobSignal.objects.filter(job_id=job.pk, name__in=signal.split(","), consumed_at__isnull=True).exists()
+
+
+def _suspend(job: Job, step: WorkflowStep, suspend: Suspend, worker_id: str) -> None:
+    step.wait_seq += 1
+    step.wait_signal = suspend.signal[:200]
+    step.wake_at = suspend.wake_at
+    why = f"waiting for signal {suspend.signal!r}" if suspend.signal else "sleeping"
+    step.suspend(by=worker_id, reason=why + (f" until {suspend.wake_at.isoformat()}" if suspend.wake_at else ""))
+    if suspend.wake_at:
+        _enqueue(job, [step], run_after={step.pk: suspend.wake_at})
+
+
+def _fail_attempt(job: Job, step: WorkflowStep, exc: BaseException, decl, worker_id: str) -> None:
+    """A failed attempt: RETRY after the step's backoff while attempts are left and the error is retryable, else
+    FAILED."""
+    step.error = f"{type(exc).__name__}: {exc}"[:2000]
+    step.error_details = "".join(traceback.format_exception(exc))[-20000:]
+    if is_retryable(exc) and step.attempts < step.attempts_limit:
+        delay = decl.backoff_seconds(step.attempts) if decl else 1.0
+        step.next_attempt_at = timezone.now() + dt.timedelta(seconds=delay)
+        step.retry_later(by=worker_id, reason=f"attempt {step.attempts} failed, retry in {delay:g} s: {step.error}")
+        _enqueue(job, [step], run_after={step.pk: step.next_attempt_at})
+    else:
+        why = "no attempts left" if is_retryable(exc) else "permanent error"
+        step.fail(by=worker_id, reason=f"{why}: {step.error}")
 
 
 class _Superseded(Exception):

@@ -2,9 +2,9 @@
 
 Called inside `transaction.atomic()` with the rows of the plan locked by `recon.matching.load`. Order: the
 transactions' state changes (one open version per logical transaction), new versions, staging outcomes, the audit
-rows in one COPY, re-queues, then the legs last: they update the accounts' running balances
-(`recon_account_balance`), whose rows stay locked until commit, so another consumer on the same accounts waits only
-for the tail of this batch."""
+rows in one COPY, re-queues, then the legs last (version 1's legs, then the archived and new legs of the fulfilled
+versions in one statement): they update the accounts' running balances (`recon_account_balance`), whose rows stay
+locked until commit, so another consumer on the same accounts waits only for the tail of this batch."""
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
@@ -115,11 +115,8 @@ def plan_write(plan: Plan, *, by, now: dt.datetime) -> None:
     waiting = [w for c in plan.created for w in c.waiting]
     if waiting:
         _waiting_reprocess(waiting, by=by)
-    archived = [leg.pk for f in plan.fulfilments for leg in f.old_legs]
-    if archived:
-        Entry.objects.filter(pk__any=archived).update(status=EntryStatus.ARCHIVED)
     insert_rows(Entry, [leg for c in plan.created for leg in c.legs])
-    _legs_insert(plan.fulfilments, now)
+    _legs_write(plan.fulfilments, now)
 
 
 def _execute(sql: str, params: dict) -> int:
@@ -155,14 +152,15 @@ def _versions_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> Non
     )
 
 
-def _legs_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
-    """The legs of the new versions (after `_versions_insert`)."""
+def _legs_write(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
+    """The old versions' live legs archived and the new versions' legs inserted, in one statement (after
+    `_versions_insert`)."""
     if not fulfilments:
         return
+    archived = [leg.pk for f in fulfilments for leg in f.old_legs]
     carried = [(new_id, f.new_id, leg.pk) for f in fulfilments for leg, new_id in f.carried]
-    own: list[
-        tuple
-    ] = []  # (id, transaction, staging entry, account, side, amount, metadata, status); None: the staging entry's
+    # (id, transaction, staging entry, account, side, amount, metadata, status); None: the staging entry's
+    own: list[tuple] = []
     for f in fulfilments:
         own.append((f.leg_id, f.new_id, f.staging.pk, None, None, f.amount, json_text(f.leg_metadata), None))
         if f.remainder_leg:
@@ -172,38 +170,34 @@ def _legs_insert(fulfilments: Sequence[Fulfilment], now: dt.datetime) -> None:
             )
         if f.difference_leg:
             leg_id, account_id, side, amount = f.difference_leg
-            own.append(
-                (
-                    leg_id,
-                    f.new_id,
-                    f.staging.pk,
-                    account_id,
-                    side,
-                    amount,
-                    json_text({**f.leg_metadata, "difference": True}),
-                    None,
-                )
-            )
+            metadata = json_text({**f.leg_metadata, "difference": True})
+            own.append((leg_id, f.new_id, f.staging.pk, account_id, side, amount, metadata, None))
     c_ids, c_txns, c_old = array_columns(carried, 3)
     o_ids, o_txns, o_staging, o_accounts, o_sides, o_amounts, o_metadata, o_statuses = array_columns(own, 8)
-    _execute(
-        queries.LEGS_INSERT,
-        {
-            "status": EntryStatus.POSTED,
-            "now": now,
-            "carried_ids": c_ids,
-            "carried_txns": c_txns,
-            "carried_old": c_old,
-            "own_ids": o_ids,
-            "own_txns": o_txns,
-            "own_staging": o_staging,
-            "own_accounts": o_accounts,
-            "own_sides": o_sides,
-            "own_amounts": o_amounts,
-            "own_metadata": o_metadata,
-            "own_statuses": o_statuses,
-        },
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            queries.LEGS_WRITE,
+            {
+                "archived_status": EntryStatus.ARCHIVED,
+                "archived": array_literal(archived),
+                "status": EntryStatus.POSTED,
+                "now": now,
+                "carried_ids": c_ids,
+                "carried_txns": c_txns,
+                "carried_old": c_old,
+                "own_ids": o_ids,
+                "own_txns": o_txns,
+                "own_staging": o_staging,
+                "own_accounts": o_accounts,
+                "own_sides": o_sides,
+                "own_amounts": o_amounts,
+                "own_metadata": o_metadata,
+                "own_statuses": o_statuses,
+            },
+        )
+        counts = cursor.fetchone()
+    if counts != (len(archived), len(carried) + len(own)):
+        raise StaleBatchError(f"legs archived/inserted {counts}, expected {len(archived)}/{len(carried) + len(own)}")
 
 
 def _staging_outcomes_write(outcomes: Sequence[Outcome], now: dt.datetime) -> None:

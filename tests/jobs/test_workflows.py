@@ -64,13 +64,60 @@ def test_join_is_enqueued_only_when_both_parents_are_done():
     assert ProcessTracker.objects.filter(task_type="WORKFLOW_STEP", payload__step_id=steps(job)["join"].pk).count() == 1
 
 
-def test_a_claim_takes_at_most_one_step_task():
+def test_a_claim_takes_at_most_as_many_step_tasks_as_the_consumer_has_step_threads(settings):
+    settings.JOBS = {"WORKFLOW_STEP_THREADS": 2}
     jobs = [services.job_create(job_type="jobs.diamond", params={}) for _ in range(3)]
     from tracker import services as tracker_services
 
     claimed = tracker_services.task_claim(worker_id="w", limit=50)
-    assert [t.task_type for t in claimed] == ["WORKFLOW_STEP"]
+    assert [t.task_type for t in claimed] == ["WORKFLOW_STEP"] * 2
+    assert len(tracker_services.task_claim(worker_id="w", limit=1)) == 1  # and never more than the claim's limit
     assert len(jobs) == 3
+
+
+def test_a_claimed_batch_of_steps_runs_at_once_and_one_transaction_closes_what_ends_together():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tracker.worker import Worker
+
+    job = services.job_create(job_type="test.barrier", params={"parties": 4})
+    worker = Worker("w1")
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            worker.run_once()  # claims p0..p3: they meet at the barrier only if they all run at once
+        st = states(job)
+        assert [st[f"p{i}"] for i in range(4)] == ["COMPLETED"] * 4, steps(job)["p0"].error
+        assert st["end"] == "QUEUED"
+        # The consumer's own statements: the claim, one begin and at most four finishes (no per-step begin).
+        begins = [q for q in queries.captured_queries if "FOR UPDATE" in q["sql"] and "jobs_job" in q["sql"]]
+        assert 2 <= len(begins) <= 5
+        worker.run_once()
+        assert reload(job).state == "COMPLETED"
+    finally:
+        worker.close()
+
+
+def test_a_lost_lease_in_a_finishing_batch_closes_only_the_held_attempts():
+    from tracker import services as tracker_services
+    from tracker.registry import RunContext
+
+    jobs = [services.job_create(job_type="jobs.diamond", params={}) for _ in range(2)]
+    tasks = tracker_services.task_claim(worker_id="w1", limit=10)
+    attempts = engine.steps_begin_many(tasks=tasks, worker_id="w1")
+    assert len(attempts) == 2
+    for attempt in attempts:
+        attempt.call(RunContext(worker_id="w1", heartbeat=lambda: None))
+    lost = attempts[0]
+    ProcessTracker.objects.filter(task_id=lost.task.task_id).update(locked_by="someone-else")  # taken over
+    engine.steps_finish_many(attempts=attempts, worker_id="w1")
+    assert lost.outcome == "superseded" and attempts[1].outcome == "complete"
+    lost_job = next(j for j in jobs if str(j.pk) == lost.job_id)
+    kept_job = next(j for j in jobs if str(j.pk) == attempts[1].job_id)
+    assert states(lost_job)["start"] == "RUNNING"  # untouched: the task's new holder decides
+    assert ProcessTracker.objects.get(task_id=lost.task.task_id).status == "PROCESSING"
+    assert states(kept_job) == {"start": "COMPLETED", "left": "QUEUED", "right": "QUEUED", "join": "PENDING"}
+    assert ProcessTracker.objects.get(task_id=attempts[1].task.task_id).status == "COMPLETED"
 
 
 def test_failed_attempts_retry_with_backoff_then_complete():

@@ -67,7 +67,9 @@ def test_sigkill_during_a_step_reruns_only_that_step_and_applies_no_effect_twice
 
 
 def test_two_consumers_finishing_both_parents_of_a_join_at_once_enqueue_it_once(processes):
-    processes.start(["manage.py", "qcluster"], **CLUSTER)
+    # One step thread per consumer: a claim takes one step task, so the two parents run on the two consumers
+    # (with more threads one consumer may take both and close them in one transaction).
+    processes.start(["manage.py", "qcluster"], **CLUSTER, JOBS_WORKFLOW_STEP_THREADS=1)
     runs = []
     for i in range(6):
         runs.append(services.job_create(job_type="test.join_race", params={"finish_at": time.time() + 8 + 0.5 * i}))

@@ -148,3 +148,23 @@ workflow("test.versioned", version=1, steps=[Step("old", echo)])
 workflow("test.versioned", version=2, steps=[Step("new_a", echo), Step("new_b", echo, depends_on=["new_a"])])
 
 workflow("test.timeout", version=1, steps=[Step("slow", slow, timeout=0.1, max_attempts=2, backoff=0)])
+
+
+# Steps that meet at a barrier: they complete only when all of them run at the same time (a consumer that ran a
+# claimed batch of them one after another would time each out at the barrier).
+BARRIER: dict = {}
+
+
+def meet(ctx):
+    import threading
+
+    barrier = BARRIER.setdefault(ctx.job_id, threading.Barrier(int(ctx.params.get("parties", 4))))
+    barrier.wait(timeout=5)
+    return {"met": True}
+
+
+workflow(
+    "test.barrier",
+    version=1,
+    steps=[Step(f"p{i}", meet, max_attempts=1) for i in range(4)] + [Step("end", echo, depends_on=["p0", "p1"])],
+)

@@ -1,0 +1,71 @@
+"""What one workflow step costs, in one process: `runs` runs of `bench.fan10` created at once, drained by one tracker
+worker here; prints SQL statements per step (every statement through Django's cursors, every thread; the audit
+rows' COPY is one more per transaction that writes any), committed transactions per step (pg_stat_database, every
+connection of the process, closed first so their counts are flushed) and the process's CPU time per step.
+
+    python -m tests.pgserver -- .venv/bin/python -m bench.workflow_cost [runs]"""
+
+import os
+import sys
+import threading
+import time
+
+
+def main() -> int:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ["JOBS_MODULES"] = "bench.workflows"
+    os.environ["DJANGO_DEBUG"] = "0"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection, connections
+    from django.db.backends.utils import CursorWrapper
+
+    from jobs import services as job_services
+    from jobs.models import WorkflowStep
+    from tracker.worker import Worker
+
+    call_command("migrate", verbosity=0)
+    statements, lock = [0], threading.Lock()
+    execute, executemany = CursorWrapper.execute, CursorWrapper.executemany
+
+    def counted(method):
+        def wrapper(self, *args, **kwargs):
+            with lock:
+                statements[0] += 1
+            return method(self, *args, **kwargs)
+
+        return wrapper
+
+    CursorWrapper.execute, CursorWrapper.executemany = counted(execute), counted(executemany)
+
+    def commits() -> int:
+        connections.close_all()
+        time.sleep(1.2)  # closed backends have reported their counts
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            return cursor.fetchone()[0]
+
+    with job_services.transaction.atomic():
+        ids = [job_services.job_create(job_type="bench.fan10", params={}).pk for _ in range(runs)]
+    before, statements[0] = commits(), 0
+    cpu = time.process_time()
+    worker = Worker("cost")
+    worker.drain(budget_seconds=600)
+    if hasattr(worker, "close"):
+        worker.close()
+    cpu = time.process_time() - cpu
+    queries = statements[0]
+    committed = commits() - before - 2  # the two reads of the counter
+    steps = WorkflowStep.objects.filter(job_id__in=ids, state="COMPLETED").count()
+    print(
+        f"{steps} steps of {runs} runs: {queries / steps:.2f} statements/step, {committed / steps:.2f} commits/step, "
+        f"{1000 * cpu / steps:.2f} ms CPU/step (this process)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
