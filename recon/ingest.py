@@ -542,7 +542,7 @@ def line_key(line: statements.Line) -> str:
 
 
 def statement_row(
-    line: statements.Line, *, account: Account, processing_mode: str, metadata: dict
+    line: statements.Line, *, account: Account, processing_mode: str, metadata: dict | str
 ) -> tuple[tuple | None, list[str]]:
     """(row for `staging_entries_create_rows`, []) for a line that can be a staging entry, else (None, problems).
     Money in is the account's normal side (DEBIT on DEBIT_NORMAL), money out the other."""
@@ -563,13 +563,20 @@ def statement_row(
 
 
 # -- statement_line_counts --
-# How many staging entries of the account, imported from other uploads, carry each of these overlap keys
-# (recon_staging_line_key: statement lines only).
+# How many staging entries of the account, imported from other uploads, carry each of these overlap keys (only
+# keys with some): per key, one lookup in recon_staging_line_key (statement lines only, keys in collation "C"),
+# so the cost follows the chunk's size, not the account's. Written as a LATERAL join: with `= ANY(keys)` the
+# planner scans every entry of the account instead (it expects each key to match a row), and that grows with the
+# account's history. Run with JIT off (`_Overlaps.keep`): the plan's cost estimate is high enough to trigger JIT
+# compilation, which costs more than the lookups themselves (docs/statements.md, "Speed").
 STATEMENT_LINE_COUNTS = f"""
-SELECT metadata ->> 'line_key', count(*) FROM {StagingEntry._meta.db_table}
-WHERE account_id = %(account)s AND metadata ? 'line_key' AND metadata ->> 'line_key' = ANY(%(keys)s::text[])
-  AND metadata ->> 'upload_id' <> %(upload)s
-GROUP BY 1"""
+SELECT k.key, n.count FROM unnest(%(keys)s::text[]) AS k(key)
+CROSS JOIN LATERAL (
+    SELECT count(*) FROM {StagingEntry._meta.db_table} s
+    WHERE s.account_id = %(account)s AND s.metadata ? 'line_key' AND (s.metadata ->> 'line_key') COLLATE "C" = k.key
+      AND s.metadata ->> 'upload_id' <> %(upload)s
+) n
+WHERE n.count > 0"""
 
 
 class _Overlaps:
@@ -586,6 +593,7 @@ class _Overlaps:
             return rows
         Account.objects.select_for_update().filter(pk=self.account.pk).first()
         with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")  # for the rest of the chunk's transaction
             cursor.execute(
                 STATEMENT_LINE_COUNTS,
                 {
@@ -628,8 +636,13 @@ def statement_spool(
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
     _spool_sweep(directory)
-    base = {"source_file": source_file, "format": fmt, "upload_id": str(upload_id)}
     dumps = json.JSONEncoder(separators=(",", ":")).encode
+    quote = json.encoder.encode_basestring_ascii
+    # The metadata's JSON text (statement_metadata's keys), built by concatenation: the line's texts, then
+    # `reversal`, then what every line of the file shares, then its key.
+    shared = f'"source_file":{quote(source_file)},"format":{quote(fmt)},"upload_id":"{upload_id}","line_key":"'
+    reversal = {True: '"reversal":true,', False: '"reversal":false,'}
+    when_texts: dict = {}
     occurrences: dict[str, int] = {}
     found: list[statements.Statement] = []
     lines = 0
@@ -644,18 +657,25 @@ def statement_spool(
                 lines += 1
                 key = line_key(item)
                 occurrences[key] = occurrence = occurrences.get(key, 0) + 1
-                row, problems = statement_row(
-                    item,
-                    account=account,
-                    processing_mode=processing_mode,
-                    metadata={**item.metadata(), **base, "line_key": key},
+                metadata = "".join(
+                    [
+                        "{",
+                        *[f'"{name}":{quote(text)},' for name, text in item.metadata_texts()],
+                        reversal[item.reversal],
+                        shared,
+                        key,
+                        '"}',
+                    ]
                 )
+                row, problems = statement_row(item, account=account, processing_mode=processing_mode, metadata=metadata)
                 head = f"{occurrence}\t{key}\t{item.position}\t"
                 if problems:
                     write(f"{head}!\t{dumps('; '.join(problems))}\t{dumps(_line_data(item))}\n")
                 else:
                     side, amount, currency, when, _, metadata = row
-                    write(f"{head}{side}\t{amount}\t{currency}\t{when.isoformat()}\t{dumps(metadata)}\n")
+                    if (when_text := when_texts.get(when)) is None:
+                        when_texts[when] = when_text = when.isoformat()
+                    write(f"{head}{side}\t{amount}\t{currency}\t{when_text}\t{metadata}\n")
         meta = {"lines": lines, "statements": [statement_summary(s) for s in found]}
         meta_path = path.with_name(path.name + ".json")
         meta_tmp = f"{tmp}.json"

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Collate
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
 
@@ -225,10 +226,12 @@ class StagingEntry(FSMModelMixin, models.Model):
                 name="recon_staging_mismatch_txn",
                 condition=Q(mismatch_transaction__isnull=False),
             ),
-            # Statement lines only (CSV rows have no line_key): the overlap check of statement imports.
+            # Statement lines only (CSV rows have no line_key): the overlap check of statement imports, one index
+            # descent per key of a chunk (`= ANY`, recon.ingest.STATEMENT_LINE_COUNTS). The keys are hex digests:
+            # collation "C" compares them bytewise, and the query names the same collation so it can use the index.
             models.Index(
                 F("account"),
-                KeyTextTransform("line_key", "metadata"),
+                Collate(KeyTextTransform("line_key", "metadata"), "C"),
                 name="recon_staging_line_key",
                 condition=Q(metadata__has_key="line_key"),
             ),

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import operator
 from decimal import Decimal, InvalidOperation
 
 IN, OUT = "IN", "OUT"
@@ -47,30 +48,33 @@ class Line:
     def signed_amount(self) -> Decimal:
         return self.amount if self.direction == IN else -self.amount
 
+    def metadata_texts(self) -> list[tuple[str, str]]:
+        """The line's metadata texts (for a staging entry): the non-empty text fields, then the dates (ISO)."""
+        out = [(name, value) for name, value in zip(TEXT_FIELDS, _text_fields(self)) if value]
+        if self.booking_date:
+            out.append(("booking_date", self.booking_date.isoformat()))
+        if self.value_date:
+            out.append(("value_date", self.value_date.isoformat()))
+        return out
+
     def metadata(self) -> dict:
         """The line's fields for a staging entry's metadata: non-empty text, ISO dates, `reversal` always."""
-        out = {}
-        for name in (
-            "bank_reference",
-            "end_to_end_id",
-            "remittance_info",
-            "structured_reference",
-            "counterparty_name",
-            "counterparty_account",
-            "supplementary_details",
-            "bank_transaction_code",
-            "statement_id",
-            "batch_reference",
-        ):
-            value = getattr(self, name)
-            if value:
-                out[name] = value
-        for name in ("booking_date", "value_date"):
-            value = getattr(self, name)
-            if value:
-                out[name] = value.isoformat()
-        out["reversal"] = self.reversal
-        return out
+        return {**dict(self.metadata_texts()), "reversal": self.reversal}
+
+
+TEXT_FIELDS = (
+    "bank_reference",
+    "end_to_end_id",
+    "remittance_info",
+    "structured_reference",
+    "counterparty_name",
+    "counterparty_account",
+    "supplementary_details",
+    "bank_transaction_code",
+    "statement_id",
+    "batch_reference",
+)
+_text_fields = operator.attrgetter(*TEXT_FIELDS)
 
 
 @dataclasses.dataclass(slots=True)
