@@ -5,7 +5,6 @@ Columns are always listed by name. Parameters are named (`%(name)s`); arrays go 
 Table names come from the models."""
 
 from recon.models import Entry, StagingEntry, Transaction
-from tracker.bulk import insert_select_sql
 
 _TABLES = {
     "staging": StagingEntry._meta.db_table,
@@ -140,11 +139,13 @@ STAGING_FROM_COPY_VALUES = {
 }
 
 # -- staging_entries_from_copy --
-# The entries of the COPY table; a row whose id is already there is skipped.
-STAGING_ENTRIES_FROM_COPY = (
-    insert_select_sql(_TABLES["staging"], STAGING_FROM_COPY_VALUES, f"{STAGING_COPY_TABLE} AS c")
-    + " ON CONFLICT DO NOTHING"
-)
+# The entries of the COPY table; a row whose id is already there is skipped. Columns and values pair by name
+# (STAGING_FROM_COPY_VALUES).
+STAGING_ENTRIES_FROM_COPY = f"""
+INSERT INTO {_TABLES["staging"]} ({", ".join(STAGING_FROM_COPY_VALUES)})
+SELECT {", ".join(STAGING_FROM_COPY_VALUES.values())} FROM {STAGING_COPY_TABLE} AS c
+ON CONFLICT DO NOTHING
+"""
 
 # -- staging_copy_skipped_delete --
 # After a skipped row (the count fell short): drop the COPY rows whose entry exists with another task, so no task

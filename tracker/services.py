@@ -1,8 +1,9 @@
 """Task ledger services: create, claim, complete, retry/fail, rescue, cancel, operator retry, prune, stats.
 
-Worker-side changes (claim, complete, retry, fail, rescue) are set-based: `QuerySet.update` filtered on the
-source state (and on `locked_by` for the worker that holds the task), with audit rows bulk-inserted in the
-same transaction. Operator actions go through the FSM transitions of `ProcessTracker`."""
+Worker-side changes (claim, complete, retry, fail, rescue) and bulk operator actions are set-based: the named
+statements of `tracker.queries`, each written from the `ProcessTracker` transition it makes (filtered on its source
+states, and on `locked_by` for the worker that holds the task), with audit rows bulk-inserted in the same
+transaction. An operator's action on one task goes through the FSM transition itself."""
 
 import datetime as dt
 import logging
@@ -14,20 +15,19 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Case, Q, TextField, Value, When
+from django.db.models import Q, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.module_loading import import_string
 
-from tracker import audit, counters, registry, wakeup
-from tracker.bulk import array_literal, insert_select_sql, models_from_rows, select_columns
+from tracker import audit, counters, queries, registry, wakeup
+from tracker.bulk import array_literal, models_from_rows
 from tracker.errors import InvalidBulkRequest, LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
 from tracker.models import (
     DUE_STATUSES,
     FINISHED_STATUSES,
-    ONE_PER_CLAIM_TYPES,
     PAYLOAD_SEARCH_KEYS,
     Outcome,
     ProcessTracker,
@@ -89,31 +89,6 @@ def task_create_many(specs: Sequence[TaskSpec]) -> list[ProcessTracker]:
     return tasks
 
 
-# Every column of a task row written by `task_insert_from_table`, with its value (COPY and INSERT ... SELECT apply
-# no Django defaults); tests/tracker/test_services.py checks it covers the model's concrete fields.
-TASK_FROM_TABLE_VALUES = {
-    "task_id": "src.task_id",
-    "task_type": "%(task_type)s",
-    "queue": "%(queue)s",
-    "priority": "%(priority)s",
-    "tenant": "%(tenant)s",
-    "payload": "src.payload",
-    "status": "%(status)s",
-    "attempts": "0",
-    "max_attempts": "%(max_attempts)s",
-    "run_after": "%(now)s",
-    "lease_expires_at": "NULL",
-    "locked_by": "''",
-    "dedupe_key": "NULL",
-    "last_error": "''",
-    "error_details": "''",
-    "created_at": "%(now)s",
-    "updated_at": "%(now)s",
-    "processing_started_at": "NULL",
-    "completed_at": "NULL",
-}
-
-
 def task_insert_from_table(
     *, task_type: str, tenant: str, table: str, now: dt.datetime | None = None, skip_existing: bool = True
 ) -> int:
@@ -125,16 +100,17 @@ def task_insert_from_table(
     of tasks inserted."""
     handler = registry.get(task_type)
     now = now or timezone.now()
-    sql = insert_select_sql(ProcessTracker._meta.db_table, TASK_FROM_TABLE_VALUES, f"{table} AS src")
+    sql = queries.TASKS_INSERT_FROM_TABLE.format(
+        source=connection.ops.quote_name(table), on_conflict="ON CONFLICT DO NOTHING" if skip_existing else ""
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            sql + (" ON CONFLICT DO NOTHING" if skip_existing else ""),
+            sql,
             {
                 "task_type": task_type,
                 "queue": handler.queue,
                 "priority": handler.priority,
                 "tenant": str(tenant or ""),
-                "status": S.PENDING,
                 "max_attempts": handler.get_max_attempts(),
                 "now": now,
             },
@@ -148,23 +124,16 @@ def task_insert_from_table(
 # --- claiming and running (worker side) ---------------------------------------------------------------
 
 
-def _lease_seconds_by_type() -> tuple[int, dict[str, int]]:
-    """The default lease length and the task types that override it."""
+def _lease_params(now: dt.datetime) -> dict:
+    """The lease parameters of TASKS_CLAIM and LEASES_RENEW: the default expiry and the task types that override
+    it with their own expiry."""
     default = settings.TRACKER["LEASE_SECONDS"]
-    overrides = {
-        t: h.get_lease_seconds() for t in registry.all_types() if (h := registry.get(t)).get_lease_seconds() != default
+    overrides = {t: s for t in registry.all_types() if (s := registry.get(t).get_lease_seconds()) != default}
+    return {
+        "lease_default": now + dt.timedelta(seconds=default),
+        "lease_types": array_literal(overrides),
+        "lease_until": array_literal(now + dt.timedelta(seconds=s) for s in overrides.values()),
     }
-    return default, overrides
-
-
-def _lease_until(now: dt.datetime) -> Case | Value:
-    """Lease expiry per task type, as an ORM expression."""
-    default, overrides = _lease_seconds_by_type()
-
-    def at(seconds):
-        return Value(now + dt.timedelta(seconds=seconds))
-
-    return Case(*[When(task_type=t, then=at(s)) for t, s in overrides.items()], default=at(default))
 
 
 def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = None) -> list[ProcessTracker]:
@@ -182,41 +151,16 @@ def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = Non
 
 
 def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
-    """One statement: pick due rows in claim order, skip locked ones, mark them PROCESSING, return them
-    with their previous status. The update joins the picked (id, status) pairs as an unnest of two arrays
-    read from the same materialized CTE (so in the same order): the planner then loops over the primary key,
-    where a join with the CTE itself let it hash the whole table when its statistics lagged behind a
-    fast-changing queue. Task types that are `one_per_claim` (ONE_PER_CLAIM_TYPES) are picked at most once per
-    claim, each half of the pick walking its own partial due index."""
-    table = ProcessTracker._meta.db_table
-    default, overrides = _lease_seconds_by_type()
-    lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
-    lease_params = [v for t, s in overrides.items() for v in (t, now + dt.timedelta(seconds=s))]
-    lease_params.append(now + dt.timedelta(seconds=default))
-    queue_sql = "AND queue = ANY(%s)" if queues else ""
-    single = list(ONE_PER_CLAIM_TYPES)
-    pick = f"""SELECT task_id, status FROM {table}
-            WHERE status IN ('PENDING', 'RETRY') AND run_after <= %s {queue_sql} {{type_sql}}
-              AND queue <> ALL(ARRAY(SELECT name FROM {TaskQueue._meta.db_table} WHERE paused))
-            ORDER BY priority, run_after, task_id LIMIT %s FOR UPDATE SKIP LOCKED"""
-    not_single = " AND ".join(["task_type <> %s"] * len(single))
-    any_single = " OR ".join(["task_type = %s"] * len(single))
-    due_sql = (
-        f"rest AS ({pick.format(type_sql=f'AND {not_single}')}), "
-        f"one AS ({pick.format(type_sql=f'AND ({any_single})')}), "
-        "due AS MATERIALIZED (SELECT task_id, status FROM rest UNION ALL SELECT task_id, status FROM one)"
-    )
-    due_params = [now, *([queues] if queues else []), *single, limit, now, *([queues] if queues else []), *single, 1]
-    sql = f"""
-        WITH {due_sql}
-        UPDATE {table} AS t SET status = 'PROCESSING', attempts = t.attempts + 1, locked_by = %s,
-            lease_expires_at = {lease_sql}, processing_started_at = %s, updated_at = %s
-        FROM unnest(ARRAY(SELECT task_id FROM due), ARRAY(SELECT status FROM due)) AS d(task_id, status)
-        WHERE t.task_id = d.task_id
-        RETURNING {select_columns(ProcessTracker, "t")}, d.status"""
-    params = [*due_params, worker_id, *lease_params, now, now]
+    """TASKS_CLAIM: the claimed tasks with their previous status, in claim order."""
+    params = {
+        "now": now,
+        "queues": array_literal(queues) if queues else None,
+        "limit": limit,
+        "worker_id": worker_id,
+        **_lease_params(now),
+    }
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(queries.TASKS_CLAIM, params)
         rows = cursor.fetchall()
     return sorted(
         zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
@@ -225,25 +169,11 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
 
 
 def task_renew_leases(*, worker_id: str) -> int:
-    """Extends the leases of every task `worker_id` is processing (its heartbeat). Skips rows locked right now
-    (SKIP LOCKED): the worker's own batch completes its tasks at the start of its transaction, and the
-    heartbeat must not wait for that batch to commit. One statement whose locking read runs once (a CTE) and
-    whose update walks the primary key over the ids it locked (as the claim does): a `task_id IN (locking
-    subquery)` let the planner re-run the subquery or scan the table under load."""
+    """Extends the leases of every task `worker_id` is processing (its heartbeat; LEASES_RENEW), except rows
+    locked right now."""
     now = timezone.now()
-    table = ProcessTracker._meta.db_table
-    default, overrides = _lease_seconds_by_type()
-    lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
-    lease_params = [v for t, s in overrides.items() for v in (t, now + dt.timedelta(seconds=s))]
-    lease_params.append(now + dt.timedelta(seconds=default))
-    sql = f"""
-        WITH held AS MATERIALIZED (
-            SELECT task_id FROM {table} WHERE status = 'PROCESSING' AND locked_by = %s FOR UPDATE SKIP LOCKED)
-        UPDATE {table} AS t SET lease_expires_at = {lease_sql}, updated_at = %s
-        FROM unnest(ARRAY(SELECT task_id FROM held)) AS h(task_id)
-        WHERE t.task_id = h.task_id"""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, [worker_id, *lease_params, now])
+        cursor.execute(queries.LEASES_RENEW, {"worker_id": worker_id, "now": now, **_lease_params(now)})
         return cursor.rowcount
 
 
@@ -252,15 +182,9 @@ def task_complete_many(*, task_ids: Sequence, worker_id: str) -> None:
     handler's transaction; raises LeaseLost (rolling the handler's writes back) when any of them is no longer held
     by `worker_id`."""
     now = timezone.now()
-    update = (
-        f"UPDATE {ProcessTracker._meta.db_table} SET status = 'COMPLETED', completed_at = %s,"
-        f" lease_expires_at = NULL, updated_at = %s, last_error = ''"
-        f" WHERE task_id = ANY(%s::uuid[]) AND status = 'PROCESSING' AND locked_by = %s"
-        f" RETURNING {counters.RETURNING}"
-    )
     with connection.cursor() as cursor:
         cursor.execute(
-            counters.count_finished_sql(update),
+            counters.count_finished_sql(queries.TASKS_COMPLETE),
             [now, now, array_literal(task_ids), worker_id, *counters.finished_params(worker=worker_id, now=now)],
         )
         done = cursor.fetchone()[0]
@@ -282,22 +206,22 @@ def task_record_failure(*, task: ProcessTracker, worker_id: str, exc: BaseExcept
     except Exception:
         handler = registry.TaskHandler()
     final = not is_retryable(exc) or task.attempts >= task.max_attempts
-    values = {"last_error": message, "error_details": details, "lease_expires_at": None, "updated_at": now}
+    params = {"task_id": task.task_id, "worker_id": worker_id, "error": message, "details": details, "now": now}
     if final:
-        values.update(status=S.FAILED, completed_at=now)
+        move, sql = queries.FAIL, queries.TASK_FAIL
     else:
-        values.update(status=S.RETRY, run_after=now + dt.timedelta(seconds=handler.backoff(task.attempts)))
+        move, sql = queries.SCHEDULE_RETRY, queries.TASK_SCHEDULE_RETRY
+        params["run_after"] = now + dt.timedelta(seconds=handler.backoff(task.attempts))
     with transaction.atomic():
-        changed = ProcessTracker.objects.filter(task_id=task.task_id, status=S.PROCESSING, locked_by=worker_id).update(
-            **values
-        )
-        if not changed:
-            return None
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if not cursor.rowcount:
+                return None
         counters.record_finished(task_ids=[task.task_id], worker=worker_id, now=now)
         audit.record_many(
-            ProcessTracker, [(task.task_id, S.PROCESSING, values["status"])], by=worker_id, reason=message
+            ProcessTracker, [(task.task_id, TaskStatus.PROCESSING, move.target)], by=worker_id, reason=message
         )
-    return values["status"]
+    return move.target
 
 
 def task_rescue(*, limit: int = 1000, holders: Sequence[str] | None = None) -> dict:
@@ -306,42 +230,33 @@ def task_rescue(*, limit: int = 1000, holders: Sequence[str] | None = None) -> d
     due at once (a dead worker is not the task's fault; the attempt counts, so a task that kills its worker
     still ends FAILED), or FAILED when no attempts are left. Skips rows a live worker is updating right now."""
     now = timezone.now()
-    processing = ProcessTracker.objects.filter(status=S.PROCESSING)
-    processing = (
-        processing.filter(locked_by__in=list(holders)) if holders else processing.filter(lease_expires_at__lt=now)
+    error = (
+        "The worker holding it died or lost its database connection (rescued)."
+        if holders
+        else "Lease expired: the worker stopped renewing it (rescued)."
     )
+    params = {"now": now, "limit": limit, "error": error}
+    if holders:
+        sql, params["holders"] = queries.TASKS_RESCUE_HELD, array_literal(holders)
+    else:
+        sql = queries.TASKS_RESCUE_EXPIRED
     with transaction.atomic():
-        rows = list(
-            processing.select_for_update(skip_locked=True).values_list("task_id", "attempts", "max_attempts")[:limit]
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
         if not rows:
             return {"retried": 0, "failed": 0}
-        fail_ids = {r[0] for r in rows if r[1] >= r[2]}
-        retry_ids = [r[0] for r in rows if r[1] < r[2]]
-        error = (
-            "Lease expired: the worker stopped renewing it (rescued)."
-            if not holders
-            else "The worker holding it died or lost its database connection (rescued)."
-        )
-        common = {"lease_expires_at": None, "updated_at": now, "last_error": error}
-        if fail_ids:
-            ProcessTracker.objects.filter(task_id__in=fail_ids, status=S.PROCESSING).update(
-                status=S.FAILED, completed_at=now, **common
-            )
-        if retry_ids:
-            ProcessTracker.objects.filter(task_id__in=retry_ids, status=S.PROCESSING).update(
-                status=S.RETRY, run_after=now, **common
-            )
-        counters.record_finished(task_ids=[r[0] for r in rows], worker="rescuer", now=now)
+        counters.record_finished(task_ids=[task_id for task_id, _ in rows], worker="rescuer", now=now)
         audit.record_many(
             ProcessTracker,
-            [(r[0], S.PROCESSING, S.FAILED if r[0] in fail_ids else S.RETRY) for r in rows],
+            [(task_id, TaskStatus.PROCESSING, status) for task_id, status in rows],
             by="rescuer",
             reason=error,
         )
         wakeup.notify()
-    log.warning("rescued %d tasks (%d failed)", len(rows), len(fail_ids))
-    return {"retried": len(retry_ids), "failed": len(fail_ids)}
+    failed = sum(status == queries.FAIL.target for _, status in rows)
+    log.warning("rescued %d tasks (%d failed)", len(rows), failed)
+    return {"retried": len(rows) - failed, "failed": failed}
 
 
 def task_first_lease_expiry() -> dt.datetime | None:
@@ -400,7 +315,6 @@ def task_act_ids(*, action: str, task_ids: Sequence, by=None, reason: str = "") 
     and (cancel) counts them as finished, in one transaction. A retry skips a task whose dedupe key another
     unfinished task holds (and all but one of the same key among `task_ids`)."""
     legal = BULK_LEGAL[action]
-    table = ProcessTracker._meta.db_table
     now = timezone.now()
     reason = reason or f"{action} by operator"
     with transaction.atomic():
@@ -427,24 +341,15 @@ def task_act_ids(*, action: str, task_ids: Sequence, by=None, reason: str = "") 
                     continue
                 busy.add(key) if key else None
                 kept.append((task_id, status))
-            sql = (
-                f"UPDATE {table} SET status = 'PENDING', attempts = 0, run_after = %s, lease_expires_at = NULL,"
-                f" locked_by = '', completed_at = NULL, updated_at = %s"
-                f" WHERE task_id = ANY(%s::uuid[]) AND status IN ('FAILED', 'CANCELLED')"
-            )
-            target = S.PENDING
+            sql, target = queries.TASKS_OPERATOR_RETRY, queries.OPERATOR_RETRY.target
         else:
             kept = [(task_id, status) for task_id, status, _ in rows]
-            sql = (
-                f"UPDATE {table} SET status = 'CANCELLED', completed_at = %s, updated_at = %s"
-                f" WHERE task_id = ANY(%s::uuid[]) AND status IN ('PENDING', 'RETRY')"
-            )
-            target = S.CANCELLED
+            sql, target = queries.TASKS_CANCEL, queries.CANCEL.target
         if not kept:
             return 0
         ids = [task_id for task_id, _ in kept]
         with connection.cursor() as cursor:
-            cursor.execute(sql, [now, now, array_literal(ids)])
+            cursor.execute(sql, {"now": now, "ids": array_literal(ids)})
         if action == "cancel":
             counters.record_finished(task_ids=ids, worker=actor_name(by), now=now)
         else:
@@ -705,17 +610,14 @@ def counters_tick(*, now: dt.datetime | None = None) -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO tracker_queue_sample (minute, queue, due, running, lag_seconds)"
-            " SELECT %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::float8[]) ORDER BY 2"
-            " ON CONFLICT (minute, queue) DO UPDATE SET due = EXCLUDED.due, running = EXCLUDED.running,"
-            " lag_seconds = EXCLUDED.lag_seconds",
-            [
-                counters.minute(now),
-                [r["name"] for r in rows],
-                [r["due"] for r in rows],
-                [r["running"] for r in rows],
-                [r["oldest_due_seconds"] for r in rows],
-            ],
+            queries.QUEUE_SAMPLES_UPSERT,
+            {
+                "minute": counters.minute(now),
+                "queues": [r["name"] for r in rows],
+                "due": [r["due"] for r in rows],
+                "running": [r["running"] for r in rows],
+                "lag": [r["oldest_due_seconds"] for r in rows],
+            },
         )
 
 
