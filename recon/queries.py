@@ -72,7 +72,7 @@ WHERE s.staging_entry_id = u.id AND s.status = u.from_status
 # Confirmations in review because nothing matched them (NoMatchFoundError) whose match-key value is one of the
 # (account, key, value, pattern) rows whose expectation has just appeared; locked in id order. jsonb equality, as
 # `metadata__key=value`, or, with a rule's confirmation_key_pattern, its group's match (PostgreSQL's `substring`
-# reads the pattern as a POSIX regular expression: the re-queued entry is decided again by the engine).
+# reads the pattern as a POSIX regular expression: the reprocessed entry is decided again by the engine).
 WAITING_CONFIRMATIONS_LOCK = """
 SELECT s.staging_entry_id, s.account_id, s.metadata
 FROM {staging} AS s

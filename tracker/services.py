@@ -24,7 +24,15 @@ from django.utils.module_loading import import_string
 
 from tracker import audit, counters, queries, registry, wakeup
 from tracker.bulk import array_literal, models_from_rows
-from tracker.errors import InvalidBulkRequest, LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
+from tracker.errors import (
+    ERROR_DETAILS_CHARS,
+    ERROR_MESSAGE_CHARS,
+    InvalidBulkRequest,
+    LeaseLost,
+    TaskNotFound,
+    TaskStateConflict,
+    is_retryable,
+)
 from tracker.models import (
     DUE_STATUSES,
     FINISHED_STATUSES,
@@ -36,7 +44,6 @@ from tracker.models import (
     Transition,
 )
 
-S = TaskStatus
 log = logging.getLogger(__name__)
 
 
@@ -145,7 +152,10 @@ def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = Non
         rows = _claim(worker_id, limit, queues, now)
         if rows:
             audit.record_many(
-                ProcessTracker, [(t.task_id, src, S.PROCESSING) for t, src in rows], by=worker_id, reason="claimed"
+                ProcessTracker,
+                [(t.task_id, src, TaskStatus.PROCESSING) for t, src in rows],
+                by=worker_id,
+                reason="claimed",
             )
     return [t for t, _ in rows]
 
@@ -191,7 +201,10 @@ def task_complete_many(*, task_ids: Sequence, worker_id: str) -> None:
     if done != len(task_ids):
         raise LeaseLost(f"{len(task_ids) - done} of {len(task_ids)} tasks are no longer held by {worker_id}.")
     audit.record_many(
-        ProcessTracker, [(tid, S.PROCESSING, S.COMPLETED) for tid in task_ids], by=worker_id, reason="completed"
+        ProcessTracker,
+        [(tid, TaskStatus.PROCESSING, TaskStatus.COMPLETED) for tid in task_ids],
+        by=worker_id,
+        reason="completed",
     )
 
 
@@ -199,8 +212,8 @@ def task_record_failure(*, task: ProcessTracker, worker_id: str, exc: BaseExcept
     """After a failed run (its transaction rolled back): RETRY with backoff, or FAILED when the error is
     permanent or the attempts are spent. Returns the new status, or None if the lease was lost."""
     now = timezone.now()
-    message = f"{type(exc).__name__}: {exc}"[:2000]
-    details = "".join(traceback.format_exception(exc))[-20000:]
+    message = f"{type(exc).__name__}: {exc}"[:ERROR_MESSAGE_CHARS]
+    details = "".join(traceback.format_exception(exc))[-ERROR_DETAILS_CHARS:]
     try:
         handler = registry.get(task.task_type)
     except Exception:
@@ -262,7 +275,7 @@ def task_rescue(*, limit: int = 1000, holders: Sequence[str] | None = None) -> d
 def task_first_lease_expiry() -> dt.datetime | None:
     """When the first lease of a PROCESSING task expires (the lease index's first row)."""
     return (
-        ProcessTracker.objects.filter(status=S.PROCESSING)
+        ProcessTracker.objects.filter(status=TaskStatus.PROCESSING)
         .order_by("lease_expires_at")
         .values_list("lease_expires_at", flat=True)
         .first()
@@ -372,7 +385,8 @@ def task_act_many(*, queryset, action: str, by=None, dry_run: bool = False) -> t
 # --- bulk actions on a whole filter (shared/API.md: POST /api/tasks/bulk/) ------------------------------
 
 BULK_ACTIONS = ("retry", "cancel")
-BULK_LEGAL = {"retry": (S.FAILED, S.CANCELLED), "cancel": DUE_STATUSES}
+BULK_CHUNK = 1000  # tasks changed per transaction of a bulk action
+BULK_LEGAL = {"retry": queries.OPERATOR_RETRY.sources, "cancel": queries.CANCEL.sources}
 BULK_FILTER_FIELDS = ("status", "task_type", "queue", "created_after", "created_before")
 
 
@@ -397,9 +411,10 @@ def task_bulk_clean(*, action: str, filter) -> dict:
             "The filter is empty: a bulk action needs at least one condition.",
             details={"filter": ["Give at least one of " + ", ".join(BULK_FILTER_FIELDS)]},
         )
-    if "status" in clean and clean["status"] not in S.values:
+    if "status" in clean and clean["status"] not in TaskStatus.values:
         raise InvalidBulkRequest(
-            f"Unknown status {clean['status']!r}.", details={"filter": {"status": [f"One of {', '.join(S.values)}."]}}
+            f"Unknown status {clean['status']!r}.",
+            details={"filter": {"status": [f"One of {', '.join(TaskStatus.values)}."]}},
         )
     for key in ("task_type", "queue"):
         if key in clean and (not isinstance(clean[key], str) or len(clean[key]) > 64):
@@ -461,7 +476,7 @@ def task_bulk_chunk(
     filter: dict,
     tenants=None,
     after: tuple | None = None,
-    limit: int = 1000,
+    limit: int = BULK_CHUNK,
     by=None,
     reason: str = "",
     dry_run: bool = False,
@@ -488,7 +503,7 @@ def task_bulk_chunk(
 
 
 def task_bulk_run(
-    *, action: str, filter: dict, tenants=None, by=None, dry_run: bool = False, chunk: int = 1000
+    *, action: str, filter: dict, tenants=None, by=None, dry_run: bool = False, chunk: int = BULK_CHUNK
 ) -> dict:
     """A whole bulk action in this process, chunk after chunk (the command line's path; the API and the admin
     run the same chunks in a job): {"matched", "changed", "skipped"}."""
@@ -525,7 +540,11 @@ def queue_set_paused(*, name: str, paused: bool, by=None) -> TaskQueue:
         queue, _ = TaskQueue.objects.select_for_update().get_or_create(name=name)
         if queue.paused != paused:
             before = "PAUSED" if queue.paused else "ACTIVE"
-            queue.paused, queue.changed_at, queue.changed_by = paused, timezone.now(), actor_name(by)[:150]
+            queue.paused, queue.changed_at, queue.changed_by = (
+                paused,
+                timezone.now(),
+                actor_name(by)[: audit.ACTOR_NAME_CHARS],
+            )
             queue.save()
             audit.record_many(
                 TaskQueue,
@@ -552,14 +571,19 @@ def queue_list(*, tenants=None, now: dt.datetime | None = None) -> list[dict]:
     paused = dict(TaskQueue.objects.values_list("name", "paused"))
     names = sorted(set(counts) | {n for n, p in paused.items() if p})
     due_info = counters.queue_due(
-        names=[n for n in names if counts.get(n, {}).get(S.PENDING, 0) + counts.get(n, {}).get(S.RETRY, 0)], now=now
+        names=[
+            n
+            for n in names
+            if counts.get(n, {}).get(TaskStatus.PENDING, 0) + counts.get(n, {}).get(TaskStatus.RETRY, 0)
+        ],
+        now=now,
     )
     completed = counters.last_minute_completed(now=now, tenants=tenants, by="queue")
     out = []
     for name in names:
         by = counts.get(name, {})
         oldest, future = due_info.get(name, (None, 0))
-        due = by.get(S.PENDING, 0) + by.get(S.RETRY, 0)
+        due = by.get(TaskStatus.PENDING, 0) + by.get(TaskStatus.RETRY, 0)
         if tenants is None:
             due = max(0, due - future)
         out.append(
@@ -567,7 +591,7 @@ def queue_list(*, tenants=None, now: dt.datetime | None = None) -> list[dict]:
                 "name": name,
                 "paused": bool(paused.get(name, False)),
                 "due": due,
-                "running": by.get(S.PROCESSING, 0),
+                "running": by.get(TaskStatus.PROCESSING, 0),
                 "oldest_due_seconds": round((now - oldest).total_seconds(), 3) if oldest else 0.0,
                 "completed_last_minute": completed.get(name, 0),
             }
@@ -646,7 +670,7 @@ def task_stats(*, tenants=None, task_type: str | None = None, queue: str | None 
     hour and finished in the last hour by outcome: from the status counts and the finished-task counters
     (tracker.counters), never the task table. `tenants` limits to those merchants (None: all)."""
     now = timezone.now()
-    by_status = {s: 0 for s in S.values}
+    by_status = {s: 0 for s in TaskStatus.values}
     by_type: dict[str, dict[str, int]] = {}
     queues = set()
     for q, t, status, n in counters.status_counts(tenants=tenants):
