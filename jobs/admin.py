@@ -20,7 +20,6 @@ from tracker import audit
 from tracker.admin_base import ReadOnlyAdmin
 from tracker.pagination import CappedCountPaginator
 
-S = JobState
 LOG_EVENTS = 500  # the job page's log replays at most this many of the latest stored events
 STATE_COLOURS = {
     "CREATED": "#777",
@@ -32,10 +31,10 @@ STATE_COLOURS = {
     "CANCELLED": "#555",
 }
 ACTIONS = {  # admin button/action -> (service, legal source states, past tense)
-    "pause": (services.job_pause, [S.RUNNING], "paused"),
-    "resume": (services.job_resume, [S.PAUSED], "resumed"),
+    "pause": (services.job_pause, [JobState.RUNNING], "paused"),
+    "resume": (services.job_resume, [JobState.PAUSED], "resumed"),
     "cancel": (services.job_cancel, list(ACTIVE_STATES), "cancelled"),
-    "retry": (services.job_retry, [S.FAILED], "retried"),
+    "retry": (services.job_retry, [JobState.FAILED], "retried"),
 }
 
 
@@ -224,7 +223,7 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request, obj=None):
         """The Error section is open on a failed job (collapsed elsewhere)."""
-        if obj is not None and obj.state == S.FAILED:
+        if obj is not None and obj.state == JobState.FAILED:
             return [
                 (name, {**opts, "classes": []}) if name == "Error" else (name, opts) for name, opts in self.fieldsets
             ]
@@ -251,7 +250,9 @@ class JobAdmin(admin.ModelAdmin):
                     "job_events_list_url": reverse("admin:jobs_jobevent_changelist") + f"?q={job.pk}",
                     "job_action_url": reverse("admin:jobs_job_act", args=[job.pk]),
                     "job_can_change": self.has_change_permission(request, job),
-                    "job_waiting_for": job.wait_signal.split(",") if job.state == S.WAITING and job.wait_signal else [],
+                    "job_waiting_for": job.wait_signal.split(",")
+                    if job.state == JobState.WAITING and job.wait_signal
+                    else [],
                     "job_actions": [(name, name in self._legal_now(job)) for name in ACTIONS],
                     "job_terminal": job.state in TERMINAL_STATES,
                     "workflow_panel": admin_workflows.run_panel(request, job),

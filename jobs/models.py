@@ -20,9 +20,8 @@ class JobState(models.TextChoices):
     CANCELLED = "CANCELLED"
 
 
-S = JobState
-TERMINAL_STATES = (S.COMPLETED, S.FAILED, S.CANCELLED)
-ACTIVE_STATES = (S.CREATED, S.RUNNING, S.WAITING, S.PAUSED)
+TERMINAL_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+ACTIVE_STATES = (JobState.CREATED, JobState.RUNNING, JobState.WAITING, JobState.PAUSED)
 
 
 class Job(FSMModelMixin, models.Model):
@@ -43,7 +42,7 @@ class Job(FSMModelMixin, models.Model):
         db_index=True,
         help_text="Tenant (merchant id) the job belongs to; empty for personal jobs.",
     )
-    state = FSMField(max_length=16, choices=JobState.choices, default=S.CREATED, protected=True)
+    state = FSMField(max_length=16, choices=JobState.choices, default=JobState.CREATED, protected=True)
     progress = models.PositiveSmallIntegerField(default=0, help_text="0-100")
     step = models.CharField(max_length=200, blank=True, default="")
     checkpoint = models.JSONField(default=dict, blank=True, help_text="Last durable checkpoint of the handler.")
@@ -102,55 +101,59 @@ class Job(FSMModelMixin, models.Model):
         return self.state in ACTIVE_STATES
 
     def can_pause(self) -> bool:
-        return self.state == S.RUNNING
+        return self.state == JobState.RUNNING
 
     def can_resume(self) -> bool:
-        return self.state == S.PAUSED
+        return self.state == JobState.PAUSED
 
     def can_retry(self) -> bool:
-        return self.state == S.FAILED
+        return self.state == JobState.FAILED
 
     def can_signal(self) -> bool:
         return self.state not in TERMINAL_STATES
 
     # Transitions (DESIGN.md, "State machines"). `by` is a user or a worker id; `reason` says why.
-    @transition(field=state, source=S.CREATED, target=S.RUNNING)
+    @transition(field=state, source=JobState.CREATED, target=JobState.RUNNING)
     def start(self, by=None, reason="started"):
         self.started_at = self.started_at or timezone.now()
 
-    @transition(field=state, source=S.RUNNING, target=S.COMPLETED)
+    @transition(field=state, source=JobState.RUNNING, target=JobState.COMPLETED)
     def complete(self, by=None, reason="completed"):
         self.finished_at = timezone.now()
         self.progress = 100
 
-    @transition(field=state, source=S.RUNNING, target=S.FAILED)
+    @transition(field=state, source=JobState.RUNNING, target=JobState.FAILED)
     def fail(self, by=None, reason="failed"):
         self.finished_at = timezone.now()
 
-    @transition(field=state, source=S.RUNNING, target=S.WAITING)
+    @transition(field=state, source=JobState.RUNNING, target=JobState.WAITING)
     def wait(self, by=None, reason="waiting"):
         pass
 
-    @transition(field=state, source=S.WAITING, target=S.RUNNING)
+    @transition(field=state, source=JobState.WAITING, target=JobState.RUNNING)
     def wake(self, by=None, reason="woken"):
         pass
 
-    @transition(field=state, source=S.RUNNING, target=S.PAUSED)
+    @transition(field=state, source=JobState.RUNNING, target=JobState.PAUSED)
     def pause(self, by=None, reason="paused"):
         pass
 
-    @transition(field=state, source=S.PAUSED, target=S.RUNNING)
+    @transition(field=state, source=JobState.PAUSED, target=JobState.RUNNING)
     def resume(self, by=None, reason="resumed"):
         pass
 
-    @transition(field=state, source=S.FAILED, target=S.CREATED)
+    @transition(field=state, source=JobState.FAILED, target=JobState.CREATED)
     def retry(self, by=None, reason="retried"):
         self.finished_at = None
         self.error = ""
         self.error_details = ""
         self.result = None
 
-    @transition(field=state, source=[S.CREATED, S.RUNNING, S.WAITING, S.PAUSED], target=S.CANCELLED)
+    @transition(
+        field=state,
+        source=[JobState.CREATED, JobState.RUNNING, JobState.WAITING, JobState.PAUSED],
+        target=JobState.CANCELLED,
+    )
     def cancel(self, by=None, reason="cancelled"):
         self.finished_at = timezone.now()
 
@@ -223,10 +226,9 @@ class StepState(models.TextChoices):
     CANCELLED = "CANCELLED"
 
 
-ST = StepState
-STEP_DONE_STATES = (ST.COMPLETED, ST.SKIPPED)  # a child may start
-STEP_TERMINAL_STATES = (ST.COMPLETED, ST.SKIPPED, ST.FAILED, ST.CANCELLED)
-STEP_ACTIVE_STATES = (ST.QUEUED, ST.RUNNING, ST.RETRY)  # the run is RUNNING while one is in these
+STEP_DONE_STATES = (StepState.COMPLETED, StepState.SKIPPED)  # a child may start
+STEP_TERMINAL_STATES = (StepState.COMPLETED, StepState.SKIPPED, StepState.FAILED, StepState.CANCELLED)
+STEP_ACTIVE_STATES = (StepState.QUEUED, StepState.RUNNING, StepState.RETRY)  # the run is RUNNING while one is in these
 
 
 class WorkflowStep(FSMModelMixin, models.Model):
@@ -238,7 +240,7 @@ class WorkflowStep(FSMModelMixin, models.Model):
     name = models.CharField(max_length=100)
     position = models.PositiveSmallIntegerField(help_text="Place in the run's topological order.")
     depends_on = models.JSONField(default=list, blank=True)
-    state = FSMField(max_length=16, choices=StepState.choices, default=ST.PENDING, protected=True)
+    state = FSMField(max_length=16, choices=StepState.choices, default=StepState.PENDING, protected=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Attempts over the run's life (retries included).")
     max_attempts = models.PositiveIntegerField(default=3)
     attempts_limit = models.PositiveIntegerField(
@@ -271,47 +273,55 @@ class WorkflowStep(FSMModelMixin, models.Model):
     def __str__(self):
         return f"{self.name} [{self.state}]"
 
-    @transition(field=state, source=ST.PENDING, target=ST.QUEUED)
+    @transition(field=state, source=StepState.PENDING, target=StepState.QUEUED)
     def queue(self, by=None, reason="ready"):
         self.queued_at = timezone.now()
 
-    @transition(field=state, source=[ST.QUEUED, ST.RETRY], target=ST.RUNNING)
+    @transition(field=state, source=[StepState.QUEUED, StepState.RETRY], target=StepState.RUNNING)
     def begin(self, by=None, reason="started"):
         self.started_at = timezone.now()
         self.next_attempt_at = None
 
-    @transition(field=state, source=ST.RUNNING, target=ST.COMPLETED)
+    @transition(field=state, source=StepState.RUNNING, target=StepState.COMPLETED)
     def complete(self, by=None, reason="completed"):
         self.finished_at = timezone.now()
         self.error = self.error_details = ""
 
-    @transition(field=state, source=ST.RUNNING, target=ST.RETRY)
+    @transition(field=state, source=StepState.RUNNING, target=StepState.RETRY)
     def retry_later(self, by=None, reason="retry"):
         pass
 
-    @transition(field=state, source=[ST.QUEUED, ST.RUNNING, ST.RETRY], target=ST.FAILED)
+    @transition(field=state, source=[StepState.QUEUED, StepState.RUNNING, StepState.RETRY], target=StepState.FAILED)
     def fail(self, by=None, reason="failed"):
         self.finished_at = timezone.now()
         self.next_attempt_at = None
 
-    @transition(field=state, source=ST.PENDING, target=ST.SKIPPED)
+    @transition(field=state, source=StepState.PENDING, target=StepState.SKIPPED)
     def skip(self, by=None, reason="condition false"):
         self.finished_at = timezone.now()
 
-    @transition(field=state, source=ST.RUNNING, target=ST.WAITING)
+    @transition(field=state, source=StepState.RUNNING, target=StepState.WAITING)
     def suspend(self, by=None, reason="waiting"):
         pass
 
-    @transition(field=state, source=[ST.WAITING, ST.RUNNING], target=ST.QUEUED)
+    @transition(field=state, source=[StepState.WAITING, StepState.RUNNING], target=StepState.QUEUED)
     def requeue(self, by=None, reason="woken"):
         self.queued_at = timezone.now()
 
-    @transition(field=state, source=[ST.PENDING, ST.QUEUED, ST.RUNNING, ST.RETRY, ST.WAITING], target=ST.CANCELLED)
+    @transition(
+        field=state,
+        source=[StepState.PENDING, StepState.QUEUED, StepState.RUNNING, StepState.RETRY, StepState.WAITING],
+        target=StepState.CANCELLED,
+    )
     def cancel(self, by=None, reason="cancelled"):
         self.finished_at = timezone.now()
         self.next_attempt_at = None
 
-    @transition(field=state, source=[ST.FAILED, ST.CANCELLED, ST.COMPLETED, ST.SKIPPED, ST.PENDING], target=ST.PENDING)
+    @transition(
+        field=state,
+        source=[StepState.FAILED, StepState.CANCELLED, StepState.COMPLETED, StepState.SKIPPED, StepState.PENDING],
+        target=StepState.PENDING,
+    )
     def reset(self, by=None, reason="retried"):
         """A fresh set of attempts (the count keeps going); result, error and checkpoint cleared."""
         self.attempts_limit = self.attempts + self.max_attempts

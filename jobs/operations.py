@@ -12,7 +12,6 @@ from tracker import access
 from tracker import services as tracker_services
 
 BULK_TASKS = "tracker.bulk_tasks"
-CHUNK = 1000
 
 
 class BulkTasksParams(serializers.Serializer):
@@ -63,7 +62,7 @@ def bulk_tasks(ctx: JobContext, params: dict) -> dict | None:
                 filter=flt,
                 tenants=tenants,
                 after=state["after"],
-                limit=CHUNK,
+                limit=tracker_services.BULK_CHUNK,
                 by=owner,
                 reason=reason,
                 dry_run=dry_run,

@@ -39,7 +39,6 @@ from jobs.models import Job, JobEventKind, JobSignal, JobState
 from tracker.models import ProcessTracker, TaskStatus
 from tracker.registry import RunContext
 
-S = JobState
 log = logging.getLogger(__name__)
 
 JOB_RUN = "JOB_RUN"
@@ -174,7 +173,7 @@ class JobContext:
         if now - self._last_stop_check >= self._stop_check_every:
             self._last_stop_check = now
             state = Job.objects.filter(pk=self.job_id).values_list("state", flat=True).first()
-            if state != S.RUNNING:
+            if state != JobState.RUNNING:
                 self.stop_reason = state or "deleted"
                 return True
         return False
@@ -236,11 +235,11 @@ def _start(job_id, task, worker_id: str) -> Job | None:
         if task is not None and job.run_task_id and job.run_task_id != task.task_id:
             return None
         recovered = started = False
-        if job.state == S.CREATED:
+        if job.state == JobState.CREATED:
             started = True
             job.start(by=worker_id, reason="started" if not job.attempts else "restarted after retry")
             job.attempts += 1
-        elif job.state == S.RUNNING:
+        elif job.state == JobState.RUNNING:
             recovered = task is not None and task.attempts > 1
             if recovered:
                 job.attempts += 1
@@ -328,7 +327,7 @@ def _finish(
             ).exists()
         ):
             return "superseded"
-        if job.state != S.RUNNING:
+        if job.state != JobState.RUNNING:
             return job.state.lower()
         job.heartbeat_at = timezone.now()
         if outcome == "complete":

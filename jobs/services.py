@@ -21,7 +21,6 @@ from tracker import services as tracker_services
 from tracker.errors import TaskStateConflict
 from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus
 
-S = JobState
 log = logging.getLogger(__name__)
 
 
@@ -269,7 +268,7 @@ def job_signal(*, job_id, name: str, payload=None, by=None) -> JobSignal:
             from jobs.workflows import engine
 
             engine.run_signal(job=job, name=name, by=by)
-        elif job.state == S.WAITING and name in job.wait_signal.split(","):
+        elif job.state == JobState.WAITING and name in job.wait_signal.split(","):
             job.wake(by=by, reason=f"signal {name!r}")
             job.wait_signal, job.wake_at = "", None
             job.save()
@@ -288,7 +287,7 @@ def job_wake(*, job_id, wait_seq: int | None = None, by="timer") -> bool:
             job = _locked(job_id)
         except JobNotFound:
             return False
-        if job.state != S.WAITING or (wait_seq is not None and job.wait_seq != wait_seq):
+        if job.state != JobState.WAITING or (wait_seq is not None and job.wait_seq != wait_seq):
             return False
         if job.wake_at is None or job.wake_at > timezone.now():
             return False
@@ -304,7 +303,7 @@ def job_ensure_run(*, job_id) -> ProcessTracker | None:
     sweeper). Idempotent."""
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=_uuid(job_id)).first()
-        if job is None or job.state not in (S.CREATED, S.RUNNING):
+        if job is None or job.state not in (JobState.CREATED, JobState.RUNNING):
             return None
         return _enqueue_run(job)
 
@@ -321,14 +320,16 @@ def job_sweep(*, stale_seconds: float = 30) -> dict:
         status__in=FINISHED_STATUSES
     )
     busy = {str(p) for p in unfinished.values_list("payload__job_id", flat=True)}
-    for job in Job.objects.filter(state__in=[S.CREATED, S.RUNNING], updated_at__lt=stale).only("pk", "run_task_id"):
+    for job in Job.objects.filter(state__in=[JobState.CREATED, JobState.RUNNING], updated_at__lt=stale).only(
+        "pk", "run_task_id"
+    ):
         if str(job.pk) in busy:
             continue
         last = ProcessTracker.objects.filter(pk=job.run_task_id).first() if job.run_task_id else None
         if last is not None and last.status == TaskStatus.FAILED:
             with transaction.atomic():
                 job = Job.objects.select_for_update().get(pk=job.pk)
-                if job.state == S.RUNNING:
+                if job.state == JobState.RUNNING:
                     job.error = f"Run task failed: {last.last_error}"[:2000]
                     job.error_details = last.error_details
                     job.fail(by="sweeper", reason=job.error)
@@ -338,9 +339,9 @@ def job_sweep(*, stale_seconds: float = 30) -> dict:
                     continue
         if job_ensure_run(job_id=job.pk):
             repaired += 1
-    for job_id, seq in Job.objects.filter(state=S.WAITING, wake_at__lt=now - dt.timedelta(seconds=5)).values_list(
-        "pk", "wait_seq"
-    ):
+    for job_id, seq in Job.objects.filter(
+        state=JobState.WAITING, wake_at__lt=now - dt.timedelta(seconds=5)
+    ).values_list("pk", "wait_seq"):
         woken += job_wake(job_id=job_id, wait_seq=seq, by="sweeper")
     if repaired or failed or woken:
         log.warning("job sweep: %d runs re-enqueued, %d jobs failed, %d timers fired late", repaired, failed, woken)

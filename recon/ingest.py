@@ -636,46 +636,18 @@ def statement_spool(
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
     _spool_sweep(directory)
-    dumps = json.JSONEncoder(separators=(",", ":")).encode
     quote = json.encoder.encode_basestring_ascii
-    # The metadata's JSON text (statement_metadata's keys), built by concatenation: the line's texts, then
-    # `reversal`, then what every line of the file shares, then its key.
     shared = f'"source_file":{quote(source_file)},"format":{quote(fmt)},"upload_id":"{upload_id}","line_key":"'
-    reversal = {True: '"reversal":true,', False: '"reversal":false,'}
-    when_texts: dict = {}
-    occurrences: dict[str, int] = {}
-    found: list[statements.Statement] = []
-    lines = 0
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.name + ".", suffix=".tmp")
     try:
         with open(fd, "w", encoding="ascii", buffering=1 << 20) as out:
-            write = out.write
-            for item in statements.parse(fmt, stream):
-                if isinstance(item, statements.Statement):
-                    found.append(item)
-                    continue
-                lines += 1
-                key = line_key(item)
-                occurrences[key] = occurrence = occurrences.get(key, 0) + 1
-                metadata = "".join(
-                    [
-                        "{",
-                        *[f'"{name}":{quote(text)},' for name, text in item.metadata_texts()],
-                        reversal[item.reversal],
-                        shared,
-                        key,
-                        '"}',
-                    ]
-                )
-                row, problems = statement_row(item, account=account, processing_mode=processing_mode, metadata=metadata)
-                head = f"{occurrence}\t{key}\t{item.position}\t"
-                if problems:
-                    write(f"{head}!\t{dumps('; '.join(problems))}\t{dumps(_line_data(item))}\n")
-                else:
-                    side, amount, currency, when, _, metadata = row
-                    if (when_text := when_texts.get(when)) is None:
-                        when_texts[when] = when_text = when.isoformat()
-                    write(f"{head}{side}\t{amount}\t{currency}\t{when_text}\t{metadata}\n")
+            lines, found = _spool_write(
+                out.write,
+                statements.parse(fmt, stream),
+                account=account,
+                processing_mode=processing_mode,
+                shared=shared,
+            )
         meta = {"lines": lines, "statements": [statement_summary(s) for s in found]}
         meta_path = path.with_name(path.name + ".json")
         meta_tmp = f"{tmp}.json"
@@ -688,6 +660,40 @@ def statement_spool(
                 os.unlink(leftover)
         raise
     return meta
+
+
+def _spool_write(write, items, *, account: Account, processing_mode: str, shared: str) -> tuple[int, list]:
+    """Writes the spool row of each statement line of `items` (a parser's output) with `write`; returns the number
+    of lines and the statements found. `shared` is the metadata JSON every line of the file ends with, up to its
+    line key."""
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    quote = json.encoder.encode_basestring_ascii
+    # The metadata's JSON text (statement_metadata's keys), built by concatenation: the line's texts, then
+    # `reversal`, then what every line of the file shares, then its key.
+    reversal = {True: '"reversal":true,', False: '"reversal":false,'}
+    when_texts: dict = {}
+    occurrences: dict[str, int] = {}
+    found: list[statements.Statement] = []
+    lines = 0
+    for item in items:
+        if isinstance(item, statements.Statement):
+            found.append(item)
+            continue
+        lines += 1
+        key = line_key(item)
+        occurrences[key] = occurrence = occurrences.get(key, 0) + 1
+        texts = "".join(f'"{name}":{quote(text)},' for name, text in item.metadata_texts())
+        metadata = f'{{{texts}{reversal[item.reversal]}{shared}{key}"}}'
+        row, problems = statement_row(item, account=account, processing_mode=processing_mode, metadata=metadata)
+        head = f"{occurrence}\t{key}\t{item.position}\t"
+        if problems:
+            write(f"{head}!\t{dumps('; '.join(problems))}\t{dumps(_line_data(item))}\n")
+        else:
+            side, amount, currency, when, _, metadata = row
+            if (when_text := when_texts.get(when)) is None:
+                when_texts[when] = when_text = when.isoformat()
+            write(f"{head}{side}\t{amount}\t{currency}\t{when_text}\t{metadata}\n")
+    return lines, found
 
 
 def statement_spool_meta(path: Path) -> dict | None:

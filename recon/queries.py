@@ -5,7 +5,6 @@ Columns are always listed by name. Parameters are named (`%(name)s`); arrays go 
 Table names come from the models."""
 
 from recon.models import Entry, StagingEntry, Transaction
-from tracker.bulk import insert_select_sql
 
 _TABLES = {
     "staging": StagingEntry._meta.db_table,
@@ -86,7 +85,7 @@ WHERE s.staging_entry_id = u.id AND s.status = u.from_status
 # Confirmations in review because nothing matched them (NoMatchFoundError) whose match-key value is one of the
 # (account, key, value, pattern) rows whose expectation has just appeared; locked in id order. jsonb equality, as
 # `metadata__key=value`, or, with a rule's confirmation_key_pattern, its group's match (PostgreSQL's `substring`
-# reads the pattern as a POSIX regular expression: the re-queued entry is decided again by the engine).
+# reads the pattern as a POSIX regular expression: the reprocessed entry is decided again by the engine).
 WAITING_CONFIRMATIONS_LOCK = """
 SELECT s.staging_entry_id, s.account_id, s.metadata
 FROM {staging} AS s
@@ -153,11 +152,13 @@ STAGING_FROM_COPY_VALUES = {
 }
 
 # -- staging_entries_from_copy --
-# The entries of the COPY table; a row whose id is already there is skipped.
-STAGING_ENTRIES_FROM_COPY = (
-    insert_select_sql(_TABLES["staging"], STAGING_FROM_COPY_VALUES, f"{STAGING_COPY_TABLE} AS c")
-    + " ON CONFLICT DO NOTHING"
-)
+# The entries of the COPY table; a row whose id is already there is skipped. Columns and values pair by name
+# (STAGING_FROM_COPY_VALUES).
+STAGING_ENTRIES_FROM_COPY = f"""
+INSERT INTO {_TABLES["staging"]} ({", ".join(STAGING_FROM_COPY_VALUES)})
+SELECT {", ".join(STAGING_FROM_COPY_VALUES.values())} FROM {STAGING_COPY_TABLE} AS c
+ON CONFLICT DO NOTHING
+"""
 
 # -- staging_copy_skipped_delete --
 # After a skipped row (the count fell short): drop the COPY rows whose entry exists with another task, so no task

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tracker import access, services
-from tracker.errors import InvalidBulkRequest
+from tracker.errors import InvalidBulkRequest, brief
 from tracker.models import ProcessTracker, TaskQueue, TaskStatus
 from tracker.serializers import QueueSerializer, TaskDetailSerializer, TaskSerializer
 
@@ -180,7 +180,7 @@ class HealthView(APIView):
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
         except Exception as exc:
-            database = {"connected": False, **({"error": str(exc)[:200]} if staff else {})}
+            database = {"connected": False, **({"error": brief(exc)} if staff else {})}
             return Response({"status": "error", "database": database, "cluster": {}, "timestamp": now}, status=503)
         cluster = cluster_status()
         if not staff:

@@ -16,11 +16,14 @@ from django_fsm.signals import post_transition
 from tracker.bulk import copy_rows, copy_text
 from tracker.models import Transition
 
+# A user's name as the audit keeps it (the column's length, Django's username length).
+ACTOR_NAME_CHARS = Transition._meta.get_field("by_name").max_length
+
 
 def _actor(by) -> dict:
     """A user (its id and, kept for good, its name) or a worker id / system name."""
     if isinstance(by, AbstractBaseUser):
-        return {"by_user": by if by.pk else None, "by_worker": "", "by_name": by.get_username()[:150]}
+        return {"by_user": by if by.pk else None, "by_worker": "", "by_name": by.get_username()[:ACTOR_NAME_CHARS]}
     return {"by_user": None, "by_worker": str(by or ""), "by_name": ""}
 
 

@@ -99,12 +99,6 @@ def copy_rows(table: str, columns: Sequence[str], rows: Iterable[tuple] | str) -
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - start:.3f}"})
 
 
-def insert_select_sql(table: str, values: dict[str, str], source: str) -> str:
-    """`INSERT INTO table (columns) SELECT values FROM source` from one mapping of each column to its value (an
-    expression over `source`, a parameter, a literal): columns and values pair by name, never by position."""
-    return f"INSERT INTO {table} ({', '.join(values)}) SELECT {', '.join(values.values())} FROM {source}"
-
-
 def copy_text(value: str) -> str:
     """`value` escaped for a field of COPY's text format."""
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")

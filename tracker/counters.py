@@ -25,15 +25,14 @@ from django.utils import timezone
 
 from tracker.models import Outcome, TaskCounter, TaskStatus
 
-S = TaskStatus
 COUNTER = "tracker_task_counter"
 COUNT = "tracker_status_count"
 DELTA = "tracker_status_delta"
 OUTCOME_OF_STATUS = {
-    S.COMPLETED: Outcome.COMPLETED,
-    S.FAILED: Outcome.FAILED,
-    S.RETRY: Outcome.RETRIED,
-    S.CANCELLED: Outcome.CANCELLED,
+    TaskStatus.COMPLETED: Outcome.COMPLETED,
+    TaskStatus.FAILED: Outcome.FAILED,
+    TaskStatus.RETRY: Outcome.RETRIED,
+    TaskStatus.CANCELLED: Outcome.CANCELLED,
 }
 
 # -- status_triggers -- the task table's statement triggers: one delta row per group a statement changed.
@@ -427,7 +426,7 @@ def _count_fsm_cancel(sender, instance, name, source, target, **kwargs):
     is read back, so its status is the saved one)."""
     from tracker.models import ProcessTracker
 
-    if sender is not ProcessTracker or target != S.CANCELLED or source == target:
+    if sender is not ProcessTracker or target != TaskStatus.CANCELLED or source == target:
         return
     by = (kwargs.get("method_kwargs") or {}).get("by")
     instance._count_finished_as = by.get_username() if hasattr(by, "get_username") else str(by or "")

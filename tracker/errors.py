@@ -2,6 +2,17 @@
 
 from config.errors import AppError, Conflict
 
+# How much of an error is kept: a failed task's `last_error` (the message) and `error_details` (the end of the
+# traceback, where the cause is), and the text of an error in a log line or a health answer.
+ERROR_MESSAGE_CHARS = 2000
+ERROR_DETAILS_CHARS = 20000
+LOG_ERROR_CHARS = 200
+
+
+def brief(exc: BaseException) -> str:
+    """An exception's text, stripped and cut to LOG_ERROR_CHARS (for logs: database errors can be long)."""
+    return str(exc).strip()[:LOG_ERROR_CHARS]
+
 
 class TrackerError(AppError):
     """Task ledger error."""

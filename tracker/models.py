@@ -6,7 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.fields.json import KT
 from django.utils import timezone
-from django_fsm import FSMField, FSMModelMixin, transition
+from django_fsm import FSMField, FSMModelMixin, can_proceed, transition
 
 from tracker.ids import uuid7
 
@@ -20,14 +20,13 @@ class TaskStatus(models.TextChoices):
     CANCELLED = "CANCELLED"
 
 
-S = TaskStatus
-DUE_STATUSES = (S.PENDING, S.RETRY)
+DUE_STATUSES = (TaskStatus.PENDING, TaskStatus.RETRY)
 # Payload keys whose values the task search finds by an index (a staging entry id, a job id, an upload id).
 PAYLOAD_SEARCH_KEYS = ("staging_entry_id", "job_id", "upload_id")
 # Task types claimed at most a few per claim (handlers with `claim_limited`: workflow steps). They have a due index
 # of their own and the main due index leaves them out, so neither half of the claim walks past the other's rows.
 ONE_PER_CLAIM_TYPES = ("WORKFLOW_STEP",)
-FINISHED_STATUSES = (S.COMPLETED, S.FAILED, S.CANCELLED)
+FINISHED_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 def _may_change(instance, user) -> bool:
@@ -36,8 +35,8 @@ def _may_change(instance, user) -> bool:
 
 
 class ProcessTracker(FSMModelMixin, models.Model):
-    """One unit of work. Status moves only through the transitions below (or set-based updates that
-    filter on the source state and write the same audit rows)."""
+    """One unit of work. Status moves only along the transitions declared below: through their methods, or
+    through the set-based statements written from them (tracker.queries), which write the same audit rows."""
 
     task_id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     task_type = models.CharField(max_length=64)
@@ -47,7 +46,7 @@ class ProcessTracker(FSMModelMixin, models.Model):
         max_length=64, blank=True, default="", help_text="Opaque owner id (merchant) used for access control."
     )
     payload = models.JSONField(default=dict, blank=True)
-    status = FSMField(max_length=16, choices=TaskStatus.choices, default=S.PENDING, protected=True)
+    status = FSMField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING, protected=True)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=10)
     run_after = models.DateTimeField(default=timezone.now)
@@ -126,18 +125,20 @@ class ProcessTracker(FSMModelMixin, models.Model):
     def __str__(self):
         return f"{self.task_type} {self.task_id} [{self.status}]"
 
-    # Predicates used by the admin and the API.
+    # Predicates used by the admin and the API: the transitions' own sources.
     def can_retry(self) -> bool:
-        return self.status in (S.FAILED, S.CANCELLED)
+        return can_proceed(self.operator_retry)
 
     def can_cancel(self) -> bool:
-        return self.status in DUE_STATUSES
+        return can_proceed(self.cancel)
 
-    # Transitions. `by` (a user) and `reason` are recorded by tracker.audit on post_transition.
+    # Transitions: the one truth of the task's state machine. An operator's action on one task calls its method
+    # (`by`, a user, and `reason` are recorded by tracker.audit on post_transition); the set-based statements of
+    # tracker.queries are written from these declarations (tracker.fsm; tests/tracker/test_fsm.py).
     @transition(
         field=status,
-        source=[S.FAILED, S.CANCELLED],
-        target=S.PENDING,
+        source=[TaskStatus.FAILED, TaskStatus.CANCELLED],
+        target=TaskStatus.PENDING,
         permission=_may_change,
         custom={"label": "Retry", "admin": True},
     )
@@ -154,29 +155,33 @@ class ProcessTracker(FSMModelMixin, models.Model):
 
     @transition(
         field=status,
-        source=[S.PENDING, S.RETRY],
-        target=S.CANCELLED,
+        source=[TaskStatus.PENDING, TaskStatus.RETRY],
+        target=TaskStatus.CANCELLED,
         permission=_may_change,
         custom={"label": "Cancel", "admin": True},
     )
     def cancel(self, by=None, reason="cancelled"):
         self.completed_at = timezone.now()
 
-    # Worker-side transitions are applied set-based in tracker.services (claim, complete, retry, fail,
-    # rescue); they are declared here so the state machine is complete and documented in one place.
-    @transition(field=status, source=[S.PENDING, S.RETRY], target=S.PROCESSING, custom={"admin": False})
+    # Worker-side transitions are only made set-based (tracker.queries: claim, complete, retry, fail, rescue).
+    @transition(
+        field=status,
+        source=[TaskStatus.PENDING, TaskStatus.RETRY],
+        target=TaskStatus.PROCESSING,
+        custom={"admin": False},
+    )
     def start(self, by=None, reason="claimed"):
         pass
 
-    @transition(field=status, source=S.PROCESSING, target=S.COMPLETED, custom={"admin": False})
+    @transition(field=status, source=TaskStatus.PROCESSING, target=TaskStatus.COMPLETED, custom={"admin": False})
     def complete(self, by=None, reason="completed"):
         pass
 
-    @transition(field=status, source=S.PROCESSING, target=S.RETRY, custom={"admin": False})
+    @transition(field=status, source=TaskStatus.PROCESSING, target=TaskStatus.RETRY, custom={"admin": False})
     def schedule_retry(self, by=None, reason=""):
         pass
 
-    @transition(field=status, source=S.PROCESSING, target=S.FAILED, custom={"admin": False})
+    @transition(field=status, source=TaskStatus.PROCESSING, target=TaskStatus.FAILED, custom={"admin": False})
     def fail(self, by=None, reason=""):
         pass
 

@@ -1,8 +1,9 @@
 """Task ledger services: create, claim, complete, retry/fail, rescue, cancel, operator retry, prune, stats.
 
-Worker-side changes (claim, complete, retry, fail, rescue) are set-based: `QuerySet.update` filtered on the
-source state (and on `locked_by` for the worker that holds the task), with audit rows bulk-inserted in the
-same transaction. Operator actions go through the FSM transitions of `ProcessTracker`."""
+Worker-side changes (claim, complete, retry, fail, rescue) and bulk operator actions are set-based: the named
+statements of `tracker.queries`, each written from the `ProcessTracker` transition it makes (filtered on its source
+states, and on `locked_by` for the worker that holds the task), with audit rows bulk-inserted in the same
+transaction. An operator's action on one task goes through the FSM transition itself."""
 
 import datetime as dt
 import logging
@@ -14,16 +15,24 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Case, Q, TextField, Value, When
+from django.db.models import Q, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.module_loading import import_string
 
-from tracker import audit, counters, registry, wakeup
-from tracker.bulk import array_literal, insert_select_sql, models_from_rows, select_columns
-from tracker.errors import InvalidBulkRequest, LeaseLost, TaskNotFound, TaskStateConflict, is_retryable
+from tracker import audit, counters, queries, registry, wakeup
+from tracker.bulk import array_literal, models_from_rows
+from tracker.errors import (
+    ERROR_DETAILS_CHARS,
+    ERROR_MESSAGE_CHARS,
+    InvalidBulkRequest,
+    LeaseLost,
+    TaskNotFound,
+    TaskStateConflict,
+    is_retryable,
+)
 from tracker.models import (
     DUE_STATUSES,
     FINISHED_STATUSES,
@@ -36,7 +45,6 @@ from tracker.models import (
     Transition,
 )
 
-S = TaskStatus
 log = logging.getLogger(__name__)
 
 
@@ -89,31 +97,6 @@ def task_create_many(specs: Sequence[TaskSpec]) -> list[ProcessTracker]:
     return tasks
 
 
-# Every column of a task row written by `task_insert_from_table`, with its value (COPY and INSERT ... SELECT apply
-# no Django defaults); tests/tracker/test_services.py checks it covers the model's concrete fields.
-TASK_FROM_TABLE_VALUES = {
-    "task_id": "src.task_id",
-    "task_type": "%(task_type)s",
-    "queue": "%(queue)s",
-    "priority": "%(priority)s",
-    "tenant": "%(tenant)s",
-    "payload": "src.payload",
-    "status": "%(status)s",
-    "attempts": "0",
-    "max_attempts": "%(max_attempts)s",
-    "run_after": "%(now)s",
-    "lease_expires_at": "NULL",
-    "locked_by": "''",
-    "dedupe_key": "NULL",
-    "last_error": "''",
-    "error_details": "''",
-    "created_at": "%(now)s",
-    "updated_at": "%(now)s",
-    "processing_started_at": "NULL",
-    "completed_at": "NULL",
-}
-
-
 def task_insert_from_table(
     *, task_type: str, tenant: str, table: str, now: dt.datetime | None = None, skip_existing: bool = True
 ) -> int:
@@ -125,16 +108,17 @@ def task_insert_from_table(
     of tasks inserted."""
     handler = registry.get(task_type)
     now = now or timezone.now()
-    sql = insert_select_sql(ProcessTracker._meta.db_table, TASK_FROM_TABLE_VALUES, f"{table} AS src")
+    sql = queries.TASKS_INSERT_FROM_TABLE.format(
+        source=connection.ops.quote_name(table), on_conflict="ON CONFLICT DO NOTHING" if skip_existing else ""
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            sql + (" ON CONFLICT DO NOTHING" if skip_existing else ""),
+            sql,
             {
                 "task_type": task_type,
                 "queue": handler.queue,
                 "priority": handler.priority,
                 "tenant": str(tenant or ""),
-                "status": S.PENDING,
                 "max_attempts": handler.get_max_attempts(),
                 "now": now,
             },
@@ -148,23 +132,16 @@ def task_insert_from_table(
 # --- claiming and running (worker side) ---------------------------------------------------------------
 
 
-def _lease_seconds_by_type() -> tuple[int, dict[str, int]]:
-    """The default lease length and the task types that override it."""
+def _lease_params(now: dt.datetime) -> dict:
+    """The lease parameters of TASKS_CLAIM and LEASES_RENEW: the default expiry and the task types that override
+    it with their own expiry."""
     default = settings.TRACKER["LEASE_SECONDS"]
-    overrides = {
-        t: h.get_lease_seconds() for t in registry.all_types() if (h := registry.get(t)).get_lease_seconds() != default
+    overrides = {t: s for t in registry.all_types() if (s := registry.get(t).get_lease_seconds()) != default}
+    return {
+        "lease_default": now + dt.timedelta(seconds=default),
+        "lease_types": array_literal(overrides),
+        "lease_until": array_literal(now + dt.timedelta(seconds=s) for s in overrides.values()),
     }
-    return default, overrides
-
-
-def _lease_until(now: dt.datetime) -> Case | Value:
-    """Lease expiry per task type, as an ORM expression."""
-    default, overrides = _lease_seconds_by_type()
-
-    def at(seconds):
-        return Value(now + dt.timedelta(seconds=seconds))
-
-    return Case(*[When(task_type=t, then=at(s)) for t, s in overrides.items()], default=at(default))
 
 
 def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = None) -> list[ProcessTracker]:
@@ -176,19 +153,12 @@ def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = Non
         rows = _claim(worker_id, limit, queues, now)
         if rows:
             audit.record_many(
-                ProcessTracker, [(t.task_id, src, S.PROCESSING) for t, src in rows], by=worker_id, reason="claimed"
+                ProcessTracker,
+                [(t.task_id, src, TaskStatus.PROCESSING) for t, src in rows],
+                by=worker_id,
+                reason="claimed",
             )
     return [t for t, _ in rows]
-
-
-# -- claim_plan -- before the claim, in its transaction: sorts off (the previous setting is restored after it) and
-# the paused queues (a constant in the claim; none: no condition). The backlog is often younger than the table's
-# statistics (a million tasks queued at once): the planner then expected a few due rows and sorted the whole backlog
-# read through the smaller tracker_queue_due_idx instead of walking tracker_due_idx in claim order, and a paused
-# filter `queue <> ALL(ARRAY(subquery))` made it expect none. At 100,000 due tasks that took a claim 260 µs a task
-# instead of 95 (docs/operations.md, "What the counters cost").
-CLAIM_PLAN_SQL = f"""SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true),
-                            ARRAY(SELECT name FROM {TaskQueue._meta.db_table} WHERE paused ORDER BY name)"""
 
 
 def _claim_limit(task_type: str) -> int:
@@ -201,47 +171,23 @@ def _claim_limit(task_type: str) -> int:
 
 
 def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
-    """One statement: pick due rows in claim order, skip locked ones, mark them PROCESSING, return them
-    with their previous status. The update joins the picked (id, status) pairs as an unnest of two arrays
-    read from the same materialized CTE (so in the same order): the planner then loops over the primary key,
-    where a join with the CTE itself let it hash the whole table when its statistics lagged behind a
-    fast-changing queue. Task types that are `claim_limited` (ONE_PER_CLAIM_TYPES) are picked at most
-    `get_claim_limit()` per claim (and at most `limit`), each half of the pick walking its own partial due index."""
-    table = ProcessTracker._meta.db_table
-    default, overrides = _lease_seconds_by_type()
-    lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
-    lease_params = [v for t, s in overrides.items() for v in (t, now + dt.timedelta(seconds=s))]
-    lease_params.append(now + dt.timedelta(seconds=default))
+    """TASKS_CLAIM after CLAIM_PLAN: the claimed tasks with their previous status, in claim order."""
     with connection.cursor() as cursor:
-        cursor.execute(CLAIM_PLAN_SQL)
+        cursor.execute(queries.CLAIM_PLAN)
         sort_before, _, paused = cursor.fetchone()
-    queue_sql = ("AND queue = ANY(%s) " if queues else "") + ("AND queue <> ALL(%s)" if paused else "")
-    queue_params = [*([queues] if queues else []), *([paused] if paused else [])]
-    single = list(ONE_PER_CLAIM_TYPES)
-    single_limit = min(limit, max(_claim_limit(t) for t in single))
-    pick = f"""SELECT task_id, status FROM {table}
-            WHERE status IN ('PENDING', 'RETRY') AND run_after <= %s {queue_sql} {{type_sql}}
-            ORDER BY priority, run_after, task_id LIMIT %s FOR UPDATE SKIP LOCKED"""
-    not_single = " AND ".join(["task_type <> %s"] * len(single))
-    any_single = " OR ".join(["task_type = %s"] * len(single))
-    due_sql = (
-        f"rest AS ({pick.format(type_sql=f'AND {not_single}')}), "
-        f"one AS ({pick.format(type_sql=f'AND ({any_single})')}), "
-        "due AS MATERIALIZED (SELECT task_id, status FROM rest UNION ALL SELECT task_id, status FROM one)"
-    )
-    due_params = [now, *queue_params, *single, limit, now, *queue_params, *single, single_limit]
-    sql = f"""
-        WITH {due_sql}
-        UPDATE {table} AS t SET status = 'PROCESSING', attempts = t.attempts + 1, locked_by = %s,
-            lease_expires_at = {lease_sql}, processing_started_at = %s, updated_at = %s
-        FROM unnest(ARRAY(SELECT task_id FROM due), ARRAY(SELECT status FROM due)) AS d(task_id, status)
-        WHERE t.task_id = d.task_id
-        RETURNING {select_columns(ProcessTracker, "t")}, d.status"""
-    params = [*due_params, worker_id, *lease_params, now, now]
+    params = {
+        "now": now,
+        "queues": array_literal(queues) if queues else None,
+        "paused": array_literal(paused) if paused else None,
+        "limit": limit,
+        "single_limit": min(limit, max(_claim_limit(t) for t in ONE_PER_CLAIM_TYPES)),
+        "worker_id": worker_id,
+        **_lease_params(now),
+    }
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(queries.TASKS_CLAIM, params)
         rows = cursor.fetchall()
-        cursor.execute("SELECT set_config('enable_sort', %s, true)", [sort_before])
+        cursor.execute(queries.RESTORE_SORT, {"sort": sort_before})
     return sorted(
         zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
         key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id),
@@ -249,25 +195,11 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
 
 
 def task_renew_leases(*, worker_id: str) -> int:
-    """Extends the leases of every task `worker_id` is processing (its heartbeat). Skips rows locked right now
-    (SKIP LOCKED): the worker's own batch completes its tasks at the start of its transaction, and the
-    heartbeat must not wait for that batch to commit. One statement whose locking read runs once (a CTE) and
-    whose update walks the primary key over the ids it locked (as the claim does): a `task_id IN (locking
-    subquery)` let the planner re-run the subquery or scan the table under load."""
+    """Extends the leases of every task `worker_id` is processing (its heartbeat; LEASES_RENEW), except rows
+    locked right now."""
     now = timezone.now()
-    table = ProcessTracker._meta.db_table
-    default, overrides = _lease_seconds_by_type()
-    lease_sql = f"CASE t.task_type {'WHEN %s THEN %s ' * len(overrides)}ELSE %s END" if overrides else "%s"
-    lease_params = [v for t, s in overrides.items() for v in (t, now + dt.timedelta(seconds=s))]
-    lease_params.append(now + dt.timedelta(seconds=default))
-    sql = f"""
-        WITH held AS MATERIALIZED (
-            SELECT task_id FROM {table} WHERE status = 'PROCESSING' AND locked_by = %s FOR UPDATE SKIP LOCKED)
-        UPDATE {table} AS t SET lease_expires_at = {lease_sql}, updated_at = %s
-        FROM unnest(ARRAY(SELECT task_id FROM held)) AS h(task_id)
-        WHERE t.task_id = h.task_id"""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, [worker_id, *lease_params, now])
+        cursor.execute(queries.LEASES_RENEW, {"worker_id": worker_id, "now": now, **_lease_params(now)})
         return cursor.rowcount
 
 
@@ -276,22 +208,19 @@ def task_complete_many(*, task_ids: Sequence, worker_id: str) -> None:
     handler's transaction; raises LeaseLost (rolling the handler's writes back) when any of them is no longer held
     by `worker_id`."""
     now = timezone.now()
-    update = (
-        f"UPDATE {ProcessTracker._meta.db_table} SET status = 'COMPLETED', completed_at = %s,"
-        f" lease_expires_at = NULL, updated_at = %s, last_error = ''"
-        f" WHERE task_id = ANY(%s::uuid[]) AND status = 'PROCESSING' AND locked_by = %s"
-        f" RETURNING {counters.RETURNING}"
-    )
     with connection.cursor() as cursor:
         cursor.execute(
-            counters.count_finished_sql(update),
+            counters.count_finished_sql(queries.TASKS_COMPLETE),
             [now, now, array_literal(task_ids), worker_id, *counters.finished_params(worker=worker_id, now=now)],
         )
         done = cursor.fetchone()[0]
     if done != len(task_ids):
         raise LeaseLost(f"{len(task_ids) - done} of {len(task_ids)} tasks are no longer held by {worker_id}.")
     audit.record_many(
-        ProcessTracker, [(tid, S.PROCESSING, S.COMPLETED) for tid in task_ids], by=worker_id, reason="completed"
+        ProcessTracker,
+        [(tid, TaskStatus.PROCESSING, TaskStatus.COMPLETED) for tid in task_ids],
+        by=worker_id,
+        reason="completed",
     )
 
 
@@ -299,29 +228,29 @@ def task_record_failure(*, task: ProcessTracker, worker_id: str, exc: BaseExcept
     """After a failed run (its transaction rolled back): RETRY with backoff, or FAILED when the error is
     permanent or the attempts are spent. Returns the new status, or None if the lease was lost."""
     now = timezone.now()
-    message = f"{type(exc).__name__}: {exc}"[:2000]
-    details = "".join(traceback.format_exception(exc))[-20000:]
+    message = f"{type(exc).__name__}: {exc}"[:ERROR_MESSAGE_CHARS]
+    details = "".join(traceback.format_exception(exc))[-ERROR_DETAILS_CHARS:]
     try:
         handler = registry.get(task.task_type)
     except Exception:
         handler = registry.TaskHandler()
     final = not is_retryable(exc) or task.attempts >= task.max_attempts
-    values = {"last_error": message, "error_details": details, "lease_expires_at": None, "updated_at": now}
+    params = {"task_id": task.task_id, "worker_id": worker_id, "error": message, "details": details, "now": now}
     if final:
-        values.update(status=S.FAILED, completed_at=now)
+        move, sql = queries.FAIL, queries.TASK_FAIL
     else:
-        values.update(status=S.RETRY, run_after=now + dt.timedelta(seconds=handler.backoff(task.attempts)))
+        move, sql = queries.SCHEDULE_RETRY, queries.TASK_SCHEDULE_RETRY
+        params["run_after"] = now + dt.timedelta(seconds=handler.backoff(task.attempts))
     with transaction.atomic():
-        changed = ProcessTracker.objects.filter(task_id=task.task_id, status=S.PROCESSING, locked_by=worker_id).update(
-            **values
-        )
-        if not changed:
-            return None
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if not cursor.rowcount:
+                return None
         counters.record_finished(task_ids=[task.task_id], worker=worker_id, now=now)
         audit.record_many(
-            ProcessTracker, [(task.task_id, S.PROCESSING, values["status"])], by=worker_id, reason=message
+            ProcessTracker, [(task.task_id, TaskStatus.PROCESSING, move.target)], by=worker_id, reason=message
         )
-    return values["status"]
+    return move.target
 
 
 def task_rescue(*, limit: int = 1000, holders: Sequence[str] | None = None) -> dict:
@@ -330,48 +259,39 @@ def task_rescue(*, limit: int = 1000, holders: Sequence[str] | None = None) -> d
     due at once (a dead worker is not the task's fault; the attempt counts, so a task that kills its worker
     still ends FAILED), or FAILED when no attempts are left. Skips rows a live worker is updating right now."""
     now = timezone.now()
-    processing = ProcessTracker.objects.filter(status=S.PROCESSING)
-    processing = (
-        processing.filter(locked_by__in=list(holders)) if holders else processing.filter(lease_expires_at__lt=now)
+    error = (
+        "The worker holding it died or lost its database connection (rescued)."
+        if holders
+        else "Lease expired: the worker stopped renewing it (rescued)."
     )
+    params = {"now": now, "limit": limit, "error": error}
+    if holders:
+        sql, params["holders"] = queries.TASKS_RESCUE_HELD, array_literal(holders)
+    else:
+        sql = queries.TASKS_RESCUE_EXPIRED
     with transaction.atomic():
-        rows = list(
-            processing.select_for_update(skip_locked=True).values_list("task_id", "attempts", "max_attempts")[:limit]
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
         if not rows:
             return {"retried": 0, "failed": 0}
-        fail_ids = {r[0] for r in rows if r[1] >= r[2]}
-        retry_ids = [r[0] for r in rows if r[1] < r[2]]
-        error = (
-            "Lease expired: the worker stopped renewing it (rescued)."
-            if not holders
-            else "The worker holding it died or lost its database connection (rescued)."
-        )
-        common = {"lease_expires_at": None, "updated_at": now, "last_error": error}
-        if fail_ids:
-            ProcessTracker.objects.filter(task_id__in=fail_ids, status=S.PROCESSING).update(
-                status=S.FAILED, completed_at=now, **common
-            )
-        if retry_ids:
-            ProcessTracker.objects.filter(task_id__in=retry_ids, status=S.PROCESSING).update(
-                status=S.RETRY, run_after=now, **common
-            )
-        counters.record_finished(task_ids=[r[0] for r in rows], worker="rescuer", now=now)
+        counters.record_finished(task_ids=[task_id for task_id, _ in rows], worker="rescuer", now=now)
         audit.record_many(
             ProcessTracker,
-            [(r[0], S.PROCESSING, S.FAILED if r[0] in fail_ids else S.RETRY) for r in rows],
+            [(task_id, TaskStatus.PROCESSING, status) for task_id, status in rows],
             by="rescuer",
             reason=error,
         )
         wakeup.notify()
-    log.warning("rescued %d tasks (%d failed)", len(rows), len(fail_ids))
-    return {"retried": len(retry_ids), "failed": len(fail_ids)}
+    failed = sum(status == queries.FAIL.target for _, status in rows)
+    log.warning("rescued %d tasks (%d failed)", len(rows), failed)
+    return {"retried": len(rows) - failed, "failed": failed}
 
 
 def task_first_lease_expiry() -> dt.datetime | None:
     """When the first lease of a PROCESSING task expires (the lease index's first row)."""
     return (
-        ProcessTracker.objects.filter(status=S.PROCESSING)
+        ProcessTracker.objects.filter(status=TaskStatus.PROCESSING)
         .order_by("lease_expires_at")
         .values_list("lease_expires_at", flat=True)
         .first()
@@ -424,7 +344,6 @@ def task_act_ids(*, action: str, task_ids: Sequence, by=None, reason: str = "") 
     and (cancel) counts them as finished, in one transaction. A retry skips a task whose dedupe key another
     unfinished task holds (and all but one of the same key among `task_ids`)."""
     legal = BULK_LEGAL[action]
-    table = ProcessTracker._meta.db_table
     now = timezone.now()
     reason = reason or f"{action} by operator"
     with transaction.atomic():
@@ -451,24 +370,15 @@ def task_act_ids(*, action: str, task_ids: Sequence, by=None, reason: str = "") 
                     continue
                 busy.add(key) if key else None
                 kept.append((task_id, status))
-            sql = (
-                f"UPDATE {table} SET status = 'PENDING', attempts = 0, run_after = %s, lease_expires_at = NULL,"
-                f" locked_by = '', completed_at = NULL, updated_at = %s"
-                f" WHERE task_id = ANY(%s::uuid[]) AND status IN ('FAILED', 'CANCELLED')"
-            )
-            target = S.PENDING
+            sql, target = queries.TASKS_OPERATOR_RETRY, queries.OPERATOR_RETRY.target
         else:
             kept = [(task_id, status) for task_id, status, _ in rows]
-            sql = (
-                f"UPDATE {table} SET status = 'CANCELLED', completed_at = %s, updated_at = %s"
-                f" WHERE task_id = ANY(%s::uuid[]) AND status IN ('PENDING', 'RETRY')"
-            )
-            target = S.CANCELLED
+            sql, target = queries.TASKS_CANCEL, queries.CANCEL.target
         if not kept:
             return 0
         ids = [task_id for task_id, _ in kept]
         with connection.cursor() as cursor:
-            cursor.execute(sql, [now, now, array_literal(ids)])
+            cursor.execute(sql, {"now": now, "ids": array_literal(ids)})
         if action == "cancel":
             counters.record_finished(task_ids=ids, worker=actor_name(by), now=now)
         else:
@@ -491,7 +401,8 @@ def task_act_many(*, queryset, action: str, by=None, dry_run: bool = False) -> t
 # --- bulk actions on a whole filter (shared/API.md: POST /api/tasks/bulk/) ------------------------------
 
 BULK_ACTIONS = ("retry", "cancel")
-BULK_LEGAL = {"retry": (S.FAILED, S.CANCELLED), "cancel": DUE_STATUSES}
+BULK_CHUNK = 1000  # tasks changed per transaction of a bulk action
+BULK_LEGAL = {"retry": queries.OPERATOR_RETRY.sources, "cancel": queries.CANCEL.sources}
 BULK_FILTER_FIELDS = ("status", "task_type", "queue", "created_after", "created_before")
 
 
@@ -516,9 +427,10 @@ def task_bulk_clean(*, action: str, filter) -> dict:
             "The filter is empty: a bulk action needs at least one condition.",
             details={"filter": ["Give at least one of " + ", ".join(BULK_FILTER_FIELDS)]},
         )
-    if "status" in clean and clean["status"] not in S.values:
+    if "status" in clean and clean["status"] not in TaskStatus.values:
         raise InvalidBulkRequest(
-            f"Unknown status {clean['status']!r}.", details={"filter": {"status": [f"One of {', '.join(S.values)}."]}}
+            f"Unknown status {clean['status']!r}.",
+            details={"filter": {"status": [f"One of {', '.join(TaskStatus.values)}."]}},
         )
     for key in ("task_type", "queue"):
         if key in clean and (not isinstance(clean[key], str) or len(clean[key]) > 64):
@@ -580,7 +492,7 @@ def task_bulk_chunk(
     filter: dict,
     tenants=None,
     after: tuple | None = None,
-    limit: int = 1000,
+    limit: int = BULK_CHUNK,
     by=None,
     reason: str = "",
     dry_run: bool = False,
@@ -607,7 +519,7 @@ def task_bulk_chunk(
 
 
 def task_bulk_run(
-    *, action: str, filter: dict, tenants=None, by=None, dry_run: bool = False, chunk: int = 1000
+    *, action: str, filter: dict, tenants=None, by=None, dry_run: bool = False, chunk: int = BULK_CHUNK
 ) -> dict:
     """A whole bulk action in this process, chunk after chunk (the command line's path; the API and the admin
     run the same chunks in a job): {"matched", "changed", "skipped"}."""
@@ -644,7 +556,11 @@ def queue_set_paused(*, name: str, paused: bool, by=None) -> TaskQueue:
         queue, _ = TaskQueue.objects.select_for_update().get_or_create(name=name)
         if queue.paused != paused:
             before = "PAUSED" if queue.paused else "ACTIVE"
-            queue.paused, queue.changed_at, queue.changed_by = paused, timezone.now(), actor_name(by)[:150]
+            queue.paused, queue.changed_at, queue.changed_by = (
+                paused,
+                timezone.now(),
+                actor_name(by)[: audit.ACTOR_NAME_CHARS],
+            )
             queue.save()
             audit.record_many(
                 TaskQueue,
@@ -671,14 +587,19 @@ def queue_list(*, tenants=None, now: dt.datetime | None = None) -> list[dict]:
     paused = dict(TaskQueue.objects.values_list("name", "paused"))
     names = sorted(set(counts) | {n for n, p in paused.items() if p})
     due_info = counters.queue_due(
-        names=[n for n in names if counts.get(n, {}).get(S.PENDING, 0) + counts.get(n, {}).get(S.RETRY, 0)], now=now
+        names=[
+            n
+            for n in names
+            if counts.get(n, {}).get(TaskStatus.PENDING, 0) + counts.get(n, {}).get(TaskStatus.RETRY, 0)
+        ],
+        now=now,
     )
     completed = counters.last_minute_completed(now=now, tenants=tenants, by="queue")
     out = []
     for name in names:
         by = counts.get(name, {})
         oldest, future = due_info.get(name, (None, 0))
-        due = by.get(S.PENDING, 0) + by.get(S.RETRY, 0)
+        due = by.get(TaskStatus.PENDING, 0) + by.get(TaskStatus.RETRY, 0)
         if tenants is None:
             due = max(0, due - future)
         out.append(
@@ -686,7 +607,7 @@ def queue_list(*, tenants=None, now: dt.datetime | None = None) -> list[dict]:
                 "name": name,
                 "paused": bool(paused.get(name, False)),
                 "due": due,
-                "running": by.get(S.PROCESSING, 0),
+                "running": by.get(TaskStatus.PROCESSING, 0),
                 "oldest_due_seconds": round((now - oldest).total_seconds(), 3) if oldest else 0.0,
                 "completed_last_minute": completed.get(name, 0),
             }
@@ -729,17 +650,14 @@ def counters_tick(*, now: dt.datetime | None = None) -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO tracker_queue_sample (minute, queue, due, running, lag_seconds)"
-            " SELECT %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::float8[]) ORDER BY 2"
-            " ON CONFLICT (minute, queue) DO UPDATE SET due = EXCLUDED.due, running = EXCLUDED.running,"
-            " lag_seconds = EXCLUDED.lag_seconds",
-            [
-                counters.minute(now),
-                [r["name"] for r in rows],
-                [r["due"] for r in rows],
-                [r["running"] for r in rows],
-                [r["oldest_due_seconds"] for r in rows],
-            ],
+            queries.QUEUE_SAMPLES_UPSERT,
+            {
+                "minute": counters.minute(now),
+                "queues": [r["name"] for r in rows],
+                "due": [r["due"] for r in rows],
+                "running": [r["running"] for r in rows],
+                "lag": [r["oldest_due_seconds"] for r in rows],
+            },
         )
 
 
@@ -768,7 +686,7 @@ def task_stats(*, tenants=None, task_type: str | None = None, queue: str | None 
     hour and finished in the last hour by outcome: from the status counts and the finished-task counters
     (tracker.counters), never the task table. `tenants` limits to those merchants (None: all)."""
     now = timezone.now()
-    by_status = {s: 0 for s in S.values}
+    by_status = {s: 0 for s in TaskStatus.values}
     by_type: dict[str, dict[str, int]] = {}
     queues = set()
     for q, t, status, n in counters.status_counts(tenants=tenants):

@@ -9,6 +9,8 @@ import psycopg
 from django.conf import settings
 from django.db import connections
 
+from tracker.errors import brief
+
 log = logging.getLogger(__name__)
 
 TASKS_CHANNEL = "tracker_wakeup"
@@ -72,7 +74,7 @@ class Listener:
                 for note in self.conn.notifies(timeout=0):
                     got.append((note.channel, note.payload))
         except psycopg.Error as exc:
-            log.warning("LISTEN %s: connection lost (%s)", ", ".join(self.channels), str(exc).strip()[:200])
+            log.warning("LISTEN %s: connection lost (%s)", ", ".join(self.channels), brief(exc))
             self.close()
         return got
 

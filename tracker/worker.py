@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from tracker import cluster, registry, services, wakeup
 from tracker.cluster import DATABASE_ERRORS
-from tracker.errors import LeaseLost
+from tracker.errors import LeaseLost, brief
 from tracker.models import TaskStatus, WorkerHeartbeat
 from tracker.registry import RunContext
 
@@ -66,7 +66,7 @@ class Heartbeat(threading.Thread):
                 try:
                     self.beat()
                 except DATABASE_ERRORS as exc:  # the database restarts: reconnect at the next beat
-                    log.warning("heartbeat of %s failed: %s", self.worker_id, str(exc).strip()[:200])
+                    log.warning("heartbeat of %s failed: %s", self.worker_id, brief(exc))
                     connection.close()
                 except Exception:  # a failed beat must not kill the thread; the next one may succeed
                     log.exception("heartbeat failed")
@@ -362,7 +362,7 @@ def _recover(worker_id: str, *, until: float, exc: BaseException) -> bool:
     """After a database error in the loop: reconnect (retrying with backoff until `until`), then put the tasks
     this consumer still holds back to RETRY at once (their batch rolled back, or its outcome is unknown: a claim
     whose commit was cut off). True once the database answers again."""
-    log.warning("consumer %s: database error (%s); reconnecting", worker_id, str(exc).strip()[:200])
+    log.warning("consumer %s: database error (%s); reconnecting", worker_id, brief(exc))
     delay = 0.1
     while True:
         connection.close()
@@ -455,7 +455,7 @@ def _release(slot: int, worker_id: str, *, successor: bool, until: float) -> Non
         except DATABASE_ERRORS as exc:
             connection.close()
             if time.monotonic() + delay >= until:  # the maintenance schedule restarts the slot later
-                log.warning("consumer %s could not release its slot: %s", worker_id, str(exc).strip()[:200])
+                log.warning("consumer %s could not release its slot: %s", worker_id, brief(exc))
                 return
             time.sleep(delay)
             delay = min(2.0, delay * 2)

@@ -43,7 +43,6 @@ from tracker import services as tracker_services
 from tracker.errors import PermanentError, RetryableError, TaskStateConflict, is_retryable
 from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus
 
-S, ST = JobState, StepState
 log = logging.getLogger(__name__)
 
 WORKFLOW_STEP = "WORKFLOW_STEP"
@@ -296,14 +295,14 @@ def _advance(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], b
     while changed:
         changed = False
         for step in steps:
-            if step.state != ST.PENDING:
+            if step.state != StepState.PENDING:
                 continue
             parents = [by_name[p] for p in step.depends_on]
             if any(p.state not in STEP_DONE_STATES for p in parents):
                 continue
             decl = wf.step(step.name) if wf is not None else None
             if decl is not None and decl.condition is not None:
-                results = {p.name: p.result for p in parents if p.state == ST.COMPLETED}
+                results = {p.name: p.result for p in parents if p.state == StepState.COMPLETED}
                 try:
                     run_it = bool(decl.condition(results))
                 except Exception as exc:  # noqa: BLE001  (a condition that raises skips the step, with why)
@@ -324,7 +323,11 @@ def _advance(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], b
 def _ensure_tasks(job: Job, steps: list[WorkflowStep]) -> int:
     """Gives every QUEUED/RETRY step (and WAITING step with a timer) whose task is finished or missing a new
     task: after a resume, and the sweeper's repair. Returns how many it created."""
-    wanted = [s for s in steps if s.state in (ST.QUEUED, ST.RETRY) or (s.state == ST.WAITING and s.wake_at)]
+    wanted = [
+        s
+        for s in steps
+        if s.state in (StepState.QUEUED, StepState.RETRY) or (s.state == StepState.WAITING and s.wake_at)
+    ]
     if not wanted:
         return 0
     status = dict(
@@ -333,7 +336,9 @@ def _ensure_tasks(job: Job, steps: list[WorkflowStep]) -> int:
         )
     )
     missing = [s for s in wanted if status.get(s.task_id) in (None, *FINISHED_STATUSES)]
-    _enqueue(job, missing, run_after={s.pk: s.next_attempt_at if s.state == ST.RETRY else s.wake_at for s in missing})
+    _enqueue(
+        job, missing, run_after={s.pk: s.next_attempt_at if s.state == StepState.RETRY else s.wake_at for s in missing}
+    )
     for step in missing:
         step.save(update_fields=["task_id"])
     return len(missing)
@@ -342,14 +347,14 @@ def _ensure_tasks(job: Job, steps: list[WorkflowStep]) -> int:
 def _refresh(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], by) -> None:
     """The run's state, progress and result from its steps (finalisation). Called with the job row locked;
     saves the job and writes its state event when the state changed."""
-    if job.state in (S.PAUSED, S.COMPLETED, S.FAILED, S.CANCELLED):
+    if job.state in (JobState.PAUSED, JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
         return
     before = (job.state, job.progress)
     states = [s.state for s in steps]
     job.progress = int(100 * sum(st in STEP_TERMINAL_STATES for st in states) / max(1, len(states)))
-    job.step = ", ".join(s.name for s in steps if s.state in (ST.RUNNING, ST.WAITING))[:200]
+    job.step = ", ".join(s.name for s in steps if s.state in (StepState.RUNNING, StepState.WAITING))[:200]
     job.heartbeat_at = timezone.now()
-    waiting = [s for s in steps if s.state == ST.WAITING]
+    waiting = [s for s in steps if s.state == StepState.WAITING]
     if all(st in STEP_DONE_STATES for st in states):
         _to_running(job, by, "steps done")
         leaves = (
@@ -368,7 +373,7 @@ def _refresh(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], b
         job.wait_signal = ",".join(signals)[:100]
         job.wait(by=by, reason="steps wait: " + ", ".join(s.name for s in waiting))
     else:
-        failed = [s for s in steps if s.state == ST.FAILED]
+        failed = [s for s in steps if s.state == StepState.FAILED]
         _to_running(job, by, "finishing")
         names = ", ".join(s.name for s in failed) or "none"
         first = failed[0].error if failed else "steps were cancelled"
@@ -384,10 +389,10 @@ def _refresh(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], b
 
 
 def _to_running(job: Job, by, why: str) -> None:
-    if job.state == S.CREATED:
+    if job.state == JobState.CREATED:
         job.start(by=by, reason=why)
         job.attempts += 1
-    elif job.state == S.WAITING:
+    elif job.state == JobState.WAITING:
         job.wake(by=by, reason=why)
 
 
@@ -397,7 +402,7 @@ def run_ensure(*, job: Job, by="system") -> int | None:
     the sweeper): ready steps queued, tasks of queued steps present, the run finalised. Returns the number of
     tasks it had to re-create (0 when nothing was missing)."""
     steps = _steps(job)
-    if job.state not in (S.CREATED, S.RUNNING, S.WAITING):
+    if job.state not in (JobState.CREATED, JobState.RUNNING, JobState.WAITING):
         return None
     wf = workflow_of(job)
     if wf is None:
@@ -413,7 +418,7 @@ def run_ensure(*, job: Job, by="system") -> int | None:
 def _fail_missing_version(job: Job, steps: list[WorkflowStep], by) -> None:
     message = _missing_version_error(job)
     for step in steps:
-        if step.state in (ST.QUEUED, ST.RETRY):
+        if step.state in (StepState.QUEUED, StepState.RETRY):
             step.error = message
             step.fail(by=by, reason=message)
             _save(step)
@@ -455,7 +460,7 @@ def run_reset_for_retry(*, job: Job, from_start: bool, by) -> None:
     """Before a FAILED run goes back to CREATED: its FAILED steps (every step with `from_start`) get a fresh set
     of attempts; COMPLETED steps keep their results."""
     steps = _steps(job)
-    targets = steps if from_start else [s for s in steps if s.state in (ST.FAILED, ST.CANCELLED)]
+    targets = steps if from_start else [s for s in steps if s.state in (StepState.FAILED, StepState.CANCELLED)]
     _reset(targets, by, "run retried from the start" if from_start else "run retried")
 
 
@@ -475,7 +480,7 @@ def workflow_step_retry(*, job_id, name: str, by=None) -> Job:
         by_name = {s.name: s for s in steps}
         if name not in by_name:
             raise JobNotFound(f"Unknown step {name!r}.")
-        if job.state != S.FAILED:
+        if job.state != JobState.FAILED:
             raise JobStateConflict(
                 f"Run is {job.state}; only FAILED runs can retry a step.", details={"state": job.state}
             )
@@ -509,14 +514,14 @@ def run_signal(*, job: Job, name: str, by) -> None:
     """A signal arrived: steps WAITING for it are queued again (their timer task, if any, cancelled)."""
     woken = []
     for step in _steps(job):
-        if step.state == ST.WAITING and name in step.wait_signal.split(","):
+        if step.state == StepState.WAITING and name in step.wait_signal.split(","):
             if step.task_id and ProcessTracker.objects.filter(task_id=step.task_id, status__in=DUE_STATUSES).exists():
                 tracker_services.task_cancel(task_id=step.task_id, by=by, reason=f"step woken by signal {name!r}")
             step.requeue(by=by, reason=f"signal {name!r}")
             woken.append(step)
     if not woken:
         return
-    if job.state in (S.CREATED, S.RUNNING, S.WAITING):
+    if job.state in (JobState.CREATED, JobState.RUNNING, JobState.WAITING):
         _enqueue(job, woken)
     for step in woken:
         _save(step)
@@ -533,7 +538,7 @@ class Attempt:
     def __init__(self, task, job: Job, step: WorkflowStep, steps: list[WorkflowStep]):
         self.task, self.job, self.step = task, job, step
         self.job_id, self.step_id = str(job.pk), step.pk
-        self.parents = {s.name: s.result for s in steps if s.name in step.depends_on and s.state == ST.COMPLETED}
+        self.parents = {s.name: s.result for s in steps if s.name in step.depends_on and s.state == StepState.COMPLETED}
         self.ctx: StepContext | None = None
         self.decl: declare.Step | None = None
         self.outcome, self.result, self.exc, self.suspend, self.elapsed = "", None, None, None, 0.0
@@ -668,13 +673,13 @@ def steps_begin_many(*, tasks: list, worker_id: str) -> list[Attempt]:
 def _begin(job: Job, step: WorkflowStep, steps: list[WorkflowStep], task, worker_id: str) -> bool:
     """Opens an attempt (job row locked): False when the task is stale or the run cannot run a step now (paused:
     the step stays QUEUED and resume enqueues it again)."""
-    if step.task_id != task.task_id or job.state not in (S.CREATED, S.RUNNING, S.WAITING):
+    if step.task_id != task.task_id or job.state not in (JobState.CREATED, JobState.RUNNING, JobState.WAITING):
         return False
-    if step.state == ST.WAITING:  # its timer
+    if step.state == StepState.WAITING:  # its timer
         if not step.wake_at or step.wake_at > timezone.now():
             return False
         step.requeue(by=worker_id, reason="timer")
-    if step.state == ST.RUNNING:  # the worker of the previous attempt died (its task was rescued)
+    if step.state == StepState.RUNNING:  # the worker of the previous attempt died (its task was rescued)
         if step.attempts >= step.attempts_limit:
             step.error = f"Worker lost during attempt {step.attempts}; no attempts left."
             step.fail(by=worker_id, reason=step.error)
@@ -684,18 +689,18 @@ def _begin(job: Job, step: WorkflowStep, steps: list[WorkflowStep], task, worker
             return False
         audit.record_many(
             WorkflowStep,
-            [(step.pk, ST.RUNNING, ST.RUNNING)],
+            [(step.pk, StepState.RUNNING, StepState.RUNNING)],
             by=worker_id,
             reason=f"attempt {step.attempts} interrupted (worker lost); running again",
         )
         step.started_at = timezone.now()
-    elif step.state in (ST.QUEUED, ST.RETRY):
+    elif step.state in (StepState.QUEUED, StepState.RETRY):
         step.begin(by=worker_id, reason=f"attempt {step.attempts + 1}")
     else:
         return False
     step.attempts += 1
     _save(step)
-    if job.state != S.RUNNING:  # a run goes RUNNING with its first step (or back from WAITING)
+    if job.state != JobState.RUNNING:  # a run goes RUNNING with its first step (or back from WAITING)
         _refresh(job, None, steps, worker_id)
     return True
 
@@ -718,7 +723,7 @@ def steps_finish_many(*, attempts: list[Attempt], worker_id: str) -> None:
                 or attempt.outcome == "superseded"
                 or step is None
                 or step.task_id != attempt.task.task_id
-                or step.state != ST.RUNNING
+                or step.state != StepState.RUNNING
             ):
                 attempt.outcome = "superseded"
                 continue
@@ -726,7 +731,7 @@ def steps_finish_many(*, attempts: list[Attempt], worker_id: str) -> None:
             advance[attempt.job_id] = advance.get(attempt.job_id, False) or attempt.outcome == "complete"
         for job_id, completed in advance.items():
             job = jobs[job_id]
-            if job.state in (S.CREATED, S.RUNNING, S.WAITING):
+            if job.state in (JobState.CREATED, JobState.RUNNING, JobState.WAITING):
                 wf = workflow_of(job)
                 if completed:
                     _advance(job, wf, steps_of[job_id], worker_id)
@@ -751,7 +756,7 @@ def _close(attempt: Attempt, job: Job, step: WorkflowStep, worker_id: str) -> No
     elif outcome == "stopped":
         step.attempts -= 1  # not a failed attempt
         step.requeue(by=worker_id, reason=f"stopped ({attempt.ctx.stop_reason or 'signal arrived'})")
-        if job.state in (S.CREATED, S.RUNNING, S.WAITING):
+        if job.state in (JobState.CREATED, JobState.RUNNING, JobState.WAITING):
             _enqueue(job, [step])
     elif outcome == "suspend":
         _suspend(job, step, suspend, worker_id)
@@ -823,7 +828,7 @@ class StepContext:
             JobEventKind.STEP,
             {
                 "name": self.name,
-                "state": ST.RUNNING,
+                "state": StepState.RUNNING,
                 "attempts": self.attempt,
                 "error": "",
                 "progress": max(0, min(100, int(pct))),
@@ -850,8 +855,12 @@ class StepContext:
             self._last_check = now
             job_state = Job.objects.filter(pk=self.job_id).values_list("state", flat=True).first()
             step = WorkflowStep.objects.filter(pk=self.step_id).values_list("state", "task_id").first()
-            if job_state not in (S.RUNNING, S.CREATED) or step is None or step != (ST.RUNNING, self._task_id):
-                self.stop_reason = job_state if job_state != S.RUNNING else "step cancelled"
+            if (
+                job_state not in (JobState.RUNNING, JobState.CREATED)
+                or step is None
+                or step != (StepState.RUNNING, self._task_id)
+            ):
+                self.stop_reason = job_state if job_state != JobState.RUNNING else "step cancelled"
                 return True
         return False
 
@@ -865,7 +874,7 @@ class StepContext:
                 WorkflowStep.objects.select_for_update().filter(pk=self.step_id).values_list("state", "task_id").first()
             )
             if (
-                step != (ST.RUNNING, self._task_id)
+                step != (StepState.RUNNING, self._task_id)
                 or not ProcessTracker.objects.filter(
                     task_id=self._task_id, status=TaskStatus.PROCESSING, locked_by=self._worker_id
                 ).exists()

@@ -1,10 +1,11 @@
-"""Write: the one writer of the engine's outcomes (versions, legs, staging outcomes, audit rows, re-queues).
+"""Write: the one writer of the engine's outcomes (versions, legs, staging outcomes, audit rows, reprocessing).
 
 Called inside `transaction.atomic()` with the rows of the plan locked by `recon.matching.load`. Order: the
 transactions' state changes (one open version per logical transaction), new versions, staging outcomes, the audit
-rows in one COPY, re-queues, then the legs last (version 1's legs, then the archived and new legs of the fulfilled
-versions in one statement): they update the accounts' running balances (`recon_account_balance`), whose rows stay
-locked until commit, so another consumer on the same accounts waits only for the tail of this batch."""
+rows in one COPY, the entries to reprocess, then the legs last (version 1's legs, then the archived and new legs of
+the fulfilled versions in one statement): they update the accounts' running balances (`recon_account_balance`),
+whose rows stay locked until commit, so another consumer on the same accounts waits only for the tail of this
+batch."""
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
@@ -231,7 +232,7 @@ def _staging_outcomes_write(outcomes: Sequence[Outcome], now: dt.datetime) -> No
         raise StaleBatchError("a staging entry of the batch changed under its lock")
 
 
-# --- re-queues ---------------------------------------------------------------------------------------------
+# --- reprocessing ------------------------------------------------------------------------------------------
 
 
 def task_spec(entry: StagingEntry, merchant_id: str) -> TaskSpec:
@@ -280,7 +281,8 @@ def _waiting_reprocess(waiting: list[tuple], *, by) -> int:
 def staging_entries_reprocess(*, reasons: dict, by, from_status: str = StagingStatus.NEEDS_MANUAL_REVIEW) -> int:
     """Moves the staging entries `reasons` names (id -> audit reason; locked by the caller, in `from_status`) to
     PENDING with a fresh task each, clearing their previous outcome. Set-based; called inside
-    `transaction.atomic()`. Both the system's re-queue and an operator's reprocess come here."""
+    `transaction.atomic()`. Both the system's reprocess (an awaited expectation appeared) and an operator's come
+    here."""
     check_moves(StagingEntry, {(from_status, StagingStatus.PENDING)})
     rows = list(
         StagingEntry.objects.filter(pk__in=list(reasons), status=from_status).select_related("account").order_by("pk")

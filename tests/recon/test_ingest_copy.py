@@ -14,7 +14,7 @@ from recon import queries, services
 from recon.ingest import COLUMNS, ingest_csv, validate_row
 from recon.models import StagingEntry
 from tracker.models import ProcessTracker
-from tracker.services import TASK_FROM_TABLE_VALUES
+from tracker.queries import TASK_FROM_TABLE_VALUES
 
 pytestmark = pytest.mark.django_db
 

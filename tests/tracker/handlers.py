@@ -99,3 +99,14 @@ class Batched(TaskHandler):
         if task.payload.get("bad"):
             raise PermanentError("bad entry")
         record_effect(task)
+
+
+@register
+class LongLease(TaskHandler):
+    """A type with a lease of its own (the claim and the heartbeat give it 600 s, not LEASE_SECONDS)."""
+
+    task_type = "test.long_lease"
+    lease_seconds = 600
+
+    def run(self, task, ctx):
+        record_effect(task)

@@ -8,7 +8,7 @@ from django.utils import timezone
 from django_fsm import TransitionNotAllowed
 
 from tests.tracker.handlers import effects, record_effect
-from tracker import audit, registry, services
+from tracker import audit, queries, registry, services
 from tracker.errors import LeaseLost, TaskNotFound, TaskStateConflict
 from tracker.models import ProcessTracker, Transition
 from tracker.worker import Worker
@@ -272,7 +272,7 @@ def test_task_insert_from_table_writes_tasks_like_task_create():
 
     from django.db import connection
 
-    assert set(services.TASK_FROM_TABLE_VALUES) == {f.column for f in ProcessTracker._meta.concrete_fields}
+    assert set(queries.TASK_FROM_TABLE_VALUES) == {f.column for f in ProcessTracker._meta.concrete_fields}
     reference = services.task_create(task_type="test.kill", payload={"n": 0}, tenant="t1")
     ids = [uuid.uuid4() for _ in range(3)]
     with transaction.atomic():
@@ -330,3 +330,29 @@ def test_audit_rows_keep_any_text():
     assert Transition.objects.get(object_id="plain").reason == ""
     by_user = Transition.objects.get(object_id="by user")
     assert (by_user.by_user_id, by_user.by_worker, by_user.to_status) == (user.pk, "", "PENDING")
+
+
+def test_claim_and_heartbeat_give_each_type_its_lease(settings):
+    """A type's own lease_seconds (test.long_lease: 600 s) and everyone else's LEASE_SECONDS, in the claim and in
+    the heartbeat; the queues filter picks only its queues' tasks."""
+    default = settings.TRACKER["LEASE_SECONDS"]
+    plain, long = make("test.noop"), make("test.long_lease")
+    assert services.task_claim(worker_id="w", limit=10, queues=["elsewhere"]) == []
+    before = timezone.now()
+    claimed = {t.task_id: t for t in services.task_claim(worker_id="w", limit=10, queues=["default"])}
+    after = timezone.now()
+    assert set(claimed) == {plain.task_id, long.task_id}
+
+    def leases():
+        return {t.task_id: t.lease_expires_at for t in ProcessTracker.objects.filter(locked_by="w")}
+
+    for lease in (leases(), {k: t.lease_expires_at for k, t in claimed.items()}):
+        assert before + dt.timedelta(seconds=default) <= lease[plain.task_id] <= after + dt.timedelta(seconds=default)
+        assert before + dt.timedelta(seconds=600) <= lease[long.task_id] <= after + dt.timedelta(seconds=600)
+    ProcessTracker.objects.filter(locked_by="w").update(lease_expires_at=before)
+    before = timezone.now()
+    assert services.task_renew_leases(worker_id="w") == 2
+    renewed = leases()
+    assert renewed[plain.task_id] - before < dt.timedelta(seconds=default + 5) < renewed[long.task_id] - before
+    assert renewed[long.task_id] >= before + dt.timedelta(seconds=600)
+    assert services.task_rescue() == {"retried": 0, "failed": 0}  # no lease expired
