@@ -105,6 +105,48 @@ def test_pruning_and_rollup_keep_counters_true():
     assert counters.all_time_totals() == all_time  # the totals outlive the counters' retention
 
 
+def _minute_row(bucket, n: int, task_type: str = "test.noop") -> TaskCounter:
+    return TaskCounter.objects.create(
+        resolution=60, bucket=bucket, task_type=task_type, queue="default", outcome="completed", worker="w", count=n
+    )
+
+
+@pytest.mark.django_db
+def test_ended_hours_are_read_from_hourly_rows_and_counted_once():
+    services.task_create_many([services.TaskSpec("test.noop", {"i": i}) for i in range(4)])
+    Worker("w").drain(budget_seconds=10)
+    now = timezone.now()
+    hour = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=3)
+    _minute_row(hour + dt.timedelta(minutes=5), 5)
+    _minute_row(hour + dt.timedelta(minutes=59), 2)
+
+    def total(**kwargs) -> int:
+        return sum(n for _t, _o, n, *_ in counters.finished_totals(group_by=("task_type", "outcome"), **kwargs))
+
+    def day_bar(at) -> int:
+        got = counters.series(since=now - dt.timedelta(days=1), step_seconds=3600, by=("outcome",))
+        return got["outcome"]["completed"][got["buckets"].index(at)]
+
+    assert total() == 11 and day_bar(hour) == 7  # no rollup yet: minute rows
+    assert counters.rollup_hours(now=now) >= 1
+    hourly = TaskCounter.objects.get(resolution=3600, bucket=hour)
+    assert (hourly.count, hourly.worker) == (7, "")
+    assert TaskCounter.objects.filter(resolution=60, bucket__lt=hour + dt.timedelta(hours=1)).count() == 2  # kept
+    assert total() == 11 and day_bar(hour) == 7  # the hour once, from its hourly row
+    assert total(since=now - dt.timedelta(hours=4)) == 11  # minute rows (minute-exact windows)
+    assert counters.rollup_hours(now=now) == 0  # nothing new ended
+    # The day view reads the hourly row: with the minute rows gone the bar is unchanged, the minutes are not.
+    TaskCounter.objects.filter(resolution=60, bucket__lt=hour + dt.timedelta(hours=1)).delete()
+    assert day_bar(hour) == 7 and total() == 11
+    assert total(since=now - dt.timedelta(hours=4)) == 4
+    # The current hour stays in minute rows until it has ended FOLD_MARGIN ago.
+    assert not TaskCounter.objects.filter(resolution=3600, bucket__gte=now - dt.timedelta(hours=1)).exists()
+    later = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1) + counters.FOLD_MARGIN
+    counters.rollup_hours(now=later)
+    assert TaskCounter.objects.get(resolution=3600, bucket=now.replace(minute=0, second=0, microsecond=0)).count == 4
+    assert total() == 11
+
+
 @pytest.mark.django_db
 def test_truncate_resets_status_counts():
     services.task_create_many([services.TaskSpec("test.noop", {}) for _ in range(3)])
