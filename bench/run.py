@@ -301,19 +301,27 @@ def _noop_rate(n: int, workers: int, **env) -> float:
 
 def bench_counters_cost(scale: float, workers: int) -> None:
     """The tracker no-op rate with the counters (finished-task upserts, status-count triggers) and without them
-    (TRACKER_COUNTERS=0 and the task table's triggers disabled), alternated twice in the same run; the ratio of the
-    medians. The status counts are rebuilt from the rows afterwards."""
+    (TRACKER_COUNTERS=0 and the task table's triggers disabled), in the same run: a discarded warm-up round sizes
+    the backlog so that a round lasts at least COUNTERS_ROUND_SECONDS, then rounds alternate off, on, on, off, off,
+    on (a drift of the machine's load weighs on both sides alike); the medians of each side and their ratio. The
+    status counts are rebuilt from the rows afterwards."""
     from django.db import connection
 
     from tracker import counters
 
+    def round_rate(mode: str, n: int) -> float:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE process_tracker {'ENABLE' if mode == 'on' else 'DISABLE'} TRIGGER USER")
+        return _noop_rate(n, workers, TRACKER_COUNTERS="1" if mode == "on" else "0")
+
     n = max(2000, int(100_000 * scale))
     rates = {"on": [], "off": []}
     try:
-        for mode in ("off", "on", "off", "on"):
-            with connection.cursor() as cursor:
-                cursor.execute(f"ALTER TABLE process_tracker {'ENABLE' if mode == 'on' else 'DISABLE'} TRIGGER USER")
-            rates[mode].append(_noop_rate(n, workers, TRACKER_COUNTERS="1" if mode == "on" else "0"))
+        warm = round_rate("on", n)
+        n = max(n, int(warm * COUNTERS_ROUND_SECONDS * 1.2))
+        log(f"no-op warm-up (counters on): {warm:,.0f}/s; {n:,} tasks per round")
+        for mode in COUNTERS_ROUNDS:
+            rates[mode].append(round_rate(mode, n))
             log(f"no-op rate, counters {mode}: {rates[mode][-1]:,.0f}/s")
     finally:
         with connection.cursor() as cursor:
@@ -325,8 +333,13 @@ def bench_counters_cost(scale: float, workers: int) -> None:
                 f" GROUP BY tenant, queue, task_type, status"
             )
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    log(f"no-op rate, counters on / off: {on:,.0f} / {off:,.0f} = {on / off:.3f} (medians of {len(rates['on'])})")
     record("tracker_noop_counters_on_per_s", on, "tasks/s", runs=[round(r) for r in rates["on"]], tasks=n)
     record("tracker_noop_counters_off_per_s", off, "tasks/s", runs=[round(r) for r in rates["off"]], tasks=n)
+
+
+COUNTERS_ROUND_SECONDS = 5
+COUNTERS_ROUNDS = ("off", "on", "on", "off", "off", "on")
 
 
 def _fill_counters(finished: int) -> None:
