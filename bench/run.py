@@ -303,15 +303,21 @@ def bench_counters_cost(scale: float, workers: int) -> None:
     """The tracker no-op rate with the counters (finished-task upserts, status-count triggers) and without them
     (TRACKER_COUNTERS=0 and the task table's triggers disabled), in the same run: a discarded warm-up round sizes
     the backlog so that a round lasts at least COUNTERS_ROUND_SECONDS, then rounds alternate off, on, on, off, off,
-    on (a drift of the machine's load weighs on both sides alike); the medians of each side and their ratio. The
-    status counts are rebuilt from the rows afterwards."""
+    on (a drift of the machine's load weighs on both sides alike), each from vacuumed tables after a checkpoint;
+    the medians of each side and their ratio. The status counts are rebuilt from the rows afterwards."""
     from django.db import connection
 
     from tracker import counters
 
     def round_rate(mode: str, n: int) -> float:
+        # Every round starts from the same tables: the last round's rows deleted and vacuumed, and a checkpoint
+        # (without this, the dead rows of earlier rounds and autovacuum's catching up slowed later rounds 2-3x).
         with connection.cursor() as cursor:
             cursor.execute(f"ALTER TABLE process_tracker {'ENABLE' if mode == 'on' else 'DISABLE'} TRIGGER USER")
+            cursor.execute("DELETE FROM process_tracker WHERE task_type = 'bench.noop'")
+            for table in ("process_tracker", "audit_transition", counters.COUNTER, counters.DELTA, counters.COUNT):
+                cursor.execute(f"VACUUM ANALYZE {table}")
+            cursor.execute("CHECKPOINT")
         return _noop_rate(n, workers, TRACKER_COUNTERS="1" if mode == "on" else "0")
 
     n = max(2000, int(100_000 * scale))
@@ -333,8 +339,12 @@ def bench_counters_cost(scale: float, workers: int) -> None:
                 f" GROUP BY tenant, queue, task_type, status"
             )
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
-    log(f"no-op rate, counters on / off: {on:,.0f} / {off:,.0f} = {on / off:.3f} (medians of {len(rates['on'])})")
-    record("tracker_noop_counters_on_per_s", on, "tasks/s", runs=[round(r) for r in rates["on"]], tasks=n)
+    pairs = [round(a / b, 3) for a, b in zip(rates["on"], rates["off"], strict=True)]  # adjacent rounds
+    log(
+        f"no-op rate, counters on / off: {on:,.0f} / {off:,.0f} = {on / off:.3f} (medians of {len(rates['on'])});"
+        f" adjacent rounds' ratios {pairs}"
+    )
+    record("tracker_noop_counters_on_per_s", on, "tasks/s", runs=[round(r) for r in rates["on"]], tasks=n, pairs=pairs)
     record("tracker_noop_counters_off_per_s", off, "tasks/s", runs=[round(r) for r in rates["off"]], tasks=n)
 
 

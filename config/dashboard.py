@@ -45,7 +45,7 @@ def task_list(**params) -> str:
 def _tasks(tenants, since, step: int, fmt: str) -> dict:
     got = counters.series(since=since, step_seconds=step, tenants=tenants, by=("outcome", "task_type"))
     series = {o: got["outcome"].get(o, [0] * len(got["buckets"])) for o in Outcome.values}
-    per = "minute" if step == 60 else f"{step // 60} minutes"
+    per = {60: "minute", 3600: "hour"}.get(step, f"{step // 60} minutes")
     table = {}
     for (outcome, task_type), (n, run, wait, run_max) in sorted(got["totals"].items()):
         row = table.setdefault(

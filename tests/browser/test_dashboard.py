@@ -6,9 +6,9 @@ from urllib.parse import parse_qs, urlsplit
 from django.db.models import Count
 from django.utils import timezone
 
+from jobs.models import Job
 from tests.browser.conftest import login, screenshot, wait_for_js
 from tests.conftest import wait_until
-from jobs.models import Job
 from tracker import services
 from tracker.models import ProcessTracker
 from tracker.worker import Worker
@@ -125,8 +125,8 @@ def test_bulk_retry_of_a_filtered_list(page, django_user_model, cluster):
 
 
 def test_bulk_cancel_of_a_whole_filter_runs_as_a_job(page, django_user_model, cluster):
-    """"Cancel all N matching" over a filter that also matches finished tasks: the count of the cancellable ones,
-    the confirmation (and its way back), a job with progress, and exactly those tasks CANCELLED."""
+    """The bulk cancel ("Cancel all N matching") over a filter that also matches finished tasks: the count of the
+    cancellable ones, the confirmation (and its way back), a job with progress, and exactly those tasks CANCELLED."""
     _staff(django_user_model)
     services.task_create_many([services.TaskSpec("test.noop", {"i": i}) for i in range(5)])
     wait_until(lambda: ProcessTracker.objects.filter(status="COMPLETED").count() == 5, 60, message="the first five")
