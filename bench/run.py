@@ -304,7 +304,8 @@ def bench_counters_cost(scale: float, workers: int) -> None:
     (TRACKER_COUNTERS=0 and the task table's triggers disabled), in the same run: a discarded warm-up round sizes
     the backlog so that a round lasts at least COUNTERS_ROUND_SECONDS, then rounds alternate off, on, on, off, off,
     on (a drift of the machine's load weighs on both sides alike), each from vacuumed tables after a checkpoint;
-    the medians of each side and their ratio. The status counts are rebuilt from the rows afterwards."""
+    the medians of each side and their ratio (below scale 0.1, a smoke run: one round each). The status counts are
+    rebuilt from the rows afterwards."""
     from django.db import connection
 
     from tracker import counters
@@ -323,10 +324,13 @@ def bench_counters_cost(scale: float, workers: int) -> None:
     n = max(2000, int(100_000 * scale))
     rates = {"on": [], "off": []}
     try:
-        warm = round_rate("on", n)
-        n = max(n, int(warm * COUNTERS_ROUND_SECONDS * 1.2))
-        log(f"no-op warm-up (counters on): {warm:,.0f}/s; {n:,} tasks per round")
-        for mode in COUNTERS_ROUNDS:
+        rounds = COUNTERS_ROUNDS[:2]  # a smoke run (scale < 0.1): one round each, no warm-up
+        if scale >= 0.1:
+            rounds = COUNTERS_ROUNDS
+            warm = round_rate("on", n)
+            n = max(n, int(warm * COUNTERS_ROUND_SECONDS * 1.2))
+            log(f"no-op warm-up (counters on): {warm:,.0f}/s; {n:,} tasks per round")
+        for mode in rounds:
             rates[mode].append(round_rate(mode, n))
             log(f"no-op rate, counters {mode}: {rates[mode][-1]:,.0f}/s")
     finally:
