@@ -564,17 +564,20 @@ def statement_row(
 
 # -- statement_line_counts --
 # How many staging entries of the account, imported from other uploads, carry each of these overlap keys (only
-# keys with some): per key, one lookup in recon_staging_line_key (statement lines only, keys in collation "C"),
-# so the cost follows the chunk's size, not the account's. Written as a LATERAL join: with `= ANY(keys)` the
-# planner scans every entry of the account instead (it expects each key to match a row), and that grows with the
-# account's history. Run with JIT off (`_Overlaps.keep`): the plan's cost estimate is high enough to trigger JIT
-# compilation, which costs more than the lookups themselves (docs/statements.md, "Speed").
+# keys with some): per key, one lookup in recon_staging_line_key (statement lines only, the key alone, in
+# collation "C"), so the cost follows the chunk's size, not the account's. Written as a LATERAL join: with
+# `= ANY(keys)` the planner scans every entry of the account instead (it expects each key to match a row). The
+# account is compared as text, a filter on the rows found by key and no index condition: as `account_id = ...` the
+# planner took the account's index (recon_staging_account_status) for an account it has no statistics for yet (a
+# new account's first import: estimated one row), and each chunk then read every entry imported so far once per
+# key (a 20,000-line file: 100 s). Run with JIT off (`_Overlaps.keep`): the plan's cost estimate is high enough to
+# trigger JIT compilation, which costs more than the lookups themselves (docs/statements.md, "Speed").
 STATEMENT_LINE_COUNTS = f"""
 SELECT k.key, n.count FROM unnest(%(keys)s::text[]) AS k(key)
 CROSS JOIN LATERAL (
     SELECT count(*) FROM {StagingEntry._meta.db_table} s
-    WHERE s.account_id = %(account)s AND s.metadata ? 'line_key' AND (s.metadata ->> 'line_key') COLLATE "C" = k.key
-      AND s.metadata ->> 'upload_id' <> %(upload)s
+    WHERE s.metadata ? 'line_key' AND (s.metadata ->> 'line_key') COLLATE "C" = k.key
+      AND s.account_id::text = %(account)s AND s.metadata ->> 'upload_id' <> %(upload)s
 ) n
 WHERE n.count > 0"""
 
@@ -597,7 +600,7 @@ class _Overlaps:
             cursor.execute(
                 STATEMENT_LINE_COUNTS,
                 {
-                    "account": self.account.pk,
+                    "account": str(self.account.pk),
                     "upload": self.upload_id,
                     "keys": array_literal(sorted({r[-1][1] for r in rows})),
                 },
