@@ -58,7 +58,7 @@ def main() -> None:
         profiler = cProfile.Profile() if args.profile else None
         sql_seconds: dict[str, float] = {}
 
-        def timed(execute, sql, params, many, context):
+        def timed(execute, sql, params, many, context, sql_seconds=sql_seconds):
             t = time.perf_counter()
             try:
                 return execute(sql, params, many, context)
@@ -82,14 +82,14 @@ def main() -> None:
                     path=spool,
                 )
             else:
-              with connection.execute_wrapper(timed):
-                report = ingest.ingest_statement(
-                    account=account,
-                    spool=spool,
-                    processing_mode="TRANSACTION",
-                    upload_id=upload.pk,
-                    on_chunk=lambda done, rep: True,
-                )
+                with connection.execute_wrapper(timed):
+                    report = ingest.ingest_statement(
+                        account=account,
+                        spool=spool,
+                        processing_mode="TRANSACTION",
+                        upload_id=upload.pk,
+                        on_chunk=lambda done, rep: True,
+                    )
             if profiler:
                 profiler.disable()
             n = args.lines
@@ -100,7 +100,8 @@ def main() -> None:
             }
         ingest.statement_spool_remove(spool)
         sql_us = {k: round(1e6 * v / args.lines, 1) for k, v in sorted(sql_seconds.items(), key=lambda kv: -kv[1])[:8]}
-        print(json.dumps({"run": run, "lines": report["successful_ingestions"], **figures, "sql_wall_us": sql_us}), flush=True)
+        lines = report["successful_ingestions"]
+        print(json.dumps({"run": run, "lines": lines, **figures, "sql_wall_us": sql_us}), flush=True)
         if profiler:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 

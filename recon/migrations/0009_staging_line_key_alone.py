@@ -10,16 +10,10 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
-    dependencies = [
-        ("recon", "0008_staging_line_key_bytewise"),
-    ]
+    dependencies = [("recon", "0008_staging_line_key_bytewise")]
 
     operations = [
-        migrations.RemoveIndex(
-            model_name="stagingentry",
-            name="recon_staging_line_key",
-        ),
+        migrations.RemoveIndex(model_name="stagingentry", name="recon_staging_line_key"),
         migrations.AddIndex(
             model_name="stagingentry",
             index=models.Index(

@@ -290,11 +290,10 @@ def test_the_overlap_check_looks_keys_up_in_the_line_key_index_for_an_account_un
 
     from django.db import connection, transaction
 
+    from recon import services
     from recon.ingest import STATEMENT_LINE_COUNTS
     from tests.recon.factories import AccountFactory
     from tracker.bulk import array_literal
-
-    from recon import services
 
     lines = [  # an account with statement lines already (the statistics know it), as a bank's history would be
         ("CREDIT", "1.00", "EUR", "2026-11-01T00:00:00+00:00", "CONFIRMATION", json.dumps({"line_key": f"{i:032x}"}))
