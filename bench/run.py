@@ -717,8 +717,17 @@ def bench_import(scale: float, cluster: "Cluster") -> None:
     elapsed = time.perf_counter() - start
     rss = _cluster_rss_kb(cluster)
     state = job.values_list("state", flat=True).get()
-    record("csv_import_rows_per_s", n / elapsed, "rows/s", rows=n, job=state)
+    record("csv_import_rows_per_s", n / elapsed, "rows/s", rows=n, job=state, **_job_times(job))
     record("csv_import_peak_rss_mb", rss / 1024, "MB", rows=n)
+
+
+def _job_times(job) -> dict:
+    """How long the import job waited for a worker (created to started) and ran (started to finished), seconds."""
+    created, started, finished = job.values_list("created_at", "started_at", "finished_at").get()
+    return {
+        "queued_s": round((started - created).total_seconds(), 1),
+        "ran_s": round((finished - started).total_seconds(), 1),
+    }
 
 
 def _statement_file(path: Path, fmt: str, n: int) -> Path:
@@ -773,7 +782,7 @@ def bench_statement_import(scale: float, cluster: "Cluster", fmt: str) -> None:
     elapsed = time.perf_counter() - start
     state, result = job.values_list("state", "result").get()
     assert state == "COMPLETED" and result["successful_ingestions"] == n, (state, result and result.get("errors"))
-    record(f"{fmt}_import_lines_per_s", n / elapsed, "lines/s", lines=n, bytes=path.stat().st_size)
+    record(f"{fmt}_import_lines_per_s", n / elapsed, "lines/s", lines=n, bytes=path.stat().st_size, **_job_times(job))
     record(f"{fmt}_import_peak_rss_mb", _cluster_rss_kb(cluster) / 1024, "MB", lines=n)
 
 

@@ -541,40 +541,34 @@ def line_key(line: statements.Line) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def statement_row(
-    line: statements.Line, *, account: Account, processing_mode: str, metadata: dict | str
-) -> tuple[tuple | None, list[str]]:
-    """(row for `staging_entries_create_rows`, []) for a line that can be a staging entry, else (None, problems).
-    Money in is the account's normal side (DEBIT on DEBIT_NORMAL), money out the other."""
+def statement_line_problems(line: statements.Line) -> list[str]:
+    """Why a statement line cannot be a staging entry (its amount, currency or dates), else []."""
     problems = []
-    amount = line.amount
-    if (problem := amount_problem(amount)) is not None:
+    if (problem := amount_problem(line.amount)) is not None:
         problems.append(problem)
     if not is_currency(line.currency):
         problems.append(f"currency {line.currency!r} is not an ISO 4217 code")
-    when = line.effective_date
-    if when is None:
+    if line.effective_date is None:
         problems.append("the line has neither a value date nor a booking date")
-    if problems:
-        return None, problems
-    side = side_for("payment" if line.direction == statements.IN else "refund", account.account_type)
-    effective = dt.datetime(when.year, when.month, when.day, tzinfo=dt.UTC)
-    return (side, amount.quantize(MONEY_QUANTUM), line.currency, effective, processing_mode, metadata), []
+    return problems
 
 
 # -- statement_line_counts --
 # How many staging entries of the account, imported from other uploads, carry each of these overlap keys (only
-# keys with some): per key, one lookup in recon_staging_line_key (statement lines only, keys in collation "C"),
-# so the cost follows the chunk's size, not the account's. Written as a LATERAL join: with `= ANY(keys)` the
-# planner scans every entry of the account instead (it expects each key to match a row), and that grows with the
-# account's history. Run with JIT off (`_Overlaps.keep`): the plan's cost estimate is high enough to trigger JIT
-# compilation, which costs more than the lookups themselves (docs/statements.md, "Speed").
+# keys with some): per key, one lookup in recon_staging_line_key (statement lines only, the key alone, in
+# collation "C"), so the cost follows the chunk's size, not the account's. Written as a LATERAL join: with
+# `= ANY(keys)` the planner scans every entry of the account instead (it expects each key to match a row). The
+# account is compared as text, a filter on the rows found by key and no index condition: as `account_id = ...` the
+# planner took the account's index (recon_staging_account_status) for an account it has no statistics for yet (a
+# new account's first import: estimated one row), and each chunk then read every entry imported so far once per
+# key (a 20,000-line file: 100 s). Run with JIT off (`_Overlaps.keep`): the plan's cost estimate is high enough to
+# trigger JIT compilation, which costs more than the lookups themselves (docs/statements.md, "Speed").
 STATEMENT_LINE_COUNTS = f"""
 SELECT k.key, n.count FROM unnest(%(keys)s::text[]) AS k(key)
 CROSS JOIN LATERAL (
     SELECT count(*) FROM {StagingEntry._meta.db_table} s
-    WHERE s.account_id = %(account)s AND s.metadata ? 'line_key' AND (s.metadata ->> 'line_key') COLLATE "C" = k.key
-      AND s.metadata ->> 'upload_id' <> %(upload)s
+    WHERE s.metadata ? 'line_key' AND (s.metadata ->> 'line_key') COLLATE "C" = k.key
+      AND s.account_id::text = %(account)s AND s.metadata ->> 'upload_id' <> %(upload)s
 ) n
 WHERE n.count > 0"""
 
@@ -597,7 +591,7 @@ class _Overlaps:
             cursor.execute(
                 STATEMENT_LINE_COUNTS,
                 {
-                    "account": self.account.pk,
+                    "account": str(self.account.pk),
                     "upload": self.upload_id,
                     "keys": array_literal(sorted({r[-1][1] for r in rows})),
                 },
@@ -641,13 +635,7 @@ def statement_spool(
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.name + ".", suffix=".tmp")
     try:
         with open(fd, "w", encoding="ascii", buffering=1 << 20) as out:
-            lines, found = _spool_write(
-                out.write,
-                statements.parse(fmt, stream),
-                account=account,
-                processing_mode=processing_mode,
-                shared=shared,
-            )
+            lines, found = _spool_write(out.write, statements.parse(fmt, stream), account=account, shared=shared)
         meta = {"lines": lines, "statements": [statement_summary(s) for s in found]}
         meta_path = path.with_name(path.name + ".json")
         meta_tmp = f"{tmp}.json"
@@ -662,7 +650,7 @@ def statement_spool(
     return meta
 
 
-def _spool_write(write, items, *, account: Account, processing_mode: str, shared: str) -> tuple[int, list]:
+def _spool_write(write, items, *, account: Account, shared: str) -> tuple[int, list]:
     """Writes the spool row of each statement line of `items` (a parser's output) with `write`; returns the number
     of lines and the statements found. `shared` is the metadata JSON every line of the file ends with, up to its
     line key."""
@@ -671,7 +659,12 @@ def _spool_write(write, items, *, account: Account, processing_mode: str, shared
     # The metadata's JSON text (statement_metadata's keys), built by concatenation: the line's texts, then
     # `reversal`, then what every line of the file shares, then its key.
     reversal = {True: '"reversal":true,', False: '"reversal":false,'}
-    when_texts: dict = {}
+    # Money in is the account's normal side (DEBIT on DEBIT_NORMAL), money out the other.
+    sides = {
+        statements.IN: side_for("payment", account.account_type),
+        statements.OUT: side_for("refund", account.account_type),
+    }
+    day_texts: dict = {}  # effective date -> its midnight UTC as timestamptz text
     occurrences: dict[str, int] = {}
     found: list[statements.Statement] = []
     lines = 0
@@ -682,17 +675,18 @@ def _spool_write(write, items, *, account: Account, processing_mode: str, shared
         lines += 1
         key = line_key(item)
         occurrences[key] = occurrence = occurrences.get(key, 0) + 1
-        texts = "".join(f'"{name}":{quote(text)},' for name, text in item.metadata_texts())
-        metadata = f'{{{texts}{reversal[item.reversal]}{shared}{key}"}}'
-        row, problems = statement_row(item, account=account, processing_mode=processing_mode, metadata=metadata)
         head = f"{occurrence}\t{key}\t{item.position}\t"
-        if problems:
+        if problems := statement_line_problems(item):
             write(f"{head}!\t{dumps('; '.join(problems))}\t{dumps(_line_data(item))}\n")
-        else:
-            side, amount, currency, when, _, metadata = row
-            if (when_text := when_texts.get(when)) is None:
-                when_texts[when] = when_text = when.isoformat()
-            write(f"{head}{side}\t{amount}\t{currency}\t{when_text}\t{metadata}\n")
+            continue
+        texts = "".join(f'"{name}":{quote(text)},' for name, text in item.metadata_texts())
+        day = item.value_date or item.booking_date
+        if (day_text := day_texts.get(day)) is None:
+            day_texts[day] = day_text = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).isoformat()
+        write(
+            f"{head}{sides[item.direction]}\t{item.amount.quantize(MONEY_QUANTUM)}\t{item.currency}\t{day_text}"
+            f'\t{{{texts}{reversal[item.reversal]}{shared}{key}"}}\n'
+        )
     return lines, found
 
 

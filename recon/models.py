@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Q
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Collate
 from django.utils import timezone
@@ -227,10 +227,10 @@ class StagingEntry(FSMModelMixin, models.Model):
                 condition=Q(mismatch_transaction__isnull=False),
             ),
             # Statement lines only (CSV rows have no line_key): the overlap check of statement imports, one index
-            # descent per key of a chunk (`= ANY`, recon.ingest.STATEMENT_LINE_COUNTS). The keys are hex digests:
-            # collation "C" compares them bytewise, and the query names the same collation so it can use the index.
+            # descent per key of a chunk (recon.ingest.STATEMENT_LINE_COUNTS). The keys are hex digests: collation
+            # "C" compares them bytewise, and the query names the same collation so it can use the index. The key
+            # alone (the query filters the account in the rows found), so no plan can fall onto the account's index.
             models.Index(
-                F("account"),
                 Collate(KeyTextTransform("line_key", "metadata"), "C"),
                 name="recon_staging_line_key",
                 condition=Q(metadata__has_key="line_key"),

@@ -278,3 +278,35 @@ def test_statements_api_lists_bank_and_ledger_balances(ledger, operator_api, oth
     }
     assert other_merchant_operator_api.get(f"/api/accounts/{account.pk}/statements/").status_code == 404
     assert operator_api.get(f"/api/accounts/{account.pk}/statements").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_overlap_check_looks_keys_up_in_the_line_key_index_for_an_account_unknown_to_the_statistics(ledger):
+    """A new account's first import: the planner has no statistics for it (estimates one row). The check must
+    still be one line-key lookup per key, not a scan of the account's entries per key (which grew with every
+    line imported so far)."""
+    import hashlib
+    import json
+
+    from django.db import connection, transaction
+
+    from recon import services
+    from recon.ingest import STATEMENT_LINE_COUNTS
+    from tests.recon.factories import AccountFactory
+    from tracker.bulk import array_literal
+
+    lines = [  # an account with statement lines already (the statistics know it), as a bank's history would be
+        ("CREDIT", "1.00", "EUR", "2026-11-01T00:00:00+00:00", "CONFIRMATION", json.dumps({"line_key": f"{i:032x}"}))
+        for i in range(20000)
+    ]
+    services.staging_entries_create_rows(account=ledger.bank, rows=lines)
+    new_account = AccountFactory(merchant=ledger.merchant, account_name="new bank", account_type="CREDIT_NORMAL")
+    keys = [hashlib.sha256(str(i).encode()).hexdigest()[:32] for i in range(5000)]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ANALYZE recon_stagingentry")
+        cursor.execute(
+            "EXPLAIN " + STATEMENT_LINE_COUNTS,
+            {"account": str(new_account.pk), "upload": "none", "keys": array_literal(keys)},
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "recon_staging_line_key" in plan and "recon_staging_account_status" not in plan, plan
