@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from recon import errors
 from recon.matching.decide import Batch, Plan, allowed_difference, client_metadata, decide, review
-from recon.matching.load import FORCED, WorkItem, batch_load, entries_lock, period_is_closed
+from recon.matching.load import FORCED, WorkItem, batch_load, batch_plan, entries_lock, period_is_closed
 from recon.matching.write import TASK_TYPE, plan_write, staging_entries_reprocess, task_spec
 from recon.models import ProcessingMode, StagingEntry, StagingStatus
 
@@ -46,17 +46,18 @@ def staging_entries_process(*, items: Sequence[WorkItem], by: str) -> dict:
     value the database rejects (too long for its column, out of range) can never succeed on retry: for a batch of
     one it ends the entry in review with InvalidValueError; a larger batch raises, and the worker then runs its
     tasks as batches of one."""
-    pairs = entries_lock(items)
-    counts = {"processed": 0, "review": 0}
-    for mode in MODE_ORDER:
-        group = [(item, entry) for item, entry in pairs if entry.processing_mode == mode]
-        while group:
-            plan = _pass(batch_load(mode=mode, pairs=group), by=by, guard=len(pairs) == 1)
-            for key, value in plan.counts().items():
-                counts[key] += value
-            # Instalments for an expectation an earlier entry has just paid part of: another pass, in batch order.
-            deferred = {e.pk for e in plan.deferred}
-            group = [(item, entry) for item, entry in group if entry.pk in deferred]
+    with batch_plan():
+        pairs = entries_lock(items)
+        counts = {"processed": 0, "review": 0}
+        for mode in MODE_ORDER:
+            group = [(item, entry) for item, entry in pairs if entry.processing_mode == mode]
+            while group:
+                plan = _pass(batch_load(mode=mode, pairs=group), by=by, guard=len(pairs) == 1)
+                for key, value in plan.counts().items():
+                    counts[key] += value
+                # Instalments for an expectation an earlier entry has just paid part of: another pass, in batch order.
+                deferred = {e.pk for e in plan.deferred}
+                group = [(item, entry) for item, entry in group if entry.pk in deferred]
     return counts
 
 

@@ -12,6 +12,24 @@ _TABLES = {
     "entry": Entry._meta.db_table,
 }
 
+# -- engine_plan --
+# Before a batch's statements, in its transaction: sequential scans and hash joins off for that transaction (returns
+# the previous settings, restored after the batch with ENGINE_PLAN_RESTORE). Every statement of the engine reads or
+# writes rows by their ids (an array parameter), so the right plan is always an index lookup per id. Right after a
+# bulk load the tables are younger than their statistics (10,000 transactions counted as 1,400): the planner then
+# hashed a full scan of recon_transaction for the moves and new versions and scanned all of recon_entry for the
+# legs, a cost that grows with the ledger, not the batch (docs/benchmarks.md, "Where a batch's time goes").
+ENGINE_PLAN = """
+SELECT current_setting('enable_seqscan'), current_setting('enable_hashjoin'),
+       set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true)
+"""
+
+# -- engine_plan_restore --
+# After the batch: the settings ENGINE_PLAN read (`seqscan`, `hashjoin`).
+ENGINE_PLAN_RESTORE = """
+SELECT set_config('enable_seqscan', %(seqscan)s, true), set_config('enable_hashjoin', %(hashjoin)s, true)
+"""
+
 # -- transactions_move --
 # Moves transactions to a new state, each only from the state it was decided from (`from_status`); the caller
 # compares the row count with the number of ids (a row that changed under its lock is a bug, not an outcome).

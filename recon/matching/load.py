@@ -3,16 +3,18 @@ candidate transactions by id), in a constant number of queries per batch.
 
 Called inside `transaction.atomic()`; the locks are held until the caller commits."""
 
+import contextlib
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q, Subquery
 
-from recon import errors
+from recon import errors, queries
 from recon.matching.decide import (
     Batch,
     Period,
@@ -54,6 +56,19 @@ class WorkItem(NamedTuple):
 
 class MissingEntryError(PermanentError):
     """A staging entry of the batch does not exist."""
+
+
+@contextlib.contextmanager
+def batch_plan() -> Iterator[None]:
+    """The engine's plan settings (queries.ENGINE_PLAN: index lookups by id, whatever the tables' statistics say)
+    for the statements run inside, restored afterwards. Called inside `transaction.atomic()`: the settings are
+    local to it, so an exception that rolls it back restores them too."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries.ENGINE_PLAN)
+        seqscan, hashjoin, *_ = cursor.fetchone()
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(queries.ENGINE_PLAN_RESTORE, {"seqscan": seqscan, "hashjoin": hashjoin})
 
 
 def entries_lock(items: Sequence[WorkItem]) -> list[tuple[WorkItem, StagingEntry]]:
