@@ -40,6 +40,7 @@ def main() -> int:
         return wrapper
 
     CursorWrapper.execute, CursorWrapper.executemany = counted(execute), counted(executemany)
+    phases = _time_phases(lock)
 
     def commits() -> int:
         connections.close_all()
@@ -64,7 +65,43 @@ def main() -> int:
         f"{steps} steps of {runs} runs: {queries / steps:.2f} statements/step, {committed / steps:.2f} commits/step, "
         f"{1000 * cpu / steps:.2f} ms CPU/step (this process)"
     )
+    for name, (calls, wall, cpu_s) in phases.items():
+        print(
+            f"  {name:<7} {calls:>5} calls  {1000 * wall / steps:6.2f} ms wall/step  {1000 * cpu_s / steps:6.2f} ms CPU/step"
+        )
     return 0
+
+
+def _time_phases(lock) -> dict:
+    """Wraps the claim, the begin, the step function and the finish with timers (wall: perf_counter; CPU: the
+    calling thread's thread_time). Returns {phase: [calls, wall seconds, CPU seconds]}, filled as they run."""
+    from jobs.workflows import engine
+    from tracker import services
+
+    phases: dict = {}
+
+    def timed(owner, attribute, name):
+        original = getattr(owner, attribute)
+        phases[name] = [0, 0.0, 0.0]
+
+        def wrapper(*args, **kwargs):
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with lock:
+                    entry = phases[name]
+                    entry[0] += 1
+                    entry[1] += time.perf_counter() - wall
+                    entry[2] += time.thread_time() - cpu
+
+        setattr(owner, attribute, wrapper)
+
+    timed(services, "task_claim", "claim")
+    timed(engine, "steps_begin_many", "begin")
+    timed(engine.Attempt, "call", "call")
+    timed(engine, "steps_finish_many", "finish")
+    return phases
 
 
 if __name__ == "__main__":
