@@ -8,6 +8,7 @@ import pytest
 from jobs import registry, services
 from jobs.models import JobEvent, WorkflowStep
 from jobs.workflows import declare, engine
+from tests.conftest import wait_until
 from tests.jobs import workflow_defs
 from tests.jobs.conftest import drain, reload
 from tracker.audit import history
@@ -250,15 +251,15 @@ def test_retry_from_start_runs_every_step_again():
 
 
 def test_signal_and_timer_in_steps_release_the_worker():
-    job = services.job_create(job_type="test.signals", params={"nap": 0.3})
+    # The nap is long enough not to come due inside the first drain on a slow machine.
+    job = services.job_create(job_type="test.signals", params={"nap": 3})
     drain()
     job = reload(job)
     assert states(job) == {"prepare": "COMPLETED", "approval": "WAITING", "nap": "WAITING", "close": "PENDING"}
     assert job.state == "WAITING"
     assert not ProcessTracker.objects.filter(status="PROCESSING").exists()
-    time.sleep(0.35)
-    drain()
-    assert states(job)["nap"] == "COMPLETED" and reload(job).state == "WAITING"
+    wait_until(lambda: drain(1) or states(job)["nap"] == "COMPLETED", 15, message="the nap's timer")
+    assert reload(job).state == "WAITING"
     services.job_signal(job_id=job.pk, name="approve", payload={"by": "me"})
     assert reload(job).state == "RUNNING"
     drain()
