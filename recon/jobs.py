@@ -124,7 +124,10 @@ def import_upload(ctx, params: dict) -> dict | None:
     return {"format": fmt, "statements": report.get("statements", []), "duplicates_skipped": skipped, **report}
 
 
-job_type("recon.import_csv", params=ImportFileParams)(import_file)
+@job_type("recon.import_csv", params=ImportFileParams)
+def import_csv(ctx: JobContext, params: dict) -> dict | None:
+    """Imports an uploaded file: the name of imports started before statements were read (as recon.import_file)."""
+    return import_upload(ctx, params)
 
 
 def _statement_spooled(ctx: JobContext, upload: Upload, fmt: str, spool, processing_mode: str) -> dict:
