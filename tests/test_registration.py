@@ -63,5 +63,12 @@ def test_a_fresh_process_has_every_type_registered_without_importing_their_modul
     ).stdout.splitlines()
     assert out[0] == str(sorted(["JOB_RUN", "JOB_WAKE", "PROCESS_STAGING_ENTRY", "WORKFLOW_STEP"])), out
     assert out[1] == str(
-        ["recon.close_period", "recon.import_csv", "recon.import_file", "recon.review_bulk", "recon.settlement_run", "tracker.bulk_tasks"]
+        [
+            "recon.close_period",
+            "recon.import_csv",
+            "recon.import_file",
+            "recon.review_bulk",
+            "recon.settlement_run",
+            "tracker.bulk_tasks",
+        ]
     ), out

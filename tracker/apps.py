@@ -7,9 +7,8 @@ class TrackerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from django_q.signals import post_spawn
-
         from django.conf import settings
+        from django_q.signals import post_spawn
 
         from tracker import audit, counters, lookups, registry
         from tracker.tasks import on_worker_spawn

@@ -115,7 +115,8 @@ def register(*classes: type[TaskHandler]) -> None:
             raise ImproperlyConfigured(f"{cls.__name__} has no task_type")
         if cls.claim_limited != (cls.task_type in ONE_PER_CLAIM_TYPES):
             raise ImproperlyConfigured(
-                f"{cls.task_type}: claim_limited types are listed in tracker.models.ONE_PER_CLAIM_TYPES (their due index)"
+                f"{cls.task_type}: claim_limited types are listed in tracker.models.ONE_PER_CLAIM_TYPES"
+                " (their due index)"
             )
         if cls.task_type in _registry:
             raise ImproperlyConfigured(f"Task type {cls.task_type!r} is registered twice.")
