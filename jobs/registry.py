@@ -74,10 +74,10 @@ def job_type(
     signal_views: dict | None = None,
     upgrade: Callable | None = None,
 ):
-    """Declares `handler(ctx, params) -> dict | None` as job type `name` (`register(handler)` registers it). A
-    `demo` type is startable by staff only and not registered at all with JOBS_DEMO_TYPES=0; `signal_views` maps a signal to the admin page that
-    confirms before sending it. Bump `schema_version` when the checkpoint's shape changes, and pass
-    `upgrade(checkpoint, from_version)` if older checkpoints can be read."""
+    """Declares `handler(ctx, params) -> dict | None` as job type `name` (`register(handler)` registers it). A `demo`
+    type is startable by staff only and not registered at all with JOBS_DEMO_TYPES=0; `signal_views` maps a signal to
+    the admin page that confirms before sending it. Bump `schema_version` when the checkpoint's shape changes, and
+    pass `upgrade(checkpoint, from_version)` if older checkpoints can be read."""
 
     def decorate(handler: Callable) -> Callable:
         handler.declared_job_type = JobType(  # type: ignore[attr-defined]

@@ -10,10 +10,10 @@
         Step("close", close, depends_on=["report"], condition=lambda parents: parents["report"]["ok"]),
     ])
 
-The graph is checked at declaration time with `graphlib`: a duplicate step name, an unknown parent or a
-cycle raises `WorkflowDeclarationError` naming the workflow and the steps. The apps register their workflows in
-`AppConfig.ready` (`register(wf)`), so a bad declaration stops every start-up. Several versions of one name may
-be declared (keep old ones while runs of them are unfinished): new runs use the highest version, a run keeps the version it started with."""
+The graph is checked at declaration time with `graphlib`: a duplicate step name, an unknown parent or a cycle raises
+`WorkflowDeclarationError` naming the workflow and the steps. The apps register their workflows in `AppConfig.ready`
+(`register(wf)`), so a bad declaration stops every start-up. Several versions of one name may be declared (keep old ones
+while runs of them are unfinished): new runs use the highest version, a run keeps the version it started with."""
 
 import graphlib
 from collections.abc import Callable
