@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from jobs import conf, events, registry
 from jobs.errors import JobRunSuperseded
-from jobs.models import Job, JobEventKind, JobSignal, JobState
+from jobs.models import ERROR_CHARS, ERROR_DETAILS_CHARS, Job, JobEventKind, JobSignal, JobState
 from tracker.models import ProcessTracker, TaskStatus
 from tracker.registry import RunContext
 
@@ -326,8 +326,8 @@ def _signal_already_sent(job: Job, suspend: Suspend) -> bool:
 
 
 def _job_fail(job: Job, exc: BaseException, worker_id: str) -> None:
-    job.error = f"{type(exc).__name__}: {exc}"[:2000]
-    job.error_details = "".join(traceback.format_exception(exc))[-20000:]
+    job.error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+    job.error_details = "".join(traceback.format_exception(exc))[-ERROR_DETAILS_CHARS:]
     job.fail(by=worker_id, reason=job.error)
 
 
