@@ -1,6 +1,13 @@
 """Workflows the benchmarks run (loaded by the bench and its cluster through JOBS_MODULES)."""
 
-from jobs.workflows import Step, workflow
+from jobs.workflows import Step, Workflow, workflow
+
+# Registered by jobs.registry.register_modules (conftest in the test process, JobsConfig.ready in the cluster).
+WORKFLOWS: list[Workflow] = []
+
+
+def _declare(*args, **kwargs) -> None:
+    WORKFLOWS.append(workflow(*args, **kwargs))
 
 
 def noop_step(ctx):
@@ -8,7 +15,7 @@ def noop_step(ctx):
 
 
 # Ten steps: a root, eight in parallel, a join.
-workflow(
+_declare(
     "bench.fan10",
     version=1,
     description="Benchmark: start, eight parallel no-op steps, join.",

@@ -1,25 +1,16 @@
 """Tracker task types of jobs (thin): JOB_RUN runs one slice of a job; JOB_WAKE is a job's durable timer.
 
-Imported by the tracker registry (every app's `handlers` module), which also registers the built-in job
-types (jobs.builtin)."""
+Registered in `JobsConfig.ready` (with the workflow step type, jobs.workflows.tasks)."""
 
 import time
 
 from django.db import transaction
 
-from jobs import (
-    builtin,  # noqa: F401  (registers the built-in job types)
-    conf,
-    operations,  # noqa: F401  (registers tracker.bulk_tasks)
-    runtime,
-    services,
-)
+from jobs import conf, runtime, services
 from jobs.errors import JobRunFailed, JobRunSuperseded
 from jobs.models import Job, JobState
-from jobs.workflows import builtin as workflow_builtin  # noqa: F401  (jobs.diamond)
-from jobs.workflows import tasks as workflow_tasks  # noqa: F401  (WORKFLOW_STEP)
 from tracker.errors import LeaseLost
-from tracker.registry import TaskHandler, register
+from tracker.registry import TaskHandler
 
 
 def _after_commit(job_id):
@@ -41,7 +32,6 @@ def _fail_if_job_failed(job_id, task) -> None:
         raise JobRunFailed(f"The job failed: {error}" if error else "The job failed.")
 
 
-@register
 class JobRun(TaskHandler):
     """payload {"job_id"}: one slice of the job (see jobs.runtime)."""
 
@@ -80,7 +70,6 @@ class JobRun(TaskHandler):
             _after_commit(task.payload["job_id"])
 
 
-@register
 class JobWake(TaskHandler):
     """payload {"job_id", "wait_seq"}: a WAITING job's timer (run_after = its wake_at)."""
 
@@ -91,3 +80,6 @@ class JobWake(TaskHandler):
 
     def run(self, task, ctx):
         services.job_wake(job_id=task.payload["job_id"], wait_seq=task.payload.get("wait_seq"))
+
+
+TASK_HANDLERS = (JobRun, JobWake)

@@ -22,6 +22,9 @@ class JobState(models.TextChoices):
 
 TERMINAL_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 ACTIVE_STATES = (JobState.CREATED, JobState.RUNNING, JobState.WAITING, JobState.PAUSED)
+# How much of a failure a job (or a workflow step) keeps: the start of its message, the end of its traceback.
+ERROR_CHARS = 2000
+ERROR_DETAILS_CHARS = 20000
 
 
 class Job(FSMModelMixin, models.Model):

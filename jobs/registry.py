@@ -5,16 +5,19 @@
         ...
 
 The handler is called once per slice and resumes from `ctx.checkpoint_data` (`{}` at first); its return value
-becomes the job's `result` (see jobs.runtime). Modules that define job types are imported on first use:
-every app's `handlers`, `jobs` and `workflows` modules, and the comma-separated modules in env JOBS_MODULES."""
+becomes the job's `result` (see jobs.runtime). `@job_type` only declares: the apps register their types in
+`AppConfig.ready` (`register(close_period, ...)`, `declare.register(workflow, ...)`), and `JobsConfig.ready`
+registers the `JOB_TYPES` and `WORKFLOWS` of the comma-separated modules in env JOBS_MODULES (tests, benchmarks).
+A name registered twice raises ImproperlyConfigured."""
 
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 
+from django.core.exceptions import ImproperlyConfigured
+
 from jobs.errors import InvalidJobParams, UnknownJobType
-from tracker.registry import import_app_modules
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,6 @@ class JobType:
 
 
 _registry: dict[str, JobType] = {}
-_loaded = False
 
 
 def demo_types_enabled() -> bool:
@@ -72,15 +74,13 @@ def job_type(
     signal_views: dict | None = None,
     upgrade: Callable | None = None,
 ):
-    """Registers `handler(ctx, params) -> dict | None` as job type `name`. A `demo` type is startable by staff
-    only and not registered at all with JOBS_DEMO_TYPES=0; `signal_views` maps a signal to the admin page that
-    confirms before sending it. Bump `schema_version` when the checkpoint's shape changes, and pass
-    `upgrade(checkpoint, from_version)` if older checkpoints can be read."""
+    """Declares `handler(ctx, params) -> dict | None` as job type `name` (`register(handler)` registers it). A `demo`
+    type is startable by staff only and not registered at all with JOBS_DEMO_TYPES=0; `signal_views` maps a signal to
+    the admin page that confirms before sending it. Bump `schema_version` when the checkpoint's shape changes, and
+    pass `upgrade(checkpoint, from_version)` if older checkpoints can be read."""
 
     def decorate(handler: Callable) -> Callable:
-        if demo and not demo_types_enabled():
-            return handler
-        _registry[name] = JobType(
+        handler.declared_job_type = JobType(  # type: ignore[attr-defined]
             name=name,
             handler=handler,
             params=params,
@@ -95,12 +95,28 @@ def job_type(
     return decorate
 
 
+def register(*handlers: Callable) -> None:
+    """Registers the job types declared on `handlers` by `@job_type` (demo types only with JOBS_DEMO_TYPES on).
+    Assumes each name is new: one registered twice raises ImproperlyConfigured."""
+    for handler in handlers:
+        jt = handler.declared_job_type
+        if jt.demo and not demo_types_enabled():
+            continue
+        if jt.name in _registry:
+            raise ImproperlyConfigured(f"Job type {jt.name!r} is registered twice.")
+        _registry[jt.name] = jt
+
+
 def _workflow_handler(ctx, params):
     raise RuntimeError("A workflow run has no slices: its steps run as tracker tasks (jobs.workflows.engine).")
 
 
 def register_workflow(wf) -> None:
-    """Registers (or updates to a newer version) the job type of a workflow (jobs.workflows.declare)."""
+    """Registers (or updates to a newer version) the job type of a workflow (jobs.workflows.declare.register).
+    A job type of the same name that is not a workflow raises ImproperlyConfigured."""
+    existing = _registry.get(wf.name)
+    if existing is not None and existing.workflow is None:
+        raise ImproperlyConfigured(f"Workflow {wf.name!r} has the name of a registered job type.")
     _registry[wf.name] = JobType(
         name=wf.name,
         handler=_workflow_handler,
@@ -112,18 +128,20 @@ def register_workflow(wf) -> None:
     )
 
 
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import_app_modules("handlers", "jobs", "workflows", skip=("jobs.jobs",))
-    for module in [m for m in os.environ.get("JOBS_MODULES", "").split(",") if m]:
-        import_module(module)
+def register_modules(names: list[str]) -> None:
+    """Registers the `JOB_TYPES` and `WORKFLOWS` of each named module (env JOBS_MODULES)."""
+    from jobs.workflows import declare
+
+    for module in map(import_module, names):
+        register(*getattr(module, "JOB_TYPES", ()))
+        declare.register(*getattr(module, "WORKFLOWS", ()))
+
+
+def modules_from_env() -> list[str]:
+    return [m for m in os.environ.get("JOBS_MODULES", "").split(",") if m]
 
 
 def get(name: str) -> JobType:
-    _load()
     try:
         return _registry[name]
     except KeyError:
@@ -133,5 +151,4 @@ def get(name: str) -> JobType:
 
 
 def all_types() -> list[str]:
-    _load()
     return sorted(_registry)

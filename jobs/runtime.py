@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from jobs import conf, events, registry
 from jobs.errors import JobRunSuperseded
-from jobs.models import Job, JobEventKind, JobSignal, JobState
+from jobs.models import ERROR_CHARS, ERROR_DETAILS_CHARS, Job, JobEventKind, JobSignal, JobState
 from tracker.models import ProcessTracker, TaskStatus
 from tracker.registry import RunContext
 
@@ -304,6 +304,54 @@ def _upgrade_checkpoint(job: Job) -> str:
     return ""
 
 
+def _slice_superseded(job: Job, task, worker_id: str) -> bool:
+    """Whether this slice's task is no longer the job's run task or no longer held by this worker."""
+    return task is not None and (
+        job.run_task_id != task.task_id
+        or not ProcessTracker.objects.filter(
+            task_id=task.task_id, status=TaskStatus.PROCESSING, locked_by=worker_id
+        ).exists()
+    )
+
+
+def _signal_already_sent(job: Job, suspend: Suspend) -> bool:
+    """Whether a signal the slice waits for arrived after the handler looked (job_signal saw RUNNING and did not
+    wake it): the job then runs again at once instead of waiting for it."""
+    return (
+        bool(suspend.signal)
+        and JobSignal.objects.filter(
+            job_id=job.pk, name__in=suspend.signal.split(","), consumed_at__isnull=True
+        ).exists()
+    )
+
+
+def _job_fail(job: Job, exc: BaseException, worker_id: str) -> None:
+    job.error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+    job.error_details = "".join(traceback.format_exception(exc))[-ERROR_DETAILS_CHARS:]
+    job.fail(by=worker_id, reason=job.error)
+
+
+def _job_suspend(job: Job, suspend: Suspend, worker_id: str) -> None:
+    """Moves the job to WAITING for `suspend`'s signal and/or its wake-up time (a JOB_WAKE timer task)."""
+    from tracker import services as tracker_services
+
+    job.wait_seq += 1
+    job.wait_signal = suspend.signal
+    job.wake_at = suspend.wake_at
+    why = f"waiting for signal {suspend.signal!r}" if suspend.signal else "sleeping"
+    if suspend.wake_at:
+        why += f" until {suspend.wake_at.isoformat()}"
+    job.wait(by=worker_id, reason=why)
+    if suspend.wake_at:
+        tracker_services.task_create(
+            task_type=JOB_WAKE,
+            payload={"job_id": str(job.pk), "wait_seq": job.wait_seq},
+            tenant=job.merchant_id,
+            dedupe_key=wake_dedupe_key(job.pk, job.wait_seq),
+            run_after=suspend.wake_at,
+        )
+
+
 def _finish(
     job_id,
     task,
@@ -316,16 +364,9 @@ def _finish(
 ) -> str:
     """Closes a slice in one transaction: COMPLETED / FAILED / WAITING, or nothing (continue, or the job was
     paused/cancelled meanwhile). Returns what happened."""
-    from tracker import services as tracker_services
-
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
-        if task is not None and (
-            job.run_task_id != task.task_id
-            or not ProcessTracker.objects.filter(
-                task_id=task.task_id, status=TaskStatus.PROCESSING, locked_by=worker_id
-            ).exists()
-        ):
+        if _slice_superseded(job, task, worker_id):
             return "superseded"
         if job.state != JobState.RUNNING:
             return job.state.lower()
@@ -335,39 +376,15 @@ def _finish(
                 job.result = to_json(result)
             except (TypeError, ValueError) as err:
                 outcome, exc = "fail", err
-        if (
-            outcome == "suspend"
-            and suspend.signal
-            and JobSignal.objects.filter(
-                job_id=job.pk, name__in=suspend.signal.split(","), consumed_at__isnull=True
-            ).exists()
-        ):
-            # The signal arrived after the handler looked (job_signal saw RUNNING and did not wake it): run
-            # again at once instead of waiting for it.
+        if outcome == "suspend" and _signal_already_sent(job, suspend):
             outcome = "continue"
         if outcome == "complete":
             job.progress, job.step = 100, ""  # done: nothing is in progress any more
             job.complete(by=worker_id, reason="completed")
         elif outcome == "fail":
-            job.error = f"{type(exc).__name__}: {exc}"[:2000]
-            job.error_details = "".join(traceback.format_exception(exc))[-20000:]
-            job.fail(by=worker_id, reason=job.error)
+            _job_fail(job, exc, worker_id)
         elif outcome == "suspend":
-            job.wait_seq += 1
-            job.wait_signal = suspend.signal
-            job.wake_at = suspend.wake_at
-            why = f"waiting for signal {suspend.signal!r}" if suspend.signal else "sleeping"
-            if suspend.wake_at:
-                why += f" until {suspend.wake_at.isoformat()}"
-            job.wait(by=worker_id, reason=why)
-            if suspend.wake_at:
-                tracker_services.task_create(
-                    task_type=JOB_WAKE,
-                    payload={"job_id": str(job.pk), "wait_seq": job.wait_seq},
-                    tenant=job.merchant_id,
-                    dedupe_key=wake_dedupe_key(job.pk, job.wait_seq),
-                    run_after=suspend.wake_at,
-                )
+            _job_suspend(job, suspend, worker_id)
         job.save()
         if outcome != "continue":
             events.emit_state(job)

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from jobs import conf, events, registry
 from jobs.errors import IdempotencyConflict, JobNotFound, JobStateConflict, JobTypeForbidden, PersonalJobLimit
-from jobs.models import TERMINAL_STATES, Job, JobEvent, JobEventKind, JobSignal, JobState
+from jobs.models import ERROR_CHARS, TERMINAL_STATES, Job, JobEvent, JobEventKind, JobSignal, JobState
 from jobs.runtime import JOB_RUN, JOB_WAKE, run_dedupe_key, to_json
 from tracker import services as tracker_services
 from tracker.errors import TaskStateConflict
@@ -330,7 +330,7 @@ def job_sweep(*, stale_seconds: float = 30) -> dict:
             with transaction.atomic():
                 job = Job.objects.select_for_update().get(pk=job.pk)
                 if job.state == JobState.RUNNING:
-                    job.error = f"Run task failed: {last.last_error}"[:2000]
+                    job.error = f"Run task failed: {last.last_error}"[:ERROR_CHARS]
                     job.error_details = last.error_details
                     job.fail(by="sweeper", reason=job.error)
                     job.save()

@@ -994,38 +994,7 @@ class StagingEntryAdmin(ReviewBulkMixin, AuditHistoryMixin, ReadOnlyPageMixin, A
             return redirect("admin:recon_stagingentry_change", entry.pk)
         key_name = entry.rule_key or "order_id"
         key = (entry.metadata or {}).get(key_name)
-        candidates = list(
-            Entry.objects.filter(
-                account=entry.account,
-                status=EntryStatus.EXPECTED,
-                transaction__status__in=(TransactionStatus.EXPECTED, TransactionStatus.MISMATCH),
-            )
-            .select_related("transaction", "transaction__rule")
-            .order_by("-effective_date")[:200]
-        )
-        # The candidate with the same key first, and pre-selected.
-        same = [c for c in candidates if key is not None and c.metadata.get(key_name) == key]
-        candidates = same + [c for c in candidates if c not in same]
-        form = MatchForm(request.POST or None, initial={"entry_id": str(same[0].pk)} if same else None)
-        form.fields["entry_id"].choices = [
-            (
-                str(c.pk),
-                formatting.entry_label(
-                    key=c.metadata.get(key_name), amount=c.amount, currency=c.currency, side=c.entry_type
-                )
-                + f" · {c.effective_date:%Y-%m-%d} · {c.transaction.logical_transaction_id} "
-                f"v{c.transaction.version} [{c.transaction.status}]" + (" · same key" if c in same else ""),
-            )
-            for c in candidates
-        ]
-        accounts = (
-            Account.objects.filter(merchant_id=entry.account.merchant_id, currency=entry.currency)
-            .exclude(pk=entry.account_id)
-            .order_by("account_name")
-        )
-        form.fields["difference_account"].choices = [("", "(the rule's difference account)")] + [
-            (str(a.pk), a.account_name) for a in accounts
-        ]
+        form = _match_form(request, entry, key_name=key_name, key=key)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
@@ -1139,6 +1108,44 @@ class ApproveForm(forms.Form):
         return data
 
 
+def _match_form(request, entry, *, key_name: str, key) -> "MatchForm":
+    """The match page's form: the account's open expected entries (the latest 200, those with the entry's key
+    first and the first of them pre-selected) and the merchant's other accounts of its currency for the
+    difference."""
+    candidates = list(
+        Entry.objects.filter(
+            account=entry.account,
+            status=EntryStatus.EXPECTED,
+            transaction__status__in=(TransactionStatus.EXPECTED, TransactionStatus.MISMATCH),
+        )
+        .select_related("transaction", "transaction__rule")
+        .order_by("-effective_date")[:200]
+    )
+    same = [c for c in candidates if key is not None and c.metadata.get(key_name) == key]
+    candidates = same + [c for c in candidates if c not in same]
+    form = MatchForm(request.POST or None, initial={"entry_id": str(same[0].pk)} if same else None)
+    form.fields["entry_id"].choices = [
+        (
+            str(c.pk),
+            formatting.entry_label(
+                key=c.metadata.get(key_name), amount=c.amount, currency=c.currency, side=c.entry_type
+            )
+            + f" · {c.effective_date:%Y-%m-%d} · {c.transaction.logical_transaction_id} "
+            f"v{c.transaction.version} [{c.transaction.status}]" + (" · same key" if c in same else ""),
+        )
+        for c in candidates
+    ]
+    accounts = (
+        Account.objects.filter(merchant_id=entry.account.merchant_id, currency=entry.currency)
+        .exclude(pk=entry.account_id)
+        .order_by("account_name")
+    )
+    form.fields["difference_account"].choices = [("", "(the rule's difference account)")] + [
+        (str(a.pk), a.account_name) for a in accounts
+    ]
+    return form
+
+
 @admin.register(ClosedPeriod)
 class ClosedPeriodAdmin(AuditHistoryMixin, ReadOnlyPageMixin, admin.ModelAdmin):
     """Periods are closed by a `recon.close_period` job once approved (on the confirmation page below) and
@@ -1235,44 +1242,46 @@ class ClosedPeriodAdmin(AuditHistoryMixin, ReadOnlyPageMixin, admin.ModelAdmin):
                     request, "Approval sent" + (" (forced)." if payload.get("force") else "."), messages.SUCCESS
                 )
             return redirect("admin:jobs_job_change", job.pk)
-        summary = reports.period_summary(merchant_id=params["merchant_id"], start_date=start, end_date=end)
-        open_entries = services.period_open_entries(merchant_id=params["merchant_id"], start_date=start, end_date=end)
-        counts = services.period_open_counts(merchant_id=params["merchant_id"], start_date=start, end_date=end)
-        shown = [
-            (
-                e,
-                formatting.entry_label(key=(e.metadata or {}).get("order_id"), amount=e.amount, currency=e.currency),
-                e.status,
-                (e.metadata or {}).get("error_type", ""),
-            )
-            for e in open_entries.select_related("account").order_by("effective_date")[:50]
-        ]
-        amounts = [
-            (
-                currency,
-                status,
-                formatting.money(f["total"], currency),
-                formatting.plural(f["count"], "entry", "entries"),
-            )
-            for currency, by in summary["amounts_by_currency"].items()
-            for status, f in by.items()
-        ]
-        review_url = reverse("admin:recon_stagingentry_changelist") + "?queue=review"
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "job": job,
             "form": form,
             "title": f"Approve closing {params['merchant_id']} {start}..{end}",
-            "summary": summary,
-            "counts": counts,
-            "open_entries": shown,
-            "amounts": amounts,
-            "review_url": review_url,
-            "open_text": formatting.plural(counts["total"], "staging entry", "staging entries"),
             "waiting": job.state == JobState.WAITING,
+            **_period_figures(merchant_id=params["merchant_id"], start=start, end=end),
         }
         return TemplateResponse(request, "admin/recon/closedperiod/approve.html", context)
+
+
+def _period_figures(*, merchant_id: str, start: dt.date, end: dt.date) -> dict:
+    """What the approval page shows of a period: its summary, the open staging entries (the first 50) and their
+    counts, the amounts per currency and status."""
+    summary = reports.period_summary(merchant_id=merchant_id, start_date=start, end_date=end)
+    open_entries = services.period_open_entries(merchant_id=merchant_id, start_date=start, end_date=end)
+    counts = services.period_open_counts(merchant_id=merchant_id, start_date=start, end_date=end)
+    shown = [
+        (
+            e,
+            formatting.entry_label(key=(e.metadata or {}).get("order_id"), amount=e.amount, currency=e.currency),
+            e.status,
+            (e.metadata or {}).get("error_type", ""),
+        )
+        for e in open_entries.select_related("account").order_by("effective_date")[:50]
+    ]
+    amounts = [
+        (currency, status, formatting.money(f["total"], currency), formatting.plural(f["count"], "entry", "entries"))
+        for currency, by in summary["amounts_by_currency"].items()
+        for status, f in by.items()
+    ]
+    return {
+        "summary": summary,
+        "counts": counts,
+        "open_entries": shown,
+        "amounts": amounts,
+        "review_url": reverse("admin:recon_stagingentry_changelist") + "?queue=review",
+        "open_text": formatting.plural(counts["total"], "staging entry", "staging entries"),
+    }
 
 
 # --- uploads ------------------------------------------------------------------------------------------

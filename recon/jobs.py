@@ -124,7 +124,10 @@ def import_upload(ctx, params: dict) -> dict | None:
     return {"format": fmt, "statements": report.get("statements", []), "duplicates_skipped": skipped, **report}
 
 
-job_type("recon.import_csv", params=ImportFileParams)(import_file)
+@job_type("recon.import_csv", params=ImportFileParams)
+def import_csv(ctx: JobContext, params: dict) -> dict | None:
+    """Imports an uploaded file: the name of imports started before statements were read (as recon.import_file)."""
+    return import_upload(ctx, params)
 
 
 def _statement_spooled(ctx: JobContext, upload: Upload, fmt: str, spool, processing_mode: str) -> dict:
@@ -204,79 +207,87 @@ def close_period(ctx: JobContext, params: dict) -> dict:
             **{k: state[k] for k in ("period_id", "summary", "approved_by", "closed_at") if k in state},
         }
     if "summary" not in state:
-        summary = reports.period_summary(merchant_id=params["merchant_id"], start_date=start, end_date=end)
-        ctx.log(
-            f"period {start}..{end}: {summary['staging_entries']['total']} staging entries, "
-            f"{summary['open_review']} in the review queue, "
-            f"{summary['staging_entries']['by_status']['PENDING']} pending",
-            summary=summary,
-        )
-        with transaction.atomic():
-            ctx.checkpoint({"summary": summary})
-        state = {"summary": summary}
+        state = _period_summarise(ctx, merchant_id=params["merchant_id"], start=start, end=end)
     while True:
         ctx.progress(50, "waiting for approve or reject")
         name, payload = ctx.wait_for_any("approve", "reject")
         user = _signal_sender(ctx, name)
-        who = user.get_username() if user is not None else ""
         if name == "reject":
+            who = user.get_username() if user is not None else ""
             ctx.log(f"rejected{' by ' + who if who else ''}", payload=payload)
             return {"status": "rejected", "summary": state["summary"], "rejected_by": who, "payload": payload}
-        by = user or _owner(ctx)
-        force = payload.get("force") is True
-        summary = reports.period_summary(merchant_id=params["merchant_id"], start_date=start, end_date=end)
-        try:
-            with transaction.atomic():
-                merchant = Merchant.objects.get(pk=params["merchant_id"])
-                period = services.period_close(
-                    merchant=merchant,
-                    start_date=start,
-                    end_date=end,
-                    by=by,
-                    reason=params.get("reason") or f"closed by job {ctx.job_id}",
-                    force=force,
-                    force_reason=str(payload.get("reason") or ""),
-                )
-                approved_by = by.get_username() if by is not None else ""
-                closed_at = period.closed_at.isoformat()
-                ctx.checkpoint(
-                    {
-                        **state,
-                        "summary": summary,
-                        "period_id": period.pk,
-                        "approved_by": approved_by,
-                        "closed_at": closed_at,
-                        "forced": force,
-                    }
-                )
-        except (errors.PeriodHasOpenEntriesError, ValidationError) as exc:
-            message = (
-                exc.message
-                if isinstance(exc, errors.PeriodHasOpenEntriesError)
-                else "; ".join(m for ms in exc.message_dict.values() for m in ms)
-            )
-            ctx.log(
-                f"not closed: {message} Resolve them and approve again, or approve with "
-                f'{{"force": true, "reason": "..."}}.',
-                open=getattr(exc, "details", {}),
-            )
-            with transaction.atomic():  # the refused signal counts as received; the summary is the new one
-                state = {**state, "summary": summary, "refused": int(state.get("refused", 0)) + 1}
-                ctx.checkpoint(state)
-            continue
-        ctx.log(
-            f"period {start}..{end} closed{' by ' + approved_by if approved_by else ''} at {closed_at}"
-            + (" (forced)" if force else ""),
-            period_id=period.pk,
+        closed, state = _period_close_approved(
+            ctx, params, start=start, end=end, state=state, by=user or _owner(ctx), payload=payload
         )
-        return {
-            "status": "closed",
-            "period_id": period.pk,
-            "summary": summary,
-            "approved_by": approved_by,
-            "closed_at": closed_at,
-            "forced": force,
-        }
+        if closed is not None:
+            return closed
+
+
+def _period_summarise(ctx: JobContext, *, merchant_id: str, start: dt.date, end: dt.date) -> dict:
+    """The period's summary, logged and checkpointed (the job's first slice): the new checkpoint."""
+    summary = reports.period_summary(merchant_id=merchant_id, start_date=start, end_date=end)
+    ctx.log(
+        f"period {start}..{end}: {summary['staging_entries']['total']} staging entries, "
+        f"{summary['open_review']} in the review queue, "
+        f"{summary['staging_entries']['by_status']['PENDING']} pending",
+        summary=summary,
+    )
+    with transaction.atomic():
+        ctx.checkpoint({"summary": summary})
+    return {"summary": summary}
+
+
+def _period_close_approved(
+    ctx: JobContext, params: dict, *, start: dt.date, end: dt.date, state: dict, by, payload: dict
+) -> tuple[dict | None, dict]:
+    """Closes the period on an `approve` signal (`services.period_close` decides; forced with `payload`'s
+    `force` and `reason`). Returns (the job's result, the checkpoint) when closed, or (None, the checkpoint with
+    the new summary and one more refusal) when refused."""
+    force = payload.get("force") is True
+    summary = reports.period_summary(merchant_id=params["merchant_id"], start_date=start, end_date=end)
+    try:
+        with transaction.atomic():
+            period = services.period_close(
+                merchant=Merchant.objects.get(pk=params["merchant_id"]),
+                start_date=start,
+                end_date=end,
+                by=by,
+                reason=params.get("reason") or f"closed by job {ctx.job_id}",
+                force=force,
+                force_reason=str(payload.get("reason") or ""),
+            )
+            result = {
+                "status": "closed",
+                "period_id": period.pk,
+                "summary": summary,
+                "approved_by": by.get_username() if by is not None else "",
+                "closed_at": period.closed_at.isoformat(),
+                "forced": force,
+            }
+            state = {**state, **{k: v for k, v in result.items() if k != "status"}}
+            ctx.checkpoint(state)
+    except (errors.PeriodHasOpenEntriesError, ValidationError) as exc:
+        message = (
+            exc.message
+            if isinstance(exc, errors.PeriodHasOpenEntriesError)
+            else "; ".join(m for ms in exc.message_dict.values() for m in ms)
+        )
+        ctx.log(
+            f"not closed: {message} Resolve them and approve again, or approve with "
+            f'{{"force": true, "reason": "..."}}.',
+            open=getattr(exc, "details", {}),
+        )
+        with transaction.atomic():  # the refused signal counts as received; the summary is the new one
+            state = {**state, "summary": summary, "refused": int(state.get("refused", 0)) + 1}
+            ctx.checkpoint(state)
+        return None, state
+    approved_by = result["approved_by"]
+    ctx.log(
+        f"period {start}..{end} closed{' by ' + approved_by if approved_by else ''} at {result['closed_at']}"
+        + (" (forced)" if force else ""),
+        period_id=period.pk,
+    )
+    return result, state
 
 
 def _owner(ctx: JobContext):

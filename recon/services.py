@@ -285,23 +285,9 @@ def _pattern_problem(pattern) -> str | None:
     return None
 
 
-def recon_rule_create(
-    *,
-    merchant: Merchant,
-    account_one_id,
-    account_two_id,
-    match_key: str | None = None,
-    amount_tolerance="0",
-    amount_tolerance_pct="0",
-    date_window_days=None,
-    difference_account_id=None,
-    confirmation_key: str | None = None,
-    confirmation_key_pattern: str | None = None,
-    match_mode: str | None = None,
-    group_key: str | None = None,
-) -> ReconRule:
-    """Validates the pair and the matching options (the console's rule form too; `_grouping_problems` for the
-    confirmation key, its pattern, the match mode and group key); unknown accounts (or another merchant's) are 404."""
+def _rule_accounts(merchant: Merchant, account_one_id, account_two_id, difference_account_id) -> tuple:
+    """The rule's (account_one, account_two, difference account or None) of `merchant`: 400 when one of the pair
+    is missing, 404 when an account is unknown or another merchant's."""
     for field, value in (("account_one_id", account_one_id), ("account_two_id", account_two_id)):
         if value in (None, ""):
             raise ValidationError({field: ["This field is required."]})
@@ -312,6 +298,12 @@ def recon_rule_create(
         if difference_account_id not in (None, "")
         else None
     )
+    return one, two, diff
+
+
+def _rule_pair_problems(one: Account, two: Account, diff: Account | None) -> dict:
+    """What is wrong with a new rule's accounts: the same account twice, different currencies, a pair (or an
+    account_one) that already has a rule."""
     problems = {}
     if one.pk == two.pk:
         problems["account_two_id"] = ["account_one and account_two must differ."]
@@ -319,12 +311,15 @@ def recon_rule_create(
         problems["account_two_id"] = ["Both accounts must share a currency."]
     if diff is not None and diff.currency != one.currency:
         problems["difference_account_id"] = ["The difference account must share the rule's currency."]
-    match_key = match_key if match_key is not None else "order_id"
-    if not _is_field_name(match_key):
-        problems["match_key"] = ["A metadata field name (letters, digits, single underscores or dashes)."]
-    confirmation_key, pattern = confirmation_key or "", confirmation_key_pattern or ""
-    match_mode, group_key = match_mode or MatchMode.ONE_TO_ONE, group_key or ""
-    problems.update(_grouping_problems(confirmation_key, pattern, match_mode, group_key))
+    if ReconRule.objects.filter(account_one=one, account_two=two).exists():
+        problems["non_field_errors"] = ["A rule for this account pair already exists."]
+    elif ReconRule.objects.filter(account_one=one).exists():
+        problems["account_one_id"] = ["This account is already account_one of a rule."]
+    return problems
+
+
+def _rule_tolerances(amount_tolerance, amount_tolerance_pct, problems: dict) -> tuple:
+    """The parsed (absolute, percentage) tolerances (None when invalid); their problems are added to `problems`."""
     tolerance = pct = None
     try:
         tolerance = parse_amount(
@@ -342,16 +337,41 @@ def recon_rule_create(
             problems["amount_tolerance_pct"] = ["At most 100."]
     except ValidationError as exc:
         problems.update(exc.message_dict)
+    return tolerance, pct
+
+
+def recon_rule_create(
+    *,
+    merchant: Merchant,
+    account_one_id,
+    account_two_id,
+    match_key: str | None = None,
+    amount_tolerance="0",
+    amount_tolerance_pct="0",
+    date_window_days=None,
+    difference_account_id=None,
+    confirmation_key: str | None = None,
+    confirmation_key_pattern: str | None = None,
+    match_mode: str | None = None,
+    group_key: str | None = None,
+) -> ReconRule:
+    """Validates the pair and the matching options (the console's rule form too; `_grouping_problems` for the
+    confirmation key, its pattern, the match mode and group key); unknown accounts (or another merchant's) are 404."""
+    one, two, diff = _rule_accounts(merchant, account_one_id, account_two_id, difference_account_id)
+    problems = _rule_pair_problems(one, two, diff)
+    match_key = match_key if match_key is not None else "order_id"
+    if not _is_field_name(match_key):
+        problems["match_key"] = ["A metadata field name (letters, digits, single underscores or dashes)."]
+    confirmation_key, pattern = confirmation_key or "", confirmation_key_pattern or ""
+    match_mode, group_key = match_mode or MatchMode.ONE_TO_ONE, group_key or ""
+    problems.update(_grouping_problems(confirmation_key, pattern, match_mode, group_key))
+    tolerance, pct = _rule_tolerances(amount_tolerance, amount_tolerance_pct, problems)
     if date_window_days is not None and (
         isinstance(date_window_days, bool) or not isinstance(date_window_days, int) or date_window_days < 0
     ):
         problems["date_window_days"] = ["A non-negative integer or null."]
     if (tolerance or pct) and diff is None:
         problems["difference_account_id"] = ["A rule with a tolerance needs a difference account."]
-    if ReconRule.objects.filter(account_one=one, account_two=two).exists():
-        problems["non_field_errors"] = ["A rule for this account pair already exists."]
-    elif ReconRule.objects.filter(account_one=one).exists():
-        problems["account_one_id"] = ["This account is already account_one of a rule."]
     if problems:
         raise ValidationError(problems)
     try:
@@ -463,14 +483,7 @@ def staging_entry_create(
         metadata=metadata,
     )
     key = idempotency_key or None
-
-    def existing():
-        found = StagingEntry.objects.filter(account=account, idempotency_key=key).first()
-        if found is not None and found.request_hash != digest:
-            raise errors.IdempotencyConflictError()
-        return found
-
-    if key is not None and (found := existing()) is not None:
+    if key is not None and (found := _staging_entry_by_key(account, key, digest)) is not None:
         return found, False
     try:
         with transaction.atomic():
@@ -489,10 +502,19 @@ def staging_entry_create(
             entry.task_id = task.task_id
             entry.save(force_insert=True)
     except IntegrityError:
-        if key is not None and (found := existing()) is not None:
+        if key is not None and (found := _staging_entry_by_key(account, key, digest)) is not None:
             return found, False
         raise
     return entry, True
+
+
+def _staging_entry_by_key(account: Account, key: str, digest: str) -> StagingEntry | None:
+    """The account's entry created with idempotency key `key`, if any; IdempotencyConflictError when it was created
+    with another body (`digest`, see request_hash)."""
+    found = StagingEntry.objects.filter(account=account, idempotency_key=key).first()
+    if found is not None and found.request_hash != digest:
+        raise errors.IdempotencyConflictError()
+    return found
 
 
 def commit_asynchronously() -> None:

@@ -236,7 +236,7 @@ class SettlementRunForm(forms.Form):
         )
 
 
-workflow(
+SETTLEMENT_RUN_V1 = workflow(
     SETTLEMENT_RUN,
     version=1,
     params=SettlementRunParams,

@@ -29,11 +29,19 @@ def pytest_configure(config):
         pytest.exit("Tests need PostgreSQL: run `make test` (it starts one) or set DATABASE_URL.", returncode=2)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _test_task_types():
-    """Registers the tracker's test task types in this process (child processes get them through
-    TRACKER_TASK_MODULES)."""
-    import tests.tracker.handlers  # noqa: F401
+def pytest_sessionstart(session):
+    """Registers the tests' task types and workflows in this process (pytest-django set Django up before this
+    module set TRACKER_TASK_MODULES, so TrackerConfig.ready did not see it; child processes get them through
+    TRACKER_TASK_MODULES and JOBS_MODULES)."""
+    from django.conf import settings
+
+    from jobs import registry as job_registry
+    from tracker import registry
+
+    if "tests.tracker.handlers" not in settings.TRACKER["TASK_MODULES"]:
+        registry.register_modules(["tests.tracker.handlers"])
+    if "tests.jobs.workflow_defs" not in job_registry.modules_from_env():
+        job_registry.register_modules(["tests.jobs.workflow_defs"])
 
 
 @pytest.fixture

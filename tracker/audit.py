@@ -9,7 +9,6 @@ from contextlib import contextmanager
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.contenttypes.models import ContentType
-from django.dispatch import receiver
 from django.utils import timezone
 from django_fsm.signals import post_transition
 
@@ -114,7 +113,11 @@ def history(obj) -> list[Transition]:
     return list(Transition.objects.filter(content_type=ct, object_id=str(obj.pk)).select_related("by_user"))
 
 
-@receiver(post_transition)
+def connect() -> None:
+    """Records every FSM transition (from TrackerConfig.ready)."""
+    post_transition.connect(_record_fsm_transition, dispatch_uid="tracker-audit")
+
+
 def _record_fsm_transition(sender, instance, name, source, target, **kwargs):
     if source == target:
         return

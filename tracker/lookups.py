@@ -49,5 +49,8 @@ class ArrayAny(Lookup):
         return f"{lhs} = ANY(%s::{element}[])", (*params, array_literal(values))
 
 
-Field.register_lookup(ArrayAny)
-ForeignObject.register_lookup(ArrayAny)  # foreign keys keep their own lookups: `transaction_id__any=[...]`
+def connect() -> None:
+    """Installs `__any` on every field (from TrackerConfig.ready); foreign keys keep their own lookups, hence
+    ForeignObject too: `transaction_id__any=[...]`."""
+    Field.register_lookup(ArrayAny)
+    ForeignObject.register_lookup(ArrayAny)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from importlib import import_module
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from tracker.errors import UnknownTaskType
 
@@ -102,48 +103,34 @@ class TaskHandler:
 
 
 _registry: dict[str, TaskHandler] = {}
-_loaded = False
 
 
-def register(cls: type[TaskHandler]) -> type[TaskHandler]:
-    """Class decorator: registers a handler for `cls.task_type`."""
-    assert cls.task_type, f"{cls.__name__} has no task_type"
+def register(*classes: type[TaskHandler]) -> None:
+    """Registers one handler per task type; called from the apps' `ready()` (once per process). Assumes each
+    `cls.task_type` is new: a type registered twice raises ImproperlyConfigured."""
     from tracker.models import ONE_PER_CLAIM_TYPES
 
-    assert cls.claim_limited == (cls.task_type in ONE_PER_CLAIM_TYPES), (
-        f"{cls.task_type}: claim_limited types are listed in tracker.models.ONE_PER_CLAIM_TYPES (their due index)"
-    )
-    _registry[cls.task_type] = cls()
-    return cls
+    for cls in classes:
+        if not cls.task_type:
+            raise ImproperlyConfigured(f"{cls.__name__} has no task_type")
+        if cls.claim_limited != (cls.task_type in ONE_PER_CLAIM_TYPES):
+            raise ImproperlyConfigured(
+                f"{cls.task_type}: claim_limited types are listed in tracker.models.ONE_PER_CLAIM_TYPES"
+                " (their due index)"
+            )
+        if cls.task_type in _registry:
+            raise ImproperlyConfigured(f"Task type {cls.task_type!r} is registered twice.")
+        _registry[cls.task_type] = cls()
 
 
-def import_app_modules(*names: str, skip: tuple[str, ...] = ()) -> None:
-    """Imports `<app>.<name>` of every installed app that has such a module (registration by import)."""
-    from django.apps import apps
-
-    for app in apps.get_app_configs():
-        for module in (f"{app.name}.{name}" for name in names):
-            if module in skip:
-                continue
-            try:
-                import_module(module)
-            except ModuleNotFoundError as exc:
-                if exc.name != module:
-                    raise
-
-
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import_app_modules("handlers")
-    for module in settings.TRACKER["TASK_MODULES"]:
-        import_module(module)
+def register_modules(names: list[str]) -> None:
+    """Registers the `TASK_HANDLERS` of each named module (settings.TRACKER["TASK_MODULES"]: the task types of
+    the tests and the benchmarks)."""
+    for name in names:
+        register(*import_module(name).TASK_HANDLERS)
 
 
 def get(task_type: str) -> TaskHandler:
-    _load()
     try:
         return _registry[task_type]
     except KeyError:
@@ -151,5 +138,4 @@ def get(task_type: str) -> TaskHandler:
 
 
 def all_types() -> list[str]:
-    _load()
     return sorted(_registry)

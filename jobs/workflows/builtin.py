@@ -5,7 +5,6 @@ import time
 
 from rest_framework import serializers
 
-from jobs.registry import demo_types_enabled
 from jobs.workflows.declare import Step, workflow
 from jobs.workflows.engine import StepError
 
@@ -43,17 +42,16 @@ def _max_attempts(params: dict) -> int:
     return int(params.get("max_attempts") or 3)
 
 
-if demo_types_enabled():
-    workflow(
-        "jobs.diamond",
-        version=1,
-        params=DiamondParams,
-        demo=True,
-        description="Demo workflow: start; left and right in parallel; join.",
-        steps=[
-            Step("start", diamond_step, max_attempts=_max_attempts, backoff=1.0),
-            Step("left", diamond_step, depends_on=["start"], max_attempts=_max_attempts, backoff=1.0),
-            Step("right", diamond_step, depends_on=["start"], max_attempts=_max_attempts, backoff=1.0),
-            Step("join", diamond_step, depends_on=["left", "right"], max_attempts=_max_attempts, backoff=1.0),
-        ],
-    )
+DIAMOND = workflow(
+    "jobs.diamond",
+    version=1,
+    params=DiamondParams,
+    demo=True,
+    description="Demo workflow: start; left and right in parallel; join.",
+    steps=[
+        Step("start", diamond_step, max_attempts=_max_attempts, backoff=1.0),
+        Step("left", diamond_step, depends_on=["start"], max_attempts=_max_attempts, backoff=1.0),
+        Step("right", diamond_step, depends_on=["start"], max_attempts=_max_attempts, backoff=1.0),
+        Step("join", diamond_step, depends_on=["left", "right"], max_attempts=_max_attempts, backoff=1.0),
+    ],
+)

@@ -1,23 +1,14 @@
-"""Start-up checks of workflows: every declaration loads (a cycle, an unknown parent or a duplicate step name
-stops `runserver`, `migrate` and `qcluster` with the declaration's message), and, with `check --database`, no
-unfinished run uses a version that is no longer declared."""
+"""Start-up check of workflows: with `check --database`, no unfinished run uses a version that is no longer
+declared (a bad declaration already stops the start-up in JobsConfig.ready)."""
 
 from django.core import checks
 
 
-@checks.register()
-def workflow_declarations(app_configs=None, **kwargs):
-    from jobs import registry
-    from jobs.workflows.declare import WorkflowDeclarationError
-
-    try:
-        registry.all_types()
-    except WorkflowDeclarationError as exc:
-        return [checks.Error(str(exc), id="jobs.E001", hint="Fix the workflow's steps (see docs/workflows.md).")]
-    return []
+def connect() -> None:
+    """Installs the check (from JobsConfig.ready)."""
+    checks.register(workflow_versions_of_unfinished_runs, checks.Tags.database)
 
 
-@checks.register(checks.Tags.database)
 def workflow_versions_of_unfinished_runs(app_configs=None, **kwargs):
     from django.db import DatabaseError
 
@@ -33,7 +24,6 @@ def workflow_versions_of_unfinished_runs(app_configs=None, **kwargs):
         )
     except DatabaseError:
         return []
-    declare.all_workflows()
     for name, version in sorted(pairs):
         if declare.get_version(name, version) is None:
             errors.append(

@@ -10,10 +10,10 @@
         Step("close", close, depends_on=["report"], condition=lambda parents: parents["report"]["ok"]),
     ])
 
-The graph is checked at declaration (import) time with `graphlib`: a duplicate step name, an unknown parent or a
-cycle raises `WorkflowDeclarationError` naming the workflow and the steps; a system check (`jobs.E001`) loads every
-declaration at start-up. Several versions of one name may be declared (keep old ones while runs of them are
-unfinished): new runs use the highest version, a run keeps the version it started with."""
+The graph is checked at declaration time with `graphlib`: a duplicate step name, an unknown parent or a cycle raises
+`WorkflowDeclarationError` naming the workflow and the steps. The apps register their workflows in `AppConfig.ready`
+(`register(wf)`), so a bad declaration stops every start-up. Several versions of one name may be declared (keep old ones
+while runs of them are unfinished): new runs use the highest version, a run keeps the version it started with."""
 
 import graphlib
 from collections.abc import Callable
@@ -151,18 +151,13 @@ def workflow(
     start_form: type | None = None,
     demo: bool = False,
 ) -> Workflow:
-    """Declares (registers) version `version` of workflow `name`; the highest version is the job type `name`
-    that `POST /api/jobs/` starts. Raises WorkflowDeclarationError for an invalid graph or a version declared
-    twice."""
-    from jobs.registry import register_workflow
-
+    """Declares version `version` of workflow `name` (`register(wf)` registers it: the highest version is the job
+    type `name` that `POST /api/jobs/` starts). Raises WorkflowDeclarationError for an invalid graph."""
     steps = [
         Step(s.name, s.function, tuple(s.depends_on), s.max_attempts, s.backoff, s.timeout, s.condition) for s in steps
     ]
     order = topological_order(name, steps)
-    if version in _versions.get(name, {}):
-        raise WorkflowDeclarationError(f"Workflow {name!r} version {version} is declared twice.")
-    wf = Workflow(
+    return Workflow(
         name=name,
         version=int(version),
         steps=tuple(steps),
@@ -172,9 +167,20 @@ def workflow(
         demo=demo,
         order=order,
     )
-    _versions.setdefault(name, {})[wf.version] = wf
-    register_workflow(latest(name))
-    return wf
+
+
+def register(*workflows: Workflow) -> None:
+    """Registers workflow versions (from the apps' `ready()`); a demo workflow only with JOBS_DEMO_TYPES on.
+    Raises WorkflowDeclarationError for a version registered twice."""
+    from jobs.registry import demo_types_enabled, register_workflow
+
+    for wf in workflows:
+        if wf.demo and not demo_types_enabled():
+            continue
+        if wf.version in _versions.get(wf.name, {}):
+            raise WorkflowDeclarationError(f"Workflow {wf.name!r} version {wf.version} is declared twice.")
+        _versions.setdefault(wf.name, {})[wf.version] = wf
+        register_workflow(latest(wf.name))
 
 
 def latest(name: str) -> Workflow:
@@ -195,7 +201,4 @@ def versions(name: str) -> list[int]:
 
 
 def all_workflows() -> list[Workflow]:
-    from jobs import registry
-
-    registry.all_types()  # loads every declaring module
     return [latest(n) for n in sorted(_versions)]

@@ -3,10 +3,9 @@
 from jobs import conf
 from jobs.workflows import engine
 from jobs.workflows.pool import StepPool
-from tracker.registry import TaskHandler, register
+from tracker.registry import TaskHandler
 
 
-@register
 class WorkflowStepTask(TaskHandler):
     """payload {"job_id", "step_id"}: one attempt of the step. The step's own attempts and backoff govern retries;
     the task's attempts only count worker crashes. A claim takes at most WORKFLOW_STEP_THREADS of them, and the
@@ -31,3 +30,6 @@ class WorkflowStepTask(TaskHandler):
     def run_group(self, tasks, ctx):
         pool = ctx.resource("workflow-steps", lambda: StepPool(self.get_claim_limit(), name=f"steps-{ctx.worker_id}"))
         return engine.steps_run_many(tasks=tasks, run_ctx=ctx, pool=pool)
+
+
+TASK_HANDLERS = (WorkflowStepTask,)

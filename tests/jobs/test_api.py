@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 
 from jobs import services
 from jobs.models import Job
-from jobs.registry import job_type
+from jobs.registry import job_type, register
 from tests.conftest import client_for
 from tests.jobs.conftest import drain, reload
 
@@ -14,6 +14,9 @@ from tests.jobs.conftest import drain, reload
 def noop(ctx, params):
     """A job type that is not a demo type: anyone may start it (personal) or an operator (merchant)."""
     return {"ok": True}
+
+
+register(noop)
 
 
 pytestmark = pytest.mark.django_db(transaction=True)

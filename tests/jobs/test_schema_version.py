@@ -4,7 +4,7 @@ import pytest
 
 from jobs import services
 from jobs.models import Job
-from jobs.registry import job_type
+from jobs.registry import job_type, register
 from tests.jobs.conftest import drain, reload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -15,9 +15,15 @@ def with_upgrade(ctx, params):
     return {"count": ctx.checkpoint_data.get("count"), "schema": ctx.schema_version}
 
 
+register(with_upgrade)
+
+
 @job_type("test.schema_no_upgrade", schema_version=2)
 def without_upgrade(ctx, params):
     return {"checkpoint": ctx.checkpoint_data}
+
+
+register(without_upgrade)
 
 
 def old_job(job_type: str) -> Job:

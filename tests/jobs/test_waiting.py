@@ -6,7 +6,7 @@ import pytest
 from django.db import transaction
 
 from jobs import services
-from jobs.registry import job_type
+from jobs.registry import job_type, register
 from jobs.runtime import Suspend
 from tests.jobs.conftest import drain, reload
 from tracker.audit import history
@@ -123,6 +123,9 @@ def signal_race(ctx, params):
             _send_from_another_connection(ctx.job_id, "go")
         raise
     return {"got": "go"}
+
+
+register(signal_race)
 
 
 def test_signal_arriving_while_the_job_suspends_is_not_lost():

@@ -327,8 +327,9 @@ def test_declaration_errors_are_clear():
     with pytest.raises(e, match="duplicate step name"):
         declare.workflow("bad.dup", steps=[declare.Step("a", f), declare.Step("a", f)])
     with pytest.raises(e, match="declared twice"):
-        declare.workflow("jobs.diamond", version=1, steps=[declare.Step("a", f)])
+        declare.register(declare.workflow("test.versioned", version=1, steps=[declare.Step("a", f)]))
     assert "bad.cycle" not in registry.all_types()
+    assert [s.name for s in declare.get_version("test.versioned", 1).steps] == ["old"]
 
 
 def test_idempotent_start_returns_the_existing_run():

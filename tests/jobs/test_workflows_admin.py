@@ -8,7 +8,6 @@ from django.test import Client
 
 from jobs import services
 from jobs.models import WorkflowStep
-from tests.jobs import workflow_defs  # noqa: F401
 from tests.jobs.conftest import drain, reload
 
 pytestmark = pytest.mark.django_db(transaction=True)

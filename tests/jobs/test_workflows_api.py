@@ -4,7 +4,6 @@ import pytest
 
 from jobs.models import Job
 from tests.conftest import client_for
-from tests.jobs import workflow_defs  # noqa: F401
 from tests.jobs.conftest import drain
 from tests.jobs.test_api import user
 

@@ -10,7 +10,6 @@ import pytest
 from jobs import services
 from jobs.models import JobEvent, WorkflowStep
 from tests.conftest import wait_until
-from tests.jobs import workflow_defs  # noqa: F401
 from tests.jobs.conftest import reload
 from tracker.models import ProcessTracker, Transition
 

@@ -5,8 +5,15 @@ import time
 
 from django.db import transaction
 
-from jobs.workflows import Step, workflow
+from jobs.workflows import Step, Workflow, workflow
 from jobs.workflows.engine import PermanentStepError, StepError
+
+# Registered by jobs.registry.register_modules (conftest in the test process, JobsConfig.ready in the cluster).
+WORKFLOWS: list[Workflow] = []
+
+
+def _declare(*args, **kwargs) -> None:
+    WORKFLOWS.append(workflow(*args, **kwargs))
 
 
 def echo(ctx):
@@ -27,11 +34,11 @@ def gate(ctx):
     return {"go": bool(ctx.params.get("go"))}
 
 
-workflow(
+_declare(
     "test.retries", version=1, steps=[Step("a", flaky, max_attempts=3, backoff=0.05), Step("b", echo, depends_on=["a"])]
 )
 
-workflow(
+_declare(
     "test.permanent",
     version=1,
     steps=[
@@ -42,7 +49,7 @@ workflow(
     ],
 )
 
-workflow(
+_declare(
     "test.condition",
     version=1,
     steps=[
@@ -74,7 +81,7 @@ def nap(ctx):
     return {"slept_until": when}
 
 
-workflow(
+_declare(
     "test.signals",
     version=1,
     steps=[
@@ -111,7 +118,7 @@ def effect(ctx):
     return {"step": ctx.name, "attempt": ctx.attempt}
 
 
-workflow(
+_declare(
     "test.effects",
     version=1,
     steps=[Step("first", effect, max_attempts=5), Step("second", effect, depends_on=["first"], max_attempts=5)],
@@ -126,7 +133,7 @@ def join_parent(ctx):
     return {"step": ctx.name, "returned_at": time.time()}
 
 
-workflow(
+_declare(
     "test.join_race",
     version=1,
     steps=[Step("left", join_parent), Step("right", join_parent), Step("join", echo, depends_on=["left", "right"])],
@@ -142,12 +149,12 @@ def slow(ctx):
     return {"step": ctx.name}
 
 
-workflow("test.slow", version=1, steps=[Step("one", slow), Step("two", slow, depends_on=["one"])])
+_declare("test.slow", version=1, steps=[Step("one", slow), Step("two", slow, depends_on=["one"])])
 
-workflow("test.versioned", version=1, steps=[Step("old", echo)])
-workflow("test.versioned", version=2, steps=[Step("new_a", echo), Step("new_b", echo, depends_on=["new_a"])])
+_declare("test.versioned", version=1, steps=[Step("old", echo)])
+_declare("test.versioned", version=2, steps=[Step("new_a", echo), Step("new_b", echo, depends_on=["new_a"])])
 
-workflow("test.timeout", version=1, steps=[Step("slow", slow, timeout=0.1, max_attempts=2, backoff=0)])
+_declare("test.timeout", version=1, steps=[Step("slow", slow, timeout=0.1, max_attempts=2, backoff=0)])
 
 
 # Steps that meet at a barrier: they complete only when all of them run at the same time (a consumer that ran a
@@ -163,7 +170,7 @@ def meet(ctx):
     return {"met": True}
 
 
-workflow(
+_declare(
     "test.barrier",
     version=1,
     steps=[Step(f"p{i}", meet, max_attempts=1) for i in range(4)] + [Step("end", echo, depends_on=["p0", "p1"])],

@@ -157,40 +157,22 @@ def test_instalments_pay_part_then_the_rest():
     assert (f.status, f.difference, f.extra["remaining"]) == ("POSTED", Decimal("-0.04"), "0.0000")
 
 
-def test_an_overpaying_instalment_is_a_mismatch_and_the_expectation_stays_open():
+def two_instalments(first: str, second: str):
+    """The plan of one batch of two instalments of `first` and `second` against one expectation of 100.00."""
     r = grouped_rule("many_to_one")
     txn, legs = expectation(r, "inv1", amount="100.00")
-    plan = decide(
-        batch_of(
-            r,
-            [
-                staging(BANK, "CONFIRMATION", amount="100.01", order_id="inv1"),
-                staging(BANK, "CONFIRMATION", amount="100.00", order_id="inv1"),
-            ],
-            [(txn, legs)],
-        ),
-        now=DAY,
-        new_ids=ids(),
-    )
+    entries = [staging(BANK, "CONFIRMATION", amount=a, order_id="inv1") for a in (first, second)]
+    return decide(batch_of(r, entries, [(txn, legs)]), now=DAY, new_ids=ids())
+
+
+def test_an_overpaying_instalment_is_a_mismatch_and_the_expectation_stays_open():
+    plan = two_instalments("100.01", "100.00")
     assert [o.metadata.get("error_type") for o in plan.outcomes] == ["MismatchError", None]
     assert plan.mismatched == [] and plan.fulfilments[0].status == "POSTED"
 
 
 def test_a_second_instalment_in_one_batch_waits_for_the_next_pass():
-    r = grouped_rule("many_to_one")
-    txn, legs = expectation(r, "inv1", amount="100.00")
-    plan = decide(
-        batch_of(
-            r,
-            [
-                staging(BANK, "CONFIRMATION", amount="30.00", order_id="inv1"),
-                staging(BANK, "CONFIRMATION", amount="70.00", order_id="inv1"),
-            ],
-            [(txn, legs)],
-        ),
-        now=DAY,
-        new_ids=ids(),
-    )
+    plan = two_instalments("30.00", "70.00")
     assert len(plan.outcomes) == 1 and len(plan.deferred) == 1
 
 

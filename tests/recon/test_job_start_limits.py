@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 
 from jobs import services
 from jobs.models import Job
-from jobs.registry import job_type
+from jobs.registry import job_type, register
 from jobs.runtime import JOB_RUN
 from tests.conftest import ROOT, client_for
 from tracker import services as tracker_services
@@ -25,6 +25,9 @@ DEMO = ("jobs.countdown", "jobs.approval_demo", "jobs.sleep_demo")
 def personal(ctx, params):
     """Not a demo type: any user may start it as a personal job."""
     return {}
+
+
+register(personal)
 
 
 def user(name, **extra):

@@ -8,7 +8,7 @@ from django.contrib.contenttypes.models import ContentType
 
 from tracker.errors import PermanentError, RetryableError
 from tracker.models import ProcessTracker, Transition
-from tracker.registry import TaskHandler, register
+from tracker.registry import TaskHandler
 
 
 def record_effect(task) -> None:
@@ -26,7 +26,6 @@ def effects(task_id) -> int:
     return Transition.objects.filter(object_id=str(task_id), to_status="EFFECT").count()
 
 
-@register
 class Noop(TaskHandler):
     task_type = "test.noop"
     batched = True
@@ -35,7 +34,6 @@ class Noop(TaskHandler):
         record_effect(task)
 
 
-@register
 class Permanent(TaskHandler):
     task_type = "test.permanent"
 
@@ -44,7 +42,6 @@ class Permanent(TaskHandler):
         raise PermanentError("this cannot work")
 
 
-@register
 class Flaky(TaskHandler):
     """Fails with a retryable error until attempt `payload.succeed_on`."""
 
@@ -58,7 +55,6 @@ class Flaky(TaskHandler):
             raise RetryableError(f"attempt {task.attempts} failed")
 
 
-@register
 class Sleepy(TaskHandler):
     task_type = "test.sleep"
 
@@ -67,7 +63,6 @@ class Sleepy(TaskHandler):
         record_effect(task)
 
 
-@register
 class KillOnce(TaskHandler):
     """SIGKILLs its own worker process on the attempts listed in payload.kill_on (all attempts if absent)."""
 
@@ -84,7 +79,6 @@ class KillOnce(TaskHandler):
         record_effect(task)
 
 
-@register
 class Batched(TaskHandler):
     """Set-based: the whole batch in one go; a payload with "bad" makes the batch raise (then each task
     runs alone and only the bad one fails)."""
@@ -101,7 +95,6 @@ class Batched(TaskHandler):
         record_effect(task)
 
 
-@register
 class LongLease(TaskHandler):
     """A type with a lease of its own (the claim and the heartbeat give it 600 s, not LEASE_SECONDS)."""
 
@@ -110,3 +103,6 @@ class LongLease(TaskHandler):
 
     def run(self, task, ctx):
         record_effect(task)
+
+
+TASK_HANDLERS = (Noop, Permanent, Flaky, Sleepy, KillOnce, Batched, LongLease)
