@@ -67,7 +67,8 @@ def main() -> int:
     )
     for name, (calls, wall, cpu_s) in phases.items():
         print(
-            f"  {name:<7} {calls:>5} calls  {1000 * wall / steps:6.2f} ms wall/step  {1000 * cpu_s / steps:6.2f} ms CPU/step"
+            f"  {name:<7} {calls:>5} calls  {1000 * wall / steps:6.2f} ms wall/step"
+            f"  {1000 * cpu_s / steps:6.2f} ms CPU/step"
         )
     return 0
 

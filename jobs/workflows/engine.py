@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 import traceback
-import uuid
 from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import contextmanager
 
