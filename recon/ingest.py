@@ -62,6 +62,11 @@ def side_for(type_value: str, account_type: str) -> str:
     return normal if kind == "payment" else other
 
 
+def midnight_utc(day: dt.date) -> dt.datetime:
+    """The moment an entry dated `day` (without a time) takes effect: midnight UTC."""
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
 def parse_when(text: str, date_format: str | None = None) -> dt.datetime | None:
     """A date (midnight UTC) or a date-time with timezone, or with `date_format` (strftime) whatever that reads
     (UTC unless it carries an offset); None when neither."""
@@ -74,7 +79,7 @@ def parse_when(text: str, date_format: str | None = None) -> dt.datetime | None:
     try:
         day = parse_date(text)
         if day is not None:
-            return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            return midnight_utc(day)
         when = parse_datetime(text)
     except ValueError:
         return None
@@ -656,7 +661,7 @@ def _spool_write(write, items, *, account: Account, shared: str) -> tuple[int, l
     line key."""
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     quote = json.encoder.encode_basestring_ascii
-    # The metadata's JSON text (statement_metadata's keys), built by concatenation: the line's texts, then
+    # The metadata's JSON text, built by concatenation: the line's texts (`Line.metadata_texts`), then
     # `reversal`, then what every line of the file shares, then its key.
     reversal = {True: '"reversal":true,', False: '"reversal":false,'}
     # Money in is the account's normal side (DEBIT on DEBIT_NORMAL), money out the other.
@@ -680,9 +685,9 @@ def _spool_write(write, items, *, account: Account, shared: str) -> tuple[int, l
             write(f"{head}!\t{dumps('; '.join(problems))}\t{dumps(_line_data(item))}\n")
             continue
         texts = "".join(f'"{name}":{quote(text)},' for name, text in item.metadata_texts())
-        day = item.value_date or item.booking_date
+        day = item.effective_date
         if (day_text := day_texts.get(day)) is None:
-            day_texts[day] = day_text = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).isoformat()
+            day_texts[day] = day_text = midnight_utc(day).isoformat()
         write(
             f"{head}{sides[item.direction]}\t{item.amount.quantize(MONEY_QUANTUM)}\t{item.currency}\t{day_text}"
             f'\t{{{texts}{reversal[item.reversal]}{shared}{key}"}}\n'
