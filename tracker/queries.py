@@ -106,13 +106,13 @@ WHERE t.task_id = h.task_id
 """.format(lease=_LEASE, **_TABLES)
 
 # -- tasks_complete --
-# `complete`: the tasks of `ids` that `worker_id` still holds become COMPLETED; returns counters.RETURNING of each
-# (wrapped by `counters.count_finished_sql`, which counts them in the same statement). Positional parameters: now,
-# now, ids (an array literal), worker_id.
+# `complete`: the tasks of `ids` that `worker_id` still holds become COMPLETED; returns the id and
+# counters.RETURNING of each (wrapped by `counters.count_finished_sql`, which counts them in the same statement).
+# Positional parameters: now, now, ids (an array literal), worker_id.
 TASKS_COMPLETE = """
 UPDATE {task} SET status = {target}, completed_at = %s, updated_at = %s, lease_expires_at = NULL, last_error = ''
 WHERE task_id = ANY(%s::uuid[]) AND status IN ({sources}) AND locked_by = %s
-RETURNING {returning}
+RETURNING task_id, {returning}
 """.format(target=COMPLETE.target_sql, sources=COMPLETE.sources_sql, returning=counters.RETURNING, **_TABLES)
 
 # -- task_fail --
@@ -232,6 +232,16 @@ TASK_FROM_TABLE_VALUES = {
 TASKS_INSERT_FROM_TABLE = "INSERT INTO {task} ({columns}) SELECT {values} FROM {{source}} AS src {{on_conflict}}"
 TASKS_INSERT_FROM_TABLE = TASKS_INSERT_FROM_TABLE.format(
     columns=", ".join(TASK_FROM_TABLE_VALUES), values=", ".join(TASK_FROM_TABLE_VALUES.values()), **_TABLES
+)
+
+# -- tasks_insert_rows --
+# One PENDING task per element of the arrays `task_ids`, `payloads` (JSON texts) and `tenants` (ids the caller
+# chose, known to be new), the other columns as TASKS_INSERT_FROM_TABLE writes them.
+TASKS_INSERT_ROWS = "INSERT INTO {task} ({columns}) SELECT {values} FROM {source}".format(
+    columns=", ".join(TASK_FROM_TABLE_VALUES),
+    values=", ".join({**TASK_FROM_TABLE_VALUES, "tenant": "src.tenant"}.values()),
+    source="unnest(%(task_ids)s::uuid[], %(payloads)s::jsonb[], %(tenants)s::text[]) AS src(task_id, payload, tenant)",
+    **_TABLES,
 )
 
 # Which statement makes which declared transitions (tests/tracker/test_fsm.py: each statement is written from
