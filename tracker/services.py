@@ -155,6 +155,13 @@ def task_insert_rows(*, task_type: str, rows: Sequence[tuple[uuid.UUID, str, str
     return len(rows)
 
 
+def transaction_commit_async() -> None:
+    """The caller's transaction commits without waiting for its WAL flush (ASYNC_COMMIT): only for work whose loss
+    in a database crash re-delivers tasks at least once (a claim, a workflow step's begin) and loses nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries.ASYNC_COMMIT)
+
+
 # --- claiming and running (worker side) ---------------------------------------------------------------
 
 
@@ -200,7 +207,7 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     """TASKS_CLAIM after CLAIM_PLAN: the claimed tasks with their previous status, in claim order."""
     with connection.cursor() as cursor:
         cursor.execute(queries.CLAIM_PLAN)
-        sort_before, _, paused = cursor.fetchone()
+        sort_before, _, paused, _ = cursor.fetchone()
     params = {
         "now": now,
         "queues": array_literal(queues) if queues else None,

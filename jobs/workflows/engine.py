@@ -24,6 +24,7 @@ from typing import NamedTuple
 from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
+from django.db.models import CharField, DateTimeField, ForeignKey, IntegerField, JSONField, TextField, UUIDField
 from django.utils import timezone
 
 from jobs import conf, events
@@ -242,17 +243,23 @@ def _update_rows(model, objects: list, fields: list[str]) -> None:
     """Writes `fields` of `objects` (rows of `model`) with one `UPDATE ... FROM unnest(...)`, one array parameter
     per column: what `bulk_update` does, without its CASE expression per field and row, and with the same SQL text
     whatever the number of rows (a VALUES list of one placeholder per cell cost psycopg a parse of a new query
-    text per batch, and PostgreSQL a plan of it)."""
+    text per batch, and PostgreSQL a plan of it). Each array goes as one text parameter (`array_literal`)."""
     if not objects:
         return
     sql, columns = _update_sql(model, tuple(fields))
-    params = [[field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objects] for field in columns]
+    params = [array_literal(cell(getattr(obj, attname)) for obj in objects) for attname, cell in columns]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
 
+# Fields whose Python value is its array element as it is (str() of it is what the column reads).
+_PLAIN_FIELDS = (CharField, TextField, IntegerField, DateTimeField, UUIDField, ForeignKey)
+
+
 @functools.cache
 def _update_sql(model, fields: tuple[str, ...]) -> tuple[str, list]:
+    """The UPDATE of `_update_rows` and, per column, its attname and how a value becomes an array element (JSON as
+    its text, None as NULL)."""
     meta = model._meta
     columns = [meta.pk, *[meta.get_field(name) for name in fields]]
     names = [field.column for field in columns]
@@ -261,7 +268,15 @@ def _update_sql(model, fields: tuple[str, ...]) -> tuple[str, list]:
         f"UPDATE {meta.db_table} AS t SET {', '.join(f'{n} = v.{n}' for n in names[1:])} "
         f"FROM unnest({arrays}) AS v({', '.join(names)}) WHERE t.{names[0]} = v.{names[0]}"
     )
-    return sql, columns
+    return sql, [(field.attname, _element_of(field)) for field in columns]
+
+
+def _element_of(field):
+    if isinstance(field, JSONField):
+        return lambda value: None if value is None else json.dumps(value, cls=field.encoder)
+    if isinstance(field, _PLAIN_FIELDS):
+        return lambda value: value
+    return lambda value: field.get_db_prep_save(value, connection)
 
 
 def _save(step: WorkflowStep, **extra) -> None:
@@ -764,6 +779,7 @@ def steps_begin_many(*, tasks: list, worker_id: str) -> list[Attempt]:
     task, paused run, timer not due) is completed at once (when still held). Assumes `tasks` are claimed by
     `worker_id`. Returns the attempts to run."""
     with transaction.atomic(), _event_batch(), _deferred_saves():
+        tracker_services.transaction_commit_async()  # lost in a crash: the rescued task begins the step again
         jobs = _lock_runs({t.payload["job_id"] for t in tasks})
         runnable = [t for t in tasks if t.payload["job_id"] in jobs and jobs[t.payload["job_id"]].state in RUNNABLE]
         attempts = _begin_queued(runnable, jobs, worker_id)
