@@ -51,21 +51,16 @@ _CLAIM_PICK = """
 # million tasks queued at once): the planner then expected a few due rows and sorted the whole backlog read through
 # the smaller tracker_queue_due_idx instead of walking tracker_due_idx in claim order. At 100,000 due tasks that cost
 # a claim 260 µs a task instead of 95 (docs/operations.md, "What the counters cost"). It also lets the claim commit
-# without waiting for its WAL flush (`synchronous_commit` off for its transaction, as ASYNC_COMMIT does): a claim lost
-# in a database crash only delivers its tasks again, as a worker's crash does, and the handler's own (synchronous)
-# commit flushes the claim's WAL before its own.
+# without waiting for its WAL flush (`synchronous_commit` off for its transaction): a claim lost in a database crash
+# only delivers its tasks again, as a worker's crash does, and any later durable commit (the handler's) flushes the
+# claim's WAL first. A claim writes no events, so no client has seen it (docs/decisions/0012-asynchronous-claim.md).
 CLAIM_PLAN = """
 SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true),
        ARRAY(SELECT name FROM {queue} WHERE paused ORDER BY name), set_config('synchronous_commit', 'off', true)
 """.format(**_TABLES)
 
-# -- async_commit --
-# The current transaction commits without waiting for its WAL flush: only for transactions whose loss in a
-# database crash re-delivers work at least once and loses nothing (a claim; a workflow step's begin).
-ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
-
 # -- restore_sort --
-# After the claim: `enable_sort` back to what CLAIM_PLAN read (`sort`).
+# After a claim made inside a caller's transaction: `enable_sort` back to what CLAIM_PLAN read (`sort`).
 RESTORE_SORT = "SELECT set_config('enable_sort', %(sort)s, true)"
 
 # -- tasks_claim --

@@ -155,13 +155,6 @@ def task_insert_rows(*, task_type: str, rows: Sequence[tuple[uuid.UUID, str, str
     return len(rows)
 
 
-def transaction_commit_async() -> None:
-    """The caller's transaction commits without waiting for its WAL flush (ASYNC_COMMIT): only for work whose loss
-    in a database crash re-delivers tasks at least once (a claim, a workflow step's begin) and loses nothing."""
-    with connection.cursor() as cursor:
-        cursor.execute(queries.ASYNC_COMMIT)
-
-
 # --- claiming and running (worker side) ---------------------------------------------------------------
 
 
@@ -182,8 +175,9 @@ def task_claim(*, worker_id: str, limit: int, queues: Iterable[str] | None = Non
     `worker_id`. Commits before returning, so the claim survives the handler's rollback."""
     now = timezone.now()
     queues = list(queues or [])
+    restore = connection.in_atomic_block  # inside a caller's transaction, the claim puts its settings back
     with transaction.atomic():
-        rows = _claim(worker_id, limit, queues, now)
+        rows = _claim(worker_id, limit, queues, now, restore=restore)
         if rows:
             audit.record_many(
                 ProcessTracker,
@@ -203,8 +197,9 @@ def _claim_limit(task_type: str) -> int:
         return 1
 
 
-def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
-    """TASKS_CLAIM after CLAIM_PLAN: the claimed tasks with their previous status, in claim order."""
+def _claim(worker_id, limit, queues, now, *, restore: bool) -> list[tuple[ProcessTracker, str]]:
+    """TASKS_CLAIM after CLAIM_PLAN: the claimed tasks with their previous status, in claim order. `enable_sort`
+    is put back (RESTORE_SORT) when `restore`: the claim's own transaction resets it at its end anyway."""
     with connection.cursor() as cursor:
         cursor.execute(queries.CLAIM_PLAN)
         sort_before, _, paused, _ = cursor.fetchone()
@@ -220,7 +215,8 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     with connection.cursor() as cursor:
         cursor.execute(queries.TASKS_CLAIM, params)
         rows = cursor.fetchall()
-        cursor.execute(queries.RESTORE_SORT, {"sort": sort_before})
+        if restore:
+            cursor.execute(queries.RESTORE_SORT, {"sort": sort_before})
     return sorted(
         zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
         key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id),

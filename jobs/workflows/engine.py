@@ -779,7 +779,6 @@ def steps_begin_many(*, tasks: list, worker_id: str) -> list[Attempt]:
     task, paused run, timer not due) is completed at once (when still held). Assumes `tasks` are claimed by
     `worker_id`. Returns the attempts to run."""
     with transaction.atomic(), _event_batch(), _deferred_saves():
-        tracker_services.transaction_commit_async()  # lost in a crash: the rescued task begins the step again
         jobs = _lock_runs({t.payload["job_id"] for t in tasks})
         runnable = [t for t in tasks if t.payload["job_id"] in jobs and jobs[t.payload["job_id"]].state in RUNNABLE]
         attempts = _begin_queued(runnable, jobs, worker_id)

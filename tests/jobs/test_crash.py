@@ -62,7 +62,14 @@ def test_waiting_job_holds_no_worker_and_its_timer_fires_under_a_cluster(process
     job = services.job_create(job_type="jobs.approval_demo", params={"timeout_seconds": 3})
     processes.start(["manage.py", "qcluster"], **FAST_RESCUE)
     wait_until(lambda: reload(job).state == "WAITING", 60, message="job waiting")
-    assert not ProcessTracker.objects.filter(status="PROCESSING", task_type="JOB_RUN").exists()
+    # The slice commits WAITING from its own connection; the worker completes the run task just after (its own
+    # commit, milliseconds later on a quiet machine): from then on no worker is held.
+    wait_until(
+        lambda: not ProcessTracker.objects.filter(status="PROCESSING", task_type="JOB_RUN").exists(),
+        5,
+        message="the run task released",
+    )
+    assert reload(job).state == "WAITING"
     assert not ProcessTracker.objects.filter(status__in=["PENDING", "RETRY"], task_type="JOB_RUN").exists()
     wait_until(lambda: reload(job).state == "COMPLETED", 60, message="timer wake-up")
     assert reload(job).result["decision"] == "timeout"
