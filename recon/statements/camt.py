@@ -100,24 +100,39 @@ def _direction(text: str, where: str) -> str:
 
 
 def _details(detail, t: _Tags, direction: str) -> dict:
-    """The texts a transaction detail carries: references, the other side (the debtor of money coming in, the
-    creditor of money going out), remittance information. Only non-empty ones."""
+    """The texts a transaction detail carries: references (its first `Refs`), the other side (the debtor of money
+    coming in, the creditor of money going out; its first `RltdPties`), remittance information (every `RmtInf`'s
+    `Ustrd`, and `Strd/CdtrRefInf/Ref`, in file order). Only non-empty ones. One pass over the detail's children."""
     out = {}
-    end_to_end = _text(detail, t.Refs, t.EndToEndId)
-    if end_to_end and end_to_end.upper() != "NOTPROVIDED":
-        out["end_to_end_id"] = end_to_end
-    parties = detail.find(t.RltdPties)
+    refs = parties = None
+    unstructured: list = []
+    structured: list = []
+    for child in detail:
+        tag = child.tag
+        if tag == t.RmtInf:
+            for part in child:
+                if part.tag == t.Ustrd:
+                    unstructured.append(part.text)
+                elif part.tag == t.Strd:
+                    structured.extend(r.text for c in part.findall(t.CdtrRefInf) for r in c.findall(t.Ref))
+        elif tag == t.Refs:
+            refs = child if refs is None else refs
+        elif tag == t.RltdPties:
+            parties = child if parties is None else parties
+    if refs is not None:
+        end_to_end = _text(refs, t.EndToEndId)
+        if end_to_end and end_to_end.upper() != "NOTPROVIDED":
+            out["end_to_end_id"] = end_to_end
     if parties is not None:
         role, role_account = (t.Dbtr, t.DbtrAcct) if direction == IN else (t.Cdtr, t.CdtrAcct)
         if name := clean(_text(parties, role, t.Nm) or _text(parties, role, t.Pty, t.Nm)):
             out["counterparty_name"] = name
         if account := _text(parties, role_account, t.Id, t.IBAN) or _text(parties, role_account, t.Id, t.Othr, t.Id):
             out["counterparty_account"] = account
-    if detail.find(t.RmtInf) is not None:
-        if remittance := " ".join(_texts(detail, t.RmtInf, t.Ustrd)):
-            out["remittance_info"] = remittance
-        if structured := " ".join(_texts(detail, t.RmtInf, t.Strd, t.CdtrRefInf, t.Ref)):
-            out["structured_reference"] = structured
+    if remittance := " ".join(x for x in map(clean, unstructured) if x):
+        out["remittance_info"] = remittance
+    if structured and (reference := " ".join(x for x in map(clean, structured) if x)):
+        out["structured_reference"] = reference
     return out
 
 
