@@ -49,9 +49,14 @@ def main() -> int:
             cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
             return cursor.fetchone()[0]
 
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        postmaster = _parent(cursor.fetchone()[0])
+
     with job_services.transaction.atomic():
         ids = [job_services.job_create(job_type="bench.fan10", params={}).pk for _ in range(runs)]
     before, statements[0] = commits(), 0
+    server_cpu = _server_cpu(postmaster)
     cpu = time.process_time()
     worker = Worker("cost")
     worker.drain(budget_seconds=600)
@@ -60,10 +65,11 @@ def main() -> int:
     cpu = time.process_time() - cpu
     queries = statements[0]
     committed = commits() - before - 2  # the two reads of the counter
+    server_cpu = _server_cpu(postmaster) - server_cpu
     steps = WorkflowStep.objects.filter(job_id__in=ids, state="COMPLETED").count()
     print(
         f"{steps} steps of {runs} runs: {queries / steps:.2f} statements/step, {committed / steps:.2f} commits/step, "
-        f"{1000 * cpu / steps:.2f} ms CPU/step (this process)"
+        f"{1000 * cpu / steps:.2f} ms CPU/step (this process), {1000 * server_cpu / steps:.2f} ms CPU/step (PostgreSQL)"
     )
     for name, (calls, wall, cpu_s) in phases.items():
         print(
@@ -71,6 +77,31 @@ def main() -> int:
             f"  {1000 * cpu_s / steps:6.2f} ms CPU/step"
         )
     return 0
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _server_cpu(postmaster: int) -> float:
+    """CPU seconds of the PostgreSQL server so far: the postmaster's own and its ended children's (backends that
+    exited, reaped by it), plus its live children's (background writer, WAL writer, checkpointer, backends)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(pid) == postmaster:
+            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def _time_phases(lock) -> dict:

@@ -200,7 +200,8 @@ class JobEvent(models.Model):
     """One change of a job, for the live stream and the admin's log: state, progress or a log line."""
 
     id = models.BigAutoField(primary_key=True)
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    # db_index off: the (job, id) index below serves the foreign key
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events", db_index=False)
     kind = models.CharField(max_length=16, choices=JobEventKind.choices)
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -239,7 +240,8 @@ class WorkflowStep(FSMModelMixin, models.Model):
     row); changes happen in jobs.workflows.engine with the run's Job row locked."""
 
     id = models.BigAutoField(primary_key=True)
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="workflow_steps")
+    # db_index off: the unique (job, name) constraint's index serves the foreign key
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="workflow_steps", db_index=False)
     name = models.CharField(max_length=100)
     position = models.PositiveSmallIntegerField(help_text="Place in the run's topological order.")
     depends_on = models.JSONField(default=list, blank=True)

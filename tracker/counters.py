@@ -127,13 +127,13 @@ def enabled() -> bool:
     return settings.TRACKER.get("COUNTERS", True)
 
 
-def count_finished_sql(update_sql: str) -> str:
+def count_finished_sql(update_sql: str, answer: str = "count(*)") -> str:
     """`update_sql` (an UPDATE ... RETURNING {RETURNING}) wrapped so that the same statement counts the rows it
-    finished; the statement answers the number of rows it changed. Its parameters: the update's, then
-    `finished_params(...)` (none when the counters are off)."""
+    finished; the statement answers `answer`, an aggregate over the rows it changed (by default their number).
+    Its parameters: the update's, then `finished_params(...)` (none when the counters are off)."""
     if not enabled():
-        return f"WITH src AS ({update_sql}) SELECT count(*) FROM src"
-    return f"WITH src AS ({update_sql}), counted AS ({FINISHED_UPSERT} RETURNING 1) SELECT count(*) FROM src"
+        return f"WITH src AS ({update_sql}) SELECT {answer} FROM src"
+    return f"WITH src AS ({update_sql}), counted AS ({FINISHED_UPSERT} RETURNING 1) SELECT {answer} FROM src"
 
 
 def record_finished(*, task_ids, worker: str, now: dt.datetime | None = None) -> None:

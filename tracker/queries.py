@@ -50,11 +50,19 @@ _CLAIM_PICK = """
 # the claim with RESTORE_SORT) and the paused queues. The backlog is often younger than the table's statistics (a
 # million tasks queued at once): the planner then expected a few due rows and sorted the whole backlog read through
 # the smaller tracker_queue_due_idx instead of walking tracker_due_idx in claim order. At 100,000 due tasks that cost
-# a claim 260 µs a task instead of 95 (docs/operations.md, "What the counters cost").
+# a claim 260 µs a task instead of 95 (docs/operations.md, "What the counters cost"). It also lets the claim commit
+# without waiting for its WAL flush (`synchronous_commit` off for its transaction, as ASYNC_COMMIT does): a claim lost
+# in a database crash only delivers its tasks again, as a worker's crash does, and the handler's own (synchronous)
+# commit flushes the claim's WAL before its own.
 CLAIM_PLAN = """
 SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true),
-       ARRAY(SELECT name FROM {queue} WHERE paused ORDER BY name)
+       ARRAY(SELECT name FROM {queue} WHERE paused ORDER BY name), set_config('synchronous_commit', 'off', true)
 """.format(**_TABLES)
+
+# -- async_commit --
+# The current transaction commits without waiting for its WAL flush: only for transactions whose loss in a
+# database crash re-delivers work at least once and loses nothing (a claim; a workflow step's begin).
+ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
 
 # -- restore_sort --
 # After the claim: `enable_sort` back to what CLAIM_PLAN read (`sort`).
@@ -106,13 +114,13 @@ WHERE t.task_id = h.task_id
 """.format(lease=_LEASE, **_TABLES)
 
 # -- tasks_complete --
-# `complete`: the tasks of `ids` that `worker_id` still holds become COMPLETED; returns counters.RETURNING of each
-# (wrapped by `counters.count_finished_sql`, which counts them in the same statement). Positional parameters: now,
-# now, ids (an array literal), worker_id.
+# `complete`: the tasks of `ids` that `worker_id` still holds become COMPLETED; returns the id and
+# counters.RETURNING of each (wrapped by `counters.count_finished_sql`, which counts them in the same statement).
+# Positional parameters: now, now, ids (an array literal), worker_id.
 TASKS_COMPLETE = """
 UPDATE {task} SET status = {target}, completed_at = %s, updated_at = %s, lease_expires_at = NULL, last_error = ''
 WHERE task_id = ANY(%s::uuid[]) AND status IN ({sources}) AND locked_by = %s
-RETURNING {returning}
+RETURNING task_id, {returning}
 """.format(target=COMPLETE.target_sql, sources=COMPLETE.sources_sql, returning=counters.RETURNING, **_TABLES)
 
 # -- task_fail --
@@ -232,6 +240,16 @@ TASK_FROM_TABLE_VALUES = {
 TASKS_INSERT_FROM_TABLE = "INSERT INTO {task} ({columns}) SELECT {values} FROM {{source}} AS src {{on_conflict}}"
 TASKS_INSERT_FROM_TABLE = TASKS_INSERT_FROM_TABLE.format(
     columns=", ".join(TASK_FROM_TABLE_VALUES), values=", ".join(TASK_FROM_TABLE_VALUES.values()), **_TABLES
+)
+
+# -- tasks_insert_rows --
+# One PENDING task per element of the arrays `task_ids`, `payloads` (JSON texts) and `tenants` (ids the caller
+# chose, known to be new), the other columns as TASKS_INSERT_FROM_TABLE writes them.
+TASKS_INSERT_ROWS = "INSERT INTO {task} ({columns}) SELECT {values} FROM {source}".format(
+    columns=", ".join(TASK_FROM_TABLE_VALUES),
+    values=", ".join({**TASK_FROM_TABLE_VALUES, "tenant": "src.tenant"}.values()),
+    source="unnest(%(task_ids)s::uuid[], %(payloads)s::jsonb[], %(tenants)s::text[]) AS src(task_id, payload, tenant)",
+    **_TABLES,
 )
 
 # Which statement makes which declared transitions (tests/tracker/test_fsm.py: each statement is written from

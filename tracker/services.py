@@ -129,6 +129,39 @@ def task_insert_from_table(
     return inserted
 
 
+def task_insert_rows(*, task_type: str, rows: Sequence[tuple[uuid.UUID, str, str]], now=None) -> int:
+    """Set-based `task_create_many` for tasks whose ids the caller chose (known to be new): one PENDING task of
+    `task_type` per (task_id, payload as JSON text, tenant) row, with queue, priority and max_attempts from the
+    registry (TASKS_INSERT_ROWS). Runs in the caller's transaction and wakes the consumers at its commit."""
+    if not rows:
+        return 0
+    handler = registry.get(task_type)
+    task_ids, payloads, tenants = zip(*rows)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            queries.TASKS_INSERT_ROWS,
+            {
+                "task_ids": array_literal(task_ids),
+                "payloads": array_literal(payloads),
+                "tenants": array_literal(tenants),
+                "task_type": task_type,
+                "queue": handler.queue,
+                "priority": handler.priority,
+                "max_attempts": handler.get_max_attempts(),
+                "now": now or timezone.now(),
+            },
+        )
+    wakeup.notify()
+    return len(rows)
+
+
+def transaction_commit_async() -> None:
+    """The caller's transaction commits without waiting for its WAL flush (ASYNC_COMMIT): only for work whose loss
+    in a database crash re-delivers tasks at least once (a claim, a workflow step's begin) and loses nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries.ASYNC_COMMIT)
+
+
 # --- claiming and running (worker side) ---------------------------------------------------------------
 
 
@@ -174,7 +207,7 @@ def _claim(worker_id, limit, queues, now) -> list[tuple[ProcessTracker, str]]:
     """TASKS_CLAIM after CLAIM_PLAN: the claimed tasks with their previous status, in claim order."""
     with connection.cursor() as cursor:
         cursor.execute(queries.CLAIM_PLAN)
-        sort_before, _, paused = cursor.fetchone()
+        sort_before, _, paused, _ = cursor.fetchone()
     params = {
         "now": now,
         "queues": array_literal(queues) if queues else None,
@@ -207,21 +240,30 @@ def task_complete_many(*, task_ids: Sequence, worker_id: str) -> None:
     """Marks tasks COMPLETED and counts them (tracker.counters) in the same statement. Called inside the
     handler's transaction; raises LeaseLost (rolling the handler's writes back) when any of them is no longer held
     by `worker_id`."""
+    done = task_complete_held(task_ids=task_ids, worker_id=worker_id)
+    if len(done) != len(task_ids):
+        raise LeaseLost(f"{len(task_ids) - len(done)} of {len(task_ids)} tasks are no longer held by {worker_id}.")
+
+
+def task_complete_held(*, task_ids: Sequence, worker_id: str) -> set:
+    """Marks COMPLETED (and counts, and audits) those of `task_ids` still held by `worker_id`, in the caller's
+    transaction; returns their ids. The others (rescued, taken over) are left as they are."""
+    if not task_ids:
+        return set()
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
-            counters.count_finished_sql(queries.TASKS_COMPLETE),
+            counters.count_finished_sql(queries.TASKS_COMPLETE, answer="coalesce(array_agg(task_id), '{}')"),
             [now, now, array_literal(task_ids), worker_id, *counters.finished_params(worker=worker_id, now=now)],
         )
-        done = cursor.fetchone()[0]
-    if done != len(task_ids):
-        raise LeaseLost(f"{len(task_ids) - done} of {len(task_ids)} tasks are no longer held by {worker_id}.")
+        done = set(cursor.fetchone()[0])
     audit.record_many(
         ProcessTracker,
-        [(tid, TaskStatus.PROCESSING, TaskStatus.COMPLETED) for tid in task_ids],
+        [(tid, TaskStatus.PROCESSING, TaskStatus.COMPLETED) for tid in task_ids if tid in done],
         by=worker_id,
         reason="completed",
     )
+    return done
 
 
 def task_record_failure(*, task: ProcessTracker, worker_id: str, exc: BaseException) -> str | None:

@@ -11,24 +11,30 @@ PROCESSING; the tracker's rescue re-delivers the task and `_begin` counts a new 
 
 import datetime as dt
 import functools
+import json
 import logging
 import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NamedTuple
 
+from django.contrib.contenttypes.models import ContentType
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
+from django.db.models import CharField, DateTimeField, ForeignKey, IntegerField, JSONField, TextField, UUIDField
 from django.utils import timezone
 
 from jobs import conf, events
 from jobs.errors import JobStateConflict
 from jobs.models import (
-    STEP_ACTIVE_STATES,
+    ERROR_CHARS,
+    ERROR_DETAILS_CHARS,
     STEP_DONE_STATES,
     STEP_TERMINAL_STATES,
     Job,
-    JobEvent,
     JobEventKind,
     JobSignal,
     JobState,
@@ -36,15 +42,17 @@ from jobs.models import (
     WorkflowStep,
 )
 from jobs.runtime import Suspend, to_json
-from jobs.workflows import declare
+from jobs.workflows import declare, queries
 from tracker import audit
 from tracker import services as tracker_services
+from tracker.bulk import array_literal, models_from_rows, select_columns
 from tracker.errors import PermanentError, RetryableError, TaskStateConflict, is_retryable
 from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus
 
 log = logging.getLogger(__name__)
 
 WORKFLOW_STEP = "WORKFLOW_STEP"
+RUNNABLE = (JobState.CREATED, JobState.RUNNING, JobState.WAITING)  # a run whose steps may start
 
 
 class StepError(RetryableError):
@@ -73,9 +81,6 @@ class WorkflowVersionMissing(PermanentStepError):
 
 def workflow_of(job: Job) -> declare.Workflow | None:
     """The declared version the run started with (None when it is not registered any more)."""
-    from jobs import registry
-
-    registry.all_types()
     return declare.get_version(job.job_type, job.workflow_version)
 
 
@@ -134,16 +139,14 @@ def _flush(items: list) -> None:
     event id)."""
     if not items:
         return
-    data = JobEvent._meta.get_field("data")
-    now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             _FLUSH_SQL,
             [
-                [str(j) for j, _, _ in items],
-                [k for _, k, _ in items],
-                [data.get_db_prep_save(to_json(d), connection) for _, _, d in items],
-                [now] * len(items),
+                timezone.now(),
+                array_literal(j for j, _, _ in items),
+                array_literal(k for _, k, _ in items),
+                array_literal(json.dumps(d, cls=DjangoJSONEncoder) for _, _, d in items),
                 events.EVENTS_CHANNEL,
             ],
         )
@@ -152,7 +155,7 @@ def _flush(items: list) -> None:
 _FLUSH_SQL = """
 WITH ins AS (
     INSERT INTO jobs_event (job_id, kind, data, created_at)
-    SELECT * FROM unnest(%s::uuid[], %s::varchar(16)[], %s::jsonb[], %s::timestamptz[])
+    SELECT j, k, d, %s::timestamptz FROM unnest(%s::uuid[], %s::varchar(16)[], %s::jsonb[]) AS e(j, k, d)
     RETURNING id, job_id
 )
 SELECT pg_notify(%s, replace(job_id::text, '-', '')), pg_notify('job_' || replace(job_id::text, '-', ''), max(id)::text)
@@ -205,40 +208,58 @@ JOB_FIELDS = [
 @contextmanager
 def _deferred_saves():
     """Inside the block (one transaction, the runs locked), `_save`, `_save_job` and `_enqueue` collect their rows;
-    at its end the tasks are inserted with one `task_create_many` (their ids set on the steps), then the steps and
-    the runs are written with one UPDATE each. Code inside the block must not read those rows back."""
+    `_flush_steps` writes the tasks (one `task_create_many`, their ids set on the steps) and the steps (one UPDATE)
+    collected so far, which the set-based statements that read steps need first; the block's end flushes the steps
+    again and writes the runs with one UPDATE. Code inside the block must not read a collected row back unflushed."""
     _local.saves = ({}, {}, [])
     try:
         yield
-        steps, jobs, enqueues = _local.saves
-        specs = [spec for _, spec in enqueues]
-        for (step, _), task in zip(enqueues, tracker_services.task_create_many(specs) if specs else []):
-            step.task_id = task.task_id
-            steps[step.pk] = step
-        _update_rows(WorkflowStep, list(steps.values()), STEP_FIELDS)
+        _flush_steps()
+        jobs = list(_local.saves[1].values())
         now = timezone.now()
-        for job in jobs.values():
+        for job in jobs:
             job.updated_at = now
-        _update_rows(Job, list(jobs.values()), JOB_FIELDS)
+        _update_rows(Job, jobs, JOB_FIELDS)
     finally:
         _local.saves = None
+
+
+def _flush_steps() -> None:
+    """Writes the tasks and steps `_deferred_saves` collected so far (nothing to do outside its block)."""
+    saves = getattr(_local, "saves", None)
+    if saves is None:
+        return
+    steps, _, enqueues = saves
+    specs = [spec for _, spec in enqueues]
+    for (step, _), task in zip(enqueues, tracker_services.task_create_many(specs) if specs else []):
+        step.task_id = task.task_id
+        steps[step.pk] = step
+    _update_rows(WorkflowStep, list(steps.values()), STEP_FIELDS)
+    steps.clear()
+    enqueues.clear()
 
 
 def _update_rows(model, objects: list, fields: list[str]) -> None:
     """Writes `fields` of `objects` (rows of `model`) with one `UPDATE ... FROM unnest(...)`, one array parameter
     per column: what `bulk_update` does, without its CASE expression per field and row, and with the same SQL text
     whatever the number of rows (a VALUES list of one placeholder per cell cost psycopg a parse of a new query
-    text per batch, and PostgreSQL a plan of it)."""
+    text per batch, and PostgreSQL a plan of it). Each array goes as one text parameter (`array_literal`)."""
     if not objects:
         return
     sql, columns = _update_sql(model, tuple(fields))
-    params = [[field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objects] for field in columns]
+    params = [array_literal(cell(getattr(obj, attname)) for obj in objects) for attname, cell in columns]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
 
+# Fields whose Python value is its array element as it is (str() of it is what the column reads).
+_PLAIN_FIELDS = (CharField, TextField, IntegerField, DateTimeField, UUIDField, ForeignKey)
+
+
 @functools.cache
 def _update_sql(model, fields: tuple[str, ...]) -> tuple[str, list]:
+    """The UPDATE of `_update_rows` and, per column, its attname and how a value becomes an array element (JSON as
+    its text, None as NULL)."""
     meta = model._meta
     columns = [meta.pk, *[meta.get_field(name) for name in fields]]
     names = [field.column for field in columns]
@@ -247,7 +268,15 @@ def _update_sql(model, fields: tuple[str, ...]) -> tuple[str, list]:
         f"UPDATE {meta.db_table} AS t SET {', '.join(f'{n} = v.{n}' for n in names[1:])} "
         f"FROM unnest({arrays}) AS v({', '.join(names)}) WHERE t.{names[0]} = v.{names[0]}"
     )
-    return sql, columns
+    return sql, [(field.attname, _element_of(field)) for field in columns]
+
+
+def _element_of(field):
+    if isinstance(field, JSONField):
+        return lambda value: None if value is None else json.dumps(value, cls=field.encoder)
+    if isinstance(field, _PLAIN_FIELDS):
+        return lambda value: value
+    return lambda value: field.get_db_prep_save(value, connection)
 
 
 def _save(step: WorkflowStep, **extra) -> None:
@@ -311,38 +340,93 @@ def _enqueue(job: Job, steps: list[WorkflowStep], *, run_after: dict | None = No
         step.task_id = task.task_id
 
 
-def _advance(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], by) -> None:
-    """Makes ready every PENDING step whose parents are all COMPLETED or SKIPPED: its condition false ->
-    SKIPPED (which may make its children ready), else QUEUED with a task. Called with the job row locked."""
-    by_name = {s.name: s for s in steps}
-    queued: list[WorkflowStep] = []
-    changed = True
-    while changed:
-        changed = False
-        for step in steps:
-            if step.state != StepState.PENDING:
+def _fetch(sql: str, params: dict) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _json(value):
+    """A jsonb column of a raw row (Django's psycopg setup reads jsonb as text)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _step_audit(rows: list[tuple[int, str, str, str]], by) -> None:
+    """Audit rows (step id, from state, to state, reason) of steps a set-based statement moved."""
+    ct_id = ContentType.objects.get_for_model(WorkflowStep).id
+    audit.record_rows([(ct_id, step_id, src, dst, reason) for step_id, src, dst, reason in rows], by=by)
+
+
+def _advance(jobs: dict[str, Job], by) -> None:
+    """Makes ready every PENDING step of the runs `jobs` (rows locked, step changes flushed) whose parents are all
+    COMPLETED or SKIPPED, decided in the database (STEPS_QUEUE_READY): QUEUED with a task (one INSERT for all). A
+    ready step with a condition is decided here first: false (or raising) SKIPPED, which may make its children
+    ready in the next round; true, QUEUED in the next round."""
+    runs = {job_id: job for job_id, job in jobs.items() if job.state in RUNNABLE}
+    conditional = [
+        (job_id, step.name)
+        for job_id, job in runs.items()
+        if (wf := workflow_of(job)) is not None
+        for step in wf.steps
+        if step.condition is not None
+    ]
+    approved: list[int] = []
+    while runs:
+        rows = _fetch(
+            queries.STEPS_QUEUE_READY,
+            {
+                "job_ids": array_literal(runs),
+                "approved": array_literal(approved),
+                "cond_jobs": array_literal(job_id for job_id, _ in conditional),
+                "cond_names": array_literal(name for _, name in conditional),
+                "now": timezone.now(),
+            },
+        )
+        _queued([row[1:8] for row in rows if row[0] == "queued"], runs, by)
+        decide = [row[1:4] + row[8:] for row in rows if row[0] == "decide"]
+        if not decide:
+            return
+        approved += _decide(decide, runs, by)
+
+
+def _queued(rows: list[tuple], runs: dict[str, Job], by) -> None:
+    """The tasks (one INSERT), audit rows and events of the steps STEPS_QUEUE_READY queued."""
+    if not rows:
+        return
+    tracker_services.task_insert_rows(
+        task_type=WORKFLOW_STEP,
+        rows=[
+            (task_id, f'{{"job_id": "{job_id}", "step_id": {step_id}}}', str(runs[str(job_id)].merchant_id or ""))
+            for step_id, job_id, _, task_id, _, _, _ in rows
+        ],
+    )
+    _step_audit(
+        [(row[0], StepState.PENDING, StepState.QUEUED, "parents done" if row[4] else "root step") for row in rows], by
+    )
+    for _, job_id, name, _, _, attempts, error in rows:
+        _emit(
+            job_id, JobEventKind.STEP, {"name": name, "state": StepState.QUEUED, "attempts": attempts, "error": error}
+        )
+
+
+def _decide(rows: list[tuple], runs: dict[str, Job], by) -> list[int]:
+    """The conditions of ready steps (id, job id, name, parents' results): the steps whose condition is false or
+    raises are SKIPPED (and flushed); returns the ids of the others."""
+    approved, skipped = [], {}
+    for step_id, job_id, name, results in rows:
+        try:
+            if workflow_of(runs[str(job_id)]).step(name).condition(_json(results)):
+                approved.append(step_id)
                 continue
-            parents = [by_name[p] for p in step.depends_on]
-            if any(p.state not in STEP_DONE_STATES for p in parents):
-                continue
-            decl = wf.step(step.name) if wf is not None else None
-            if decl is not None and decl.condition is not None:
-                results = {p.name: p.result for p in parents if p.state == StepState.COMPLETED}
-                try:
-                    run_it = bool(decl.condition(results))
-                except Exception as exc:  # noqa: BLE001  (a condition that raises skips the step, with why)
-                    step.error = f"condition raised {type(exc).__name__}: {exc}"[:2000]
-                    run_it = False
-                if not run_it:
-                    step.skip(by=by, reason=step.error or "condition false")
-                    _save(step)
-                    changed = True
-                    continue
-            step.queue(by=by, reason="parents done" if parents else "root step")
-            queued.append(step)
-    _enqueue(job, queued)
-    for step in queued:
+            skipped[step_id] = ""
+        except Exception as exc:  # noqa: BLE001  (a condition that raises skips the step, with why)
+            skipped[step_id] = f"condition raised {type(exc).__name__}: {exc}"[:ERROR_CHARS]
+    for step in WorkflowStep.objects.filter(pk__in=list(skipped)):
+        step.error = skipped[step.pk] or step.error
+        step.skip(by=by, reason=step.error or "condition false")
         _save(step)
+    _flush_steps()
+    return approved
 
 
 def _ensure_tasks(job: Job, steps: list[WorkflowStep]) -> int:
@@ -369,42 +453,56 @@ def _ensure_tasks(job: Job, steps: list[WorkflowStep]) -> int:
     return len(missing)
 
 
-def _refresh(job: Job, wf: declare.Workflow | None, steps: list[WorkflowStep], by) -> None:
-    """The run's state, progress and result from its steps (finalisation). Called with the job row locked;
-    saves the job and writes its state event when the state changed."""
-    if job.state in (JobState.PAUSED, JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
-        return
+class RunSummary(NamedTuple):
+    """A row of RUNS_SUMMARY (after the run's id)."""
+
+    total: int
+    terminal: int
+    done: int
+    active: int
+    busy: list[str]
+    waiting: list[str]
+    signals: str
+    failed: list[str]
+    first_error: str | None
+    first_details: str | None
+    leaves: object
+
+
+def _refresh(jobs: dict[str, Job], by) -> None:
+    """Finalisation of the runs `jobs` (rows locked, step changes flushed): each run's state, progress, current
+    steps and result from its steps' RUNS_SUMMARY. The runs are saved and their state (or progress) events
+    written when those changed; paused and ended runs are left alone."""
+    live = {job_id: job for job_id, job in jobs.items() if job.state in RUNNABLE}
+    if live:
+        for job_id, *summary in _fetch(queries.RUNS_SUMMARY, {"job_ids": array_literal(live)}):
+            _settle(live[str(job_id)], RunSummary(*summary), by)
+
+
+def _settle(job: Job, s: RunSummary, by) -> None:
+    """COMPLETED when every step is COMPLETED or SKIPPED (the leaves' results its result), RUNNING while a step is
+    active, WAITING while steps wait, else FAILED (a step failed, or steps were cancelled)."""
     before = (job.state, job.progress)
-    states = [s.state for s in steps]
-    job.progress = int(100 * sum(st in STEP_TERMINAL_STATES for st in states) / max(1, len(states)))
-    job.step = ", ".join(s.name for s in steps if s.state in (StepState.RUNNING, StepState.WAITING))[:200]
+    job.progress = int(100 * s.terminal / max(1, s.total))
+    job.step = ", ".join(s.busy)[:200]
     job.heartbeat_at = timezone.now()
-    waiting = [s for s in steps if s.state == StepState.WAITING]
-    if all(st in STEP_DONE_STATES for st in states):
+    job.wait_signal = ""
+    if s.done == s.total:
         _to_running(job, by, "steps done")
-        leaves = (
-            wf.leaves() if wf is not None else [s.name for s in steps if not any(s.name in o.depends_on for o in steps)]
-        )
-        by_name = {s.name: s for s in steps}
-        job.result = {name: by_name[name].result for name in leaves}
-        job.wait_signal = ""
+        job.result = _json(s.leaves)
         job.complete(by=by, reason="every step completed or skipped")
-    elif any(st in STEP_ACTIVE_STATES for st in states):
+    elif s.active:
         _to_running(job, by, "a step is ready")
-        job.wait_signal = ""
-    elif waiting:
+    elif s.waiting:
         _to_running(job, by, "a step waits")
-        signals = sorted({n for s in waiting for n in s.wait_signal.split(",") if n})
-        job.wait_signal = ",".join(signals)[:100]
-        job.wait(by=by, reason="steps wait: " + ", ".join(s.name for s in waiting))
+        job.wait_signal = ",".join(sorted({n for n in s.signals.split(",") if n}))[:100]
+        job.wait(by=by, reason="steps wait: " + ", ".join(s.waiting))
     else:
-        failed = [s for s in steps if s.state == StepState.FAILED]
         _to_running(job, by, "finishing")
-        names = ", ".join(s.name for s in failed) or "none"
-        first = failed[0].error if failed else "steps were cancelled"
-        job.error = f"Steps failed: {names}. {failed[0].name if failed else ''}: {first}"[:2000]
-        job.error_details = failed[0].error_details if failed else ""
-        job.wait_signal = ""
+        names = ", ".join(s.failed) or "none"
+        first = s.first_error if s.failed else "steps were cancelled"
+        job.error = f"Steps failed: {names}. {s.failed[0] if s.failed else ''}: {first}"[:ERROR_CHARS]
+        job.error_details = s.first_details if s.failed else ""
         job.fail(by=by, reason=f"steps failed: {names}")
     _save_job(job)
     if job.state != before[0]:
@@ -426,17 +524,16 @@ def run_ensure(*, job: Job, by="system") -> int | None:
     """Schedules a run (called by jobs.services with the job row locked: after create, resume, retry, and by
     the sweeper): ready steps queued, tasks of queued steps present, the run finalised. Returns the number of
     tasks it had to re-create (0 when nothing was missing)."""
-    steps = _steps(job)
-    if job.state not in (JobState.CREATED, JobState.RUNNING, JobState.WAITING):
+    if job.state not in RUNNABLE:
         return None
-    wf = workflow_of(job)
-    if wf is None:
+    steps = _steps(job)
+    if workflow_of(job) is None:
         _fail_missing_version(job, steps, by)
         return None
-    known = {s.pk for s in steps if s.task_id}
-    _advance(job, wf, steps, by)
-    repaired = _ensure_tasks(job, [s for s in steps if s.pk in known])
-    _refresh(job, wf, steps, by)
+    runs = {str(job.pk): job}
+    _advance(runs, by)
+    repaired = _ensure_tasks(job, [s for s in steps if s.task_id])  # as loaded before _advance queued any
+    _refresh(runs, by)
     return repaired
 
 
@@ -546,24 +643,37 @@ def run_signal(*, job: Job, name: str, by) -> None:
             woken.append(step)
     if not woken:
         return
-    if job.state in (JobState.CREATED, JobState.RUNNING, JobState.WAITING):
+    if job.state in RUNNABLE:
         _enqueue(job, woken)
     for step in woken:
         _save(step)
-    _refresh(job, workflow_of(job), _steps(job), by)
+    _refresh({str(job.pk): job}, by)
 
 
 # --- running steps (WORKFLOW_STEP tasks), a claimed batch at a time ------------------------------------------
+
+
+@dataclass
+class StepRow:
+    """What an attempt needs of its step (read when the attempt opened)."""
+
+    pk: int
+    job_id: object
+    name: str
+    attempts: int
+    checkpoint: dict
+    wait_signal: str
+    wake_at: dt.datetime | None
 
 
 class Attempt:
     """One attempt of one step in a claimed batch: opened by `steps_begin_many`, its function called by `call`
     (in a step thread), closed by `steps_finish_many`."""
 
-    def __init__(self, task, job: Job, step: WorkflowStep, steps: list[WorkflowStep]):
+    def __init__(self, task, job: Job, step: StepRow, parents: dict):
         self.task, self.job, self.step = task, job, step
         self.job_id, self.step_id = str(job.pk), step.pk
-        self.parents = {s.name: s.result for s in steps if s.name in step.depends_on and s.state == StepState.COMPLETED}
+        self.parents = parents
         self.ctx: StepContext | None = None
         self.decl: declare.Step | None = None
         self.outcome, self.result, self.exc, self.suspend, self.elapsed = "", None, None, None, 0.0
@@ -647,70 +757,104 @@ def _finish_safely(attempts: list[Attempt], worker_id: str) -> list[tuple[object
     return failures
 
 
-def _lock_runs(job_ids) -> tuple[dict[str, Job], dict[str, list[WorkflowStep]]]:
-    """The runs' Job rows locked in primary-key order (two batches sharing runs never deadlock), and their
-    steps (one query), by job id."""
-    jobs = {str(j.pk): j for j in Job.objects.select_for_update().filter(pk__in=sorted(job_ids)).order_by("pk")}
-    steps: dict[str, list[WorkflowStep]] = {job_id: [] for job_id in jobs}
-    for step in WorkflowStep.objects.filter(job_id__in=list(jobs)).order_by("job_id", "position"):
-        steps[str(step.job_id)].append(step)
-    return jobs, steps
+def _lock_runs(job_ids) -> dict[str, Job]:
+    """The runs' Job rows locked in primary-key order (two batches sharing runs never deadlock), by job id."""
+    if not job_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_RUNS_SQL, [array_literal(sorted(job_ids))])
+        return {str(job.pk): job for job in models_from_rows(Job, cursor.fetchall())}
 
 
-def _held(task_ids: list, worker_id: str) -> set:
-    """The tasks of `task_ids` still leased to `worker_id`, locked (a rescue cannot take them before the commit)."""
-    if not task_ids:
-        return set()
-    return set(
-        ProcessTracker.objects.select_for_update()
-        .filter(task_id__in=task_ids, status=TaskStatus.PROCESSING, locked_by=worker_id)
-        .values_list("task_id", flat=True)
-    )
-
-
-def _complete_held(task_ids: list, worker_id: str) -> set:
-    held = _held(task_ids, worker_id)
-    if held:
-        tracker_services.task_complete_many(task_ids=[t for t in task_ids if t in held], worker_id=worker_id)
-    return held
+_LOCK_RUNS_SQL = (
+    f"SELECT {select_columns(Job, 'j')} FROM {Job._meta.db_table} AS j WHERE j.{Job._meta.pk.column} = ANY(%s::uuid[])"
+    f" ORDER BY j.{Job._meta.pk.column} FOR UPDATE"
+)
 
 
 def steps_begin_many(*, tasks: list, worker_id: str) -> list[Attempt]:
-    """Opens the attempts of a claimed batch of WORKFLOW_STEP tasks in one transaction: the runs locked, each step
-    begun by `_begin`'s rules, the steps and runs written with one UPDATE each. A task whose step cannot run now
-    (stale task, paused run, timer not due) is completed at once (when still held). Assumes `tasks` are claimed
-    by `worker_id`. Returns the attempts to run."""
-    attempts, idle = [], []
+    """Opens the attempts of a claimed batch of WORKFLOW_STEP tasks in one transaction: the runs locked, the QUEUED
+    and RETRY steps begun by one statement (STEPS_BEGIN), a WAITING step whose timer is due or a RUNNING step whose
+    worker died by `_begin`, the runs that were not RUNNING finalised. A task whose step cannot run now (stale
+    task, paused run, timer not due) is completed at once (when still held). Assumes `tasks` are claimed by
+    `worker_id`. Returns the attempts to run."""
     with transaction.atomic(), _event_batch(), _deferred_saves():
-        jobs, steps_of = _lock_runs({t.payload["job_id"] for t in tasks})
-        for task in tasks:
-            job = jobs.get(task.payload["job_id"])
-            steps = steps_of.get(task.payload["job_id"], [])
-            step = next((s for s in steps if s.pk == task.payload["step_id"]), None)
-            if step is not None and _begin(job, step, steps, task, worker_id):
-                attempts.append(Attempt(task, job, step, steps))
-            else:
-                idle.append(task.task_id)
-        _complete_held(idle, worker_id)
+        tracker_services.transaction_commit_async()  # lost in a crash: the rescued task begins the step again
+        jobs = _lock_runs({t.payload["job_id"] for t in tasks})
+        runnable = [t for t in tasks if t.payload["job_id"] in jobs and jobs[t.payload["job_id"]].state in RUNNABLE]
+        attempts = _begin_queued(runnable, jobs, worker_id)
+        begun = {a.task.task_id for a in attempts}
+        others = [t for t in runnable if t.task_id not in begun]
+        steps = WorkflowStep.objects.in_bulk([t.payload["step_id"] for t in others]) if others else {}
+        for task in others:
+            step = steps.get(task.payload["step_id"])
+            if step is not None and step.task_id == task.task_id and _begin(step, worker_id):
+                attempts.append(Attempt(task, jobs[task.payload["job_id"]], _row(step), _parents(step)))
+        _flush_steps()
+        started = {a.task.task_id for a in attempts}
+        tracker_services.task_complete_held(
+            task_ids=[t.task_id for t in tasks if t.task_id not in started], worker_id=worker_id
+        )
+        # runs going RUNNING with a step, and runs whose lost step just failed
+        changed = {a.job_id: a.job for a in attempts if a.job.state != JobState.RUNNING}
+        changed.update((t.payload["job_id"], jobs[t.payload["job_id"]]) for t in others if t.task_id not in started)
+        _refresh(changed, worker_id)
     return attempts
 
 
-def _begin(job: Job, step: WorkflowStep, steps: list[WorkflowStep], task, worker_id: str) -> bool:
-    """Opens an attempt (job row locked): False when the task is stale or the run cannot run a step now (paused:
-    the step stays QUEUED and resume enqueues it again)."""
-    if step.task_id != task.task_id or job.state not in (JobState.CREATED, JobState.RUNNING, JobState.WAITING):
-        return False
+def _begin_queued(tasks: list, jobs: dict[str, Job], worker_id: str) -> list[Attempt]:
+    """STEPS_BEGIN for the tasks' steps (their runs locked and runnable); their audit rows and events. Returns the
+    attempts of the steps it began (the other tasks' steps were not QUEUED or RETRY under that task)."""
+    if not tasks:
+        return []
+    rows = _fetch(
+        queries.STEPS_BEGIN,
+        {
+            "step_ids": array_literal(t.payload["step_id"] for t in tasks),
+            "task_ids": array_literal(t.task_id for t in tasks),
+            "now": timezone.now(),
+        },
+    )
+    by_step = {t.payload["step_id"]: t for t in tasks}
+    attempts = []
+    for step_id, job_id, name, attempt, _, error, checkpoint, wait_signal, wake_at, parents in rows:
+        step = StepRow(step_id, job_id, name, attempt, _json(checkpoint) or {}, wait_signal, wake_at)
+        attempts.append(Attempt(by_step[step_id], jobs[str(job_id)], step, _json(parents)))
+        _emit(
+            job_id, JobEventKind.STEP, {"name": name, "state": StepState.RUNNING, "attempts": attempt, "error": error}
+        )
+    _step_audit([(row[0], row[4], StepState.RUNNING, f"attempt {row[3]}") for row in rows], worker_id)
+    return attempts
+
+
+def _row(step: WorkflowStep) -> StepRow:
+    return StepRow(step.pk, step.job_id, step.name, step.attempts, step.checkpoint, step.wait_signal, step.wake_at)
+
+
+def _parents(step: WorkflowStep) -> dict:
+    """The results of the step's COMPLETED parents, by name."""
+    return dict(
+        WorkflowStep.objects.filter(
+            job_id=step.job_id, name__in=step.depends_on, state=StepState.COMPLETED
+        ).values_list("name", "result")
+    )
+
+
+def _begin(step: WorkflowStep, worker_id: str) -> bool:
+    """Opens an attempt of a step that STEPS_BEGIN did not begin (its run locked and runnable): a WAITING step
+    whose timer is due, or a RUNNING one whose previous worker died (its task was rescued); False when it cannot
+    run now, or when it failed for having no attempts left."""
     if step.state == StepState.WAITING:  # its timer
         if not step.wake_at or step.wake_at > timezone.now():
             return False
         step.requeue(by=worker_id, reason="timer")
-    if step.state == StepState.RUNNING:  # the worker of the previous attempt died (its task was rescued)
+        step.begin(by=worker_id, reason=f"attempt {step.attempts + 1}")
+    elif step.state == StepState.RUNNING:
         if step.attempts >= step.attempts_limit:
             step.error = f"Worker lost during attempt {step.attempts}; no attempts left."
             step.fail(by=worker_id, reason=step.error)
             step.duration_ms = None
             _save(step)
-            _refresh(job, workflow_of(job), steps, worker_id)
             return False
         audit.record_many(
             WorkflowStep,
@@ -719,69 +863,92 @@ def _begin(job: Job, step: WorkflowStep, steps: list[WorkflowStep], task, worker
             reason=f"attempt {step.attempts} interrupted (worker lost); running again",
         )
         step.started_at = timezone.now()
-    elif step.state in (StepState.QUEUED, StepState.RETRY):
-        step.begin(by=worker_id, reason=f"attempt {step.attempts + 1}")
     else:
         return False
     step.attempts += 1
     _save(step)
-    if job.state != JobState.RUNNING:  # a run goes RUNNING with its first step (or back from WAITING)
-        _refresh(job, None, steps, worker_id)
     return True
 
 
 def steps_finish_many(*, attempts: list[Attempt], worker_id: str) -> None:
     """Closes ended attempts in one transaction: the runs locked, the tasks still held by `worker_id` COMPLETED
-    (one UPDATE; an attempt whose task was rescued meanwhile changes nothing), each step's outcome applied, the
-    children made ready across the runs (one INSERT of tasks), the runs finalised, steps and runs written with
-    one UPDATE each. An attempt whose step is no longer RUNNING under its task (cancelled, rescued) is
-    "superseded": its task completed, its step untouched. Sets each attempt's `outcome`."""
+    (an attempt whose task was rescued meanwhile changes nothing), the completed steps written by one statement
+    (STEPS_COMPLETE), the other outcomes applied by `_close`, the children made ready across the runs, the runs
+    finalised. An attempt whose step is no longer RUNNING under its task (cancelled, rescued) is "superseded": its
+    task completed, its step untouched. Sets each attempt's `outcome`."""
     with transaction.atomic(), _event_batch(), _deferred_saves():
-        jobs, steps_of = _lock_runs({a.job_id for a in attempts})
-        held = _complete_held([a.task.task_id for a in attempts], worker_id)
-        advance: dict[str, bool] = {}
+        jobs = _lock_runs({a.job_id for a in attempts})
+        held = tracker_services.task_complete_held(task_ids=[a.task.task_id for a in attempts], worker_id=worker_id)
+        live = []
         for attempt in attempts:
-            job = jobs.get(attempt.job_id)
-            step = next((s for s in steps_of.get(attempt.job_id, []) if s.pk == attempt.step_id), None)
-            if (
-                attempt.task.task_id not in held
-                or attempt.outcome == "superseded"
-                or step is None
-                or step.task_id != attempt.task.task_id
-                or step.state != StepState.RUNNING
-            ):
+            if attempt.task.task_id not in held or attempt.job_id not in jobs or attempt.outcome == "superseded":
                 attempt.outcome = "superseded"
-                continue
-            _close(attempt, job, step, worker_id)
-            advance[attempt.job_id] = advance.get(attempt.job_id, False) or attempt.outcome == "complete"
-        for job_id, completed in advance.items():
-            job = jobs[job_id]
-            if job.state in (JobState.CREATED, JobState.RUNNING, JobState.WAITING):
-                wf = workflow_of(job)
-                if completed:
-                    _advance(job, wf, steps_of[job_id], worker_id)
-                _refresh(job, wf, steps_of[job_id], worker_id)
+            else:
+                live.append(_with_json_result(attempt))
+        _complete_steps([a for a in live if a.outcome == "complete"], worker_id)
+        others = [a for a in live if a.outcome != "complete"]
+        steps = WorkflowStep.objects.in_bulk([a.step_id for a in others]) if others else {}
+        for attempt in others:
+            step = steps.get(attempt.step_id)
+            if step is None or step.task_id != attempt.task.task_id or step.state != StepState.RUNNING:
+                attempt.outcome = "superseded"
+            else:
+                _close(attempt, jobs[attempt.job_id], step, worker_id)
+        _flush_steps()
+        _advance({a.job_id: jobs[a.job_id] for a in live if a.outcome == "complete"}, worker_id)
+        _refresh({a.job_id: jobs[a.job_id] for a in live if a.outcome != "superseded"}, worker_id)
+
+
+def _with_json_result(attempt: Attempt) -> Attempt:
+    """A completed attempt's result as JSON text (`attempt.result`); a result that is not JSON fails the attempt."""
+    if attempt.outcome == "complete":
+        try:
+            attempt.result = json.dumps(to_json(attempt.result))
+        except (TypeError, ValueError) as err:
+            attempt.outcome, attempt.exc = "error", PermanentStepError(f"Result is not JSON: {err}")
+    return attempt
+
+
+def _complete_steps(attempts: list[Attempt], worker_id: str) -> None:
+    """STEPS_COMPLETE for the completed attempts (their tasks held); their signals consumed, their audit rows and
+    events. An attempt whose step it did not complete is superseded."""
+    if not attempts:
+        return
+    rows = _fetch(
+        queries.STEPS_COMPLETE,
+        {
+            "step_ids": array_literal(a.step_id for a in attempts),
+            "task_ids": array_literal(a.task.task_id for a in attempts),
+            "results": array_literal(a.result for a in attempts),
+            "durations": array_literal(int(a.elapsed * 1000) for a in attempts),
+            "now": timezone.now(),
+        },
+    )
+    completed = {row[0] for row in rows}
+    for attempt in attempts:
+        if attempt.step_id in completed:
+            attempt.ctx.consume_signals()
+        else:
+            attempt.outcome = "superseded"
+    for _, job_id, name, attempt in rows:
+        _emit(job_id, JobEventKind.STEP, {"name": name, "state": StepState.COMPLETED, "attempts": attempt, "error": ""})
+    _step_audit(
+        [(row[0], StepState.RUNNING, StepState.COMPLETED, f"attempt {row[3]} completed") for row in rows], worker_id
+    )
 
 
 def _close(attempt: Attempt, job: Job, step: WorkflowStep, worker_id: str) -> None:
-    """Applies an ended attempt's outcome to its step (job row locked): COMPLETED with its result, QUEUED again
+    """Applies an ended attempt's outcome other than "complete" to its step (job row locked): QUEUED again
     (stopped), WAITING (suspended), RETRY with backoff or FAILED (error). Tasks for what runs again are enqueued."""
     attempt.ctx.consume_signals()
     step.duration_ms = int(attempt.elapsed * 1000)
     outcome, exc, suspend = attempt.outcome, attempt.exc, attempt.suspend
-    if outcome == "complete":
-        try:
-            step.result = to_json(attempt.result)
-        except (TypeError, ValueError) as err:
-            outcome, exc = "error", PermanentStepError(f"Result is not JSON: {err}")
     if outcome == "suspend" and suspend.signal and _signal_waiting(job, suspend.signal):
         outcome = "stopped"  # the signal arrived after the step looked: run again at once
-    if outcome == "complete":
-        step.complete(by=worker_id, reason=f"attempt {step.attempts} completed")
-    elif outcome == "stopped":
+    if outcome == "stopped":
         step.attempts -= 1  # not a failed attempt
         step.requeue(by=worker_id, reason=f"stopped ({attempt.ctx.stop_reason or 'signal arrived'})")
-        if job.state in (JobState.CREATED, JobState.RUNNING, JobState.WAITING):
+        if job.state in RUNNABLE:
             _enqueue(job, [step])
     elif outcome == "suspend":
         _suspend(job, step, suspend, worker_id)
@@ -808,8 +975,8 @@ def _suspend(job: Job, step: WorkflowStep, suspend: Suspend, worker_id: str) -> 
 def _fail_attempt(job: Job, step: WorkflowStep, exc: BaseException, decl, worker_id: str) -> None:
     """A failed attempt: RETRY after the step's backoff while attempts are left and the error is retryable, else
     FAILED."""
-    step.error = f"{type(exc).__name__}: {exc}"[:2000]
-    step.error_details = "".join(traceback.format_exception(exc))[-20000:]
+    step.error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+    step.error_details = "".join(traceback.format_exception(exc))[-ERROR_DETAILS_CHARS:]
     if is_retryable(exc) and step.attempts < step.attempts_limit:
         delay = decl.backoff_seconds(step.attempts) if decl else 1.0
         step.next_attempt_at = timezone.now() + dt.timedelta(seconds=delay)

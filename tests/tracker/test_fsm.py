@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.workflows import queries as workflow_queries
 from tracker import fsm, queries, services
 from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus
 
@@ -19,12 +20,13 @@ def declared_pairs(moves) -> set[tuple[str, str]]:
     return {(source, move.target) for move in moves for source in move.sources}
 
 
-def statement_pairs(sql: str) -> set[tuple[str, str]]:
-    """The (from, to) pairs a task UPDATE can make, read from its text: every status it filters on (`status IN
-    (...)`, the states of its locking read included) times every status literal its `SET status = ...` writes."""
-    sources = {s for group in re.findall(r"\bstatus IN \(([^)]*)\)", sql) for s in re.findall(r"'(\w+)'", group)}
-    match = re.search(r"\bSET status = (CASE .*? END|'\w+')", sql, re.S)
-    assert match, "no SET status"
+def statement_pairs(sql: str, column: str = "status") -> set[tuple[str, str]]:
+    """The (from, to) pairs a task (or step) UPDATE can make, read from its text: every state it filters on
+    (`status IN (...)`, the states of its locking read included) times every literal its `SET status = ...`
+    writes."""
+    sources = {s for group in re.findall(rf"\b{column} IN \(([^)]*)\)", sql) for s in re.findall(r"'(\w+)'", group)}
+    match = re.search(rf"\bSET {column} = (CASE .*? END|'\w+')", sql, re.S)
+    assert match, f"no SET {column}"
     targets = set(re.findall(r"'(\w+)'", match.group(1)))
     return set(itertools.product(sources, targets))
 
@@ -106,10 +108,11 @@ def test_the_state_groups_agree_with_the_declarations():
 
 
 def test_jobs_change_state_only_through_their_transitions():
-    """Jobs and workflow steps have no set-based state statements: no `.update(state=...)`, no `SET state`."""
+    """Jobs change state only through their transitions; workflow steps also through the set-based statements of
+    jobs/workflows/queries.py (checked below): no `.update(state=...)`, no `SET state` anywhere else."""
     offenders = []
     for path in sorted((ROOT / "jobs").rglob("*.py")):
-        if "migrations" in path.parts:
+        if "migrations" in path.parts or path == ROOT / "jobs" / "workflows" / "queries.py":
             continue
         text = path.read_text()
         if re.search(r"\bSET state\b", text):
@@ -118,3 +121,18 @@ def test_jobs_change_state_only_through_their_transitions():
             if orm_update_of(node, "state"):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: .update(state=...)")
     assert offenders == []
+
+
+@pytest.mark.parametrize("name", sorted(workflow_queries.STATEMENT_MOVES))
+def test_each_step_statement_makes_exactly_its_declared_transitions(name):
+    sql = getattr(workflow_queries, name)
+    assert statement_pairs(sql, "state") == declared_pairs(workflow_queries.STATEMENT_MOVES[name]), sql
+
+
+def test_every_step_state_changing_statement_says_which_transitions_it_makes():
+    changing = {
+        name
+        for name, value in vars(workflow_queries).items()
+        if isinstance(value, str) and name.isupper() and re.search(r"\bSET state\b", value)
+    }
+    assert changing == set(workflow_queries.STATEMENT_MOVES)
