@@ -28,7 +28,7 @@ from recon.currencies import ISO_4217, is_currency
 from recon.errors import ReconError
 from recon.models import MONEY_QUANTUM, Account, AccountType, ProcessingMode, StagingEntry
 from recon.validation import MATCH_VALUE_MAX_CHARS, match_value_problem
-from tracker.bulk import array_literal
+from tracker.bulk import array_literal, copy_text
 
 COLUMNS = ("order_id", "amount", "currency", "transaction_date", "type")
 TYPES = {"payment", "refund", "debit", "credit"}
@@ -355,7 +355,8 @@ class ChunkWriter:
     `services.staging_entries_create_rows`), row errors and skipped duplicates, and commits them in ONE database
     transaction together with the caller's checkpoint (`on_chunk(rows_done, report)`, called inside it;
     returning False stops the import after that chunk). `before_write(rows)` may drop rows just before they are
-    written, inside that transaction (overlapping statement lines); it returns the rows to keep."""
+    written, inside that transaction (overlapping statement lines); it returns the rows to keep, which `write(rows)`
+    writes (default: `services.staging_entries_create_rows`)."""
 
     def __init__(
         self,
@@ -366,9 +367,11 @@ class ChunkWriter:
         chunk_rows: int = CHUNK_ROWS,
         max_errors: int = MAX_ERRORS_KEPT,
         before_write: Callable[[list], list] | None = None,
+        write: Callable[[list], object] | None = None,
     ):
         self.account, self.report, self.on_chunk = account, report, on_chunk
         self.chunk_rows, self.max_errors, self.before_write = chunk_rows, max_errors, before_write
+        self.write = write or (lambda rows: services.staging_entries_create_rows(account=account, rows=rows))
         self.pending: list = []
         self.errors: list[dict] = []
         self.failed = self.seen = 0
@@ -393,7 +396,7 @@ class ChunkWriter:
             services.commit_asynchronously()
             rows = self.before_write(self.pending) if self.before_write else self.pending
             if rows:
-                services.staging_entries_create_rows(account=self.account, rows=rows)
+                self.write(rows)
             report["successful_ingestions"] += len(rows)
             report["failed_ingestions"] += self.failed
             if len(rows) != len(self.pending):
@@ -535,14 +538,17 @@ def ingest_csv(
 def line_key(line: statements.Line) -> str:
     """The overlap key of a statement line (API.md "Overlapping statements"): the bank reference, booking date,
     direction, amount and currency; without a reference, the remittance info instead of it."""
-    amount = format(line.amount.quantize(MONEY_QUANTUM), "f")
-    parts = [
-        line.bank_reference or "\x00" + line.remittance_info,
-        str(line.booking_date or line.effective_date),
-        line.direction,
-        amount,
-        line.currency,
-    ]
+    return _line_key(line, None, str(line.booking_date or line.effective_date))
+
+
+def _line_key(line: statements.Line, amount: str | None, day: str) -> str:
+    """`line_key` with the amount's text (`format(quantized, "f")`, None: made here) and the day's text given."""
+    if amount is None:
+        try:
+            amount = format(line.amount.quantize(MONEY_QUANTUM), "f")
+        except InvalidOperation:  # too many digits to quantize: a row error anyway
+            amount = str(line.amount)
+    parts = (line.bank_reference or "\x00" + line.remittance_info, day, line.direction, amount, line.currency)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
@@ -581,7 +587,8 @@ WHERE n.count > 0"""
 class _Overlaps:
     """Drops the lines of a chunk that an earlier file already imported to the account: a line whose key is the
     k-th of that key in this file (its spool row says which) is a duplicate when other uploads imported k or more
-    lines with that key."""
+    lines with that key. A chunk's rows are `(occurrence, key, COPY text)` (the occurrence as its text); the COPY
+    texts of the lines to write are returned."""
 
     def __init__(self, account: Account, upload_id: str):
         self.account, self.upload_id = account, str(upload_id)
@@ -598,11 +605,13 @@ class _Overlaps:
                 {
                     "account": str(self.account.pk),
                     "upload": self.upload_id,
-                    "keys": array_literal(sorted({r[-1][1] for r in rows})),
+                    "keys": array_literal(sorted({r[1] for r in rows})),
                 },
             )
             earlier = dict(cursor.fetchall())
-        return [r[:-1] for r in rows if r[-1][0] > earlier.get(r[-1][1], 0)]
+        if not earlier:
+            return [text for _, _, text in rows]
+        return [text for occurrence, key, text in rows if int(occurrence) > earlier.get(key, 0)]
 
 
 def statement_spool_path(*, upload_id, fmt: str, processing_mode: str, account_type: str) -> Path:
@@ -618,7 +627,7 @@ def spool_dir() -> Path:
     return Path(configured) if configured else Path(tempfile.gettempdir()) / "recon-import-spool"
 
 
-SPOOL_VERSION = 1
+SPOOL_VERSION = 2
 SPOOL_MAX_AGE_SECONDS = 2 * 86400  # spools older than this are left-overs of imports that never finished
 
 
@@ -630,8 +639,10 @@ def statement_spool(
     {"lines", "statements"}. Both files appear only once the whole file has parsed (written under temporary
     names, then renamed), so a StatementParseError (a broken file: the format and where) leaves no spool and
     nothing is written to the database. The spool holds one line per statement line, tab-separated: occurrence
-    of its overlap key in this file, the key, position, then `entry_type, amount, currency, effective_date,
-    metadata` (JSON), or `!`, the problems and the row's data (JSON). JSON text has no raw tab or newline."""
+    of its overlap key in this file, the key, position, then the row's COPY text as
+    `services.staging_entries_create_copy_text` takes it (`entry_type, amount, currency, effective_date,
+    metadata`, escaped for COPY), or `!`, the problems and the row's data (JSON). `processing_mode` is the
+    import's (the spool's path names it; the rows leave it to the writer). JSON text has no raw tab or newline."""
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
     _spool_sweep(directory)
@@ -640,7 +651,9 @@ def statement_spool(
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.name + ".", suffix=".tmp")
     try:
         with open(fd, "w", encoding="ascii", buffering=1 << 20) as out:
-            lines, found = _spool_write(out.write, statements.parse(fmt, stream), account=account, shared=shared)
+            lines, found = _spool_write(
+                out.write, statements.parse(fmt, stream), account=account, shared=copy_text(shared)
+            )
         meta = {"lines": lines, "statements": [statement_summary(s) for s in found]}
         meta_path = path.with_name(path.name + ".json")
         meta_tmp = f"{tmp}.json"
@@ -658,11 +671,13 @@ def statement_spool(
 def _spool_write(write, items, *, account: Account, shared: str) -> tuple[int, list]:
     """Writes the spool row of each statement line of `items` (a parser's output) with `write`; returns the number
     of lines and the statements found. `shared` is the metadata JSON every line of the file ends with, up to its
-    line key."""
+    line key (escaped for COPY)."""
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     quote = json.encoder.encode_basestring_ascii
-    # The metadata's JSON text, built by concatenation: the line's texts (`Line.metadata_texts`), then
-    # `reversal`, then what every line of the file shares, then its key.
+    # The metadata's JSON text, built by concatenation: the line's non-empty texts (`Line.metadata_texts`, read
+    # here with one attrgetter), its dates, `reversal`, then what every line of the file shares, then its key.
+    prefixes = [f'"{name}":' for name in statements.TEXT_FIELDS]
+    texts_of = statements.text_fields
     reversal = {True: '"reversal":true,', False: '"reversal":false,'}
     # Money in is the account's normal side (DEBIT on DEBIT_NORMAL), money out the other.
     sides = {
@@ -670,26 +685,42 @@ def _spool_write(write, items, *, account: Account, shared: str) -> tuple[int, l
         statements.OUT: side_for("refund", account.account_type),
     }
     day_texts: dict = {}  # effective date -> its midnight UTC as timestamptz text
+    date_texts: dict = {None: ""}  # date -> its ISO text
     occurrences: dict[str, int] = {}
     found: list[statements.Statement] = []
+    currencies, quantum, most = ISO_4217, MONEY_QUANTUM, services.MAX_AMOUNT
     lines = 0
     for item in items:
-        if isinstance(item, statements.Statement):
+        if isinstance(item, statements.Line):
+            lines += 1
+        else:
             found.append(item)
             continue
-        lines += 1
-        key = line_key(item)
+        amount, day, booked = item.amount, item.value_date or item.booking_date, item.booking_date
+        exact = amount.quantize(quantum) if 0 < amount <= most else None
+        if exact != amount or item.currency not in currencies:
+            exact = None  # the full check below says why
+        if (booked_text := date_texts.get(booked)) is None:
+            date_texts[booked] = booked_text = booked.isoformat()
+        key = _line_key(item, format(exact, "f") if exact is not None else None, booked_text or str(day))
         occurrences[key] = occurrence = occurrences.get(key, 0) + 1
-        head = f"{occurrence}\t{key}\t{item.position}\t"
-        if problems := statement_line_problems(item):
-            write(f"{head}!\t{dumps('; '.join(problems))}\t{dumps(_line_data(item))}\n")
+        if exact is None or day is None:
+            problems = statement_line_problems(item)
+            write(f"{occurrence}\t{key}\t{item.position}\t!\t{dumps('; '.join(problems))}\t{dumps(_line_data(item))}\n")
             continue
-        texts = "".join(f'"{name}":{quote(text)},' for name, text in item.metadata_texts())
-        day = item.effective_date
+        texts = "".join([f"{p}{quote(t)}," for p, t in zip(prefixes, texts_of(item)) if t])
+        if "\\" in texts:
+            texts = copy_text(texts)
+        if booked_text:
+            texts += f'"booking_date":"{booked_text}",'
+        if (value := item.value_date) is not None:
+            if (value_text := date_texts.get(value)) is None:
+                date_texts[value] = value_text = value.isoformat()
+            texts += f'"value_date":"{value_text}",'
         if (day_text := day_texts.get(day)) is None:
             day_texts[day] = day_text = midnight_utc(day).isoformat()
         write(
-            f"{head}{sides[item.direction]}\t{item.amount.quantize(MONEY_QUANTUM)}\t{item.currency}\t{day_text}"
+            f"{occurrence}\t{key}\t{item.position}\t{sides[item.direction]}\t{exact}\t{item.currency}\t{day_text}"
             f'\t{{{texts}{reversal[item.reversal]}{shared}{key}"}}\n'
         )
     return lines, found
@@ -746,6 +777,9 @@ def ingest_statement(
         chunk_rows=chunk_rows,
         max_errors=max_errors,
         before_write=_Overlaps(account, upload_id).keep,
+        write=lambda texts: services.staging_entries_create_copy_text(
+            account=account, processing_mode=processing_mode, tails=texts
+        ),
     )
     meta = statement_spool_meta(spool)
     if meta is None:
@@ -753,16 +787,15 @@ def ingest_statement(
     position = 0
     with open(spool, encoding="ascii") as rows:
         for text in rows:
-            occurrence, key, number, side, rest = text.rstrip("\n").split("\t", 4)
+            occurrence, key, number, tail = text.split("\t", 3)
             position = int(number)
             if position <= start_row:
                 continue
-            if side == "!":
-                details, data = rest.split("\t")
+            if tail[0] == "!":
+                _, details, data = tail.split("\t")
                 chunks.fail(position, json.loads(details), json.loads(data))
             else:
-                amount, currency, when, metadata = rest.split("\t")
-                chunks.add((side, amount, currency, when, processing_mode, metadata, (int(occurrence), key)))
+                chunks.add((occurrence, key, tail))  # the row's COPY text, as it goes to COPY
             if chunks.full() and not chunks.flush(position):
                 return report
     report["statements"] = meta["statements"]

@@ -134,6 +134,19 @@ STAGING_COPY_COLUMNS = (
     "metadata",
     "payload",
 )
+# The same columns in the order of `staging_entries_create_copy_text`'s lines: what is added per row first, then the
+# row's own COPY text as the statement spool holds it.
+STAGING_COPY_TEXT_COLUMNS = (
+    "staging_entry_id",
+    "task_id",
+    "processing_mode",
+    "payload",
+    "entry_type",
+    "amount",
+    "currency",
+    "effective_date",
+    "metadata",
+)
 
 # -- staging_copy_create --
 STAGING_COPY_CREATE = f"""

@@ -580,10 +580,9 @@ def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt
     """COPY the rows `(staging_entry_id, task_id, entry_type, amount, currency, effective_date, processing_mode,
     metadata)` (ids as UUIDs or their text, new and time-ordered for index locality; metadata a dict or its
     JSON text) with each task's payload into a temporary table, insert the staging entries from it (ON CONFLICT DO
-    NOTHING) and, for each entry actually inserted, its PROCESS_STAGING_ENTRY task
-    (`tracker.services.task_insert_from_table`), in the caller's transaction (statements: `recon.queries`). Ids,
-    payloads and metadata are made in Python: generating UUIDs or JSON per row in SQL cost more than the inserts
-    themselves. Returns the number of staging entries inserted."""
+    NOTHING) and, for each entry actually inserted, its PROCESS_STAGING_ENTRY task (`_staging_copy_insert`), in the
+    caller's transaction. Ids, payloads and metadata are made in Python: generating UUIDs or JSON per row in SQL
+    cost more than the inserts themselves. Returns the number of staging entries inserted."""
 
     def copy_line(row: tuple) -> str:  # COPY text: ids, amounts, times and the choices need no escaping
         sid, tid, entry_type, amount, currency, when, mode, metadata = row
@@ -595,14 +594,44 @@ def _staging_entries_copy_pg(account: Account, rows: Iterable[tuple], *, now: dt
         )
 
     lines = list(map(copy_line, rows))
+    return _staging_copy_insert(account, "".join(lines), len(lines), columns=queries.STAGING_COPY_COLUMNS, now=now)
+
+
+def staging_entries_create_copy_text(*, account: Account, processing_mode: str, tails: list[str]) -> int:
+    """Bulk producer for rows that are already COPY text (the statement import's spool rows, so nothing is parsed
+    or formatted again): each of `tails` is `entry_type, amount, currency, effective_date, metadata` tab-separated
+    and ending in a newline, every field valid for its column and escaped with `copy_text` (metadata a JSON
+    object). All rows share `processing_mode`. The ids and the tasks' payloads are added here; the rest is the
+    COPY path of `staging_entries_create_rows`. Returns the number of entries written (each with its task)."""
+    if processing_mode not in ProcessingMode.values:
+        raise ValueError(f"processing_mode {processing_mode!r} is not one of {ProcessingMode.values}")
+    if not tails:
+        return 0
+    ids = uuid7_texts(2 * len(tails))
+    mode = f'\t{processing_mode}\t{{"staging_entry_id": "'
+    payload_end = f'", "mode": "{processing_mode}"}}\t'
+    text = "".join(
+        [f"{sid}\t{tid}{mode}{sid}{payload_end}{tail}" for sid, tid, tail in zip(ids[::2], ids[1::2], tails)]
+    )
+    with transaction.atomic():
+        return _staging_copy_insert(
+            account, text, len(tails), columns=queries.STAGING_COPY_TEXT_COLUMNS, now=timezone.now()
+        )
+
+
+def _staging_copy_insert(account: Account, text: str, count: int, *, columns: tuple, now: dt.datetime) -> int:
+    """COPY `text` (`count` lines of `columns`, see `queries.STAGING_COPY_COLUMNS`) into a temporary table, insert
+    the staging entries from it (ON CONFLICT DO NOTHING) and, for each entry actually inserted, its
+    PROCESS_STAGING_ENTRY task (`tracker.services.task_insert_from_table`), in the caller's transaction
+    (statements: `recon.queries`). Returns the number of staging entries inserted."""
     with connection.cursor() as cursor:
         cursor.execute(queries.STAGING_COPY_CREATE)
-        copy_rows(queries.STAGING_COPY_TABLE, queries.STAGING_COPY_COLUMNS, "".join(lines))
+        copy_rows(queries.STAGING_COPY_TABLE, columns, text)
         cursor.execute(
             queries.STAGING_ENTRIES_FROM_COPY, {"account_id": account.pk, "status": StagingStatus.PENDING, "now": now}
         )
         inserted = cursor.rowcount
-        skipped = inserted != len(lines)
+        skipped = inserted != count
         if skipped:
             cursor.execute(queries.STAGING_COPY_SKIPPED_DELETE)
         # The tasks' ids are as new as the entries': they need no conflict check, unless rows were skipped.

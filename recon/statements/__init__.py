@@ -8,7 +8,18 @@ Parsers stream (bounded memory whatever the file's size) and raise `StatementPar
 where parsing stopped. Callers that must not write a broken file parse it through once before writing
 (`recon.ingest` does). Directions follow API.md "File import": `IN` is money coming into the account."""
 
-from recon.statements.base import IN, OUT, Line, Statement, StatementParseError
+from recon.statements.base import IN, OUT, TEXT_FIELDS, Line, Statement, StatementParseError, text_fields
 from recon.statements.detect import FORMATS, detect_format, parse
 
-__all__ = ["FORMATS", "IN", "OUT", "Line", "Statement", "StatementParseError", "detect_format", "parse"]
+__all__ = [
+    "FORMATS",
+    "IN",
+    "OUT",
+    "TEXT_FIELDS",
+    "Line",
+    "Statement",
+    "StatementParseError",
+    "detect_format",
+    "parse",
+    "text_fields",
+]

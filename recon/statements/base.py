@@ -74,7 +74,7 @@ TEXT_FIELDS = (
     "statement_id",
     "batch_reference",
 )
-_text_fields = operator.attrgetter(*TEXT_FIELDS)
+text_fields = _text_fields = operator.attrgetter(*TEXT_FIELDS)  # a line's TEXT_FIELDS, as a tuple
 
 
 @dataclasses.dataclass(slots=True)

@@ -1,15 +1,17 @@
 """ISO 20022 camt.053 statements, camt.052 reports and camt.054 notifications, versions .001.02 to .001.08.
 
-Streams with the C ElementTree's `iterparse` and drops each entry once read, so memory stays flat whatever the
-file's size. A file that declares a DOCTYPE or entities is refused before parsing (camt has none; expat >= 2.4.1
-also caps entity amplification). Every element of a camt document is in its root's namespace (one per version),
-so the parser reads an entry's fields with `find`/`findall` on namespaced tags built once per file (`_Tags`): a
-handful of C lookups per entry instead of a walk of all its descendants."""
+Streams: the C ElementTree parser builds the tree from pieces of the file fed to it, and after each piece the
+parser reads the statements' children that are complete (every child but the last one so far) and drops them, so
+memory stays flat whatever the file's size and no Python code runs per XML element (`parse`). A file that declares
+a DOCTYPE or entities is refused before parsing (camt has none; expat >= 2.4.1 also caps entity amplification).
+Every element of a camt document is in its root's namespace (one per version), so the parser reads an entry's
+fields from one pass over its children and `find` on namespaced tags built once per file (`_Tags`)."""
 
+import collections
 import io
 from collections.abc import Iterator
-from decimal import Decimal
-from xml.etree.ElementTree import ParseError, iterparse
+from decimal import Decimal, InvalidOperation
+from xml.etree.ElementTree import ParseError, TreeBuilder, XMLParser
 
 from recon.statements.base import IN, OUT, Line, Statement, StatementParseError, clean, decimal_amount, iso_date
 
@@ -66,12 +68,19 @@ def _texts(element, parent: str, *tags) -> list[str]:
     return [t for t in (clean(e.text) for e in found) if t]
 
 
-def _date(element, tags: _Tags, where: str):
-    """The date of a date choice (`<Dt>` or `<DtTm>`) element, None without one."""
-    if element is None:
-        return None
-    text = _text(element, tags.Dt) or _text(element, tags.DtTm)
-    return iso_date(FMT, where, text) if text else None
+def _own_text(element) -> str:
+    return (element.text or "").strip() if element is not None else ""
+
+
+def _amount(text: str | None, reader) -> Decimal:
+    """An entry's amount from its text (`decimal_amount`, which names the entry when it is not one)."""
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, TypeError):
+        value = None
+    if value is None or not value.is_finite() or value < 0:
+        return decimal_amount(FMT, reader.where(), text or "")  # the checks again, and their error
+    return value
 
 
 def _money(element, where: str) -> tuple[Decimal, str]:
@@ -91,24 +100,39 @@ def _direction(text: str, where: str) -> str:
 
 
 def _details(detail, t: _Tags, direction: str) -> dict:
-    """The texts a transaction detail carries: references, the other side (the debtor of money coming in, the
-    creditor of money going out), remittance information. Only non-empty ones."""
+    """The texts a transaction detail carries: references (its first `Refs`), the other side (the debtor of money
+    coming in, the creditor of money going out; its first `RltdPties`), remittance information (every `RmtInf`'s
+    `Ustrd`, and `Strd/CdtrRefInf/Ref`, in file order). Only non-empty ones. One pass over the detail's children."""
     out = {}
-    end_to_end = _text(detail, t.Refs, t.EndToEndId)
-    if end_to_end and end_to_end.upper() != "NOTPROVIDED":
-        out["end_to_end_id"] = end_to_end
-    parties = detail.find(t.RltdPties)
+    refs = parties = None
+    unstructured: list = []
+    structured: list = []
+    for child in detail:
+        tag = child.tag
+        if tag == t.RmtInf:
+            for part in child:
+                if part.tag == t.Ustrd:
+                    unstructured.append(part.text)
+                elif part.tag == t.Strd:
+                    structured.extend(r.text for c in part.findall(t.CdtrRefInf) for r in c.findall(t.Ref))
+        elif tag == t.Refs:
+            refs = child if refs is None else refs
+        elif tag == t.RltdPties:
+            parties = child if parties is None else parties
+    if refs is not None:
+        end_to_end = _text(refs, t.EndToEndId)
+        if end_to_end and end_to_end.upper() != "NOTPROVIDED":
+            out["end_to_end_id"] = end_to_end
     if parties is not None:
         role, role_account = (t.Dbtr, t.DbtrAcct) if direction == IN else (t.Cdtr, t.CdtrAcct)
         if name := clean(_text(parties, role, t.Nm) or _text(parties, role, t.Pty, t.Nm)):
             out["counterparty_name"] = name
         if account := _text(parties, role_account, t.Id, t.IBAN) or _text(parties, role_account, t.Id, t.Othr, t.Id):
             out["counterparty_account"] = account
-    if detail.find(t.RmtInf) is not None:
-        if remittance := " ".join(_texts(detail, t.RmtInf, t.Ustrd)):
-            out["remittance_info"] = remittance
-        if structured := " ".join(_texts(detail, t.RmtInf, t.Strd, t.CdtrRefInf, t.Ref)):
-            out["structured_reference"] = structured
+    if remittance := " ".join(x for x in map(clean, unstructured) if x):
+        out["remittance_info"] = remittance
+    if structured and (reference := " ".join(x for x in map(clean, structured) if x)):
+        out["structured_reference"] = reference
     return out
 
 
@@ -159,6 +183,7 @@ class _Reader:
         self.position = 0
         self.statement: Statement | None = None
         self.entries = 0
+        self.dates: dict = {}
 
     def statement_field(self, element) -> None:
         s, name = self.statement, _name(element)
@@ -192,37 +217,65 @@ class _Reader:
         t = self.t
         self.entries += 1
         s = self.statement
-        where = f"entry {self.entries} of statement {s.statement_id or '?'}"
-        status = entry.find(t.Sts)
-        if status is not None:
+        fields, groups = {}, []  # the entry's children: the first of each tag; its NtryDtls
+        for child in entry:
+            tag = child.tag
+            if tag == t.NtryDtls:
+                groups.append(child)
+            elif tag not in fields:
+                fields[tag] = child
+        get = fields.get
+        if (status := get(t.Sts)) is not None:
             code = (status.text or "").strip() or _text(status, t.Cd)
             if code and code != "BOOK":
                 return  # pending or information only: not an entry (API.md)
-        amount, currency = _money(entry.find(t.Amt), where)
-        direction = _direction(_text(entry, t.CdtDbtInd), where)
+        if (amount_el := get(t.Amt)) is None or not (currency := (amount_el.get("Ccy") or "").strip().upper()):
+            amount, currency = _money(amount_el, self.where())  # raises: no Amt, or no Ccy
+        else:
+            amount = _amount(amount_el.text, self)
+        direction = DIRECTIONS.get(_own_text(get(t.CdtDbtInd)))
+        if direction is None:
+            direction = _direction(_own_text(get(t.CdtDbtInd)), self.where())  # raises
         common = dict(
-            booking_date=_date(entry.find(t.BookgDt), t, where),
-            value_date=_date(entry.find(t.ValDt), t, where),
-            reversal=_text(entry, t.RvslInd).lower() in ("true", "1"),
+            booking_date=self.date(get(t.BookgDt)),
+            value_date=self.date(get(t.ValDt)),
+            reversal=(rvsl := get(t.RvslInd)) is not None and _own_text(rvsl).lower() in ("true", "1"),
             statement_id=s.statement_id,
-            bank_transaction_code=_bank_code(entry, t),
+            bank_transaction_code=_bank_code(entry, t) if t.BkTxCd in fields else "",
         )
-        groups = entry.findall(t.NtryDtls)
         details = [d for g in groups for d in g.findall(t.TxDtls)]
-        entry_ref = _text(entry, t.AcctSvcrRef)
+        entry_ref = _own_text(get(t.AcctSvcrRef))
         if len(details) > 1:
             amounts = [_detail_amount(d, t) for d in details]
             if all(a is not None for a in amounts):
-                yield from self.batch(entry, groups, details, amounts, direction, common, entry_ref, where)
+                yield from self.batch(entry, groups, details, amounts, direction, common, entry_ref, self.where())
                 return
         texts = _details(details[0], t, direction) if len(details) == 1 else {}
         if len(details) > 1:  # details without amounts: their texts belong to the one line
             joined = " ".join(x for x in (" ".join(_texts(d, t.RmtInf, t.Ustrd)) for d in details) if x)
             if joined:
                 texts["remittance_info"] = joined
-        if not texts.get("remittance_info") and (extra := clean(_text(entry, t.AddtlNtryInf))):
+        if not texts.get("remittance_info") and (extra := clean(_own_text(get(t.AddtlNtryInf)))):
             texts["remittance_info"] = extra
         yield self.line(texts, amount, direction, currency, common, bank_reference=entry_ref)
+
+    def where(self) -> str:
+        return f"entry {self.entries} of statement {self.statement.statement_id or '?'}"
+
+    def date(self, element):
+        """The date of a date choice (`<Dt>` or `<DtTm>`) element, None without one (memoized per text)."""
+        if element is None:
+            return None
+        text = _text(element, self.t.Dt) or _text(element, self.t.DtTm)
+        if not text:
+            return None
+        try:
+            return self.dates[text]
+        except KeyError:
+            day = self.dates[text] = iso_date(FMT, self.where(), text)
+            if len(self.dates) > 4096:
+                self.dates.clear()
+            return day
 
     def batch(self, entry, groups, details, amounts, direction, common, entry_ref, where) -> Iterator[Line]:
         """One line per transaction detail of a batch booking whose details all carry an amount."""
@@ -287,39 +340,85 @@ class _Chain(io.RawIOBase):
         return len(data)
 
 
+FEED_BYTES = 64 * 1024
+
+
 def parse(stream) -> Iterator[Line | Statement]:
     """Lines of every statement (report, notification) in the file, each statement's `Statement` after them.
-    Depth 1 is the `Document`, 2 the message (`BkToCstmrStmt`, ...), 3 its statements, 4 their fields and
-    entries; an entry is read when it ends and then dropped from the tree."""
-    reader: _Reader | None = None
-    depth, message, container = 0, None, None
+    The `Document` holds messages (`BkToCstmrStmt`, ...), a message its statements, a statement its fields and
+    entries. The file is fed to the C parser FEED_BYTES at a time; after each piece, `_Walk` reads what is complete
+    of the tree it builds. The parser reports the first element's start (the root: to check it and learn the
+    namespace) and then no events at all, so no Python code runs per XML element. Events are asked for with the
+    parser's `_setevents`, as the standard library's own XMLPullParser does; unlike XMLPullParser's `feed`, the
+    parser's raises a well-formedness error at once."""
+    source = _refusing_dtds(stream)
+    parser = XMLParser(target=TreeBuilder())
+    starts: collections.deque = collections.deque()
+    parser._setevents(starts, ("start",))
+    walk: _Walk | None = None
     try:
-        for event, element in iterparse(_refusing_dtds(stream), events=("start", "end")):
-            if event == "start":
-                depth += 1
-                if depth == 1:
-                    if _name(element) != "Document" or "camt.05" not in element.tag:
-                        raise StatementParseError(FMT, "root element", f"<{_name(element)}> is not a camt document")
-                    tag = element.tag
-                    tags = _Tags(tag[: tag.rfind("}") + 1])
-                    reader = _Reader(tags)
-                elif depth == 2:
-                    message = element
-                elif depth == 3 and element.tag in tags.containers:
-                    reader.statement, reader.entries, container = Statement(statement_id=""), 0, element
-                continue
-            depth -= 1
-            if depth == 3 and reader.statement is not None:  # a child of a statement
-                tag = element.tag
-                if tag == tags.Ntry:
-                    yield from reader.entry(element)
-                    container.remove(element)
-                elif tag in tags.header:
-                    reader.statement_field(element)
-            elif depth == 2 and reader.statement is not None and element is container:
-                yield reader.statement
-                reader.statement = None
-                message.remove(element)
+        while True:
+            data = source.read(FEED_BYTES)
+            if data:
+                parser.feed(data)
+            else:
+                parser.close()
+            if walk is None:
+                if not starts:
+                    continue  # no element yet (close() raised if there is none at all)
+                root = starts[0][1]
+                if _name(root) != "Document" or "camt.05" not in root.tag:
+                    raise StatementParseError(FMT, "root element", f"<{_name(root)}> is not a camt document")
+                parser._setevents(starts, ())
+                starts.clear()
+                walk = _Walk(root)
+            yield from walk.advance(final=not data)
+            if not data:
+                return
     except ParseError as e:
         line, column = getattr(e, "position", (0, 0))
         raise StatementParseError(FMT, f"line {line}, column {column}", "the XML is not well-formed") from None
+
+
+class _Walk:
+    """Reads the complete parts of a growing tree: an element is complete once a later sibling (or a later
+    sibling of an ancestor) has started, or at the end of the file. Each complete child of a statement is read
+    (an entry into lines, a header field into the statement's figures) and removed, then each complete statement,
+    message and other element of the document, so the tree holds at most one piece's worth of elements."""
+
+    def __init__(self, root):
+        tag = root.tag
+        self.root, self.tags = root, _Tags(tag[: tag.rfind("}") + 1])
+        self.reader = _Reader(self.tags)
+        self.container = None  # the statement being read
+
+    def advance(self, *, final: bool) -> Iterator[Line | Statement]:
+        root, t, reader = self.root, self.tags, self.reader
+        messages = list(root)
+        for i, message in enumerate(messages):
+            message_done = final or i < len(messages) - 1
+            children = list(message)
+            for j, child in enumerate(children):
+                child_done = message_done or j < len(children) - 1
+                if child.tag in t.containers:
+                    if child is not self.container:
+                        reader.statement, reader.entries, self.container = Statement(statement_id=""), 0, child
+                    ready = len(child) if child_done else len(child) - 1
+                    if ready > 0:
+                        for field in child[:ready]:
+                            tag = field.tag
+                            if tag == t.Ntry:
+                                yield from reader.entry(field)
+                            elif tag in t.header:
+                                reader.statement_field(field)
+                        del child[:ready]
+                    if not child_done:
+                        break
+                    yield reader.statement
+                    reader.statement, self.container = None, None
+                elif not child_done:
+                    break
+                message.remove(child)
+            if not message_done:
+                break
+            root.remove(message)

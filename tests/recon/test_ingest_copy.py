@@ -344,3 +344,11 @@ def test_fast_path_agrees_with_the_full_check(ledger):
     )
     got = sorted((e.metadata["order_id"], e.entry_type, e.amount, e.currency, e.effective_date) for e in stored)
     assert got == want
+
+
+def test_copy_text_rows_need_a_known_processing_mode(ledger):
+    with pytest.raises(ValueError, match="processing_mode"):
+        services.staging_entries_create_copy_text(
+            account=ledger.bank, processing_mode="BOTH\tX", tails=["DEBIT\t1.00\tUSD\t2026-11-01\t{}\n"]
+        )
+    assert not StagingEntry.objects.exists()

@@ -122,6 +122,26 @@ def test_camt_upload_over_the_api_imports_every_line(ledger, operator_api):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_statement_lines_texts_reach_the_metadata_whatever_their_characters(ledger):
+    """The spool holds each row's COPY text: backslashes, quotes, escapes and non-ASCII text of the file (and of
+    its name) reach the staging entry's metadata unchanged."""
+    odd = 'back\\slash \\N \\t "quoted" &amp; é € \U0001f600'
+    details = f"<NtryDtls><TxDtls><RmtInf><Ustrd>{odd}</Ustrd></RmtInf></TxDtls></NtryDtls>"
+    content = f.camt(f.camt_statement("S\\1", f.camt_entry("1.00", "CRDT", ref="R\\1", details=details)))
+    name = 'we\\ird "name".xml'
+    job = start(ledger.bank, content, name=name)
+    drain()
+    assert reload(job).state == "COMPLETED", reload(job).error
+    metadata = StagingEntry.objects.get().metadata
+    assert (metadata["remittance_info"], metadata["bank_reference"], metadata["statement_id"]) == (
+        odd.replace("&amp;", "&"),
+        "R\\1",
+        "S\\1",
+    )
+    assert metadata["source_file"] == name and metadata["upload_id"] == str(reload(job).params["upload_id"])
+
+
+@pytest.mark.django_db(transaction=True)
 def test_money_in_is_a_debit_on_a_debit_normal_account(ledger):
     job = start(ledger.payments, f.render_bai2([(Decimal("12.34"), "IN", "X", "t"), (Decimal("1"), "OUT", "Y", "u")]))
     drain()

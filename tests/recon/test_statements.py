@@ -168,6 +168,51 @@ def test_broken_camt_names_format_and_position(data, where):
     assert e.value.format == "camt053" and where in e.value.where
 
 
+def _many_statements(per_statement: int, ids=("A", "B", "C")) -> bytes:
+    """Statements of `per_statement` entries each, balanced, several feed pieces long, one entry per line."""
+    body = ""
+    for n, stmt_id in enumerate(ids):
+        entries = "\n".join(f.camt_entry(f"{i}.01", "CRDT", ref=f"{stmt_id}{i}") for i in range(1, per_statement + 1))
+        total = sum(Decimal(f"{i}.01") for i in range(1, per_statement + 1))
+        balances = f.camt_balance("OPBD", "0.00", "2026-10-31") + f.camt_balance("CLBD", str(total), "2026-11-01")
+        body += f.camt_statement(stmt_id, "\n" + entries + "\n", seq=str(n + 1), balances=balances)
+        body += "<!-- between statements -->"
+    return f.camt(body)
+
+
+def test_camt_statements_spanning_many_feed_pieces_read_whole_and_in_order():
+    from recon.statements import camt
+
+    data = _many_statements(400)
+    assert len(data) > 4 * camt.FEED_BYTES
+    lines, statements = read("camt053", data)
+    assert [s.statement_id for s in statements] == ["A", "B", "C"]
+    assert [s.line_count for s in statements] == [400, 400, 400] and all(s.balanced for s in statements)
+    assert [s.sequence for s in statements] == ["1", "2", "3"]
+    assert [line.position for line in lines] == list(range(1, 1201))
+    assert [line.bank_reference for line in lines[398:402]] == ["A399", "A400", "B1", "B2"]
+    assert {line.statement_id for line in lines[400:800]} == {"B"} and lines[-1].amount == Decimal("400.01")
+
+
+def test_camt_broken_far_into_the_file_names_the_line_of_the_break():
+    from recon.statements import camt
+
+    text = _many_statements(400).decode()
+    broken = text.replace("<AcctSvcrRef>B300</AcctSvcrRef>", "<AcctSvcrRef>B300</AcctSvcrRf>")
+    assert broken.index("B300</AcctSvcrRf>") > 2 * camt.FEED_BYTES
+    with pytest.raises(StatementParseError) as e:
+        read("camt053", broken.encode())
+    line = broken[: broken.index("B300</AcctSvcrRf>")].count("\n") + 1
+    assert e.value.format == "camt053" and e.value.where.startswith(f"line {line}, column ")
+
+
+@pytest.mark.parametrize("data", [b"", b"<?xml version='1.0'?>", b"<Document xmlns='urn:other'><x/></Document>"])
+def test_not_a_camt_document_is_a_parse_error(data):
+    with pytest.raises(StatementParseError) as e:
+        read("camt053", data)
+    assert e.value.format == "camt053"
+
+
 def test_camt_refuses_entities():
     data = (
         b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x "boom">]>'
