@@ -112,9 +112,10 @@ SELECT s.job_id, count(*), count(*) FILTER (WHERE s.state IN ({terminal})),
     coalesce(array_agg(s.name ORDER BY s.position) FILTER (WHERE s.state = {failed}), '{{}}'),
     (array_agg(s.error ORDER BY s.position) FILTER (WHERE s.state = {failed}))[1],
     (array_agg(s.error_details ORDER BY s.position) FILTER (WHERE s.state = {failed}))[1],
-    CASE WHEN count(*) FILTER (WHERE s.state IN ({done})) = count(*) THEN
-        coalesce(jsonb_object_agg(s.name, s.result) FILTER (WHERE NOT EXISTS (
-            SELECT 1 FROM {step} AS o WHERE o.job_id = s.job_id AND o.depends_on ? s.name)), '{{}}'::jsonb)
+    CASE WHEN count(*) FILTER (WHERE s.state IN ({done})) = count(*) THEN (
+        SELECT coalesce(jsonb_object_agg(l.name, l.result), '{{}}'::jsonb) FROM {step} AS l
+        WHERE l.job_id = s.job_id
+          AND NOT EXISTS (SELECT 1 FROM {step} AS o WHERE o.job_id = l.job_id AND o.depends_on ? l.name))
     END
 FROM {step} AS s
 WHERE s.job_id = ANY(%(job_ids)s::uuid[])

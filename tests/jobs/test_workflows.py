@@ -191,6 +191,20 @@ def test_condition_false_skips_the_step_and_its_dependents_may_still_run():
     assert states(job2)["yes"] == "COMPLETED"
 
 
+def test_a_condition_that_raises_skips_its_step_with_why_and_the_run_completes():
+    job = services.job_create(job_type="test.condition_raises", params={"go": True})
+    drain()
+    assert reload(job).state == "COMPLETED"
+    assert states(job) == {"gate": "COMPLETED", "broken": "SKIPPED", "after": "COMPLETED"}
+    broken = steps(job)["broken"]
+    assert broken.error == "condition raised KeyError: 'missing'"
+    assert [(t.from_status, t.to_status, t.reason) for t in history(broken)] == [
+        ("PENDING", "SKIPPED", "condition raised KeyError: 'missing'")
+    ]
+    events = [d for k, d in JobEvent.objects.filter(job_id=job.pk).values_list("kind", "data") if k == "step"]
+    assert {"name": "broken", "state": "SKIPPED", "attempts": 0, "error": broken.error} in events
+
+
 def test_pause_stops_new_steps_and_resume_continues():
     job = services.job_create(job_type="test.slow", params={"sleep": 0.05})
     services.job_pause(job_id=job.pk)

@@ -60,6 +60,16 @@ _declare(
     ],
 )
 
+_declare(
+    "test.condition_raises",
+    version=1,
+    steps=[
+        Step("gate", gate),
+        Step("broken", echo, depends_on=["gate"], condition=lambda parents: parents["gate"]["missing"]),
+        Step("after", echo, depends_on=["broken"]),
+    ],
+)
+
 
 def approval(ctx):
     got = ctx.wait_for_any("approve", "reject", timeout=ctx.params.get("timeout"))

@@ -356,3 +356,40 @@ def test_claim_and_heartbeat_give_each_type_its_lease(settings):
     assert renewed[plain.task_id] - before < dt.timedelta(seconds=default + 5) < renewed[long.task_id] - before
     assert renewed[long.task_id] >= before + dt.timedelta(seconds=600)
     assert services.task_rescue() == {"retried": 0, "failed": 0}  # no lease expired
+
+
+def test_task_insert_rows_writes_tasks_with_the_callers_ids_like_task_create():
+    """The workflow engine's insert: ids chosen by the caller, a tenant and a JSON payload per row, the rest as
+    task_create writes it; claimable at once."""
+    import uuid
+
+    reference = services.task_create(task_type="test.kill", payload={"n": 0}, tenant="t1")
+    ids = [uuid.uuid4() for _ in range(3)]
+    rows = [(task_id, f'{{"n": {n}}}', f"t{n}") for n, task_id in enumerate(ids, start=1)]
+    with transaction.atomic():
+        assert services.task_insert_rows(task_type="test.kill", rows=rows) == 3
+    assert services.task_insert_rows(task_type="test.kill", rows=[]) == 0
+    fields = ("task_type", "queue", "priority", "status", "attempts", "max_attempts", "locked_by", "last_error")
+    want = {f: getattr(reference, f) for f in fields}
+    for n, task_id in enumerate(ids, start=1):
+        task = ProcessTracker.objects.get(pk=task_id)
+        assert {f: getattr(task, f) for f in fields} == want
+        assert (task.payload, task.tenant) == ({"n": n}, f"t{n}") and task.run_after == task.created_at
+    assert {t.task_id for t in services.task_claim(worker_id="w1", limit=10)} == {reference.task_id, *ids}
+
+
+def test_task_complete_held_completes_only_what_the_worker_still_holds():
+    tasks = [make() for _ in range(3)]
+    claimed = services.task_claim(worker_id="w1", limit=10)
+    assert len(claimed) == 3
+    ProcessTracker.objects.filter(pk=tasks[0].pk).update(locked_by="someone-else")  # taken over meanwhile
+    with transaction.atomic():
+        done = services.task_complete_held(task_ids=[t.task_id for t in tasks], worker_id="w1")
+    assert done == {tasks[1].task_id, tasks[2].task_id}
+    status = dict(ProcessTracker.objects.values_list("task_id", "status"))
+    assert [status[t.task_id] for t in tasks] == ["PROCESSING", "COMPLETED", "COMPLETED"]
+    assert [h.to_status for h in audit.history(ProcessTracker.objects.get(pk=tasks[1].pk))][-1] == "COMPLETED"
+    assert [h.to_status for h in audit.history(ProcessTracker.objects.get(pk=tasks[0].pk))][-1] == "PROCESSING"
+    assert services.task_complete_held(task_ids=[], worker_id="w1") == set()
+    with pytest.raises(LeaseLost), transaction.atomic():
+        services.task_complete_many(task_ids=[tasks[0].task_id], worker_id="w1")
