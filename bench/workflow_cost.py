@@ -1,7 +1,7 @@
 """What one workflow step costs, in one process: `runs` runs of `bench.fan10` created at once, drained by one tracker
-worker here; prints SQL statements per step (every statement through Django's cursors, every thread; the audit
-rows' COPY is one more per transaction that writes any), committed transactions per step (pg_stat_database, every
-connection of the process, closed first so their counts are flushed) and the process's CPU time per step.
+worker here; prints SQL statements per step (every statement through psycopg's cursors, every thread), committed
+transactions per step (pg_stat_database, every connection of the process, closed first so their counts are
+flushed) and the process's CPU time per step.
 
     python -m tests.pgserver -- .venv/bin/python -m bench.workflow_cost [runs]"""
 
@@ -19,9 +19,9 @@ def main() -> int:
     import django
 
     django.setup()
+    import psycopg
     from django.core.management import call_command
     from django.db import connection, connections
-    from django.db.backends.utils import CursorWrapper
 
     from jobs import services as job_services
     from jobs.models import WorkflowStep
@@ -29,7 +29,7 @@ def main() -> int:
 
     call_command("migrate", verbosity=0)
     statements, lock = [0], threading.Lock()
-    execute, executemany = CursorWrapper.execute, CursorWrapper.executemany
+    execute, executemany = psycopg.Cursor.execute, psycopg.Cursor.executemany
 
     def counted(method):
         def wrapper(self, *args, **kwargs):
@@ -39,7 +39,8 @@ def main() -> int:
 
         return wrapper
 
-    CursorWrapper.execute, CursorWrapper.executemany = counted(execute), counted(executemany)
+    # psycopg's cursors (Django's go through them; the engine's prepared statements use them directly)
+    psycopg.Cursor.execute, psycopg.Cursor.executemany = counted(execute), counted(executemany)
     phases = _time_phases(lock)
 
     def commits() -> int:

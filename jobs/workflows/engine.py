@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import psycopg
 from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
@@ -139,17 +140,17 @@ def _flush(items: list) -> None:
     event id)."""
     if not items:
         return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _FLUSH_SQL,
-            [
-                timezone.now(),
-                array_literal(j for j, _, _ in items),
-                array_literal(k for _, k, _ in items),
-                array_literal(json.dumps(d, cls=DjangoJSONEncoder) for _, _, d in items),
-                events.EVENTS_CHANNEL,
-            ],
-        )
+    _fetch(
+        _FLUSH_SQL,
+        [
+            timezone.now(),
+            array_literal(j for j, _, _ in items),
+            array_literal(k for _, k, _ in items),
+            array_literal(json.dumps(d, cls=DjangoJSONEncoder) for _, _, d in items),
+            events.EVENTS_CHANNEL,
+        ],
+        rows=False,
+    )
 
 
 _FLUSH_SQL = """
@@ -247,9 +248,9 @@ def _update_rows(model, objects: list, fields: list[str]) -> None:
     if not objects:
         return
     sql, columns = _update_sql(model, tuple(fields))
-    params = [array_literal(cell(getattr(obj, attname)) for obj in objects) for attname, cell in columns]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    _fetch(
+        sql, [array_literal(cell(getattr(obj, attname)) for obj in objects) for attname, cell in columns], rows=False
+    )
 
 
 # Fields whose Python value is its array element as it is (str() of it is what the column reads).
@@ -340,10 +341,23 @@ def _enqueue(job: Job, steps: list[WorkflowStep], *, run_after: dict | None = No
         step.task_id = task.task_id
 
 
-def _fetch(sql: str, params: dict) -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+def _fetch(sql: str, params, *, rows: bool = True) -> list[tuple]:
+    """Runs one of the engine's own statements in the current transaction: server-side bound and prepared on the
+    connection (psycopg `prepare=True`: parsed and planned once per connection) unless the PREPARED_STATEMENTS
+    setting is off; errors as Django's (`wrap_database_errors`). Returns its rows (none when not `rows`)."""
+    if not conf.get("PREPARED_STATEMENTS"):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if rows else []
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    start = time.monotonic()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        found = cursor.fetchall() if rows else []
+    if connection.queries_logged:  # as Django's debug cursor logs its statements
+        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - start:.3f}"})
+    return found
 
 
 def _json(value):
@@ -761,9 +775,7 @@ def _lock_runs(job_ids) -> dict[str, Job]:
     """The runs' Job rows locked in primary-key order (two batches sharing runs never deadlock), by job id."""
     if not job_ids:
         return {}
-    with connection.cursor() as cursor:
-        cursor.execute(_LOCK_RUNS_SQL, [array_literal(sorted(job_ids))])
-        return {str(job.pk): job for job in models_from_rows(Job, cursor.fetchall())}
+    return {str(job.pk): job for job in models_from_rows(Job, _fetch(_LOCK_RUNS_SQL, [array_literal(sorted(job_ids))]))}
 
 
 _LOCK_RUNS_SQL = (

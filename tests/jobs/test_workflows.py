@@ -50,6 +50,16 @@ def test_diamond_runs_to_completion_with_parents_results_passed_down():
     assert tasks.count() == 4 and set(tasks.values_list("status", flat=True)) == {"COMPLETED"}
 
 
+def test_a_run_completes_with_the_engines_statements_unprepared(settings):
+    """PREPARED_STATEMENTS off (a transaction pooler without prepared statements): the same run, through Django's
+    client-side cursors."""
+    settings.JOBS = {"PREPARED_STATEMENTS": 0}
+    job = services.job_create(job_type="jobs.diamond", params={})
+    drain()
+    assert reload(job).state == "COMPLETED"
+    assert set(states(job).values()) == {"COMPLETED"}
+
+
 def test_join_is_enqueued_only_when_both_parents_are_done():
     job = services.job_create(job_type="jobs.diamond", params={})
     from tracker.worker import Worker
