@@ -229,6 +229,9 @@ TRACKER = {
     "CONSUMERS": env_int("TRACKER_CONSUMERS", Q_WORKERS),
     "CONSUMER_SLICE_SECONDS": env_int("TRACKER_CONSUMER_SLICE_SECONDS", 15),
     "BATCH_SIZE": env_int("TRACKER_BATCH_SIZE", 200),  # first claim; then it adapts (tracker.worker)
+    # The hot paths' statements (claim, workflow steps) prepared on their connection (tracker.bulk.execute); 0 for
+    # a transaction pooler without prepared statements (PgBouncer before 1.21).
+    "PREPARED_STATEMENTS": env_int("TRACKER_PREPARED_STATEMENTS", 1),
     "BATCH_MAX": env_int("TRACKER_BATCH_MAX", 1000),
     "BATCH_TARGET_SECONDS": float(os.environ.get("TRACKER_BATCH_TARGET_SECONDS", 1.0)),
     "LEASE_SECONDS": env_int("TRACKER_LEASE_SECONDS", 30),

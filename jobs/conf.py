@@ -28,9 +28,6 @@ DEFAULTS = {
     # Step threads per consumer: a claim takes at most this many workflow step tasks, and the consumer runs them
     # all at once, one thread (and one database connection) each (docs/workflows.md, "How steps run").
     "WORKFLOW_STEP_THREADS": ("JOBS_WORKFLOW_STEP_THREADS", 32),
-    # The workflow engine's own statements are prepared on their connection (parsed and planned once): 0 turns
-    # that off, for a transaction pooler without prepared statements (PgBouncer before 1.21).
-    "PREPARED_STATEMENTS": ("JOBS_PREPARED_STATEMENTS", 1),
 }
 
 

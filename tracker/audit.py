@@ -9,11 +9,10 @@ from contextlib import contextmanager
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection
 from django.utils import timezone
 from django_fsm.signals import post_transition
 
-from tracker.bulk import array_columns
+from tracker.bulk import array_columns, execute
 from tracker.models import Transition
 
 # A user's name as the audit keeps it (the column's length, Django's username length).
@@ -80,19 +79,17 @@ def _write(rows: list, *, by=None, at=None) -> int:
     if not rows:
         return 0
     actor = _actor(by)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            AUDIT_INSERT,
-            [
-                at or timezone.now(),
-                actor["by_user"].pk if actor["by_user"] else None,
-                actor["by_worker"],
-                actor["by_name"],
-                *array_columns(
-                    [(ct, str(oid), src, dst, reason[:REASON_CHARS]) for ct, oid, src, dst, reason in rows], 5
-                ),
-            ],
-        )
+    execute(
+        AUDIT_INSERT,
+        [
+            at or timezone.now(),
+            actor["by_user"].pk if actor["by_user"] else None,
+            actor["by_worker"],
+            actor["by_name"],
+            *array_columns([(ct, str(oid), src, dst, reason[:REASON_CHARS]) for ct, oid, src, dst, reason in rows], 5),
+        ],
+        rows=False,
+    )
     return len(rows)
 
 
@@ -103,7 +100,7 @@ REASON_CHARS = 2000
 AUDIT_INSERT = f"""
 INSERT INTO {Transition._meta.db_table} (content_type_id, object_id, from_status, to_status, at, by_user_id, by_worker,
     by_name, reason)
-SELECT r.ct, r.oid, r.src, r.dst, %s, %s, %s, %s, r.why
+SELECT r.ct, r.oid, r.src, r.dst, %s::timestamptz, %s::integer, %s::text, %s::text, r.why
 FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::text[]) AS r(ct, oid, src, dst, why)
 """
 

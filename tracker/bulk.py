@@ -1,11 +1,13 @@
-"""Bulk reads and writes for the set-based paths: inserts by COPY, array literals for id lists, and model
-instances loaded without `Model.__init__`."""
+"""Bulk reads and writes for the set-based paths: inserts by COPY, array literals for id lists, model instances
+loaded without `Model.__init__`, and prepared statements for the hot paths (`execute`)."""
 
 import time
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from uuid import UUID
 
+import psycopg
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.db.models import JSONField
@@ -15,6 +17,27 @@ from django.utils import timezone
 # JSON text as Django's JSONField writes it, with one encoder for every bulk row (json.dumps(cls=...) would
 # build a new encoder per value).
 json_text = DjangoJSONEncoder().encode
+
+
+def execute(sql: str, params, *, rows: bool = True) -> list[tuple]:
+    """Runs a statement of a hot path (the claim, a workflow step's statements) in the current transaction:
+    server-side bound and prepared on its connection (psycopg `prepare=True`: parsed once per connection, which
+    Django's client-side cursors never do), unless TRACKER["PREPARED_STATEMENTS"] is off (a transaction pooler
+    without prepared statements, PgBouncer before 1.21). Errors come out as Django's, and the statement is logged
+    where Django's debug cursor would log it. Returns the statement's rows (none when not `rows`)."""
+    if not settings.TRACKER.get("PREPARED_STATEMENTS", True):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if rows else []
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    start = time.monotonic()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        found = cursor.fetchall() if rows else []
+    if connection.queries_logged:
+        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - start:.3f}"})
+    return found
 
 
 def _element(value) -> str:

@@ -23,7 +23,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.module_loading import import_string
 
 from tracker import audit, counters, queries, registry, wakeup
-from tracker.bulk import array_literal, models_from_rows
+from tracker.bulk import array_literal, execute, models_from_rows
 from tracker.errors import (
     ERROR_DETAILS_CHARS,
     ERROR_MESSAGE_CHARS,
@@ -137,20 +137,20 @@ def task_insert_rows(*, task_type: str, rows: Sequence[tuple[uuid.UUID, str, str
         return 0
     handler = registry.get(task_type)
     task_ids, payloads, tenants = zip(*rows)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            queries.TASKS_INSERT_ROWS,
-            {
-                "task_ids": array_literal(task_ids),
-                "payloads": array_literal(payloads),
-                "tenants": array_literal(tenants),
-                "task_type": task_type,
-                "queue": handler.queue,
-                "priority": handler.priority,
-                "max_attempts": handler.get_max_attempts(),
-                "now": now or timezone.now(),
-            },
-        )
+    execute(
+        queries.TASKS_INSERT_ROWS,
+        {
+            "task_ids": array_literal(task_ids),
+            "payloads": array_literal(payloads),
+            "tenants": array_literal(tenants),
+            "task_type": task_type,
+            "queue": handler.queue,
+            "priority": handler.priority,
+            "max_attempts": handler.get_max_attempts(),
+            "now": now or timezone.now(),
+        },
+        rows=False,
+    )
     wakeup.notify()
     return len(rows)
 
@@ -200,9 +200,7 @@ def _claim_limit(task_type: str) -> int:
 def _claim(worker_id, limit, queues, now, *, restore: bool) -> list[tuple[ProcessTracker, str]]:
     """TASKS_CLAIM after CLAIM_PLAN: the claimed tasks with their previous status, in claim order. `enable_sort`
     is put back (RESTORE_SORT) when `restore`: the claim's own transaction resets it at its end anyway."""
-    with connection.cursor() as cursor:
-        cursor.execute(queries.CLAIM_PLAN)
-        sort_before, _, paused, _ = cursor.fetchone()
+    [(sort_before, _, paused, _)] = execute(queries.CLAIM_PLAN, None)
     params = {
         "now": now,
         "queues": array_literal(queues) if queues else None,
@@ -212,11 +210,9 @@ def _claim(worker_id, limit, queues, now, *, restore: bool) -> list[tuple[Proces
         "worker_id": worker_id,
         **_lease_params(now),
     }
-    with connection.cursor() as cursor:
-        cursor.execute(queries.TASKS_CLAIM, params)
-        rows = cursor.fetchall()
-        if restore:
-            cursor.execute(queries.RESTORE_SORT, {"sort": sort_before})
+    rows = execute(queries.TASKS_CLAIM, params)
+    if restore:
+        execute(queries.RESTORE_SORT, {"sort": sort_before})
     return sorted(
         zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
         key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id),
@@ -247,12 +243,11 @@ def task_complete_held(*, task_ids: Sequence, worker_id: str) -> set:
     if not task_ids:
         return set()
     now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            counters.count_finished_sql(queries.TASKS_COMPLETE, answer="coalesce(array_agg(task_id), '{}')"),
-            [now, now, array_literal(task_ids), worker_id, *counters.finished_params(worker=worker_id, now=now)],
-        )
-        done = set(cursor.fetchone()[0])
+    [(done,)] = execute(
+        counters.count_finished_sql(queries.TASKS_COMPLETE, answer="coalesce(array_agg(task_id), '{}')"),
+        [now, now, array_literal(task_ids), worker_id, *counters.finished_params(worker=worker_id, now=now)],
+    )
+    done = set(done)
     audit.record_many(
         ProcessTracker,
         [(tid, TaskStatus.PROCESSING, TaskStatus.COMPLETED) for tid in task_ids if tid in done],

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import psycopg
 from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
@@ -46,7 +45,7 @@ from jobs.runtime import Suspend, to_json
 from jobs.workflows import declare, queries
 from tracker import audit
 from tracker import services as tracker_services
-from tracker.bulk import array_literal, models_from_rows, select_columns
+from tracker.bulk import array_literal, execute, models_from_rows, select_columns
 from tracker.errors import PermanentError, RetryableError, TaskStateConflict, is_retryable
 from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus
 
@@ -140,7 +139,7 @@ def _flush(items: list) -> None:
     event id)."""
     if not items:
         return
-    _fetch(
+    execute(
         _FLUSH_SQL,
         [
             timezone.now(),
@@ -248,7 +247,7 @@ def _update_rows(model, objects: list, fields: list[str]) -> None:
     if not objects:
         return
     sql, columns = _update_sql(model, tuple(fields))
-    _fetch(
+    execute(
         sql, [array_literal(cell(getattr(obj, attname)) for obj in objects) for attname, cell in columns], rows=False
     )
 
@@ -341,25 +340,6 @@ def _enqueue(job: Job, steps: list[WorkflowStep], *, run_after: dict | None = No
         step.task_id = task.task_id
 
 
-def _fetch(sql: str, params, *, rows: bool = True) -> list[tuple]:
-    """Runs one of the engine's own statements in the current transaction: server-side bound and prepared on the
-    connection (psycopg `prepare=True`: parsed and planned once per connection) unless the PREPARED_STATEMENTS
-    setting is off; errors as Django's (`wrap_database_errors`). Returns its rows (none when not `rows`)."""
-    if not conf.get("PREPARED_STATEMENTS"):
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall() if rows else []
-    connection.ensure_connection()
-    connection.validate_no_broken_transaction()
-    start = time.monotonic()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        found = cursor.fetchall() if rows else []
-    if connection.queries_logged:  # as Django's debug cursor logs its statements
-        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - start:.3f}"})
-    return found
-
-
 def _json(value):
     """A jsonb column of a raw row (Django's psycopg setup reads jsonb as text)."""
     return json.loads(value) if isinstance(value, str) else value
@@ -386,7 +366,7 @@ def _advance(jobs: dict[str, Job], by) -> None:
     ]
     approved: list[int] = []
     while runs:
-        rows = _fetch(
+        rows = execute(
             queries.STEPS_QUEUE_READY,
             {
                 "job_ids": array_literal(runs),
@@ -489,7 +469,7 @@ def _refresh(jobs: dict[str, Job], by) -> None:
     written when those changed; paused and ended runs are left alone."""
     live = {job_id: job for job_id, job in jobs.items() if job.state in RUNNABLE}
     if live:
-        for job_id, *summary in _fetch(queries.RUNS_SUMMARY, {"job_ids": array_literal(live)}):
+        for job_id, *summary in execute(queries.RUNS_SUMMARY, {"job_ids": array_literal(live)}):
             _settle(live[str(job_id)], RunSummary(*summary), by)
 
 
@@ -775,7 +755,9 @@ def _lock_runs(job_ids) -> dict[str, Job]:
     """The runs' Job rows locked in primary-key order (two batches sharing runs never deadlock), by job id."""
     if not job_ids:
         return {}
-    return {str(job.pk): job for job in models_from_rows(Job, _fetch(_LOCK_RUNS_SQL, [array_literal(sorted(job_ids))]))}
+    return {
+        str(job.pk): job for job in models_from_rows(Job, execute(_LOCK_RUNS_SQL, [array_literal(sorted(job_ids))]))
+    }
 
 
 _LOCK_RUNS_SQL = (
@@ -818,7 +800,7 @@ def _begin_queued(tasks: list, jobs: dict[str, Job], worker_id: str) -> list[Att
     attempts of the steps it began (the other tasks' steps were not QUEUED or RETRY under that task)."""
     if not tasks:
         return []
-    rows = _fetch(
+    rows = execute(
         queries.STEPS_BEGIN,
         {
             "step_ids": array_literal(t.payload["step_id"] for t in tasks),
@@ -925,7 +907,7 @@ def _complete_steps(attempts: list[Attempt], worker_id: str) -> None:
     events. An attempt whose step it did not complete is superseded."""
     if not attempts:
         return
-    rows = _fetch(
+    rows = execute(
         queries.STEPS_COMPLETE,
         {
             "step_ids": array_literal(a.step_id for a in attempts),

@@ -53,7 +53,7 @@ def test_diamond_runs_to_completion_with_parents_results_passed_down():
 def test_a_run_completes_with_the_engines_statements_unprepared(settings):
     """PREPARED_STATEMENTS off (a transaction pooler without prepared statements): the same run, through Django's
     client-side cursors."""
-    settings.JOBS = {"PREPARED_STATEMENTS": 0}
+    settings.TRACKER = {**settings.TRACKER, "PREPARED_STATEMENTS": 0}
     job = services.job_create(job_type="jobs.diamond", params={})
     drain()
     assert reload(job).state == "COMPLETED"
