@@ -27,7 +27,7 @@ DEFAULTS = {
     "SIDE_PRIORITY": ("JOBS_SIDE_PRIORITY", 200),
     # Step threads per consumer: a claim takes at most this many workflow step tasks, and the consumer runs them
     # all at once, one thread (and one database connection) each (docs/workflows.md, "How steps run").
-    "WORKFLOW_STEP_THREADS": ("JOBS_WORKFLOW_STEP_THREADS", 32),
+    "WORKFLOW_STEP_THREADS": ("JOBS_WORKFLOW_STEP_THREADS", 64),
 }
 
 
