@@ -20,7 +20,8 @@ json_text = DjangoJSONEncoder().encode
 
 
 def execute(sql: str, params, *, rows: bool = True) -> list[tuple]:
-    """Runs a statement of a hot path (the claim, a workflow step's statements) in the current transaction:
+    """Runs a statement of a hot path (a workflow step's statements, completing held tasks, audit rows) in the
+    current transaction, for statements whose plan does not depend on their values (key lookups):
     server-side bound and prepared on its connection (psycopg `prepare=True`: parsed once per connection, which
     Django's client-side cursors never do), unless TRACKER["PREPARED_STATEMENTS"] is off (a transaction pooler
     without prepared statements, PgBouncer before 1.21). Errors come out as Django's, and the statement is logged

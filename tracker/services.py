@@ -200,7 +200,11 @@ def _claim_limit(task_type: str) -> int:
 def _claim(worker_id, limit, queues, now, *, restore: bool) -> list[tuple[ProcessTracker, str]]:
     """TASKS_CLAIM after CLAIM_PLAN: the claimed tasks with their previous status, in claim order. `enable_sort`
     is put back (RESTORE_SORT) when `restore`: the claim's own transaction resets it at its end anyway."""
-    [(sort_before, _, paused, _)] = execute(queries.CLAIM_PLAN, None)
+    # Django's cursor, not a prepared statement: the claim's plan must be made for each claim's own values (the
+    # backlog and the statistics change fast; see CLAIM_PLAN), where a generic plan would be kept.
+    with connection.cursor() as cursor:
+        cursor.execute(queries.CLAIM_PLAN)
+        sort_before, _, paused, _ = cursor.fetchone()
     params = {
         "now": now,
         "queues": array_literal(queues) if queues else None,
@@ -210,9 +214,11 @@ def _claim(worker_id, limit, queues, now, *, restore: bool) -> list[tuple[Proces
         "worker_id": worker_id,
         **_lease_params(now),
     }
-    rows = execute(queries.TASKS_CLAIM, params)
-    if restore:
-        execute(queries.RESTORE_SORT, {"sort": sort_before})
+    with connection.cursor() as cursor:
+        cursor.execute(queries.TASKS_CLAIM, params)
+        rows = cursor.fetchall()
+        if restore:
+            cursor.execute(queries.RESTORE_SORT, {"sort": sort_before})
     return sorted(
         zip(models_from_rows(ProcessTracker, rows), (row[-1] for row in rows)),
         key=lambda pair: (pair[0].priority, pair[0].run_after, pair[0].task_id),
