@@ -42,8 +42,11 @@ EVENTS_CHANNEL = "job_events"
 READ_BATCH = 500
 
 
+CHANNEL_PREFIX = "job_"  # a job's own channel: the prefix and its id's 32 hex digits
+
+
 def channel(job_id) -> str:
-    return f"job_{uuid.UUID(str(job_id)).hex}"
+    return f"{CHANNEL_PREFIX}{uuid.UUID(str(job_id)).hex}"
 
 
 def state_data(job: Job) -> dict:

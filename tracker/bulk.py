@@ -19,6 +19,11 @@ from django.utils import timezone
 json_text = DjangoJSONEncoder().encode
 
 
+def json_text_of(field):
+    """How `field` (a JSONField) writes a value as JSON text: its own encoder's, else `json_text`."""
+    return field.encoder().encode if field.encoder else json_text
+
+
 def execute(sql: str, params, *, rows: bool = True) -> list[tuple]:
     """Runs a statement of a hot path (a workflow step's statements, completing held tasks, audit rows) in the
     current transaction, for statements whose plan does not depend on their values (key lookups):
@@ -137,9 +142,7 @@ def insert_rows(model, rows: Sequence[dict]) -> None:
         return
     fields = model._meta.concrete_fields
     now = timezone.now()
-    json_fields = [
-        (i, f.encoder().encode if f.encoder else json_text) for i, f in enumerate(fields) if isinstance(f, JSONField)
-    ]
+    json_fields = [(i, json_text_of(f)) for i, f in enumerate(fields) if isinstance(f, JSONField)]
     stamped = [i for i, f in enumerate(fields) if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
     values = itemgetter(*[f.attname for f in fields])
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from django.contrib.contenttypes.models import ContentType
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import CharField, DateTimeField, ForeignKey, IntegerField, JSONField, TextField, UUIDField
 from django.utils import timezone
@@ -45,7 +44,7 @@ from jobs.runtime import Suspend, to_json
 from jobs.workflows import declare, queries
 from tracker import audit
 from tracker import services as tracker_services
-from tracker.bulk import array_literal, execute, models_from_rows, select_columns
+from tracker.bulk import array_literal, execute, json_text, json_text_of, models_from_rows, select_columns
 from tracker.errors import PermanentError, RetryableError, TaskStateConflict, is_retryable
 from tracker.models import DUE_STATUSES, FINISHED_STATUSES, ProcessTracker, TaskStatus
 
@@ -145,8 +144,9 @@ def _flush(items: list) -> None:
             timezone.now(),
             array_literal(j for j, _, _ in items),
             array_literal(k for _, k, _ in items),
-            array_literal(json.dumps(d, cls=DjangoJSONEncoder) for _, _, d in items),
+            array_literal(json_text(d) for _, _, d in items),
             events.EVENTS_CHANNEL,
+            events.CHANNEL_PREFIX,
         ],
         rows=False,
     )
@@ -158,7 +158,7 @@ WITH ins AS (
     SELECT j, k, d, %s::timestamptz FROM unnest(%s::uuid[], %s::varchar(16)[], %s::jsonb[]) AS e(j, k, d)
     RETURNING id, job_id
 )
-SELECT pg_notify(%s, replace(job_id::text, '-', '')), pg_notify('job_' || replace(job_id::text, '-', ''), max(id)::text)
+SELECT pg_notify(%s, replace(job_id::text, '-', '')), pg_notify(%s || replace(job_id::text, '-', ''), max(id)::text)
 FROM ins GROUP BY job_id
 """
 
@@ -273,7 +273,8 @@ def _update_sql(model, fields: tuple[str, ...]) -> tuple[str, list]:
 
 def _element_of(field):
     if isinstance(field, JSONField):
-        return lambda value: None if value is None else json.dumps(value, cls=field.encoder)
+        encode = json_text_of(field)
+        return lambda value: None if value is None else encode(value)
     if isinstance(field, _PLAIN_FIELDS):
         return lambda value: value
     return lambda value: field.get_db_prep_save(value, connection)
@@ -896,7 +897,7 @@ def _with_json_result(attempt: Attempt) -> Attempt:
     """A completed attempt's result as JSON text (`attempt.result`); a result that is not JSON fails the attempt."""
     if attempt.outcome == "complete":
         try:
-            attempt.result = json.dumps(to_json(attempt.result))
+            attempt.result = json_text(attempt.result)
         except (TypeError, ValueError) as err:
             attempt.outcome, attempt.exc = "error", PermanentStepError(f"Result is not JSON: {err}")
     return attempt

@@ -122,6 +122,26 @@ def _fast_password_hashing():
     """Overrides the suite's MD5 hasher: the server process checks passwords with the project's hashers."""
 
 
+def drain() -> None:
+    """Runs every due task in this process (the browser tests' data is processed before the page is opened)."""
+    from tracker.worker import Worker
+
+    Worker("browser-test").drain(budget_seconds=20)
+
+
+def staff_and_acme(django_user_model):
+    """A superuser `ops` (password `pw-ops-1`) and merchant Acme with a Payments and a Bank account and a recon
+    rule between them. Returns (merchant, payments, bank)."""
+    from tests.recon.factories import AccountFactory, MerchantFactory, ReconRuleFactory
+
+    django_user_model.objects.create_user("ops", password="pw-ops-1", is_staff=True, is_superuser=True)
+    merchant = MerchantFactory(merchant_id="acme", merchant_name="Acme")
+    payments = AccountFactory(merchant=merchant, account_name="Payments", account_type="DEBIT_NORMAL")
+    bank = AccountFactory(merchant=merchant, account_name="Bank", account_type="CREDIT_NORMAL")
+    ReconRuleFactory(merchant=merchant, account_one=payments, account_two=bank)
+    return merchant, payments, bank
+
+
 def wait_for_js(page, expression: str, timeout: float = 15_000) -> None:
     """Waits until a JavaScript expression is truthy in the page, polling `page.evaluate` (which the console's
     Content-Security-Policy allows; Playwright's `wait_for_function` compiles the expression in the page, which

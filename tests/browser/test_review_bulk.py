@@ -3,21 +3,12 @@ the confirmation (a reason required to ignore), a job with progress, every match
 
 from jobs.models import Job
 from recon.models import StagingEntry
-from tests.browser.conftest import login, screenshot, wait_for_js
-from tests.recon.factories import AccountFactory, MerchantFactory, ReconRuleFactory, stage
-from tracker.worker import Worker
-
-
-def drain():
-    Worker("browser-test").drain(budget_seconds=20)
+from tests.browser.conftest import drain, login, screenshot, staff_and_acme, wait_for_js
+from tests.recon.factories import stage
 
 
 def test_reprocess_then_ignore_all_matching_review_entries(page, django_user_model):
-    django_user_model.objects.create_user("ops", password="pw-ops-1", is_staff=True, is_superuser=True)
-    merchant = MerchantFactory(merchant_id="acme", merchant_name="Acme")
-    payments = AccountFactory(merchant=merchant, account_name="Payments", account_type="DEBIT_NORMAL")
-    bank = AccountFactory(merchant=merchant, account_name="Bank", account_type="CREDIT_NORMAL")
-    ReconRuleFactory(merchant=merchant, account_one=payments, account_two=bank)
+    merchant, payments, bank = staff_and_acme(django_user_model)
     review = [stage(bank, mode="CONFIRMATION", side="CREDIT", order_id=f"none-{i}") for i in range(7)]
     fine = stage(payments, order_id="fine")
     drain()

@@ -6,22 +6,13 @@ import re
 from decimal import Decimal
 
 from recon.models import Entry, StagingEntry
-from tests.browser.conftest import login, screenshot
-from tests.recon.factories import AccountFactory, MerchantFactory, ReconRuleFactory, stage
-from tracker.worker import Worker
-
-
-def drain():
-    Worker("browser-test").drain(budget_seconds=20)
+from tests.browser.conftest import drain, login, screenshot, staff_and_acme
+from tests.recon.factories import AccountFactory, stage
 
 
 def test_review_entry_from_search_to_match_and_write_off(page, django_user_model):
-    django_user_model.objects.create_user("ops", password="pw-ops-1", is_staff=True, is_superuser=True)
-    merchant = MerchantFactory(merchant_id="acme", merchant_name="Acme")
-    payments = AccountFactory(merchant=merchant, account_name="Payments", account_type="DEBIT_NORMAL")
-    bank = AccountFactory(merchant=merchant, account_name="Bank", account_type="CREDIT_NORMAL")
+    merchant, payments, bank = staff_and_acme(django_user_model)
     writeoffs = AccountFactory(merchant=merchant, account_name="Write-offs", account_type="DEBIT_NORMAL")
-    ReconRuleFactory(merchant=merchant, account_one=payments, account_two=bank)
     stage(payments, amount="1409.39", order_id="ord-2001")
     stage(payments, amount="55.00", order_id="ord-2002")
     drain()
