@@ -23,7 +23,7 @@ from jobs.runtime import JobContext
 from recon import access, errors, ingest, reports, services, statements
 from recon.ingest import CHUNK_ROWS, ingest_csv, ingest_statement, mapping_problems
 from recon.models import Account, Merchant, ProcessingMode, Upload
-from recon.uploads import open_bytes, open_lines
+from recon.uploads import open_bytes, open_lines, upload_format
 
 
 class ImportFileParams(serializers.Serializer):
@@ -71,7 +71,7 @@ def import_upload(ctx, params: dict) -> dict | None:
     account: Account = upload.account
     if str(account.pk) != str(params["account_id"]) or account.merchant_id != ctx.merchant_id:
         raise JobScopeError("The upload does not belong to this job's merchant and account.")
-    fmt = params.get("format") or "csv"
+    fmt = params.get("format") or upload_format(upload)  # a settlement run's uploads: from their content
     state = dict(ctx.checkpoint_data)
     rows_done, report = int(state.get("rows_done", 0)), state.get("report")
     spool = None

@@ -189,15 +189,29 @@ def file_format(first_bytes: bytes, requested: str = "auto") -> str:
     return fmt
 
 
+def upload_format(upload: Upload) -> str:
+    """A stored upload's format, recognised from its first bytes as at upload time (for imports that were not
+    told it)."""
+    with open_bytes(upload) as stream:
+        return file_format(stream.read(HEADER_PROBE_BYTES))
+
+
 def _import_checks(*, file, name: str, processing_mode: str, file_format_name: str, mapping: dict | None) -> str:
     """What is refused before anything is stored (400 / 413); returns the file's format."""
-    if name and (problem := text_problem(name)) is not None:
-        raise InvalidCsvError(f"The file name {problem}.", details={"file": [f"The file name {problem}."]})
     if processing_mode not in ProcessingMode.values:
         raise InvalidCsvError(
             f"processing_mode must be one of {', '.join(ProcessingMode.values)}.",
             details={"processing_mode": [f"One of {', '.join(ProcessingMode.values)}."]},
         )
+    return file_checks(file=file, name=name, file_format_name=file_format_name, mapping=mapping)
+
+
+def file_checks(*, file, name: str, file_format_name: str = "auto", mapping: dict | None = None) -> str:
+    """What is refused of a file before it is stored (400 / 413): an unstorable name, its size, a format that is
+    none of the readable ones (recognised from the content, never the name), a CSV's header and mapping. Returns
+    the format."""
+    if name and (problem := text_problem(name)) is not None:
+        raise InvalidCsvError(f"The file name {problem}.", details={"file": [f"The file name {problem}."]})
     size = getattr(file, "size", None)
     if size is not None and size > max_bytes():
         raise too_large(size)

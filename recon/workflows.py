@@ -185,9 +185,9 @@ class SettlementRunForm(forms.Form):
     start_date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
     end_date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
     provider_account = forms.ModelChoiceField(queryset=Account.objects.none())
-    provider_file = forms.FileField(help_text="The provider's report (CSV).")
+    provider_file = forms.FileField(help_text="The provider's report (CSV, or a statement format).")
     bank_account = forms.ModelChoiceField(queryset=Account.objects.none())
-    bank_file = forms.FileField(help_text="The bank statement (CSV).")
+    bank_file = forms.FileField(help_text="The bank statement (camt.052/053/054, MT940/942, OFX, BAI2 or CSV).")
     reason = forms.CharField(required=False, max_length=500)
 
     def __init__(self, *args, user=None, **kwargs):
@@ -268,21 +268,15 @@ def settlement_run_start(
     idempotency_key: str | None = None,
     reason: str = "",
 ):
-    """Stores the provider's and the bank's CSV files (header checked; 400 for a bad file, 413 above the limit)
-    and starts a `recon.settlement_run` of `merchant`, in one transaction (a bad file writes nothing). Assumes
-    the caller may operate the merchant. Returns the run (a Job)."""
+    """Stores the provider's and the bank's files (CSV or a bank statement, recognised from the content as a file
+    import does: 400 for a bad or unreadable file, 413 above the limit) and starts a `recon.settlement_run` of
+    `merchant`, in one transaction (a bad file writes nothing). Assumes the caller may operate the merchant.
+    Returns the run (a Job)."""
     from jobs import services as job_services
-    from recon.ingest import InvalidCsvError
-    from recon.uploads import _file_chunks, _first_bytes, header_check, max_bytes, too_large, upload_store
+    from recon.uploads import _file_chunks, file_checks, upload_store
 
     for file in (provider_file, bank_file):
-        name = getattr(file, "name", "") or ""
-        if not name.lower().endswith(".csv"):
-            raise InvalidCsvError("The file name must end in .csv.", details={"file": [f"{name!r} is not a .csv"]})
-        size = getattr(file, "size", None)
-        if size is not None and size > max_bytes():
-            raise too_large(size)
-        header_check(_first_bytes(file))
+        file_checks(file=file, name=getattr(file, "name", "") or "")
     with transaction.atomic():
         provider = upload_store(
             account=provider_account,

@@ -9,6 +9,7 @@ from jobs import services as job_services
 from jobs.models import WorkflowStep
 from recon.ingest import InvalidCsvError
 from recon.models import ClosedPeriod, StagingEntry, Upload
+from recon.uploads import UnsupportedFormatError
 from recon.workflows import settlement_run_start
 from tests.jobs.conftest import drain, reload
 
@@ -22,11 +23,11 @@ def csv_file(name: str, rows: list[tuple]) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, body.encode(), content_type="text/csv")
 
 
-def start(ledger, operator, **extra):
+def start(ledger, operator, bank_file=None, **extra):
     provider = csv_file(
         "provider.csv", [("s1", "10.00", "2026-10-03"), ("s2", "20.00", "2026-10-04"), ("s3", "30.00", "2026-10-05")]
     )
-    bank = csv_file("bank.csv", [("s1", "10.00", "2026-10-03"), ("s2", "20.00", "2026-10-04")])
+    bank = bank_file or csv_file("bank.csv", [("s1", "10.00", "2026-10-03"), ("s2", "20.00", "2026-10-04")])
     return settlement_run_start(
         merchant=ledger.merchant,
         start_date=dt.date(2026, 10, 1),
@@ -161,3 +162,30 @@ def test_started_from_the_admin_form_with_two_files(ledger, operator, staff_user
     )
     assert bad.status_code == 200 and "Must not be before" in bad.content.decode()
     assert Job.objects.filter(job_type="recon.settlement_run").count() == 1
+
+
+CAMT = (
+    '<?xml version="1.0" encoding="UTF-8"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02">'
+    "<BkToCstmrStmt><GrpHdr><MsgId>M1</MsgId></GrpHdr><Stmt><Id>S1</Id>"
+    "<Acct><Id><IBAN>DE89370400440532013000</IBAN></Id></Acct>"
+    + "".join(
+        f'<Ntry><Amt Ccy="USD">{amount}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts>BOOK</Sts>'
+        f"<BookgDt><Dt>{day}</Dt></BookgDt><AcctSvcrRef>R-{ref}</AcctSvcrRef><NtryDtls><TxDtls><Refs>"
+        f"<EndToEndId>{ref}</EndToEndId></Refs></TxDtls></NtryDtls></Ntry>"
+        for ref, amount, day in (("s1", "10.00", "2026-10-03"), ("s2", "20.00", "2026-10-04"))
+    )
+    + "</Stmt></BkToCstmrStmt></Document>"
+)
+
+
+def test_a_bank_statement_file_is_recognised_from_its_content_and_imported(ledger, operator):
+    """The bank file of a run may be any statement format (the name says nothing); an unreadable one is refused."""
+    run = start(ledger, operator, bank_file=SimpleUploadedFile("statement-2026-10", CAMT.encode()))
+    run_until_waiting(run)
+    steps = {s.name: s for s in WorkflowStep.objects.filter(job_id=run.pk)}
+    assert steps["import_bank"].result["successful_ingestions"] == 2, steps["import_bank"].error
+    assert StagingEntry.objects.filter(account=ledger.bank).count() == 2
+    uploads = Upload.objects.count()
+    with pytest.raises(UnsupportedFormatError):
+        start(ledger, operator, bank_file=SimpleUploadedFile("bank.csv", b"%PDF-1.7 not a statement"))
+    assert Upload.objects.count() == uploads
