@@ -2,8 +2,10 @@
 
 import os
 import signal
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from jobs import services
 from jobs.models import JobEvent
@@ -30,10 +32,16 @@ def test_job_resumes_from_its_checkpoint_after_the_worker_is_killed(processes):
     cluster = processes.start(["manage.py", "qcluster"], **FAST_RESCUE)
 
     def mid_slice():
+        # Inside the first half of a slice after the first (a slice lasts JOBS_SLICE_SECONDS = 1 s), so the kill
+        # cannot land on a slice's end, where the run task is already COMPLETED and its successor not yet claimed.
         current = reload(job)
         return (
             current.checkpoint.get("done", 0) >= 4
-            and ProcessTracker.objects.filter(pk=current.run_task_id, status="PROCESSING").exists()
+            and ProcessTracker.objects.filter(
+                pk=current.run_task_id,
+                status="PROCESSING",
+                processing_started_at__gt=timezone.now() - timedelta(seconds=0.4),
+            ).exists()
         )
 
     wait_until(mid_slice, 60, interval=0.02, message="four steps done, inside a slice")
