@@ -47,7 +47,8 @@ def svg(nodes: list[dict]) -> str:
     parts = [
         (
             f'<svg xmlns="http://www.w3.org/2000/svg" class="workflow-graph" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" role="img" aria-label="workflow graph">'
+            f'viewBox="0 0 {width} {height}" style="max-width:100%;height:auto" role="img" '
+            'aria-label="workflow graph">'
         ),
         (
             '<defs><marker id="wf-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
